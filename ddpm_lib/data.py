@@ -1,0 +1,843 @@
+"""Data sets: 2-D toys, Gaussian data with a closed-form optimal denoiser, and Fashion-MNIST.
+
+The toys are generated (no files). Fashion-MNIST is read from IDX files that are looked up in
+a fixed order and verified by sha256 against ``data/registry.json`` before they are parsed:
+
+1. ``root=`` if given (a folder holding the ``*.gz`` files);
+2. the course's data folder, ``data/fashion-mnist/`` of the repository (``$DDPM_DATA_DIR``
+   replaces ``data/``), which ships the test split and the 10k training subset;
+3. ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``);
+4. a download from the official URL, checked by sha256 (``download=True``).
+
+Command line: ``python -m ddpm_lib.data verify`` checks every shipped file;
+``python -m ddpm_lib.data make-subset`` remakes the 10k training subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import http.client
+import json
+import math
+import os
+import struct
+import sys
+import tempfile
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    "swiss_roll",
+    "gaussian_mixture",
+    "gaussian_mixture_1d",
+    "gaussian_mixture_log_prob",
+    "GaussianData",
+    "read_idx",
+    "write_idx",
+    "fashion_mnist",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_SPLITS",
+    "to_uint8",
+    "from_uint8",
+    "data_dir",
+    "verify_file",
+    "verify_registry",
+    "make_fashion_mnist_subset",
+    "DataIntegrityError",
+    "iterate_minibatches",
+    "infinite_minibatches",
+]
+
+Batch = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+def _check_n(n, name: str = "n") -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    return int(n)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2-D toy data
+# ----------------------------------------------------------------------------------------------
+
+
+def swiss_roll(n: int, *, generator: torch.Generator | None = None, noise: float = 0.0) -> torch.Tensor:
+    """
+    Sample the 2-D swiss roll, the toy data of Sohl-Dickstein et al. (2015).
+
+    With u ~ U(0, 1) and e ~ N(0, I_2):
+        t = 1.5 pi (1 + 2 u),    x = (t cos t + noise * e_1,  t sin t + noise * e_2) / 10,
+    i.e. sklearn's ``make_swiss_roll(n, noise=noise)[:, [0, 2]] / 10`` (``noise`` in sklearn's
+    units, before the division by 10). Without noise x[:, 0] lies in [-0.95, 1.27] and
+    x[:, 1] in [-1.11, 1.42]. Computed in float64, so a generator gives the same points anywhere.
+
+    :param n: the number of points.
+    :param generator: a CPU torch.Generator for reproducible draws (global RNG if None).
+    :param noise: the standard deviation of the Gaussian noise, before scaling.
+    :return: an [n x 2] float32 tensor.
+    """
+    n = _check_n(n)
+    if not (noise >= 0 and math.isfinite(noise)):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    t = 1.5 * math.pi * (1 + 2 * u)
+    x = torch.stack([t * torch.cos(t), t * torch.sin(t)], dim=1)
+    if noise > 0:
+        x = x + noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+    return (x / 10).float()
+
+
+def _mixture_params(means, stds, weights):
+    means = torch.as_tensor(means, dtype=torch.float64)
+    if means.ndim == 1:
+        means = means[:, None]
+    if means.ndim != 2 or means.shape[0] < 1:
+        raise ValueError(f"means must have shape [K x D] (or [K] for 1-D), got {tuple(means.shape)}")
+    k, d = means.shape
+    stds = torch.as_tensor(stds, dtype=torch.float64)
+    if stds.ndim == 0:
+        stds = stds.expand(k)
+    if stds.ndim == 1:
+        if stds.shape[0] != k:
+            raise ValueError(f"stds must be a number, [K] or [K x D] with K = {k}, got {tuple(stds.shape)}")
+        stds = stds[:, None].expand(k, d)
+    if tuple(stds.shape) != (k, d):
+        raise ValueError(f"stds must be a number, [K] or [K x D] with K = {k}, got {tuple(stds.shape)}")
+    if not bool((stds > 0).all()):
+        raise ValueError("stds must all be > 0")
+    if weights is None:
+        weights = torch.full((k,), 1.0 / k, dtype=torch.float64)
+    weights = torch.as_tensor(weights, dtype=torch.float64)
+    if tuple(weights.shape) != (k,) or not bool((weights >= 0).all()) or not weights.sum() > 0:
+        raise ValueError(f"weights must be {k} numbers >= 0 with a positive sum, got {weights.tolist()}")
+    return means, stds, weights / weights.sum()
+
+
+def _eight_gaussians():
+    angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+    return torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+def gaussian_mixture(
+    n: int,
+    *,
+    means=None,
+    stds=0.1,
+    weights=None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """
+    Sample a mixture of Gaussians with diagonal covariances.
+
+    The default is 8 Gaussians with std 0.1 and equal weights, centred on the unit circle
+    at angles 2 pi k / 8, k = 0..7. A component index k ~ Categorical(weights) is drawn for each
+    point, then x = means[k] + stds[k] * e with e ~ N(0, I).
+
+    :param n: the number of points.
+    :param means: a [K x D] array of component means (None: the 8 Gaussians above).
+    :param stds: a number, a [K] array, or a [K x D] array of standard deviations.
+    :param weights: K non-negative weights (normalized here); None for equal weights.
+    :param generator: a CPU torch.Generator for reproducible draws.
+    :return: an [n x D] float32 tensor.
+    """
+    n = _check_n(n)
+    means, stds, weights = _mixture_params(_eight_gaussians() if means is None else means, stds, weights)
+    k = torch.multinomial(weights, n, replacement=True, generator=generator)
+    e = torch.randn(n, means.shape[1], generator=generator, dtype=torch.float64)
+    return (means[k] + stds[k] * e).float()
+
+
+def gaussian_mixture_1d(
+    n: int, means, stds, weights=None, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """
+    Sample a 1-D mixture of Gaussians (see :func:`gaussian_mixture`).
+
+    :param means: K component means.
+    :param stds: a number or K standard deviations.
+    :return: an [n] float32 tensor.
+    """
+    means = torch.as_tensor(means, dtype=torch.float64).reshape(-1, 1)
+    return gaussian_mixture(n, means=means, stds=stds, weights=weights, generator=generator)[:, 0]
+
+
+def gaussian_mixture_log_prob(x, means=None, stds=0.1, weights=None) -> torch.Tensor:
+    """
+    The exact log-density of a Gaussian mixture (arguments as in :func:`gaussian_mixture`).
+
+    :param x: an [N x D] tensor, or an [N] tensor for a 1-D mixture.
+    :return: an [N] float64 tensor of log p(x) in nats.
+    """
+    means, stds, weights = _mixture_params(_eight_gaussians() if means is None else means, stds, weights)
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.ndim == 1 and means.shape[1] == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[1] != means.shape[1]:
+        raise ValueError(f"x must have shape [N x {means.shape[1]}], got {tuple(x.shape)}")
+    z = (x[:, None, :] - means[None]) / stds[None]  # N x K x D
+    log_comp = -0.5 * (z**2).sum(-1) - torch.log(stds).sum(-1) - 0.5 * means.shape[1] * math.log(2 * math.pi)
+    return torch.logsumexp(log_comp + torch.log(weights), dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gaussian data: everything in closed form
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class GaussianData:
+    """
+    Data x_0 ~ N(m, s^2 I) in ``dim`` dimensions, where the diffusion is known in closed form.
+
+    With x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps, eps ~ N(0, I), and v = abar s^2 + 1 - abar:
+        q(x_t)        = N(sqrt(abar) m, v I)
+        E[eps | x_t]  = sqrt(1 - abar) (x_t - sqrt(abar) m) / v
+        E[x_0 | x_t]  = m + sqrt(abar) s^2 (x_t - sqrt(abar) m) / v
+    E[eps | x_t] is the minimizer of L_simple at that noise level, so ``eps_model`` is the best
+    possible eps-prediction network. Inputs are [N x ...] with dim values per example;
+    alpha_bar is a number or an [N] tensor (broadcast over the other dimensions).
+
+    :param dim: the number of dimensions of one example.
+    :param mean: m, a number or a [dim] tensor.
+    :param std: s > 0.
+    """
+
+    dim: int
+    mean: Union[float, torch.Tensor] = 0.0
+    std: float = 1.0
+
+    def __post_init__(self):
+        self.dim = _check_n(self.dim, "dim")
+        self.std = float(self.std)
+        if not (self.std > 0 and math.isfinite(self.std)):
+            raise ValueError(f"std must be a finite number > 0, got {self.std!r}")
+        m = torch.as_tensor(self.mean, dtype=torch.float64)
+        if m.ndim == 0:
+            m = m.expand(self.dim)
+        if tuple(m.shape) != (self.dim,):
+            raise ValueError(f"mean must be a number or a [{self.dim}] tensor, got shape {tuple(m.shape)}")
+        self._m = m.clone()
+
+    def _event(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean reshaped to one example of x: [N x ...] -> [...]."""
+        if x.ndim < 2 or math.prod(x.shape[1:]) != self.dim:
+            raise ValueError(f"expected [N x ...] with {self.dim} values per example, got shape {tuple(x.shape)}")
+        return self._m.to(x.device).reshape(x.shape[1:])
+
+    def _alpha_bar(self, alpha_bar, x: torch.Tensor) -> torch.Tensor:
+        ab = torch.as_tensor(alpha_bar, dtype=torch.float64, device=x.device)
+        if ab.ndim == 1 and ab.shape[0] == x.shape[0]:
+            ab = ab.reshape(-1, *([1] * (x.ndim - 1)))
+        elif ab.ndim != 0:
+            raise ValueError(
+                f"alpha_bar must be a number or an [N] tensor with N = {x.shape[0]}, got {tuple(ab.shape)}"
+            )
+        if not bool(((ab >= 0) & (ab <= 1)).all()):
+            raise ValueError("alpha_bar must lie in [0, 1]")
+        return ab
+
+    def sample(self, n: int, generator: torch.Generator | None = None, dtype=torch.float32) -> torch.Tensor:
+        """
+        Draw x_0 ~ N(m, s^2 I).
+
+        :return: an [n x dim] tensor of the given dtype.
+        """
+        n = _check_n(n)
+        e = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return (self._m + self.std * e).to(dtype)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        The exact log-density of the data.
+
+        :param x: an [N x ...] tensor.
+        :return: an [N] float64 tensor: log q(x_0) in nats, summed over dimensions.
+        """
+        return self.marginal_log_prob(x, 1.0)
+
+    def marginal(self, alpha_bar):
+        """
+        The moments of q(x_t) = N(sqrt(abar) m, (abar s^2 + 1 - abar) I).
+
+        :param alpha_bar: a number or a tensor of shape S.
+        :return: a tuple (mean, var) of float64 tensors of shape S + [dim].
+        """
+        ab = torch.as_tensor(alpha_bar, dtype=torch.float64)[..., None]
+        if not bool(((ab >= 0) & (ab <= 1)).all()):
+            raise ValueError("alpha_bar must lie in [0, 1]")
+        mean = ab.sqrt() * self._m
+        var = (ab * self.std**2 + 1 - ab).expand(mean.shape)
+        return mean, var
+
+    def marginal_log_prob(self, x_t: torch.Tensor, alpha_bar) -> torch.Tensor:
+        """
+        The exact log q(x_t), summed over dimensions.
+
+        :param x_t: an [N x ...] tensor.
+        :param alpha_bar: a number or an [N] tensor.
+        :return: an [N] float64 tensor in nats.
+        """
+        x = torch.as_tensor(x_t).to(torch.float64)
+        m = self._event(x)
+        ab = self._alpha_bar(alpha_bar, x)
+        v = ab * self.std**2 + 1 - ab
+        ll = -0.5 * ((x - ab.sqrt() * m) ** 2 / v + torch.log(v) + math.log(2 * math.pi))
+        return ll.reshape(x.shape[0], -1).sum(1)
+
+    def optimal_eps(self, x_t: torch.Tensor, alpha_bar) -> torch.Tensor:
+        """
+        E[eps | x_t], the best eps-prediction in mean square.
+
+        :param x_t: an [N x ...] tensor.
+        :param alpha_bar: a number or an [N] tensor.
+        :return: a tensor shaped and typed like x_t.
+        """
+        x = x_t.to(torch.float64)
+        m = self._event(x)
+        ab = self._alpha_bar(alpha_bar, x)
+        eps = (1 - ab).sqrt() * (x - ab.sqrt() * m) / (ab * self.std**2 + 1 - ab)
+        return eps.to(x_t.dtype)
+
+    def optimal_x0(self, x_t: torch.Tensor, alpha_bar) -> torch.Tensor:
+        """
+        E[x_0 | x_t], the best x_0-prediction in mean square.
+
+        :param x_t: an [N x ...] tensor.
+        :param alpha_bar: a number or an [N] tensor.
+        :return: a tensor shaped and typed like x_t.
+        """
+        x = x_t.to(torch.float64)
+        m = self._event(x)
+        ab = self._alpha_bar(alpha_bar, x)
+        x0 = m + ab.sqrt() * self.std**2 * (x - ab.sqrt() * m) / (ab * self.std**2 + 1 - ab)
+        return x0.to(x_t.dtype)
+
+    def eps_model(self, alpha_bars: torch.Tensor):
+        """
+        The optimal eps-prediction network for a schedule, as a model(x_t, t) callable.
+
+        :param alpha_bars: the schedule's [T + 1] table (``NoiseSchedule.alpha_bars``).
+        :return: a callable (x_t [N x ...], t [N] in 1..T) -> E[eps | x_t].
+        """
+        table = torch.as_tensor(alpha_bars, dtype=torch.float64)
+
+        def model(x_t, t):
+            return self.optimal_eps(x_t, table.to(x_t.device)[torch.as_tensor(t, device=x_t.device).long()])
+
+        return model
+
+
+# ----------------------------------------------------------------------------------------------
+# IDX files
+# ----------------------------------------------------------------------------------------------
+
+_IDX_TYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_CODES = {np.dtype(v).newbyteorder("=").str[1:]: k for k, v in _IDX_TYPES.items()}
+
+
+def read_idx(path) -> np.ndarray:
+    """
+    Read an IDX file (the MNIST format), gzip-compressed or plain.
+
+    Layout: two zero bytes, a type code (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
+    0x0D float32, 0x0E float64), the number of dimensions, each dimension as a big-endian
+    uint32, then the values in C order, big-endian.
+
+    :param path: the file; gzip is recognized by its content, not its name.
+    :return: a writable numpy array in native byte order.
+    :raises ValueError: naming the file, on a bad magic number, an unsupported type code, a
+        broken gzip stream, or a size that does not match the header.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"{path}: broken gzip stream ({e})") from None
+    if len(raw) < 4:
+        raise ValueError(f"{path}: truncated IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
+    if raw[:2] != b"\x00\x00":
+        raise ValueError(
+            f"{path}: bad magic number 0x{raw[:4].hex()}: an IDX file starts with two zero bytes, "
+            "a type code and the number of dimensions"
+        )
+    code, ndim = raw[2], raw[3]
+    if code not in _IDX_TYPES:
+        known = ", ".join(f"0x{c:02X}" for c in _IDX_TYPES)
+        raise ValueError(f"{path}: unsupported IDX type code 0x{code:02X} (supported: {known})")
+    if ndim == 0:
+        raise ValueError(f"{path}: bad IDX header: 0 dimensions")
+    start = 4 + 4 * ndim
+    if len(raw) < start:
+        raise ValueError(f"{path}: truncated IDX file: {len(raw)} bytes, shorter than its {start}-byte header")
+    dims = struct.unpack(f">{ndim}I", raw[4:start])
+    dtype = np.dtype(_IDX_TYPES[code])
+    want = math.prod(dims) * dtype.itemsize
+    have = len(raw) - start
+    if have != want:
+        what = "truncated IDX file" if have < want else "IDX file longer than its header says"
+        raise ValueError(
+            f"{path}: {what}: the header promises shape {dims} of {dtype.name} = {want} bytes of data, "
+            f"the file holds {have}"
+        )
+    arr = np.frombuffer(raw, dtype=dtype, count=math.prod(dims), offset=start).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def write_idx(path, array) -> Path:
+    """
+    Write an array as an IDX file; gzip-compressed when the name ends in ``.gz``.
+
+    The gzip header holds no file name and mtime 0, so the same array gives the same bytes
+    (with the same zlib).
+
+    :param array: a numpy array or tensor of uint8, int8, int16, int32, float32 or float64.
+    :return: the path written.
+    """
+    path = Path(path)
+    arr = np.asarray(array.cpu().numpy() if isinstance(array, torch.Tensor) else array)
+    key = arr.dtype.newbyteorder("=").str[1:]
+    if key not in _IDX_CODES or arr.ndim < 1 or arr.ndim > 255:
+        raise ValueError(f"cannot write {arr.dtype} with {arr.ndim} dimensions as IDX")
+    code = _IDX_CODES[key]
+    header = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    payload = header + np.ascontiguousarray(arr, dtype=np.dtype(_IDX_TYPES[code])).tobytes()
+    with open(path, "wb") as f:
+        if path.name.endswith(".gz"):
+            with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=9, mtime=0) as g:
+                g.write(payload)
+        else:
+            f.write(payload)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# The registry and sha256 verification
+# ----------------------------------------------------------------------------------------------
+
+# The repository's data folder; ``$DDPM_DATA_DIR`` replaces it. Module-level, so tests can patch.
+REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR_ENV = "DDPM_DATA_DIR"
+SYSTEM_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+DOWNLOAD_TIMEOUT = 10.0
+REGISTRY_NAME = "registry.json"
+
+
+class DataIntegrityError(ValueError):
+    """A data file whose size or sha256 is not the one the registry lists."""
+
+
+def _v(size, sha256, what):
+    return {"size": size, "sha256": sha256, "what": what}
+
+
+# The Fashion-MNIST hashes, the same as in data/registry.json (a test checks), so that a file
+# from Debian or a download can be verified where the repository's data folder is absent.
+# Debian's copies hold the official gzip streams under a header with no file name.
+_BUILTIN_REGISTRY = {
+    "fashion-mnist/t10k-images-idx3-ubyte.gz": [
+        _v(4422079, "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa", "Debian's copy"),
+        _v(4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", "official download"),
+    ],
+    "fashion-mnist/t10k-labels-idx1-ubyte.gz": [
+        _v(5125, "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05", "Debian's copy"),
+        _v(5148, "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", "official download"),
+    ],
+    "fashion-mnist/train-images-idx3-ubyte.gz": [
+        _v(26421856, "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7", "Debian's copy"),
+        _v(26421880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", "official download"),
+    ],
+    "fashion-mnist/train-labels-idx1-ubyte.gz": [
+        _v(29491, "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056", "Debian's copy"),
+        _v(29515, "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", "official download"),
+    ],
+    "fashion-mnist/train-10k-images-idx3-ubyte.gz": [
+        _v(4347397, "1be733b5e3563a3e09249eaf2860ab906050f4ad092514fd69643a971f092eef", "shipped subset"),
+    ],
+    "fashion-mnist/train-10k-labels-idx1-ubyte.gz": [
+        _v(5112, "61a6840eba903a1624db1cd180742787f58a96a5d569dcbab532ea0bbd943a75", "shipped subset"),
+    ],
+}
+
+
+def data_dir() -> Path:
+    """The course's data folder: ``$DDPM_DATA_DIR`` if set, else ``data/`` of the repository."""
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env) if env else REPO_DATA_DIR
+
+
+def _load_registry() -> dict:
+    """The registry's ``files`` table from data_dir(), or {} when there is none."""
+    path = data_dir() / REGISTRY_NAME
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["files"]
+
+
+def _accepted(key: str) -> list[dict]:
+    """Every (size, sha256) a file registered under ``key`` may have."""
+    entry = _load_registry().get(key)
+    if entry is None:
+        return list(_BUILTIN_REGISTRY.get(key, []))
+    out = [_v(entry["size"], entry["sha256"], "shipped" if entry.get("shipped") else "registered")]
+    for name, var in entry.get("variants", {}).items():
+        if var["sha256"] != entry["sha256"]:
+            out.append(_v(var["size"], var["sha256"], name))
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_VERIFIED: dict = {}  # (path, size, mtime_ns, key) -> sha256, for this process
+
+
+def verify_file(path, key: str) -> str:
+    """
+    Check a file against its registry entry (cached per process by path, size and mtime).
+
+    :param path: the file.
+    :param key: its registry key, e.g. ``"fashion-mnist/t10k-images-idx3-ubyte.gz"``.
+    :return: its sha256.
+    :raises DataIntegrityError: naming the file, the expected and the actual sha256.
+    """
+    path = Path(path)
+    st = path.stat()
+    cache_key = (str(path.resolve()), st.st_size, st.st_mtime_ns, key)
+    if cache_key in _VERIFIED:
+        return _VERIFIED[cache_key]
+    accepted = _accepted(key)
+    if not accepted:
+        raise DataIntegrityError(f"{path}: no registry entry '{key}' to verify it against")
+    actual = _sha256(path)
+    if not any(a["sha256"] == actual and a["size"] == st.st_size for a in accepted):
+        expected = "; ".join(f"{a['sha256']} ({a['what']}, {a['size']} bytes)" for a in accepted)
+        raise DataIntegrityError(
+            f"{path}: sha256 mismatch for '{key}': expected {expected}; got {actual} ({st.st_size} bytes). "
+            "The file is corrupt or not the registered one: delete it and get it again."
+        )
+    _VERIFIED[cache_key] = actual
+    return actual
+
+
+def verify_registry() -> dict:
+    """
+    Check every shipped file in the registry (size and sha256).
+
+    :return: a dict {relative path: sha256} of the files checked.
+    :raises DataIntegrityError: listing every file that is missing or wrong.
+    """
+    root = data_dir()
+    files = _load_registry()
+    if not files:
+        raise DataIntegrityError(f"no registry at {root / REGISTRY_NAME}")
+    done, problems = {}, []
+    for rel, entry in sorted(files.items()):
+        if not entry.get("shipped"):
+            continue
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+            continue
+        try:
+            done[rel] = verify_file(path, rel)
+        except DataIntegrityError as e:
+            problems.append(str(e))
+    if problems:
+        raise DataIntegrityError("registry check failed:\n  " + "\n  ".join(problems))
+    return done
+
+
+# ----------------------------------------------------------------------------------------------
+# Fashion-MNIST
+# ----------------------------------------------------------------------------------------------
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+_SPLITS = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+    "train-10k": ("train-10k-images-idx3-ubyte.gz", "train-10k-labels-idx1-ubyte.gz"),
+}
+FASHION_MNIST_SPLITS = tuple(_SPLITS)
+SUBSET_SIZE = 10_000
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """
+    Map images in [-1, 1] to {0..255}: round((x + 1) * 127.5), clamped.
+
+    :param images: a float tensor of any shape.
+    :return: a uint8 tensor of the same shape.
+    """
+    return ((images.detach().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def from_uint8(images) -> torch.Tensor:
+    """
+    Map {0..255} to [-1, 1]: x / 127.5 - 1 (the DDPM paper's scaling).
+
+    :param images: a uint8 tensor or numpy array of any shape.
+    :return: a float32 tensor of the same shape.
+    """
+    return torch.as_tensor(images).to(torch.float32) / 127.5 - 1
+
+
+def _search_dirs(root) -> list[tuple[Path, str]]:
+    dirs = []
+    if root is not None:
+        dirs.append((Path(root), "root="))
+    dirs.append((data_dir() / "fashion-mnist", f"the course's data folder (${DATA_DIR_ENV} overrides)"))
+    dirs.append((Path(SYSTEM_FASHION_MNIST_DIR), "Debian's dataset-fashion-mnist"))
+    return dirs
+
+
+def _locate(name: str, dirs) -> Path | None:
+    for d, _ in dirs:
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
+def _missing_message(names, dirs) -> str:
+    looked = "\n".join(f"    {d}  ({why})" for d, why in dirs)
+    return (
+        f"Fashion-MNIST file(s) {', '.join(names)} not found. Looked in:\n{looked}\n"
+        "Three ways to get them:\n"
+        f"  1. the data folder: a checkout of the course ships the test split and the 10k training subset "
+        f"in {REPO_DATA_DIR / 'fashion-mnist'}; or set ${DATA_DIR_ENV} to a folder holding fashion-mnist/<file>\n"
+        "  2. Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist  (all four files, in "
+        f"{SYSTEM_FASHION_MNIST_DIR})\n"
+        f"  3. download: call with download=True to fetch them from {FASHION_MNIST_URL} (checked by sha256)"
+    )
+
+
+def _download(name: str, dest_dir: Path) -> Path:
+    """Fetch an official file into dest_dir: to a temporary file, verified, then renamed."""
+    key = f"fashion-mnist/{name}"
+    accepted = _accepted(key)
+    url = FASHION_MNIST_URL + name
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest_dir)
+    try:
+        h, size = hashlib.sha256(), 0
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as r:
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                f.write(chunk)
+                h.update(chunk)
+                size += len(chunk)
+        actual = h.hexdigest()
+        if not any(a["sha256"] == actual and a["size"] == size for a in accepted):
+            expected = "; ".join(f"{a['sha256']} ({a['what']})" for a in accepted)
+            raise DataIntegrityError(f"{url}: sha256 mismatch: expected {expected}; got {actual} ({size} bytes)")
+        os.replace(tmp, dest_dir / name)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return dest_dir / name
+
+
+def _fetch(names, dirs, download: bool, dest_dir: Path) -> list[Path]:
+    """Locate each file (downloading the missing ones if allowed) and verify it."""
+    paths = {n: _locate(n, dirs) for n in names}
+    missing = [n for n, p in paths.items() if p is None]
+    if missing and not download:
+        raise FileNotFoundError(_missing_message(missing, dirs))
+    for n in missing:
+        try:
+            paths[n] = _download(n, dest_dir)
+        except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, timeouts: OSError
+            if isinstance(e, DataIntegrityError):
+                raise
+            raise FileNotFoundError(_missing_message(missing, dirs) + f"\n  (the download failed: {e})") from e
+    for n, p in paths.items():
+        verify_file(p, f"fashion-mnist/{n}")
+    return [paths[n] for n in names]
+
+
+def _read_pair(image_path: Path, label_path: Path):
+    images, labels = read_idx(image_path), read_idx(label_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise ValueError(
+            f"{image_path}: expected uint8 images of shape [N x 28 x 28], got {images.dtype} {images.shape}"
+        )
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"{label_path}: {labels.shape[0]} labels for {images.shape[0]} images in {image_path}")
+    return images, labels
+
+
+def _fashion_mnist_uint8(split: str, root=None, download: bool = True):
+    if split not in _SPLITS:
+        raise ValueError(f"unknown Fashion-MNIST split {split!r}; allowed: {', '.join(map(repr, _SPLITS))}")
+    dirs = _search_dirs(root)
+    dest = Path(root) if root is not None else data_dir() / "fashion-mnist"
+    names = _SPLITS[split]
+    if split == "train-10k":
+        if all(_locate(n, dirs) is not None for n in names):
+            return _read_pair(*_fetch(names, dirs, False, dest))
+        if not download and not all(_locate(n, dirs) is not None for n in _SPLITS["train"]):
+            raise FileNotFoundError(
+                _missing_message(names, dirs)
+                + f"\n(train-10k is also taken from the first {SUBSET_SIZE} of {', '.join(_SPLITS['train'])})"
+            )
+        images, labels = _read_pair(*_fetch(_SPLITS["train"], dirs, download, dest))
+        return images[:SUBSET_SIZE].copy(), labels[:SUBSET_SIZE].copy()
+    return _read_pair(*_fetch(names, dirs, download, dest))
+
+
+def fashion_mnist(split: str = "test", *, root=None, download: bool = True):
+    """
+    Load a Fashion-MNIST split, verified by sha256, scaled to [-1, 1].
+
+    Files are looked up in ``root`` (if given), the course's data folder, Debian's
+    /usr/share/datasets/fashion-mnist, and finally downloaded (if ``download``) into
+    ``root`` or the data folder. "train-10k" (the first 10,000 training images, shipped) is
+    also cut from the full training files when those are found instead.
+
+    :param split: "test" (10,000), "train" (60,000) or "train-10k" (10,000).
+    :param root: a folder holding the ``*-ubyte.gz`` files, searched first.
+    :param download: allow a download when no folder has the files.
+    :return: a tuple (images, labels): an [N x 1 x 28 x 28] float32 tensor in [-1, 1]
+             (x / 127.5 - 1) and an [N] int64 tensor of class indices (FASHION_MNIST_CLASSES).
+    """
+    images, labels = _fashion_mnist_uint8(split, root, download)
+    return from_uint8(torch.from_numpy(images)).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+def make_fashion_mnist_subset(source=None, out_dir=None) -> list[Path]:
+    """
+    Write the first 10,000 training images and labels as new IDX .gz files.
+
+    Byte-identical on every run (gzip mtime 0, no file name; same zlib).
+
+    :param source: a folder holding the full training files (else the usual lookup, no download).
+    :param out_dir: where to write (default: the data folder's fashion-mnist/).
+    :return: the two paths written.
+    """
+    dirs = _search_dirs(source)
+    out = Path(out_dir) if out_dir is not None else data_dir() / "fashion-mnist"
+    images, labels = _read_pair(*_fetch(_SPLITS["train"], dirs, False, out))
+    out.mkdir(parents=True, exist_ok=True)
+    names = _SPLITS["train-10k"]
+    return [
+        write_idx(out / names[0], images[:SUBSET_SIZE]),
+        write_idx(out / names[1], labels[:SUBSET_SIZE]),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Minibatches
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_tuple(data: Batch):
+    if isinstance(data, torch.Tensor):
+        return (data,), True
+    data = tuple(data)
+    if not data or any(len(d) != len(data[0]) for d in data):
+        raise ValueError("data must be a tensor or tensors with the same first dimension")
+    return data, False
+
+
+def iterate_minibatches(
+    data: Batch,
+    batch_size: int,
+    *,
+    generator: torch.Generator | None = None,
+    shuffle: bool = True,
+    drop_last: bool = True,
+) -> Iterator[Batch]:
+    """
+    One pass over the data in minibatches.
+
+    :param data: an [N x ...] tensor, or a tuple of tensors with the same N (e.g. images, labels).
+    :param batch_size: the number of examples per batch.
+    :param generator: a CPU torch.Generator for the shuffling order.
+    :param shuffle: visit the examples in a random order.
+    :param drop_last: skip the last, smaller batch.
+    :return: an iterator of [batch_size x ...] tensors (or tuples of them, like ``data``).
+    """
+    batch_size = _check_n(batch_size, "batch_size")
+    tensors, single = _as_tuple(data)
+    n = len(tensors[0])
+    if drop_last and batch_size > n:
+        raise ValueError(f"batch_size ({batch_size}) exceeds the number of examples ({n}) with drop_last=True")
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    for i in range(0, stop, batch_size):
+        idx = order[i : i + batch_size]
+        batch = tuple(t[idx.to(t.device)] for t in tensors)
+        yield batch[0] if single else batch
+
+
+def infinite_minibatches(
+    data: Batch, batch_size: int, *, generator: torch.Generator | None = None
+) -> Iterator[Batch]:
+    """
+    Shuffled minibatches forever, reshuffling at each pass (for step-counted training loops).
+
+    :return: an endless iterator of [batch_size x ...] tensors (or tuples, like ``data``).
+    """
+    while True:
+        yield from iterate_minibatches(data, batch_size, generator=generator, shuffle=True, drop_last=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ddpm_lib.data", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("verify", help="check every shipped file under the data folder against registry.json")
+    mk = sub.add_parser("make-subset", help="write the first 10,000 Fashion-MNIST training images and labels")
+    mk.add_argument("--source", help="folder with train-{images,labels}-*.gz (default: the usual lookup)")
+    mk.add_argument("--out", help="output folder (default: the data folder's fashion-mnist/)")
+    args = p.parse_args(argv)
+    if args.cmd == "verify":
+        try:
+            done = verify_registry()
+        except DataIntegrityError as e:
+            print(e, file=sys.stderr)
+            return 1
+        for rel, sha in done.items():
+            print(f"ok  {sha}  {rel}")
+        return 0
+    for path in make_fashion_mnist_subset(args.source, args.out):
+        print(f"{_sha256(path)}  {path.stat().st_size:>9}  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,533 @@
+"""The Gaussian diffusion model of Ho et al. 2020 (DDPM), in the paper's indexing.
+
+Forward process q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I), t = 1..T, x_0 data.
+Reverse process p(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I), with mu_theta given through
+the network's prediction of eps, x_0 or the mean itself.
+
+A *model* is any callable ``model(x_t, t) -> output`` with x_t of shape (B, ...) and t a
+LongTensor (B,) of the paper's timesteps (for a respaced schedule, the original timesteps).
+For learned variances the output has twice the channels of x (dim 1): prediction, then v.
+
+Equation numbers refer to Ho, Jain & Abbeel 2020 unless said otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, NamedTuple, Optional
+
+import torch
+
+from .gaussians import (
+    discretized_gaussian_log_likelihood,
+    gaussian_log_likelihood,
+    mean_flat,
+    normal_kl,
+    sum_flat,
+)
+from .schedules import NoiseSchedule
+
+__all__ = ["GaussianDiffusion", "GaussianParams", "Trajectory", "PREDICTIONS", "VARIANCES", "LOSSES", "DECODERS"]
+
+PREDICTIONS = ("eps", "x0", "mean")
+VARIANCES = ("fixed_small", "fixed_large", "learned", "learned_range")
+LOSSES = ("simple", "vlb", "hybrid")
+DECODERS = ("discretized", "gaussian")
+
+
+class GaussianParams(NamedTuple):
+    """A diagonal Gaussian: mean, variance and log variance, each broadcastable to x."""
+
+    mean: torch.Tensor
+    variance: torch.Tensor
+    log_variance: torch.Tensor
+
+
+@dataclass
+class Trajectory:
+    """States recorded while sampling: ``ts`` (K,) and, for each, x_t and the predicted x_0.
+
+    ``ts`` are indices of the schedule that sampled (for a respaced one, ``timesteps`` holds the
+    original timesteps they stand for; otherwise the two agree). ``x_t[k]`` is the state *at*
+    ``ts[k]`` (before the step from it), shape (K, B, ...); ``pred_x0[k]`` is the model's x_0
+    prediction from that state (NaN where none was made, at t = 0).
+    """
+
+    ts: torch.Tensor
+    x_t: torch.Tensor
+    pred_x0: torch.Tensor
+    timesteps: Optional[torch.Tensor] = None
+
+    def to_tensors(self) -> dict:
+        """A dict of tensors for safetensors.save_file."""
+        return {"ts": self.ts, "timesteps": self.ts if self.timesteps is None else self.timesteps,
+                "x_t": self.x_t.contiguous(), "pred_x0": self.pred_x0.contiguous()}
+
+
+def _noise_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    # draw on the generator's device, so a CPU generator gives the same numbers whatever x's device
+    dev = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
+
+
+class GaussianDiffusion:
+    """DDPM's forward process, posterior, reverse parameterizations, losses and bound.
+
+    Args:
+        schedule: a :class:`NoiseSchedule` (its tables are float64; results come in x's dtype).
+        prediction: what the network predicts: ``"eps"`` (Eq. 11), ``"x0"``, or ``"mean"`` (mu~).
+        variance: sigma_t^2 of p(x_{t-1}|x_t): ``"fixed_large"`` = beta_t, ``"fixed_small"`` = beta~_t
+            (at t = 1, beta~_2, since beta~_1 = 0), ``"learned"`` (the network outputs log sigma^2),
+            ``"learned_range"`` (Nichol & Dhariwal 2021 Eq. 15: log sigma^2 = v log beta_t + (1 - v) log beta~_t
+            with v = (output + 1) / 2).
+        loss: ``"simple"`` (Eq. 14, MSE on the predicted quantity), ``"vlb"`` (the true bound term
+            L_{t-1}, T times, in bits/dim: its expectation over t is (bound - L_T) in bits/dim),
+            ``"hybrid"`` (simple + ``hybrid_lambda`` * vlb with the mean's gradient stopped, Nichol &
+            Dhariwal 2021 Sec. 3.1; requires a learned variance).
+        decoder: L_0's decoder: ``"discretized"`` (Eq. 13, 8-bit data in [-1, 1]) or ``"gaussian"``
+            (a density, for continuous data such as the swiss roll).
+    """
+
+    def __init__(self, schedule: NoiseSchedule, prediction: str = "eps", variance: str = "fixed_large",
+                 loss: str = "simple", decoder: str = "discretized", hybrid_lambda: float = 1e-3):
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+        for name, value, allowed in (("prediction", prediction, PREDICTIONS), ("variance", variance, VARIANCES),
+                                     ("loss", loss, LOSSES), ("decoder", decoder, DECODERS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if loss == "hybrid" and not variance.startswith("learned"):
+            raise ValueError("loss='hybrid' trains the variance by the bound: it needs variance='learned' "
+                             f"or 'learned_range', got variance={variance!r}")
+        self.schedule = schedule
+        self.T = schedule.T
+        self.prediction = prediction
+        self.variance = variance
+        self.loss = loss
+        self.decoder = decoder
+        self.hybrid_lambda = float(hybrid_lambda)
+        s = schedule
+        # sigma_t^2 for the fixed choices (index t, float64); [0] unused
+        self._fixed_large_var = s.betas.clone()
+        self._fixed_large_logvar = s.betas.log()
+        self._fixed_small_var = s.posterior_log_variance_clipped.exp()
+        self._fixed_small_logvar = s.posterior_log_variance_clipped.clone()
+
+    # ---- configuration ----------------------------------------------------------------
+    @property
+    def learned_variance(self) -> bool:
+        return self.variance.startswith("learned")
+
+    def config(self) -> dict:
+        """A JSON-able description (for checkpoints)."""
+        return {"schedule": self.schedule.to_dict(), "prediction": self.prediction, "variance": self.variance,
+                "loss": self.loss, "decoder": self.decoder, "hybrid_lambda": self.hybrid_lambda}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "GaussianDiffusion":
+        return cls(NoiseSchedule.from_dict(cfg["schedule"]), prediction=cfg["prediction"], variance=cfg["variance"],
+                   loss=cfg.get("loss", "simple"), decoder=cfg.get("decoder", "discretized"),
+                   hybrid_lambda=cfg.get("hybrid_lambda", 1e-3))
+
+    def respace(self, steps) -> "GaussianDiffusion":
+        """The same model on a subsequence of timesteps (see :meth:`NoiseSchedule.respace`)."""
+        return GaussianDiffusion(self.schedule.respace(steps), prediction=self.prediction, variance=self.variance,
+                                 loss=self.loss, decoder=self.decoder, hybrid_lambda=self.hybrid_lambda)
+
+    def __repr__(self) -> str:
+        return (f"GaussianDiffusion({self.schedule!r}, prediction={self.prediction!r}, variance={self.variance!r}, "
+                f"loss={self.loss!r}, decoder={self.decoder!r})")
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _extract(self, table: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """table[t] in x's dtype and device, shaped (B, 1, ..., 1) to broadcast against x."""
+        out = table.to(t.device)[t].to(device=x.device, dtype=x.dtype)
+        return out.reshape(t.shape[0], *([1] * (x.ndim - 1)))
+
+    def _check(self, x: torch.Tensor, t: torch.Tensor, name: str = "x_t", allow_zero: bool = False) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor of shape (B, ...), got "
+                            f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
+        if x.ndim < 2:
+            raise ValueError(f"{name} must have shape (B, ...) with at least 2 dimensions, got {tuple(x.shape)}")
+        t = self.schedule.check_t(t, allow_zero=allow_zero)
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t must have shape (B,) = ({x.shape[0]},) to match {name}, got {tuple(t.shape)}")
+        return t
+
+    def _check_data(self, x0: torch.Tensor) -> None:
+        if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
+            raise TypeError("x0 must be a floating-point tensor of shape (B, ...)")
+        if x0.ndim < 2:
+            raise ValueError(f"x0 must have shape (B, ...) with at least 2 dimensions, got {tuple(x0.shape)}")
+        if self.decoder == "discretized" and (x0.min() < -1 - 1e-5 or x0.max() > 1 + 1e-5):
+            raise ValueError(
+                f"x0 must lie in [-1, 1] for the discretized decoder (images scaled by x/127.5 - 1); got values in "
+                f"[{float(x0.min()):.4g}, {float(x0.max()):.4g}]. For continuous data use decoder='gaussian'."
+            )
+
+    def model_t(self, t: torch.Tensor) -> torch.Tensor:
+        """The timestep the network receives for index t (the original t for a respaced schedule)."""
+        return self.schedule.timesteps.to(t.device)[t]
+
+    def sample_t(self, batch: int, device=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """t ~ Uniform{1..T}, shape (batch,)."""
+        dev = generator.device if generator is not None else device
+        return torch.randint(1, self.T + 1, (batch,), generator=generator, device=dev).to(device)
+
+    def _split_output(self, model_output: torch.Tensor, x_t: torch.Tensor):
+        C = x_t.shape[1]
+        want = 2 * C if self.learned_variance else C
+        if model_output.shape[0] != x_t.shape[0] or model_output.shape[1] != want or \
+                model_output.shape[2:] != x_t.shape[2:]:
+            raise ValueError(
+                f"model_output must have shape {(x_t.shape[0], want, *x_t.shape[2:])} for prediction="
+                f"{self.prediction!r} and variance={self.variance!r}, got {tuple(model_output.shape)}"
+            )
+        if self.learned_variance:
+            return model_output[:, :C], model_output[:, C:]
+        return model_output, None
+
+    # ---- forward process ----------------------------------------------------------------
+    def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor) -> GaussianParams:
+        """q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)  (Eq. 4)."""
+        t = self._check(x0, t, "x0")
+        s = self.schedule
+        mean = self._extract(s.sqrt_alpha_bars, t, x0) * x0
+        var = self._extract(1.0 - s.alpha_bars, t, x0).expand_as(x0)
+        return GaussianParams(mean, var, self._extract(s.log_one_minus_alpha_bars, t, x0).expand_as(x0))
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, eps ~ N(0, I)  (Eq. 4, reparameterized).
+
+        x0: (B, ...); t: (B,) in 1..T; noise: like x0 (drawn if None). Returns x_t like x0.
+        """
+        t = self._check(x0, t, "x0")
+        if noise is None:
+            noise = _noise_like(x0, generator)
+        elif noise.shape != x0.shape:
+            raise ValueError(f"noise must have x0's shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
+        s = self.schedule
+        return self._extract(s.sqrt_alpha_bars, t, x0) * x0 + self._extract(s.sqrt_one_minus_alpha_bars, t, x0) * noise
+
+    def q_step(self, x_prev: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """One forward step x_t ~ q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)  (Eq. 2)."""
+        t = self._check(x_prev, t, "x_prev")
+        if noise is None:
+            noise = _noise_like(x_prev, generator)
+        s = self.schedule
+        return self._extract(s.alphas.sqrt(), t, x_prev) * x_prev + self._extract(s.betas.sqrt(), t, x_prev) * noise
+
+    def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> GaussianParams:
+        """q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I)  (Eqs. 6-7).
+
+        Returns (mean, variance, log_variance); the variance is beta~_t (0 at t = 1) and the log
+        variance is clipped at t = 1 to log beta~_2, as beta~_1 = 0 has no log.
+        """
+        t = self._check(x_t, t)
+        if x0.shape != x_t.shape:
+            raise ValueError(f"x0 and x_t must have the same shape, got {tuple(x0.shape)} and {tuple(x_t.shape)}")
+        s = self.schedule
+        mean = self._extract(s.posterior_mean_coef1, t, x_t) * x0 + self._extract(s.posterior_mean_coef2, t, x_t) * x_t
+        var = self._extract(s.posterior_variance, t, x_t).expand_as(x_t)
+        logvar = self._extract(s.posterior_log_variance_clipped, t, x_t).expand_as(x_t)
+        return GaussianParams(mean, var, logvar)
+
+    # ---- conversions between parameterizations -------------------------------------------
+    def pred_x0_from_eps(self, x_t, t, eps):
+        """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)  (Eq. 4 solved for x_0)."""
+        s = self.schedule
+        return self._extract(s.sqrt_recip_alpha_bars, t, x_t) * x_t - self._extract(s.sqrt_recipm1_alpha_bars, t, x_t) * eps
+
+    def pred_eps_from_x0(self, x_t, t, x0):
+        """eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)."""
+        s = self.schedule
+        return (self._extract(s.sqrt_recip_alpha_bars, t, x_t) * x_t - x0) / self._extract(s.sqrt_recipm1_alpha_bars, t, x_t)
+
+    def pred_x0_from_mean(self, x_t, t, mean):
+        """Invert Eq. 7: x_0 = (mu~ - c_t x_t) / c_0."""
+        s = self.schedule
+        return (mean - self._extract(s.posterior_mean_coef2, t, x_t) * x_t) / self._extract(s.posterior_mean_coef1, t, x_t)
+
+    def mean_from_eps(self, x_t, t, eps):
+        """mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)  (Eq. 11)."""
+        s = self.schedule
+        return (x_t - self._extract(s.betas / s.sqrt_one_minus_alpha_bars, t, x_t) * eps) / \
+            self._extract(s.alphas.sqrt(), t, x_t)
+
+    def eps_mse_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)): L_{t-1} = weight * ||eps - eps_theta||^2 + C  (Eq. 12).
+
+        Defined for fixed variances. t: (B,) -> (B,) float64.
+        """
+        if self.learned_variance:
+            raise ValueError("eps_mse_weight needs a fixed variance (fixed_small or fixed_large)")
+        t = self.schedule.check_t(t)
+        s = self.schedule
+        var = (self._fixed_large_var if self.variance == "fixed_large" else self._fixed_small_var)
+        return (s.betas**2 / (2 * var * s.alphas * (1 - s.alpha_bars)))[t]
+
+    # ---- the reverse process ------------------------------------------------------------
+    def model_variance(self, x_t: torch.Tensor, t: torch.Tensor, var_output: Optional[torch.Tensor] = None):
+        """(variance, log_variance) of p(x_{t-1} | x_t), shaped like x_t."""
+        if self.variance == "fixed_large":
+            return (self._extract(self._fixed_large_var, t, x_t).expand_as(x_t),
+                    self._extract(self._fixed_large_logvar, t, x_t).expand_as(x_t))
+        if self.variance == "fixed_small":
+            return (self._extract(self._fixed_small_var, t, x_t).expand_as(x_t),
+                    self._extract(self._fixed_small_logvar, t, x_t).expand_as(x_t))
+        if self.variance == "learned":
+            logvar = var_output
+        else:  # learned_range
+            frac = (var_output + 1) / 2
+            logvar = frac * self._extract(self._fixed_large_logvar, t, x_t) + \
+                (1 - frac) * self._extract(self._fixed_small_logvar, t, x_t)
+        return logvar.exp(), logvar
+
+    def p_mean_variance(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                        clip_x0: bool = False) -> dict:
+        """p(x_{t-1} | x_t) from the network's output.
+
+        Returns a dict with ``mean``, ``variance``, ``log_variance``, ``pred_x0`` and ``pred_eps``,
+        each shaped like x_t. With ``clip_x0`` the predicted x_0 is clipped to [-1, 1] before the
+        mean is formed (for prediction="mean" the mean is the network's and only pred_x0 is clipped).
+        """
+        t = self._check(x_t, t)
+        out, var_out = self._split_output(model_output, x_t)
+        variance, log_variance = self.model_variance(x_t, t, var_out)
+        if self.prediction == "mean":
+            mean = out
+            pred_x0 = self.pred_x0_from_mean(x_t, t, mean)
+            if clip_x0:
+                pred_x0 = pred_x0.clamp(-1, 1)
+        else:
+            pred_x0 = self.pred_x0_from_eps(x_t, t, out) if self.prediction == "eps" else out
+            if clip_x0:
+                pred_x0 = pred_x0.clamp(-1, 1)
+            # mu~(x_t, x0_hat): for eps prediction without clipping this equals Eq. 11 exactly
+            s = self.schedule
+            mean = self._extract(s.posterior_mean_coef1, t, x_t) * pred_x0 + \
+                self._extract(s.posterior_mean_coef2, t, x_t) * x_t
+        pred_eps = out if (self.prediction == "eps" and not clip_x0) else self.pred_eps_from_x0(x_t, t, pred_x0)
+        return {"mean": mean, "variance": variance, "log_variance": log_variance,
+                "pred_x0": pred_x0, "pred_eps": pred_eps}
+
+    def p_sample(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                 noise: Optional[torch.Tensor] = None, clip_x0: bool = False,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """x_{t-1} = mu_theta + sigma_t z, z ~ N(0, I) for t > 1 and z = 0 at t = 1  (Algorithm 2, line 4)."""
+        return self._p_sample(model_output, x_t, t, noise, clip_x0, generator)[0]
+
+    def _p_sample(self, model_output, x_t, t, noise, clip_x0, generator):
+        p = self.p_mean_variance(model_output, x_t, t, clip_x0=clip_x0)
+        if noise is None:
+            noise = _noise_like(x_t, generator)
+        nonzero = (t > 1).to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
+        return p["mean"] + nonzero * torch.exp(0.5 * p["log_variance"]) * noise, p
+
+    def ddim_step(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, t_prev,
+                  eta: float = 0.0, noise: Optional[torch.Tensor] = None, clip_x0: bool = False,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """One DDIM step from t to t_prev < t (Song et al. 2021, Eq. 12), t_prev = 0 giving x_0.
+
+        x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z, with
+        sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev). eta = 1 gives
+        the DDPM posterior variance for the step; eta = 0 is deterministic. With ``clip_x0`` eps_hat
+        is recomputed from the clipped x0_hat.
+        """
+        t = self._check(x_t, t)
+        if not isinstance(t_prev, torch.Tensor):
+            t_prev = torch.full_like(t, int(t_prev))
+        t_prev = self.schedule.check_t(t_prev, "t_prev", allow_zero=True)
+        if (t_prev >= t).any():
+            raise ValueError("t_prev must be smaller than t in every position")
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        p = self.p_mean_variance(model_output, x_t, t, clip_x0=clip_x0)
+        x0_hat, eps_hat = p["pred_x0"], p["pred_eps"]
+        s = self.schedule
+        ab = self._extract(s.alpha_bars, t, x_t)
+        ab_prev = self._extract(s.alpha_bars, t_prev, x_t)
+        sigma = eta * torch.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+        x_prev = ab_prev.sqrt() * x0_hat + torch.sqrt((1 - ab_prev - sigma**2).clamp(min=0)) * eps_hat
+        if eta > 0:
+            if noise is None:
+                noise = _noise_like(x_t, generator)
+            x_prev = x_prev + sigma * noise
+        return x_prev
+
+    def ddim_reverse_step(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, t_next,
+                          clip_x0: bool = False) -> torch.Tensor:
+        """Deterministic DDIM encoding from t to t_next > t: sqrt(abar_next) x0_hat + sqrt(1 - abar_next) eps_hat."""
+        t = self._check(x_t, t)
+        if not isinstance(t_next, torch.Tensor):
+            t_next = torch.full_like(t, int(t_next))
+        t_next = self.schedule.check_t(t_next, "t_next")
+        if (t_next <= t).any():
+            raise ValueError("t_next must be larger than t in every position")
+        p = self.p_mean_variance(model_output, x_t, t, clip_x0=clip_x0)
+        ab_next = self._extract(self.schedule.alpha_bars, t_next, x_t)
+        return ab_next.sqrt() * p["pred_x0"] + (1 - ab_next).sqrt() * p["pred_eps"]
+
+    # ---- losses and the bound -------------------------------------------------------------
+    def _vb_term(self, out_mean: dict, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """L_{t-1} per example in nats, summed over dimensions: KL for t > 1, -log p(x_0|x_1) at t = 1."""
+        true = self.q_posterior(x0, x_t, t)
+        kl = sum_flat(normal_kl(true.mean, true.log_variance, out_mean["mean"], out_mean["log_variance"]))
+        if self.decoder == "discretized":
+            nll = -sum_flat(discretized_gaussian_log_likelihood(x0, out_mean["mean"], 0.5 * out_mean["log_variance"]))
+        else:
+            nll = -sum_flat(gaussian_log_likelihood(x0, out_mean["mean"], out_mean["log_variance"]))
+        return torch.where(t == 1, nll, kl)
+
+    def training_losses(self, model: Callable, x0: torch.Tensor, t: Optional[torch.Tensor] = None,
+                        noise: Optional[torch.Tensor] = None,
+                        generator: Optional[torch.Generator] = None) -> dict:
+        """Algorithm 1's loss for a batch, with its parts.
+
+        Returns a dict of (B,) tensors: ``loss`` (the configured objective), ``mse`` (mean over
+        dimensions of the squared error of the predicted quantity), ``vb`` (L_{t-1} in bits/dim; present
+        when the objective uses it) and ``t``.
+        """
+        self._check_data(x0)
+        B = x0.shape[0]
+        if t is None:
+            t = self.sample_t(B, x0.device, generator)
+        t = self._check(x0, t, "x0")
+        if noise is None:
+            noise = _noise_like(x0, generator)
+        x_t = self.q_sample(x0, t, noise)
+        model_output = model(x_t, self.model_t(t))
+        out, var_out = self._split_output(model_output, x_t)
+        terms = {"t": t}
+        target = {"eps": noise, "x0": x0}.get(self.prediction)
+        if target is None:
+            target = self.q_posterior(x0, x_t, t).mean
+        terms["mse"] = mean_flat((target - out) ** 2)
+        if self.loss == "simple":
+            terms["loss"] = terms["mse"]
+            return terms
+        D = x0[0].numel()
+        if self.loss == "hybrid":
+            # the bound trains only the variance: stop the gradient through the mean (N&D 2021 Sec. 3.1)
+            frozen = torch.cat([out.detach(), var_out], dim=1)
+            p = self.p_mean_variance(frozen, x_t, t)
+        else:
+            p = self.p_mean_variance(model_output, x_t, t)
+        terms["vb"] = self._vb_term(p, x0, x_t, t) / (D * math.log(2.0))
+        if self.loss == "vlb":
+            terms["loss"] = self.T * terms["vb"]
+        else:
+            terms["loss"] = terms["mse"] + self.hybrid_lambda * self.T * terms["vb"]
+        return terms
+
+    def training_loss(self, model: Callable, x0: torch.Tensor, t: Optional[torch.Tensor] = None,
+                      noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Per-example loss (B,) of the configured objective (Algorithm 1; L_simple is Eq. 14)."""
+        return self.training_losses(model, x0, t, noise, generator)["loss"]
+
+    def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
+        """L_T = KL(q(x_T | x_0) || N(0, I)) per example, in nats summed over dimensions."""
+        t = torch.full((x0.shape[0],), self.T, dtype=torch.long, device=x0.device)
+        q = self.q_mean_variance(x0, t)
+        return sum_flat(normal_kl(q.mean, q.log_variance, torch.zeros_like(x0), torch.zeros_like(x0)))
+
+    @torch.no_grad()
+    def vlb_terms(self, model: Callable, x0: torch.Tensor, generator: Optional[torch.Generator] = None,
+                  progress: bool = False, clip_x0: bool = False) -> torch.Tensor:
+        """Every term of the bound (Eq. 5) for each example: (B, T + 1) in nats, summed over dimensions.
+
+        Column 0 is L_0 = -log p(x_0 | x_1); column j, 1 <= j < T, is
+        L_j = KL(q(x_j | x_{j+1}, x_0) || p(x_j | x_{j+1})); column T is L_T. Each term uses one
+        sample x_{j+1} ~ q(x_{j+1} | x_0) (the KLs themselves are exact).
+        """
+        self._check_data(x0)
+        B = x0.shape[0]
+        terms = torch.zeros(B, self.T + 1, dtype=torch.float64, device=x0.device)
+        steps = range(self.T, 0, -1)
+        if progress:
+            from tqdm.auto import tqdm
+            steps = tqdm(steps, desc="bound terms", leave=False)
+        for tt in steps:
+            t = torch.full((B,), tt, dtype=torch.long, device=x0.device)
+            x_t = self.q_sample(x0, t, generator=generator)
+            p = self.p_mean_variance(model(x_t, self.model_t(t)), x_t, t, clip_x0=clip_x0)
+            terms[:, tt - 1] = self._vb_term(p, x0, x_t, t).double()
+        terms[:, self.T] = self.prior_kl(x0).double()
+        return terms
+
+    def bits_per_dim(self, model: Callable, x0: torch.Tensor, generator: Optional[torch.Generator] = None,
+                     progress: bool = False) -> torch.Tensor:
+        """The whole bound L_T + sum_t L_{t-1} + L_0 per example, in bits per dimension: (B,)."""
+        D = x0[0].numel()
+        return self.vlb_terms(model, x0, generator=generator, progress=progress).sum(1) / (D * math.log(2.0))
+
+    # ---- sampling (Algorithm 2) -------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, model: Callable, shape, generator: Optional[torch.Generator] = None, progress: bool = True,
+               noise: Optional[torch.Tensor] = None, clip_x0: bool = False, device=None,
+               record: Optional[Iterable[int]] = None, t_start: Optional[int] = None,
+               condition: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
+               step_noise: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None):
+        """Algorithm 2: x_T ~ N(0, I); for t = T..1, x_{t-1} = p_sample(model(x_t, t), x_t, t).
+
+        shape: (B, ...) of the samples. ``noise`` gives x_T (or x_{t_start}) instead of drawing it;
+        ``t_start`` starts the chain below T. With ``record`` (timesteps in 0..T) returns
+        ``(x_0, Trajectory)``; else x_0 of the given shape.
+        Hooks for :mod:`ddpm_lib.sampling`: ``condition(x, t)`` replaces the state at each t
+        (conditioning by replacement), ``step_noise(t, x)`` supplies the z of the step from t.
+        """
+        t_start = self.T if t_start is None else int(t_start)
+        if not 1 <= t_start <= self.T:
+            raise ValueError(f"t_start must be in 1..T = 1..{self.T}, got {t_start}")
+        if noise is None:
+            dev = generator.device if generator is not None else (device or "cpu")
+            x = torch.randn(tuple(shape), generator=generator, device=dev)
+            x = x.to(device) if device is not None else x
+        else:
+            x = noise if device is None else noise.to(device)
+            if shape is not None and tuple(x.shape) != tuple(shape):
+                raise ValueError(f"noise must have shape {tuple(shape)}, got {tuple(x.shape)}")
+        if condition is not None:
+            x = condition(x, t_start)
+        rec = _Recorder(record, self.schedule)
+        steps = range(t_start, 0, -1)
+        if progress:
+            from tqdm.auto import tqdm
+            steps = tqdm(steps, desc="sampling", leave=False)
+        B = x.shape[0]
+        for tt in steps:
+            t = torch.full((B,), tt, dtype=torch.long, device=x.device)
+            z = step_noise(tt, x) if step_noise is not None else None
+            x_new, p = self._p_sample(model(x, self.model_t(t)), x, t, z, clip_x0, generator)
+            rec.add(tt, x, p["pred_x0"])
+            x = condition(x_new, tt - 1) if condition is not None else x_new
+        rec.add(0, x, None)
+        return (x, rec.result()) if record is not None else x
+
+
+class _Recorder:
+    """Collects x_t and pred_x0 at chosen timesteps during a sampling loop."""
+
+    def __init__(self, record, schedule: NoiseSchedule):
+        self.schedule = schedule
+        T = schedule.T
+        self.want = None if record is None else sorted({int(r) for r in record}, reverse=True)
+        if self.want is not None and any(not 0 <= r <= T for r in self.want):
+            raise ValueError(f"record timesteps must lie in 0..T = 0..{T}")
+        self.ts, self.xs, self.x0s = [], [], []
+
+    def add(self, t, x, pred_x0):
+        if self.want is not None and t in self.want:
+            self.ts.append(t)
+            self.xs.append(x.detach().cpu())
+            self.x0s.append(pred_x0.detach().cpu() if pred_x0 is not None else torch.full_like(x.cpu(), float("nan")))
+
+    def result(self) -> Trajectory:
+        if not self.ts:
+            return Trajectory(torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0))
+        ts = torch.tensor(self.ts)
+        return Trajectory(ts, torch.stack(self.xs), torch.stack(self.x0s), self.schedule.timesteps[ts])

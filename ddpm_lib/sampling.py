@@ -1,0 +1,206 @@
+"""What a trained model can do: faster sampling, conditioning, reconstruction, interpolation.
+
+Every function takes a model (``model(x_t, t) -> output``) and a :class:`GaussianDiffusion`, and
+can return the trajectory (x_t and the predicted x_0 at chosen t) with ``record=[...]``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional, Sequence
+
+import torch
+
+from .diffusion import GaussianDiffusion, Trajectory, _Recorder, _noise_like
+
+__all__ = [
+    "sample_respaced",
+    "ddim_timesteps",
+    "ddim_sample",
+    "ddim_encode",
+    "inpaint",
+    "reconstruct",
+    "interpolate",
+]
+
+
+def sample_respaced(model: Callable, diffusion: GaussianDiffusion, steps: int | Sequence[int], shape,
+                    **kwargs):
+    """Ancestral sampling (Algorithm 2) on ``steps`` timesteps with the same alpha_bars there.
+
+    The model still receives the original timesteps (Nichol & Dhariwal 2021, Sec. 4). Keyword
+    arguments are those of :meth:`GaussianDiffusion.sample`; recorded ``ts`` are respaced indices,
+    the trajectory's ``timesteps`` the original ones.
+    """
+    return diffusion.respace(steps).sample(model, shape, **kwargs)
+
+
+def ddim_timesteps(T: int, steps: int) -> torch.Tensor:
+    """An increasing subsequence of 1..T of length ``steps``, ending at T (as :meth:`NoiseSchedule.respace`)."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must be in 1..T = 1..{T}, got {steps}")
+    ts = torch.linspace(T, T / steps, steps, dtype=torch.float64).round().long().flip(0)
+    return torch.unique(ts)
+
+
+def _resolve_timesteps(diffusion: GaussianDiffusion, steps, timesteps) -> torch.Tensor:
+    if timesteps is not None:
+        ts = torch.as_tensor(list(timesteps), dtype=torch.long)
+        if ts.ndim != 1 or ts.numel() == 0 or (ts[1:] <= ts[:-1]).any():
+            raise ValueError("timesteps must be a non-empty, strictly increasing sequence")
+        diffusion.schedule.check_t(ts, "timesteps")
+        return ts
+    return ddim_timesteps(diffusion.T, int(steps))
+
+
+@torch.no_grad()
+def ddim_sample(model: Callable, diffusion: GaussianDiffusion, shape, steps: int = 50, eta: float = 0.0,
+                generator: Optional[torch.Generator] = None, noise: Optional[torch.Tensor] = None,
+                clip_x0: bool = False, progress: bool = True, device=None,
+                record: Optional[Iterable[int]] = None, timesteps: Optional[Sequence[int]] = None):
+    """DDIM sampling (Song et al. 2021) on ``steps`` timesteps of ``diffusion`` (or the given ``timesteps``).
+
+    eta = 0 is deterministic; eta = 1 matches ancestral sampling's variance. ``record`` picks
+    timesteps (original t, 0 for the result) to return in a :class:`Trajectory`.
+    """
+    ts = _resolve_timesteps(diffusion, steps, timesteps)
+    if noise is None:
+        dev = generator.device if generator is not None else (device or "cpu")
+        x = torch.randn(tuple(shape), generator=generator, device=dev)
+        x = x.to(device) if device is not None else x
+    else:
+        x = noise if device is None else noise.to(device)
+    rec = _Recorder(record, diffusion.schedule)
+    pairs = list(zip(ts.flip(0).tolist(), [*ts.flip(0).tolist()[1:], 0]))
+    it = pairs
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(pairs, desc=f"DDIM {len(pairs)} steps", leave=False)
+    B = x.shape[0]
+    for tt, tp in it:
+        t = torch.full((B,), tt, dtype=torch.long, device=x.device)
+        out = model(x, diffusion.model_t(t))
+        if rec.want is not None and tt in rec.want:
+            rec.add(tt, x, diffusion.p_mean_variance(out, x, t, clip_x0=clip_x0)["pred_x0"])
+        x = diffusion.ddim_step(out, x, t, tp, eta=eta, clip_x0=clip_x0, generator=generator)
+    rec.add(0, x, None)
+    return (x, rec.result()) if record is not None else x
+
+
+@torch.no_grad()
+def ddim_encode(model: Callable, diffusion: GaussianDiffusion, x0: torch.Tensor, steps: int = 50,
+                t_end: Optional[int] = None, timesteps: Optional[Sequence[int]] = None,
+                progress: bool = False) -> torch.Tensor:
+    """Run DDIM (eta = 0) backwards: x_0 -> x_{t_end} deterministically, on the same timesteps
+    :func:`ddim_sample` uses, so decoding the result with those timesteps returns about x_0."""
+    ts = _resolve_timesteps(diffusion, steps, timesteps)
+    if t_end is not None:
+        ts = ts[ts <= t_end]
+    x = x0
+    B = x.shape[0]
+    prev = [0, *ts.tolist()[:-1]]
+    it = list(zip(prev, ts.tolist()))
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc="DDIM encode", leave=False)
+    for tp, tt in it:
+        if tp == 0:
+            # the network is not defined at t = 0: x_0 is known, and eps is read at the first grid point
+            t1 = torch.full((B,), tt, dtype=torch.long, device=x.device)
+            eps = diffusion.p_mean_variance(model(x, diffusion.model_t(t1)), x, t1)["pred_eps"]
+            ab = diffusion._extract(diffusion.schedule.alpha_bars, t1, x)
+            x = ab.sqrt() * x + (1 - ab).sqrt() * eps
+        else:
+            t_from = torch.full((B,), tp, dtype=torch.long, device=x.device)
+            x = diffusion.ddim_reverse_step(model(x, diffusion.model_t(t_from)), x, t_from, tt)
+    return x
+
+
+def _check_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError("mask must be a tensor (1 where pixels are known, 0 where they are to be filled)")
+    try:
+        mask = torch.broadcast_to(mask.to(device=x.device, dtype=x.dtype), x.shape)
+    except RuntimeError:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to x_known's shape {tuple(x.shape)}")
+    if ((mask != 0) & (mask != 1)).any():
+        raise ValueError("mask must hold only 0 (unknown) and 1 (known)")
+    return mask
+
+
+@torch.no_grad()
+def inpaint(model: Callable, diffusion: GaussianDiffusion, x_known: torch.Tensor, mask: torch.Tensor,
+            generator: Optional[torch.Generator] = None, clip_x0: bool = False, progress: bool = True,
+            record: Optional[Iterable[int]] = None):
+    """Conditioning by replacement: sample x_0 with the known pixels fixed.
+
+    At every t the known region (mask == 1) of x_t is replaced by a fresh sample of
+    q(x_t | x_known), and the unknown region follows the reverse process: r(x_t) of Sohl-Dickstein
+    et al. 2015 Sec. 2.5 taken as a delta on the known pixels' noised values. At t = 0 the known
+    pixels equal x_known exactly. x_known: (B, ...); mask broadcastable to it.
+    """
+    mask = _check_mask(mask, x_known)
+
+    def condition(x, t):
+        if t == 0:
+            known = x_known
+        else:
+            tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+            known = diffusion.q_sample(x_known, tt, generator=generator)
+        return mask * known + (1 - mask) * x
+
+    return diffusion.sample(model, x_known.shape, generator=generator, progress=progress, clip_x0=clip_x0,
+                            device=x_known.device, record=record, condition=condition)
+
+
+@torch.no_grad()
+def reconstruct(model: Callable, diffusion: GaussianDiffusion, x0: torch.Tensor, t: int,
+                generator: Optional[torch.Generator] = None, clip_x0: bool = False, progress: bool = True,
+                record: Optional[Iterable[int]] = None):
+    """Noise x_0 to x_t ~ q(x_t | x_0), then run the reverse process from t to 0 (DDPM Sec. 4.3, Fig. 8).
+
+    The smaller t, the more the result shares with x_0. x0: (B, ...); t in 1..T.
+    """
+    if not 1 <= int(t) <= diffusion.T:
+        raise ValueError(f"t must be in 1..T = 1..{diffusion.T}, got {t}")
+    tt = torch.full((x0.shape[0],), int(t), dtype=torch.long, device=x0.device)
+    x_t = diffusion.q_sample(x0, tt, generator=generator)
+    return diffusion.sample(model, x0.shape, generator=generator, progress=progress, noise=x_t, t_start=int(t),
+                            clip_x0=clip_x0, record=record)
+
+
+@torch.no_grad()
+def interpolate(model: Callable, diffusion: GaussianDiffusion, x0_a: torch.Tensor, x0_b: torch.Tensor,
+                lambdas: Sequence[float], t: int, generator: Optional[torch.Generator] = None,
+                clip_x0: bool = False, progress: bool = True, record: Optional[Iterable[int]] = None):
+    """Interpolation in x_t space (DDPM Sec. 4.3, Fig. 9).
+
+    x_t ~ q(x_t | x0_a) and x'_t ~ q(x_t | x0_b) (the stochastic encoder), then each
+    x̄_t = (1 - lambda) x_t + lambda x'_t is decoded by the reverse process from t, with the same
+    reverse-process noise for every lambda so that only lambda changes. x0_a, x0_b: (B, ...);
+    returns (L, B, ...) for L lambdas (and the trajectory with the batch as L * B if ``record``).
+    """
+    if x0_a.shape != x0_b.shape:
+        raise ValueError(f"x0_a and x0_b must have the same shape, got {tuple(x0_a.shape)} and {tuple(x0_b.shape)}")
+    if not 1 <= int(t) <= diffusion.T:
+        raise ValueError(f"t must be in 1..T = 1..{diffusion.T}, got {t}")
+    lam = torch.as_tensor(list(lambdas), dtype=x0_a.dtype, device=x0_a.device)
+    if lam.ndim != 1 or lam.numel() == 0 or (lam < 0).any() or (lam > 1).any():
+        raise ValueError("lambdas must be a non-empty sequence of numbers in [0, 1]")
+    B = x0_a.shape[0]
+    tt = torch.full((B,), int(t), dtype=torch.long, device=x0_a.device)
+    xa = diffusion.q_sample(x0_a, tt, generator=generator)
+    xb = diffusion.q_sample(x0_b, tt, generator=generator)
+    shape_l = (-1, *([1] * x0_a.ndim))
+    x_bar = ((1 - lam.view(shape_l)) * xa.unsqueeze(0) + lam.view(shape_l) * xb.unsqueeze(0)).reshape(-1, *x0_a.shape[1:])
+    L = lam.numel()
+
+    def shared_noise(_t, x):
+        z = _noise_like(x[:B], generator)
+        return z.repeat(L, *([1] * (x.ndim - 1)))
+
+    res = diffusion.sample(model, x_bar.shape, generator=generator, progress=progress, noise=x_bar,
+                           t_start=int(t), clip_x0=clip_x0, record=record, step_noise=shared_noise)
+    if record is not None:
+        x, traj = res
+        return x.reshape(L, B, *x0_a.shape[1:]), traj
+    return res.reshape(L, B, *x0_a.shape[1:])

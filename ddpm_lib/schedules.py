@@ -1,0 +1,228 @@
+"""Noise schedules and every table derived from them, in float64, in the papers' indexing.
+
+Every table has length T + 1 and index t is the paper's t (Ho et al. 2020, DDPM):
+``alpha_bars[0] == 1`` (x_0 is data), ``betas[1]`` is beta_1, ``posterior_variance[t]`` is
+beta~_t (so ``posterior_variance[1] == 0``). Quantities that are undefined at t = 0 (a
+division by 1 - alpha_bar_0 = 0) are stored as NaN there, so that using them by mistake shows.
+
+Equations (DDPM numbering):
+    alpha_t = 1 - beta_t,  alpha_bar_t = prod_{s<=t} alpha_s               (Eq. 4's notation)
+    beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t           (Eq. 7)
+    mu~_t(x_t, x_0) = c0_t x_0 + ct_t x_t with
+        c0_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t),
+        ct_t = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)    (Eq. 7)
+    SNR(t) = alpha_bar_t / (1 - alpha_bar_t)                              (Kingma et al. 2021)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import torch
+
+__all__ = ["NoiseSchedule", "NOISE_BOUND"]
+
+# alpha_bar_T above this means x_T still carries visible signal: L_T = KL(q(x_T|x_0) || N(0, I))
+# is then far from 0 and sampling from N(0, I) starts from the wrong distribution.
+NOISE_BOUND = 1e-2
+
+
+def _as_float64(x) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float64).clone()
+
+
+class NoiseSchedule:
+    """A variance schedule beta_1..beta_T and its derived tables (float64, length T + 1).
+
+    Build one with :meth:`linear`, :meth:`cosine`, :meth:`quadratic` or :meth:`from_betas`.
+    ``timesteps[t]`` is the original timestep that index t stands for: ``arange(T + 1)`` for a
+    fresh schedule, a subsequence for a :meth:`respace`-d one (the network still receives the
+    original timestep).
+    """
+
+    def __init__(self, betas: torch.Tensor, *, name: str = "custom", timesteps=None, warn: bool = True):
+        betas = _as_float64(betas)
+        if betas.ndim != 1 or betas.numel() < 1:
+            raise ValueError(f"betas must be a 1-D sequence beta_1..beta_T with T >= 1, got shape {tuple(betas.shape)}")
+        if not torch.isfinite(betas).all():
+            raise ValueError("betas must be finite")
+        bad = (betas <= 0) | (betas >= 1)
+        if bad.any():
+            i = int(bad.nonzero()[0]) + 1
+            raise ValueError(
+                f"betas must lie in the open interval (0, 1); beta_{i} = {float(betas[i - 1])!r} does not"
+            )
+        self.name = name
+        self.T = int(betas.numel())
+        T = self.T
+        one = torch.ones(1, dtype=torch.float64)
+        self.betas = torch.cat([torch.zeros(1, dtype=torch.float64), betas])
+        self.alphas = 1.0 - self.betas
+        self.alpha_bars = torch.cumprod(self.alphas, 0)
+        self.alpha_bars_prev = torch.cat([one, self.alpha_bars[:-1]])  # alpha_bar_{t-1}; [0] is a placeholder
+        self.alpha_bars_prev[0] = float("nan")
+        self.sqrt_alpha_bars = self.alpha_bars.sqrt()
+        self.sqrt_one_minus_alpha_bars = (1.0 - self.alpha_bars).sqrt()
+        self.log_one_minus_alpha_bars = torch.log1p(-self.alpha_bars)  # -inf at t = 0
+        self.sqrt_recip_alpha_bars = self.alpha_bars.rsqrt()
+        self.sqrt_recipm1_alpha_bars = (1.0 / self.alpha_bars - 1.0).sqrt()
+
+        nan = torch.full((1,), float("nan"), dtype=torch.float64)
+        b, ab, abp = self.betas[1:], self.alpha_bars[1:], self.alpha_bars_prev[1:].clone()
+        abp[0] = 1.0
+        # Eq. 7: beta~_t; beta~_1 = 0 exactly because alpha_bar_0 = 1.
+        post_var = b * (1.0 - abp) / (1.0 - ab)
+        self.posterior_variance = torch.cat([nan, post_var])
+        # log beta~_t with beta~_1 replaced by beta~_2 (beta~_1 = 0 has no log); for T = 1, by beta_1.
+        clipped = post_var.clone()
+        clipped[0] = post_var[1] if T > 1 else b[0]
+        self.posterior_log_variance_clipped = torch.cat([nan, clipped.log()])
+        self.posterior_mean_coef1 = torch.cat([nan, abp.sqrt() * b / (1.0 - ab)])
+        self.posterior_mean_coef2 = torch.cat([nan, self.alphas[1:].sqrt() * (1.0 - abp) / (1.0 - ab)])
+        self.snr = self.alpha_bars / (1.0 - self.alpha_bars)  # inf at t = 0
+        self.log_snr = self.alpha_bars.log() - self.log_one_minus_alpha_bars
+
+        self.timesteps = torch.arange(T + 1) if timesteps is None else torch.as_tensor(timesteps, dtype=torch.long)
+        if self.timesteps.shape != (T + 1,):
+            raise ValueError(f"timesteps must have length T + 1 = {T + 1}, got {tuple(self.timesteps.shape)}")
+
+        if warn and float(self.alpha_bars[-1]) > NOISE_BOUND:
+            warnings.warn(
+                f"schedule {name!r} does not reach noise: alpha_bar_T = {float(self.alpha_bars[-1]):.4g} "
+                f"> {NOISE_BOUND} (T = {T}), so x_T keeps signal and the prior term L_T is large; "
+                "use a larger T or larger betas",
+                stacklevel=3,
+            )
+
+    # ---- constructors ---------------------------------------------------------------
+    @classmethod
+    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, **kw) -> "NoiseSchedule":
+        """DDPM's schedule: beta_t linear from beta_1 = beta_start to beta_T = beta_end (Sec. 4)."""
+        T = _check_T(T)
+        _check_beta("beta_start", beta_start)
+        _check_beta("beta_end", beta_end)
+        if T == 1:
+            return cls(torch.tensor([beta_end], dtype=torch.float64), name="linear", **kw)
+        return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64), name="linear", **kw)
+
+    @classmethod
+    def quadratic(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, **kw) -> "NoiseSchedule":
+        """sqrt(beta_t) linear from sqrt(beta_start) to sqrt(beta_end) (DDPM's code, 'quad')."""
+        T = _check_T(T)
+        _check_beta("beta_start", beta_start)
+        _check_beta("beta_end", beta_end)
+        sq = torch.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=torch.float64)
+        return cls(sq**2, name="quadratic", **kw)
+
+    @classmethod
+    def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999, **kw) -> "NoiseSchedule":
+        """Nichol & Dhariwal 2021, Eq. 17: alpha_bar(t) = f(t)/f(0), f(t) = cos^2((t/T + s)/(1 + s) pi/2),
+        with beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} clipped at ``max_beta``."""
+        T = _check_T(T)
+        if not 0 < max_beta < 1:
+            raise ValueError(f"max_beta must lie in (0, 1), got {max_beta!r}")
+        if s < 0:
+            raise ValueError(f"s must be >= 0, got {s!r}")
+        steps = torch.arange(T + 1, dtype=torch.float64) / T
+        f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        abar = f / f[0]
+        betas = (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
+        return cls(betas, name="cosine", **kw)
+
+    @classmethod
+    def from_betas(cls, betas: Sequence[float] | torch.Tensor, **kw) -> "NoiseSchedule":
+        """A schedule from beta_1..beta_T (a sequence of length T, each in (0, 1))."""
+        return cls(_as_float64(betas), name=kw.pop("name", "custom"), **kw)
+
+    @classmethod
+    def from_alpha_bars(cls, alpha_bars: Sequence[float] | torch.Tensor, **kw) -> "NoiseSchedule":
+        """A schedule from alpha_bar_1..alpha_bar_T (strictly decreasing, in (0, 1))."""
+        ab = _as_float64(alpha_bars)
+        prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+        return cls(1 - ab / prev, **kw)
+
+    @classmethod
+    def named(cls, name: str, T: int = 1000, **kw) -> "NoiseSchedule":
+        """``linear``, ``cosine`` or ``quadratic`` by name (for configuration files)."""
+        makers = {"linear": cls.linear, "cosine": cls.cosine, "quadratic": cls.quadratic}
+        if name not in makers:
+            raise ValueError(f"schedule must be one of {sorted(makers)}, got {name!r}")
+        return makers[name](T=T, **kw)
+
+    # ---- derived schedules ------------------------------------------------------------
+    def respace(self, steps: int | Sequence[int]) -> "NoiseSchedule":
+        """The schedule on a subsequence of timesteps with the same alpha_bars there.
+
+        ``steps`` is a count K (timesteps spread evenly over 1..T, T always included) or an
+        increasing sequence of original timesteps in 1..T. The result has T' = K, its
+        ``alpha_bars[k]`` equals this schedule's ``alpha_bars[timesteps[k]]``, and its betas are
+        beta'_k = 1 - alpha_bar'_k / alpha_bar'_{k-1} (Nichol & Dhariwal 2021, Sec. 4).
+        """
+        if isinstance(steps, int):
+            if not 1 <= steps <= self.T:
+                raise ValueError(f"steps must be in 1..T = 1..{self.T}, got {steps}")
+            # evenly spaced from T down, rounded; always contains T (the start of sampling)
+            ts = torch.linspace(self.T, self.T / steps, steps, dtype=torch.float64).round().long().flip(0)
+            ts = torch.unique(ts)
+        else:
+            ts = torch.as_tensor(list(steps), dtype=torch.long)
+            if ts.ndim != 1 or ts.numel() == 0:
+                raise ValueError("steps must be a count or a non-empty sequence of timesteps")
+            if (ts < 1).any() or (ts > self.T).any():
+                raise ValueError(f"every timestep in steps must be in 1..T = 1..{self.T}")
+            if (ts[1:] <= ts[:-1]).any():
+                raise ValueError("timesteps in steps must be strictly increasing")
+        ab = self.alpha_bars[ts]
+        orig = self.timesteps[torch.cat([torch.zeros(1, dtype=torch.long), ts])]
+        new = NoiseSchedule.from_alpha_bars(ab, name=f"{self.name}[respaced {len(ts)}]", timesteps=orig, warn=False)
+        return new
+
+    # ---- helpers -----------------------------------------------------------------------
+    def check_t(self, t: torch.Tensor, name: str = "t", allow_zero: bool = False) -> torch.Tensor:
+        """Validate a LongTensor of timesteps (paper indexing, 1..T) and return it."""
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a LongTensor of shape (B,), got {type(t).__name__}")
+        if t.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"{name} must be an integer tensor (paper indexing 1..T), got dtype {t.dtype}")
+        lo = 0 if allow_zero else 1
+        if t.numel() and (int(t.min()) < lo or int(t.max()) > self.T):
+            raise ValueError(
+                f"{name} must lie in {lo}..T = {lo}..{self.T} (paper indexing, t = 1 is the first noising step); "
+                f"got values in {int(t.min())}..{int(t.max())}"
+            )
+        return t.long()
+
+    def to_dict(self) -> dict:
+        """A JSON-able description from which :meth:`from_dict` rebuilds the same schedule."""
+        return {"name": self.name, "T": self.T, "betas": self.betas[1:].tolist(), "timesteps": self.timesteps.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NoiseSchedule":
+        return cls(torch.tensor(d["betas"], dtype=torch.float64), name=d.get("name", "custom"),
+                   timesteps=d.get("timesteps"), warn=False)
+
+    def prior_kl(self, x0_sq_mean: float = 1.0) -> float:
+        """L_T per dimension in nats for data with E[x_0^2] = ``x0_sq_mean``:
+        KL(N(sqrt(abar_T) x_0, 1 - abar_T) || N(0, 1)) averaged over x_0."""
+        ab = float(self.alpha_bars[-1])
+        return 0.5 * (-math.log1p(-ab) - ab + ab * x0_sq_mean)
+
+    def __repr__(self) -> str:
+        return (f"NoiseSchedule({self.name}, T={self.T}, beta_1={float(self.betas[1]):.3g}, "
+                f"beta_T={float(self.betas[-1]):.3g}, alpha_bar_T={float(self.alpha_bars[-1]):.3g})")
+
+    def __len__(self) -> int:
+        return self.T
+
+
+def _check_T(T) -> int:
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be a positive integer (the number of diffusion steps), got {T!r}")
+    return T
+
+
+def _check_beta(name: str, v) -> None:
+    if not isinstance(v, (int, float)) or not 0 < v < 1:
+        raise ValueError(f"{name} must lie in the open interval (0, 1), got {v!r}")
