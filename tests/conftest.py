@@ -4,8 +4,9 @@ import sys
 import pytest
 import torch
 
-# Tests run on the CPU with 2 threads (this machine and CI have 2 cores).
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: the tests use small tensors, where a second OpenMP thread costs more than it
+# gives (and a loaded 2-core machine makes 2 threads up to 10x slower).
+torch.set_num_threads(1)
 
 
 @pytest.fixture
