@@ -51,21 +51,38 @@ __all__ = [
 ]
 
 
-def _optional(names, module):
-    """Re-export names from a module once it exists (lets the library grow module by module)."""
-    import importlib
+from .nets import MLP, UNet, UNetConfig, count_parameters, timestep_embedding  # noqa: E402
+from .checkpoints import (  # noqa: E402
+    Checkpoint,
+    CheckpointError,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
+from .metrics import mmd_rbf, sliced_wasserstein  # noqa: E402
 
-    try:
-        mod = importlib.import_module(f".{module}", __name__)
-    except ModuleNotFoundError as e:  # pragma: no cover - only while a module is being written
-        if e.name != f"{__name__}.{module}":
-            raise
-        return
-    for n in names:
-        globals()[n] = getattr(mod, n)
-        __all__.append(n)
+__all__ += ["MLP", "UNet", "UNetConfig", "count_parameters", "timestep_embedding", "Checkpoint", "CheckpointError",
+            "build_model", "load_checkpoint", "save_checkpoint", "mmd_rbf", "sliced_wasserstein"]
+
+# Modules with a command line (python -m ddpm_lib.<module>) are imported on first use, so that
+# running one as __main__ does not import it twice.
+_LAZY = {
+    "swiss_roll": "data", "gaussian_mixture": "data", "gaussian_mixture_1d": "data", "GaussianData": "data",
+    "fashion_mnist": "data", "read_idx": "data", "to_uint8": "data", "from_uint8": "data",
+    "FASHION_MNIST_CLASSES": "data", "iterate_minibatches": "data", "infinite_minibatches": "data",
+    "load_pretrained": "pretrained", "list_pretrained": "pretrained",
+    "Trainer": "train", "TrainConfig": "train",
+}
+__all__ += list(_LAZY)
 
 
-_optional(["timestep_embedding", "MLP", "UNet", "UNetConfig", "count_parameters"], "nets")
-_optional(["swiss_roll", "gaussian_mixture", "GaussianData", "fashion_mnist", "read_idx"], "data")
-_optional(["save_checkpoint", "load_checkpoint", "build_model"], "checkpoints")
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'ddpm_lib' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,363 @@
+"""Networks for DDPM: the sinusoidal time embedding, an MLP for 2-D data, and the DDPM U-Net.
+
+The U-Net follows the original DDPM code (``diffusion_tf/models/unet.py``, Ho et al. 2020)
+block for block, with the module names of its PyTorch port (pesser/pytorch_diffusion), so
+``UNet.ddpm_cifar10()`` is the paper's CIFAR-10 network with exactly 35,746,307 parameters.
+
+Every network is called as ``model(x, t)`` where ``t`` is a LongTensor of shape (B,) holding
+the paper's t in 1..T; it goes into the sinusoidal embedding as is (no shift).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "timestep_embedding",
+    "MLPConfig",
+    "MLP",
+    "UNetConfig",
+    "UNet",
+    "count_parameters",
+    "zero_module",
+]
+
+
+# -----------------------------------------------------------------------------
+# helpers
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """DDPM's sinusoidal embedding of integer timesteps: (B,) -> (B, dim), float32.
+
+    Transcribes ``get_timestep_embedding`` of the DDPM TF code: frequencies
+    exp(-log(max_period) * i / (half - 1)) for i < half = dim // 2, then [sin, cos], and one
+    zero column when dim is odd. (improved-diffusion divides by ``half`` instead.)
+    """
+    if t.ndim != 1:
+        raise ValueError(f"t must have shape (B,), got shape {tuple(t.shape)}")
+    half = dim // 2
+    if half < 2:
+        raise ValueError(f"dim must be at least 4 (the formula divides by dim // 2 - 1), got {dim}")
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - 1)
+    )
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+    if dim % 2 == 1:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def zero_module(module: nn.Module) -> nn.Module:
+    """Zero every parameter of ``module`` (DDPM's init_scale=0.) and return it."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (works on the meta device too)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _check_t(t, batch: int) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"t must be a tensor of shape (B,) = ({batch},), got {type(t).__name__}")
+    if t.shape != (batch,):
+        raise ValueError(f"t must have shape (B,) = ({batch},) to match x, got shape {tuple(t.shape)}")
+    if t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"t must hold integer (or real) timesteps, got dtype {t.dtype}")
+
+
+# -----------------------------------------------------------------------------
+# MLP for 2-D toy data
+
+
+@dataclass
+class MLPConfig:
+    data_dim: int = 2
+    hidden: int = 128
+    layers: int = 3  # hidden layers, each gets the time embedding added before its SiLU
+    time_dim: int = 64  # width of the sinusoidal embedding
+    out_dim: int | None = None  # None: data_dim; 2 * data_dim for a learned variance
+
+
+class MLP(nn.Module):
+    """x (B, data_dim), t (B,) -> (B, out_dim or data_dim).
+
+    h = x; for each layer: h = SiLU(Linear(h) + Linear(temb)); out = Linear(h), where
+    temb = SiLU(Linear(sinusoidal(t))) is computed once.
+    """
+
+    def __init__(self, data_dim=2, hidden=128, layers=3, time_dim=64, out_dim=None):
+        super().__init__()
+        self.config = c = MLPConfig(data_dim, hidden, layers, time_dim, out_dim)
+        if c.layers < 1:
+            raise ValueError(f"layers must be >= 1, got {c.layers}")
+        self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.hidden), nn.SiLU())
+        dims = [c.data_dim] + [c.hidden] * c.layers
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.time_projs = nn.ModuleList(nn.Linear(c.hidden, c.hidden) for _ in range(c.layers))
+        self.out = nn.Linear(c.hidden, c.out_dim or c.data_dim)
+
+    @classmethod
+    def from_config(cls, config: MLPConfig | dict) -> "MLP":
+        return cls(**(asdict(config) if isinstance(config, MLPConfig) else config))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.config.data_dim:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape (B, data_dim={self.config.data_dim}), got {shape}")
+        _check_t(t, x.shape[0])
+        temb = self.time_mlp(timestep_embedding(t, self.config.time_dim).to(x.dtype))
+        h = x
+        for lin, proj in zip(self.linears, self.time_projs):
+            h = F.silu(lin(h) + proj(temb))
+        return self.out(h)
+
+
+# -----------------------------------------------------------------------------
+# the DDPM U-Net
+
+
+def Normalize(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(groups, channels, eps=1e-6)  # tf.contrib.layers.group_norm's epsilon
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, temb_ch: int, dropout: float, groups: int):
+        super().__init__()
+        self.norm1 = Normalize(in_ch, groups)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.temb_proj = nn.Linear(temb_ch, out_ch)
+        self.norm2 = Normalize(out_ch, groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)  # zero-initialized (UNet._init_weights)
+        self.nin_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x, temb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.nin_shortcut(x) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over the H*W positions, with a residual connection."""
+
+    def __init__(self, ch: int, groups: int):
+        super().__init__()
+        self.norm = Normalize(ch, groups)
+        self.q = nn.Conv2d(ch, ch, 1)
+        self.k = nn.Conv2d(ch, ch, 1)
+        self.v = nn.Conv2d(ch, ch, 1)
+        self.proj_out = nn.Conv2d(ch, ch, 1)  # zero-initialized
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        h = self.norm(x)
+        # (B, C, H, W) -> (B, 1, H*W, C): one head; the default scale is C ** -0.5 as in DDPM
+        q, k, v = (f(h).reshape(B, 1, C, H * W).transpose(-1, -2) for f in (self.q, self.k, self.v))
+        h = F.scaled_dot_product_attention(q, k, v)
+        h = h.transpose(-1, -2).reshape(B, C, H, W)
+        return x + self.proj_out(h)
+
+
+class Downsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2)
+
+    def forward(self, x):
+        # TF's "SAME" padding for a stride-2 3x3 conv on an even size pads one pixel right/bottom
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+@dataclass
+class UNetConfig:
+    in_channels: int = 3
+    out_channels: int = 3  # 2 * in_channels for a learned variance (learn_sigma)
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    dropout: float = 0.1
+    resolution: int = 32
+    groups: int = 32
+
+    def __post_init__(self):
+        self.ch_mult = tuple(self.ch_mult)  # lists come back from JSON
+        self.attn_resolutions = tuple(self.attn_resolutions)
+        levels = len(self.ch_mult)
+        if levels < 1 or self.num_res_blocks < 1:
+            raise ValueError("ch_mult needs at least one level and num_res_blocks must be >= 1")
+        if self.resolution % 2 ** (levels - 1):
+            raise ValueError(
+                f"resolution={self.resolution} must be divisible by 2**(levels - 1) = {2 ** (levels - 1)} "
+                f"for ch_mult={self.ch_mult}"
+            )
+        sizes = self.level_resolutions
+        bad = [r for r in self.attn_resolutions if r not in sizes]
+        if bad:
+            raise ValueError(f"attn_resolutions {bad} are not among this net's resolutions {sizes}")
+        if self.ch % self.groups:
+            raise ValueError(f"ch={self.ch} must be divisible by groups={self.groups} (GroupNorm)")
+
+    @property
+    def level_resolutions(self) -> tuple[int, ...]:
+        return tuple(self.resolution // 2**i for i in range(len(self.ch_mult)))
+
+
+class UNet(nn.Module):
+    """The DDPM U-Net: x (B, C, H, W), t (B,) -> (B, out_channels, H, W).
+
+    ``UNet(UNetConfig(...))``, ``UNet(ch=64, ...)``, ``UNet({"ch": 64, ...})`` or
+    ``UNet(config, dropout=0.0)`` (a copy of config with dropout replaced).
+    """
+
+    def __init__(self, config: UNetConfig | None = None, **kwargs):
+        super().__init__()
+        if isinstance(config, dict):
+            config = UNetConfig(**config)
+        config = config or UNetConfig()
+        self.config = c = replace(config, **kwargs) if kwargs else replace(config)
+        temb_ch = 4 * c.ch
+        block = lambda i, o: ResnetBlock(i, o, temb_ch, c.dropout, c.groups)  # noqa: E731
+        attn = lambda ch, res: AttnBlock(ch, c.groups) if res in c.attn_resolutions else nn.Identity()  # noqa: E731
+
+        self.temb = nn.Sequential(nn.Linear(c.ch, temb_ch), nn.SiLU(), nn.Linear(temb_ch, temb_ch))
+        self.conv_in = nn.Conv2d(c.in_channels, c.ch, 3, padding=1)
+
+        skips = [c.ch]  # channels of every activation the down path hands to the up path
+        ch = c.ch
+        self.down = nn.ModuleList()
+        for i, res in enumerate(c.level_resolutions):
+            level = nn.Module()
+            level.block, level.attn = nn.ModuleList(), nn.ModuleList()
+            for _ in range(c.num_res_blocks):
+                level.block.append(block(ch, c.ch * c.ch_mult[i]))
+                ch = c.ch * c.ch_mult[i]
+                level.attn.append(attn(ch, res))
+                skips.append(ch)
+            if i != len(c.ch_mult) - 1:
+                level.downsample = Downsample(ch)
+                skips.append(ch)
+            self.down.append(level)
+
+        self.mid = nn.Module()
+        self.mid.block_1 = block(ch, ch)
+        self.mid.attn_1 = AttnBlock(ch, c.groups)
+        self.mid.block_2 = block(ch, ch)
+
+        up = []
+        for i, res in reversed(list(enumerate(c.level_resolutions))):
+            level = nn.Module()
+            level.block, level.attn = nn.ModuleList(), nn.ModuleList()
+            for _ in range(c.num_res_blocks + 1):
+                level.block.append(block(ch + skips.pop(), c.ch * c.ch_mult[i]))
+                ch = c.ch * c.ch_mult[i]
+                level.attn.append(attn(ch, res))
+            if i != 0:
+                level.upsample = Upsample(ch)
+            up.insert(0, level)  # self.up[i] is level i, as self.down[i]
+        self.up = nn.ModuleList(up)
+        assert not skips
+
+        self.norm_out = Normalize(ch, c.groups)
+        self.conv_out = nn.Conv2d(ch, c.out_channels, 3, padding=1)
+        self._init_weights()
+
+    def _init_weights(self):
+        # DDPM's default_init: variance_scaling(1, fan_avg, uniform), i.e. Xavier uniform, with
+        # zero biases; init_scale=0. (here exactly zero) on the second conv of every res block,
+        # on proj_out of every attention block and on conv_out, so each block starts as identity.
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, ResnetBlock):
+                zero_module(m.conv2)
+            elif isinstance(m, AttnBlock):
+                zero_module(m.proj_out)
+        zero_module(self.conv_out)
+
+    # presets ------------------------------------------------------------------
+
+    @classmethod
+    def ddpm_cifar10(cls, learn_sigma: bool = False, **overrides) -> "UNet":
+        """The paper's CIFAR-10 network: 35,746,307 parameters (learn_sigma: 6 output channels)."""
+        c = UNetConfig(out_channels=6 if learn_sigma else 3)
+        return cls(c, **overrides)
+
+    FASHION_MNIST_SIZES = {
+        "tiny": dict(ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), groups=8),
+        "small": dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7,), groups=8),
+        "base": dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(14,), groups=32),
+    }
+
+    @classmethod
+    def fashion_mnist(cls, size: str = "small", learn_sigma: bool = False, **overrides) -> "UNet":
+        """28x28x1 nets with 3 levels (28 -> 14 -> 7); sizes: tiny, small, base."""
+        if size not in cls.FASHION_MNIST_SIZES:
+            raise ValueError(f"size must be one of {sorted(cls.FASHION_MNIST_SIZES)}, got {size!r}")
+        c = UNetConfig(in_channels=1, out_channels=2 if learn_sigma else 1, resolution=28, dropout=0.1,
+                       **cls.FASHION_MNIST_SIZES[size])
+        return cls(c, **overrides)
+
+    @classmethod
+    def from_config(cls, config: UNetConfig | dict) -> "UNet":
+        return cls(config) if isinstance(config, UNetConfig) else cls(**config)
+
+    # forward ------------------------------------------------------------------
+
+    def _check_inputs(self, x, t):
+        c = self.config
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a 4-D tensor (B, C, H, W), got {shape}")
+        if x.shape[1] != c.in_channels:
+            raise ValueError(f"x has {x.shape[1]} channels, this UNet expects in_channels={c.in_channels}")
+        if x.shape[2] != c.resolution or x.shape[3] != c.resolution:
+            raise ValueError(
+                f"x is {x.shape[2]}x{x.shape[3]}, this UNet was built for resolution={c.resolution} "
+                f"({c.resolution}x{c.resolution}, halved {len(c.ch_mult) - 1} times)"
+            )
+        _check_t(t, x.shape[0])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self._check_inputs(x, t)
+        temb = self.temb(timestep_embedding(t, self.config.ch).to(x.dtype))
+
+        hs = [self.conv_in(x)]
+        for level in self.down:
+            for block, attn in zip(level.block, level.attn):
+                hs.append(attn(block(hs[-1], temb)))
+            if hasattr(level, "downsample"):
+                hs.append(level.downsample(hs[-1]))
+
+        h = hs[-1]
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h, temb)), temb)
+
+        for level in reversed(self.up):
+            for block, attn in zip(level.block, level.attn):
+                h = attn(block(torch.cat([h, hs.pop()], dim=1), temb))
+            if hasattr(level, "upsample"):
+                h = level.upsample(h)
+
+        return self.conv_out(F.silu(self.norm_out(h)))
