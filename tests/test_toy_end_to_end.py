@@ -28,9 +28,9 @@ def test_mlp_learns_the_swiss_roll():
         opt.step()
         sched.step()
         if i < 10:
-            first += float(loss) / 10
+            first += loss.item() / 10
         if i >= steps - 100:
-            last += float(loss) / 100
+            last += loss.item() / 100
     assert last < 0.4 * first  # about 1.0 at the start, about 0.2 at the end (the noise in L_simple's floor)
     with torch.no_grad():
         x = d.sample(model, (2000, 2), generator=torch.Generator().manual_seed(1), progress=False)
