@@ -1,0 +1,239 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Start here: how the course works, notation, paper indexing
+#
+# This course builds denoising diffusion models from first principles, following two papers:
+# Sohl-Dickstein, Weiss, Maheswaranathan & Ganguli 2015, *Deep Unsupervised Learning using
+# Nonequilibrium Thermodynamics*, and Ho, Jain & Abbeel 2020, *Denoising Diffusion Probabilistic
+# Models* (DDPM). Every equation is derived, then run with `ddpm_lib` (the small PyTorch library
+# beside the chapters), then checked by a number.
+#
+# **Learning goals.** After this chapter you can
+# - find your way through the course: what each chapter teaches and how long it runs;
+# - run a chapter on a CPU (or a GPU), and know what the stored outputs are;
+# - do an exercise and read what `ddpm_lib.checks` says about it;
+# - translate between the notations of DDPM, Sohl-Dickstein et al. and the `diffusers` library;
+# - read the library's *paper indexing*: $t = 1, \dots, T$, tables of length $T + 1$, $\bar\alpha_0 = 1$.
+#
+# **CPU time:** about 10 s on a 2-core CPU, most of it spent importing PyTorch (budget: 20 s).
+
+# %%
+import torch
+import matplotlib.pyplot as plt
+
+import ddpm_lib as dl
+from ddpm_lib import book, checks
+
+# %% [markdown]
+# ## How every chapter works
+#
+# Each chapter follows the same spine:
+#
+# 1. learning goals and the CPU time it takes;
+# 2. the derivation, in the papers' notation ($x_0$ is data, $t = 1, \dots, T$);
+# 3. the same equation as code from `ddpm_lib`, and a numerical check that code and equation agree
+#    (a Monte Carlo estimate, an exact integral on a grid, or an analytic case), printed as a short,
+#    rounded line;
+# 4. a picture, and where you would rather play than read, a widget;
+# 5. exercises, checked by `ddpm_lib.checks`, which name the equation that is wrong;
+# 6. a summary, and what the next chapter builds on.
+#
+# ## The course map
+#
+# The chapters, their order and their CPU budgets live in `book.toml` at the top of the repository.
+# The table below is printed from it by `ddpm_lib.book.list_chapters()`; the notes tags N1-N19 name
+# the parts of the study notes each chapter covers.
+
+# %%
+chapters = book.list_chapters()
+print(f"{'#':>2}  {'track':<9}{'CPU s':>5}  title [notes]")
+for c in chapters:
+    notes = f" [{', '.join(c.notes)}]" if c.notes else ""
+    print(f"{c.number:02d}  {c.track:<9}{c.budget_s:>5.0f}  {c.title}{notes}")
+
+manifest = book.load_book()
+theory = sum(c.budget_s for c in chapters if c.track == "theory")
+total = sum(c.budget_s for c in chapters)
+print(f"\nbudgets: theory chapters {theory:.0f} s (at most {manifest.theory_budget_s} s), "
+      f"all {len(chapters)} chapters {total:.0f} s (at most {manifest.total_budget_s} s)")
+
+# %% [markdown]
+# ## How to run a chapter
+#
+# **In JupyterLab.** From the repository, run `jupyter lab chapters/` and open `NN_slug.ipynb`. Each
+# chapter is a *pair*: `NN_slug.py` (percent format) is the source that authors edit and review, and
+# `NN_slug.ipynb` holds the outputs of a clean execution on a CPU with fixed seeds; jupytext keeps the
+# two in step when you save. Use *Kernel → Restart Kernel and Run All Cells*: a chapter must run top
+# to bottom, and the numbers you get are the ones printed here.
+#
+# **On a CPU** (the default path). Every chapter runs within its budget on a 2-core CPU, offline. What
+# would take hours on a CPU (training the U-Net fully, sampling many images with 1000 steps) is done
+# once on a GPU by the library's commands; the chapter then loads the shipped result (a checkpoint, a
+# stored trajectory), says so, and gives the command that remakes it.
+#
+# **On a GPU.** The same code runs there: `dl.device()` picks `cuda` if there is one, then Apple's `mps`,
+# then `cpu`, and nothing in the course calls `.cuda()`. Random numbers are drawn on the CPU with a
+# seeded `torch.Generator` and then moved, so a GPU sees the same inputs as a CPU.
+
+# %%
+dev = dl.device()  # cuda if there is one, then mps, then cpu: evaluate `dev` to see yours
+g = torch.Generator().manual_seed(0)  # seeded, on the CPU: the same numbers on every machine
+x = torch.randn(10_000, generator=g).to(dev)
+print(f"10,000 draws moved to dl.device(): mean {x.mean().item():+.3f}, std {x.std().item():.3f}")
+
+# %% [markdown]
+# **For instructors and authors**, `python -m ddpm_lib.book` runs the course tooling:
+# `list` (the chapters), `execute NN` (run a chapter in a clean CPU kernel and store its outputs,
+# deterministically), `check` (the .py and .ipynb agree and the outputs come from a clean run),
+# `times` (measured times against the budgets) and `student OUTDIR` (the student edition, below).
+# `pytest` runs the library's tests and replays the stored chapters with nbval.
+#
+# ## How exercises and checks work
+#
+# An exercise asks you to write a function. You then call `checks.check("name", your_function)`:
+# the checker runs your function on random inputs (with a fixed seed, so its message is the same on
+# every run), compares the result with `ddpm_lib`'s implementation of the same equation, and prints
+# either `✓ ... matches ...` or `✗ ...` with the equation it should be, what your function gives at one
+# timestep against what it should give, and, when your result matches a common mistake (using
+# $\alpha_t$ for $\bar\alpha_t$, shifting $t$ by one, a variance where a standard deviation belongs),
+# what that mistake is. `checks.available()` lists the checkers.
+#
+# In this book the reference solution sits in a cell tagged `solution`, between the lines
+# `# BEGIN SOLUTION` and `# END SOLUTION`. The student edition
+# (`python -m ddpm_lib.book student OUTDIR`) replaces the code between the markers by
+# `raise NotImplementedError("exercise: ...")`, keeping the function's signature and docstring,
+# clears that cell's output and tags it `exercise`; cells tagged `solution-only` are left out
+# altogether.
+#
+# **Exercise 0.1 (a warm-up in paper indexing).** Write `alpha_bars_from_betas(betas)`: given
+# $\beta_1, \dots, \beta_T$ as a tensor of length $T$, return the table $\bar\alpha_0, \dots, \bar\alpha_T$
+# of length $T + 1$, where $\bar\alpha_0 = 1$ and
+# $$\bar\alpha_t = \prod_{s=1}^{t} \alpha_s, \qquad \alpha_s = 1 - \beta_s .$$
+
+
+# %% tags=["solution"]
+def alpha_bars_from_betas(betas):
+    """beta_1..beta_T (length T) -> alpha_bar_0..alpha_bar_T (length T + 1, alpha_bar_0 = 1)."""
+    # BEGIN SOLUTION
+    alphas = 1 - betas
+    return torch.cat([torch.ones(1, dtype=betas.dtype), torch.cumprod(alphas, dim=0)])
+    # END SOLUTION
+
+
+# %%
+checks.check("alpha_bars", alpha_bars_from_betas)
+
+
+# %% [markdown]
+# This is what a failure looks like: a version that forgets $\bar\alpha_0$, as a 0-based table would.
+
+# %%
+def forgot_alpha_bar_0(betas):
+    return torch.cumprod(1 - betas, dim=0)  # alpha_bar_1..alpha_bar_T only
+
+
+checks.check("alpha_bars", forgot_alpha_bar_0)
+
+# %% [markdown]
+# ## Notation: three sources, one meaning
+#
+# | meaning | DDPM (Ho et al. 2020) | Sohl-Dickstein et al. 2015 | `diffusers` | `ddpm_lib` |
+# |---|---|---|---|---|
+# | data | $x_0$ | $x^{(0)}$ | `original_samples` | `x0` |
+# | time step | $t = 1, \dots, T$ | $t = 1, \dots, T$ | $k = t - 1 = 0, \dots, T - 1$ | `t` in $1..T$, a LongTensor (B,) |
+# | noised data | $x_t$ | $x^{(t)}$ | `noisy_samples` at timestep $k$ | `x_t` |
+# | noise rate of step $t$ | $\beta_t$ | $\beta_t$, the diffusion rate (learnable, except $\beta_1$) | `betas[k]` $= \beta_{k+1}$ | `s.betas[t]` |
+# | one-step factor | $\alpha_t = 1 - \beta_t$ | written out: $\sqrt{1 - \beta_t}$ | `alphas[k]` | `s.alphas[t]` |
+# | product of factors | $\bar\alpha_t = \prod_{s=1}^{t} \alpha_s$ | not used | `alphas_cumprod[k]` $= \bar\alpha_{k+1}$ | `s.alpha_bars[t]`, with `alpha_bars[0] = 1` |
+# | forward step | $q(x_t \mid x_{t-1}) = \mathcal N(\sqrt{1-\beta_t}\, x_{t-1}, \beta_t I)$ | $q(x^{(t)} \mid x^{(t-1)}) = T_\pi(x^{(t)} \mid x^{(t-1)}; \beta_t)$, Gaussian: $\mathcal N(x^{(t-1)} \sqrt{1-\beta_t}, I \beta_t)$ | none | `d.q_step(x_prev, t)` |
+# | jump to step $t$ | $q(x_t \mid x_0) = \mathcal N(\sqrt{\bar\alpha_t}\, x_0, (1 - \bar\alpha_t) I)$ (Eq. 4) | none | `add_noise(x0, eps, k)` | `d.q_sample(x0, t, eps)` |
+# | where the forward process ends | $p(x_T) = \mathcal N(0, I)$ | $\pi(x^{(T)})$, the tractable distribution | `randn` | `randn` |
+# | reverse step | $p_\theta(x_{t-1} \mid x_t) = \mathcal N(\mu_\theta(x_t, t), \sigma_t^2 I)$ | $p(x^{(t-1)} \mid x^{(t)}) = \mathcal N(f_\mu(x^{(t)}, t), f_\Sigma(x^{(t)}, t))$ | `step(eps, k, x)` | `d.p_sample(out, x_t, t, z)` |
+# | posterior | $q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)$ (Eqs. 6-7) | $q(x^{(t-1)} \mid x^{(t)}, x^{(0)})$ | `variance_type="fixed_small"` is $\tilde\beta_t$ | `d.q_posterior(x0, x_t, t)`, `s.posterior_variance[t]` |
+# | the bound | $L \ge \mathbb E[-\log p_\theta(x_0)]$ (Eqs. 3, 5) | $K \le L$, a lower bound on the log-likelihood $L$ | none | `d.vlb_terms`, `d.bits_per_dim` |
+# | time the network sees | $t$ | $t$ | $k$ | `t`, the paper's |
+#
+# Two traps. First, DDPM's $L$ bounds the *negative* log-likelihood from above, while Sohl-Dickstein's
+# $K$ bounds the log-likelihood from below, so DDPM's $L$ plays the role of $-K$ (the study notes flip
+# the sign of $K$ for the same reason). Second, `diffusers` counts timesteps from 0: its $k$ is our
+# $t = k + 1$, its `alphas_cumprod[k]` is our $\bar\alpha_{k+1}$, its network is fed $k$, and its
+# `DDPMScheduler` adds no noise at $k = 0$ (our last step, $t = 1$). `ddpm_lib` converts in one place
+# where it talks to such libraries, and everywhere else speaks the papers' $t$.
+#
+# ## Paper indexing in code
+#
+# Every table of a `NoiseSchedule` has length $T + 1$, and index $t$ means the paper's $t$: `betas[1]`
+# is $\beta_1$, `alpha_bars[0]` is $\bar\alpha_0 = 1$ (no noise yet: $x_0$ is data), and
+# `posterior_variance[1]` is $\tilde\beta_1 = 0$ (the last reverse step is noiseless). Entries that are
+# meaningless at $t = 0$, like $\beta_0$, are placeholders, and a function that takes $t$ only accepts
+# $1, \dots, T$.
+
+# %%
+s = dl.NoiseSchedule.linear(T=1000, beta_start=1e-4, beta_end=0.02)  # DDPM's schedule
+print(f"T = {s.T}, and every table has length T + 1 = {len(s.alpha_bars)}")
+print(f"alpha_bars[0] == 1: {bool(s.alpha_bars[0] == 1)}   (x_0 is data)")
+print(f"betas[1] = beta_1 = {s.betas[1].item():.4f}, betas[T] = beta_T = {s.betas[s.T].item():.4f}")
+print(f"alpha_bars[T] = {s.alpha_bars[s.T].item():.2e}   (x_T is noise, up to a trace of x_0)")
+print(f"posterior_variance[1] = beta~_1 = {s.posterior_variance[1].item():.1f}, "
+      f"posterior_variance[2] = beta~_2 = {s.posterior_variance[2].item():.3e}")
+
+# diffusers keeps beta_1..beta_T at 0-based positions k = 0..T-1; rebuild its tables (in float64 here)
+betas_k = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)  # diffusers' betas[k] = beta_{k+1}
+alphas_cumprod_k = torch.cumprod(1 - betas_k, dim=0)  # diffusers' alphas_cumprod[k]
+k = torch.arange(1000)
+print(f"alphas_cumprod[k] == alpha_bars[k + 1] for every k: {torch.equal(alphas_cumprod_k, s.alpha_bars[k + 1])}")
+t = torch.tensor([0, 499, 999]) + 1  # diffusers' timesteps k -> the paper's t = k + 1
+print(f"diffusers k = 0, 499, 999 are t = {', '.join(str(v) for v in t.tolist())}, "
+      f"with sqrt(abar_t) = {', '.join(f'{v:.4f}' for v in s.sqrt_alpha_bars[t].tolist())}")
+
+d = dl.GaussianDiffusion(s)
+try:
+    d.q_sample(torch.zeros(2, 3), torch.tensor([0, 5]), torch.zeros(2, 3))
+except ValueError as e:
+    print(f"q_sample at t = 0 -> ValueError: {e}")
+
+# %% [markdown]
+# ## A picture: how fast the signal fades
+#
+# By DDPM Eq. 4, $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, \epsilon$: the signal
+# keeps a fraction $\bar\alpha_t$ of its variance and noise fills the rest. Their ratio, the
+# signal-to-noise ratio $\mathrm{SNR}(t) = \bar\alpha_t / (1 - \bar\alpha_t)$, falls from about $10^4$
+# to about $4 \cdot 10^{-5}$ over the linear schedule; chapter 03 studies it and other schedules.
+
+# %%
+ts = torch.arange(1, s.T + 1)
+t_half = int((s.snr[ts] < 1).nonzero()[0]) + 1
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+ax1.plot(ts, s.alpha_bars[ts], label=r"$\bar\alpha_t$ (signal variance)")
+ax1.plot(ts, 1 - s.alpha_bars[ts], label=r"$1 - \bar\alpha_t$ (noise variance)")
+ax1.axvline(t_half, color="grey", lw=0.8, ls=":")
+ax1.set(xlabel="t", title="linear schedule, T = 1000")
+ax1.legend(loc="center right")
+ax2.semilogy(ts, s.snr[ts])
+ax2.axhline(1.0, color="grey", lw=0.8, ls=":")
+ax2.set(xlabel="t", ylabel=r"SNR$(t) = \bar\alpha_t / (1 - \bar\alpha_t)$", title="signal-to-noise ratio")
+fig.tight_layout()
+plt.show()
+print(f"SNR(t) falls below 1 at t = {t_half}; SNR(1) = {s.snr[1].item():.3g}, SNR(T) = {s.snr[s.T].item():.2e}")
+
+# %% [markdown]
+# ## Summary
+#
+# - The course runs top to bottom on a CPU; heavy training and sampling are done once on a GPU and
+#   shipped, with the commands that remake them. `dl.device()` picks the GPU when there is one.
+# - Exercises are checked by `ddpm_lib.checks`, which names the equation that is wrong; solutions sit
+#   in `solution` cells between `# BEGIN SOLUTION` and `# END SOLUTION`.
+# - DDPM writes $\beta_t, \alpha_t, \bar\alpha_t$; Sohl-Dickstein et al. write $x^{(t)}$, $\beta_t$, $\pi$
+#   and the bound $K$; `diffusers` counts timesteps from 0.
+# - `ddpm_lib` uses paper indexing everywhere: $t = 1, \dots, T$, tables of length $T + 1$,
+#   `alpha_bars[0] == 1`, `posterior_variance[1] == 0`, and a diffusers timestep $k$ is $t = k + 1$.
+#
+# **Next:** chapter 01 starts from a variational autoencoder and turns its encoder into a fixed process
+# that adds Gaussian noise, with $T$ latent layers: a diffusion model.

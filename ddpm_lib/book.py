@@ -1,0 +1,977 @@
+"""The course tooling: read ``book.toml``; list, sync, execute and check the chapters; build the
+student edition.
+
+Command line (``python -m ddpm_lib.book [--book PATH] COMMAND``)::
+
+    list                      the chapters of book.toml: number, id, title, stem, budget, files present
+    sync [ID ...]             update each chapter's .ipynb inputs from its .py (outputs and cell ids
+                              kept); never the other way round. No ID: every chapter that has a .py.
+                              --canonical also rewrites the .py in jupytext's canonical spacing
+    execute ID ... | --all    sync, then run each .ipynb top to bottom on the CPU in a clean kernel and
+                              store its outputs so that two executions give byte-identical files;
+                              record the wall time in chapters/timings.json
+    check [--allow-missing]   fail (exit 1) unless every chapter's .py and .ipynb exist, agree, and the
+                              .ipynb holds the outputs of a clean execution of exactly these inputs;
+                              --allow-missing skips chapters that have neither file yet
+    times                     recorded execution times against budget_s, total_budget_s, theory_budget_s
+    student OUTDIR            write the student edition (solutions replaced by stubs) to OUTDIR
+
+``--book PATH`` (a book.toml or the folder holding one) defaults to the book.toml at the root of
+the repository this package lives in. ID is a chapter's id (``start-here``), its number (``0``
+or ``00``) or its stem (``00_start-here``).
+
+Authoring workflow: edit ``chapters/NN_slug.py`` (percent format, the source), then
+``python -m ddpm_lib.book execute NN`` (syncs the .ipynb's inputs from the .py, executes it and
+stores the outputs), then ``python -m ddpm_lib.book check``.
+
+Execution environment (``execute``): kernel ``python3`` started from the running interpreter,
+working directory ``chapters/``, ``CUDA_VISIBLE_DEVICES=""`` (CPU, as CI), ``PYTHONHASHSEED=0``,
+``MPLBACKEND`` = the inline backend, ``DDPM_COURSE_EXECUTING=1``, nbclient with
+``record_timing=False`` and a deadline per chapter. Afterwards the notebook is normalised:
+consecutive stream outputs merged and carriage returns resolved, progress-bar times and rates
+replaced by a fixed text (the same patterns as ``chapters/nbval_sanitize.cfg``), widget model ids
+renamed deterministically, cell execution timings and volatile notebook metadata
+(``language_info.version``, ``papermill``, ...) dropped; the kernelspec is kept. A hash of the code
+cells' sources is stored in the notebook metadata (``ddpm_course.executed_code_sha256``) so that
+``check`` can tell outputs that belong to the current code from stale ones. The nbval replay in
+tests/test_book.py runs with the same environment (:func:`kernel_env`); a chapter may read
+``DDPM_COURSE_EXECUTING`` (e.g. to hide a progress bar) but should print the same either way, since a
+reader's run does not set it.
+
+Tags the tools understand:
+
+* ``nbval-ignore-output``: nbval runs the cell but does not compare its output. Only for cells whose
+  output cannot be deterministic: widgets, progress bars, ``%%time``. ``check`` reports a tagged cell
+  that mentions none of these.
+* ``solution``: a cell holding a reference solution. Its code between a line ``# BEGIN SOLUTION`` and
+  a line ``# END SOLUTION`` is, in the student edition, replaced by
+  ``raise NotImplementedError("exercise: ...")`` (the lines outside the markers, such as the ``def``
+  line and the docstring, stay; text after ``BEGIN SOLUTION`` becomes the hint, else
+  "implement <the enclosing function>"), the cell's outputs are cleared and its tag becomes
+  ``exercise``. A cell may hold several marked blocks; a ``solution`` cell without markers, or
+  markers outside a ``solution`` cell, is an error that ``check`` reports.
+* ``solution-only``: a cell that the student edition drops entirely (e.g. a cell that demonstrates
+  the finished solution).
+* ``raises-exception`` and ``skip-execution``: as nbclient and nbval define them.
+
+Everything is importable: :func:`load_book`, :func:`list_chapters`, :func:`sync_chapter`,
+:func:`execute_chapter`, :func:`check_book`, :func:`book_times`, :func:`student_edition`,
+:func:`normalize_notebook`, :func:`render_py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import difflib
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "BookError",
+    "Chapter",
+    "Book",
+    "CheckProblem",
+    "find_book",
+    "load_book",
+    "list_chapters",
+    "render_py",
+    "sync_chapter",
+    "sync_book",
+    "execute_chapter",
+    "execute_book",
+    "normalize_notebook",
+    "check_book",
+    "book_times",
+    "student_edition",
+    "student_notebook",
+    "EXECUTION_ENV",
+    "PROGRESS_PATTERNS",
+    "main",
+]
+
+BOOK_FILE = "book.toml"
+TIMINGS_FILE = "timings.json"
+KERNEL_NAME = "python3"
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+#: Environment variables set for the kernel that executes a chapter.
+EXECUTION_ENV = {
+    "CUDA_VISIBLE_DEVICES": "",
+    "PYTHONHASHSEED": "0",
+    "MPLBACKEND": INLINE_BACKEND,
+    "DDPM_COURSE_EXECUTING": "1",
+}
+
+#: (regex, replacement) pairs applied to stream text, text/plain and widget text after execution.
+#: chapters/nbval_sanitize.cfg holds the same pairs for nbval (a test keeps the two in step).
+PROGRESS_PATTERNS = [
+    # tqdm's "[elapsed<remaining, rate]" (plain, or HTML-escaped in tqdm's notebook widget)
+    (r"\d+:\d\d(?::\d\d)?(?:<|&lt;)(?:\d+:\d\d(?::\d\d)?|\?)(?:, *[^\]\n]*)?", "TIME"),
+]
+
+IGNORE_OUTPUT_TAG = "nbval-ignore-output"
+SKIP_TAGS = ("nbval-ignore-output", "nbval-skip")
+# a cell tagged to skip nbval's comparison must mention one of these
+NONDETERMINISTIC_RE = re.compile(r"widget|interact|tqdm|progress|%%?time", re.IGNORECASE)
+SOLUTION_TAG = "solution"
+SOLUTION_ONLY_TAG = "solution-only"
+EXERCISE_TAG = "exercise"  # what a `solution` cell is tagged in the student edition
+BEGIN_RE = re.compile(r"^(?P<indent>[ \t]*)#\s*BEGIN SOLUTION\b[ \t:\-]*(?P<hint>.*?)\s*$")
+END_RE = re.compile(r"^[ \t]*#\s*END SOLUTION\b.*$")
+DEF_RE = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]+(?P<name>\w+)\s*\(")
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
+META_KEY = "ddpm_course"
+HASH_KEY = "executed_code_sha256"
+# notebook metadata that changes from run to run or machine to machine, not with the chapter
+VOLATILE_NOTEBOOK_METADATA = ("papermill", "execution", "widgets_version", "vscode", "colab", "toc-autonumbering")
+
+# When no jupytext.toml is found, the pairing the repository uses.
+DEFAULT_JUPYTEXT_CONFIG = {
+    "formats": "ipynb,py:percent",
+    "notebook_metadata_filter": "kernelspec,-jupytext",
+    "cell_metadata_filter": "tags,-all",
+}
+
+
+class BookError(Exception):
+    """A problem with book.toml, a chapter's files, or a command's arguments."""
+
+
+# ---------------------------------------------------------------------------------------------
+# book.toml
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Chapter:
+    """One chapter of book.toml. Paths are absolute; ``py_exists``/``ipynb_exists`` look now."""
+
+    id: str
+    number: int
+    title: str
+    stem: str
+    budget_s: float
+    track: str = ""
+    notes: tuple = ()
+    chapters_dir: Path = Path("chapters")
+
+    @property
+    def label(self) -> str:
+        return f"{self.number:02d} {self.id}"
+
+    @property
+    def py_path(self) -> Path:
+        return self.chapters_dir / f"{self.stem}.py"
+
+    @property
+    def ipynb_path(self) -> Path:
+        return self.chapters_dir / f"{self.stem}.ipynb"
+
+    @property
+    def py_exists(self) -> bool:
+        return self.py_path.is_file()
+
+    @property
+    def ipynb_exists(self) -> bool:
+        return self.ipynb_path.is_file()
+
+
+@dataclass
+class Book:
+    """book.toml, read: the chapters in order and the budgets."""
+
+    path: Path
+    title: str
+    chapters_dir: Path
+    total_budget_s: Optional[float]
+    theory_budget_s: Optional[float]
+    chapters: list = field(default_factory=list)
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def timings_path(self) -> Path:
+        return self.chapters_dir / TIMINGS_FILE
+
+    def chapter(self, key) -> Chapter:
+        """A chapter by id, number (``0``, ``"00"``) or stem."""
+        k = str(key).strip()
+        for c in self.chapters:
+            if k in (c.id, c.stem) or (k.isdigit() and int(k) == c.number):
+                return c
+        known = ", ".join(f"{c.number:02d}/{c.id}" for c in self.chapters)
+        raise BookError(f"no chapter {key!r} in {self.path} (chapters: {known})")
+
+    def select(self, keys: Optional[Iterable] = None) -> list:
+        """The chapters named by ``keys`` in book order (all when None or empty)."""
+        if not keys:
+            return list(self.chapters)
+        wanted = {self.chapter(k).id for k in keys}
+        return [c for c in self.chapters if c.id in wanted]
+
+
+def find_book(path=None) -> Path:
+    """The book.toml to use: ``path`` (a file or the folder holding one), else the repository's."""
+    if path is not None:
+        p = Path(path).expanduser()
+        if p.is_dir():
+            p = p / BOOK_FILE
+        if not p.is_file():
+            raise BookError(f"no book.toml at {p}")
+        return p.resolve()
+    here = Path(__file__).resolve().parent.parent / BOOK_FILE
+    if here.is_file():
+        return here
+    for d in [Path.cwd(), *Path.cwd().parents]:
+        if (d / BOOK_FILE).is_file():
+            return (d / BOOK_FILE).resolve()
+    raise BookError("no book.toml found next to the ddpm_lib package or above the current directory; "
+                    "pass --book PATH")
+
+
+def load_book(path=None) -> Book:
+    """Read and validate book.toml (``path``: the file or its folder; default: the repository's)."""
+    p = find_book(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise BookError(f"{p}: not valid TOML: {e}") from None
+    meta = raw.get("book", {})
+    chapters_dir = (p.parent / meta.get("chapters_dir", "chapters")).resolve()
+    chapters = []
+    for i, c in enumerate(raw.get("chapter", [])):
+        missing = [k for k in ("id", "number", "title", "stem", "budget_s") if k not in c]
+        if missing:
+            raise BookError(f"{p}: chapter #{i + 1} ({c.get('id', '?')}) lacks {', '.join(missing)}")
+        if not isinstance(c["budget_s"], (int, float)) or c["budget_s"] <= 0:
+            raise BookError(f"{p}: chapter {c['id']}: budget_s must be a positive number, got {c['budget_s']!r}")
+        chapters.append(Chapter(id=str(c["id"]), number=int(c["number"]), title=str(c["title"]),
+                                stem=str(c["stem"]), budget_s=float(c["budget_s"]), track=str(c.get("track", "")),
+                                notes=tuple(c.get("notes", ())), chapters_dir=chapters_dir))
+    for attr in ("id", "number", "stem"):
+        seen = [getattr(c, attr) for c in chapters]
+        dup = sorted({str(v) for v in seen if seen.count(v) > 1})
+        if dup:
+            raise BookError(f"{p}: chapter {attr}s must be unique; repeated: {', '.join(dup)}")
+    chapters.sort(key=lambda c: c.number)
+    return Book(path=p, title=str(meta.get("title", "")), chapters_dir=chapters_dir,
+                total_budget_s=meta.get("total_budget_s"), theory_budget_s=meta.get("theory_budget_s"),
+                chapters=chapters, raw=raw)
+
+
+def list_chapters(path=None) -> list:
+    """The chapters of book.toml in order, as :class:`Chapter` objects."""
+    return list(load_book(path).chapters)
+
+
+# ---------------------------------------------------------------------------------------------
+# jupytext: reading, rendering, syncing
+# ---------------------------------------------------------------------------------------------
+def _jupytext_config(file: Path):
+    """The jupytext configuration the jupytext CLI would use for ``file`` (or the repository's)."""
+    from jupytext.config import JupytextConfiguration, load_jupytext_config
+
+    cfg = load_jupytext_config(str(Path(file).resolve()))
+    if cfg is None:
+        cfg = JupytextConfiguration(**DEFAULT_JUPYTEXT_CONFIG)
+    return cfg
+
+
+def _read_ipynb(path: Path):
+    import nbformat
+
+    return nbformat.read(str(path), as_version=4)
+
+
+def _ipynb_text(nb) -> str:
+    import jupytext
+
+    text = jupytext.writes(nb, fmt="ipynb")
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    path = Path(path)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return True
+
+
+def render_py(nb, config_for: Path) -> str:
+    """The notebook as the jupytext CLI renders it in py:percent (``jupytext --to py:percent -o -``)."""
+    import jupytext
+
+    text = jupytext.writes(nb, fmt="py:percent", config=_jupytext_config(config_for))
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _read_py(chapter: Chapter):
+    import jupytext
+
+    text = chapter.py_path.read_text(encoding="utf-8")
+    return jupytext.reads(text, fmt="py:percent", config=_jupytext_config(chapter.py_path))
+
+
+def sync_chapter(chapter: Chapter, *, quiet: bool = False) -> bool:
+    """Update ``chapter``'s .ipynb inputs from its .py, keeping outputs and cell ids.
+
+    Equivalent to ``jupytext --to ipynb --update X.py``. Creates the .ipynb when missing. Returns True
+    when the .ipynb changed. Outputs of cells whose code changed are kept (as jupytext does) but the
+    notebook is then stale: :func:`check_book` says so until the chapter is executed again.
+    """
+    from jupytext.combine import combine_inputs_with_outputs
+
+    if not chapter.py_exists:
+        raise BookError(f"chapter {chapter.label}: {chapter.py_path} does not exist")
+    nb = _read_py(chapter)
+    if chapter.ipynb_exists:
+        nb = combine_inputs_with_outputs(nb, _read_ipynb(chapter.ipynb_path), fmt="py:percent")
+    changed = _write_if_changed(chapter.ipynb_path, _ipynb_text(nb))
+    if not quiet:
+        print(f"{chapter.label}: {chapter.ipynb_path.name} {'updated from' if changed else 'already in sync with'} "
+              f"{chapter.py_path.name}")
+        py_text = chapter.py_path.read_text(encoding="utf-8")
+        rendered = render_py(_read_ipynb(chapter.ipynb_path), chapter.py_path)
+        if rendered != py_text:
+            print(f"{chapter.label}: warning: {chapter.py_path.name} is not in jupytext's canonical form, so "
+                  "`check` will fail; rewrite it with `sync --canonical`:\n" + _short_diff(py_text, rendered,
+                                                                                        chapter.py_path.name))
+    return changed
+
+
+def canonicalize_py(chapter: Chapter) -> bool:
+    """Rewrite the .py as jupytext renders its (just synced) .ipynb: same cells, canonical spacing."""
+    sync_chapter(chapter, quiet=True)
+    rendered = render_py(_read_ipynb(chapter.ipynb_path), chapter.py_path)
+    return _write_if_changed(chapter.py_path, rendered)
+
+
+def sync_book(book: Book, keys=None, *, canonical: bool = False, quiet: bool = False) -> list:
+    """Sync the named chapters (default: every chapter that has a .py). Returns those changed."""
+    chapters = book.select(keys)
+    if not keys:
+        chapters = [c for c in chapters if c.py_exists]
+    changed = []
+    for c in chapters:
+        if canonical and canonicalize_py(c) and not quiet:
+            print(f"{c.label}: rewrote {c.py_path.name} in canonical form")
+        if sync_chapter(c, quiet=quiet):
+            changed.append(c)
+    return changed
+
+
+def _short_diff(a: str, b: str, name: str, n: int = 30) -> str:
+    lines = list(difflib.unified_diff(a.splitlines(), b.splitlines(), f"{name}", f"{name} (rendered from .ipynb)",
+                                      lineterm="", n=1))
+    more = f"\n    ... ({len(lines) - n} more diff lines)" if len(lines) > n else ""
+    return "\n".join("    " + line for line in lines[:n]) + more
+
+
+# ---------------------------------------------------------------------------------------------
+# normalisation after execution
+# ---------------------------------------------------------------------------------------------
+_CR_RE = re.compile(r"^.*\r(?=[^\n])", re.MULTILINE)
+_BS_RE = re.compile("[^\n]\x08")
+
+
+def scrub_progress(text: str) -> str:
+    """Replace progress-bar times and rates (tqdm's ``[00:03<00:01, 9.2it/s]``) by a fixed text."""
+    for pat, rep in PROGRESS_PATTERNS:
+        text = re.sub(pat, rep, text)
+    return text
+
+
+def _resolve_control_chars(text: str) -> str:
+    # as nbval does: backspaces cancel the previous character, a \r not followed by \n erases its line
+    old = None
+    while old != text:
+        old, text = text, _BS_RE.sub("", text)
+    return _CR_RE.sub("", text)
+
+
+def _join(src) -> str:
+    return "".join(src) if isinstance(src, list) else (src or "")
+
+
+def _normalize_outputs(outputs: list) -> list:
+    import nbformat
+
+    out = []
+    for o in outputs:
+        if o.get("output_type") == "stream" and out and out[-1].get("output_type") == "stream" \
+                and out[-1].get("name") == o.get("name"):
+            out[-1]["text"] = _join(out[-1]["text"]) + _join(o.get("text"))
+            continue
+        out.append(copy.deepcopy(o))
+    for o in out:
+        if o.get("output_type") == "stream":
+            o["text"] = scrub_progress(_resolve_control_chars(_join(o.get("text"))))
+        elif "data" in o and "text/plain" in o["data"]:
+            o["data"]["text/plain"] = scrub_progress(_join(o["data"]["text/plain"]))
+        o.pop("transient", None)
+    return [nbformat.from_dict(o) for o in out]
+
+
+def _walk_strings(obj, fn):
+    """Apply ``fn`` to every string in a JSON-like structure (dict keys untouched), in place-ish."""
+    if isinstance(obj, dict):
+        for k in list(obj):
+            obj[k] = _walk_strings(obj[k], fn)
+        return obj
+    if isinstance(obj, list):
+        for i, v in enumerate(obj):
+            obj[i] = _walk_strings(v, fn)
+        return obj
+    if isinstance(obj, str):
+        return fn(obj)
+    return obj
+
+
+def _widget_ids_in(obj, state: dict, order: list, seen: set) -> None:
+    """Collect the widget model ids referenced in ``obj`` (``model_id`` of view outputs and
+    ``IPY_MODEL_`` references) in a deterministic order, following each into its own state."""
+
+    def visit(o):
+        if isinstance(o, dict):
+            for k in sorted(o):
+                if k == "model_id" and isinstance(o[k], str):
+                    add(o[k])
+                else:
+                    visit(o[k])
+        elif isinstance(o, list):
+            for v in o:
+                visit(v)
+        elif isinstance(o, str) and o.startswith("IPY_MODEL_"):
+            add(o[len("IPY_MODEL_"):])
+
+    def add(mid):
+        if mid in seen:
+            return
+        seen.add(mid)
+        order.append(mid)
+        if mid in state:
+            visit(state[mid].get("state", {}))
+
+    visit(obj)
+
+
+def _new_widget_id(i: int) -> str:
+    return hashlib.md5(f"ddpm-course-widget-{i}".encode()).hexdigest()
+
+
+def _normalize_widgets(nb) -> None:
+    widgets = nb.metadata.get("widgets", {})
+    container = widgets.get(WIDGET_STATE_MIME) if isinstance(widgets, dict) else None
+    state = dict(container.get("state", {})) if isinstance(container, dict) else {}
+    order, seen = [], set()
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            _widget_ids_in(o, state, order, seen)
+    for mid in list(state):  # models no output refers to (e.g. closed ones), in creation order
+        _widget_ids_in({"model_id": mid}, state, order, seen)
+    if not order:
+        return
+    mapping = {old: _new_widget_id(i) for i, old in enumerate(order)}
+
+    def rename(s: str) -> str:
+        if s in mapping:
+            return mapping[s]
+        if s.startswith("IPY_MODEL_") and s[len("IPY_MODEL_"):] in mapping:
+            return "IPY_MODEL_" + mapping[s[len("IPY_MODEL_"):]]
+        return s
+
+    for cell in nb.cells:
+        if cell.get("outputs"):
+            _walk_strings(cell["outputs"], rename)
+    if state:
+        new_state = {}
+        for old in order:
+            if old in state:
+                entry = _walk_strings(copy.deepcopy(state[old]), lambda s: scrub_progress(rename(s)))
+                new_state[mapping[old]] = entry
+        container["state"] = new_state
+
+
+def _code_hash(nb) -> str:
+    sources = [_join(c.source) for c in nb.cells if c.cell_type == "code"]
+    return hashlib.sha256(json.dumps(sources, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def normalize_notebook(nb, *, record_hash: bool = True):
+    """Make an executed notebook deterministic (in place; also returned). See the module docstring."""
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = _normalize_outputs(cell.get("outputs", []))
+    md = nb.metadata
+    for key in VOLATILE_NOTEBOOK_METADATA:
+        md.pop(key, None)
+    if isinstance(md.get("language_info"), dict):
+        md["language_info"].pop("version", None)
+    _normalize_widgets(nb)
+    if record_hash:
+        md.setdefault(META_KEY, {})[HASH_KEY] = _code_hash(nb)
+    return nb
+
+
+# ---------------------------------------------------------------------------------------------
+# execution
+# ---------------------------------------------------------------------------------------------
+def _machine() -> str:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cpu = cpu or platform.processor() or platform.machine()
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), "
+            f"Python {platform.python_version()}")
+
+
+def kernel_env(extra: Optional[dict] = None) -> dict:
+    """The environment a chapter's kernel runs in (the current one plus :data:`EXECUTION_ENV`)."""
+    env = dict(os.environ)
+    env.update(EXECUTION_ENV)
+    pkg_parent = str(Path(__file__).resolve().parent.parent)  # this ddpm_lib, even when not installed
+    env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    if extra:
+        env.update(extra)
+    return env
+
+
+def default_timeout(chapter: Chapter) -> float:
+    """Seconds a chapter may run before ``execute`` gives up: 5x its budget, at least 120 s."""
+    return max(120.0, 5.0 * chapter.budget_s)
+
+
+def execute_chapter(chapter: Chapter, *, timeout: Optional[float] = None, sync: bool = True,
+                    record: bool = True, quiet: bool = False) -> float:
+    """Execute ``chapter``'s .ipynb in a clean kernel, store its outputs in place, normalised.
+
+    ``sync``: first update the .ipynb's inputs from the .py. ``timeout``: seconds for the whole
+    chapter (default :func:`default_timeout`). ``record``: write the wall time to timings.json.
+    Returns the wall time in seconds. On a cell error or time-out raises :class:`BookError`; the
+    .ipynb then keeps its previous outputs (its inputs were synced first).
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    if sync:
+        sync_chapter(chapter, quiet=True)
+    if not chapter.ipynb_exists:
+        raise BookError(f"chapter {chapter.label}: {chapter.ipynb_path} does not exist (and no .py to make it from)")
+    nb = _read_ipynb(chapter.ipynb_path)
+    limit = float(timeout) if timeout else default_timeout(chapter)
+    start = time.monotonic()
+    deadline = start + limit
+
+    def remaining(_cell):
+        return max(1, int(deadline - time.monotonic()) + 1)
+
+    client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=int(limit) + 1, timeout_func=remaining,
+                            record_timing=False, allow_errors=False, store_widget_state=True,
+                            coalesce_streams=True, resources={"metadata": {"path": str(chapter.chapters_dir)}})
+    if not quiet:
+        print(f"{chapter.label}: executing {chapter.ipynb_path.name} (budget {chapter.budget_s:g} s, "
+              f"limit {limit:g} s) ...", flush=True)
+    try:
+        client.execute(env=kernel_env())
+    except CellTimeoutError as e:
+        raise BookError(f"chapter {chapter.label}: execution exceeded {limit:g} s (budget {chapter.budget_s:g} s); "
+                        f"nothing was written\n{e}") from None
+    except (CellExecutionError, DeadKernelError) as e:
+        raise BookError(f"chapter {chapter.label}: execution failed; nothing was written\n{e}") from None
+    seconds = time.monotonic() - start
+    normalize_notebook(nb)
+    _write_if_changed(chapter.ipynb_path, _ipynb_text(nb))
+    if record:
+        _record_timing(chapter, seconds)
+    if not quiet:
+        over = "  OVER BUDGET" if seconds > chapter.budget_s else ""
+        print(f"{chapter.label}: executed in {seconds:.1f} s (budget {chapter.budget_s:g} s){over}", flush=True)
+    return seconds
+
+
+def _record_timing(chapter: Chapter, seconds: float) -> None:
+    path = chapter.chapters_dir / TIMINGS_FILE
+    data = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            data = {}
+    data[chapter.id] = {"seconds": round(seconds, 1), "machine": _machine(),
+                        "date": _dt.date.today().isoformat()}
+    _write_if_changed(path, json.dumps(dict(sorted(data.items())), indent=2, ensure_ascii=False) + "\n")
+
+
+def execute_book(book: Book, keys=None, *, all_chapters: bool = False, timeout: Optional[float] = None,
+                 quiet: bool = False) -> dict:
+    """Execute the named chapters (or, with ``all_chapters``, every chapter that has files)."""
+    if not keys and not all_chapters:
+        raise BookError("name the chapters to execute, or pass --all")
+    chapters = book.select(None if all_chapters else keys)
+    times, skipped = {}, []
+    for c in chapters:
+        if all_chapters and not (c.py_exists or c.ipynb_exists):
+            skipped.append(f"{c.number:02d}")
+            continue
+        times[c.id] = execute_chapter(c, timeout=timeout, quiet=quiet)
+    if skipped and not quiet:
+        print(f"skipped {len(skipped)} chapter(s) without files: {', '.join(skipped)}")
+    return times
+
+
+# ---------------------------------------------------------------------------------------------
+# check
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class CheckProblem:
+    chapter: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.chapter}: {self.message}"
+
+
+def _solution_problems(cell, index: int) -> list:
+    tags = cell.metadata.get("tags", [])
+    lines = _join(cell.source).splitlines()
+    begins = [i for i, line in enumerate(lines) if BEGIN_RE.match(line)]
+    ends = [i for i, line in enumerate(lines) if END_RE.match(line)]
+    where = f"cell {index + 1}"
+    if SOLUTION_TAG in tags:
+        if not begins:
+            return [f"{where} is tagged `solution` but has no `# BEGIN SOLUTION` / `# END SOLUTION` lines "
+                    "(tag it `solution-only` to drop the whole cell from the student edition)"]
+        try:
+            _stub_source(_join(cell.source))
+        except BookError as e:
+            return [f"{where}: {e}"]
+    elif begins or ends:
+        return [f"{where} has `# BEGIN SOLUTION` / `# END SOLUTION` lines but is not tagged `solution`"]
+    return []
+
+
+def _check_chapter(c: Chapter) -> list:
+    probs = []
+    if not c.py_path.is_file():
+        probs.append(f"{c.py_path.name} is missing")
+    if not c.ipynb_path.is_file():
+        probs.append(f"{c.ipynb_path.name} is missing (run `python -m ddpm_lib.book execute {c.id}`)")
+    if probs:
+        return probs
+    from jupytext.formats import guess_format
+
+    py_text = c.py_path.read_text(encoding="utf-8")
+    fmt, _ = guess_format(py_text, ".py")
+    if fmt != "percent":
+        probs.append(f"{c.py_path.name} is not in the percent format (jupytext sees {fmt!r}); "
+                     "cells start with `# %%`")
+    try:
+        nb = _read_ipynb(c.ipynb_path)
+    except Exception as e:  # noqa: BLE001 - report any unreadable notebook
+        return probs + [f"{c.ipynb_path.name} cannot be read: {e}"]
+    if not nb.metadata.get("kernelspec", {}).get("name"):
+        probs.append(f"{c.ipynb_path.name} has no kernelspec (JupyterLab and nbval need one; keep "
+                     "`kernelspec` in the .py header)")
+    rendered = render_py(nb, c.py_path)
+    if rendered != py_text:
+        probs.append(f"{c.py_path.name} and {c.ipynb_path.name} differ (edit the .py, then run "
+                     f"`python -m ddpm_lib.book execute {c.id}`; if only spacing differs, `sync --canonical {c.id}`):\n"
+                     + _short_diff(py_text, rendered, c.py_path.name))
+    expected = 1
+    unexecuted, out_of_order, errors, bad_tags = [], [], [], []
+    for i, cell in enumerate(nb.cells):
+        probs.extend(f"{p}" for p in _solution_problems(cell, i))
+        if cell.cell_type != "code":
+            continue
+        tags = cell.metadata.get("tags", [])
+        src = _join(cell.source)
+        for tag in SKIP_TAGS:
+            if tag in tags and not NONDETERMINISTIC_RE.search(src):
+                bad_tags.append(f"cell {i + 1} ({tag}: {src.strip().splitlines()[0][:60] if src.strip() else ''!r})")
+        if not src.strip() or "skip-execution" in tags:
+            continue
+        if cell.get("execution_count") is None:
+            unexecuted.append(i + 1)
+            continue
+        if cell.execution_count != expected:
+            out_of_order.append(f"cell {i + 1} has [{cell.execution_count}], expected [{expected}]")
+        expected = cell.execution_count + 1
+        if "raises-exception" not in tags and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            errors.append(i + 1)
+    if unexecuted:
+        probs.append(f"code cells {unexecuted} of {c.ipynb_path.name} have not been executed "
+                     f"(run `python -m ddpm_lib.book execute {c.id}`)")
+    if out_of_order:
+        probs.append(f"{c.ipynb_path.name} does not hold one clean top-to-bottom run: "
+                     + "; ".join(out_of_order[:3]) + (" ..." if len(out_of_order) > 3 else ""))
+    if errors:
+        probs.append(f"code cells {errors} of {c.ipynb_path.name} stored an error (tag `raises-exception` if intended)")
+    recorded = nb.metadata.get(META_KEY, {}).get(HASH_KEY)
+    if recorded is None:
+        if not unexecuted:
+            probs.append(f"{c.ipynb_path.name} was not executed by `python -m ddpm_lib.book execute {c.id}` "
+                         "(its outputs are not normalised)")
+    elif recorded != _code_hash(nb):
+        probs.append(f"the code of {c.ipynb_path.name} changed since it was executed: its outputs are stale "
+                     f"(run `python -m ddpm_lib.book execute {c.id}`)")
+    if bad_tags:
+        probs.append("only widget, progress-bar and %%time cells may skip nbval's comparison; check "
+                     + ", ".join(bad_tags))
+    return probs
+
+
+def check_book(book: Book, keys=None, *, allow_missing: bool = False) -> list:
+    """Every problem found with the chapters, as :class:`CheckProblem` (empty: all is well).
+
+    Per chapter: both files exist (with ``allow_missing``, a chapter that has neither is skipped);
+    the .py is percent format and equals the .ipynb rendered as py:percent; the .ipynb has a
+    kernelspec; every non-empty code cell was executed, in one run numbered 1, 2, 3, ... with no
+    stored error; the outputs were made from these very code cells (hash); the solution markers
+    follow the convention; only widget/progress/%%time cells skip nbval's comparison.
+    """
+    problems = []
+    for c in book.select(keys):
+        if allow_missing and not c.py_exists and not c.ipynb_exists:
+            continue
+        problems.extend(CheckProblem(f"chapter {c.label} ({c.stem})", m) for m in _check_chapter(c))
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# times
+# ---------------------------------------------------------------------------------------------
+def read_timings(book: Book) -> dict:
+    """chapters/timings.json: chapter id -> {"seconds", "machine", "date"} (empty when absent)."""
+    if not book.timings_path.is_file():
+        return {}
+    return json.loads(book.timings_path.read_text(encoding="utf-8"))
+
+
+def book_times(book: Book, *, out=None) -> tuple:
+    """Print recorded times against the budgets. Returns (ok, report lines)."""
+    timings = read_timings(book)
+    lines, ok = [], True
+    lines.append(f"{'chapter':<42} {'time':>8} {'budget':>8}")
+    total = theory = 0.0
+    measured = 0
+    for c in book.chapters:
+        t = timings.get(c.id, {}).get("seconds")
+        if t is None:
+            lines.append(f"{c.label:<42} {'-':>8} {c.budget_s:>7g}s  not measured")
+            continue
+        measured += 1
+        total += t
+        if c.track == "theory":
+            theory += t
+        flag = "  OVER" if t > c.budget_s else ""
+        ok &= t <= c.budget_s
+        lines.append(f"{c.label:<42} {t:>7.1f}s {c.budget_s:>7g}s{flag}")
+    n = len(book.chapters)
+    for name, value, budget in (("theory chapters", theory, book.theory_budget_s), ("all chapters", total,
+                                                                                    book.total_budget_s)):
+        if budget is None:
+            continue
+        flag = "  OVER" if value > budget else ""
+        ok &= value <= budget
+        lines.append(f"{name + ' (measured ones)':<42} {value:>7.1f}s {budget:>7g}s{flag}")
+    lines.append(f"{measured} of {n} chapters measured" + ("" if ok else "; over budget"))
+    print("\n".join(lines), file=out or sys.stdout)
+    return ok, lines
+
+
+# ---------------------------------------------------------------------------------------------
+# student edition
+# ---------------------------------------------------------------------------------------------
+def _stub_source(src: str) -> str:
+    lines = src.splitlines()
+    out, i = [], 0
+    found = False
+    while i < len(lines):
+        m = BEGIN_RE.match(lines[i])
+        if END_RE.match(lines[i]):
+            raise BookError(f"`# END SOLUTION` on line {i + 1} without a `# BEGIN SOLUTION` before it")
+        if not m:
+            out.append(lines[i])
+            i += 1
+            continue
+        found = True
+        j = i + 1
+        while j < len(lines) and not END_RE.match(lines[j]):
+            if BEGIN_RE.match(lines[j]):
+                raise BookError(f"`# BEGIN SOLUTION` on line {j + 1} inside another solution block")
+            j += 1
+        if j == len(lines):
+            raise BookError(f"`# BEGIN SOLUTION` on line {i + 1} has no `# END SOLUTION`")
+        hint = m.group("hint")
+        if not hint:
+            func = next((DEF_RE.match(x).group("name") for x in reversed(out) if DEF_RE.match(x)), None)
+            hint = f"implement {func}" if func else "complete this cell"
+        indent = m.group("indent")
+        out.append(f"{indent}# YOUR CODE HERE")
+        out.append(f"{indent}raise NotImplementedError({json.dumps('exercise: ' + hint, ensure_ascii=False)})")
+        i = j + 1
+    if not found:
+        raise BookError("no `# BEGIN SOLUTION` line")
+    return "\n".join(out)
+
+
+def student_notebook(nb):
+    """A copy of ``nb`` with solutions stubbed and solution-only cells dropped (see module docstring)."""
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    cells = []
+    for i, cell in enumerate(nb.cells):
+        tags = cell.metadata.get("tags", [])
+        if SOLUTION_ONLY_TAG in tags:
+            continue
+        if SOLUTION_TAG in tags:
+            try:
+                cell.source = _stub_source(_join(cell.source))
+            except BookError as e:
+                raise BookError(f"cell {i + 1} (tagged `solution`): {e}") from None
+            if cell.cell_type == "code":
+                cell.outputs = []
+                cell.execution_count = None
+            cell.metadata["tags"] = [EXERCISE_TAG if tag == SOLUTION_TAG else tag for tag in tags]
+        cells.append(cell)
+    nb.cells = cells
+    nb.metadata.pop(META_KEY, None)
+    return nbformat.from_dict(nb)
+
+
+def student_edition(book: Book, outdir, keys=None, *, quiet: bool = False) -> list:
+    """Write the student edition of the chapters to ``outdir``; returns the paths written.
+
+    ``outdir`` gets book.toml, jupytext.toml (when the book has one) and ``<chapters_dir>/`` with each
+    chapter's student .ipynb and its .py (percent format). Chapters without an .ipynb are skipped.
+    """
+    outdir = Path(outdir).resolve()
+    if outdir == book.root.resolve() or outdir == book.chapters_dir.resolve():
+        raise BookError(f"the student edition must go elsewhere than the book itself ({outdir})")
+    rel = book.chapters_dir.relative_to(book.root) if book.chapters_dir.is_relative_to(book.root) \
+        else Path(book.chapters_dir.name)
+    chdir = outdir / rel
+    chdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    shutil.copyfile(book.path, outdir / BOOK_FILE)
+    written.append(outdir / BOOK_FILE)
+    jt = book.root / "jupytext.toml"
+    if jt.is_file():
+        shutil.copyfile(jt, outdir / "jupytext.toml")
+        written.append(outdir / "jupytext.toml")
+    skipped = []
+    for c in book.select(keys):
+        if not c.ipynb_exists:
+            skipped.append(f"{c.number:02d}")
+            continue
+        snb = student_notebook(_read_ipynb(c.ipynb_path))
+        ipynb, py = chdir / c.ipynb_path.name, chdir / c.py_path.name
+        _write_if_changed(ipynb, _ipynb_text(snb))
+        _write_if_changed(py, render_py(snb, c.py_path))
+        written += [ipynb, py]
+        if not quiet:
+            print(f"{c.label}: wrote {ipynb} and {py.name}")
+    if skipped and not quiet:
+        print(f"skipped {len(skipped)} chapter(s) without an .ipynb: {', '.join(skipped)}")
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+def _print_list(book: Book) -> None:
+    print(f"{book.title}  ({book.path})")
+    print(f"{'#':>2}  {'id':<34} {'track':<9} {'budget':>6}  {'.py':<4}{'.ipynb':<7} title")
+    for c in book.chapters:
+        yn = lambda b: "yes" if b else "-"  # noqa: E731
+        print(f"{c.number:02d}  {c.id:<34} {c.track:<9} {c.budget_s:>5g}s  {yn(c.py_exists):<4}{yn(c.ipynb_exists):<7} "
+              f"{c.title}")
+    print(f"files: {book.chapters_dir}/<stem>.py and <stem>.ipynb")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ddpm_lib.book", description="\n\n".join(__doc__.split("\n\n")[:5]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--book", help="book.toml or its folder (default: the repository's)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the chapters of book.toml")
+    p = sub.add_parser("sync", help="update the .ipynb inputs from the .py (keeps outputs and cell ids)")
+    p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
+    p.add_argument("--canonical", action="store_true", help="also rewrite each .py in jupytext's canonical form")
+    p = sub.add_parser("execute", help="execute chapters on the CPU and store normalised outputs")
+    p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
+    p.add_argument("--all", action="store_true", help="every chapter that has files")
+    p.add_argument("--timeout", type=float, help="seconds per chapter (default: 5x budget, at least 120)")
+    p = sub.add_parser("check", help="check that the .py and .ipynb agree and the outputs are from a clean run")
+    p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
+    p.add_argument("--allow-missing", action="store_true", help="skip chapters that have no files yet")
+    sub.add_parser("times", help="recorded execution times against the budgets")
+    p = sub.add_parser("student", help="write the student edition (solutions replaced by stubs)")
+    p.add_argument("outdir")
+    p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
+    args = parser.parse_args(argv)
+    try:
+        book = load_book(args.book)
+        if args.command == "list":
+            _print_list(book)
+            return 0
+        if args.command == "sync":
+            sync_book(book, args.ids, canonical=args.canonical)
+            return 0
+        if args.command == "execute":
+            execute_book(book, args.ids, all_chapters=args.all, timeout=args.timeout)
+            return 0
+        if args.command == "check":
+            problems = check_book(book, args.ids, allow_missing=args.allow_missing)
+            for prob in problems:
+                print(f"FAIL {prob}")
+            n = len(book.select(args.ids))
+            if problems:
+                print(f"check: {len(problems)} problem(s)")
+                return 1
+            skipped = sum(1 for c in book.select(args.ids) if not (c.py_exists or c.ipynb_exists))
+            print(f"check: OK ({n - skipped if args.allow_missing else n} chapter(s) checked"
+                  + (f", {skipped} without files skipped)" if args.allow_missing and skipped else ")"))
+            return 0
+        if args.command == "times":
+            ok, _ = book_times(book)
+            return 0 if ok else 1
+        if args.command == "student":
+            student_edition(book, args.outdir, args.ids)
+            return 0
+    except BookError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,649 @@
+"""Exercise checkers: compare a student's function with ddpm_lib's on random inputs, and say which
+equation is wrong.
+
+    from ddpm_lib import checks
+    checks.check("q_sample", my_q_sample)          # the same as checks.check_q_sample(my_q_sample)
+
+Every checker calls the student's function on fixed-seed random inputs (so its message is the same
+on every run), compares the result with the library's implementation of the same equation, and
+returns a :class:`CheckResult` ``(passed, message)`` after printing the message: ``✓ ... matches
+DDPM Eq. N`` or ``✗ ...`` with what the equation should be, what the student's function gives at
+one timestep against what it should give, and, when the result matches a common mistake (alpha_t
+for alpha_bar_t, t shifted by one, a variance where a standard deviation belongs, ...), a hint
+naming it. ``raise_on_failure=True`` raises :class:`CheckFailed` (an AssertionError) instead of
+only printing; ``verbose=False`` prints nothing.
+
+Checkers (``available()`` lists them; the chapters register more with :func:`register`):
+
+- ``alpha_bars``: ``fn(betas) -> alpha_bars``, betas = beta_1..beta_T (length T), the result of
+  length T + 1 with alpha_bars[0] = 1 (DDPM's notation for Eq. 4; chapter 00's warm-up);
+- ``q_sample``: ``fn(x0, t, noise, alpha_bars) -> x_t`` (DDPM Eq. 4);
+- ``posterior``: ``fn(x0, x_t, t, schedule) -> (mean, variance)`` of q(x_{t-1} | x_t, x_0) (Eqs. 6-7);
+- ``normal_kl``: ``fn(mean1, logvar1, mean2, logvar2) -> KL`` elementwise (the KLs of Eq. 5);
+- ``discretized_log_likelihood``: ``fn(x, mean, log_scale) -> log p(x)`` elementwise (Eq. 13);
+- ``p_sample_step``: ``fn(eps_pred, x_t, t, schedule, noise) -> x_{t-1}`` (Algorithm 2, line 4).
+
+Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
+``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
+
+Adding a checker (in this module): write ``body(fn) -> (passed, message)`` decorated with
+``@_checker("name", "the equation in words (DDPM Eq. N)")``; inside, call the student's function with
+``_call(name, fn, *args)`` (its errors become messages), convert its result with ``_tensor``, compare
+with the library on inputs drawn from a fixed-seed ``_gen(seed)``, and on a mismatch build the
+message from the values at one failing timestep plus ``_hints(got, candidates)``, where each candidate
+is ``(the result a known mistake gives, its hint, mask of examples or None)``. For a number or tensor
+the student computed, :func:`check_value` needs no new checker. Every checker needs a test in
+tests/test_checks.py that it accepts the right answer and rejects each listed mistake.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from .diffusion import GaussianDiffusion
+from .gaussians import discretized_gaussian_log_likelihood, gaussian_log_likelihood, normal_kl
+from .schedules import NoiseSchedule
+
+__all__ = [
+    "CheckResult",
+    "CheckFailed",
+    "check",
+    "register",
+    "available",
+    "check_value",
+    "check_alpha_bars",
+    "check_q_sample",
+    "check_posterior",
+    "check_normal_kl",
+    "check_discretized_log_likelihood",
+    "check_p_sample_step",
+]
+
+PASS, FAIL = "✓", "✗"
+RTOL, ATOL = 1e-5, 1e-6
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of a check: ``passed`` and the ``message`` that was printed."""
+
+    passed: bool
+    message: str
+    name: str = ""
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def _ipython_display_(self):  # the message was printed when the check ran; show nothing twice
+        return None
+
+
+class CheckFailed(AssertionError):
+    """Raised by a checker called with ``raise_on_failure=True`` when the function is wrong."""
+
+
+class _Wrong(Exception):
+    """Internal: the student's function failed in a way that ends the check with this message."""
+
+
+_CHECKERS: dict = {}
+
+
+def register(name: str, *aliases: str):
+    """Register a checker ``fn(fn_or_value, **kwargs) -> CheckResult`` under ``name`` (and aliases)."""
+
+    def deco(checker):
+        for n in (name, *aliases):
+            _CHECKERS[n] = checker
+        return checker
+
+    return deco
+
+
+def available() -> list:
+    """The names :func:`check` accepts."""
+    return sorted(_CHECKERS)
+
+
+def check(name: str, fn_or_value, **kwargs) -> CheckResult:
+    """Run the checker registered as ``name`` on a student's function (or value)."""
+    if name not in _CHECKERS:
+        raise KeyError(f"no checker named {name!r}; available: {', '.join(available())}")
+    return _CHECKERS[name](fn_or_value, **kwargs)
+
+
+def _finish(name: str, passed: bool, message: str, verbose: bool, raise_on_failure: bool) -> CheckResult:
+    result = CheckResult(passed, message, name)
+    if verbose:
+        print(message)
+    if raise_on_failure and not passed:
+        raise CheckFailed(message)
+    return result
+
+
+def _checker(name: str, equation: str):
+    """Wrap a check body ``body(fn) -> (passed, message)``: printing, raising, student errors."""
+
+    def deco(body):
+        @functools.wraps(body)
+        def run(fn, *, verbose: bool = True, raise_on_failure: bool = False, **kwargs) -> CheckResult:
+            if not callable(fn):
+                return _finish(name, False, f"{FAIL} {name}: pass your function itself (not its result), "
+                                            f"got a {type(fn).__name__}", verbose, raise_on_failure)
+            try:
+                passed, message = body(fn, **kwargs)
+            except _Wrong as e:
+                passed, message = False, f"{FAIL} {name}: {e} It should compute {equation}."
+            return _finish(name, passed, message, verbose, raise_on_failure)
+
+        register(name)(run)
+        return run
+
+    return deco
+
+
+def check_value(name: str, value, expected, *, equation: str, rtol: float = 1e-6, atol: float = 1e-8,
+                verbose: bool = True, raise_on_failure: bool = False) -> CheckResult:
+    """Compare a number or tensor a student computed with the expected one (for value exercises)."""
+    try:
+        got = torch.as_tensor(value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        return _finish(name, False, f"{FAIL} {name}: expected a number or tensor, got {type(value).__name__}",
+                       verbose, raise_on_failure)
+    exp = torch.as_tensor(expected, dtype=torch.float64)
+    if got.shape != exp.shape:
+        msg = f"{FAIL} {name}: shape {tuple(got.shape)}, expected {tuple(exp.shape)} ({equation})"
+        return _finish(name, False, msg, verbose, raise_on_failure)
+    if torch.allclose(got, exp, rtol=rtol, atol=atol, equal_nan=True):
+        return _finish(name, True, f"{PASS} {name} matches {equation}", verbose, raise_on_failure)
+    g, e = (_fmt(x) for x in (got, exp))
+    return _finish(name, False, f"{FAIL} {name} is off: it should be {equation}; yours is {g} (expected {e})",
+                   verbose, raise_on_failure)
+
+
+# ---- helpers ------------------------------------------------------------------------------
+def _fmt(x, digits: int = 4) -> str:
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if x.numel() == 1:
+        v = float(x)
+        return f"{v:.{digits}g}" if (v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e4)) else f"{v:.{digits}f}"
+    flat = x.flatten()
+    body = ", ".join(_fmt(v, digits) for v in flat[:4])
+    return f"[{body}{', ...' if flat.numel() > 4 else ''}]"
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _schedule() -> NoiseSchedule:
+    # short and coarse, so that alpha_t, alpha_bar_t and t - 1 give visibly different numbers
+    return NoiseSchedule.linear(T=100, beta_start=1e-3, beta_end=0.2)
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))
+
+
+def _call(name: str, fn: Callable, *args):
+    """Call the student's function on copies of the inputs, turning its errors into messages."""
+    args = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise _Wrong(f"not implemented yet (it raises NotImplementedError): replace the `raise` with your "
+                     "code.") from None
+    except RuntimeError as e:
+        text = str(e)
+        if "size of tensor" in text or "must match the size" in text or "broadcast" in text:
+            raise _Wrong(f"raised RuntimeError: {text.splitlines()[0]}. A table indexed by t has shape (B,): "
+                         "reshape it to (B, 1, ..., 1) to broadcast against data of shape (B, C, ...), "
+                         "e.g. `a[t].view(-1, *[1] * (x.ndim - 1))`.") from None
+        raise _Wrong(f"raised RuntimeError: {text.splitlines()[0] if text else ''}.") from None
+    except Exception as e:  # noqa: BLE001 - any error in student code becomes a message
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise _Wrong(f"raised {type(e).__name__}: {first}.") from None
+
+
+def _tensor(name: str, out, shape, what: str = "the result") -> torch.Tensor:
+    if out is None:
+        raise _Wrong(f"returned None: did you forget `return`?")
+    try:
+        out = torch.as_tensor(out)
+    except (TypeError, ValueError, RuntimeError):
+        raise _Wrong(f"returned a {type(out).__name__}, expected a tensor.") from None
+    if not out.is_floating_point():
+        out = out.double()
+    if tuple(out.shape) != tuple(shape):
+        raise _Wrong(f"{what} has shape {tuple(out.shape)}, expected {tuple(shape)}.")
+    return out.double()
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = RTOL, atol: float = ATOL) -> torch.Tensor:
+    """Elementwise closeness, NaN-safe (a NaN in either is 'not close')."""
+    return torch.isclose(a.double(), b.double(), rtol=rtol, atol=atol)
+
+
+def _per_example_ok(a: torch.Tensor, b: torch.Tensor, **tol) -> torch.Tensor:
+    return _close(a, b, **tol).reshape(a.shape[0], -1).all(dim=1)
+
+
+def _matches(got: torch.Tensor, candidate: torch.Tensor, where: Optional[torch.Tensor] = None) -> bool:
+    """Does ``got`` equal a mistaken ``candidate`` (on the examples ``where``, default all)?"""
+    if candidate.shape != got.shape:
+        return False
+    if where is not None:
+        if not bool(where.any()):
+            return False
+        got, candidate = got[where], candidate[where]
+    finite = torch.isfinite(candidate)
+    if not bool(finite.all()):
+        return False
+    return bool(_close(got, candidate).all())
+
+
+def _hints(got: torch.Tensor, candidates, where_fail: Optional[torch.Tensor] = None) -> str:
+    found = []
+    for cand, hint, where in candidates:
+        try:
+            if _matches(got, cand, where):
+                found.append(hint)
+        except Exception:  # noqa: BLE001 - a candidate that cannot be formed just does not match
+            continue
+    return (" Likely mistake: " + " ".join(found)) if found else ""
+
+
+def _check_deterministic(name: str, fn, args, first: torch.Tensor, shape) -> None:
+    again = _tensor(name, _call(name, fn, *args), shape)
+    if not bool(_close(first, again, rtol=0, atol=0).all()):
+        raise _Wrong("gives different results on the same inputs: use the `noise` argument you are given "
+                     "instead of drawing your own random numbers.")
+
+
+# ---- alpha_bars (chapter 00's demo) ------------------------------------------------------------
+_ABAR_EQ = "alpha_bar_t = prod_{s=1..t} alpha_s with alpha_s = 1 - beta_s (DDPM's notation for Eq. 4)"
+
+
+@_checker("alpha_bars", _ABAR_EQ + ", a table of length T + 1 with alpha_bars[0] = 1")
+def check_alpha_bars(fn) -> tuple:
+    """``fn(betas) -> alpha_bars``: betas is beta_1..beta_T (length T); the result has length T + 1,
+    ``alpha_bars[0] = 1`` and ``alpha_bars[t] = prod_{s<=t} (1 - beta_s)`` (paper indexing)."""
+    s = NoiseSchedule.linear(T=50, beta_start=1e-3, beta_end=0.2)
+    betas = s.betas[1:].clone()
+    T = s.T
+    out = _call("alpha_bars", fn, betas)
+    if out is None:
+        raise _Wrong("returned None: did you forget `return`?")
+    got = torch.as_tensor(out).double()
+    expected = s.alpha_bars
+    if got.ndim == 1 and got.shape[0] == T:
+        hint = ""
+        if _matches(got, expected[1:]):
+            hint = " Your values are alpha_bar_1..alpha_bar_T: put alpha_bar_0 = 1 in front."
+        return False, (f"{FAIL} alpha_bars has length T = {T}, but with paper indexing the table has length "
+                       f"T + 1 = {T + 1}: alpha_bars[0] = 1 belongs to x_0 (data, no noise yet) and "
+                       f"alpha_bars[t] = alpha_bar_t.{hint} It should compute {_ABAR_EQ}.")
+    got = _tensor("alpha_bars", got, (T + 1,))
+    if bool(_close(got, expected).all()):
+        return True, f"{PASS} alpha_bars matches {_ABAR_EQ}, with alpha_bars[0] = 1"
+    bad = int((~_close(got, expected)).nonzero()[0])
+    one = torch.ones(1, dtype=torch.float64)
+    candidates = [
+        (torch.cat([one, torch.cumprod(betas, 0)]), "you multiplied the betas; alpha_bar multiplies the "
+                                                    "alphas, alpha_s = 1 - beta_s.", None),
+        (torch.cat([one, 1 - betas]), "you returned alpha_t = 1 - beta_t; alpha_bar_t is the running product "
+                                      "(torch.cumprod).", None),
+        (torch.cat([one, 1 - torch.cumsum(betas, 0)]), "you subtracted the running sum of the betas: that is "
+                                                      "only a first-order approximation of the product.", None),
+        (torch.cat([one, one, torch.cumprod(1 - betas, 0)[:-1]]), "your table is shifted by one: alpha_bars[t] "
+                                                                 "must include alpha_t itself.", None),
+    ]
+    hint = _hints(got, candidates)
+    return False, (f"{FAIL} alpha_bars is off: it should be {_ABAR_EQ}; your alpha_bars[{bad}] = {_fmt(got[bad])} "
+                   f"(expected {_fmt(expected[bad])}).{hint}")
+
+
+# ---- q_sample: DDPM Eq. 4 -------------------------------------------------------------------
+_Q_EQ = "x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (DDPM Eq. 4)"
+
+
+@_checker("q_sample", _Q_EQ)
+def check_q_sample(fn) -> tuple:
+    """``fn(x0, t, noise, alpha_bars) -> x_t``; alpha_bars has length T + 1 (alpha_bars[0] = 1)."""
+    s = _schedule()
+    d = GaussianDiffusion(s)
+    g = _gen(4)
+    t = torch.tensor([10, 1, 100, 37, 2, 64])
+    x0 = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    noise = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    ab = s.alpha_bars.clone()
+    args = (x0, t, noise, ab)
+    got = _tensor("q_sample", _call("q_sample", fn, *args), x0.shape, "x_t")
+    _check_deterministic("q_sample", fn, args, got, x0.shape)
+    expected = d.q_sample(x0, t, noise)
+    ok = _per_example_ok(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} q_sample matches {_Q_EQ}"
+    i = int((~ok).nonzero()[0])
+    ti = int(t[i])
+    one, zero = torch.ones(1, 2, 3, dtype=torch.float64), torch.zeros(1, 2, 3, dtype=torch.float64)
+    tt = torch.tensor([ti])
+    a = _tensor("q_sample", _call("q_sample", fn, one, tt, zero, ab), one.shape, "x_t").mean()
+    b = _tensor("q_sample", _call("q_sample", fn, zero, tt, one, ab), one.shape, "x_t").mean()
+    ea, eb = math.sqrt(float(ab[ti])), math.sqrt(1 - float(ab[ti]))
+    parts = []
+    if not math.isclose(float(a), ea, rel_tol=RTOL, abs_tol=ATOL):
+        parts.append(f"your mean at t={ti} is {_fmt(a)} x_0 (expected sqrt(abar_{ti}) x_0 = {_fmt(ea)} x_0)")
+    if not math.isclose(float(b), eb, rel_tol=RTOL, abs_tol=ATOL):
+        parts.append(f"your noise scale at t={ti} is {_fmt(b)} (expected sqrt(1 - abar_{ti}) = {_fmt(eb)})")
+    if not parts:
+        parts.append(f"at t={ti} your x_t is {_fmt(got[i])} (expected {_fmt(expected[i])})")
+    A = lambda tab: _bcast(tab[t], x0)  # noqa: E731
+    alphas = torch.cat([torch.ones(1, dtype=torch.float64), ab[1:] / ab[:-1]])
+    tm1 = (t - 1).clamp(min=0)
+    tp1 = (t + 1).clamp(max=s.T)
+    candidates = [
+        (_bcast(alphas[t], x0).sqrt() * x0 + (1 - _bcast(alphas[t], x0)).sqrt() * noise,
+         "you used alpha_t = 1 - beta_t, the factor of one step; q(x_t | x_0) needs the product "
+         "alpha_bar_t = prod_{s<=t} alpha_s.", None),
+        (_bcast(ab[tm1], x0).sqrt() * x0 + (1 - _bcast(ab[tm1], x0)).sqrt() * noise,
+         "you read alpha_bars[t - 1]: the table uses paper indexing (alpha_bars[t] is abar_t, alpha_bars[0] = 1), "
+         "so do not shift t by one (that is diffusers' 0-based k = t - 1).", t > 1),
+        (_bcast(ab[tp1], x0).sqrt() * x0 + (1 - _bcast(ab[tp1], x0)).sqrt() * noise,
+         "you read alpha_bars[t + 1]: alpha_bars[t] is abar_t already.", t < s.T),
+        (A(ab).sqrt() * x0 + (1 - A(ab)) * noise,
+         "the noise is scaled by the variance 1 - abar_t; it takes the standard deviation sqrt(1 - abar_t).", None),
+        (A(ab) * x0 + (1 - A(ab)).sqrt() * noise,
+         "x_0 is scaled by abar_t; it takes sqrt(abar_t).", None),
+        (A(ab) * x0 + (1 - A(ab)) * noise,
+         "both scales are squared: the mean is sqrt(abar_t) x_0 and the standard deviation sqrt(1 - abar_t).", None),
+        ((1 - A(ab)).sqrt() * x0 + A(ab).sqrt() * noise,
+         "the two scales are swapped: sqrt(abar_t) goes with x_0 (it tends to 0 as t grows).", None),
+        (A(ab).sqrt() * x0, "you left out the noise term sqrt(1 - abar_t) eps.", None),
+        (A(ab).sqrt() * x0 + (1 - A(ab).sqrt()) * noise,
+         "the noise scale is 1 - sqrt(abar_t); it is sqrt(1 - abar_t) (so that the variances add to 1).", None),
+    ]
+    hint = _hints(got, candidates)
+    return False, f"{FAIL} q_sample is off: it should be {_Q_EQ}; " + "; ".join(parts) + "." + hint
+
+
+# ---- posterior: DDPM Eqs. 6-7 ------------------------------------------------------------------
+_POST_EQ = ("q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I) with mu~_t = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x_0 "
+            "+ sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t and beta~_t = (1 - abar_{t-1}) / (1 - abar_t) "
+            "beta_t (DDPM Eqs. 6-7)")
+
+
+def _as_var(name: str, v, like: torch.Tensor) -> torch.Tensor:
+    if v is None:
+        raise _Wrong("returned None for the variance.")
+    try:
+        v = torch.as_tensor(v, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise _Wrong(f"returned a {type(v).__name__} for the variance, expected a tensor.") from None
+    if v.ndim == 1 and v.shape[0] == like.shape[0]:
+        v = _bcast(v, like)
+    try:
+        return torch.broadcast_to(v, like.shape).clone()
+    except RuntimeError:
+        raise _Wrong(f"the variance has shape {tuple(v.shape)}, which does not broadcast to x_t's "
+                     f"{tuple(like.shape)} (return shape (B,), (B, 1, ..., 1) or x_t's shape).") from None
+
+
+def _unpack_posterior(out, like):
+    if not isinstance(out, (tuple, list)) or len(out) < 2:
+        raise _Wrong(f"returned {type(out).__name__}; it should return a pair (mean, variance).")
+    mean = _tensor("posterior", out[0], like.shape, "the mean")
+    return mean, _as_var("posterior", out[1], like)
+
+
+@_checker("posterior", _POST_EQ)
+def check_posterior(fn) -> tuple:
+    """``fn(x0, x_t, t, schedule) -> (mean, variance)`` of q(x_{t-1} | x_t, x_0), with beta~_1 = 0."""
+    s = _schedule()
+    d = GaussianDiffusion(s)
+    g = _gen(7)
+    t = torch.tensor([10, 1, 100, 37, 2, 64])
+    x0 = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    x_t = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    mean, var = _unpack_posterior(_call("posterior", fn, x0, x_t, t, s), x0)
+    ref = d.q_posterior(x0, x_t, t)
+    ok_m, ok_v = _per_example_ok(mean, ref.mean), _per_example_ok(var, ref.variance)
+    if bool(ok_m.all() and ok_v.all()):
+        return True, f"{PASS} posterior matches {_POST_EQ}"
+    i = int((~(ok_m & ok_v)).nonzero()[0])
+    ti = int(t[i])
+    tt = torch.tensor([ti])
+    one, zero = torch.ones(1, 2, 3, dtype=torch.float64), torch.zeros(1, 2, 3, dtype=torch.float64)
+    c0 = _unpack_posterior(_call("posterior", fn, one, zero, tt, s), one)[0].mean()
+    ct = _unpack_posterior(_call("posterior", fn, zero, one, tt, s), one)[0].mean()
+    e0, et = float(s.posterior_mean_coef1[ti]), float(s.posterior_mean_coef2[ti])
+    ev = float(s.posterior_variance[ti])
+    parts = []
+    if not bool(ok_m[i]):
+        parts.append(f"your mean at t={ti} is {_fmt(c0)} x_0 + {_fmt(ct)} x_t (expected {_fmt(e0)} x_0 + "
+                     f"{_fmt(et)} x_t)")
+    if not bool(ok_v[i]):
+        parts.append(f"your variance at t={ti} is {_fmt(var[i].mean())} (expected beta~_{ti} = {_fmt(ev)})")
+    B = lambda tab, tt=t: _bcast(tab[tt], x0).expand_as(x0)  # noqa: E731
+    ab, al, be = s.alpha_bars, s.alphas, s.betas
+    abp = torch.cat([torch.ones(1, dtype=torch.float64), s.alpha_bars[:-1]])  # abar_{t-1}
+    bt = (1 - abp) / (1 - ab) * be
+    bt[0] = float("nan")
+    c1 = abp.sqrt() * be / (1 - ab)
+    c2 = al.sqrt() * (1 - abp) / (1 - ab)
+    mean_cands = [
+        (B(ab.sqrt() * be / (1 - ab)) * x0 + B(c2) * x_t,
+         "the x_0 coefficient uses sqrt(abar_t); Eq. 7 has sqrt(abar_{t-1}) beta_t / (1 - abar_t).", None),
+        (B(c1) * x0 + B(ab.sqrt() * (1 - abp) / (1 - ab)) * x_t,
+         "the x_t coefficient uses sqrt(abar_t); Eq. 7 has sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t).", None),
+        (B(c1) * x0 + B(al.sqrt() * (1 - ab) / (1 - ab)) * x_t,
+         "the x_t coefficient uses (1 - abar_t) in the numerator; Eq. 7 has (1 - abar_{t-1}).", None),
+        (B(c2) * x0 + B(c1) * x_t, "the two coefficients are swapped.", None),
+        (B(c1, (t - 1).clamp(min=1)) * x0 + B(c2, (t - 1).clamp(min=1)) * x_t,
+         "you evaluated the coefficients at t - 1: the tables use paper indexing, so index them with t.", t > 1),
+    ]
+    var_cands = [
+        (B(be), "the variance is beta_t (the forward step's variance, one of DDPM's choices for sigma_t^2 of "
+                "p, Sec. 3.2); the posterior's is beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t.", None),
+        (B(bt).sqrt(), "you returned the standard deviation sqrt(beta~_t); return the variance beta~_t.", t > 1),
+        (B((1 - ab) / (1 - abp) * be), "the ratio is upside down: beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t.",
+         None),
+        (B(torch.where(torch.arange(s.T + 1) == 1, bt[2], bt)),
+         "at t = 1 the posterior variance is beta~_1 = 0 exactly (abar_0 = 1); only its log is clipped, "
+         "in the library, to log beta~_2.", None),
+        (B(bt, (t - 1).clamp(min=2)), "you evaluated beta~ at t - 1: index the tables with t.", t > 2),
+    ]
+    hint = ""
+    if not bool(ok_m.all()):
+        hint += _hints(mean, mean_cands)
+    if not bool(ok_v.all()):
+        hint += _hints(var, var_cands)
+    return False, f"{FAIL} posterior is off: it should be {_POST_EQ}; " + "; ".join(parts) + "." + hint
+
+
+# ---- normal_kl -------------------------------------------------------------------------------
+_KL_EQ = ("KL(N(m1, v1) || N(m2, v2)) = 1/2 (log v2 - log v1 + v1 / v2 + (m1 - m2)^2 / v2 - 1), elementwise, "
+          "the closed form that makes each L_{t-1} of DDPM Eq. 5 exact")
+
+
+@_checker("normal_kl", _KL_EQ)
+def check_normal_kl(fn) -> tuple:
+    """``fn(mean1, logvar1, mean2, logvar2) -> KL(N(mean1, e^logvar1) || N(mean2, e^logvar2))`` elementwise."""
+    g = _gen(11)
+    shape = (4, 3)
+    m1, m2 = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(2))
+    l1, l2 = (torch.rand(shape, generator=g, dtype=torch.float64) * 4 - 3 for _ in range(2))
+    got = _tensor("normal_kl", _call("normal_kl", fn, m1, l1, m2, l2), shape, "the KL")
+    expected = normal_kl(m1, l1, m2, l2)
+    same = _tensor("normal_kl", _call("normal_kl", fn, m1, l1, m1, l1), shape, "the KL")
+    if bool(_close(got, expected).all()) and bool(_close(same, torch.zeros(shape, dtype=torch.float64)).all()):
+        return True, f"{PASS} normal_kl matches {_KL_EQ}"
+    pm1, pl1, pm2, pl2 = (torch.tensor([[v]], dtype=torch.float64) for v in (0.5, math.log(0.25), -0.5, 0.0))
+    y = _tensor("normal_kl", _call("normal_kl", fn, pm1, pl1, pm2, pl2), (1, 1), "the KL")
+    ey = normal_kl(pm1, pl1, pm2, pl2)
+    parts = [f"your KL(N(0.5, 0.25) || N(-0.5, 1)) = {_fmt(y)} (expected {_fmt(ey)})"]
+    if not bool(_close(same, torch.zeros(shape, dtype=torch.float64)).all()):
+        parts.append(f"the KL of a Gaussian with itself must be 0, yours is {_fmt(same.flatten()[0])}")
+    v1, v2 = l1.exp(), l2.exp()
+    candidates = [
+        (2 * expected, "you left out the factor 1/2.", None),
+        (normal_kl(m2, l2, m1, l1), "the arguments are swapped: KL is not symmetric, and the first Gaussian "
+                                    "(the true posterior q in L_{t-1}) is the one the expectation is over.", None),
+        (expected + 0.5, "you left out the -1 (check: the KL of a Gaussian with itself is 0).", None),
+        (0.5 * (l2 - l1 + v1 / v2 + (m1 - m2) ** 2 - 1),
+         "the squared mean difference is not divided by v2.", None),
+        (0.5 * (l2 - l1 + v1 / v2 + (m1 - m2) ** 2 / v1 - 1),
+         "the squared mean difference is divided by v1; it is divided by v2.", None),
+        (0.5 * (l1 - l2 + v1 / v2 + (m1 - m2) ** 2 / v2 - 1), "the log term has the wrong sign: log v2 - log v1.",
+         None),
+        (normal_kl(m1, 2 * l1, m2, 2 * l2), "the log-variances were treated as log standard deviations.", None),
+        (0.5 * (l2 - l1 + l1.exp() / l2.exp() + (m1 - m2) ** 2 / l2 - 1),
+         "you divided by the log-variance instead of the variance exp(logvar2).", None),
+    ]
+    hint = _hints(got, candidates)
+    return False, f"{FAIL} normal_kl is off: it should be {_KL_EQ}; " + "; ".join(parts) + "." + hint
+
+
+# ---- discretized decoder: DDPM Eq. 13 --------------------------------------------------------------
+_DEC_EQ = ("log p(x_0 | x_1) per value: log of the Gaussian's mass on [x - 1/255, x + 1/255], the first bin "
+           "extended to -inf (x = -1) and the last to +inf (x = 1) (DDPM Eq. 13)")
+
+
+@_checker("discretized_log_likelihood", _DEC_EQ)
+def check_discretized_log_likelihood(fn) -> tuple:
+    """``fn(x, mean, log_scale) -> log p(x)`` elementwise; x on the 8-bit grid in [-1, 1], log_scale = log sigma.
+
+    The exact normal CDF and DDPM's tanh approximation of it are both accepted."""
+    g = _gen(13)
+    k = torch.cat([torch.tensor([0, 255, 0, 255, 127, 128]), torch.randint(1, 255, (18,), generator=g)])
+    x = (k.double() * 2 / 255 - 1).reshape(4, 6)
+    log_scale = (torch.rand(4, 6, generator=g, dtype=torch.float64) * (math.log(0.3) - math.log(0.02))
+                 + math.log(0.02))
+    z = (torch.randn(4, 6, generator=g, dtype=torch.float64)).clamp(-2, 2)
+    mean = x + z * log_scale.exp()
+    got = _tensor("discretized_log_likelihood", _call("discretized_log_likelihood", fn, x, mean, log_scale),
+                  x.shape, "the log-likelihood")
+    exact = discretized_gaussian_log_likelihood(x, mean, log_scale, exact=True)
+    approx = discretized_gaussian_log_likelihood(x, mean, log_scale, exact=False)
+    if bool(_close(got, exact).all()):
+        return True, f"{PASS} discretized_log_likelihood matches {_DEC_EQ}"
+    if bool(_close(got, approx, rtol=1e-4, atol=1e-5).all()):
+        return True, (f"{PASS} discretized_log_likelihood matches {_DEC_EQ}, with DDPM's tanh approximation "
+                      "of the normal CDF")
+    bad = ~(_close(got, exact) | _close(got, approx, rtol=1e-4, atol=1e-5))
+    parts = []
+    edge = (x.abs() > 0.999) & bad
+    if bool(edge.any()):
+        j = tuple(int(v) for v in edge.nonzero()[0])
+        side = "-inf" if float(x[j]) < 0 else "+inf"
+        parts.append(f"at the edge x = {float(x[j]):+.0f} (mean {_fmt(mean[j])}, sigma {_fmt(log_scale[j].exp())}) "
+                     f"yours is {_fmt(got[j])} (expected {_fmt(exact[j])}: the bin extends to {side})")
+    inner = bad & ~(x.abs() > 0.999)
+    if bool(inner.any()):
+        j = tuple(int(v) for v in inner.nonzero()[0])
+        parts.append(f"at x = {_fmt(x[j])} (mean {_fmt(mean[j])}, sigma {_fmt(log_scale[j].exp())}) yours is "
+                     f"{_fmt(got[j])} (expected {_fmt(exact[j])})")
+    std = lambda v: torch.distributions.Normal(0.0, 1.0).cdf(v)  # noqa: E731
+    sig = log_scale.exp()
+
+    def binned(half, sigma=sig, edges=True):
+        hi, lo = std((x + half - mean) / sigma), std((x - half - mean) / sigma)
+        p = hi - lo
+        if edges:
+            p = torch.where(x < -0.999, hi, torch.where(x > 0.999, 1 - lo, p))
+        return p.log()
+
+    candidates = [
+        (binned(2 / 255), "each bin is [x - 1/255, x + 1/255]: the grid step is 2/255, half of it on each side.",
+         None),
+        (binned(0.5 / 255), "each bin is [x - 1/255, x + 1/255] (you used half that width).", None),
+        (binned(1 / 255, edges=False), "the edge bins are open: at x = -1 use Phi((x + 1/255 - mu)/sigma), at "
+                                       "x = 1 use 1 - Phi((x - 1/255 - mu)/sigma).", None),
+        (binned(1 / 255, sigma=(0.5 * log_scale).exp()), "log_scale is log sigma (the standard deviation), not "
+                                                         "the log-variance.", None),
+        (binned(1 / 255, sigma=(2 * log_scale).exp()), "log_scale is log sigma; you squared sigma.", None),
+        (gaussian_log_likelihood(x, mean, 2 * log_scale), "that is the log density at x; Eq. 13 integrates the "
+                                                          "density over x's bin.", None),
+        (gaussian_log_likelihood(x, mean, 2 * log_scale) + math.log(2 / 255),
+         "density times bin width approximates the bin's mass; use the CDF difference (exact, and right at "
+         "the edges).", None),
+    ]
+    hint = _hints(got, candidates)
+    return False, f"{FAIL} discretized_log_likelihood is off: it should be {_DEC_EQ}; " + "; ".join(parts) + "." + hint
+
+
+# ---- one sampling step: Algorithm 2, line 4 -----------------------------------------------------------
+_STEP_EQ = ("x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps_theta) + sigma_t z, with z = 0 at t = 1 "
+            "(DDPM Algorithm 2, line 4; the mean is Eq. 11)")
+
+
+@_checker("p_sample_step", _STEP_EQ)
+def check_p_sample_step(fn) -> tuple:
+    """``fn(eps_pred, x_t, t, schedule, noise) -> x_{t-1}``; sigma_t^2 = beta_t or beta~_t (both accepted)."""
+    s = _schedule()
+    large = GaussianDiffusion(s, variance="fixed_large")
+    small = GaussianDiffusion(s, variance="fixed_small")
+    g = _gen(17)
+    t = torch.tensor([10, 1, 100, 37, 2, 64])
+    eps = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    x_t = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    z = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    args = (eps, x_t, t, s, z)
+    got = _tensor("p_sample_step", _call("p_sample_step", fn, *args), x_t.shape, "x_{t-1}")
+    _check_deterministic("p_sample_step", fn, args, got, x_t.shape)
+    exp_large = large.p_sample(eps, x_t, t, z)
+    exp_small = small.p_sample(eps, x_t, t, z)
+    if bool(_close(got, exp_large).all()):
+        return True, f"{PASS} p_sample_step matches {_STEP_EQ}, with sigma_t^2 = beta_t"
+    if bool(_close(got, exp_small).all()):
+        return True, f"{PASS} p_sample_step matches {_STEP_EQ}, with sigma_t^2 = beta~_t"
+    ok = _per_example_ok(got, exp_large) | _per_example_ok(got, exp_small)
+    i = int((~ok).nonzero()[0]) if bool((~ok).any()) else 0
+    ti = int(t[i])
+    tt = torch.tensor([ti])
+    one, zero = torch.ones(1, 2, 3, dtype=torch.float64), torch.zeros(1, 2, 3, dtype=torch.float64)
+    def probe(e, x, n):
+        return _tensor("p_sample_step", _call("p_sample_step", fn, e, x, tt, s, n), one.shape, "x_{t-1}").mean()
+
+    cx, ce, cz = probe(zero, one, zero), probe(one, zero, zero), probe(zero, zero, one)
+    al, ab, be = float(s.alphas[ti]), float(s.alpha_bars[ti]), float(s.betas[ti])
+    ex, ee = 1 / math.sqrt(al), -be / math.sqrt(al * (1 - ab))
+    ez = 0.0 if ti == 1 else math.sqrt(be)
+    ez_small = 0.0 if ti == 1 else math.sqrt(float(s.posterior_variance[ti]))
+    sigma_text = ("0 z: no noise at t = 1" if ti == 1 else
+                  f"sigma_{ti} z with sigma_{ti} = sqrt(beta_{ti}) = {_fmt(ez)} or sqrt(beta~_{ti}) = {_fmt(ez_small)}")
+    msg = (f"at t={ti} your x_(t-1) is {_fmt(cx)} x_t {'-' if float(ce) < 0 else '+'} {_fmt(abs(float(ce)))} eps_theta "
+           f"+ {_fmt(cz)} z (expected {_fmt(ex)} x_t - {_fmt(abs(ee))} eps_theta + {sigma_text})")
+    T = lambda tab, tt_=t: _bcast(tab[tt_], x_t)  # noqa: E731
+    alt, abt, bet = T(s.alphas), T(s.alpha_bars), T(s.betas)
+    nz = _bcast((t > 1).double(), x_t)
+    mean = (x_t - bet / (1 - abt).sqrt() * eps) / alt.sqrt()
+    sig_l, sig_s = bet.sqrt(), T(s.posterior_log_variance_clipped).mul(0.5).exp()
+    tm1 = (t - 1).clamp(min=1)
+    mean_m1 = (x_t - T(s.betas, tm1) / (1 - T(s.alpha_bars, tm1)).sqrt() * eps) / T(s.alphas, tm1).sqrt()
+    candidates = []
+    for sig in (sig_l, sig_s):
+        candidates += [
+            (mean + sig * z, "at t = 1 the last step adds no noise: z = 0 (Algorithm 2, line 3).", None),
+            (mean + nz * sig ** 2 * z, "sigma_t z takes the standard deviation sigma_t, not the variance "
+                                       "sigma_t^2.", None),
+            ((x_t - bet / (1 - abt).sqrt() * eps) / abt.sqrt() + nz * sig * z,
+             "the mean divides by sqrt(alpha_t), the one-step factor, not by sqrt(abar_t).", None),
+            ((x_t - bet / (1 - abt) * eps) / alt.sqrt() + nz * sig * z,
+             "eps_theta's coefficient is beta_t / sqrt(1 - abar_t); you dropped the square root.", None),
+            ((x_t - (1 - abt) / (1 - abt).sqrt() * eps) / alt.sqrt() + nz * sig * z,
+             "eps_theta's coefficient is (1 - alpha_t) / sqrt(1 - abar_t) = beta_t / sqrt(1 - abar_t): alpha_t, "
+             "not abar_t, in the numerator.", None),
+            ((x_t + bet / (1 - abt).sqrt() * eps) / alt.sqrt() + nz * sig * z,
+             "the predicted noise is subtracted from x_t, not added.", None),
+            (mean_m1 + nz * sig * z, "you evaluated the tables at t - 1: they use paper indexing, index them "
+                                     "with t.", t > 1),
+            (mean - nz * sig * z, "Algorithm 2 adds sigma_t z (with the z you are given), you subtracted it.", None),
+        ]
+    hint = _hints(got, candidates)
+    return False, f"{FAIL} p_sample_step is off: it should be {_STEP_EQ}; {msg}." + hint

@@ -1,0 +1,309 @@
+"""A small CNN classifier for Fashion-MNIST: the feature extractor of the Fréchet classifier distance.
+
+``FashionClassifier`` is three conv blocks (16, 32, 64 channels; conv 3x3 + BatchNorm + ReLU + 2x2 max-pool:
+28 -> 14 -> 7 -> 3) followed by a 128-d fully connected layer (the *features*, after its ReLU)
+and a linear head to the 10 classes. It takes images (B, 1, 28, 28) in [-1, 1], as
+:func:`ddpm_lib.data.fashion_mnist` gives them and as the diffusion models generate them.
+
+The shipped network (``data/checkpoints/fashion_mnist_classifier.safetensors``, registered as the
+pretrained name ``"fashion-mnist-classifier"``) was made by
+
+    python -m ddpm_lib.classifier train --out data/checkpoints/fashion_mnist_classifier.safetensors \\
+        --epochs 6 --seed 0 --threads 1
+
+(the exact command is stored in the checkpoint's config and in ``data/registry.json``), on the
+full 60,000-image training split with random horizontal flips: 91.98 % accuracy on the official
+10,000-image test split (recorded in the checkpoint's ``metrics``), about 5 minutes of one CPU
+core, 98,554 parameters (400 kB). Load it with :func:`load_classifier`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoints import register_model, save_checkpoint
+
+__all__ = [
+    "ClassifierConfig",
+    "FashionClassifier",
+    "train_classifier",
+    "accuracy",
+    "predict",
+    "load_classifier",
+    "DEFAULT_CLASSIFIER",
+    "main",
+]
+
+DEFAULT_CLASSIFIER = "fashion-mnist-classifier"
+
+
+@dataclass
+class ClassifierConfig:
+    in_channels: int = 1
+    resolution: int = 28
+    channels: tuple[int, ...] = (16, 32, 64)
+    feature_dim: int = 128
+    num_classes: int = 10
+    dropout: float = 0.2
+
+    def __post_init__(self):
+        self.channels = tuple(int(c) for c in self.channels)  # lists come back from JSON
+        if not self.channels:
+            raise ValueError("channels needs at least one conv block")
+        if self.resolution // 2 ** len(self.channels) < 1:
+            raise ValueError(f"resolution={self.resolution} is too small for {len(self.channels)} 2x2 poolings")
+
+
+@register_model
+class FashionClassifier(nn.Module):
+    """x (B, 1, 28, 28) in [-1, 1] -> logits (B, 10); :meth:`features` gives the 128-d penultimate layer.
+
+    ``FashionClassifier()``, ``FashionClassifier(channels=(16, 32), ...)`` or
+    ``FashionClassifier(ClassifierConfig(...))``.
+    """
+
+    def __init__(self, config: ClassifierConfig | dict | None = None, **kwargs):
+        super().__init__()
+        if isinstance(config, dict):
+            config = ClassifierConfig(**config)
+        base = config or ClassifierConfig()
+        if kwargs:
+            from dataclasses import replace
+
+            base = replace(base, **kwargs)
+        else:
+            base = ClassifierConfig(**{k: getattr(base, k) for k in base.__dataclass_fields__})
+        self.config = c = base
+        blocks, ch, res = [], c.in_channels, c.resolution
+        for out in c.channels:
+            blocks += [nn.Conv2d(ch, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]
+            ch, res = out, res // 2
+        self.conv = nn.Sequential(*blocks)
+        self.fc = nn.Linear(ch * res * res, c.feature_dim)
+        self.drop = nn.Dropout(c.dropout)
+        self.head = nn.Linear(c.feature_dim, c.num_classes)
+
+    def _check(self, x: torch.Tensor) -> None:
+        c = self.config
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1:] != (c.in_channels, c.resolution, c.resolution):
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape (B, {c.in_channels}, {c.resolution}, {c.resolution}), got {shape}")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate activations: (B, feature_dim), after the ReLU of the fully connected layer."""
+        self._check(x)
+        return F.relu(self.fc(self.conv(x).flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.features(x)))
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted classes (N,) int64 for images (N, 1, 28, 28) in [-1, 1] (model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out = [model(images[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Fraction of images whose predicted class is the label."""
+    if len(images) != len(labels) or len(images) == 0:
+        raise ValueError(f"need as many labels as images (and at least one), got {len(images)} and {len(labels)}")
+    return float((predict(model, images, batch_size) == labels.cpu()).double().mean())
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+
+
+AUGMENTATIONS = ("none", "flip", "flip-shift")
+
+
+def _augment(x: torch.Tensor, g: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random horizontal flips and (``pad`` > 0) random translations by up to ``pad`` pixels (background -1)."""
+    B = x.shape[0]
+    flip = torch.rand(B, generator=g) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if pad:
+        H, W = x.shape[2:]
+        padded = F.pad(x, (pad, pad, pad, pad), value=-1.0)
+        dy = torch.randint(0, 2 * pad + 1, (B,), generator=g)
+        dx = torch.randint(0, 2 * pad + 1, (B,), generator=g)
+        rows = (dy[:, None] + torch.arange(H)[None])  # (B, H)
+        cols = (dx[:, None] + torch.arange(W)[None])  # (B, W)
+        b = torch.arange(B)[:, None, None]
+        x = padded[:, 0][b, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+    return x
+
+
+def train_classifier(images: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None, *,
+                     epochs: int = 6, batch_size: int = 256, lr: float = 4e-3, weight_decay: float = 1e-4,
+                     seed: int = 0, augment: str = "flip", config: ClassifierConfig | dict | None = None,
+                     test: Optional[tuple] = None, progress: bool = True, device=None) -> tuple[FashionClassifier, dict]:
+    """Train a :class:`FashionClassifier` with AdamW and a one-cycle (warm-up + cosine) learning rate.
+
+    images, labels: (N, 1, 28, 28) in [-1, 1] and (N,) int64; default the full Fashion-MNIST
+    training split (``fashion_mnist("train")``). ``augment``: "flip" (random horizontal flips),
+    "flip-shift" (and random shifts by up to 2 pixels) or "none". ``test``: (images, labels) to
+    measure accuracy on after each epoch. Returns (model in eval mode, history dict with per-epoch
+    loss, wall-clock ``train_seconds`` and process ``cpu_seconds``, test accuracy).
+    """
+    if images is None:
+        from .data import fashion_mnist
+
+        images, labels = fashion_mnist("train")
+    if labels is None or len(images) != len(labels):
+        raise ValueError("images and labels must be given together, with the same length")
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = FashionClassifier(config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    n = len(images)
+    steps_per_epoch = n // batch_size
+    total = max(1, epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.15)
+    history = {"epoch_loss": [], "epoch_seconds": [], "test_accuracy": []}
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for epoch in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=g)
+        losses = []
+        it = range(steps_per_epoch)
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
+        for i in it:
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            x, y = images[idx], labels[idx]
+            if augment != "none":
+                x = _augment(x, g, pad=2 if augment == "flip-shift" else 0)
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        history["epoch_loss"].append(sum(losses) / max(1, len(losses)))
+        history["epoch_seconds"].append(time.perf_counter() - t0)
+        msg = f"epoch {epoch + 1}/{epochs}: loss {history['epoch_loss'][-1]:.4f}, {history['epoch_seconds'][-1]:.0f} s"
+        if test is not None:
+            history["test_accuracy"].append(accuracy(model, test[0], test[1]))
+            msg += f", test accuracy {history['test_accuracy'][-1]:.4f}"
+        if progress:
+            print(msg, file=sys.stderr, flush=True)
+    history["train_seconds"] = time.perf_counter() - start
+    history["cpu_seconds"] = time.process_time() - cpu_start
+    return model.eval(), history
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def load_classifier(name_or_path: str | Path = DEFAULT_CLASSIFIER, device=None) -> FashionClassifier:
+    """The shipped classifier (a registered pretrained name, verified by sha256) or a checkpoint file, in eval mode."""
+    from .checkpoints import build_model, load_checkpoint
+    from .pretrained import load_pretrained, is_pretrained_name
+
+    if is_pretrained_name(name_or_path):
+        model = load_pretrained(str(name_or_path), device=device).model
+    else:
+        ckpt = load_checkpoint(name_or_path, map_location=device or "cpu")
+        model = build_model(ckpt)
+    if not isinstance(model, FashionClassifier):
+        raise TypeError(f"{name_or_path} holds a {type(model).__name__}, not a FashionClassifier")
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m ddpm_lib.classifier",
+                                description="Train or evaluate the Fashion-MNIST classifier used for FCD.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train", help="train on the full Fashion-MNIST training split and save a checkpoint")
+    tr.add_argument("--out", required=True, help="the .safetensors checkpoint to write")
+    tr.add_argument("--epochs", type=int, default=6)
+    tr.add_argument("--batch-size", type=int, default=256)
+    tr.add_argument("--lr", type=float, default=4e-3)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    tr.add_argument("--augment", choices=AUGMENTATIONS, default="flip",
+                    help="flip: random horizontal flips (default); flip-shift: and shifts by up to 2 px; none")
+    tr.add_argument("--train-limit", type=int, default=None, help="train on the first N images only (for quick tries)")
+    ev = sub.add_parser("eval", help="accuracy of a classifier on the Fashion-MNIST test split")
+    ev.add_argument("model", nargs="?", default=DEFAULT_CLASSIFIER, help="a pretrained name or a checkpoint path")
+    ev.add_argument("--n", type=int, default=None, help="the first N test images (default: all 10,000)")
+    args = p.parse_args(argv)
+
+    from .data import FASHION_MNIST_CLASSES, fashion_mnist
+
+    if args.cmd == "eval":
+        model = load_classifier(args.model)
+        x, y = fashion_mnist("test")
+        if args.n:
+            x, y = x[:args.n], y[:args.n]
+        print(f"test accuracy on {len(y)} images: {accuracy(model, x, y):.4f}")
+        return 0
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "python -m ddpm_lib.classifier " + shlex.join(argv)
+    x, y = fashion_mnist("train")
+    if args.train_limit:
+        x, y = x[:args.train_limit], y[:args.train_limit]
+    xt, yt = fashion_mnist("test")
+    model, hist = train_classifier(x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                   augment=args.augment)
+    acc = accuracy(model, xt, yt)
+    n_params = sum(p.numel() for p in model.parameters())
+    config = {
+        "task": "classification",
+        "data": {"dataset": "fashion-mnist", "shape": [1, 28, 28], "train_split": "train", "train_examples": len(y),
+                 "test_split": "test", "classes": list(FASHION_MNIST_CLASSES), "scaling": "x / 127.5 - 1"},
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "AdamW", "lr": args.lr,
+                  "weight_decay": 1e-4, "schedule": "OneCycleLR(pct_start=0.15)", "seed": args.seed,
+                  "augment": args.augment,
+                  "threads": torch.get_num_threads(), "epoch_loss": [round(v, 5) for v in hist["epoch_loss"]]},
+        "metrics": {"test_accuracy": round(acc, 5), "test_examples": len(yt),
+                    "train_seconds": round(hist["train_seconds"], 1), "train_cpu_seconds": round(hist["cpu_seconds"], 1),
+                    "parameters": n_params},
+        "command": command,
+    }
+    out = save_checkpoint(args.out, model, config=config, step=args.epochs * (len(y) // args.batch_size))
+    print(f"test accuracy {acc:.4f} on {len(yt)} test images; trained in {hist['train_seconds']:.0f} s "
+          f"({hist['cpu_seconds']:.0f} s of CPU); "
+          f"{n_params} parameters; wrote {out} ({out.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

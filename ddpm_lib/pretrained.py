@@ -1,0 +1,365 @@
+"""Shipped, trained checkpoints by name: verified by sha256, loaded without pickle.
+
+``data/registry.json`` (``$DDPM_DATA_DIR/registry.json`` when that variable is set, as for
+:mod:`ddpm_lib.data`) lists them under its top-level key ``"pretrained"``::
+
+    "pretrained": {
+      "fashion-mnist-classifier": {
+        "path": "checkpoints/fashion_mnist_classifier.safetensors",   # relative to the data folder
+        "sha256": "...", "size": 123456,
+        "command": "python -m ddpm_lib.classifier train ...",        # the exact command that made it
+        "description": "...",
+        "metrics": {...},                                            # copied from the checkpoint's config
+        "model_class": "FashionClassifier", "data": {...}
+      }
+    }
+
+    >>> p = load_pretrained("fashion-mnist-classifier")   # Pretrained(model, diffusion, config, path)
+    >>> list_pretrained()                                 # {name: entry}
+
+Register a new one (atomically rewrites registry.json; the file must lie under the data folder):
+
+    python -m ddpm_lib.pretrained register NAME data/checkpoints/FILE.safetensors \\
+        --command "python -m ddpm_lib.train ..." --description "..."
+    python -m ddpm_lib.pretrained list
+    python -m ddpm_lib.pretrained verify [NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from . import classifier as _classifier  # noqa: F401  (registers FashionClassifier with build_model)
+from .checkpoints import build_model, load_checkpoint, sha256_file
+from .data import REGISTRY_NAME, DataIntegrityError, data_dir
+from .diffusion import GaussianDiffusion
+
+__all__ = [
+    "Pretrained",
+    "UnknownPretrainedError",
+    "load_pretrained",
+    "load_model",
+    "list_pretrained",
+    "register_pretrained",
+    "verify_pretrained",
+    "pretrained_path",
+    "is_pretrained_name",
+    "registry_path",
+    "resolve_device",
+    "main",
+]
+
+REGISTRY_KEY = "pretrained"
+
+
+class UnknownPretrainedError(LookupError):
+    """A name that data/registry.json does not list under "pretrained"."""
+
+
+@dataclass
+class Pretrained:
+    """A loaded model: the network (eval mode), its diffusion (None for a classifier), its config."""
+
+    model: nn.Module
+    diffusion: Optional[GaussianDiffusion]
+    config: dict
+    path: Path
+    name: Optional[str] = None
+    sha256: Optional[str] = None
+    entry: dict = field(default_factory=dict)
+
+    @property
+    def data_shape(self) -> Optional[tuple]:
+        """The shape of one example, (C, H, W) or (D,), from the config (or the network's arguments)."""
+        return data_shape(self.config, self.model)
+
+
+def data_shape(config: dict, model: Optional[nn.Module] = None) -> Optional[tuple]:
+    """(C, H, W) or (D,) of one example: config["data"]["shape"], else read off the network."""
+    data = config.get("data")
+    if isinstance(data, dict) and data.get("shape"):
+        return tuple(int(s) for s in data["shape"])
+    cfg = getattr(model, "config", None)
+    if cfg is not None:
+        if hasattr(cfg, "resolution") and hasattr(cfg, "in_channels"):
+            return (cfg.in_channels, cfg.resolution, cfg.resolution)
+        if hasattr(cfg, "data_dim"):
+            return (cfg.data_dim,)
+    return None
+
+
+def resolve_device(device=None) -> torch.device:
+    """None or "cpu" -> cpu; "auto" -> cuda, mps or cpu (:func:`ddpm_lib.utils.device`); else torch.device(device)."""
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        from .utils import device as pick
+
+        return pick()
+    return torch.device(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# the registry
+
+
+def registry_path() -> Path:
+    """data_dir() / "registry.json" (``$DDPM_DATA_DIR`` replaces the repository's data/)."""
+    return data_dir() / REGISTRY_NAME
+
+
+def _read_registry() -> dict:
+    path = registry_path()
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def list_pretrained() -> dict:
+    """{name: registry entry} of every registered checkpoint, sorted by name (copies)."""
+    entries = _read_registry().get(REGISTRY_KEY, {})
+    return {k: dict(entries[k]) for k in sorted(entries)}
+
+
+def is_pretrained_name(spec) -> bool:
+    """True when ``spec`` is a registered name (and not an existing file)."""
+    if not isinstance(spec, str) or Path(spec).is_file():
+        return False
+    return spec in _read_registry().get(REGISTRY_KEY, {})
+
+
+def _entry(name: str) -> dict:
+    entries = list_pretrained()
+    if name not in entries:
+        known = ", ".join(entries) or "(none)"
+        raise UnknownPretrainedError(
+            f"unknown pretrained name {name!r}; registered in {registry_path()}: {known}"
+        )
+    return entries[name]
+
+
+def _verified(path: Path, entry: dict, name: str) -> str:
+    """Check size and sha256 of a registered file; return the sha256."""
+    how = f"Remake it with: {entry['command']}" if entry.get("command") else ""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"pretrained checkpoint {name!r} is registered at {path}, but that file does not exist. "
+            f"It ships with a checkout of the course (git lfs / a full clone); or set $DDPM_DATA_DIR to a data "
+            f"folder that holds {entry['path']}. {how}".strip()
+        )
+    size = path.stat().st_size
+    if size != entry["size"]:
+        kind = "truncated" if size < entry["size"] else "not the registered file (it is longer)"
+        raise DataIntegrityError(
+            f"{path}: pretrained checkpoint {name!r} is {kind}: {size} bytes, the registry says {entry['size']} "
+            f"(sha256 {entry['sha256']}). Delete it and get it again. {how}".strip()
+        )
+    actual = sha256_file(path)
+    if actual != entry["sha256"]:
+        raise DataIntegrityError(
+            f"{path}: sha256 mismatch for pretrained checkpoint {name!r}: expected {entry['sha256']}, got {actual}. "
+            f"The file is corrupt or not the registered one: refusing to load it. {how}".strip()
+        )
+    return actual
+
+
+def pretrained_path(name: str, verify: bool = True) -> Path:
+    """The file of a registered checkpoint (checked by size and sha256 when ``verify``)."""
+    entry = _entry(name)
+    path = data_dir() / entry["path"]
+    if verify:
+        _verified(path, entry, name)
+    return path
+
+
+def verify_pretrained(names=None) -> dict:
+    """Check registered files by sha256; {name: sha256}. Raises listing every problem."""
+    entries = list_pretrained()
+    names = list(entries) if names is None else list(names)
+    done, problems = {}, []
+    for n in names:
+        try:
+            e = _entry(n)
+            done[n] = _verified(data_dir() / e["path"], e, n)
+        except (OSError, LookupError, DataIntegrityError) as err:
+            problems.append(str(err))
+    if problems:
+        raise DataIntegrityError("pretrained check failed:\n  " + "\n  ".join(problems))
+    return done
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def _assemble(ckpt, path: Path, device: torch.device, use_ema: bool, **extra) -> Pretrained:
+    model = build_model(ckpt, use_ema=use_ema).to(device).eval()
+    cfg = ckpt.config
+    diffusion = GaussianDiffusion.from_config(cfg["diffusion"]) if isinstance(cfg.get("diffusion"), dict) else None
+    return Pretrained(model=model, diffusion=diffusion, config=cfg, path=path, **extra)
+
+
+def load_pretrained(name: str, device=None, use_ema: bool = True) -> Pretrained:
+    """Load a registered checkpoint after checking its sha256 (no pickle, no network).
+
+    Returns a :class:`Pretrained` with the model in eval mode on ``device`` (default cpu; "auto"
+    picks cuda/mps/cpu), its :class:`GaussianDiffusion` (None when the config has none, as for the
+    classifier), the checkpoint's config and path. ``use_ema``: the EMA weights when the file has them.
+    """
+    entry = _entry(name)
+    path = data_dir() / entry["path"]
+    sha = _verified(path, entry, name)
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    return _assemble(ckpt, path, dev, use_ema, name=name, sha256=sha, entry=entry)
+
+
+def load_model(spec, device=None, use_ema: bool = True) -> Pretrained:
+    """A checkpoint file (a path) or a registered pretrained name -> :class:`Pretrained`.
+
+    An existing file wins over a name; a name is verified by sha256 against the registry, a file
+    by the checksum stored inside it (its sha256 is recorded in the result for provenance).
+    """
+    if isinstance(spec, (str, os.PathLike)) and Path(spec).is_file():
+        path = Path(spec)
+        ckpt = load_checkpoint(path, map_location="cpu")
+        return _assemble(ckpt, path, resolve_device(device), use_ema, sha256=sha256_file(path))
+    if isinstance(spec, str) and spec in list_pretrained():
+        return load_pretrained(spec, device=device, use_ema=use_ema)
+    known = ", ".join(list_pretrained()) or "(none)"
+    raise FileNotFoundError(f"{spec!r} is neither a checkpoint file nor a registered pretrained name "
+                            f"(registered in {registry_path()}: {known})")
+
+
+# ----------------------------------------------------------------------------------------------
+# registering
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock for read-modify-write of ``path`` (a lock file in the temp folder)."""
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"ddpm_lib-registry-{key}.lock"
+    with open(lock, "a") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - not POSIX
+            pass
+        yield
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def register_pretrained(name: str, path, command: Optional[str] = None, description: str = "",
+                        overwrite: bool = True) -> dict:
+    """Add (or replace) ``name`` in registry.json's "pretrained" table; return the entry.
+
+    ``path`` must be a ddpm_lib checkpoint under the data folder (it is loaded once to check it
+    and to read its config). sha256 and size are computed here; ``metrics`` are copied from the
+    checkpoint's config. ``command`` is the exact command that made the file (default: the
+    config's "command"). The registry is rewritten atomically under a lock, keeping its other keys.
+    """
+    if not name or not isinstance(name, str) or any(c in name for c in "/\\ ") or name.endswith(".safetensors"):
+        raise ValueError(f"a pretrained name is a short identifier such as 'fashion-mnist-small', got {name!r}")
+    path = Path(path).resolve()
+    root = data_dir().resolve()
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        raise ValueError(f"{path} is not under the data folder {root}: copy it to {root / 'checkpoints'} first "
+                         f"(registered paths are relative to the data folder)") from None
+    ckpt = load_checkpoint(path)  # checks the header and the checksum stored inside
+    cfg = ckpt.config
+    command = command or cfg.get("command")
+    if not command:
+        raise ValueError(f"{path}: give the command that made it (--command); its config has none")
+    entry = {
+        "path": rel.as_posix(),
+        "sha256": sha256_file(path),
+        "size": path.stat().st_size,
+        "command": command,
+        "description": description,
+        "metrics": cfg.get("metrics") or {},
+        "model_class": cfg.get("model_class"),
+        "data": {k: v for k, v in cfg["data"].items() if k in ("dataset", "shape")}
+        if isinstance(cfg.get("data"), dict) else cfg.get("data"),
+        "step": cfg.get("step"),
+    }
+    reg_path = registry_path()
+    with _locked(reg_path):
+        reg = _read_registry() if reg_path.is_file() else {"format": 1}
+        table = reg.setdefault(REGISTRY_KEY, {})
+        if name in table and not overwrite:
+            raise ValueError(f"{name!r} is already registered (overwrite=False)")
+        table[name] = entry
+        reg[REGISTRY_KEY] = {k: table[k] for k in sorted(table)}
+        _write_json_atomic(reg_path, reg)
+    return entry
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ddpm_lib.pretrained",
+                                description="List, verify and register the shipped pretrained checkpoints.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="the registered names, files and metrics")
+    v = sub.add_parser("verify", help="check registered files by sha256")
+    v.add_argument("names", nargs="*")
+    r = sub.add_parser("register", help="add a checkpoint under the data folder to registry.json")
+    r.add_argument("name")
+    r.add_argument("path")
+    r.add_argument("--command", default=None, help="the exact command that made the checkpoint")
+    r.add_argument("--description", default="")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "list":
+            for n, e in list_pretrained().items():
+                print(f"{n}: {e['path']} ({e['size']} bytes, sha256 {e['sha256']})\n    {e.get('description', '')}\n"
+                      f"    metrics: {json.dumps(e.get('metrics', {}), sort_keys=True)}\n    made by: {e.get('command')}")
+        elif args.cmd == "verify":
+            for n, sha in verify_pretrained(args.names or None).items():
+                print(f"ok  {sha}  {n}")
+        else:
+            e = register_pretrained(args.name, args.path, args.command, args.description)
+            print(f"registered {args.name!r} in {registry_path()}: {json.dumps(e, indent=2)}")
+    except (OSError, LookupError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

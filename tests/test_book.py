@@ -1,0 +1,362 @@
+"""ddpm_lib.book: the course tooling, on a tiny fixture book (tests/fixtures/book) and on the real one.
+
+The fixture has two chapters: 01_basics (a `solution` cell, a `solution-only` cell) and 02_slider (an
+ipywidgets slider with an Output widget, tagged nbval-ignore-output). Its .ipynb files were executed
+by `python -m ddpm_lib.book --book tests/fixtures/book execute --all`; every test works on a copy.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ddpm_lib import book as B
+
+FIXTURE = Path(__file__).parent / "fixtures" / "book"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    dst = tmp_path / "book"
+    shutil.copytree(FIXTURE, dst, ignore=shutil.ignore_patterns("timings.json", "*.tmp", ".ipynb_checkpoints"))
+    return B.load_book(dst)
+
+
+def cli(book, *args):
+    """Run the command line in-process; returns (exit code, stdout + stderr)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        rc = B.main(["--book", str(book.path), *args])
+    return rc, out.getvalue()
+
+
+def read(path):
+    return nbformat.read(str(path), as_version=4)
+
+
+def write(nb, path):
+    Path(path).write_text(B._ipynb_text(nb), encoding="utf-8")
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+# ---- book.toml ---------------------------------------------------------------------------
+def test_load_and_list(tiny):
+    chapters = B.list_chapters(tiny.path)
+    assert [(c.number, c.id, c.stem, c.budget_s, c.track) for c in chapters] == [
+        (1, "basics", "01_basics", 30.0, "theory"), (2, "slider", "02_slider", 30.0, "practice")]
+    assert all(c.py_exists and c.ipynb_exists for c in chapters)
+    assert tiny.chapter("1").id == tiny.chapter("01").id == tiny.chapter("01_basics").id == "basics"
+    with pytest.raises(B.BookError, match="no chapter 'nope'"):
+        tiny.chapter("nope")
+    rc, out = cli(tiny, "list")
+    assert rc == 0 and re.search(r"01\s+basics\s+theory\s+30s\s+yes\s+yes", out)
+
+
+def test_load_book_rejects_bad_manifests(tmp_path):
+    p = tmp_path / "book.toml"
+    p.write_text('[book]\n[[chapter]]\nid = "a"\nnumber = 0\ntitle = "A"\nstem = "00_a"\nbudget_s = 5\n'
+                 '[[chapter]]\nid = "a"\nnumber = 1\ntitle = "B"\nstem = "01_b"\nbudget_s = 5\n')
+    with pytest.raises(B.BookError, match="ids must be unique"):
+        B.load_book(p)
+    p.write_text('[book]\n[[chapter]]\nid = "a"\nnumber = 0\ntitle = "A"\nstem = "00_a"\n')
+    with pytest.raises(B.BookError, match="lacks budget_s"):
+        B.load_book(tmp_path)
+    with pytest.raises(B.BookError, match="no book.toml"):
+        B.load_book(tmp_path / "elsewhere")
+
+
+def test_real_book_is_found_from_the_package():
+    b = B.load_book()
+    assert b.path == REPO / "book.toml"
+    assert b.chapters[0].id == "start-here" and len(b.chapters) == 14
+
+
+# ---- check -------------------------------------------------------------------------------
+def test_check_passes_on_the_fixture(tiny):
+    assert B.check_book(tiny) == []
+    rc, out = cli(tiny, "check")
+    assert rc == 0 and "check: OK (2 chapter(s) checked)" in out
+
+
+def test_check_fails_when_the_py_is_edited_without_sync(tiny):
+    py = tiny.chapter("basics").py_path
+    py.write_text(py.read_text().replace('print(f"sqrt(2) = {math.sqrt(2):.4f}")',
+                                         'print(f"sqrt(3) = {math.sqrt(3):.4f}")'))
+    rc, out = cli(tiny, "check")
+    assert rc == 1
+    assert "chapter 01 basics (01_basics): 01_basics.py and 01_basics.ipynb differ" in out
+    assert "-print(f\"sqrt(3)" in out and "+print(f\"sqrt(2)" in out  # the diff: .py (-) vs rendered .ipynb (+)
+    assert "02 slider" not in out
+
+
+def test_check_fails_when_an_ipynb_is_missing(tiny):
+    c = tiny.chapter("slider")
+    c.ipynb_path.unlink()
+    rc, out = cli(tiny, "check")
+    assert rc == 1 and "chapter 02 slider (02_slider): 02_slider.ipynb is missing" in out
+    # --allow-missing skips only chapters that have no files at all
+    assert cli(tiny, "check", "--allow-missing")[0] == 1
+    c.py_path.unlink()
+    assert cli(tiny, "check", "--allow-missing")[0] == 0
+    assert cli(tiny, "check")[0] == 1
+
+
+def test_check_fails_when_a_cell_was_not_executed(tiny):
+    c = tiny.chapter("basics")
+    nb = read(c.ipynb_path)
+    cell = code_cells(nb)[-1]
+    cell.execution_count, cell.outputs = None, []
+    write(nb, c.ipynb_path)
+    rc, out = cli(tiny, "check")
+    assert rc == 1 and "chapter 01 basics" in out and "have not been executed" in out
+
+
+def test_check_fails_when_the_outputs_are_not_one_clean_run(tiny):
+    c = tiny.chapter("basics")
+    nb = read(c.ipynb_path)
+    cells = code_cells(nb)
+    cells[0].execution_count, cells[1].execution_count = 2, 1  # run out of order in an interactive session
+    write(nb, c.ipynb_path)
+    problems = B.check_book(tiny)
+    assert any("one clean top-to-bottom run" in p.message for p in problems)
+
+
+def test_sync_keeps_outputs_and_ids_and_check_sees_stale_outputs(tiny):
+    c = tiny.chapter("basics")
+    before = read(c.ipynb_path)
+    py = c.py_path
+    py.write_text(py.read_text().replace("# # Basics", "# # Basics, revised").replace(
+        'print("✓ add_one matches")', 'print("✓ add_one matches (revised)")'))
+    assert B.sync_chapter(c, quiet=True)
+    after = read(c.ipynb_path)
+    assert [x.id for x in after.cells] == [x.id for x in before.cells]
+    assert after.cells[0].source.startswith("# Basics, revised")
+    assert code_cells(after)[0].outputs == code_cells(before)[0].outputs  # unchanged cell keeps its output
+    # the .py and .ipynb agree now, but the last cell's output is from the old code
+    problems = B.check_book(tiny)
+    assert len(problems) == 1 and "changed since it was executed" in problems[0].message
+    # a markdown-only edit does not make outputs stale
+    shutil.copy(FIXTURE / "chapters" / "01_basics.py", py)
+    py.write_text(py.read_text().replace("# # Basics", "# # Basics, retitled"))
+    B.sync_chapter(c, quiet=True)
+    assert B.check_book(tiny) == []
+
+
+def test_check_reports_tags_that_hide_deterministic_output(tiny):
+    c = tiny.chapter("basics")
+    py = c.py_path
+    text = py.read_text()
+    assert text.count("# %%\nimport math") == 1
+    py.write_text(text.replace("# %%\nimport math", '# %% tags=["nbval-ignore-output"]\nimport math'))
+    B.sync_chapter(c, quiet=True)
+    problems = B.check_book(tiny)
+    assert len(problems) == 1, problems
+    assert "only widget, progress-bar and %%time cells may skip" in problems[0].message
+    assert "cell 2 (nbval-ignore-output: 'import math')" in problems[0].message
+
+
+def test_check_enforces_the_solution_convention(tiny):
+    c = tiny.chapter("basics")
+    py = c.py_path
+    py.write_text(py.read_text().replace('# %% tags=["solution"]\n', "# %%\n"))
+    B.sync_chapter(c, quiet=True)
+    msgs = [p.message for p in B.check_book(tiny)]
+    assert any("BEGIN SOLUTION" in m and "not tagged `solution`" in m for m in msgs), msgs
+
+
+# ---- execute -------------------------------------------------------------------------------
+def test_execute_twice_gives_byte_identical_notebooks(tiny):
+    assert cli(tiny, "execute")[0] == 1  # no chapter named and no --all
+    B.execute_book(tiny, all_chapters=True, quiet=True)
+    first = {c.id: c.ipynb_path.read_bytes() for c in tiny.chapters}
+    B.execute_book(tiny, ["basics", "2"], quiet=True)
+    second = {c.id: c.ipynb_path.read_bytes() for c in tiny.chapters}
+    assert first == second
+    assert B.check_book(tiny) == []
+
+    nb = read(tiny.chapter("slider").ipynb_path)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert "version" not in nb.metadata["language_info"]
+    assert all("execution" not in cell.metadata for cell in nb.cells)
+    view = code_cells(nb)[1].outputs[0].data[B.WIDGET_VIEW_MIME]
+    assert view["model_id"] == B._new_widget_id(0)
+    state = nb.metadata["widgets"][B.WIDGET_STATE_MIME]["state"]
+    assert set(state) == {B._new_widget_id(i) for i in range(len(state))}
+    refs = set(re.findall(r"IPY_MODEL_([0-9a-f]{32})", json.dumps(state)))
+    assert refs <= set(state)  # every reference points at a renamed model
+    outputs = [m for m in state.values() if m["model_name"] == "OutputModel"]
+    assert outputs[0]["state"]["outputs"][0]["text"] == "t = 7, t^2 = 49\n"
+    first_output = code_cells(read(tiny.chapter("basics").ipynb_path))[0].outputs[0].text
+    assert "executing under the book tool: True" in first_output
+
+    timings = json.loads(tiny.timings_path.read_text())
+    assert set(timings) == {"basics", "slider"}
+    assert all(v["seconds"] > 0 and v["machine"] and re.fullmatch(r"\d{4}-\d\d-\d\d", v["date"])
+               for v in timings.values())
+
+
+def test_execute_reports_a_failing_cell(tiny):
+    c = tiny.chapter("basics")
+    c.py_path.write_text(c.py_path.read_text() + '\n# %%\nraise RuntimeError("boom")\n')
+    with pytest.raises(B.BookError, match=r"chapter 01 basics: execution failed(.|\n)*boom"):
+        B.execute_chapter(c, quiet=True, record=False)
+
+
+def test_normalize_notebook_is_deterministic_and_resolves_progress_bars():
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell("for i in tqdm(range(2)): pass", execution_count=1)
+    cell.metadata["execution"] = {"iopub.status.busy": "2025-01-01T00:00:00"}
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="\r 50%|#    | 1/2 [00:01<00:01,  1.00it/s]"),
+        nbformat.v4.new_output("stream", name="stderr", text="\r100%|#####| 2/2 [00:02<00:00,  1.00it/s]\n"),
+        nbformat.v4.new_output("display_data", data={B.WIDGET_VIEW_MIME: {"model_id": "a" * 32},
+                                                     "text/plain": "HBox()"}),
+    ]
+    nb.cells = [cell]
+    nb.metadata["widgets"] = {B.WIDGET_STATE_MIME: {"state": {
+        "b" * 32: {"model_name": "LayoutModel", "state": {}},
+        "a" * 32: {"model_name": "HBoxModel",
+                   "state": {"children": ["IPY_MODEL_" + "c" * 32], "layout": "IPY_MODEL_" + "b" * 32}},
+        "c" * 32: {"model_name": "HTMLModel", "state": {"value": " 2/2 [00:02&lt;00:00,  1.00it/s]"}},
+    }, "version_major": 2, "version_minor": 0}}
+    B.normalize_notebook(nb)
+    out = nb.cells[0].outputs
+    assert len(out) == 2 and out[0].text == "100%|#####| 2/2 [TIME]\n"
+    assert "execution" not in nb.cells[0].metadata and "version" not in nb.metadata["language_info"]
+    ids = [B._new_widget_id(i) for i in range(3)]
+    assert out[1].data[B.WIDGET_VIEW_MIME]["model_id"] == ids[0]
+    state = nb.metadata["widgets"][B.WIDGET_STATE_MIME]["state"]
+    assert list(state) == ids  # the view, then its references in sorted key order: children, then layout
+    assert state[ids[0]]["state"] == {"children": ["IPY_MODEL_" + ids[1]], "layout": "IPY_MODEL_" + ids[2]}
+    assert state[ids[1]]["state"]["value"] == " 2/2 [TIME]"
+    again = B.normalize_notebook(nbformat.from_dict(json.loads(json.dumps(nb))))
+    assert B._ipynb_text(again) == B._ipynb_text(nb)  # idempotent
+
+
+def test_sanitize_file_matches_the_patterns_execute_applies():
+    from nbval.plugin import get_sanitize_patterns
+
+    cfg = (REPO / "chapters" / "nbval_sanitize.cfg").read_text()
+    assert [tuple(p) for p in get_sanitize_patterns(cfg)] == [tuple(p) for p in B.PROGRESS_PATTERNS]
+
+
+# ---- times ---------------------------------------------------------------------------------
+def test_times_fails_when_a_budget_is_exceeded(tiny):
+    def timings(basics, slider):
+        tiny.timings_path.write_text(json.dumps({
+            "basics": {"seconds": basics, "machine": "test", "date": "2025-01-01"},
+            "slider": {"seconds": slider, "machine": "test", "date": "2025-01-01"}}))
+
+    timings(10.0, 20.0)
+    rc, out = cli(tiny, "times")
+    assert rc == 0 and "2 of 2 chapters measured" in out
+    timings(31.0, 5.0)  # a chapter over its own budget (30 s) and the theory total (30 s)
+    rc, out = cli(tiny, "times")
+    assert rc == 1 and re.search(r"01 basics\s+31.0s\s+30s  OVER", out)
+    timings(29.0, 29.0)  # 58 s within total_budget_s = 60
+    assert cli(tiny, "times")[0] == 0
+    tiny.timings_path.write_text(json.dumps({"basics": {"seconds": 29.0}, "slider": {"seconds": 29.0},
+                                             "extra": {"seconds": 100.0}}))
+    assert cli(tiny, "times")[0] == 0  # ids not in book.toml are ignored
+    timings(25.0, 29.0)
+    raw = tiny.path.read_text().replace("total_budget_s = 60", "total_budget_s = 50")
+    tiny.path.write_text(raw)
+    rc, out = cli(tiny, "times")
+    assert rc == 1 and re.search(r"all chapters \(measured ones\)\s+54.0s\s+50s  OVER", out)
+
+
+# ---- student edition -------------------------------------------------------------------------
+def test_student_edition_stubs_solutions_and_drops_solution_only_cells(tiny, tmp_path):
+    out = tmp_path / "student"
+    rc, log = cli(tiny, "student", str(out))
+    assert rc == 0
+    assert (out / "book.toml").read_text() == tiny.path.read_text()
+    assert (out / "jupytext.toml").is_file()
+    nb = read(out / "chapters" / "01_basics.ipynb")
+    ref = read(tiny.chapter("basics").ipynb_path)
+    assert len(nb.cells) == len(ref.cells) - 1  # the solution-only cell is gone
+    assert not any("the reference solution gives" in c.source for c in nb.cells)
+    assert not any("solution" in c.metadata.get("tags", []) for c in nb.cells)
+    sol = [c for c in nb.cells if "exercise" in c.metadata.get("tags", [])]
+    assert len(sol) == 1 and sol[0].outputs == [] and sol[0].execution_count is None
+    assert sol[0].source == ('def add_one(x):\n    """Return x + 1."""\n    # YOUR CODE HERE\n'
+                             '    raise NotImplementedError("exercise: implement add_one")')
+    assert "ddpm_course" not in nb.metadata
+    # cells other than solutions keep their outputs
+    assert code_cells(nb)[0].outputs == code_cells(ref)[0].outputs
+    # the .py is the student notebook in percent format, and pairs with it
+    py = (out / "chapters" / "01_basics.py").read_text()
+    assert 'raise NotImplementedError("exercise: implement add_one")' in py and "y = x + 1" not in py
+    assert py == B.render_py(nb, out / "chapters" / "01_basics.py")
+    assert (out / "chapters" / "02_slider.ipynb").is_file()
+    with pytest.raises(B.BookError, match="elsewhere"):
+        B.student_edition(tiny, tiny.root, quiet=True)
+
+
+def test_stub_source_hints_and_errors():
+    src = "x = 1\n# BEGIN SOLUTION: use DDPM Eq. 4\ny = x + 1\n# END SOLUTION\nprint(y)"
+    assert B._stub_source(src) == ('x = 1\n# YOUR CODE HERE\nraise NotImplementedError("exercise: use DDPM Eq. 4")'
+                                   "\nprint(y)")
+    for bad, msg in [("# BEGIN SOLUTION\nx = 1", "no `# END SOLUTION`"), ("x = 1\n# END SOLUTION", "without"),
+                     ("x = 1", "no `# BEGIN SOLUTION`"),
+                     ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION", "inside another")]:
+        with pytest.raises(B.BookError, match=msg):
+            B._stub_source(bad)
+
+
+def test_command_line_module(tiny):
+    tiny.chapter("slider").ipynb_path.unlink()
+    r = subprocess.run([sys.executable, "-m", "ddpm_lib.book", "--book", str(tiny.root), "check"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "FAIL chapter 02 slider (02_slider): 02_slider.ipynb is missing" in r.stdout
+
+
+# ---- the real book --------------------------------------------------------------------------
+REAL = B.load_book()
+EXISTING = [c for c in REAL.chapters if c.ipynb_path.is_file()]
+
+
+def test_real_book_check_allow_missing():
+    assert any(c.id == "start-here" for c in EXISTING)
+    problems = B.check_book(REAL, allow_missing=True)
+    assert problems == [], "\n".join(map(str, problems))
+
+
+def test_real_book_times_within_budget():
+    ok, lines = B.book_times(REAL, out=open(os.devnull, "w"))
+    assert ok, "\n".join(lines)
+
+
+def test_real_book_student_edition(tmp_path):
+    B.student_edition(REAL, tmp_path, ["start-here"], quiet=True)
+    nb = read(tmp_path / "chapters" / "00_start-here.ipynb")
+    src = "\n".join(c.source for c in nb.cells)
+    assert 'raise NotImplementedError("exercise: implement alpha_bars_from_betas")' in src
+    assert "torch.cumprod(alphas, dim=0)" not in src
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", EXISTING, ids=[c.stem for c in EXISTING])
+def test_real_book_chapter_replays_under_nbval(chapter):
+    """pytest --nbval on the chapter: its stored outputs are what a clean run prints (CPU, same env)."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env",
+           "--nbval-sanitize-with", str(REAL.chapters_dir / "nbval_sanitize.cfg"),
+           f"--nbval-cell-timeout={int(B.default_timeout(chapter))}", str(chapter.ipynb_path)]
+    r = subprocess.run(cmd, cwd=REPO, env=B.kernel_env(), capture_output=True, text=True,
+                       timeout=B.default_timeout(chapter) + 120)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]

@@ -1,0 +1,136 @@
+"""Registered pretrained checkpoints: register, verify by sha256, load; clear refusals."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from ddpm_lib import NoiseSchedule, GaussianDiffusion
+from ddpm_lib import pretrained as P
+from ddpm_lib.checkpoints import save_checkpoint
+from ddpm_lib.data import REPO_DATA_DIR, DataIntegrityError
+from ddpm_lib.nets import UNet
+
+torch.set_num_threads(1)
+
+
+def tiny_diffusion_checkpoint(path, T=10, seed=0, ema=True):
+    """A tiny UNet checkpoint following the trainer's config contract (EMA weights differ from the raw ones)."""
+    torch.manual_seed(seed)
+    model = UNet(in_channels=1, out_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(14,),
+                 resolution=28, groups=4, dropout=0.0)
+    ema_model = UNet(model.config)
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), ema_model.parameters()):
+            p.add_(0.01 * torch.randn_like(p))
+            q.copy_(p + 0.01 * torch.randn_like(p))
+    d = GaussianDiffusion(NoiseSchedule.linear(T=T, beta_start=0.1, beta_end=0.7), prediction="eps",
+                          variance="fixed_large")
+    cfg = {"diffusion": d.config(), "data": {"dataset": "fashion-mnist", "shape": [1, 28, 28]},
+           "train": {"steps": 1, "batch_size": 2}, "metrics": {"test_bpd": 7.5}, "command": "made by a test"}
+    save_checkpoint(path, model, config=cfg, ema_model=ema_model if ema else None, step=1)
+    return model, ema_model, d
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A temporary data folder with a copy of the registry, made the data folder by $DDPM_DATA_DIR."""
+    d = tmp_path / "data"
+    (d / "checkpoints").mkdir(parents=True)
+    shutil.copy(REPO_DATA_DIR / "registry.json", d / "registry.json")
+    monkeypatch.setenv("DDPM_DATA_DIR", str(d))
+    return d
+
+
+def test_register_and_load_round_trip(data_dir):
+    path = data_dir / "checkpoints" / "tiny.safetensors"
+    model, ema_model, d = tiny_diffusion_checkpoint(path)
+    before = json.loads((data_dir / "registry.json").read_text())
+    entry = P.register_pretrained("tiny", path, command="python -m ddpm_lib.train --tiny", description="a test model")
+    reg = json.loads((data_dir / "registry.json").read_text())
+    # the other keys and entries are kept; the new one is under "pretrained"
+    assert {k: v for k, v in reg.items() if k != "pretrained"} == {k: v for k, v in before.items() if k != "pretrained"}
+    e = reg["pretrained"]["tiny"]
+    assert e == entry
+    assert e["path"] == "checkpoints/tiny.safetensors" and e["size"] == path.stat().st_size
+    assert e["sha256"] == P.sha256_file(path) and e["command"] == "python -m ddpm_lib.train --tiny"
+    assert e["metrics"] == {"test_bpd": 7.5} and e["description"] == "a test model"
+    assert "tiny" in P.list_pretrained() and P.is_pretrained_name("tiny")
+
+    p = P.load_pretrained("tiny")
+    assert p.path == path and p.name == "tiny" and p.sha256 == e["sha256"]
+    assert isinstance(p.diffusion, GaussianDiffusion) and p.diffusion.T == 10
+    assert p.data_shape == (1, 28, 28) and not p.model.training
+    assert torch.equal(p.diffusion.schedule.betas, d.schedule.betas)
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 7])
+    with torch.no_grad():
+        assert torch.equal(p.model(x, t), ema_model.eval()(x, t))  # EMA weights by default
+        raw = P.load_pretrained("tiny", use_ema=False).model
+        assert torch.equal(raw(x, t), model.eval()(x, t))
+    # load_model takes a path or a name
+    assert P.load_model(str(path)).sha256 == e["sha256"]
+    assert P.load_model("tiny").name == "tiny"
+
+
+def test_register_cli_and_list(data_dir, capsys):
+    path = data_dir / "checkpoints" / "cli.safetensors"
+    tiny_diffusion_checkpoint(path)
+    assert P.main(["register", "cli-model", str(path), "--command", "python -m x --a 1", "--description", "d"]) == 0
+    assert P.list_pretrained()["cli-model"]["command"] == "python -m x --a 1"
+    assert P.main(["list"]) == 0
+    assert "cli-model" in capsys.readouterr().out
+    assert P.main(["verify", "cli-model"]) == 0
+    # a file outside the data folder is refused with the way out
+    outside = data_dir.parent / "outside.safetensors"
+    shutil.copy(path, outside)
+    with pytest.raises(ValueError, match="not under the data folder"):
+        P.register_pretrained("x", outside, command="c")
+
+
+def test_sha_mismatch_is_refused(data_dir):
+    path = data_dir / "checkpoints" / "tiny.safetensors"
+    tiny_diffusion_checkpoint(path)
+    P.register_pretrained("tiny", path, command="c", description="")
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF  # same size, one byte changed
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataIntegrityError, match="sha256 mismatch for pretrained checkpoint 'tiny'") as e:
+        P.load_pretrained("tiny")
+    assert "Remake it with: c" in str(e.value)
+    with pytest.raises(DataIntegrityError, match="tiny"):
+        P.verify_pretrained()
+
+
+def test_truncated_and_missing_files_are_refused(data_dir):
+    path = data_dir / "checkpoints" / "tiny.safetensors"
+    tiny_diffusion_checkpoint(path)
+    P.register_pretrained("tiny", path, command="c", description="")
+    full = path.read_bytes()
+    path.write_bytes(full[: len(full) // 2])
+    with pytest.raises(DataIntegrityError, match="truncated"):
+        P.load_pretrained("tiny")
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        P.load_pretrained("tiny")
+
+
+def test_unknown_name_lists_known_names(data_dir):
+    path = data_dir / "checkpoints" / "tiny.safetensors"
+    tiny_diffusion_checkpoint(path)
+    P.register_pretrained("tiny-a", path, command="c")
+    P.register_pretrained("tiny-b", path, command="c")
+    with pytest.raises(P.UnknownPretrainedError, match="unknown pretrained name 'nope'.*tiny-a, tiny-b"):
+        P.load_pretrained("nope")
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint file nor a registered.*tiny-a"):
+        P.load_model("nope")
+
+
+def test_shipped_registry_entries_verify():
+    """Every pretrained checkpoint registered in the repository's registry is present and intact."""
+    entries = json.loads((REPO_DATA_DIR / "registry.json").read_text()).get("pretrained", {})
+    for name, e in entries.items():
+        assert {"path", "sha256", "size", "command", "description", "metrics"} <= set(e), name
+        assert e["path"].startswith("checkpoints/") and e["command"].strip(), name
+        assert (REPO_DATA_DIR / e["path"]).stat().st_size == e["size"], name
+        assert P.sha256_file(REPO_DATA_DIR / e["path"]) == e["sha256"], name
