@@ -40,6 +40,7 @@ def main():
     ap.add_argument("--data-root", default="")
     ap.add_argument("--bpd-subset", type=int, default=1000)
     ap.add_argument("--fcd-samples", type=int, default=2000)
+    ap.add_argument("--split-mb", type=float, default=0, help="split the checkpoint into parts of this size")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,7 +73,12 @@ def main():
                        f"  (made by: python scripts/gpu_fashion_mnist.py --train-seconds {args.train_seconds:g} on "
                        f"{results['device']}, which reached step {trainer.step_count})")
     conf["metrics"] = {"train_seconds": results["train_seconds"], "device": results["device"]}
-    save_checkpoint(out / "unet.safetensors", ema, config=conf, step=trainer.step_count)
+    ckpt = save_checkpoint(out / "unet.safetensors", ema, config=conf, step=trainer.step_count)
+    if args.split_mb:  # the device tool returns files of at most 16 MiB: cat unet.part.* > unet.safetensors
+        blob, chunk = ckpt.read_bytes(), int(args.split_mb * 2**20)
+        for i in range(0, len(blob), chunk):
+            (out / f"unet.part.{i // chunk:02d}").write_bytes(blob[i:i + chunk])
+        ckpt.unlink()
 
     d = trainer.diffusion
     dev = trainer.device

@@ -1,0 +1,257 @@
+"""Pictures of data and samples: image grids, 2-D scatter plots, sampling trajectories.
+
+matplotlib only. Images are tensors (or arrays) of shape (N, C, H, W) with C = 1 or 3 and
+values in [-1, 1] (the DDPM scaling x / 127.5 - 1); they are shown as 8-bit pixels,
+round((x + 1) * 127.5) clamped to 0..255, as :func:`ddpm_lib.data.to_uint8` does.
+
+    grid = image_grid(x)                    # (H, W) or (H, W, 3) uint8
+    save_image_grid(x, "samples.png")       # a PNG, written atomically
+    show_images(x, title="samples")         # in a notebook
+    plot_2d(samples, ref=data)              # 2-D points over the data
+    trajectory_strip(traj)                  # x_t and predicted x_0 along a sampling chain
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "to_uint8_array",
+    "image_grid",
+    "save_image_grid",
+    "show_images",
+    "plot_2d",
+    "save_plot_2d",
+    "trajectory_strip",
+    "save_figure",
+]
+
+
+def _as_numpy(x, name: str) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return x.detach().to("cpu", torch.float32).numpy()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    if isinstance(x, (np.ndarray, np.generic, float, int)) and not isinstance(x, bool):
+        return np.asarray(x, dtype=np.float32)
+    raise TypeError(f"{name} must be a torch.Tensor or a numpy array, got {type(x).__name__}")
+
+
+def _check_images(images) -> np.ndarray:
+    x = _as_numpy(images, "images")
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        hint = ""
+        if x.ndim == 3:
+            hint = " (for a batch of grayscale images (N, H, W) pass images[:, None]; for one image (C, H, W) pass image[None])"
+        elif x.ndim == 4 and x.shape[-1] in (1, 3):
+            hint = " (channels last? pass images.permute(0, 3, 1, 2))"
+        raise ValueError(f"images must have shape (N, C, H, W) with C = 1 or 3, got {tuple(x.shape)}{hint}")
+    if x.shape[0] == 0:
+        raise ValueError("images is empty (N = 0)")
+    if not np.isfinite(x).all():
+        raise ValueError("images contain NaN or infinite values (a diverged model?)")
+    return x
+
+
+def to_uint8_array(x) -> np.ndarray:
+    """Values in [-1, 1] to uint8 pixels: round((x + 1) * 127.5), clamped to 0..255."""
+    a = _as_numpy(x, "x")
+    return np.clip(np.round((a + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def image_grid(images, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
+    """Tile images into one picture.
+
+    Args:
+        images: (N, C, H, W), C in {1, 3}, values in [-1, 1] (a tensor or an array).
+        nrow: images per row (default ceil(sqrt(N))).
+        padding: pixels between images and around the border.
+        pad_value: the border's value on the images' [-1, 1] scale (1.0 is white).
+
+    Returns:
+        uint8 array (H', W') for C = 1, (H', W', 3) for C = 3, with
+        H' = rows * (H + padding) + padding and W' = nrow * (W + padding) + padding.
+    """
+    x = _check_images(images)
+    n, c, h, w = x.shape
+    nrow = int(math.ceil(math.sqrt(n))) if nrow is None else int(nrow)
+    if nrow < 1:
+        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    ncol = min(nrow, n)
+    rows = int(math.ceil(n / nrow))
+    pix = to_uint8_array(x)
+    pad = to_uint8_array(np.float32(pad_value))
+    grid = np.full((rows * (h + padding) + padding, ncol * (w + padding) + padding, c), pad, dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + k * (w + padding)
+        grid[top:top + h, left:left + w] = pix[i].transpose(1, 2, 0)
+    return grid[..., 0] if c == 1 else grid
+
+
+def _atomic(path, write) -> Path:
+    """Call write(tmp_path) for a temporary file beside path, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a picture is for everyone
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_image_grid(images, path, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0) -> Path:
+    """Write :func:`image_grid` of ``images`` as a PNG at ``path`` (atomically: temp file + os.replace).
+
+    Grayscale grids are stored as RGB with equal channels, so every pixel keeps its exact value.
+    Returns the path.
+    """
+    from matplotlib import image as mpimg
+
+    grid = image_grid(images, nrow=nrow, padding=padding, pad_value=pad_value)
+    if grid.ndim == 2:
+        grid = np.repeat(grid[..., None], 3, axis=2)
+    return _atomic(path, lambda tmp: mpimg.imsave(tmp, grid, format="png"))
+
+
+def save_figure(fig, path, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as a PNG atomically."""
+    return _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+
+
+def _new_axes(figsize):
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def show_images(images, ax=None, title: str | None = None, nrow: int | None = None, padding: int = 2):
+    """Draw an image grid on ``ax`` (a new figure if None), without axes. Returns the axes."""
+    grid = image_grid(images, nrow=nrow, padding=padding)
+    if ax is None:
+        h, w = grid.shape[:2]
+        scale = 6.0 / max(h, w)
+        ax = _new_axes((max(2.0, w * scale), max(2.0, h * scale)))
+    if grid.ndim == 2:
+        ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(grid, interpolation="nearest")
+    ax.set_axis_off()
+    if title is not None:
+        ax.set_title(title)
+    return ax
+
+
+def _check_points(x, name: str) -> np.ndarray:
+    a = _as_numpy(x, name)
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (N, 2), got {tuple(a.shape)}")
+    return a
+
+
+def plot_2d(samples, ax=None, ref=None, title: str | None = None, s: float = 3.0, alpha: float = 0.5,
+            lim: float | tuple | None = None, color: str = "C0", label: str | None = None):
+    """Scatter 2-D points (N, 2), over the reference points ``ref`` in grey if given. Returns the axes.
+
+    ``lim``: a number L for [-L, L] on both axes, or (xmin, xmax, ymin, ymax); default: fit the data.
+    """
+    pts = _check_points(samples, "samples")
+    if ax is None:
+        ax = _new_axes((4.0, 4.0))
+    if ref is not None:
+        r = _check_points(ref, "ref")
+        ax.scatter(r[:, 0], r[:, 1], s=s, alpha=0.3, color="0.6", linewidths=0, label="data")
+    ax.scatter(pts[:, 0], pts[:, 1], s=s, alpha=alpha, color=color, linewidths=0, label=label)
+    if lim is not None:
+        box = (-lim, lim, -lim, lim) if np.isscalar(lim) else tuple(lim)
+        ax.set_xlim(box[0], box[1])
+        ax.set_ylim(box[2], box[3])
+    ax.set_aspect("equal")
+    if title is not None:
+        ax.set_title(title)
+    return ax
+
+
+def save_plot_2d(samples, path, ref=None, title: str | None = None, lim=None) -> Path:
+    """:func:`plot_2d` into a PNG at ``path`` (no pyplot state touched; written atomically)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.0, 4.0))
+    plot_2d(samples, ax=fig.add_subplot(1, 1, 1), ref=ref, title=title, lim=lim)
+    return save_figure(fig, path)
+
+
+def trajectory_strip(traj, index: int = 0, fig=None, show_x0: bool = True, title: str | None = None,
+                     lim=None):
+    """Two rows of a sampling chain: x_t (top) and the predicted x_0 (bottom), one column per recorded t.
+
+    ``traj`` is a :class:`ddpm_lib.diffusion.Trajectory` (``x_t`` and ``pred_x0`` of shape (K, B, ...)).
+    For images (K, B, C, H, W) the column shows example ``index``; for 2-D data (K, B, 2) it
+    scatters all B points. Columns are labelled with the original timesteps. x_t is clipped to
+    [-1, 1] for display. A column without a prediction (t = 0) stays empty in the bottom row.
+    Returns the matplotlib Figure (a new pyplot figure if ``fig`` is None).
+    """
+    for attr in ("x_t", "pred_x0", "ts"):
+        if not hasattr(traj, attr):
+            raise TypeError(f"traj must be a ddpm_lib Trajectory (with ts, x_t, pred_x0), got {type(traj).__name__}")
+    xs = _as_numpy(traj.x_t, "traj.x_t")
+    x0s = _as_numpy(traj.pred_x0, "traj.pred_x0")
+    if xs.ndim not in (3, 5) or xs.shape[0] == 0:
+        raise ValueError(f"traj.x_t must have shape (K, B, C, H, W) or (K, B, 2) with K >= 1, got {tuple(xs.shape)}")
+    K, B = xs.shape[:2]
+    images = xs.ndim == 5
+    if images and xs.shape[2] not in (1, 3):
+        raise ValueError(f"trajectory images must have 1 or 3 channels, got {xs.shape[2]}")
+    if not images and xs.shape[2] != 2:
+        raise ValueError(f"trajectory points must be 2-D, got shape {tuple(xs.shape)}")
+    if images and not 0 <= index < B:
+        raise ValueError(f"index must be in 0..{B - 1}, got {index}")
+    ts = traj.timesteps if getattr(traj, "timesteps", None) is not None else traj.ts
+    ts = [int(t) for t in (ts.tolist() if hasattr(ts, "tolist") else ts)]
+    rows = 2 if show_x0 else 1
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(1.6 * K, 1.7 * rows))
+    axes = np.asarray(fig.subplots(rows, K, squeeze=False))
+    for k in range(K):
+        for r in range(rows):
+            ax = axes[r, k]
+            a = (xs if r == 0 else x0s)[k]
+            ok = np.isfinite(a).all()
+            if images:
+                ax.set_axis_off()
+                if ok:
+                    show_images(np.clip(a[index:index + 1], -1, 1), ax=ax, padding=0)
+            else:
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if ok:
+                    plot_2d(a, ax=ax, s=1.5, lim=lim if lim is not None else 3.0)
+            if r == 0:
+                ax.set_title(f"t = {ts[k]}", fontsize=9)
+    axes[0, 0].text(-0.08, 0.5, "x_t", transform=axes[0, 0].transAxes, ha="right", va="center", fontsize=9)
+    if show_x0:
+        axes[1, 0].text(-0.08, 0.5, "pred x_0", transform=axes[1, 0].transAxes, ha="right", va="center",
+                        fontsize=9)
+    if title is not None:
+        fig.suptitle(title)
+    return fig
