@@ -113,6 +113,10 @@ class GaussianDiffusion:
         self._fixed_large_logvar = s.betas.log()
         self._fixed_small_var = s.posterior_log_variance_clipped.exp()
         self._fixed_small_logvar = s.posterior_log_variance_clipped.clone()
+        self._eps_mse_weight = {name: s.betas**2 / (2 * var * s.alphas * (1 - s.alpha_bars))
+                                for name, var in (("fixed_large", self._fixed_large_var),
+                                                  ("fixed_small", self._fixed_small_var))}
+        self._device_tables: dict = {}
 
     # ---- configuration ----------------------------------------------------------------
     @property
@@ -140,9 +144,23 @@ class GaussianDiffusion:
                 f"loss={self.loss!r}, decoder={self.decoder!r})")
 
     # ---- helpers -------------------------------------------------------------------------
+    def _on(self, table: torch.Tensor, device) -> torch.Tensor:
+        """``table`` on ``device``, copied once (a copy per call would stall a GPU stream)."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return table
+        key = id(table)
+        held, copies = self._device_tables.setdefault(key, (table, {}))  # holding table keeps its id unique
+        if device not in copies:
+            copies[device] = table.to(device)
+        return copies[device]
+
     def _extract(self, table: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """table[t] in x's dtype and device, shaped (B, 1, ..., 1) to broadcast against x."""
-        out = table.to(t.device)[t].to(device=x.device, dtype=x.dtype)
+        """table[t] in x's dtype and device, shaped (B, 1, ..., 1) to broadcast against x.
+
+        ``table`` must be a table kept by the schedule or this object (copies are cached by identity).
+        """
+        out = self._on(table, t.device)[t].to(device=x.device, dtype=x.dtype)
         return out.reshape(t.shape[0], *([1] * (x.ndim - 1)))
 
     def _check(self, x: torch.Tensor, t: torch.Tensor, name: str = "x_t", allow_zero: bool = False) -> torch.Tensor:
@@ -161,7 +179,8 @@ class GaussianDiffusion:
             raise TypeError("x0 must be a floating-point tensor of shape (B, ...)")
         if x0.ndim < 2:
             raise ValueError(f"x0 must have shape (B, ...) with at least 2 dimensions, got {tuple(x0.shape)}")
-        if self.decoder == "discretized" and (x0.min() < -1 - 1e-5 or x0.max() > 1 + 1e-5):
+        # a range check reads values, which stalls a GPU stream: data are checked where they are on the CPU
+        if self.decoder == "discretized" and x0.device.type == "cpu" and (x0.min() < -1 - 1e-5 or x0.max() > 1 + 1e-5):
             raise ValueError(
                 f"x0 must lie in [-1, 1] for the discretized decoder (images scaled by x/127.5 - 1); got values in "
                 f"[{float(x0.min()):.4g}, {float(x0.max()):.4g}]. For continuous data use decoder='gaussian'."
@@ -169,7 +188,7 @@ class GaussianDiffusion:
 
     def model_t(self, t: torch.Tensor) -> torch.Tensor:
         """The timestep the network receives for index t (the original t for a respaced schedule)."""
-        return self.schedule.timesteps.to(t.device)[t]
+        return self._on(self.schedule.timesteps, t.device)[t]
 
     def sample_t(self, batch: int, device=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """t ~ Uniform{1..T}, shape (batch,)."""
@@ -195,7 +214,7 @@ class GaussianDiffusion:
         t = self._check(x0, t, "x0")
         s = self.schedule
         mean = self._extract(s.sqrt_alpha_bars, t, x0) * x0
-        var = self._extract(1.0 - s.alpha_bars, t, x0).expand_as(x0)
+        var = self._extract(s.one_minus_alpha_bars, t, x0).expand_as(x0)
         return GaussianParams(mean, var, self._extract(s.log_one_minus_alpha_bars, t, x0).expand_as(x0))
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None,
@@ -219,7 +238,7 @@ class GaussianDiffusion:
         if noise is None:
             noise = _noise_like(x_prev, generator)
         s = self.schedule
-        return self._extract(s.alphas.sqrt(), t, x_prev) * x_prev + self._extract(s.betas.sqrt(), t, x_prev) * noise
+        return self._extract(s.sqrt_alphas, t, x_prev) * x_prev + self._extract(s.sqrt_betas, t, x_prev) * noise
 
     def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> GaussianParams:
         """q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I)  (Eqs. 6-7).
@@ -255,8 +274,7 @@ class GaussianDiffusion:
     def mean_from_eps(self, x_t, t, eps):
         """mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)  (Eq. 11)."""
         s = self.schedule
-        return (x_t - self._extract(s.betas / s.sqrt_one_minus_alpha_bars, t, x_t) * eps) / \
-            self._extract(s.alphas.sqrt(), t, x_t)
+        return (x_t - self._extract(s.eps_coef, t, x_t) * eps) / self._extract(s.sqrt_alphas, t, x_t)
 
     def eps_mse_weight(self, t: torch.Tensor) -> torch.Tensor:
         """beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)): L_{t-1} = weight * ||eps - eps_theta||^2 + C  (Eq. 12).
@@ -266,9 +284,7 @@ class GaussianDiffusion:
         if self.learned_variance:
             raise ValueError("eps_mse_weight needs a fixed variance (fixed_small or fixed_large)")
         t = self.schedule.check_t(t)
-        s = self.schedule
-        var = (self._fixed_large_var if self.variance == "fixed_large" else self._fixed_small_var)
-        return (s.betas**2 / (2 * var * s.alphas * (1 - s.alpha_bars)))[t]
+        return self._on(self._eps_mse_weight[self.variance], t.device)[t]
 
     # ---- the reverse process ------------------------------------------------------------
     def model_variance(self, x_t: torch.Tensor, t: torch.Tensor, var_output: Optional[torch.Tensor] = None):

@@ -63,11 +63,16 @@ class NoiseSchedule:
         self.alpha_bars = torch.cumprod(self.alphas, 0)
         self.alpha_bars_prev = torch.cat([one, self.alpha_bars[:-1]])  # alpha_bar_{t-1}; [0] is a placeholder
         self.alpha_bars_prev[0] = float("nan")
+        self.sqrt_alphas = self.alphas.sqrt()
+        self.sqrt_betas = self.betas.sqrt()
+        self.one_minus_alpha_bars = 1.0 - self.alpha_bars
         self.sqrt_alpha_bars = self.alpha_bars.sqrt()
         self.sqrt_one_minus_alpha_bars = (1.0 - self.alpha_bars).sqrt()
         self.log_one_minus_alpha_bars = torch.log1p(-self.alpha_bars)  # -inf at t = 0
         self.sqrt_recip_alpha_bars = self.alpha_bars.rsqrt()
         self.sqrt_recipm1_alpha_bars = (1.0 / self.alpha_bars - 1.0).sqrt()
+        # Eq. 11's coefficient of eps: beta_t / sqrt(1 - alpha_bar_t) (NaN at t = 0)
+        self.eps_coef = self.betas / self.sqrt_one_minus_alpha_bars
 
         nan = torch.full((1,), float("nan"), dtype=torch.float64)
         b, ab, abp = self.betas[1:], self.alpha_bars[1:], self.alpha_bars_prev[1:].clone()
@@ -187,7 +192,9 @@ class NoiseSchedule:
         if t.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise TypeError(f"{name} must be an integer tensor (paper indexing 1..T), got dtype {t.dtype}")
         lo = 0 if allow_zero else 1
-        if t.numel() and (int(t.min()) < lo or int(t.max()) > self.T):
+        # the range check reads t's values: on an accelerator that would stall the stream every
+        # step, so it runs for CPU tensors (out-of-range indices on a GPU fail in the lookup)
+        if t.numel() and t.device.type == "cpu" and (int(t.min()) < lo or int(t.max()) > self.T):
             raise ValueError(
                 f"{name} must lie in {lo}..T = {lo}..{self.T} (paper indexing, t = 1 is the first noising step); "
                 f"got values in {int(t.min())}..{int(t.max())}"

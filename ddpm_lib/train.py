@@ -479,6 +479,25 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         eb.copy_(mb)
 
 
+def debias_ema(ema_state: dict, initial_state: dict, decay: float, steps: int) -> dict:
+    """Remove the initial weights' share from an EMA that started at them.
+
+    After N updates ema_N = d^N w_0 + (1 - d) sum_k d^(N-k) w_k; returns
+    (ema_N - d^N w_0) / (1 - d^N), the normalized exponential average of the trained weights
+    (Adam's zero-debiasing). Matters for runs not much longer than 1 / (1 - d) steps.
+    Buffers (non-float entries and those equal in both) pass through unchanged.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    share = decay**steps
+    out = {}
+    for k, v in ema_state.items():
+        if k not in initial_state:
+            raise KeyError(f"initial_state has no entry {k!r}")
+        out[k] = (v - share * initial_state[k]) / (1 - share) if v.is_floating_point() else v
+    return out
+
+
 @dataclass
 class History:
     """What a run measured. Per step: ``step``, ``loss`` (the mean over the global batch),

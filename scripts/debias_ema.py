@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddpm_lib.checkpoints import build_model, load_checkpoint, save_checkpoint  # noqa: E402
-from ddpm_lib.train import _seed, config_from_dict, make_model  # noqa: E402
+from ddpm_lib.train import _seed, config_from_dict, debias_ema, make_model  # noqa: E402
 
 
 def main(src, dst):
@@ -28,8 +28,7 @@ def main(src, dst):
     w0 = make_model(cfg, ck.config["data"]["shape"]).state_dict()
     ema = build_model(ck, use_ema=True)
     share = d**N
-    state = {k: (v - share * w0[k]) / (1 - share) if v.is_floating_point() else v for k, v in ema.state_dict().items()}
-    ema.load_state_dict(state)
+    ema.load_state_dict(debias_ema(ema.state_dict(), w0, d, N))
     conf = dict(ck.config)
     conf["ema_debiased"] = {"source": Path(src).name, "initial_share": share,
                             "command": f"python scripts/debias_ema.py {src} {dst}"}

@@ -406,3 +406,21 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert moved > 0
     ck = load_checkpoint(tmp_path / "ddp" / "latest.safetensors")
     assert ck.step == 2 and {"torch_cpu.rank0", "torch_cpu.rank1"} <= set(ck.rng_states)
+
+
+def test_debias_ema_recovers_the_average_of_the_trained_weights():
+    """ema_N = d^N w_0 + (1-d) sum d^(N-k) w_k; debiasing leaves only the trained iterates."""
+    from ddpm_lib.train import debias_ema
+
+    torch.manual_seed(0)
+    d, N = 0.9, 7
+    w0 = torch.randn(5, dtype=torch.float64)
+    ws = [torch.randn(5, dtype=torch.float64) for _ in range(N)]
+    ema = w0.clone()
+    for w in ws:
+        ema = d * ema + (1 - d) * w
+    ref = sum((1 - d) * d ** (N - 1 - k) * w for k, w in enumerate(ws)) / (1 - d**N)
+    out = debias_ema({"w": ema, "n": torch.tensor(3)}, {"w": w0, "n": torch.tensor(0)}, d, N)
+    assert torch.allclose(out["w"], ref, atol=1e-12) and int(out["n"]) == 3
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        debias_ema({"w": ema}, {"w": w0}, d, 0)
