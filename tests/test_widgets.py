@@ -1,0 +1,179 @@
+"""The course's widgets without a browser: pictures change with the controls, come back from
+the cache, update fast enough, fall back to a static figure; the reverse-kernel math."""
+
+import math
+import statistics
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("matplotlib")
+
+from ddpm_lib import widgets as W  # noqa: E402
+
+# per-step budget on a loaded 2-core machine (the widgets aim at about 0.1 s unloaded)
+STEP_BUDGET_S = 0.5
+
+
+def _scrub(box, name, values):
+    """Set control `name` to each value; return the seconds each update took."""
+    times = []
+    for v in values:
+        t0 = time.perf_counter()
+        box.controls[name].value = v
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _check_widget(box, name, values, capsys=None):
+    first = box.png
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    assert box.image.value == first
+    v0 = box.controls[name].value
+    times = _scrub(box, name, values)
+    assert box.png != first, f"moving {name} did not change the picture"
+    box.controls[name].value = v0
+    assert box.png == first, f"moving {name} back did not restore the first picture"
+    med = statistics.median(times)
+    print(f"{box.explorer.name}: median {med * 1000:.0f} ms per {name} step over {len(times)} new values")
+    assert med < STEP_BUDGET_S
+    # a value seen before comes from the cache
+    t0 = time.perf_counter()
+    box.controls[name].value = values[0]
+    assert time.perf_counter() - t0 < STEP_BUDGET_S
+    return med
+
+
+@pytest.fixture(scope="module")
+def forward():
+    return W.forward_explorer()
+
+
+def test_forward_explorer_t(forward):
+    assert set(forward.controls) == {"t", "schedule", "beta_1", "beta_T", "T"}
+    _check_widget(forward, "t", [5, 50, 100, 400, 700, 1000, 3])
+    assert "bits/dim" in forward.readout.value
+
+
+def test_forward_explorer_schedule_and_T(forward):
+    forward.set(t=250, schedule="linear", T=1000)
+    lin = forward.png
+    forward.controls["schedule"].value = "cosine"
+    assert forward.png != lin
+    assert forward.controls["beta_1"].disabled
+    forward.controls["schedule"].value = "linear"
+    assert forward.png == lin
+    forward.controls["beta_T"].value = 0.1
+    assert forward.png != lin
+    forward.controls["beta_T"].value = 0.02
+    forward.controls["T"].value = 100  # t keeps its place along the chain
+    assert forward.controls["t"].max == 100 and forward.controls["t"].value == 25
+    forward.set(T=1000, t=250)
+    assert forward.png == lin
+
+
+def test_forward_explorer_custom_data_deterministic():
+    imgs = torch.linspace(-1, 1, 2 * 28 * 28).reshape(2, 1, 28, 28)
+    pts = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    a = W.forward_explorer(imgs, pts, T=100)
+    b = W.forward_explorer(imgs, pts, T=100)
+    assert a.png == b.png
+    assert a.render(t=60) == b.render(t=60) != a.png
+
+
+def test_reverse_kernel_explorer():
+    box = W.reverse_kernel_explorer()
+    assert set(box.controls) == {"beta"}
+    _check_widget(box, "beta", [0.002, 0.02, 0.1, 0.3, 0.6, 0.9])
+    assert "KL" in box.readout.value
+
+
+def test_posterior_explorer():
+    box = W.posterior_explorer()
+    assert set(box.controls) == {"t"}
+    _check_widget(box, "t", [1, 2, 10, 300, 600, 1000])
+    assert "beta~" in box.readout.value
+
+
+@pytest.mark.parametrize("make", [W.forward_explorer, W.reverse_kernel_explorer, W.posterior_explorer])
+def test_static_fallback(make):
+    from matplotlib.figure import Figure
+
+    fig = make(static=True)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) >= 3
+
+
+def test_box_display_bundle_has_png():
+    box = W.posterior_explorer()
+    data = box._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert "image/png" in data
+    assert "posterior_explorer" in data["text/plain"]
+    from matplotlib.figure import Figure
+
+    assert isinstance(box.static_figure(), Figure)
+
+
+def test_import_without_ipywidgets_side_effects():
+    import subprocess
+    import sys
+
+    code = ("import sys, ddpm_lib, ddpm_lib.widgets; "
+            "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported eagerly'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- the true reverse kernel ------------------------------------------------------------------
+
+GRID = np.linspace(-6, 6, 6001)
+
+
+@pytest.mark.parametrize("beta", [1e-3, 0.05, 0.5, 0.9])
+@pytest.mark.parametrize("x_t", [-1.0, 0.4, 2.0])
+def test_reverse_kernel_integrates_to_one(beta, x_t):
+    p = W.true_reverse_kernel(GRID, x_t, beta)
+    assert p.min() >= 0
+    assert np.trapezoid(p, GRID) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("beta", [1e-3, 0.05, 0.5, 0.9])
+@pytest.mark.parametrize("x_t", [-1.0, 0.4, 2.0])
+def test_reverse_kernel_single_gaussian_is_closed_form(beta, x_t):
+    mean, std = 0.3, 0.7
+    p = W.true_reverse_kernel(GRID, x_t, beta, means=[mean], stds=[std], weights=[1.0])
+    m, v = W.gaussian_reverse_kernel(x_t, beta, mean, std)
+    exact = np.exp(-0.5 * (GRID - m) ** 2 / v) / math.sqrt(2 * math.pi * v)
+    assert np.abs(p - exact).max() < 1e-6 * exact.max()
+    mm, vv = W.moment_match(GRID, p)
+    assert mm == pytest.approx(m, abs=1e-6) and vv == pytest.approx(v, rel=1e-5)
+    assert W.kernel_kl_to_gaussian(GRID, p) < 1e-8
+
+
+def test_reverse_kernel_closed_form_against_bayes_by_hand():
+    # the closed form from completing the square, against a direct product on a grid
+    x_t, beta, mean, std = 0.5, 0.2, -0.4, 0.8
+    m, v = W.gaussian_reverse_kernel(x_t, beta, mean, std)
+    unnorm = np.exp(-0.5 * (x_t - math.sqrt(1 - beta) * GRID) ** 2 / beta - 0.5 * (GRID - mean) ** 2 / std**2)
+    p = unnorm / np.trapezoid(unnorm, GRID)
+    assert np.trapezoid(p * GRID, GRID) == pytest.approx(m, abs=1e-9)
+
+
+def test_reverse_kernel_gaussian_for_small_beta_not_for_large():
+    kl = {b: max(W.kernel_kl_to_gaussian(GRID, W.true_reverse_kernel(GRID, x, b)) for x in (-1.0, 0.3, 1.2))
+          for b in (1e-3, 0.01, 0.1, 0.5)}
+    assert kl[1e-3] < 1e-3 < 0.05 < kl[0.5]
+    assert kl[1e-3] < kl[0.01] < kl[0.1] < kl[0.5]
+
+
+def test_reverse_kernel_tensor_in_tensor_out_and_checks():
+    g = torch.linspace(-5, 5, 1001, dtype=torch.float64)
+    p = W.true_reverse_kernel(g, 0.0, 0.1)
+    assert isinstance(p, torch.Tensor) and p.dtype == torch.float64
+    with pytest.raises(ValueError, match="beta"):
+        W.true_reverse_kernel(g, 0.0, 1.0)
+    with pytest.raises(ValueError, match="increasing"):
+        W.true_reverse_kernel(g.flip(0), 0.0, 0.1)
