@@ -142,10 +142,14 @@ class ResnetBlock(nn.Module):
         self.nin_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x, temb):
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.nin_shortcut(x) + h
+        # The same sums as conv1(silu(norm1(x))) + proj(silu(temb)), then conv2(dropout(silu(norm2(h))))
+        # + shortcut(x). In-place where the overwritten tensor is needed by nothing else: neither a
+        # norm's output (silu is applied in place) nor a conv's output is saved for backward.
+        h = self.conv1(F.silu(self.norm1(x), inplace=True))
+        h += self.temb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
+        h += self.nin_shortcut(x)  # a + b == b + a exactly in floating point
+        return h
 
 
 class AttnBlock(nn.Module):
@@ -162,11 +166,17 @@ class AttnBlock(nn.Module):
     def forward(self, x):
         B, C, H, W = x.shape
         h = self.norm(x)
-        # (B, C, H, W) -> (B, 1, H*W, C): one head; the default scale is C ** -0.5 as in DDPM
-        q, k, v = (f(h).reshape(B, 1, C, H * W).transpose(-1, -2) for f in (self.q, self.k, self.v))
+        # (B, C, H, W) -> (B, 1, H*W, C): a free view when x is channels_last, else one copy. The
+        # 1x1 convs q, k, v are one matmul with their weights stacked (the parameters stay three
+        # convs); one head, and SDPA's default scale is C ** -0.5, as in DDPM. Tokens last-dim
+        # contiguous let SDPA take its fused (flash) kernel rather than the unfused math path.
+        h = h.permute(0, 2, 3, 1).reshape(B, 1, H * W, C).contiguous()
+        w = torch.cat([self.q.weight, self.k.weight, self.v.weight]).view(3 * C, C)
+        b = torch.cat([self.q.bias, self.k.bias, self.v.bias])
+        q, k, v = F.linear(h, w, b).chunk(3, dim=-1)
         h = F.scaled_dot_product_attention(q, k, v)
-        h = h.transpose(-1, -2).reshape(B, C, H, W)
-        return x + self.proj_out(h)
+        h = F.linear(h, self.proj_out.weight.view(C, C), self.proj_out.bias)
+        return x + h.view(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W) again, NHWC strides
 
 
 class Downsample(nn.Module):
@@ -179,13 +189,49 @@ class Downsample(nn.Module):
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
+def _phase_kernels(w: torch.Tensor) -> torch.Tensor:
+    """(O, I, 3, 3) -> (4 * O, I, 2, 2): the 3x3 kernel seen through a 2x nearest upsampling.
+
+    Output pixel 2i + a of conv3x3(upsample(x)) reads upsampled rows 2i + a - 1, 2i + a, 2i + a + 1,
+    i.e. source rows (i - 1, i, i) for a = 0 and (i, i, i + 1) for a = 1: taps that land on the
+    same source row add up, giving 2-tap kernels (k0, k1 + k2) and (k0 + k1, k2); the same for
+    columns. Phase (a, b) is block 2 * a + b of the output channels.
+    """
+    rows = torch.stack([torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2),
+                        torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2)])  # (2, O, I, 2, 3)
+    k = torch.stack([torch.stack([rows[..., 0], rows[..., 1] + rows[..., 2]], -1),
+                     torch.stack([rows[..., 0] + rows[..., 1], rows[..., 2]], -1)], 1)  # (2, 2, O, I, 2, 2)
+    return k.reshape(4 * w.shape[0], w.shape[1], 2, 2)
+
+
 class Upsample(nn.Module):
+    """conv3x3(nearest_upsample_2x(x)), as in DDPM.
+
+    Computed without materializing the upsampled tensor: each of the four output phases
+    (even/odd row, even/odd column) is a 2x2 convolution of x with sums of the 3x3 kernel's taps
+    (:func:`_phase_kernels`), all four in one conv over x padded by 1, then interleaved. The same
+    function (up to float rounding) with 16 multiply-adds per output pixel and input channel
+    instead of 36; the parameters are still the one 3x3 conv.
+    """
+
     def __init__(self, ch: int):
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        B, _, H, W = x.shape
+        O = self.conv.out_channels
+        y = F.conv2d(x, _phase_kernels(self.conv.weight), self.conv.bias.repeat(4), padding=1)  # (B, 4O, H+1, W+1)
+        # phase (a, b) at source pixel (i, j) is y[:, phase, i + a, j + b]
+        if y.is_contiguous() or not y.is_contiguous(memory_format=torch.channels_last):
+            y = y.view(B, 2, 2, O, H + 1, W + 1)
+            out = torch.stack([torch.stack([y[:, a, b, :, a:a + H, b:b + W] for b in (0, 1)], -1)
+                               for a in (0, 1)], 3)  # (B, O, H, 2, W, 2)
+            return out.view(B, O, 2 * H, 2 * W)
+        y = y.permute(0, 2, 3, 1).view(B, H + 1, W + 1, 2, 2, O)  # channels_last: keep it
+        out = torch.stack([torch.stack([y[:, a:a + H, b:b + W, a, b] for b in (0, 1)], 3)
+                           for a in (0, 1)], 2)  # (B, H, 2, W, 2, O)
+        return out.view(B, 2 * H, 2 * W, O).permute(0, 3, 1, 2)
 
 
 @dataclass
@@ -340,11 +386,24 @@ class UNet(nn.Module):
             )
         _check_t(t, x.shape[0])
 
+    # Memory format of the activations (a speed setting only: same shapes, same values up to float
+    # rounding; the output is always returned NCHW-contiguous). True: channels_last (NHWC strides),
+    # the layout tensor-core convolutions want, and attention then reads its tokens without a copy.
+    # False: the default NCHW. None (default): channels_last on CUDA only. On CPU, PyTorch's
+    # channels_last GroupNorm is several times slower than its NCHW kernel for the few channels per
+    # group of these nets, which cancels or outweighs what oneDNN's convolutions gain; True can
+    # still pay off there for inference of wider nets (benchmarks/RESULTS.md).
+    channels_last: bool | None = None
+
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self._check_inputs(x, t)
         temb = self.temb(timestep_embedding(t, self.config.ch).to(x.dtype))
 
-        hs = [self.conv_in(x)]
+        if self.channels_last or (self.channels_last is None and x.is_cuda):
+            x = x.contiguous(memory_format=torch.channels_last)
+            hs = [self.conv_in(x).contiguous(memory_format=torch.channels_last)]
+        else:
+            hs = [self.conv_in(x)]
         for level in self.down:
             for block, attn in zip(level.block, level.attn):
                 hs.append(attn(block(hs[-1], temb)))
@@ -360,4 +419,4 @@ class UNet(nn.Module):
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
 
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=True)).contiguous()
