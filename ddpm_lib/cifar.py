@@ -32,11 +32,9 @@ import argparse
 import hashlib
 import http.client
 import io
-import os
 import pickle
 import sys
 import tarfile
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Optional
@@ -45,6 +43,7 @@ import numpy as np
 import torch
 
 from .data import DATA_DIR_ENV, DataIntegrityError, data_dir
+from .utils import atomic_write
 
 __all__ = [
     "cifar10",
@@ -208,11 +207,10 @@ def _missing_message(root) -> str:
 def download_cifar10(dest_dir=None) -> Path:
     """Fetch the official archive into ``dest_dir`` (default data/cifar10/), verified by sha256 and md5."""
     dest_dir = Path(dest_dir) if dest_dir is not None else _default_dir()
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{CIFAR10_ARCHIVE}.", suffix=".part", dir=dest_dir)
-    try:
+
+    def fetch(tmp):
         h, m, size = hashlib.sha256(), hashlib.md5(), 0
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(CIFAR10_URL, timeout=DOWNLOAD_TIMEOUT) as r:
+        with open(tmp, "wb") as f, urllib.request.urlopen(CIFAR10_URL, timeout=DOWNLOAD_TIMEOUT) as r:
             for chunk in iter(lambda: r.read(1 << 20), b""):
                 f.write(chunk)
                 h.update(chunk)
@@ -221,14 +219,8 @@ def download_cifar10(dest_dir=None) -> Path:
         if h.hexdigest() != CIFAR10_SHA256 or m.hexdigest() != CIFAR10_MD5:
             raise DataIntegrityError(f"{CIFAR10_URL}: sha256/md5 mismatch: expected {CIFAR10_SHA256} / {CIFAR10_MD5}, "
                                      f"got {h.hexdigest()} / {m.hexdigest()} ({size} bytes)")
-        os.replace(tmp, dest_dir / CIFAR10_ARCHIVE)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return dest_dir / CIFAR10_ARCHIVE
+
+    return atomic_write(dest_dir / CIFAR10_ARCHIVE, fetch)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ import math
 import os
 import struct
 import sys
-import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -33,6 +32,8 @@ from typing import Iterator, Sequence, Union
 
 import numpy as np
 import torch
+
+from .utils import atomic_write
 
 __all__ = [
     "swiss_roll",
@@ -644,11 +645,10 @@ def _download(name: str, dest_dir: Path) -> Path:
     key = f"fashion-mnist/{name}"
     accepted = _accepted(key)
     url = FASHION_MNIST_URL + name
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest_dir)
-    try:
+
+    def fetch(tmp):
         h, size = hashlib.sha256(), 0
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as r:
+        with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as r:
             for chunk in iter(lambda: r.read(1 << 20), b""):
                 f.write(chunk)
                 h.update(chunk)
@@ -657,14 +657,8 @@ def _download(name: str, dest_dir: Path) -> Path:
         if not any(a["sha256"] == actual and a["size"] == size for a in accepted):
             expected = "; ".join(f"{a['sha256']} ({a['what']})" for a in accepted)
             raise DataIntegrityError(f"{url}: sha256 mismatch: expected {expected}; got {actual} ({size} bytes)")
-        os.replace(tmp, dest_dir / name)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return dest_dir / name
+
+    return atomic_write(dest_dir / name, fetch)
 
 
 def _fetch(names, dirs, download: bool, dest_dir: Path) -> list[Path]:

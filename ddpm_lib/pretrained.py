@@ -45,6 +45,7 @@ from . import classifier as _classifier  # noqa: F401  (registers FashionClassif
 from .checkpoints import build_model, load_checkpoint, sha256_file
 from .data import REGISTRY_NAME, DataIntegrityError, data_dir
 from .diffusion import GaussianDiffusion
+from .utils import atomic_write
 
 __all__ = [
     "Pretrained",
@@ -265,19 +266,7 @@ def _locked(path: Path):
 
 def _write_json_atomic(path: Path, obj) -> None:
     text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def register_pretrained(name: str, path, command: Optional[str] = None, description: str = "",

@@ -190,26 +190,13 @@ def _save_plot_2d(samples, path, title=None):  # pragma: no cover - fallback wit
 
 
 def _save_safetensors(tensors: dict, path, metadata: dict) -> Path:
-    import os
-    import tempfile
-
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    from .utils import atomic_write
+
+    return atomic_write(path, lambda tmp: save_file(
+        {k: v.contiguous() for k, v in tensors.items()}, tmp,
+        metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}))
 
 
 def sample_from_checkpoint(spec, n: int = 64, *, method: str = "ancestral", steps: Optional[int] = None,

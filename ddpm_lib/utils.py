@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import tempfile
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-__all__ = ["device", "seed_everything"]
+__all__ = ["device", "seed_everything", "atomic_write"]
+
+
+def atomic_write(path, write: Callable[[str], object]) -> Path:
+    """Call ``write(tmp)`` for a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    Readers see the old file or the new one, never half of one; if ``write`` raises (a failed
+    checksum, an interrupted download) the temporary file is removed and ``path`` is untouched.
+    The temporary file keeps ``path``'s suffix, for writers that choose a format by it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shipped files are for everyone
+        with open(tmp, "r+b") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
 
 
 def device(prefer: str | None = None) -> torch.device:

@@ -13,13 +13,12 @@ round((x + 1) * 127.5) clamped to 0..255, as :func:`ddpm_lib.data.to_uint8` does
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .utils import atomic_write
 
 __all__ = [
     "to_uint8_array",
@@ -100,21 +99,7 @@ def image_grid(images, nrow: int | None = None, padding: int = 2, pad_value: flo
     return grid[..., 0] if c == 1 else grid
 
 
-def _atomic(path, write) -> Path:
-    """Call write(tmp_path) for a temporary file beside path, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a picture is for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+_atomic = atomic_write  # one implementation, in utils
 
 
 def save_image_grid(images, path, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0) -> Path:
