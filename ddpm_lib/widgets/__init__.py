@@ -96,7 +96,7 @@ def true_reverse_kernel(grid, x_t: float, beta: float, means=DEFAULT_MIXTURE["me
     :param beta: the step's variance beta_t in (0, 1).
     :return: the density on the grid, float64, a tensor if ``grid`` is one, else a numpy array.
     """
-    from .data import gaussian_mixture_log_prob
+    from ..data import gaussian_mixture_log_prob
 
     if not 0 < beta < 1:
         raise ValueError(f"beta must lie in (0, 1), got {beta!r}")
@@ -378,7 +378,7 @@ def _synthetic_images(n: int) -> torch.Tensor:
 
 
 def _default_images(n: int = 4) -> torch.Tensor:
-    from .data import fashion_mnist
+    from ..data import fashion_mnist
 
     try:
         images, labels = fashion_mnist("test", download=False)
@@ -392,7 +392,7 @@ def _default_images(n: int = 4) -> torch.Tensor:
 
 
 def _make_schedule(schedule: str, T: int, beta_1: float, beta_T: float):
-    from .schedules import NoiseSchedule
+    from ..schedules import NoiseSchedule
 
     if schedule == "cosine":
         return NoiseSchedule.cosine(T=T, warn=False)
@@ -405,7 +405,7 @@ def _make_schedule(schedule: str, T: int, beta_1: float, beta_T: float):
 
 class _ForwardDrawer:
     def __init__(self, images: torch.Tensor, points: torch.Tensor, seed: int, dpi: int):
-        from .diffusion import GaussianDiffusion
+        from ..diffusion import GaussianDiffusion
 
         self._GD = GaussianDiffusion
         self.images = images.to(torch.float64)
@@ -514,7 +514,7 @@ def forward_explorer(images=None, points=None, *, n_images: int = 4, n_points: i
     :param static: return a matplotlib Figure of a few settings instead of the widget.
     :return: an ``ExplorerBox`` with ``controls`` t, schedule, beta_1, beta_T, T (see the module doc).
     """
-    from .data import swiss_roll
+    from ..data import swiss_roll
 
     if images is None:
         images = _default_images(n_images)
@@ -699,7 +699,7 @@ class _PosteriorDrawer:
     ZMAX = 6.0
 
     def __init__(self, schedule, x0, seed, dpi):
-        from .diffusion import GaussianDiffusion
+        from ..diffusion import GaussianDiffusion
 
         self.s = schedule
         self.d = GaussianDiffusion(schedule)
@@ -790,7 +790,7 @@ def posterior_explorer(schedule=None, *, x0: float = 1.0, t: int | None = None, 
     :param static: return a matplotlib Figure for a few t instead.
     :return: an ``ExplorerBox`` with ``controls`` {"t": IntSlider}.
     """
-    from .schedules import NoiseSchedule
+    from ..schedules import NoiseSchedule
 
     schedule = NoiseSchedule.linear(T=1000) if schedule is None else schedule
     T = schedule.T
@@ -805,3 +805,24 @@ def posterior_explorer(schedule=None, *, x0: float = 1.0, t: int | None = None, 
                                  layout=W.Layout(width="420px"))}
     return _explorer("posterior_explorer", drawer, controls, static_settings=settings,
                      title="<b>Posterior</b> q(x_{t-1}|x_t, x_0) ∝ q(x_t|x_{t-1}) q(x_{t-1}|x_0)")
+
+
+# ----------------------------------------------------------------------------------------------
+# The practice track's explorers live in submodules (imported on first use, so that the theory
+# explorers above load without a trained network): each builds on ``Explorer`` above.
+# ----------------------------------------------------------------------------------------------
+_SUBMODULE_OF = {
+    "reverse_process_explorer": "sampling",        # chapter 09: scrub t through a stored trajectory
+    "reconstruction_explorer": "reconstruction",   # chapter 12: t for reconstruction
+    "interpolation_explorer": "reconstruction",    # chapter 12: lambda for interpolation
+    "inpainting_explorer": "inpainting",           # chapter 11: the mask and t
+}
+
+
+def __getattr__(name):
+    if name in _SUBMODULE_OF:
+        import importlib
+
+        module = importlib.import_module(f".{_SUBMODULE_OF[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
