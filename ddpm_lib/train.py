@@ -80,6 +80,7 @@ __all__ = [
     "History",
     "ConfigError",
     "ema_update",
+    "ema_decay_at",
     "make_model",
     "make_diffusion",
     "load_config",
@@ -135,6 +136,9 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warm-up of the learning rate (DDPM: 5000)
     grad_clip: float = 1.0  # clip the global gradient norm; 0 = no clipping
     ema_decay: float = 0.9999
+    # > 0: the EMA's decay at update k (k = 0, 1, ...) is min(ema_decay, (1 + k) / (ema_warmup + k)), so a
+    # short run's average is not dominated by the initial weights (0 = the constant decay, as in DDPM)
+    ema_warmup: int = 0
     steps: int = 10000  # total optimizer steps of the run
     seed: int = 0
     # output
@@ -168,7 +172,7 @@ class TrainConfig:
         for name in ("T", "batch_size", "log_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_examples", "warmup_steps", "steps", "ckpt_every", "sample_every", "sample_steps",
+        for name in ("n_examples", "warmup_steps", "ema_warmup", "steps", "ckpt_every", "sample_every", "sample_steps",
                      "n_samples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -467,6 +471,16 @@ class _Batches:
 # EMA and history
 
 
+def ema_decay_at(k: int, decay: float, warmup: int = 0) -> float:
+    """The EMA decay used at update k = 0, 1, ...: ``decay``, or with ``warmup`` > 0
+    min(decay, (1 + k) / (warmup + k)), which starts near 1 / warmup and rises to ``decay``."""
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    return decay if warmup == 0 else min(decay, (1 + k) / (warmup + k))
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """ema = decay * ema + (1 - decay) * param for every parameter; buffers are copied."""
@@ -749,7 +763,7 @@ class Trainer:
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         self.optimizer.step()
-        ema_update(self.ema, self.model, cfg.ema_decay)
+        ema_update(self.ema, self.model, ema_decay_at(self.step_count, cfg.ema_decay, cfg.ema_warmup))
         self.step_count += 1
         # statistics, kept on the device until the next flush (no synchronization per step)
         self._pending.append((self.step_count, per_example.detach().sum(), grad_norm.detach().float(), lr))

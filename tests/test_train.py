@@ -107,6 +107,24 @@ def test_trainer_updates_ema_after_each_optimizer_step():
     assert changed > 0 and not tr.ema.training and all(not p.requires_grad for p in tr.ema.parameters())
 
 
+def test_ema_warmup_decay_schedule_and_trainer():
+    from ddpm_lib.train import ema_decay_at
+    assert ema_decay_at(0, 0.9999) == 0.9999 and ema_decay_at(10**6, 0.9999) == 0.9999
+    assert [ema_decay_at(k, 0.9, 10) for k in (0, 1, 2, 80, 81, 1000)] == pytest.approx(
+        [1 / 10, 2 / 11, 3 / 12, 81 / 90, 0.9, 0.9])
+    with pytest.raises(ValueError, match="warmup must be >= 0"):
+        ema_decay_at(0, 0.9, -1)
+    with pytest.raises(ConfigError, match="ema_warmup must be >= 0"):
+        tiny_unet_config(ema_warmup=-1).validate()
+    # in the trainer: two steps with warm-up 10 use decays 1/10 then 2/11
+    tr = Trainer(tiny_unet_config(ema_decay=0.999, ema_warmup=10, dropout=0.0))
+    for k, d in enumerate((1 / 10, 2 / 11)):
+        before = [e.clone() for e in tr.ema.parameters()]
+        tr.step()
+        for e, e0, p in zip(tr.ema.parameters(), before, tr.model.parameters()):
+            torch.testing.assert_close(e, d * e0 + (1 - d) * p, rtol=0, atol=1e-6)
+
+
 def test_warmup_schedule():
     tr = Trainer(swiss_config(warmup_steps=4, lr=1e-3))
     assert [tr.lr_at(s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
