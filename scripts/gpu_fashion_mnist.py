@@ -40,6 +40,7 @@ def main():
     ap.add_argument("--data-root", default="")
     ap.add_argument("--bpd-subset", type=int, default=1000)
     ap.add_argument("--fcd-samples", type=int, default=2000)
+    ap.add_argument("--no-compile", action="store_true", help="train without torch.compile")
     ap.add_argument("--split-mb", type=float, default=0, help="split the checkpoint into parts of this size")
     args = ap.parse_args()
     out = Path(args.out)
@@ -56,6 +57,8 @@ def main():
         cfg.data_root = args.data_root
     if args.steps:
         cfg.steps = args.steps
+    if args.no_compile:
+        cfg.compile = False
     trainer = Trainer(cfg, command=f"python -m ddpm_lib.train --config configs/fashion_mnist_gpu.toml")
     t0 = time.time()
     stop = (lambda tr: time.time() - t0 > args.train_seconds) if args.train_seconds else None

@@ -57,7 +57,7 @@ class Lab:
 
 
 @contextlib.contextmanager
-def jupyterlab(root, timeout: float = 60.0):
+def jupyterlab(root, timeout: float = 60.0, threads: int = 1):
     """JupyterLab on 127.0.0.1 serving a folder; settings, workspaces and runtime files go to
     a temporary folder, so nothing of the user's setup leaks in. Stopped on exit."""
     root = Path(root)
@@ -66,7 +66,7 @@ def jupyterlab(root, timeout: float = 60.0):
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTER_CONFIG_DIR=str(tmp / "config"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
                PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
+               OMP_NUM_THREADS=str(threads))
     log = tmp / "jupyterlab.log"
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True",

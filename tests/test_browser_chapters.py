@@ -1,0 +1,176 @@
+"""Every chapter that shows a widget, opened and run in a real browser: JupyterLab + Debian's Chromium
+through Playwright (tests/browser_util.py), one test per track of book.toml.
+
+For each chapter whose stored .ipynb displays an ``ExplorerBox`` (ddpm_lib.widgets), on a temporary copy
+of the book: open it, run all cells, wait for the kernel to finish, then in every widget move every
+slider to its end (or start) with the keyboard and see the widget's picture change, time single steps of
+each widget's first slider (key press to new image), and check that no cell shows a traceback and no
+widget failed to display. The kernel gets 2 threads, as in the chapters' CPU budgets.
+Skipped when /usr/bin/chromium (or playwright/jupyterlab) is missing.
+"""
+
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from browser_util import browser_unavailable_reason, chromium, jupyterlab
+from ddpm_lib import book as B
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 4  # timed key presses per widget
+BUDGET_S = {"theory": 120, "practice": 240}  # whole test, server start to last check
+
+pytestmark = pytest.mark.slow
+_reason = browser_unavailable_reason()
+if _reason:
+    pytestmark = [pytest.mark.slow, pytest.mark.skip(reason=f"no browser test: {_reason}")]
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def explorer_count(path: Path) -> int:
+    """How many ExplorerBox widgets a stored notebook displays (their text/plain says so)."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    n = 0
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            text = "".join(data.get("text/plain", ""))
+            if WIDGET_MIME in data and " widget; controls:" in text:
+                n += 1
+    return n
+
+
+def widget_chapters(track: str) -> list:
+    return [(c, n) for c in B.load_book(REPO).chapters
+            if c.track == track and c.ipynb_exists and (n := explorer_count(c.ipynb_path))]
+
+
+# In the page: time each key press inside a cell until that cell's widget image changes its src.
+_INSTALL_TIMER = """([cellIndex]) => {
+  const cell = document.querySelectorAll('.jp-CodeCell')[cellIndex];
+  const img = cell.querySelector('img.widget-image');
+  window.__lat = window.__lat || {};
+  const rec = window.__lat[cellIndex] = {t0: null, times: [], changes: 0};
+  cell.addEventListener('keydown', () => { rec.t0 = performance.now(); }, true);
+  new MutationObserver(() => {
+    rec.changes += 1;
+    if (rec.t0 !== null) { rec.times.push(performance.now() - rec.t0); rec.t0 = null; }
+  }).observe(img, {attributes: true, attributeFilter: ['src']});
+  return img.getAttribute('src');
+}"""
+
+_KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext"
+
+
+def _wait_kernel_idle(page, timeout_ms):
+    page.wait_for_function(f"() => {{ const sc = {_KERNEL}; return sc.session && sc.session.kernel"
+                           f" && sc.session.kernel.status === 'idle'; }}", timeout=timeout_ms)
+
+
+def _wait_session_ready(page, timeout_ms):
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           f" && window.jupyterapp.shell.currentWidget.sessionContext", timeout=timeout_ms)
+    page.evaluate(f"""async () => {{
+        const sc = {_KERNEL};
+        await sc.ready;
+        const k = sc.session && sc.session.kernel;
+        if (k) {{ await k.info; }}
+    }}""")
+    _wait_kernel_idle(page, timeout_ms)
+
+
+def _run_all_and_wait(page, n_cells_timeout_ms):
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    # done when no code cell is queued or running ("[*]") and the kernel is idle
+    page.wait_for_function("""() => {
+        const sc = window.jupyterapp.shell.currentWidget.sessionContext;
+        if (!(sc.session && sc.session.kernel && sc.session.kernel.status === 'idle')) return false;
+        const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(p => p.textContent);
+        return prompts.length > 0 && prompts.every(t => !t.includes('*')) && prompts.some(t => /\\d/.test(t));
+    }""", timeout=n_cells_timeout_ms, polling=500)
+
+
+def _exercise_widgets(page, stem, n_expected):
+    cells = page.locator(".jp-CodeCell")
+    widget_cells = [i for i in range(cells.count()) if cells.nth(i).locator("img.widget-image").count()]
+    assert len(widget_cells) >= n_expected, f"{stem}: {len(widget_cells)} widget pictures, expected {n_expected}"
+    latencies = []
+    for ci in widget_cells:
+        cell = cells.nth(ci)
+        cell.scroll_into_view_if_needed()
+        src = page.evaluate(_INSTALL_TIMER, [ci])
+        assert src, f"{stem}: widget image has no src"
+        handles = cell.locator(".noUi-handle")
+        assert handles.count() >= 1, f"{stem}: a widget without a slider"
+        for h in range(handles.count()):
+            handle = handles.nth(h)
+            handle.focus()
+            for key in ("End", "Home"):  # a slider already at its end moves to its start
+                n = page.evaluate(f"() => window.__lat[{ci}].changes")
+                handle.press(key)
+                try:
+                    page.wait_for_function(f"() => window.__lat[{ci}].changes > {n}", timeout=20_000)
+                    break
+                except Exception:
+                    continue
+            else:
+                raise AssertionError(f"{stem}: moving slider {h} of the widget in cell {ci} did not change its picture")
+            new = cell.locator("img.widget-image").get_attribute("src")
+            assert new != src, f"{stem}: slider {h} in cell {ci}: same picture after the move"
+            src = new
+        # single steps of the first slider, each a new frame: key press -> image change
+        first = handles.nth(0)
+        first.focus()
+        first.press("End")
+        page.wait_for_timeout(300)
+        page.evaluate(f"() => {{ window.__lat[{ci}].times = []; }}")
+        for _ in range(STEPS):
+            n = page.evaluate(f"() => window.__lat[{ci}].changes")
+            first.press("ArrowLeft")
+            page.wait_for_function(f"() => window.__lat[{ci}].changes > {n}", timeout=20_000)
+        latencies.append(page.evaluate(f"() => window.__lat[{ci}].times"))
+    return latencies
+
+
+def _check_no_errors(page, stem):
+    tb = page.locator(".jp-OutputArea-output", has_text="Traceback")
+    assert tb.count() == 0, f"{stem}: a cell shows a traceback:\n{tb.first.inner_text()[:2000]}"
+    broken = page.locator(".jp-OutputArea-output", has_text="Error displaying widget")
+    assert broken.count() == 0, f"{stem}: a widget failed to display"
+
+
+@pytest.mark.parametrize("track", ["theory", "practice"])
+def test_widget_chapters_in_jupyterlab(track, tmp_path):
+    chapters = widget_chapters(track)
+    if not chapters:
+        pytest.skip(f"no {track} chapter shows a widget yet")
+    t_start = time.monotonic()
+    root = tmp_path / "book"
+    shutil.copytree(REPO / "chapters", root / "chapters", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copy(REPO / "book.toml", root / "book.toml")
+    report = []
+    with jupyterlab(root, threads=2) as lab, chromium() as ctx:
+        for c, n in chapters:
+            page = ctx.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(lab.url(f"lab/tree/chapters/{c.stem}.ipynb"))
+            _wait_session_ready(page, 90_000)
+            _run_all_and_wait(page, int(max(120, 3 * c.budget_s) * 1000))
+            lat = _exercise_widgets(page, c.stem, n)
+            _check_no_errors(page, c.stem)
+            page.evaluate("async () => { await window.jupyterapp.shell.currentWidget.sessionContext.shutdown(); }")
+            page.close()
+            for i, times in enumerate(lat):
+                med = statistics.median(times)
+                report.append(f"browser: {c.stem} widget {i + 1}: median {med:.0f} ms from key press to new image "
+                              f"({', '.join(f'{x:.0f}' for x in times)})")
+                assert med < 1500, report[-1]
+    elapsed = time.monotonic() - t_start
+    print("\n".join(report))
+    print(f"browser test ({track}: {len(chapters)} chapters) took {elapsed:.1f} s")
+    assert elapsed < BUDGET_S[track], f"{track} browser test took {elapsed:.0f} s (budget {BUDGET_S[track]} s)"
