@@ -301,7 +301,7 @@ def test_presets_load_and_cifar10_has_the_papers_settings():
     assert (s.model, s.T, s.beta_end, s.batch_size, s.lr, s.steps, s.variance, s.resolved_decoder) == \
         ("mlp", 200, 0.1, 256, 2e-3, 3000, "fixed_large", "gaussian")
     f = load_config(REPO / "configs" / "fashion_mnist.toml")
-    assert f.model == "unet-fmnist-small" and f.dataset == "fashion-mnist" and f.resolved_decoder == "discretized"
+    assert f.model == "unet-fmnist-tiny" and f.ema_warmup == 10 and f.dataset == "fashion-mnist" and f.resolved_decoder == "discretized"
 
 
 def test_cifar10_path_with_flips(monkeypatch):
