@@ -41,10 +41,13 @@ stamp "fashion-mnist and ablations"
       --split-mb 15 >> $W/fmnist.log 2>&1
   fi
   echo "fmnist done rc=$?" >> $W/timeline.txt ) &
-if [ -f scripts/ablations.py ]; then
-  ( timeout $((TRAIN_S + 120)) python3 scripts/ablations.py --dataset fashion_mnist --preset tiny --steps $ABL_STEPS \
-      --device cuda --data-root .gpu_data/fashion-mnist --out $W/ablations > $W/ablations.log 2>&1
-    echo "ablations done rc=$?" >> $W/timeline.txt ) &
+if [ -f scripts/ablations.py ]; then   # one process per row (rows are independent: same seeds, data, steps)
+  for rows in mean-vlb-learned mean-vlb-fixed mean-mse-fixed eps-vlb-learned eps-vlb-fixed eps-simple-fixed,eps-simple-small; do
+    ( OMP_NUM_THREADS=2 timeout $((TRAIN_S + 120)) python3 scripts/ablations.py --dataset fashion_mnist --preset tiny \
+        --steps $ABL_STEPS --rows $rows --device cuda --data-root .gpu_data/fashion-mnist --out $W/abl_${rows%%,*} \
+        > $W/abl_${rows%%,*}.log 2>&1
+      echo "ablation $rows done rc=$?" >> $W/timeline.txt ) &
+  done
 fi
 wait
 stamp "all done"
