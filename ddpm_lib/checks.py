@@ -22,6 +22,12 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
 - ``normal_kl``: ``fn(mean1, logvar1, mean2, logvar2) -> KL`` elementwise (the KLs of Eq. 5);
 - ``discretized_log_likelihood``: ``fn(x, mean, log_scale) -> log p(x)`` elementwise (Eq. 13);
 - ``p_sample_step``: ``fn(eps_pred, x_t, t, schedule, noise) -> x_{t-1}`` (Algorithm 2, line 4).
+- ``timestep_embedding``: ``fn(t, dim) -> (B, dim)``, the sinusoidal time embedding (DDPM Sec. 4, chapter 07);
+- ``l_simple``: ``fn(model, x0, t, noise, alpha_bars) -> (B,)``, Algorithm 1's loss per example (Eq. 14, chapter 08).
+- ``respaced_betas``: ``fn(alpha_bars, timesteps) -> betas`` of a chain on fewer timesteps (Nichol & Dhariwal 2021,
+  Sec. 4; chapter 09);
+- ``ddim_step``: ``fn(eps_pred, x_t, t, t_prev, alpha_bars) -> x_(t_prev)``, one DDIM step with eta = 0 (Song et al.
+  2021, Eq. 12; chapter 09).
 
 Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
 ``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
@@ -62,6 +68,10 @@ __all__ = [
     "check_normal_kl",
     "check_discretized_log_likelihood",
     "check_p_sample_step",
+    "check_timestep_embedding",
+    "check_l_simple",
+    "check_respaced_betas",
+    "check_ddim_step",
 ]
 
 PASS, FAIL = "✓", "✗"
@@ -647,3 +657,320 @@ def check_p_sample_step(fn) -> tuple:
         ]
     hint = _hints(got, candidates)
     return False, f"{FAIL} p_sample_step is off: it should be {_STEP_EQ}; {msg}." + hint
+
+
+# ---- the sinusoidal time embedding (DDPM Sec. 4 and Appendix B; Vaswani et al. 2017, Sec. 3.5) ---------
+_TEMB_EQ = ("emb(t) = [sin(t w_0), ..., sin(t w_(h-1)), cos(t w_0), ..., cos(t w_(h-1))] with h = dim // 2 and "
+            "w_i = 10000^(-i / (h - 1)): the Transformer's sinusoidal embedding as DDPM's get_timestep_embedding "
+            "writes it, sines in the first half, cosines in the second")
+
+
+def _temb_reference(t: torch.Tensor, dim: int, base: float = 10000.0, denom=None, layout: str = "halves",
+                    sign: float = -1.0, shift: int = 0) -> torch.Tensor:
+    """The embedding in float64, and (with other arguments) the common mistakes' versions of it."""
+    h = dim // 2
+    i = torch.arange(h, dtype=torch.float64)
+    w = torch.exp(sign * math.log(base) * i / (h - 1 if denom is None else denom))
+    a = (t.double() + shift)[:, None] * w[None]
+    if layout == "swapped":
+        return torch.cat([torch.cos(a), torch.sin(a)], dim=1)
+    if layout == "interleaved":
+        return torch.stack([torch.sin(a), torch.cos(a)], dim=2).reshape(len(t), 2 * h)
+    return torch.cat([torch.sin(a), torch.cos(a)], dim=1)
+
+
+@_checker("timestep_embedding", _TEMB_EQ)
+def check_timestep_embedding(fn) -> tuple:
+    """``fn(t, dim) -> (B, dim)``: t a LongTensor (B,) of timesteps (the paper's t, fed as is), dim even.
+
+    Compared in float64 with a tolerance of 2e-4, which float32 arithmetic meets (t w_i is rounded to
+    about t * 6e-8 in float32, 6e-5 at t = 1000)."""
+    t = torch.tensor([1, 2, 7, 50, 333, 1000])
+    tol = dict(rtol=0.0, atol=2e-4)
+    for dim in (32, 10):
+        got = _tensor("timestep_embedding", _call("timestep_embedding", fn, t.clone(), dim), (len(t), dim),
+                      f"the embedding for dim = {dim}")
+        expected = _temb_reference(t, dim)
+        ok = _close(got, expected, **tol)
+        if bool(ok.all()):
+            continue
+        h = dim // 2
+        i, j = (int(v) for v in (~ok).nonzero()[0])
+        ti = int(t[i])
+        if j < h:
+            what = f"sin(t w_{j}) with w_{j} = 10000^(-{j}/{h - 1})"
+        else:
+            what = f"cos(t w_{j - h}) with w_{j - h} = 10000^(-{j - h}/{h - 1})"
+        msg = (f"for dim = {dim} at t = {ti}, column {j} (it should be {what}) yours is {_fmt(got[i, j])} "
+               f"(expected {_fmt(expected[i, j])})")
+        ref = lambda **kw: _temb_reference(t, dim, **kw)  # noqa: E731
+        # growing frequencies give arguments up to 10^7, which float32 cannot resolve: compare where t w <= 100
+        big = t.double()[:, None] * torch.exp(math.log(10000.0) * torch.arange(h, dtype=torch.float64) / (h - 1))
+        grows = (big <= 100).repeat(1, 2)
+        candidates = [
+            (ref(layout="swapped"), "the halves are swapped: sines first, then cosines.", None),
+            (ref(layout="interleaved"), "you interleaved sin and cos (sin in even columns, cos in odd ones), as the "
+                                        "Transformer paper writes PE(pos, 2i), PE(pos, 2i + 1); DDPM's code puts all "
+                                        "sines in the first half and all cosines in the second.", None),
+            (ref(denom=h), "the exponent is -i / h (the Transformer's 2i / d_model, also improved-diffusion's "
+                           "choice); DDPM's get_timestep_embedding divides by h - 1, so that the slowest frequency "
+                           "is exactly 1/10000.", None),
+            (ref(sign=1.0), "the frequencies grow with i (10000^(+i/(h-1))): they must fall from w_0 = 1 to "
+                            "w_(h-1) = 1/10000 (the periods grow from 2 pi to 2 pi 10000).", grows),
+            (ref(base=math.exp(math.log10(10000.0))), "the frequency base is wrong: you took log10(10000) = 4 where "
+                                                     "the natural log ln(10000) belongs (w_i = exp(-ln(10000) i / "
+                                                     "(h - 1))).", None),
+            (ref(base=1000.0), "the frequency base is 1000; it is 10000 (max_period).", None),
+            (ref(shift=-1), "you embedded t - 1 (a 0-based timestep, as in diffusers); the network receives the "
+                            "paper's t as is.", t > 1),
+            (ref(shift=1), "you embedded t + 1; the network receives the paper's t as is.", None),
+        ]
+        # compared with the checker's tolerance, so that a float32 version of a mistake is recognized too
+        hint = ""
+        for cand, hnt, where in candidates:
+            sel = torch.ones(len(t), dtype=torch.bool) if where is None else where  # rows, or rows x columns
+            if bool(_close(got[sel], cand[sel], **tol).all()):
+                hint = " Likely mistake: " + hnt
+                break
+        return False, f"{FAIL} timestep_embedding is off: it should be {_TEMB_EQ}; {msg}." + hint
+    return True, f"{PASS} timestep_embedding matches {_TEMB_EQ}"
+
+
+# ---- Algorithm 1's loss for a batch: L_simple (DDPM Eq. 14) ---------------------------------------------
+_LSIMPLE_EQ = ("L_simple = || eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t) ||^2 per example, "
+               "averaged over its dimensions (DDPM Eq. 14; Algorithm 1, line 5)")
+
+
+def _toy_eps_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A fixed stand-in for eps_theta whose output depends on x_t and on t (so t - 1 shows)."""
+    scale = _bcast(t.to(x.dtype) / 100.0, x)
+    return 0.5 * x + 0.3 * torch.tanh(2.0 * x) * scale - 0.2 * scale
+
+
+@_checker("l_simple", _LSIMPLE_EQ)
+def check_l_simple(fn) -> tuple:
+    """``fn(model, x0, t, noise, alpha_bars) -> (B,)``: the per-example loss of Algorithm 1 for a batch,
+    with the t and eps given (model(x_t, t) is eps_theta; alpha_bars has length T + 1)."""
+    s = _schedule()
+    d = GaussianDiffusion(s, decoder="gaussian")
+    g = _gen(19)
+    t = torch.tensor([10, 1, 100, 37, 2, 64])
+    x0 = torch.rand(6, 1, 4, 4, generator=g, dtype=torch.float64) * 2 - 1
+    noise = torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64)
+    ab = s.alpha_bars.clone()
+    model = _toy_eps_model
+    args = (model, x0, t, noise, ab)
+    out = _call("l_simple", fn, *args)
+    expected = d.training_losses(model, x0, t=t, noise=noise)["loss"]
+    if out is not None:
+        o = torch.as_tensor(out).double() if isinstance(out, (torch.Tensor, float, int)) else None
+        if o is not None and o.numel() == 1 and math.isclose(float(o), float(expected.mean()), rel_tol=1e-6):
+            return False, (f"{FAIL} l_simple returned one number, the mean over the batch ({_fmt(o)}); return the "
+                           f"loss of every example, shape (B,) = ({len(t)},): the trainer averages them itself (and "
+                           f"keeps them per t). It should compute {_LSIMPLE_EQ}.")
+    got = _tensor("l_simple", out, (len(t),), "the loss")
+    _check_deterministic("l_simple", fn, args, got, (len(t),))
+    ok = _close(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} l_simple matches {_LSIMPLE_EQ}"
+    i = int((~ok).nonzero()[0])
+    ti = int(t[i])
+    msg = f"for the example with t = {ti} yours is {_fmt(got[i])} (expected {_fmt(expected[i])})"
+    A = lambda tab, tt=t: _bcast(tab[tt], x0)  # noqa: E731
+    alphas = torch.cat([torch.ones(1, dtype=torch.float64), ab[1:] / ab[:-1]])
+    mse = lambda a, b: ((a - b) ** 2).flatten(1).mean(1)  # noqa: E731
+
+    def loss_with(x_t, target=noise, tt=t):
+        return mse(target, model(x_t, tt))
+
+    x_t = A(ab).sqrt() * x0 + (1 - A(ab)).sqrt() * noise
+    tm1 = (t - 1).clamp(min=0)
+    candidates = [
+        (loss_with(A(alphas).sqrt() * x0 + (1 - A(alphas)).sqrt() * noise),
+         "x_t used alpha_t, one step's factor; q(x_t | x_0) (Eq. 4) needs alpha_bar_t.", None),
+        (loss_with(A(ab, tm1).sqrt() * x0 + (1 - A(ab, tm1)).sqrt() * noise),
+         "you read alpha_bars[t - 1]: the table uses paper indexing, alpha_bars[t] is abar_t.", t > 1),
+        (loss_with(A(ab) * x0 + (1 - A(ab)) * noise),
+         "x_t has abar_t and 1 - abar_t where their square roots belong.", None),
+        (loss_with(A(ab).sqrt() * x0 + (1 - A(ab)) * noise),
+         "the noise is scaled by the variance 1 - abar_t; it takes sqrt(1 - abar_t).", None),
+        (loss_with((1 - A(ab)).sqrt() * x0 + A(ab).sqrt() * noise),
+         "the scales of x_0 and eps are swapped in x_t.", None),
+        (loss_with(x_t, target=x0), "the target is x_0; with the eps parameterization the network predicts the "
+                                    "noise eps, so compare its output with eps.", None),
+        (loss_with(x_t, tt=tm1), "the network got t - 1; it receives the paper's t as is.", t > 1),
+        (loss_with(x0), "the network was given x_0; it must see the noised x_t = sqrt(abar_t) x_0 + "
+                        "sqrt(1 - abar_t) eps.", None),
+        (((noise - model(x_t, t)) ** 2).flatten(1).sum(1),
+         f"you summed over the {x0[0].numel()} dimensions; the library (as DDPM's code, mean_flat) averages "
+         "over them (a constant factor that would only rescale the learning rate).", None),
+        ((noise - model(x_t, t)).abs().flatten(1).mean(1), "that is the mean absolute error; L_simple squares "
+                                                            "the difference.", None),
+    ]
+    hint = _hints(got, candidates)
+    return False, f"{FAIL} l_simple is off: it should be {_LSIMPLE_EQ}; {msg}." + hint
+
+
+# ---- respaced betas: sampling on fewer steps (Nichol & Dhariwal 2021, Sec. 4; chapter 09) ------------
+_RESPACE_EQ = ("beta'_k = 1 - abar_(tau_k) / abar_(tau_(k-1)) for k = 1..K, with tau_0 = 0 and abar_0 = 1: the chain on "
+               "the kept timesteps tau_1 < ... < tau_K keeps DDPM Eq. 4's abar_(tau_k) (Nichol & Dhariwal 2021, Sec. 4)")
+
+
+@_checker("respaced_betas", _RESPACE_EQ)
+def check_respaced_betas(fn) -> tuple:
+    """``fn(alpha_bars, timesteps) -> betas``: alpha_bars of length T + 1 (alpha_bars[0] = 1), timesteps the
+    kept tau_1 < ... < tau_K (a LongTensor); the result is beta'_1..beta'_K (length K; a table of length
+    K + 1 with a placeholder in front, as the library's, is accepted too)."""
+    s = _schedule()
+    ts = torch.tensor([3, 10, 25, 50, 75, 100])
+    K = ts.numel()
+    ab = s.alpha_bars.clone()
+    out = _call("respaced_betas", fn, ab, ts)
+    if out is not None and isinstance(out, torch.Tensor) and out.ndim == 1 and out.shape[0] == K + 1:
+        out = out[1:]  # the library's layout: index k is beta'_k, [0] a placeholder
+    got = _tensor("respaced_betas", out, (K,), "the respaced betas")
+    expected = s.respace(ts).betas[1:]
+    ok = _close(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} respaced_betas matches {_RESPACE_EQ}"
+    k = int((~ok).nonzero()[0])
+    prev = torch.cat([torch.zeros(1, dtype=torch.long), ts[:-1]])
+    candidates = [
+        (s.betas[ts], "you took the original one-step beta_(tau_k); a respaced step jumps from tau_(k-1) to tau_k, "
+                      "over many original steps: use the ratio abar_(tau_k) / abar_(tau_(k-1)).", None),
+        (ab[ts] / ab[prev], "that is alpha'_k = abar_(tau_k) / abar_(tau_(k-1)); beta'_k = 1 - alpha'_k.", None),
+        (1 - ab[prev] / ab[ts], "the ratio is upside down: abar falls with t, so abar_(tau_k) / abar_(tau_(k-1)) < 1.",
+         None),
+        (1 - ab[ts], "1 - abar_(tau_k) is the noise variance accumulated from x_0 up to tau_k, not one respaced "
+                     "step's.", None),
+        (1 - (ab[ts] / ab[prev]).sqrt(), "no square root: alpha'_k multiplies variances as alpha_t does "
+                                         "(beta'_k = 1 - alpha'_k).", None),
+        (torch.cat([torch.zeros(1, dtype=torch.float64), 1 - ab[ts[1:]] / ab[ts[:-1]]]),
+         "the first respaced step starts from x_0 (tau_0 = 0, abar_0 = 1): beta'_1 = 1 - abar_(tau_1), not 0.", None),
+    ]
+    hint = _hints(got, candidates)
+    return False, (f"{FAIL} respaced_betas is off: it should be {_RESPACE_EQ}; at k = {k + 1} (tau = {int(ts[k])}, "
+                   f"previous tau = {int(prev[k])}) yours is {_fmt(got[k])}, expected {_fmt(expected[k])}." + hint)
+
+
+# ---- one DDIM step, eta = 0 (Song et al. 2021, Eq. 12; chapter 09) --------------------------------------
+_DDIM_EQ = ("x_(t_prev) = sqrt(abar_(t_prev)) x0_hat + sqrt(1 - abar_(t_prev)) eps_theta, with "
+            "x0_hat = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t) (DDPM Eq. 4 solved for x_0) and abar_0 = 1 "
+            "(Song et al. 2021, Eq. 12 with eta = 0)")
+
+
+@_checker("ddim_step", _DDIM_EQ)
+def check_ddim_step(fn) -> tuple:
+    """``fn(eps_pred, x_t, t, t_prev, alpha_bars) -> x_(t_prev)``: t and t_prev LongTensors (B,) with
+    0 <= t_prev < t (t_prev = 0 gives x_0); alpha_bars of length T + 1 (alpha_bars[0] = 1)."""
+    s = _schedule()
+    d = GaussianDiffusion(s)
+    g = _gen(23)
+    t = torch.tensor([10, 1, 100, 37, 64, 50])
+    t_prev = torch.tensor([5, 0, 80, 36, 0, 25])
+    eps = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    x_t = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    ab = s.alpha_bars.clone()
+    args = (eps, x_t, t, t_prev, ab)
+    got = _tensor("ddim_step", _call("ddim_step", fn, *args), x_t.shape, "x_(t_prev)")
+    _check_deterministic("ddim_step", fn, args, got, x_t.shape)
+    expected = d.ddim_step(eps, x_t, t, t_prev, eta=0.0)
+    ok = _per_example_ok(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} ddim_step matches {_DDIM_EQ}"
+    i = int((~ok).nonzero()[0])
+    A = lambda tab, tt: _bcast(tab[tt], x_t)  # noqa: E731
+    abt, abp = A(ab, t), A(ab, t_prev)
+    x0_hat = (x_t - (1 - abt).sqrt() * eps) / abt.sqrt()
+    alphas = torch.cat([torch.ones(1, dtype=torch.float64), ab[1:] / ab[:-1]])
+    al_t, al_p = A(alphas, t), A(alphas, t_prev)
+    x0_al = (x_t - (1 - al_t).sqrt() * eps) / al_t.sqrt()
+    candidates = [
+        (al_p.sqrt() * x0_al + (1 - al_p).sqrt() * eps, "you used the one-step alpha_t; DDIM uses the products "
+                                                        "abar_t and abar_(t_prev) (Eq. 4's).", None),
+        (abp.sqrt() * x_t + (1 - abp).sqrt() * eps, "the first term takes the predicted x0_hat, not x_t.", None),
+        (abp * x0_hat + (1 - abp) * eps, "both coefficients are square roots: sqrt(abar_(t_prev)) and "
+                                         "sqrt(1 - abar_(t_prev)).", None),
+        (abp.sqrt() * (x_t + (1 - abt).sqrt() * eps) / abt.sqrt() + (1 - abp).sqrt() * eps,
+         "x0_hat subtracts the predicted noise: x0_hat = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t).", None),
+        (abp.sqrt() * x0_hat, "you left out the direction term sqrt(1 - abar_(t_prev)) eps_theta that points back "
+                              "to x_(t_prev).", None),
+        (abt.sqrt() * x0_hat + (1 - abt).sqrt() * eps, "that gives x_t back: the coefficients take abar at t_prev.",
+         None),
+    ]
+    hint = _hints(got, candidates)
+    return False, (f"{FAIL} ddim_step is off: it should be {_DDIM_EQ}; for t = {int(t[i])} -> t_prev = "
+                   f"{int(t_prev[i])} yours is {_fmt(got[i])}, expected {_fmt(expected[i])}." + hint)
+
+
+# ---- the weight of the unweighted mu~ loss (DDPM Eqs. 8, 11, 12; chapter 10) ---------------------------------
+_MU_W_EQ = ("||mu~_t - mu_theta||^2 = w_t ||eps - eps_theta||^2 with w_t = beta_t^2 / (alpha_t (1 - abar_t)), "
+            "from Eq. 11's mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps_theta) / sqrt(alpha_t) (DDPM Eqs. 8-12)")
+
+
+@_checker("mu_mse_weight", _MU_W_EQ)
+def check_mu_mse_weight(fn) -> tuple:
+    """``fn(t, schedule) -> w`` of shape (B,): the factor that turns L_simple's ||eps - eps_theta||^2 into
+    the unweighted mean loss ||mu~_t - mu_theta||^2 (Table 2's third row) when mu_theta is formed from
+    eps_theta by Eq. 11. ``schedule`` is a NoiseSchedule (tables of length T + 1, indexed by t)."""
+    s = _schedule()
+    t = torch.tensor([1, 2, 10, 37, 64, 100])
+    got = _tensor("mu_mse_weight", _call("mu_mse_weight", fn, t, s), t.shape, "w")
+    expected = s.eps_coef[t] ** 2 / s.alphas[t]
+    ok = _close(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} mu_mse_weight matches {_MU_W_EQ}"
+    i = int((~ok).nonzero()[0])
+    b, a, ab = s.betas[t], s.alphas[t], s.alpha_bars[t]
+    tm1 = (t - 1).clamp(min=1)
+    candidates = [
+        (b / (a * (1 - ab)), "square beta_t too: the coefficient of eps in Eq. 11 is beta_t / sqrt(1 - abar_t), and "
+                             "the squared error squares the whole coefficient.", None),
+        (b ** 2 / (ab * (1 - ab)), "the 1 / sqrt(alpha_t) in Eq. 11 is the one-step alpha_t, not abar_t.", None),
+        (b / (2 * a * (1 - ab)), "that is the bound's weight lambda_t of Eq. 12 with sigma_t^2 = beta_t; the "
+                                 "unweighted mu~ loss has no 1 / (2 sigma_t^2) (multiply by 2 beta_t).", None),
+        (b / (a * (1 - ab)).sqrt(), "that is the coefficient itself; the loss is a squared error, so square it.",
+         None),
+        (s.eps_coef[tm1] ** 2 / s.alphas[tm1], "t is shifted by one: use the tables at t itself.", None),
+    ]
+    hint = _hints(got, candidates)
+    return False, (f"{FAIL} mu_mse_weight is off: it should be {_MU_W_EQ}; at t = {int(t[i])} yours is "
+                   f"{_fmt(got[i])}, expected {_fmt(expected[i])}." + hint)
+
+
+# ---- the best variance for a given mean (the KL of Eq. 5 with a learned diagonal Sigma; chapter 10) ------------
+_OPT_VAR_EQ = ("the variance v that minimizes KL(N(mu_q, var_q) || N(mu_theta, v)) per dimension: "
+               "v* = var_q + (mu_q - mu_theta)^2 (set d KL / d v = 0 in the Gaussian KL of DDPM Eq. 5)")
+
+
+@_checker("optimal_variance", _OPT_VAR_EQ)
+def check_optimal_variance(fn) -> tuple:
+    """``fn(mean_q, var_q, mean_theta) -> v`` elementwise (same shape): the diagonal variance of
+    p_theta(x_{t-1} | x_t) that makes the KL term of the bound smallest, given the mean the model predicts."""
+    g = _gen(31)
+    m_q = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    v_q = torch.rand(5, 3, generator=g, dtype=torch.float64) * 0.1 + 1e-3
+    m_p = m_q + 0.3 * torch.randn(5, 3, generator=g, dtype=torch.float64)
+    got = _tensor("optimal_variance", _call("optimal_variance", fn, m_q, v_q, m_p), m_q.shape, "v")
+    expected = v_q + (m_q - m_p) ** 2
+    ok = _close(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} optimal_variance matches {_OPT_VAR_EQ}"
+    kl = lambda v: normal_kl(m_q, v_q.log(), m_p, v.clamp(min=1e-300).log())  # noqa: E731
+    i = tuple(int(j) for j in (~ok).nonzero()[0])
+    err2 = (m_q - m_p) ** 2
+    candidates = [
+        (v_q, "that ignores the model's mean error: with mu_theta != mu_q the KL is smallest for a wider Gaussian.",
+         None),
+        (err2, "the posterior's own variance var_q counts too: v* = var_q + (mu_q - mu_theta)^2.", None),
+        (expected.sqrt(), "that is a standard deviation; the question asks for the variance.", None),
+        (v_q.sqrt() + (m_q - m_p).abs(), "add variances, not standard deviations.", None),
+        ((v_q - err2).abs(), "the mean error widens the best Gaussian: add it.", None),
+    ]
+    hint = _hints(got, candidates)
+    extra = ""
+    if bool(torch.isfinite(got).all()) and bool((got > 0).all()):
+        extra = (f" Your v gives KL = {_fmt(kl(got)[i])} nats there; the best is {_fmt(kl(expected)[i])} "
+                 f"(ddpm_lib.normal_kl).")
+    return False, (f"{FAIL} optimal_variance is off: it should be {_OPT_VAR_EQ}; at element {i} yours is "
+                   f"{_fmt(got[i])}, expected {_fmt(expected[i])}.{extra}" + hint)
