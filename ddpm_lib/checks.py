@@ -22,6 +22,7 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
 - ``normal_kl``: ``fn(mean1, logvar1, mean2, logvar2) -> KL`` elementwise (the KLs of Eq. 5);
 - ``discretized_log_likelihood``: ``fn(x, mean, log_scale) -> log p(x)`` elementwise (Eq. 13);
 - ``p_sample_step``: ``fn(eps_pred, x_t, t, schedule, noise) -> x_{t-1}`` (Algorithm 2, line 4).
+- ``mean_from_eps``: ``fn(eps_pred, x_t, t, schedule) -> mu_theta`` (DDPM Eq. 11);
 - ``timestep_embedding``: ``fn(t, dim) -> (B, dim)``, the sinusoidal time embedding (DDPM Sec. 4, chapter 07);
 - ``l_simple``: ``fn(model, x0, t, noise, alpha_bars) -> (B,)``, Algorithm 1's loss per example (Eq. 14, chapter 08).
 - ``respaced_betas``: ``fn(alpha_bars, timesteps) -> betas`` of a chain on fewer timesteps (Nichol & Dhariwal 2021,
@@ -68,6 +69,7 @@ __all__ = [
     "check_normal_kl",
     "check_discretized_log_likelihood",
     "check_p_sample_step",
+    "check_mean_from_eps",
     "check_timestep_embedding",
     "check_l_simple",
     "check_respaced_betas",
@@ -657,6 +659,64 @@ def check_p_sample_step(fn) -> tuple:
         ]
     hint = _hints(got, candidates)
     return False, f"{FAIL} p_sample_step is off: it should be {_STEP_EQ}; {msg}." + hint
+
+
+# ---- the mean through the predicted noise: DDPM Eq. 11 (chapter 05) -------------------------------------
+_EPS_MEAN_EQ = ("mu_theta(x_t, t) = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps_theta) (DDPM Eq. 11: Eq. 7's "
+                "mu~_t with x_0 = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t))")
+
+
+@_checker("mean_from_eps", _EPS_MEAN_EQ)
+def check_mean_from_eps(fn) -> tuple:
+    """``fn(eps_pred, x_t, t, schedule) -> mu_theta`` of p(x_{t-1} | x_t), through the predicted noise (Eq. 11)."""
+    s = _schedule()
+    d = GaussianDiffusion(s)
+    g = _gen(19)
+    t = torch.tensor([10, 1, 100, 37, 2, 64])
+    eps = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    x_t = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    args = (eps, x_t, t, s)
+    got = _tensor("mean_from_eps", _call("mean_from_eps", fn, *args), x_t.shape, "mu_theta")
+    expected = d.mean_from_eps(x_t, t, eps)
+    ok = _per_example_ok(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} mean_from_eps matches {_EPS_MEAN_EQ}"
+    i = int((~ok).nonzero()[0])
+    ti = int(t[i])
+    tt = torch.tensor([ti])
+    one, zero = torch.ones(1, 2, 3, dtype=torch.float64), torch.zeros(1, 2, 3, dtype=torch.float64)
+
+    def probe(e, x):
+        return _tensor("mean_from_eps", _call("mean_from_eps", fn, e, x, tt, s), one.shape, "mu_theta").mean()
+
+    cx, ce = probe(zero, one), probe(one, zero)
+    al, ab, be = float(s.alphas[ti]), float(s.alpha_bars[ti]), float(s.betas[ti])
+    ex, ee = 1 / math.sqrt(al), be / math.sqrt(al * (1 - ab))
+    msg = (f"at t={ti} your mu_theta is {_fmt(cx)} x_t {'-' if float(ce) <= 0 else '+'} {_fmt(abs(float(ce)))} "
+           f"eps_theta (expected 1/sqrt(alpha_{ti}) = {_fmt(ex)} times x_t, minus beta_{ti} / sqrt(alpha_{ti} "
+           f"(1 - abar_{ti})) = {_fmt(ee)} times eps_theta)")
+    T = lambda tab, tt_=t: _bcast(tab[tt_], x_t)  # noqa: E731
+    alt, abt, bet = T(s.alphas), T(s.alpha_bars), T(s.betas)
+    tm1 = (t - 1).clamp(min=1)
+    candidates = [
+        ((x_t - bet / (1 - abt).sqrt() * eps) / abt.sqrt(),
+         "the mean divides by sqrt(alpha_t), the one-step factor, not by sqrt(abar_t).", None),
+        ((x_t - bet / (1 - abt) * eps) / alt.sqrt(),
+         "eps_theta's coefficient is beta_t / sqrt(1 - abar_t); you dropped the square root.", None),
+        ((x_t - (1 - abt) / (1 - abt).sqrt() * eps) / alt.sqrt(),
+         "eps_theta's coefficient has beta_t = 1 - alpha_t in the numerator, not 1 - abar_t.", None),
+        ((x_t - bet.sqrt() / (1 - abt).sqrt() * eps) / alt.sqrt(),
+         "eps_theta's coefficient has beta_t in the numerator, not sqrt(beta_t).", None),
+        ((x_t + bet / (1 - abt).sqrt() * eps) / alt.sqrt(),
+         "the predicted noise is subtracted from x_t, not added.", None),
+        (x_t - bet / (1 - abt).sqrt() * eps, "you left out the factor 1/sqrt(alpha_t) in front.", None),
+        ((x_t - (1 - abt).sqrt() * eps) / abt.sqrt(),
+         "that is the predicted x_0 (Eq. 4 solved for x_0); the mean of p(x_{t-1} | x_t) is Eq. 11.", None),
+        ((x_t - T(s.betas, tm1) / (1 - T(s.alpha_bars, tm1)).sqrt() * eps) / T(s.alphas, tm1).sqrt(),
+         "you evaluated the tables at t - 1: they use paper indexing, index them with t.", t > 1),
+    ]
+    hint = _hints(got, candidates)
+    return False, f"{FAIL} mean_from_eps is off: it should be {_EPS_MEAN_EQ}; {msg}." + hint
 
 
 # ---- the sinusoidal time embedding (DDPM Sec. 4 and Appendix B; Vaswani et al. 2017, Sec. 3.5) ---------
