@@ -99,20 +99,24 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, *, exact: bool = Tru
     lower_edge = x < -0.999
     upper_edge = x > 0.999
     if exact:
-        log_cdf_plus = _log_normal_cdf(plus_in)  # log P(X <= x + 1/255)
-        log_one_minus_cdf_min = _log_normal_cdf(-min_in)  # log P(X > x - 1/255)
-        # log(Phi(b) - Phi(a)) = log Phi(b) + log(1 - exp(log Phi(a) - log Phi(b))), stable;
-        # for a > 0 use the mirrored form with upper tails.
-        log_cdf_min = _log_normal_cdf(min_in)
-        log_sf_plus = _log_normal_cdf(-plus_in)
-        mid_lower = log_cdf_plus + torch.log1p(-torch.exp((log_cdf_min - log_cdf_plus).clamp(max=0)))
-        mid_upper = log_one_minus_cdf_min + torch.log1p(
-            -torch.exp((log_sf_plus - log_one_minus_cdf_min).clamp(max=0)))
-        log_delta = torch.where(min_in > 0, mid_upper, mid_lower)
-        # a zero-width bin cannot happen for finite scales, but guard against -inf - -inf = nan
-        log_delta = torch.nan_to_num(log_delta, nan=-float("inf"))
-        out = torch.where(lower_edge, log_cdf_plus, torch.where(upper_edge, log_one_minus_cdf_min, log_delta))
-        return out
+        # Each branch below is evaluated everywhere but used only where selected; torch.where passes
+        # 0 * (the discarded branch's gradient) back, and 0 * inf = nan. So each branch gets its real
+        # inputs where it is used and harmless ones (a = -1, b = 1) elsewhere.
+        interior = ~(lower_edge | upper_edge)
+        upper = min_in > 0  # both ends in the upper tail: difference of survival functions
+        use_lo, use_up = interior & ~upper, interior & upper
+        a_lo, b_lo = torch.where(use_lo, min_in, -1.0), torch.where(use_lo, plus_in, 1.0)
+        a_up, b_up = torch.where(use_up, min_in, -1.0), torch.where(use_up, plus_in, 1.0)
+        # log(Phi(b) - Phi(a)) = log Phi(b) + log(1 - exp(log Phi(a) - log Phi(b))), stable for a <= 0;
+        # for a > 0 the mirrored form log(Q(a) - Q(b)) with Q(z) = Phi(-z)
+        log_phi_b = _log_normal_cdf(b_lo)
+        mid_lower = log_phi_b + torch.log1p(-torch.exp((_log_normal_cdf(a_lo) - log_phi_b).clamp(max=0)))
+        log_q_a = _log_normal_cdf(-a_up)
+        mid_upper = log_q_a + torch.log1p(-torch.exp((_log_normal_cdf(-b_up) - log_q_a).clamp(max=0)))
+        log_delta = torch.where(upper, mid_upper, mid_lower)
+        log_cdf_plus = _log_normal_cdf(torch.where(lower_edge, plus_in, 0.0))  # log P(X <= x + 1/255)
+        log_one_minus_cdf_min = _log_normal_cdf(-torch.where(upper_edge, min_in, 0.0))  # log P(X > x - 1/255)
+        return torch.where(lower_edge, log_cdf_plus, torch.where(upper_edge, log_one_minus_cdf_min, log_delta))
     cdf_plus = approx_standard_normal_cdf(plus_in)
     cdf_min = approx_standard_normal_cdf(min_in)
     log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
