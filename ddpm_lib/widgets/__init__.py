@@ -422,7 +422,9 @@ class _ForwardDrawer:
         self.img_artists = []
         for i in range(n):
             ax = fig.add_subplot(gs[0, i])
-            self.img_artists.append(ax.imshow(np.zeros(self.images.shape[2:]), cmap="gray", vmin=-1, vmax=1))
+            # nearest: each 28 x 28 pixel is a block (and no smoothing pass per frame)
+            self.img_artists.append(ax.imshow(np.zeros(self.images.shape[2:]), cmap="gray", vmin=-1, vmax=1,
+                                              interpolation="nearest"))
             ax.set_axis_off()
         ax = self.ax_pts = fig.add_subplot(gs[0, n:])
         self.scatter = ax.scatter(self.points[:, 0], self.points[:, 1], s=1.5, alpha=0.5, c="C0", linewidths=0)
@@ -446,8 +448,9 @@ class _ForwardDrawer:
             a.tick_params(labelsize=7)
         self.suptitle = fig.suptitle("", fontsize=10)
         self.title_pts = ax.set_title("", fontsize=9)
-        self.blit = _Blitter(fig, self.img_artists + [self.scatter, self.m_ab, self.m_snr, self.suptitle,
-                                                      self.title_pts])
+        # the suptitle changes only with the schedule, so it is drawn with the static background; the one
+        # text that changes with t is short and plain (no mathtext to parse per frame): text is the costly part
+        self.blit = _Blitter(fig, self.img_artists + [self.scatter, self.m_ab, self.m_snr, self.title_pts])
         self._layout = None
 
     def schedule(self, schedule, T, beta_1, beta_T):
@@ -486,9 +489,10 @@ class _ForwardDrawer:
         lt_bits = s.prior_kl(self.x0_sq) / _LN2
         abT = float(s.alpha_bars[-1])
         self.suptitle.set_text(
-            f"{s.name} schedule, T = {T}: t = {t}, " + r"$\bar\alpha_t$" + f" = {ab[t]:.4f}, "
+            f"{s.name} schedule, T = {T}, " + r"$\beta_1$" + f" = {float(s.betas[1]):.3g}, " + r"$\beta_T$"
+            + f" = {float(s.betas[-1]):.3g}: " + r"$\bar\alpha_T$" + f" = {abT:.3g}, "
             + r"$L_T$" + f" = {lt_bits:.3g} bits/dim")
-        self.title_pts.set_text(f"swiss roll x_t (t = {t})")
+        self.title_pts.set_text(f"x\u209c at t = {t}: \u1fb1\u209c = {ab[t]:.4f}")  # x_t, alpha-bar_t
         png = self.blit.frame(layout)
         warn = " &mdash; <b>x_T keeps signal</b>: increase T or beta_T" if abT > 1e-2 else ""
         html = (f"<code>{s.name}, T = {T}, beta_1 = {float(s.betas[1]):.3g}, beta_T = {float(s.betas[-1]):.3g}"
