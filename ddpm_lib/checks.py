@@ -29,6 +29,10 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
   Sec. 4; chapter 09);
 - ``ddim_step``: ``fn(eps_pred, x_t, t, t_prev, alpha_bars) -> x_(t_prev)``, one DDIM step with eta = 0 (Song et al.
   2021, Eq. 12; chapter 09).
+- ``cosine_schedule``: ``fn(T, s, max_beta) -> alpha_bars`` (length T + 1), the cosine schedule (Nichol & Dhariwal
+  2021, Eq. 17; chapter 13);
+- ``schedule_design``: ``fn(T, beta_1, alpha_bar_T) -> betas`` (length T), any nondecreasing schedule with that
+  beta_1 and alpha_bar_T (an open design problem; chapter 13).
 
 Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
 ``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
@@ -74,6 +78,8 @@ __all__ = [
     "check_l_simple",
     "check_respaced_betas",
     "check_ddim_step",
+    "check_cosine_schedule",
+    "check_schedule_design",
 ]
 
 PASS, FAIL = "✓", "✗"
@@ -1034,3 +1040,117 @@ def check_optimal_variance(fn) -> tuple:
                  f"(ddpm_lib.normal_kl).")
     return False, (f"{FAIL} optimal_variance is off: it should be {_OPT_VAR_EQ}; at element {i} yours is "
                    f"{_fmt(got[i])}, expected {_fmt(expected[i])}.{extra}" + hint)
+
+
+# ---- the cosine schedule: Nichol & Dhariwal 2021, Eq. 17 (chapter 13) -----------------------------------
+_COS_EQ = ("alpha_bar_t = f(t) / f(0) with f(t) = cos^2(((t/T + s) / (1 + s)) pi/2), then beta_t = 1 - alpha_bar_t / "
+           "alpha_bar_(t-1) clipped at max_beta and alpha_bar_t = prod_(s<=t) (1 - beta_s) again, a table of length "
+           "T + 1 with alpha_bar_0 = 1 (Nichol & Dhariwal 2021, Eq. 17)")
+
+
+@_checker("cosine_schedule", _COS_EQ)
+def check_cosine_schedule(fn) -> tuple:
+    """``fn(T, s, max_beta) -> alpha_bars`` of length T + 1, as :meth:`NoiseSchedule.cosine` builds them."""
+    cases = [(10, 0.008, 0.999), (1000, 0.008, 0.999), (50, 0.05, 0.5)]
+    for T, s, mb in cases:
+        out = _call("cosine_schedule", fn, T, s, mb)
+        if out is None:
+            raise _Wrong("returned None: did you forget `return`?")
+        try:
+            got = torch.as_tensor(out).double().flatten()
+        except (TypeError, ValueError, RuntimeError):
+            raise _Wrong(f"returned a {type(out).__name__}, expected a tensor of length T + 1.") from None
+        expected = NoiseSchedule.cosine(T, s=s, max_beta=mb).alpha_bars
+        steps = torch.arange(T + 1, dtype=torch.float64) / T
+        f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        if got.shape[0] == T:
+            hint = " (your values are alpha_bar_1..alpha_bar_T: put alpha_bar_0 = 1 in front)" \
+                if _matches(got, expected[1:], None) or _matches(got, (f / f[0])[1:], None) else ""
+            return False, (f"{FAIL} cosine_schedule for T = {T} has length T = {T}; with paper indexing the table "
+                           f"has length T + 1 = {T + 1}, alpha_bars[0] = 1{hint}. It should compute {_COS_EQ}.")
+        if got.shape[0] != T + 1:
+            raise _Wrong(f"for T = {T} the table has length {got.shape[0]}, expected T + 1 = {T + 1}.")
+        ok = _close(got, expected)
+        if bool(ok.all()):
+            continue
+        bad = int((~ok).nonzero()[0])
+        raw = f / f[0]
+
+        def reclip(ab):
+            prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+            b = (1 - ab[1:] / prev[1:]).clamp(max=mb)
+            return torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - b, 0)])
+
+        fc = torch.cos((steps + s) / (1 + s) * math.pi / 2)
+        f_nos = torch.cos(steps * math.pi / 2) ** 2
+        f_nodiv = torch.cos((steps + s) * math.pi / 2) ** 2
+        candidates = [
+            (raw, f"you did not clip: beta_t = 1 - alpha_bar_t / alpha_bar_(t-1) must be clipped at max_beta = {mb} "
+                  "(near t = T it tends to 1, and alpha_bar_T would be exactly 0), then alpha_bar recomputed as the "
+                  "product of (1 - beta).", None),
+            (f, "divide by f(0): alpha_bar_t = f(t) / f(0), so that alpha_bar_0 = 1.", None),
+            (reclip(fc / fc[0]), "f(t) is the cosine squared.", None),
+            (reclip(f_nos / f_nos[0]), "the offset s is missing: f(t) = cos^2(((t/T + s) / (1 + s)) pi/2).", None),
+            (reclip(f_nodiv / f_nodiv[0]), "divide (t/T + s) by (1 + s).", None),
+        ]
+        hint = _hints(got, candidates)
+        return False, (f"{FAIL} cosine_schedule is off: it should be {_COS_EQ}; for T = {T}, s = {s}, max_beta = {mb} "
+                       f"your alpha_bars[{bad}] = {_fmt(got[bad])} (expected {_fmt(expected[bad])}).{hint}")
+    return True, f"{PASS} cosine_schedule matches {_COS_EQ}"
+
+
+# ---- an open design problem: a schedule with a given beta_1 and alpha_bar_T (chapter 13) -------------------
+_DESIGN_EQ = ("a schedule beta_1..beta_T (length T) with the given beta_1, nondecreasing, each in (0, 1), whose "
+              "alpha_bar_T = prod_(t=1..T) (1 - beta_t) (DDPM Eq. 4's alpha_bar_T) equals the target")
+
+
+@_checker("schedule_design", _DESIGN_EQ)
+def check_schedule_design(fn) -> tuple:
+    """``fn(T, beta_1, alpha_bar_T) -> betas`` (length T). Any schedule meeting the constraints passes: the
+    requested beta_1 (relative 1e-6), nondecreasing (to 1e-12), in (0, 1), and |log alpha_bar_T - log target|
+    <= 1e-3. It is tried on four targets."""
+    cases = [(1000, 1e-4, 1e-4), (1000, 1e-4, 1e-3), (200, 1e-3, 1e-4), (50, 1e-3, 1e-2)]
+    for T, b1, target in cases:
+        where = f"for T = {T}, beta_1 = {b1:g}, alpha_bar_T = {target:g}"
+        out = _call("schedule_design", fn, T, b1, target)
+        if out is None:
+            raise _Wrong("returned None: did you forget `return`?")
+        if isinstance(out, NoiseSchedule):
+            out = out.betas[1:]
+        try:
+            betas = torch.as_tensor(out).double().flatten()
+        except (TypeError, ValueError, RuntimeError):
+            raise _Wrong(f"returned a {type(out).__name__}, expected a tensor of beta_1..beta_T.") from None
+        if betas.shape[0] == T + 1:
+            first = float(betas[0])
+            hint = (" (a leading 0 is the placeholder beta_0 of the library's tables: leave it out)" if first == 0
+                    else " (it looks like a table of alpha_bars: return the betas)" if first == 1 else "")
+            return False, f"{FAIL} schedule_design {where}: {T + 1} values, expected T = {T}{hint}. It should be {_DESIGN_EQ}."
+        if betas.shape[0] != T:
+            raise _Wrong(f"{where} it returned {betas.shape[0]} values, expected T = {T} (beta_1..beta_T).")
+        if not bool(torch.isfinite(betas).all()) or not bool(((betas > 0) & (betas < 1)).all()):
+            i = int((~(torch.isfinite(betas) & (betas > 0) & (betas < 1))).nonzero()[0])
+            return False, (f"{FAIL} schedule_design {where}: beta_{i + 1} = {_fmt(betas[i])} is not in (0, 1). "
+                           f"It should be {_DESIGN_EQ}.")
+        if not math.isclose(float(betas[0]), b1, rel_tol=1e-6):
+            return False, (f"{FAIL} schedule_design {where}: beta_1 = {_fmt(betas[0])}, expected {b1:g}. "
+                           f"It should be {_DESIGN_EQ}.")
+        drops = (betas[1:] < betas[:-1] - 1e-12).nonzero()
+        if len(drops):
+            i = int(drops[0]) + 1
+            return False, (f"{FAIL} schedule_design {where}: beta_{i + 1} = {_fmt(betas[i])} < beta_{i} = "
+                           f"{_fmt(betas[i - 1])}; the schedule must not decrease. It should be {_DESIGN_EQ}.")
+        ab_T = float(torch.log1p(-betas).sum().exp())
+        if abs(math.log(ab_T) - math.log(target)) > 1e-3:
+            lin = float(torch.log1p(-torch.linspace(b1, float(betas[-1]), T, dtype=torch.float64)).sum().exp())
+            hint = ""
+            if ab_T > target:
+                hint = " Too little noise: raise the later betas."
+            else:
+                hint = " Too much noise: lower the later betas."
+            hint += (f" (A linear schedule from beta_1 to your beta_T = {_fmt(betas[-1])} has alpha_bar_T = {_fmt(lin)};"
+                     " alpha_bar_T falls as beta_T grows, so bisection on beta_T finds the linear one.)")
+            return False, (f"{FAIL} schedule_design {where}: your alpha_bar_T = prod (1 - beta_t) = {_fmt(ab_T)}, "
+                           f"expected {target:g} (to 0.1%).{hint} It should be {_DESIGN_EQ}.")
+    return True, f"{PASS} schedule_design meets the constraints: {_DESIGN_EQ}, for all four targets"
+
