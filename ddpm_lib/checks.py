@@ -1154,3 +1154,116 @@ def check_schedule_design(fn) -> tuple:
                            f"expected {target:g} (to 0.1%).{hint} It should be {_DESIGN_EQ}.")
     return True, f"{PASS} schedule_design meets the constraints: {_DESIGN_EQ}, for all four targets"
 
+
+# ---- chapter 11: multiplying distributions (Sohl-Dickstein et al. 2015, Sec. 2.5 and 2.6) ----------------
+_PERTURB_EQ = ("p~(x_{t-1} | x_t) ≈ N(mu + Sigma grad log r(mu), Sigma): the kernel's mean moves by its variance "
+               "times the gradient of log r evaluated at the mean mu (Sohl-Dickstein et al. 2015, App. C, Eq. 61)")
+
+
+@_checker("perturbed_mean", _PERTURB_EQ)
+def check_perturbed_mean(fn) -> tuple:
+    """``fn(mean, variance, grad_log_r) -> mean'``; grad_log_r is a callable y -> grad log r(y)."""
+    from .sampling import perturbed_mean
+
+    g = _gen(23)
+    mean = torch.randn(5, 2, 3, generator=g, dtype=torch.float64)
+    var = torch.rand(5, 1, 1, generator=g, dtype=torch.float64) * 0.2 + 0.01
+    c, w = 0.7, 0.5  # a Gaussian window r(y) = exp(-|y - c|^2 / (2 w^2))
+    window = lambda y: -(y - c) / w ** 2  # noqa: E731
+    slope, edge = 3.0, 0.2  # a soft half-space r(y) = sigmoid(slope (y - edge)), not Gaussian
+    soft = lambda y: slope * torch.sigmoid(-slope * (y - edge))  # noqa: E731
+    got_w = _tensor("perturbed_mean", _call("perturbed_mean", fn, mean, var, window), mean.shape, "the mean")
+    got_s = _tensor("perturbed_mean", _call("perturbed_mean", fn, mean, var, soft), mean.shape, "the mean")
+    exp_w, exp_s = perturbed_mean(mean, var, window), perturbed_mean(mean, var, soft)
+    if bool(_close(got_w, exp_w).all()) and bool(_close(got_s, exp_s).all()):
+        return True, f"{PASS} perturbed_mean matches {_PERTURB_EQ}"
+    bad_w = not bool(_close(got_w, exp_w).all())
+    got, exp, grad, name = (got_w, exp_w, window, "a Gaussian window") if bad_w else (got_s, exp_s, soft,
+                                                                                     "a soft half-space")
+    i = tuple(int(j) for j in (~_close(got, exp)).nonzero()[0])
+    gm = grad(mean)
+    candidates = [
+        (mean - var * gm, "the sign: the energy E_r = -log r has gradient g = -grad log r, and the mean moves by "
+                          "-Sigma g = +Sigma grad log r (Eqs. 60-61), towards larger r.", None),
+        (mean + var.sqrt() * gm, "Sigma is the variance, not the standard deviation.", None),
+        (mean + var ** 2 * gm, "multiply by the variance Sigma once, not squared.", None),
+        (mean + gm, "scale the gradient by the kernel's variance Sigma: a narrow kernel barely moves.", None),
+        (mean + 0.5 * var * gm, "there is no factor 1/2: completing the square (Eqs. 57-59) gives mu + Sigma g' "
+                                "with g' = grad log r(mu).", None),
+        (mean + var * grad(torch.zeros_like(mean)), "evaluate grad log r at the kernel's mean mu (Eq. 56 expands "
+                                                    "log r around mu), not at 0.", None),
+        (var * gm, "the result is the shifted mean mu + Sigma grad log r(mu), not the shift alone.", None),
+    ]
+    if bad_w:
+        candidates.append(((mean / var + c / w ** 2) / (1 / var + 1 / w ** 2),
+                           "that is the exact product of two Gaussians, right for a Gaussian r only; the exercise "
+                           "asks for the first-order rule, which works for any smooth r.", None))
+    hint = _hints(got, candidates)
+    return False, (f"{FAIL} perturbed_mean is off for {name}: it should be {_PERTURB_EQ}; at element {i} "
+                   f"(mu = {_fmt(mean[i])}, Sigma = {_fmt(var[i[0], 0, 0])}) yours is {_fmt(got[i])}, expected "
+                   f"{_fmt(exp[i])}.{hint}")
+
+
+_ENTROPY_EQ = ("H(X_t|X_{t-1}) + H(X_{t-1}|X_0) - H(X_t|X_0) <= H(X_{t-1}|X_t) <= H(X_t|X_{t-1}) (Sohl-Dickstein "
+               "et al. 2015, Eq. 24), per dimension in nats, with H(X_t|X_{t-1}) = 1/2 log(2 pi e beta_t) and "
+               "H(X_t|X_0) = 1/2 log(2 pi e (1 - abar_t)) for the Gaussian forward process")
+
+
+@_checker("entropy_bounds", _ENTROPY_EQ)
+def check_entropy_bounds(fn) -> tuple:
+    """``fn(schedule) -> (lower, upper)``, tables of length T + 1 (paper indexing); compared at t >= 2."""
+    s = _schedule()
+    T = s.T
+    out = _call("entropy_bounds", fn, s)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise _Wrong(f"returned a {type(out).__name__}; return a pair (lower, upper).")
+    lo_raw, up_raw = (torch.as_tensor(v, dtype=torch.float64) if v is not None else None for v in out)
+    if lo_raw is None or up_raw is None:
+        raise _Wrong("returned None in the pair: did you forget to fill in lower or upper?")
+    if lo_raw.ndim == 1 and lo_raw.shape[0] == T:
+        return False, (f"{FAIL} entropy_bounds: your tables have length T = {T}; with paper indexing they have "
+                       f"length T + 1 = {T + 1}, index t meaning the step x_t -> x_(t-1) (put a NaN at t = 0). "
+                       f"It should compute {_ENTROPY_EQ}.")
+    lower = _tensor("entropy_bounds", lo_raw, (T + 1,), "lower")
+    upper = _tensor("entropy_bounds", up_raw, (T + 1,), "upper")
+    exp_lo, exp_up = s.reverse_entropy_bounds()
+    ok_lo = _close(lower[2:], exp_lo[2:])
+    ok_up = _close(upper[2:], exp_up[2:])
+    if bool(ok_lo.all()) and bool(ok_up.all()):
+        return True, f"{PASS} entropy_bounds matches {_ENTROPY_EQ}"
+    ts = torch.arange(2, T + 1)
+    beta, ab, ab1 = s.betas[2:], s.alpha_bars[2:], s.alpha_bars[1:-1]
+    h = lambda v: 0.5 * torch.log(2 * math.pi * math.e * v)  # noqa: E731
+    parts, hint = [], ""
+    if not bool(ok_lo.all()):
+        k = int((~ok_lo).nonzero()[0])
+        parts.append(f"lower at t = {int(ts[k])} is {_fmt(lower[2 + k])}, expected {_fmt(exp_lo[2 + k])}")
+        hint += _hints(lower[2:], [
+            (exp_up[2:], "you returned the upper bound as the lower one: return (lower, upper).", None),
+            (exp_lo[2:] / math.log(2), "entropies in nats (natural log), not bits.", None),
+            (2 * exp_lo[2:], "the entropy of N(m, v) is 1/2 log(2 pi e v): the factor 1/2 is missing.", None),
+            (0.5 * torch.log(beta * (1 - ab1) / (1 - ab)), "the 2 pi e belongs inside the log: each of the three "
+                                                           "entropies is 1/2 log(2 pi e v).", None),
+            (h(beta * (1 - ab) / (1 - ab1)), "the signs: + H(X_{t-1}|X_0) - H(X_t|X_0), so the ratio is "
+                                             "(1 - abar_{t-1}) / (1 - abar_t) (beta~_t).", None),
+            (h(beta * (1 - s.alphas[1:-1]) / (1 - s.alphas[2:])), "H(X_t|X_0) uses 1 - abar_t (the product of the "
+                                                                 "alphas), not 1 - alpha_t.", None),
+            (0.5 * (1 + math.log(2 * math.pi) + 0.5 * torch.log(s.posterior_variance[2:])),
+             "the entropy takes the log of the variance, not of the standard deviation.", None),
+        ])
+    if not bool(ok_up.all()):
+        k = int((~ok_up).nonzero()[0])
+        parts.append(f"upper at t = {int(ts[k])} is {_fmt(upper[2 + k])}, expected {_fmt(exp_up[2 + k])}")
+        hint += _hints(upper[2:], [
+            (exp_lo[2:], "you returned the lower bound as the upper one: return (lower, upper).", None),
+            (exp_up[2:] / math.log(2), "entropies in nats (natural log), not bits.", None),
+            (2 * exp_up[2:], "the entropy of N(m, v) is 1/2 log(2 pi e v): the factor 1/2 is missing.", None),
+            (0.5 * torch.log(beta), "the 2 pi e belongs inside the log: H = 1/2 log(2 pi e beta_t).", None),
+            (h(s.betas[1:-1]), "upper[t] is H(X_t|X_{t-1}) = 1/2 log(2 pi e beta_t): index with t, not t - 1.", None),
+            (0.5 * (1 + math.log(2 * math.pi) + 0.5 * torch.log(beta)),
+             "the entropy takes the log of the variance beta_t, not of the standard deviation.", None),
+        ])
+    # the same slip usually shows in both tables: name it once
+    found = list(dict.fromkeys(h.strip() for h in hint.split("Likely mistake:") if h.strip()))
+    hint = (" Likely mistake: " + " ".join(found)) if found else ""
+    return False, f"{FAIL} entropy_bounds is off: it should be {_ENTROPY_EQ}; " + "; ".join(parts) + "." + hint

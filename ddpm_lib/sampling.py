@@ -20,6 +20,8 @@ __all__ = [
     "inpaint",
     "reconstruct",
     "interpolate",
+    "perturbed_mean",
+    "sample_perturbed",
 ]
 
 
@@ -204,3 +206,90 @@ def interpolate(model: Callable, diffusion: GaussianDiffusion, x0_a: torch.Tenso
         x, traj = res
         return x.reshape(L, B, *x0_a.shape[1:]), traj
     return res.reshape(L, B, *x0_a.shape[1:])
+
+
+def perturbed_mean(mean: torch.Tensor, variance, grad_log_r: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The mean of a Gaussian reverse kernel multiplied by r, to first order (Sohl-Dickstein et al.
+    2015, App. C, Eqs. 52-61):
+
+        p~(x^{t-1} | x^t) ∝ N(x^{t-1}; mu, Sigma) r(x^{t-1})  ≈  N(x^{t-1}; mu + Sigma grad log r(mu), Sigma),
+
+    from log r(y) ≈ log r(mu) + (y - mu)^T grad log r(mu) (Eq. 56) and completing the square (Eqs. 57-60).
+    Valid when log r curves slowly on the kernel's scale (its Hessian small against Sigma^{-1}).
+
+    :param mean: mu, a tensor (B, ...).
+    :param variance: the diagonal of Sigma: a number or a tensor broadcastable to ``mean``.
+    :param grad_log_r: a callable y -> grad log r(y), same shape as y; it is evaluated at ``mean``.
+    :return: mu + Sigma * grad log r(mu), shaped like ``mean``.
+    """
+    if not isinstance(mean, torch.Tensor):
+        raise TypeError(f"mean must be a tensor, got {type(mean).__name__}")
+    if not callable(grad_log_r):
+        raise TypeError("grad_log_r must be a callable y -> grad log r(y) (it is evaluated at the kernel's mean)")
+    g = grad_log_r(mean)
+    if not isinstance(g, torch.Tensor) or g.shape != mean.shape:
+        got = tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__
+        raise ValueError(f"grad_log_r(mean) must return a tensor shaped like mean {tuple(mean.shape)}, got {got}")
+    if isinstance(variance, torch.Tensor):
+        if (variance < 0).any():
+            raise ValueError("variance must be >= 0")
+    elif not variance >= 0:
+        raise ValueError(f"variance must be >= 0, got {variance!r}")
+    return mean + variance * g
+
+
+@torch.no_grad()
+def sample_perturbed(model: Callable, diffusion: GaussianDiffusion, shape,
+                     perturb: Callable[[torch.Tensor, torch.Tensor, int], tuple],
+                     generator: Optional[torch.Generator] = None, noise: Optional[torch.Tensor] = None,
+                     clip_x0: bool = False, progress: bool = True, device=None,
+                     record: Optional[Iterable[int]] = None):
+    """Algorithm 2 with every reverse kernel multiplied by r (Sohl-Dickstein et al. 2015, Sec. 2.5, Eq. 22).
+
+    At each t = T..1 the model's kernel p(x_{t-1} | x_t) = N(mu, sigma_t^2 I) is replaced by the
+    Gaussian N(mu', v') = ``perturb(mu, sigma_t^2, t)``, the normalized product p(x_{t-1} | x_t) r_{t-1}(x_{t-1})
+    (exactly, when r is Gaussian, or to first order with :func:`perturbed_mean`), and
+    x_{t-1} = mu' + sqrt(v') z, with z = 0 at t = 1 (DDPM's noiseless last step).
+
+    :param perturb: ``(mean, variance, t) -> (mean', variance')``, tensors shaped like x; t is the int
+        timestep of the kernel (an index of ``diffusion``'s schedule), whose output is x_{t-1}, so the
+        factor it applies is r_{t-1}. E.g. the first-order rule with a fixed r:
+        ``lambda m, v, t: (perturbed_mean(m, v, grad_log_r), v)``.
+    :param noise: x_T. The modified chain starts at p~(x_T) ∝ pi(x_T) r_T(x_T) (Eq. 16 at t = T): draw
+        x_T from it yourself when r_T is not constant (default: x_T ~ N(0, I), right for constant r_T).
+    :param record: timesteps (0..T) at which to keep x_t and the predicted x_0 (unperturbed), as in
+        :meth:`GaussianDiffusion.sample`; returns ``(x_0, Trajectory)`` then.
+    :return: x_0 (shape ``shape``).
+    """
+    if not callable(perturb):
+        raise TypeError("perturb must be a callable (mean, variance, t) -> (mean, variance)")
+    if noise is None:
+        dev = generator.device if generator is not None else (device or "cpu")
+        x = torch.randn(tuple(shape), generator=generator, device=dev)
+        x = x.to(device) if device is not None else x
+    else:
+        if tuple(noise.shape) != tuple(shape):
+            raise ValueError(f"noise must have shape {tuple(shape)}, got {tuple(noise.shape)}")
+        x = noise if device is None else noise.to(device)
+    rec = _Recorder(record, diffusion.schedule)
+    steps = range(diffusion.T, 0, -1)
+    if progress:
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc="sampling with r", leave=False)
+    B = x.shape[0]
+    for tt in steps:
+        t = torch.full((B,), tt, dtype=torch.long, device=x.device)
+        p = diffusion.p_mean_variance(model(x, diffusion.model_t(t)), x, t, clip_x0=clip_x0)
+        out = perturb(p["mean"], p["variance"], tt)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError("perturb must return a tuple (mean, variance)")
+        mean, var = out
+        if not isinstance(mean, torch.Tensor) or mean.shape != x.shape:
+            raise ValueError(f"perturb's mean must be a tensor of shape {tuple(x.shape)}")
+        var = torch.as_tensor(var, dtype=x.dtype, device=x.device)
+        if bool((var < 0).any()):
+            raise ValueError(f"perturb returned a negative variance at t = {tt}")
+        rec.add(tt, x, p["pred_x0"])
+        x = mean if tt == 1 else mean + var.sqrt() * _noise_like(x, generator)
+    rec.add(0, x, None)
+    return (x, rec.result()) if record is not None else x

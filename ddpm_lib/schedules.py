@@ -216,6 +216,28 @@ class NoiseSchedule:
         ab = float(self.alpha_bars[-1])
         return 0.5 * (-math.log1p(-ab) - ab + ab * x0_sq_mean)
 
+    def reverse_entropy_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bounds on the entropy of each reverse step, H_q(X_{t-1}|X_t), per dimension in nats
+        (Sohl-Dickstein et al. 2015, Eq. 24, derived in their App. A, Eqs. 25-36):
+
+            lower_t = H_q(X_t|X_{t-1}) + H_q(X_{t-1}|X_0) - H_q(X_t|X_0),   upper_t = H_q(X_t|X_{t-1}),
+
+        with the Gaussian forward process's H_q(X_t|X_{t-1}) = 1/2 log(2 pi e beta_t) and
+        H_q(X_t|X_0) = 1/2 log(2 pi e (1 - abar_t)), so that lower_t = 1/2 log(2 pi e beta~_t). The upper
+        bound needs data of variance at most 1 per dimension (then H_q(X_t) >= H_q(X_{t-1})); the lower
+        one holds for any data. Returns (lower, upper), tables of length T + 1: NaN at t = 0, and
+        lower[1] = -inf (beta~_1 = 0: given x_0, x_0 is known exactly).
+        """
+        from .gaussians import gaussian_entropy
+
+        h_step = gaussian_entropy(self.betas.log())                # H(X_t | X_{t-1})
+        h_from_x0 = gaussian_entropy(torch.log1p(-self.alpha_bars))  # H(X_t | X_0); -inf at t = 0
+        upper = h_step.clone()
+        lower = torch.full_like(upper, float("nan"))
+        lower[1:] = h_step[1:] + h_from_x0[:-1] - h_from_x0[1:]
+        upper[0] = float("nan")
+        return lower, upper
+
     def __repr__(self) -> str:
         return (f"NoiseSchedule({self.name}, T={self.T}, beta_1={float(self.betas[1]):.3g}, "
                 f"beta_T={float(self.betas[-1]):.3g}, alpha_bar_T={float(self.alpha_bars[-1]):.3g})")
