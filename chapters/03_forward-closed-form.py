@@ -264,7 +264,7 @@ for T_ in (10, 50, 100, 250, 500, 1000, 2000, 4000):
 #   \approx \sum_i \tfrac12\, \bar\alpha_T\, x_{0,i}^2 \quad (\bar\alpha_T \ll 1) .$$
 # It is linear in $x_{0,i}^2$, so its average over the data needs only $\mathbb E[x_0^2]$
 # (`NoiseSchedule.prior_kl(x0_sq_mean)`, per dimension in nats), and it has no trainable parameter when the
-# $\beta_t$ are fixed: DDPM drops it from training (the notes: "本文固定 $\beta_t$，因此 $L_T$ 变成一个常数").
+# $\beta_t$ are fixed: DDPM drops it from training (the notes: "本文固定 $\beta_t$，因此 $L_T$ 变成一个常数", "this paper fixes $\beta_t$, so $L_T$ becomes a constant").
 # Divide by $\ln 2$ for bits. Three computations must agree: `GaussianDiffusion.prior_kl` (the KL of each pixel by
 # `dl.normal_kl`, summed per image), `NoiseSchedule.prior_kl` with the data's $\mathbb E[x_0^2]$, and a Monte Carlo
 # average of $\log q(x_T \mid x_0) - \log \mathcal N(x_T; 0, 1)$ over draws of $x_T$.
