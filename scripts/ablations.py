@@ -1,0 +1,595 @@
+"""Table 2 of Ho et al. 2020 (DDPM) at small scale: what the network predicts, what it is trained on,
+and whether the reverse variance is fixed or learned.
+
+The one command that makes the swiss-roll table of chapter 10 (about 10-15 minutes on one CPU core):
+
+    python scripts/ablations.py
+
+It trains every variant below with the library's Trainer, configs/swiss_roll.toml (the same MLP, data,
+optimizer, seeds and steps for every row; only prediction / loss / variance change), and writes
+data/ablations/swiss_roll_table2.json and its .md. Small images, on a GPU:
+
+    python scripts/ablations.py --dataset fashion_mnist --preset tiny --steps 3000 --device cuda \
+        [--data-root DIR] --out data/ablations/fashion_mnist_table2.json
+
+(``--out`` may also name a folder: the file is then <folder>/<dataset>_table2.json.) Options:
+``--rows ID,ID`` a subset of rows, ``--seeds 0,1,2``, ``--steps N``, ``--threads N`` (CPU), ``--workers N``
+(N runs at once in separate processes; every run is seeded, so the numbers do not depend on N; the stored
+swiss-roll table was made with ``--workers 3`` on a shared 2-core machine).
+
+The rows (paper's Table 2; CIFAR-10, columns IS / FID, "-" = unstable to train, poor samples):
+
+    id                 prediction  loss    variance     paper's row                              IS / FID
+    mean-vlb-learned   mean        vlb     learned      mu~ prediction, L, learned diagonal Sigma 7.28 / 23.69
+    mean-vlb-fixed     mean        vlb     fixed_large  mu~ prediction, L, fixed isotropic Sigma  8.06 / 13.22
+    mean-mse-fixed     mean        simple  fixed_large  mu~ prediction, ||mu~ - mu~_theta||^2     -    / -
+    eps-vlb-learned    eps         vlb     learned      eps prediction, L, learned diagonal Sigma -    / -
+    eps-vlb-fixed      eps         vlb     fixed_large  eps prediction, L, fixed isotropic Sigma  7.67 / 13.51
+    eps-simple-fixed   eps         simple  fixed_large  eps prediction, L_simple (Eq. 14)         9.46 / 3.17
+    eps-simple-small   (eval only: the eps-simple-fixed networks sampled and scored with sigma_t^2 = beta~_t)
+
+"loss vlb" is the true bound L (Eq. 5: every L_{t-1} with its weight, L_0 by the decoder); "simple" is
+the unweighted MSE of the predicted quantity: for eps prediction L_simple (Eq. 14), for mean prediction
+||mu~_t(x_t, x_0) - mu_theta(x_t, t)||^2, i.e. Eq. 8 without its 1 / (2 sigma_t^2) (the paper's third row).
+"fixed_large" is sigma_t^2 = beta_t (the paper's fixed isotropic Sigma on CIFAR-10), "learned" is a
+diagonal Sigma_theta(x_t, t) whose log the network outputs (its output doubles: 2 * D values). A variance
+never enters L_simple, so a net trained with it can be scored with either fixed variance (eps-simple-small).
+
+Scores. ``bpd``: the whole bound L_T + sum_t L_{t-1} + L_0 (Eq. 5) with the EMA weights, in bits per
+dimension, on held-out data (evaluate.bits_per_dim_on; each KL exact, one x_t draw per term). For the
+swiss roll (continuous 2-D data, decoder "gaussian") it bounds -log2 of a *density*, so it can be
+negative and is not comparable with image bits/dim; for Fashion-MNIST it bounds the discrete
+likelihood of 8-bit pixels (decoder "discretized", Eq. 13). Sample quality: swiss roll: the sliced
+Wasserstein-1 distance and the RBF MMD^2 (ddpm_lib.metrics) between samples (all T ancestral steps)
+and held-out points; Fashion-MNIST: the Frechet classifier distance (ddpm_lib.evaluate.fcd; NOT
+Inception FID). Instability, measured per run: divergence (the Trainer stops on a non-finite loss;
+the step is recorded), loss and gradient-norm spikes (steps above 10 x the median of the 100 steps
+before), the share of steps whose gradient was clipped, the bound during training, and samples out
+of range (swiss roll: a coordinate beyond +-3; the data lie in [-1.2, 1.5]).
+
+JSON schema (format 1) of <dataset>_table2.json (the .md beside it is the same table as text):
+    format: 1                     what: str                     dataset: "swiss_roll" | "fashion_mnist"
+    complete: bool (false while rows are still running; the file is rewritten after every run)
+    command: str (the command that made the file)              library_version, torch, device: str
+    threads: int                  seeds: [int]                  steps: int                    window: int
+    train_config: {TrainConfig fields shared by every row; prediction/loss/variance are per row}
+    eval: {bpd_n, bpd_seed, sample_n, sample_steps, sample_seed: "1000 + seed", sample_metric: str,
+           reference_n, curve_every, curve_n, notes: str}
+    units: {bpd: str, sample_score: str, loss: str}
+    paper: {source: str, columns: ["IS", "FID"], nll_table1: {row id: str}}
+    rows: [ {id, label, prediction, loss, variance, trained_as (id of the row whose networks it scores),
+             paper: {IS: str, FID: str} (the paper's entries, "-" for unstable),
+             summary: {n_runs, n_diverged, bpd_mean, bpd_std, score_mean, score_std, score_in_range_mean,
+                       score_in_range_std, mmd_mean, mmd_std,
+                       loss_spikes_mean, grad_spikes_mean, clipped_frac_mean, out_of_range_mean}
+                      (means and sample standard deviations over the runs that did not diverge; null if none),
+             runs: [ {seed, diverged_at (step or null), final_loss, seconds,
+                      bpd, bpd_stderr, bpd_terms: {L_T, L_t_minus_1, L_0} (bits/dim),
+                      score (sliced W1 or FCD, of all finite samples), score_in_range (the same of the samples
+                      in range), mmd (swiss roll; null for images), out_of_range (fraction of samples),
+                      loss_spikes, grad_spikes, clipped_frac, grad_norm: {median, p99, max},
+                      curve: {step, loss_mean, loss_max, grad_norm_median, grad_norm_max} (windows of
+                             `window` steps), bpd_curve: [[step, bpd], ...] (EMA weights, on the first curve_n
+                             held-out points, every curve_every steps and at the last step)} ] } ]
+    samples: {row id: {seed (str): [[x, y], ...]}} (swiss roll: the first --keep-samples samples of each run,
+             4 decimals) or {row id: {seed: [[uint8 x 784], ...]}} (Fashion-MNIST: 16 samples per run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import ddpm_lib as dl  # noqa: E402
+from ddpm_lib.diffusion import GaussianDiffusion  # noqa: E402
+from ddpm_lib.evaluate import bits_per_dim_on  # noqa: E402
+from ddpm_lib.train import ConfigError, Trainer, TrainConfig, load_config  # noqa: E402
+
+__all__ = ["ROWS", "PAPER", "main", "run_table", "default_out", "summarize_history", "to_markdown"]
+
+FORMAT = 1
+DATASETS = ("swiss_roll", "fashion_mnist")
+
+# id -> (prediction, loss, variance, label, paper IS, paper FID, trained_as)
+ROWS = {
+    "mean-vlb-learned": ("mean", "vlb", "learned", "mu~ prediction, L, learned diagonal Sigma", "7.28 ± 0.10", "23.69", None),
+    "mean-vlb-fixed": ("mean", "vlb", "fixed_large", "mu~ prediction, L, fixed isotropic Sigma", "8.06 ± 0.09", "13.22", None),
+    "mean-mse-fixed": ("mean", "simple", "fixed_large", "mu~ prediction, ||mu~ - mu~_theta||^2", "-", "-", None),
+    "eps-vlb-learned": ("eps", "vlb", "learned", "eps prediction, L, learned diagonal Sigma", "-", "-", None),
+    "eps-vlb-fixed": ("eps", "vlb", "fixed_large", "eps prediction, L, fixed isotropic Sigma", "7.67 ± 0.13", "13.51", None),
+    "eps-simple-fixed": ("eps", "simple", "fixed_large", "eps prediction, ||eps - eps_theta||^2 (L_simple)", "9.46 ± 0.11", "3.17", None),
+    "eps-simple-small": ("eps", "simple", "fixed_small", "eps prediction, L_simple, scored with sigma^2 = beta~_t",
+                         "", "", "eps-simple-fixed"),
+}
+# the order rows run in: the paper's recipe first, so that a run cut short by a time limit keeps it
+RUN_ORDER = ["eps-simple-fixed", "eps-vlb-fixed", "mean-vlb-fixed", "mean-vlb-learned", "eps-vlb-learned",
+             "mean-mse-fixed"]
+PAPER = {
+    "source": "Ho, Jain & Abbeel 2020, Table 2 (unconditional CIFAR-10; IS / FID; '-': unstable to train, "
+              "poor samples with out-of-range scores) and Table 1 (NLL test bits/dim)",
+    "columns": ["IS", "FID"],
+    "nll_table1": {"eps-vlb-fixed": "<= 3.70", "eps-simple-fixed": "<= 3.75"},
+}
+SPIKE_FACTOR = 10.0  # a spike: a step above SPIKE_FACTOR x the median of the SPIKE_WINDOW steps before it
+SPIKE_WINDOW = 100
+OUT_OF_RANGE = 3.0  # swiss roll: a sample with a coordinate beyond this is out of range (data in [-1.2, 1.5])
+
+
+# ----------------------------------------------------------------------------------------------
+# measurements
+
+
+def count_spikes(values, factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW) -> int:
+    """Steps whose value exceeds ``factor`` x the median of the ``window`` values before it (non-finite ones count)."""
+    v = np.asarray(values, dtype=np.float64)
+    n = 0
+    for i in range(window, len(v)):
+        if not np.isfinite(v[i]):
+            n += 1
+            continue
+        ref = np.median(v[i - window:i][np.isfinite(v[i - window:i])]) if np.isfinite(v[i - window:i]).any() else np.nan
+        if np.isfinite(ref) and v[i] > factor * ref:
+            n += 1
+    return n
+
+
+def summarize_history(loss, grad_norm, grad_clip: float, window: int = 50) -> dict:
+    """Instability measurements of one run from its per-step loss and (unclipped) gradient norm."""
+    loss = np.asarray(loss, dtype=np.float64)
+    gn = np.asarray(grad_norm, dtype=np.float64)
+    curve = {"step": [], "loss_mean": [], "loss_max": [], "grad_norm_median": [], "grad_norm_max": []}
+    r = lambda x: None if not np.isfinite(x) else float(f"{x:.5g}")  # noqa: E731
+    for lo in range(0, len(loss), window):
+        sl, sg = loss[lo:lo + window], gn[lo:lo + window]
+        curve["step"].append(lo + len(sl))
+        curve["loss_mean"].append(r(sl.mean()))
+        curve["loss_max"].append(r(sl.max()))
+        curve["grad_norm_median"].append(r(np.median(sg)))
+        curve["grad_norm_max"].append(r(sg.max()))
+    finite = gn[np.isfinite(gn)]
+    return {
+        "loss_spikes": count_spikes(loss),
+        "grad_spikes": count_spikes(gn),
+        "clipped_frac": float(f"{(finite > grad_clip).mean():.4f}") if grad_clip > 0 and len(finite) else 0.0,
+        "grad_norm": {"median": r(np.median(finite)) if len(finite) else None,
+                      "p99": r(np.percentile(finite, 99)) if len(finite) else None,
+                      "max": r(finite.max()) if len(finite) else None},
+        "curve": curve,
+    }
+
+
+def _mean_std(xs):
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    if not xs:
+        return None, None
+    m = float(np.mean(xs))
+    s = float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+    return m, s
+
+
+def _rnd(x, digits=5):
+    return None if x is None or not math.isfinite(x) else float(f"{x:.{digits}g}")
+
+
+# ----------------------------------------------------------------------------------------------
+# configurations
+
+
+def base_config(args) -> TrainConfig:
+    """The TrainConfig every row shares (prediction, loss and variance are set per row)."""
+    if args.dataset == "swiss_roll":
+        cfg = load_config(ROOT / "configs" / "swiss_roll.toml")
+        cfg = dataclasses.replace(cfg, out_dir="", ckpt_every=0, sample_every=0, n_samples=0,
+                                  steps=args.steps or 2000)
+    else:
+        cfg = load_config(ROOT / "configs" / "fashion_mnist.toml")
+        cfg = dataclasses.replace(
+            cfg, dataset="fashion-mnist" if args.fmnist_split == "train" else "fashion-mnist-10k",
+            model=f"unet-fmnist-{args.preset}", data_root=args.data_root or "", out_dir="", ckpt_every=0,
+            sample_every=0, n_samples=0, steps=args.steps or 3000, batch_size=args.batch_size or 128,
+            warmup_steps=min(cfg.warmup_steps, max(1, (args.steps or 3000) // 10)), ema_decay=0.999,
+            bf16=False, compile=False)
+    if args.lr:
+        cfg = dataclasses.replace(cfg, lr=args.lr)
+    if args.T:
+        cfg = dataclasses.replace(cfg, T=args.T)
+    if args.grad_clip is not None:
+        cfg = dataclasses.replace(cfg, grad_clip=args.grad_clip)
+    return dataclasses.replace(cfg, device=args.device, log_every=min(cfg.log_every, cfg.steps or 1) or 1).validate()
+
+
+def default_out(dataset: str) -> Path:
+    return ROOT / "data" / "ablations" / f"{dataset}_table2.json"
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+
+
+class _Eval:
+    """Held-out data, the reference set and the scoring of one trained network."""
+
+    def __init__(self, args, cfg: TrainConfig):
+        self.args, self.cfg = args, cfg
+        self.points = args.dataset == "swiss_roll"
+        if self.points:
+            # fresh, independent draws (the training data are drawn from the Trainer's own seeded stream)
+            self.x_bpd = dl.swiss_roll(args.bpd_n, generator=torch.Generator().manual_seed(1001))
+            self.x_ref = dl.swiss_roll(args.sample_n, generator=torch.Generator().manual_seed(1002))
+            self.x_curve = self.x_bpd[:args.curve_n]
+        else:
+            from ddpm_lib.evaluate import load_test_split
+            test = load_test_split("fashion-mnist")
+            self.x_bpd = test[:args.bpd_n]
+            self.x_curve = test[:args.curve_n]
+            # the FCD reference: the 10,000 test images (statistics cached by fcd()), or the first reference_n
+            self.x_ref = None if args.reference_n >= len(test) else test[:args.reference_n]
+
+    def bpd(self, model, d: GaussianDiffusion, x, seed: int = 2) -> dict:
+        dev = next(model.parameters()).device
+        return bits_per_dim_on(model, d, x, batch_size=self.args.bpd_batch, seed=seed, device=dev)
+
+    @torch.no_grad()
+    def samples(self, model, d: GaussianDiffusion, seed: int) -> torch.Tensor:
+        dev = next(model.parameters()).device
+        shape = (self.args.sample_n, *self.x_bpd.shape[1:])
+        g = torch.Generator().manual_seed(1000 + seed)
+        out = []
+        for i in range(0, shape[0], self.args.sample_batch):
+            b = min(self.args.sample_batch, shape[0] - i)
+            if self.args.sample_steps and self.args.sample_steps < d.T:
+                x = dl.sample_respaced(model, d, self.args.sample_steps, (b, *shape[1:]), generator=g, progress=False,
+                                       clip_x0=not self.points, device=dev)
+            else:
+                x = d.sample(model, (b, *shape[1:]), generator=g, progress=False, clip_x0=not self.points, device=dev)
+            out.append(x.float().cpu())
+        return torch.cat(out)
+
+    def score(self, x: torch.Tensor) -> dict:
+        finite = torch.isfinite(x.flatten(1)).all(1)
+        if self.points:
+            inside = finite & (x.abs() <= OUT_OF_RANGE).all(1)
+            oor = 1.0 - float(inside.float().mean())
+            sw = lambda a: dl.sliced_wasserstein(a, self.x_ref, n_projections=256,  # noqa: E731
+                                                 generator=torch.Generator().manual_seed(7))
+            return {"score": sw(x[finite]) if finite.sum() >= 2 else None,
+                    "score_in_range": sw(x[inside]) if inside.sum() >= 2 else None,
+                    "mmd": dl.mmd_rbf(x[finite], self.x_ref) if finite.sum() >= 2 else None, "out_of_range": oor}
+        from ddpm_lib.evaluate import fcd
+        oor = float((~finite).float().mean())
+        score = fcd(x[finite].clamp(-1, 1), reference=self.x_ref) if finite.sum() >= 2 else None
+        return {"score": score, "score_in_range": score, "mmd": None, "out_of_range": oor}
+
+
+# ----------------------------------------------------------------------------------------------
+# the table
+
+
+def _row_diffusion(trained: GaussianDiffusion, variance: str) -> GaussianDiffusion:
+    return GaussianDiffusion(trained.schedule, prediction=trained.prediction, variance=variance, loss=trained.loss,
+                             decoder=trained.decoder)
+
+
+def run_one(args, cfg: TrainConfig, ev: _Eval, row_id: str, seed: int, children) -> dict:
+    """Train one row with one seed, then score it (and the eval-only rows that reuse its network)."""
+    pred, loss, var = ROWS[row_id][:3]
+    rc = dataclasses.replace(cfg, prediction=pred, loss=loss, variance=var, seed=seed).validate()
+    t0 = time.perf_counter()
+    trainer = Trainer(rc, command=f"scripts/ablations.py row {row_id} seed {seed}")
+    rids = [row_id] + children
+    bpd_curves = {rid: [] for rid in rids}
+    every = args.curve_every
+
+    def diffusion_of(tr, rid):
+        return tr.diffusion if rid == row_id else _row_diffusion(tr.diffusion, ROWS[rid][2])
+
+    def curve_point(tr):
+        tr.ema.eval()
+        for rid in rids:
+            b = ev.bpd(tr.ema, diffusion_of(tr, rid), ev.x_curve, seed=3)["mean"]
+            bpd_curves[rid].append([tr.step_count, _rnd(b)])
+
+    def callback(tr):
+        if every and tr.step_count % every == 0:
+            curve_point(tr)
+
+    diverged_at = None
+    try:
+        trainer.run(callback=callback, progress=False)
+    except FloatingPointError:
+        pass
+    h = trainer.history  # after a FloatingPointError the pending steps are already in it
+    bad = [s for s, v in zip(h.step, h.loss) if not math.isfinite(v)]
+    if bad:
+        diverged_at = bad[0]
+    elif every and (not bpd_curves[row_id] or bpd_curves[row_id][-1][0] != trainer.step_count):
+        curve_point(trainer)  # the curve always ends at the last step (on the same points as before)
+    stats = summarize_history(h.loss, h.grad_norm, rc.grad_clip, window=args.window)
+    base = {"seed": seed, "diverged_at": diverged_at, "final_loss": _rnd(h.loss[-1]) if h.loss else None,
+            "steps_done": trainer.step_count, **stats}
+    results = {}
+    ema = trainer.ema.eval()
+    for rid in rids:
+        r = dict(base)
+        d = diffusion_of(trainer, rid)
+        if diverged_at is None:
+            b = ev.bpd(ema, d, ev.x_bpd)
+            fin = math.isfinite(b["mean"])
+            r.update(bpd=_rnd(b["mean"]), bpd_stderr=_rnd(b["stderr"], 3) if fin else None,
+                     bpd_terms={k: _rnd(b[k]) for k in ("L_T", "L_t_minus_1", "L_0")})
+            x = ev.samples(ema, d, seed)
+            r.update({k: _rnd(v) if v is not None else None for k, v in ev.score(x).items()})
+            r["bpd_curve"] = bpd_curves[rid]
+            r["_samples"] = x
+        else:
+            r.update(bpd=None, bpd_stderr=None, bpd_terms=None, score=None, score_in_range=None, mmd=None,
+                     out_of_range=None, bpd_curve=bpd_curves[rid], _samples=None)
+        r["seconds"] = round(time.perf_counter() - t0, 1)
+        results[rid] = r
+    return results
+
+
+def _summary(runs) -> dict:
+    ok = [r for r in runs if r["diverged_at"] is None]
+    out = {"n_runs": len(runs), "n_diverged": len(runs) - len(ok)}
+    for key, name in (("bpd", "bpd"), ("score", "score"), ("score_in_range", "score_in_range"), ("mmd", "mmd")):
+        m, s = _mean_std([r[key] for r in ok])
+        out[f"{name}_mean"], out[f"{name}_std"] = _rnd(m), _rnd(s, 3)
+    for key in ("loss_spikes", "grad_spikes", "clipped_frac", "out_of_range"):
+        m, _ = _mean_std([r[key] for r in runs if r.get(key) is not None])
+        out[f"{key}_mean"] = _rnd(m, 4)
+    return out
+
+
+def to_markdown(table: dict) -> str:
+    img = table["dataset"] == "fashion_mnist"
+    score = "FCD (classifier, not FID)" if img else "sliced W1"
+    unit = "bits/dim, 8-bit pixels" if img else "bits/dim of a density, can be < 0"
+    lines = [f"# DDPM Table 2 at small scale: {table['dataset']}", "",
+             f"Made by: `{table['command']}`  ", f"ddpm_lib {table['library_version']}, torch {table['torch']}, "
+             f"{table['device']}, seeds {table['seeds']}, {table['steps']} steps each"
+             + ("" if table["complete"] else "  \n**incomplete: some rows did not finish**"), "",
+             f"| row | paper IS | paper FID | bound ({unit}) | {score} | diverged | loss spikes | grad spikes | clipped |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def pm(m, s, d=3):
+        if m is None:
+            return "–"
+        if abs(m) >= 1000:
+            return f"{m:.3g} ± {s:.2g}" if s else f"{m:.3g}"
+        return f"{m:.{d}f} ± {s:.{d}f}" if s else f"{m:.{d}f}"
+
+    for row in table["rows"]:
+        s = row["summary"]
+        label = row["label"].replace("|", "\\|")  # a pipe would end the table cell
+        if s is None:
+            lines.append(f"| {label} | {row['paper']['IS'] or ''} | {row['paper']['FID'] or ''} | not run yet |"
+                         " | | | | |")
+            continue
+        lines.append(f"| {label} | {row['paper']['IS'] or ''} | {row['paper']['FID'] or ''} | "
+                     f"{pm(s['bpd_mean'], s['bpd_std'])} | {pm(s['score_mean'], s['score_std'])} | "
+                     f"{s['n_diverged']}/{s['n_runs']} | {s['loss_spikes_mean']} | {s['grad_spikes_mean']} | "
+                     f"{s['clipped_frac_mean']} |")
+    lines += ["", f"Paper: {table['paper']['source']}.", "", table["eval"]["notes"], ""]
+    return "\n".join(lines)
+
+
+def _write(table: dict, path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(table, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    md = path.with_suffix(".md")
+    tmp = md.with_name(f".{md.name}.tmp")
+    tmp.write_text(to_markdown(table))
+    tmp.replace(md)
+
+
+def run_table(args, command: str) -> dict:
+    """Train and score the requested rows; write the JSON (after every run) and the .md. Returns the table."""
+    cfg = base_config(args)
+    ev = _Eval(args, cfg)
+    wanted = [r for r in ROWS if r in args.rows]
+    trained = [r for r in RUN_ORDER if r in wanted or any(ROWS[c][6] == r and c in wanted for c in ROWS)]
+    dev = torch.device(cfg.device if cfg.device != "auto" else dl.device())
+    notes = ("Swiss roll: continuous 2-D data, decoder 'gaussian'; the bound is in bits per dimension of a density "
+             "(-log2 p / 2), which can be negative and is not comparable with image bits/dim. Sample score: sliced "
+             "Wasserstein-1 (256 directions) between samples and held-out points (lower is better); MMD^2 (RBF) too."
+             if ev.points else
+             f"Fashion-MNIST: 8-bit images, decoder 'discretized' (Eq. 13); bound in bits/dim on the first {len(ev.x_bpd)} "
+             f"test images. Sample score: Frechet classifier distance between {args.sample_n} samples and the first "
+             f"{10000 if ev.x_ref is None else len(ev.x_ref)} test images (NOT Inception FID).")
+    table = {
+        "format": FORMAT, "what": "DDPM (Ho et al. 2020) Table 2 at small scale", "dataset": args.dataset,
+        "complete": False, "command": command, "library_version": dl.__version__, "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type,
+        "threads": torch.get_num_threads(), "seeds": list(args.seeds), "steps": cfg.steps,
+        "train_config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("prediction", "loss", "variance", "seed")},
+        "window": args.window,
+        "eval": {"bpd_n": len(ev.x_bpd), "bpd_seed": 2, "curve_seed": 3, "sample_n": args.sample_n,
+                 "sample_steps": args.sample_steps or cfg.T, "sample_seed": "1000 + seed",
+                 "sample_metric": "sliced_wasserstein" if ev.points else "fcd",
+                 "reference_n": len(ev.x_ref) if ev.x_ref is not None else 10000, "curve_every": args.curve_every,
+                 "curve_n": len(ev.x_curve), "spike_rule": f"> {SPIKE_FACTOR:g} x median of the {SPIKE_WINDOW} steps before",
+                 "out_of_range": f"|coordinate| > {OUT_OF_RANGE:g}" if ev.points else "non-finite", "notes": notes},
+        "units": {"bpd": "bits per dimension" + (" (density of continuous data)" if ev.points else ""),
+                  "sample_score": "sliced Wasserstein-1" if ev.points else "Frechet classifier distance",
+                  "loss": "the training objective per example: simple = MSE per dimension; vlb = T x L_{t-1} in bits/dim"},
+        "paper": PAPER,
+        "rows": [],
+        "samples": {},
+    }
+    rows = {rid: {"id": rid, "label": ROWS[rid][3], "prediction": ROWS[rid][0], "loss": ROWS[rid][1],
+                  "variance": ROWS[rid][2], "trained_as": ROWS[rid][6] or rid,
+                  "paper": {"IS": ROWS[rid][4], "FID": ROWS[rid][5]}, "summary": None, "runs": []} for rid in wanted}
+    out = args.out_path
+    t_start = time.perf_counter()
+    jobs = [(rid, seed, [c for c in wanted if ROWS[c][6] == rid]) for rid in trained for seed in args.seeds]
+
+    def merge(seed, res):
+        for k, r in res.items():
+            if k not in rows:
+                continue
+            keep = r.pop("_samples")
+            if keep is not None:
+                table["samples"].setdefault(k, {})[str(seed)] = keep
+            rows[k]["runs"] = sorted(rows[k]["runs"] + [r], key=lambda x: args.seeds.index(x["seed"]))
+            rows[k]["summary"] = _summary(rows[k]["runs"])
+            print(f"[{time.perf_counter() - t_start:7.1f} s] {k:17s} seed {seed}: bpd {r['bpd']}, score {r['score']}, "
+                  f"diverged_at {r['diverged_at']}, loss spikes {r['loss_spikes']}, grad spikes {r['grad_spikes']}, "
+                  f"clipped {r['clipped_frac']}", flush=True)
+        table["samples"] = {k: dict(sorted(v.items(), key=lambda kv: args.seeds.index(int(kv[0]))))
+                            for k, v in table["samples"].items()}
+        table["rows"] = [rows[r] for r in wanted]
+        if out is not None:
+            _write(table, out)
+
+    if args.workers <= 1:
+        for rid, seed, children in jobs:
+            merge(seed, _job(args, rid, seed, children))
+    else:
+        # independent runs in parallel processes: each is seeded and single-threaded, so the numbers are
+        # the same as in one process (spawn: a fresh interpreter, no forked thread pools)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_job, args, rid, seed, children): seed for rid, seed, children in jobs}
+            for f in as_completed(futures):
+                merge(futures[f], f.result())
+    table["complete"] = True
+    table["rows"] = [rows[r] for r in wanted]
+    if out is not None:
+        _write(table, out)
+    return table
+
+
+_CACHE: dict = {}
+
+
+def _job(args, rid: str, seed: int, children) -> dict:
+    """One run (a row and a seed) with its eval-only rows; samples kept as lists. Runs in a worker too."""
+    if args.device in ("cpu", "auto") and args.threads:
+        torch.set_num_threads(args.threads)
+    key = id(args)
+    if _CACHE.get("key") != key:
+        cfg = base_config(args)
+        _CACHE.update(key=key, cfg=cfg, ev=_Eval(args, cfg))
+    cfg, ev = _CACHE["cfg"], _CACHE["ev"]
+    res = run_one(args, cfg, ev, rid, seed, children)
+    for r in res.values():
+        x = r["_samples"]
+        if x is None:
+            continue
+        if ev.points:
+            r["_samples"] = [[round(float(a), 4), round(float(b), 4)] for a, b in x[:args.keep_samples].tolist()]
+        else:
+            r["_samples"] = dl.to_uint8(x[:16].clamp(-1, 1)).flatten(1).tolist()
+    return res
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python scripts/ablations.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="swiss_roll", choices=DATASETS)
+    p.add_argument("--preset", default="tiny", choices=sorted(dl.UNet.FASHION_MNIST_SIZES),
+                   help="Fashion-MNIST U-Net preset (UNet.fashion_mnist)")
+    p.add_argument("--steps", type=int, default=0, help="training steps per run (default: swiss roll 2000, "
+                                                          "Fashion-MNIST 3000)")
+    p.add_argument("--seeds", default="", help="comma-separated seeds (default: swiss roll 0,1,2; Fashion-MNIST 0)")
+    p.add_argument("--rows", default="", help=f"comma-separated row ids (default: all): {', '.join(ROWS)}")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    p.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (1: one core per run)")
+    p.add_argument("--workers", type=int, default=1, help="runs in parallel processes (each with --threads threads); "
+                                                         "the numbers do not depend on it")
+    p.add_argument("--T", type=int, default=0, help="override the config's number of diffusion steps T (for tests)")
+    p.add_argument("--reference-n", type=int, default=10000,
+                   help="Fashion-MNIST: the first N test images as the FCD reference (default: all 10,000)")
+    p.add_argument("--grad-clip", type=float, default=None,
+                   help="override the config's gradient clipping (global norm; 0: none). Default: the config's 1.0")
+    p.add_argument("--lr", type=float, default=0.0, help="override the config's learning rate")
+    p.add_argument("--batch-size", type=int, default=0, help="Fashion-MNIST batch (default 128)")
+    p.add_argument("--data-root", default="", help="a folder with the Fashion-MNIST files")
+    p.add_argument("--fmnist-split", default="train", choices=("train", "train-10k"),
+                   help="Fashion-MNIST training split: the full 60,000 images, or the shipped first 10,000")
+    p.add_argument("--bpd-n", type=int, default=0, help="held-out examples for the bound (swiss roll 2000, images 256)")
+    p.add_argument("--bpd-batch", type=int, default=0, help="batch for the bound (default: all at once, images 256)")
+    p.add_argument("--sample-n", type=int, default=0, help="samples scored (swiss roll 2000, images 500)")
+    p.add_argument("--sample-batch", type=int, default=0, help="batch for sampling (default: all at once, images 500)")
+    p.add_argument("--sample-steps", type=int, default=0, help="respaced sampling steps (0: all T, Algorithm 2)")
+    p.add_argument("--curve-every", type=int, default=-1, help="bound every N steps during training (0: off; "
+                                                                 "default swiss roll 250, images steps // 2)")
+    p.add_argument("--curve-n", type=int, default=0, help="held-out examples for that curve (swiss roll 500, images 32)")
+    p.add_argument("--keep-samples", type=int, default=400, help="samples stored per run (swiss roll; images: 16)")
+    p.add_argument("--window", type=int, default=50, help="steps per window of the stored loss/gradient curves")
+    p.add_argument("--out", default="", help="the JSON file, or a folder for <dataset>_table2.json "
+                                             "(default: data/ablations/<dataset>_table2.json)")
+    return p
+
+
+def parse_args(argv):
+    p = build_parser()
+    a = p.parse_args(argv)
+    pts = a.dataset == "swiss_roll"
+    try:
+        a.seeds = [int(s) for s in a.seeds.split(",") if s.strip()] or ([0, 1, 2] if pts else [0])
+    except ValueError:
+        p.error(f"--seeds must be comma-separated integers, got {a.seeds!r}")
+    rows = [r.strip() for r in a.rows.split(",") if r.strip()] or list(ROWS)
+    bad = [r for r in rows if r not in ROWS]
+    if bad:
+        p.error(f"unknown row id(s) {', '.join(bad)}; the rows are: {', '.join(ROWS)}")
+    a.rows = rows
+    if a.steps < 0:
+        p.error(f"--steps must be >= 0, got {a.steps}")
+    a.bpd_n = a.bpd_n or (2000 if pts else 256)
+    a.bpd_batch = a.bpd_batch or (a.bpd_n if pts else 256)
+    a.sample_n = a.sample_n or (2000 if pts else 500)
+    a.sample_batch = a.sample_batch or (a.sample_n if pts else 500)
+    steps = a.steps or (2000 if pts else 3000)
+    if a.curve_every < 0:
+        a.curve_every = 250 if pts else max(1, steps // 2)
+    a.curve_n = a.curve_n or (500 if pts else 32)
+    for name in ("bpd_n", "sample_n", "curve_n", "window"):
+        if getattr(a, name) < (2 if name != "window" else 1):
+            p.error(f"--{name.replace('_', '-')} must be >= {2 if name != 'window' else 1}")
+    if a.out:
+        o = Path(a.out)
+        a.out_path = o if o.suffix == ".json" else o / f"{a.dataset}_table2.json"
+    else:
+        a.out_path = default_out(a.dataset)
+    return a
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    command = "python scripts/ablations.py" + ("" if not argv else " " + shlex.join(argv))
+    old_threads = torch.get_num_threads()
+    if args.threads and args.device in ("cpu", "auto"):
+        torch.set_num_threads(args.threads)
+    try:
+        run_table(args, command)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        torch.set_num_threads(old_threads)
+    print(f"wrote {args.out_path} and {args.out_path.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""scripts/ablations.py (DDPM Table 2 at small scale, chapter 10) end to end on tiny settings, the loss
+identities the chapter relies on, and the chapter's exercise checkers (mu_mse_weight, optimal_variance)."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import ddpm_lib as dl
+from ddpm_lib import checks
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("ablations_script", ROOT / "scripts" / "ablations.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+abl = _load_script()
+
+TINY = ["--bpd-n", "40", "--sample-n", "40", "--curve-n", "20", "--window", "10"]
+
+
+def _run(tmp_path, *argv):
+    out = tmp_path / "t.json"
+    assert abl.main([*argv, *TINY, "--out", str(out)]) == 0
+    return json.loads(out.read_text()), out
+
+
+# ---- the script ----------------------------------------------------------------------------------------
+
+
+def test_swiss_roll_table_end_to_end(tmp_path):
+    table, out = _run(tmp_path, "--steps", "20", "--seeds", "0,1", "--curve-every", "10",
+                      "--rows", "eps-simple-fixed,eps-simple-small,mean-vlb-learned")
+    assert table["format"] == 1 and table["complete"] is True and table["dataset"] == "swiss_roll"
+    assert table["command"].startswith("python scripts/ablations.py --steps 20")
+    assert table["steps"] == 20 and table["seeds"] == [0, 1] and table["library_version"] == dl.__version__
+    assert table["train_config"]["T"] == 200 and table["train_config"]["model"] == "mlp"  # configs/swiss_roll.toml
+    assert [r["id"] for r in table["rows"]] == ["mean-vlb-learned", "eps-simple-fixed", "eps-simple-small"]
+    rows = {r["id"]: r for r in table["rows"]}
+    for r in rows.values():
+        assert len(r["runs"]) == 2 and r["summary"]["n_runs"] == 2
+        for run in r["runs"]:
+            assert [p[0] for p in run["bpd_curve"]] == [10, 20]
+            assert len(run["curve"]["step"]) == 2 and run["curve"]["step"][-1] == 20
+            assert set(run["bpd_terms"]) == {"L_T", "L_t_minus_1", "L_0"}
+            if run["diverged_at"] is None:
+                parts = sum(run["bpd_terms"].values())
+                assert abs(parts - run["bpd"]) < 1e-3 * max(1.0, abs(run["bpd"]))
+        assert set(table["samples"][r["id"]]) == {"0", "1"}
+    # eps-simple-small scores the networks of eps-simple-fixed: same training, other variance
+    a, b = rows["eps-simple-fixed"]["runs"][0], rows["eps-simple-small"]["runs"][0]
+    assert a["final_loss"] == b["final_loss"] and a["curve"] == b["curve"]
+    assert a["bpd"] != b["bpd"]
+    assert rows["eps-simple-small"]["trained_as"] == "eps-simple-fixed"
+    assert rows["mean-vlb-learned"]["paper"] == {"IS": "7.28 ± 0.10", "FID": "23.69"}
+    md = out.with_suffix(".md").read_text()
+    assert "\\|\\|eps - eps_theta\\|\\|" in md and table["command"] in md
+
+
+def test_a_shorter_run_reproduces_the_start_of_a_longer_one(tmp_path):
+    """The chapter's live check: the same command with fewer steps retraces the stored run exactly."""
+    short, _ = _run(tmp_path, "--steps", "20", "--seeds", "0", "--rows", "eps-vlb-fixed", "--curve-every", "10")
+    long, _ = _run(tmp_path, "--steps", "30", "--seeds", "0", "--rows", "eps-vlb-fixed", "--curve-every", "10")
+    s, l_ = short["rows"][0]["runs"][0], long["rows"][0]["runs"][0]
+    assert s["curve"]["loss_mean"] == l_["curve"]["loss_mean"][:2]
+    assert s["bpd_curve"] == l_["bpd_curve"][:2]
+
+
+def test_parallel_workers_give_the_same_numbers(tmp_path):
+    import subprocess
+    import sys
+
+    argv = ["--steps", "10", "--seeds", "0,1", "--rows", "eps-vlb-learned", "--curve-every", "5", *TINY]
+    out2 = tmp_path / "w2.json"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "ablations.py"), *argv, "--workers", "2", "--out", str(out2)],
+                   check=True, capture_output=True, cwd=tmp_path)
+    assert abl.main([*argv, "--out", str(tmp_path / "w1.json")]) == 0
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("w1.json", "w2.json"))
+    strip = lambda t: [[{k: v for k, v in run.items() if k != "seconds"} for run in r["runs"]] for r in t["rows"]]  # noqa: E731
+    assert strip(a) == strip(b) and a["samples"] == b["samples"]
+    assert [run["seed"] for run in b["rows"][0]["runs"]] == [0, 1]
+
+
+def test_fashion_mnist_code_path(tmp_path):
+    """--dataset fashion_mnist on the CPU with tiny settings: a learned-variance U-Net has 2 output channels."""
+    table, _ = _run(tmp_path, "--dataset", "fashion_mnist", "--preset", "tiny", "--steps", "2", "--T", "10",
+                    "--fmnist-split", "train-10k", "--rows", "eps-vlb-learned", "--batch-size", "4",
+                    "--curve-every", "0", "--reference-n", "40", "--sample-steps", "5")
+    assert table["dataset"] == "fashion_mnist" and table["train_config"]["model"] == "unet-fmnist-tiny"
+    run = table["rows"][0]["runs"][0]
+    assert run["steps_done"] == 2 and math.isfinite(run["bpd"]) and run["score"] is not None
+    assert table["eval"]["sample_metric"] == "fcd" and table["eval"]["reference_n"] == 40
+    assert len(table["samples"]["eps-vlb-learned"]["0"][0]) == 28 * 28
+
+
+def test_bad_arguments_are_named(capsys):
+    with pytest.raises(SystemExit):
+        abl.main(["--rows", "eps-simple"])
+    assert "unknown row id(s) eps-simple" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        abl.main(["--seeds", "a,b"])
+    assert "--seeds must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_out_folder_gives_dataset_file_name():
+    a = abl.parse_args(["--out", "some/folder"])
+    assert a.out_path == Path("some/folder/swiss_roll_table2.json")
+    assert abl.parse_args([]).out_path == ROOT / "data" / "ablations" / "swiss_roll_table2.json"
+
+
+def test_spikes_and_history_summary():
+    base = [1.0 + 0.01 * (i % 7) for i in range(300)]
+    base[150] = 50.0
+    base[250] = float("nan")
+    assert abl.count_spikes(base) == 2
+    assert abl.count_spikes([1.0] * 300) == 0
+    s = abl.summarize_history(base, [0.5] * 290 + [2.0] * 10, grad_clip=1.0, window=100)
+    assert s["loss_spikes"] == 2 and s["clipped_frac"] == pytest.approx(10 / 300, abs=1e-4)
+    assert s["curve"]["step"] == [100, 200, 300] and s["curve"]["loss_max"][1] == 50.0
+    assert s["curve"]["loss_mean"][2] is None  # a window with a NaN has no mean
+
+
+def test_stored_table_follows_the_schema():
+    path = ROOT / "data" / "ablations" / "swiss_roll_table2.json"
+    if not path.is_file():
+        pytest.skip("the swiss-roll table has not been made yet")
+    t = json.loads(path.read_text())
+    assert t["format"] == 1 and t["complete"] and t["command"].startswith("python scripts/ablations.py")
+    assert {r["id"] for r in t["rows"]} == set(abl.ROWS)
+    for r in t["rows"]:
+        assert len(r["runs"]) == len(t["seeds"]) and r["summary"]["n_runs"] == len(t["seeds"])
+
+
+# ---- the identities the chapter checks (DDPM Eqs. 8, 11, 12) ------------------------------------------------
+
+
+def _nets():
+    s = dl.NoiseSchedule.linear(T=50, beta_start=1e-4, beta_end=0.2)
+    torch.manual_seed(0)
+    eps_net = dl.MLP(2, hidden=32, layers=2).double()
+    d_eps = dl.GaussianDiffusion(s, "eps", "fixed_large", loss="simple", decoder="gaussian")
+    mean_net = lambda x, t: d_eps.mean_from_eps(x, t, eps_net(x, t))  # noqa: E731
+    g = torch.Generator().manual_seed(1)
+    x0 = dl.swiss_roll(64, generator=g).double()
+    t = torch.randint(2, s.T + 1, (64,), generator=g)
+    noise = torch.randn(64, 2, generator=g, dtype=torch.float64)
+    return s, eps_net, mean_net, x0, t, noise
+
+
+def test_unweighted_mean_loss_is_a_weighted_eps_loss():
+    s, eps_net, mean_net, x0, t, noise = _nets()
+    d_eps = dl.GaussianDiffusion(s, "eps", "fixed_large", loss="simple", decoder="gaussian")
+    d_mu = dl.GaussianDiffusion(s, "mean", "fixed_large", loss="simple", decoder="gaussian")
+    l_eps = d_eps.training_losses(eps_net, x0, t, noise)["loss"]
+    l_mu = d_mu.training_losses(mean_net, x0, t, noise)["loss"]
+    w = s.eps_coef[t] ** 2 / s.alphas[t]
+    torch.testing.assert_close(l_mu, w * l_eps, rtol=1e-10, atol=0)
+
+
+def test_the_bound_is_lambda_weighted_eps_loss_for_both_predictions():
+    s, eps_net, mean_net, x0, t, noise = _nets()
+    d_eps = dl.GaussianDiffusion(s, "eps", "fixed_large", loss="vlb", decoder="gaussian")
+    d_mu = dl.GaussianDiffusion(s, "mean", "fixed_large", loss="vlb", decoder="gaussian")
+    terms = d_eps.training_losses(eps_net, x0, t, noise)
+    # Eq. 8's constant C: the KL between N(., beta~_t) and N(., sigma_t^2) with equal means, per dimension
+    C = dl.normal_kl(torch.zeros(()), s.posterior_log_variance_clipped[t], torch.zeros(()), s.betas[t].log())
+    sq = ((noise - eps_net(d_eps.q_sample(x0, t, noise), t)) ** 2).sum(1)
+    expected = s.T * (d_eps.eps_mse_weight(t) * sq + 2 * C) / (2 * math.log(2.0))
+    torch.testing.assert_close(terms["loss"], expected, rtol=1e-8, atol=0)
+    torch.testing.assert_close(d_mu.training_losses(mean_net, x0, t, noise)["loss"], terms["loss"], rtol=1e-8, atol=0)
+
+
+# ---- the exercise checkers ------------------------------------------------------------------------------------
+
+
+def test_mu_mse_weight_checker():
+    ok = lambda t, s: s.betas[t] ** 2 / (s.alphas[t] * (1 - s.alpha_bars[t]))  # noqa: E731
+    assert checks.check("mu_mse_weight", ok, verbose=False)
+    mistakes = {
+        "square beta_t too": lambda t, s: s.betas[t] / (s.alphas[t] * (1 - s.alpha_bars[t])),
+        "one-step alpha_t, not abar_t": lambda t, s: s.betas[t] ** 2 / (s.alpha_bars[t] * (1 - s.alpha_bars[t])),
+        "the bound's weight lambda_t": lambda t, s: s.betas[t] / (2 * s.alphas[t] * (1 - s.alpha_bars[t])),
+        "square it": lambda t, s: s.betas[t] / (s.alphas[t] * (1 - s.alpha_bars[t])).sqrt(),
+        "shifted by one": lambda t, s: ok((t - 1).clamp(min=1), s),
+    }
+    for hint, fn in mistakes.items():
+        r = checks.check("mu_mse_weight", fn, verbose=False)
+        assert not r and hint in r.message, (hint, r.message)
+    r = checks.check("mu_mse_weight", lambda t, s: None, verbose=False)
+    assert not r and "forget `return`" in r.message
+
+
+def test_optimal_variance_checker():
+    assert checks.check("optimal_variance", lambda m, v, mp: v + (m - mp) ** 2, verbose=False)
+    mistakes = {
+        "ignores the model's mean error": lambda m, v, mp: v,
+        "own variance var_q counts too": lambda m, v, mp: (m - mp) ** 2,
+        "that is a standard deviation": lambda m, v, mp: (v + (m - mp) ** 2).sqrt(),
+        "add variances, not standard deviations": lambda m, v, mp: v.sqrt() + (m - mp).abs(),
+        "widens the best Gaussian": lambda m, v, mp: (v - (m - mp) ** 2).abs(),
+    }
+    for hint, fn in mistakes.items():
+        r = checks.check("optimal_variance", fn, verbose=False)
+        assert not r and hint in r.message, (hint, r.message)
+
+
+def test_optimal_variance_minimizes_the_library_kl():
+    """The checker's closed form is the minimizer of ddpm_lib.normal_kl over the variance."""
+    m_q, v_q, m_p = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.02, dtype=torch.float64), \
+        torch.tensor(0.1, dtype=torch.float64)
+    logv = torch.linspace(-8, 1, 200001, dtype=torch.float64)
+    kl = dl.normal_kl(m_q, v_q.log(), m_p, logv)
+    best = logv[kl.argmin()].exp()
+    assert float(best) == pytest.approx(float(v_q + (m_q - m_p) ** 2), rel=1e-3)
