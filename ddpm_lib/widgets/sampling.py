@@ -336,31 +336,34 @@ def _static_reverse(frames: _ReverseProcessFrames, ts=None, index=None):
             raise ValueError(f"index must be in 0..{frames.B - 1}, got {index}")
         images = [int(index)]
     K = len(ts)
-    kidx = {t: frames.ts.index(t) for t in ts}
+    kidx = [frames.ts.index(t) for t in ts]
+    # one mosaic, one imshow: rows x_t, pred eps, pred x_0 for each image; columns the timesteps
+    C, H, Wd = frames.xs.shape[2:]
+    pad = 3
     rows = 3 * len(images)
-    fig = _new_figure((1.05 * K + 0.9, 1.05 * rows + 0.5), 80)
-    axes = np.asarray(fig.subplots(rows, K, squeeze=False))
-    labels = ("x_t", "pred eps", "pred x_0")
+    mosaic = np.full((rows * (H + pad) + pad, K * (Wd + pad) + pad, 3), 255, np.uint8)
+    sources = ((frames.xs, -1, 1), (frames.eps, -EPS_RANGE, EPS_RANGE), (frames.x0s, -1, 1))
     for i, b in enumerate(images):
-        for j, t in enumerate(ts):
-            k = kidx[t]
-            for r, (arr, lo, hi) in enumerate(((frames.xs, -1, 1), (frames.eps, -EPS_RANGE, EPS_RANGE),
-                                               (frames.x0s, -1, 1))):
-                ax = axes[3 * i + r, j]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                for sp in ax.spines.values():
-                    sp.set_visible(False)
+        for r, (arr, lo, hi) in enumerate(sources):
+            for j, k in enumerate(kidx):
                 a = arr[k, b]
                 if np.isfinite(a).all():
-                    ax.imshow(_to_pixels(a, lo, hi), interpolation="nearest")
-                if i == 0 and r == 0:
-                    ax.set_title(f"t = {t}", fontsize=9)
-                if j == 0:
-                    ax.set_ylabel(labels[r] + (f"\nimage {b}" if r == 0 and len(images) > 1 else ""), fontsize=8)
-    fig.suptitle("The reverse process (Algorithm 2): x_t, the predicted noise and the predicted x_0 as t falls",
-                 fontsize=10)
-    fig.tight_layout()
+                    y, x = pad + (3 * i + r) * (H + pad), pad + j * (Wd + pad)
+                    mosaic[y:y + H, x:x + Wd] = _to_pixels(a, lo, hi)
+    fig = _new_figure((0.62 * K + 1.0, 0.62 * rows + 0.7), 80)
+    ax = fig.add_axes((0.1, 0.02, 0.88, 0.86))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_xticks([pad + j * (Wd + pad) + Wd / 2 for j in range(K)])
+    ax.set_xticklabels([f"t={t}" for t in ts], fontsize=7)
+    ax.xaxis.tick_top()
+    labels = ("x_t", "pred eps", "pred x_0")
+    ax.set_yticks([pad + q * (H + pad) + H / 2 for q in range(rows)])
+    ax.set_yticklabels([labels[q % 3] + (f" ({images[q // 3]})" if len(images) > 1 and q % 3 == 0 else "")
+                        for q in range(rows)], fontsize=7)
+    ax.tick_params(length=0)
+    for sp in ax.spines.values():
+        sp.set_visible(False)
+    fig.suptitle("Reverse process (Algorithm 2): x_t, predicted noise, predicted x_0 as t falls", fontsize=9)
     return fig
 
 
