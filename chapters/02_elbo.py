@@ -511,9 +511,9 @@ plt.show()
 # $$L \;\ge\; \int q(x^{0:T})\, \log\left[p(x^T) \prod_{t=1}^{T} \frac{p(x^{t-1} \mid x^t)}{q(x^t \mid x^{t-1})}\right] dx^{0:T}
 # \;=\; K \qquad \text{(Eqs. 12-13)}.$$
 # $K$ is an average of a log of a product: a sum of simple terms, each estimated from forward samples.
-# In the notes' signs this reads $-L \le -K$: the cross-entropy is bounded from **above**. (The notes write
-# "$\ge$" here and say "the log of an integral is at most the integral of the log": both are reversed; the
-# paper's $L \ge K$, and the numbers below, have it the right way round.) The bound is tight exactly when
+# In the notes' signs this reads $-L \le -K$: the cross-entropy is bounded from **above**. (The notes call it a
+# lower bound, write "$\ge$" and say "the log of an integral is at most the integral of the log": after their
+# sign flip all three are reversed; the paper's $L \ge K$, and the numbers below, have it the right way round.) The bound is tight exactly when
 # $w$ does not vary over trajectories, the situation of section 4: "as $\beta \to 0$ the inequality becomes an
 # equality", as the notes' list of approximations says.
 #
@@ -928,8 +928,8 @@ checks.check_value("two estimates (Eqs. 9 and 12)", torch.stack([log_p_hat, K_ha
 # - $p(x^0)$ is an integral over trajectories, and with the forward process as proposal an average of importance
 #   weights $w$ (Eq. 9). As $\beta_t \to 0$ the forward and reverse trajectory distributions can coincide, $w$ stops
 #   varying, and one sample suffices: measured, Var$[\log w]$ and the Jensen gap fall towards 0 as $T$ grows.
-# - Jensen's inequality gives $L \ge K = \mathbb E_q[\log w]$ (Eqs. 10-13), with a gap of about $\tfrac12 \mathrm{Var}[\log w]$;
-#   the notes' sign convention turns it into an upper bound on the cross-entropy.
+# - Jensen's inequality gives $L \ge K = \mathbb E_q[\log w]$ (Eqs. 10-13); the gap is about $\tfrac12 \mathrm{Var}[\log w]$ when
+#   $\log w$ is nearly Gaussian. The notes' sign convention turns it into an upper bound on the cross-entropy.
 # - With the edge step fixed and the posterior $q(x^{t-1} \mid x^t, x^0)$ brought in (Markov, Bayes, telescoping),
 #   $K = -\sum_{t \ge 2} \mathbb E\, D_{KL}(q(x^{t-1} \mid x^t, x^0) \| p(x^{t-1} \mid x^t)) + H_q(X^T \mid X^0) - H_q(X^1 \mid X^0) - H_p(X^T)$
 #   (Eq. 14): Gaussian KLs and entropies in closed form, checked equal to the trajectory form and to DDPM's $-L$.

@@ -592,11 +592,24 @@ def _static_only(drawer, settings, titles=None):
 
 class _ReverseDrawer:
     """Kernels are drawn standardized, z = (x^{t-1} - m) / s with m, s^2 the kernel's mean and
-    variance, so the moment-matched Gaussian is always N(0, 1) and the axes never move."""
+    variance, so the moment-matched Gaussian is always N(0, 1) and the axes never move.
+
+    Speed: text is most of a frame's cost, so every fixed word (titles, x^t) is drawn once into the
+    blitted background and only the numbers are redrawn. Frames for the slider's own values
+    10**(lo + k step) (``log_grid = (lo, step, n)``) are drawn at exactly those values and kept by k,
+    so a frame is the same whichever thread drew it; a lock serializes drawing on the one figure,
+    which lets :func:`_prefetch_in_background` fill the cache while the user reads."""
 
     ZMAX, YMAX = 4.5, 1.0
+    CACHE_SIZE = 256
 
-    def __init__(self, x_ts, means, stds, weights, grid, dpi):
+    def __init__(self, x_ts, means, stds, weights, grid, dpi, log_grid=None):
+        import threading
+
+        self._lock = threading.Lock()
+        self._frames: OrderedDict = OrderedDict()
+        self._waiting = 0  # foreground requests waiting for the lock: the prefetch gives way to them
+        self.log_grid = log_grid
         self.x_ts = [float(x) for x in x_ts]
         self.means, self.stds, self.weights = means, stds, weights
         self.grid = np.asarray(grid, dtype=np.float64)
@@ -629,10 +642,14 @@ class _ReverseDrawer:
             ax.set_yticks([])
             ax.tick_params(labelsize=7)
             ax.set_xlabel("(x^{t-1} - mean) / sd", fontsize=7)
-            self.titles.append(ax.set_title("", fontsize=8))
+            ax.set_title(f"x^t = {x:+.2f}", fontsize=8, pad=13)  # fixed: drawn once, in the background
+            self.titles.append(ax.text(0.5, 1.015, "", transform=ax.transAxes, ha="center", va="bottom",
+                                       fontsize=7))  # the numbers, redrawn per frame
             self.lines.append(lt)
         axes[1].legend(fontsize=6, loc="upper right", framealpha=0.6)
-        self.suptitle = fig.suptitle("", fontsize=10)
+        fig.text(0.5, 0.985, "true reverse kernel q(x^(t-1) | x^t) vs its moment-matched Gaussian:",
+                 ha="right", va="top", fontsize=10)
+        self.suptitle = fig.text(0.505, 0.985, "", ha="left", va="top", fontsize=10)
         self.blit = _Blitter(fig, [self.l_marg, *self.lines, *self.titles, self.suptitle])
 
     def compute(self, beta):
@@ -644,17 +661,57 @@ class _ReverseDrawer:
             out.append((x, p, m, v, kl))
         return out
 
+    def _snap(self, beta):
+        """(the value to draw, the cache key): a slider value 10**(lo + k step) becomes exactly that, key k."""
+        if self.log_grid is not None and beta > 0:
+            lo, step, n = self.log_grid
+            e = math.log10(beta)
+            k = round((e - lo) / step)
+            if 0 <= k < n and abs(e - (lo + k * step)) < 1e-9:
+                return 10.0 ** (lo + k * step), ("k", k)
+        return beta, ("beta", round(beta, 12))
+
     def __call__(self, beta):
+        """(png, readout html) for beta, drawn now unless cached (the foreground: a slider step)."""
+        beta, key = self._snap(float(beta))
+        hit = self._frames.get(key)
+        if hit is None:
+            self._waiting += 1
+            try:
+                hit = self._get_or_draw(beta, key)
+            finally:
+                self._waiting -= 1
+        return hit
+
+    def prefetch(self, beta) -> None:
+        """Draw and cache the frame for beta if it is not cached, after any waiting foreground request."""
+        import time
+
+        while self._waiting:
+            time.sleep(0.002)
+        beta, key = self._snap(float(beta))
+        if key not in self._frames:
+            self._get_or_draw(beta, key)
+
+    def _get_or_draw(self, beta, key):
+        with self._lock:
+            hit = self._frames.get(key)  # another thread may have drawn it while we waited
+            if hit is None:
+                hit = self._frames[key] = self._draw(beta)
+                while len(self._frames) > self.CACHE_SIZE:
+                    self._frames.popitem(last=False)
+            return hit
+
+    def _draw(self, beta):
         g = self.grid
         self.l_marg.set_ydata(_mixture_pdf(g, self.means, self.stds, self.weights, math.sqrt(1 - beta), beta))
         res = self.compute(beta)
         for lt, title, (x, p, m, v, kl) in zip(self.lines, self.titles, res):
             sd = math.sqrt(v)
             lt.set_ydata(np.interp(m + sd * self.z, g, p, left=0.0, right=0.0) * sd)
-            title.set_text(f"x^t = {x:+.2f}: KL = {kl:.2g} nats\nkernel mean {m:+.2f}, sd {sd:.2g}")
+            title.set_text(f"KL = {kl:.2g} nats, mean {m:+.2f}, sd {sd:.2g}")
         worst = max(r[4] for r in res)
-        self.suptitle.set_text(f"true reverse kernel q(x^(t-1) | x^t) vs its moment-matched Gaussian: "
-                               f"beta = {beta:.3g}, largest KL = {worst:.2g} nats")
+        self.suptitle.set_text(f"beta = {beta:.3g}, largest KL = {worst:.2g} nats")
         html = "<code>beta = {:.3g} | ".format(beta) + " | ".join(
             f"x^t = {x:+.2f}: mean {m:+.3f}, var {v:.3g}, KL(true || Gaussian) = {kl:.3g} nats"
             for x, _, m, v, kl in res) + "</code>"
@@ -677,17 +734,62 @@ def reverse_kernel_explorer(*, means=DEFAULT_MIXTURE["means"], stds=DEFAULT_MIXT
     :return: an ``ExplorerBox`` with ``controls`` {"beta": FloatLogSlider}.
     """
     grid = np.linspace(-5, 5, 4001) if grid is None else np.asarray(grid, dtype=np.float64)
-    drawer = _ReverseDrawer(x_ts, means, stds, weights, grid, dpi)
+    lo, hi, step = -3.0, math.log10(0.95), 0.05  # the slider: beta = 10**e, e from lo to hi in steps of step
+    n = int(math.floor((hi - lo) / step + 1e-9)) + 1
+    drawer = _ReverseDrawer(x_ts, means, stds, weights, grid, dpi, log_grid=(lo, step, n))
     settings = [dict(beta=b) for b in (0.001, 0.05, 0.5)]
     if static:
         return _static_only(drawer, settings)
     import ipywidgets as W
 
-    controls = {"beta": W.FloatLogSlider(value=beta, base=10, min=-3, max=math.log10(0.95), step=0.05,
+    controls = {"beta": W.FloatLogSlider(value=beta, base=10, min=lo, max=hi, step=step,
                                          description="beta", readout_format=".3g", continuous_update=True,
                                          layout=W.Layout(width="420px"))}
-    return _explorer("reverse_kernel_explorer", drawer, controls, static_settings=settings,
-                     title="<b>True reverse kernel</b> q(x^{t-1}|x^t) ∝ q(x^t|x^{t-1}) q(x^{t-1}) on a grid")
+    box = _explorer("reverse_kernel_explorer", drawer, controls, static_settings=settings,
+                    title="<b>True reverse kernel</b> q(x^{t-1}|x^t) ∝ q(x^t|x^{t-1}) q(x^{t-1}) on a grid")
+    _prefetch_in_background(drawer, controls["beta"], [10.0 ** (lo + k * step) for k in range(n)] + [10.0 ** hi])
+    return box
+
+
+def _prefetch_in_background(drawer, control, values, pause: float = 0.02):
+    """On the first change of ``control``, draw the frames for ``values`` in a daemon thread, nearest to
+    that first value (in log scale) first, so that the following slider steps find their frame ready.
+
+    Nothing runs until a person (or a test) moves the control, so executing a notebook pays nothing.
+    ``drawer.prefetch`` waits for any slider step being answered and serializes drawing with the
+    drawer's lock; the short ``pause`` between frames lets the kernel's main thread in. At interpreter
+    exit the thread is stopped and joined (a daemon thread killed inside a torch call can abort the
+    process). Returns the ``threading.Event`` that stops it.
+    """
+    import atexit
+    import threading
+
+    stop = threading.Event()
+    started = []
+
+    def run(start):
+        for v in sorted(values, key=lambda v: abs(math.log(v / start))):
+            if stop.is_set():
+                return
+            drawer.prefetch(v)
+            stop.wait(pause)
+
+    def on_change(change):
+        if not started and change["new"] > 0:
+            thread = threading.Thread(target=run, args=(float(change["new"]),), daemon=True,
+                                      name="reverse_kernel_explorer frames")
+            started.append(thread)
+            atexit.register(_stop_thread, stop, thread)
+            thread.start()
+
+    control.observe(on_change, names="value")
+    return stop
+
+
+def _stop_thread(stop, thread, timeout: float = 30.0) -> None:
+    stop.set()
+    if thread.is_alive():
+        thread.join(timeout)
 
 
 # ----------------------------------------------------------------------------------------------
