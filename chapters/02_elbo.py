@@ -847,7 +847,7 @@ K_off = K_exact(bound_terms(d_toy, ddpm_reverse(d_toy, off_by_10_percent), x0_to
 print(f"3. an imperfect network: eps_theta 10 % too large lowers K on the toy by "
       f"{float((K_eq14 - K_off).mean()):.4f} nats on average (the exact log p(x^0) changes as well)")
 print(f"4. the edge: the dropped t = 1 term with p(x^0|x^1) = T_pi is beta_1 (1 - E[x0^2]) / 2 = "
-      f"{1e-4 / 2 * (1 - m2):.1e} nats/dim at DDPM's beta_1 = 1e-4, {0.001 / 2 * (1 - m2):.1e} at the paper's "
+      f"{1e-4 / 2 * (1 - m2):.1e} nats/dim at DDPM's beta_1 = 1e-4, {0.001 / 2 * (1 - m2):.1e} at the reference code's "
       f"beta_1 = 0.001; the notes' version misses normalization by log(1/sqrt(1 - beta_1)) = {-0.5 * math.log1p(-0.001):.1e}")
 
 # %% [markdown]
