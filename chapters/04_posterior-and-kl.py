@@ -424,12 +424,12 @@ checks.check("posterior", posterior)
 
 # %%
 def posterior_slip(x0, x_t, t, schedule):
-    mean, variance = posterior(x0, x_t, t, schedule)
     shape = (-1,) + (1,) * (x0.ndim - 1)
-    beta, abar = schedule.betas[t].view(shape), schedule.alpha_bars[t].view(shape)
-    abar_prev = schedule.alpha_bars[t - 1].view(shape)
+    beta, alpha = schedule.betas[t].view(shape), schedule.alphas[t].view(shape)
+    abar, abar_prev = schedule.alpha_bars[t].view(shape), schedule.alpha_bars[t - 1].view(shape)
     wrong_c0 = abar.sqrt() * beta / (1 - abar)  # should be sqrt(abar_{t-1}) beta_t / (1 - abar_t)
-    return mean + (wrong_c0 - abar_prev.sqrt() * beta / (1 - abar)) * x0, variance
+    mean = wrong_c0 * x0 + alpha.sqrt() * (1 - abar_prev) / (1 - abar) * x_t
+    return mean, ((1 - abar_prev) / (1 - abar) * beta).expand_as(x0)
 
 
 checks.check("posterior", posterior_slip)

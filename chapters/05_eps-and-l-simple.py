@@ -467,7 +467,9 @@ checks.check("p_sample_step", p_sample_step)
 # %%
 def p_sample_step_noisy_end(eps_pred, x_t, t, schedule, noise):
     shape = (-1,) + (1,) * (x_t.ndim - 1)
-    return mean_from_eps(eps_pred, x_t, t, schedule) + schedule.betas[t].sqrt().view(shape) * noise
+    alpha, abar, beta = (table[t].view(shape) for table in (schedule.alphas, schedule.alpha_bars, schedule.betas))
+    mean = (x_t - beta / (1 - abar).sqrt() * eps_pred) / alpha.sqrt()
+    return mean + beta.sqrt() * noise  # sigma_t z at every t, also at t = 1
 
 
 checks.check("p_sample_step", p_sample_step_noisy_end)
