@@ -136,7 +136,7 @@ print(f"vs Simpson integration of the density over each bin: max |diff| = {(P - 
 P_tanh = dl.discretized_gaussian_probs(means, sigmas.log(), exact=False)
 print(f"DDPM's original code uses a tanh approximation of Phi: max |diff| to the exact CDF "
       f"{(P - P_tanh).abs().max().item():.1e}")
-print(f"mass in the two edge bins at (mu, sigma) = (-0.99, 0.01): P(x=-1) = {P[1, 0].item():.4f}; "
+print(f"the open edge bin at (mu, sigma) = (-0.99, 0.01): P(x=-1) = {P[1, 0].item():.4f}; "
       f"closed edges would keep only Phi((-1 + 1/255 - mu)/sigma) - Phi((-1 - 1/255 - mu)/sigma) = "
       f"{(torch.special.ndtr(torch.tensor((-1 + 1 / 255 + 0.99) / 0.01)) - torch.special.ndtr(torch.tensor((-1 - 1 / 255 + 0.99) / 0.01))).item():.4f}")
 
