@@ -52,6 +52,8 @@ Tags the tools understand:
   markers outside a ``solution`` cell, is an error that ``check`` reports.
 * ``solution-only``: a cell that the student edition drops entirely (e.g. a cell that demonstrates
   the finished solution).
+* In the student edition every code cell starts without stored outputs (a check cell would otherwise
+  show the reference solution's result under an empty exercise); the student runs the chapter.
 * ``raises-exception`` and ``skip-execution``: as nbclient and nbval define them.
 
 Everything is importable: :func:`load_book`, :func:`list_chapters`, :func:`sync_chapter`,
@@ -843,7 +845,9 @@ def _stub_source(src: str) -> str:
 
 
 def student_notebook(nb):
-    """A copy of ``nb`` with solutions stubbed and solution-only cells dropped (see module docstring)."""
+    """A copy of ``nb`` with solutions stubbed and solution-only cells dropped (see module docstring).
+    Every code cell's stored output is cleared: kept, a check cell would show the reference solution's
+    "✓" under an empty exercise."""
     import nbformat
 
     nb = copy.deepcopy(nb)
@@ -852,6 +856,9 @@ def student_notebook(nb):
         tags = cell.metadata.get("tags", [])
         if SOLUTION_ONLY_TAG in tags:
             continue
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
         if SOLUTION_TAG in tags:
             try:
                 cell.source = _stub_source(_join(cell.source))

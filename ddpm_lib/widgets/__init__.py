@@ -922,6 +922,7 @@ _SUBMODULE_OF = {
     "reconstruction_explorer": "reconstruction",   # chapter 12: t for reconstruction
     "interpolation_explorer": "reconstruction",    # chapter 12: lambda for interpolation
     "inpainting_explorer": "inpainting",           # chapter 11: the mask and t
+    "decoder_explorer": "decoder",                 # chapter 06: the discretized decoder's bins
 }
 
 
