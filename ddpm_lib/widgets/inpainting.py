@@ -297,12 +297,12 @@ def inpainting_explorer(model=None, diffusion=None, images: Optional[torch.Tenso
         return _static_only(drawer, settings)
     import ipywidgets as W
 
-    controls = {
+    controls = {  # t first: the slider a reader (or a browser test pressing End) reaches first
+        "t": W.SelectionSlider(options=ts, value=0, description="t", continuous_update=True,
+                               layout=W.Layout(width="420px")),
         "region": W.Dropdown(options=regions_run, value=regions_run[0], description="region"),
         "size": W.SelectionSlider(options=[(f"{s:.0%}", s) for s in sizes_run], value=big, description="hidden",
                                   continuous_update=True),
-        "t": W.SelectionSlider(options=ts, value=0, description="t", continuous_update=True,
-                               layout=W.Layout(width="420px")),
     }
     return _explorer("inpainting_explorer", drawer, controls, static_settings=settings,
                      title="<b>Inpainting</b>: each reverse step times r(x_t), a delta on the known pixels "
