@@ -33,6 +33,10 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
   2021, Eq. 17; chapter 13);
 - ``schedule_design``: ``fn(T, beta_1, alpha_bar_T) -> betas`` (length T), any nondecreasing schedule with that
   beta_1 and alpha_bar_T (an open design problem; chapter 13).
+- ``mu_mse_weight``: ``fn(t, schedule) -> w`` (B,), the weight w_t = beta_t^2 / (alpha_t (1 - abar_t)) that makes
+  ||mu~ - mu_theta||^2 = w_t ||eps - eps_theta||^2 under Eq. 11 (DDPM Eqs. 8-12; chapter 10);
+- ``optimal_variance``: ``fn(mean_q, var_q, mean_theta) -> v``, the variance minimizing the Gaussian KL of Eq. 5
+  for a given mean, var_q + (mean_q - mean_theta)^2 (a learned diagonal Sigma; chapter 10).
 
 Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
 ``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
