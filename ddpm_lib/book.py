@@ -627,7 +627,8 @@ def _record_timing(chapter: Chapter, seconds: float) -> None:
         except json.JSONDecodeError:
             data = {}
     data[chapter.id] = {"seconds": round(seconds, 1), "machine": _machine(),
-                        "date": _dt.date.today().isoformat()}
+                        "date": _dt.date.today().isoformat(), "load": round(os.getloadavg()[0], 2),
+                        "cpus": os.cpu_count()}
     _write_if_changed(path, json.dumps(dict(sorted(data.items())), indent=2, ensure_ascii=False) + "\n")
 
 
@@ -776,8 +777,21 @@ def read_timings(book: Book) -> dict:
     return json.loads(book.timings_path.read_text(encoding="utf-8"))
 
 
+CONTENDED_LOAD = 1.5  # a timing taken while the 1-minute load average exceeded this many x the CPUs
+
+
+def contended(record: dict) -> bool:
+    """True when a timings.json record was taken on a busy machine (other jobs shared its CPUs), so it
+    does not measure the chapter against its budget."""
+    if record.get("contended"):  # marked by hand: the load was seen from outside the run
+        return True
+    load, cpus = record.get("load"), record.get("cpus")
+    return load is not None and bool(cpus) and load > CONTENDED_LOAD * cpus
+
+
 def book_times(book: Book, *, out=None) -> tuple:
-    """Print recorded times against the budgets. Returns (ok, report lines)."""
+    """Print recorded times against the budgets. Returns (ok, report lines). A time recorded on a busy
+    machine (:func:`contended`) is printed but not held against the budget: measure it again."""
     timings = read_timings(book)
     lines, ok = [], True
     lines.append(f"{'chapter':<42} {'time':>8} {'budget':>8}")
@@ -787,6 +801,13 @@ def book_times(book: Book, *, out=None) -> tuple:
         t = timings.get(c.id, {}).get("seconds")
         if t is None:
             lines.append(f"{c.label:<42} {'-':>8} {c.budget_s:>7g}s  not measured")
+            continue
+        if contended(timings[c.id]):
+            r = timings[c.id]
+            why = (f"under load {r['load']:g} on {r['cpus']} CPUs" if r.get("load") is not None
+                   else f"on a busy machine ({r['contended']})")
+            lines.append(f"{c.label:<42} {t:>7.1f}s {c.budget_s:>7g}s  not a measurement: taken {why}; "
+                         f"execute it again on an idle machine")
             continue
         measured += 1
         total += t

@@ -280,6 +280,19 @@ def test_times_fails_when_a_budget_is_exceeded(tiny):
     assert rc == 1 and re.search(r"all chapters \(measured ones\)\s+54.0s\s+50s  OVER", out)
 
 
+def test_times_on_a_busy_machine_are_not_measurements(tiny):
+    busy = {"seconds": 95.0, "machine": "test", "date": "2025-01-01", "load": 7.5, "cpus": 2}
+    idle = {"seconds": 25.0, "machine": "test", "date": "2025-01-01", "load": 1.9, "cpus": 2}
+    tiny.timings_path.write_text(json.dumps({"basics": busy, "slider": idle}))
+    rc, out = cli(tiny, "times")
+    assert rc == 0 and "not a measurement: taken under load 7.5 on 2 CPUs" in out and "1 of 2 chapters measured" in out
+    tiny.timings_path.write_text(json.dumps({"basics": dict(busy, load=2.9), "slider": idle}))
+    rc, out = cli(tiny, "times")  # load 2.9 <= 1.5 x 2 CPUs: a measurement, and over budget
+    assert rc == 1 and re.search(r"01 basics\s+95.0s\s+30s  OVER", out)
+    assert B.contended({"load": 3.1, "cpus": 2}) and not B.contended({"seconds": 1.0})
+    assert B.contended({"seconds": 1.0, "contended": "other jobs ran"})
+
+
 # ---- student edition -------------------------------------------------------------------------
 def test_student_edition_stubs_solutions_and_drops_solution_only_cells(tiny, tmp_path):
     out = tmp_path / "student"
