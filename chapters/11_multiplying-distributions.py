@@ -34,7 +34,7 @@
 #   process (they are DDPM's two variance choices, $\beta_t$ and $\tilde\beta_t$) and for a toy where the true
 #   value lies between them.
 #
-# **CPU time:** about 35 s on a 2-core CPU (budget: 60 s); most of it is the U-Net: inpainting
+# **CPU time:** about 30 s on a 2-core CPU (budget: 60 s); most of it is the U-Net: inpainting
 # 4 images with 50 respaced steps, and the widget's 8 masks with 20 steps, at about 40 ms per image per step.
 
 # %%
