@@ -180,8 +180,8 @@ plt.show()
 # show $\hat x_0$ as $t$ falls: "large scale image features appear first and details appear last".
 #
 # **The reverse process, step by step.** Move $t$ from $T$ down to 0: for each stored image the widget shows $x_t$, the
-# predicted noise $\epsilon_\theta(x_t, t)$ (grey is 0, black and white are $\mp 3$) and the predicted $x_0$. The slider runs over
-# $0..T$ and shows the stored state nearest to it (every 10th step, and every step below $t = 20$); every frame was drawn
+# predicted noise $\epsilon_\theta(x_t, t)$ (grey is 0, black and white are $\mp 3$) and the predicted $x_0$. The slider steps
+# through the stored states (every 10th step, and every step below $t = 20$); every frame was drawn
 # when the widget was made, so a step costs a lookup. The readout prints $\bar\alpha_t$, the spread of $x_t$ and of
 # $\hat\epsilon$, and how far $\hat x_0$ and $x_t$ still are from the final sample. Below it, the same for a few $t$ as a picture.
 

@@ -552,7 +552,8 @@ else:
 # ### Play: every run of the table
 #
 # Pick a row and a seed: its samples against the data, its bound during training, and its gradient
-# norms. Everything comes from the stored JSON, so the widget redraws from numbers already there.
+# norms. Everything comes from the stored JSON, and every run's picture is drawn when the widget is made,
+# so a choice in the widget is a lookup.
 
 # %%
 from ddpm_lib.widgets import Explorer  # noqa: E402
@@ -582,7 +583,7 @@ def draw_run(row, seed):
     _ax_g.set(xlabel="step", title="gradient norm per 50 steps")
     _ax_g.legend(fontsize=7)
     _fig.suptitle(f"{r['label']}, seed {seed}", fontsize=10)
-    _fig.tight_layout()
+    _fig.subplots_adjust(left=0.06, right=0.98, bottom=0.15, top=0.8, wspace=0.3)  # fixed: tight_layout per frame is slow
     buf = io.BytesIO()
     _fig.savefig(buf, format="png", dpi=72)
     html = (f"bound {pm(run['bpd'], 0)} bits/dim, sliced W1 {pm(run['score'], 0)} "
@@ -600,6 +601,9 @@ explorer = Explorer(draw_run, {"row": W.Dropdown(options=ids, value="eps-simple-
                                      {"row": "mean-vlb-fixed", "seed": table["seeds"][0]},
                                      {"row": "eps-vlb-learned", "seed": table["seeds"][0]}])
 explorer.name = "ablation_explorer"
+for _row in ids:  # draw every (row, seed) now, so that a choice in the widget is a lookup, not a redraw
+    for _seed in table["seeds"]:
+        explorer.render(row=_row, seed=_seed)
 
 # %% tags=["nbval-ignore-output"]
 explorer.box  # the widget (its picture and readout change with the controls)

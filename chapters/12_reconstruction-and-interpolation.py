@@ -160,7 +160,7 @@ plt.show()
 
 # %% [markdown]
 # The widget shows the grid: for each image, the original, one of its $x_t$, and both decodings; the slider picks $t$ (it
-# snaps to the five computed values). Small $t$ changes only texture; at intermediate $t$ the silhouette, and usually the
+# steps through the five computed values). Small $t$ changes only texture; at intermediate $t$ the silhouette, and usually the
 # class, survive while the details are new; at large $t$ even the class is re-drawn (the table above says where, for this
 # model). The paper's Fig. 7 shows the same on faces: samples decoded from a shared $x_t$ share "high-level attributes".
 

@@ -10,6 +10,7 @@ Chromium through Playwright (see /work/shared/TOOLING-NOTES.md, "In a real brows
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -57,12 +58,20 @@ class Lab:
 
 
 @contextlib.contextmanager
-def jupyterlab(root, timeout: float = 60.0, threads: int = 1):
+def jupyterlab(root, timeout: float = 60.0, threads: int = 1, windowing_mode: str = "none"):
     """JupyterLab on 127.0.0.1 serving a folder; settings, workspaces and runtime files go to
-    a temporary folder, so nothing of the user's setup leaks in. Stopped on exit."""
+    a temporary folder, so nothing of the user's setup leaks in. Stopped on exit.
+
+    ``windowing_mode`` is the notebook's "windowingMode" setting. JupyterLab 4's default,
+    "contentVisibility", leaves cells outside the viewport unrendered, and Playwright then finds a
+    widget far down a long chapter "not visible" and cannot scroll to it (CI saw this on chapter 12);
+    "none" attaches every cell, as a reader scrolling the whole chapter would see it."""
     root = Path(root)
     port, token = _free_port(), secrets.token_hex(16)
     tmp = Path(tempfile.mkdtemp(prefix="jlab-"))
+    tracker = tmp / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text(json.dumps({"windowingMode": windowing_mode}), encoding="utf-8")
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTER_CONFIG_DIR=str(tmp / "config"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
                PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),

@@ -3,13 +3,15 @@ through Playwright (tests/browser_util.py), one test per track of book.toml.
 
 For each chapter whose stored .ipynb displays an ``ExplorerBox`` (ddpm_lib.widgets), on a temporary copy
 of the book: open it, run all cells, wait for the kernel to finish, then in every widget move every
-slider to its end (or start) with the keyboard and see the widget's picture change, time single steps of
-each widget's first slider (key press to new image), and check that no cell shows a traceback and no
+slider to its end (or start) with the keyboard and choose another option of every dropdown, and see the
+widget's picture change each time; time single steps of each widget's first slider, or of its dropdown's
+options in a widget without sliders (key press to new image), and check that no cell shows a traceback and no
 widget failed to display. The kernel gets 2 threads, as in the chapters' CPU budgets.
 Skipped when /usr/bin/chromium (or playwright/jupyterlab) is missing.
 """
 
 import json
+import os
 import shutil
 import statistics
 import time
@@ -46,8 +48,13 @@ def explorer_count(path: Path) -> int:
 
 
 def widget_chapters(track: str) -> list:
+    """The track's chapters that show widgets; BROWSER_CHAPTERS="09,12" (numbers or stems) narrows them
+    down while one works on a chapter."""
+    only = [x.strip() for x in os.environ.get("BROWSER_CHAPTERS", "").split(",") if x.strip()]
     return [(c, n) for c in B.load_book(REPO).chapters
-            if c.track == track and c.ipynb_exists and (n := explorer_count(c.ipynb_path))]
+            if c.track == track and c.ipynb_exists and (n := explorer_count(c.ipynb_path))
+            and (not only or any(c.stem == x or c.stem.startswith(f"{int(x):02d}_") if x.isdigit() else c.stem == x
+                                 for x in only))]
 
 
 # In the page: time each key press inside a cell until that cell's widget image changes its src.
@@ -106,7 +113,16 @@ def _exercise_widgets(page, stem, n_expected):
         src = page.evaluate(_INSTALL_TIMER, [ci])
         assert src, f"{stem}: widget image has no src"
         handles = cell.locator(".noUi-handle")
-        assert handles.count() >= 1, f"{stem}: a widget without a slider"
+        selects = cell.locator(".widget-dropdown select")
+        assert handles.count() + selects.count() >= 1, f"{stem}: a widget without a slider or a dropdown"
+
+        def await_change(n, what):
+            try:
+                page.wait_for_function(f"() => window.__lat[{ci}].changes > {n}", timeout=20_000)
+            except Exception as e:
+                raise AssertionError(f"{stem}: {what} of the widget in cell {ci} did not change its picture "
+                                     f"in 20 s") from e
+
         for h in range(handles.count()):
             handle = handles.nth(h)
             handle.focus()
@@ -123,16 +139,39 @@ def _exercise_widgets(page, stem, n_expected):
             new = cell.locator("img.widget-image").get_attribute("src")
             assert new != src, f"{stem}: slider {h} in cell {ci}: same picture after the move"
             src = new
-        # single steps of the first slider, each a new frame: key press -> image change
-        first = handles.nth(0)
-        first.focus()
-        first.press("End")
-        page.wait_for_timeout(300)
-        page.evaluate(f"() => {{ window.__lat[{ci}].times = []; }}")
-        for _ in range(STEPS):
+        for d in range(selects.count()):
+            select = selects.nth(d)
+            options = select.locator("option").all_inner_texts()
+            if len(options) < 2:
+                continue
+            current = select.evaluate("e => e.selectedIndex")
             n = page.evaluate(f"() => window.__lat[{ci}].changes")
-            first.press("ArrowLeft")
-            page.wait_for_function(f"() => window.__lat[{ci}].changes > {n}", timeout=20_000)
+            select.select_option(index=(current + 1) % len(options))
+            await_change(n, f"choosing another option of dropdown {d}")
+            new = cell.locator("img.widget-image").get_attribute("src")
+            assert new != src, f"{stem}: dropdown {d} in cell {ci}: same picture after the choice"
+            src = new
+        # single steps of the first slider, each a new frame: key press -> image change; in a widget of
+        # dropdowns, choices of the first dropdown's options (the choice made in the page, timed from there)
+        page.evaluate(f"() => {{ window.__lat[{ci}].times = []; }}")
+        if handles.count():
+            first, label = handles.nth(0), cell.locator(".widget-slider").first.inner_text()
+            first.focus()
+            first.press("End")
+            page.wait_for_timeout(300)
+            page.evaluate(f"() => {{ window.__lat[{ci}].times = []; }}")
+        for step in range(STEPS):
+            n = page.evaluate(f"() => window.__lat[{ci}].changes")
+            if handles.count():
+                first.press("ArrowLeft")
+            else:
+                label = "the first dropdown"
+                selects.first.evaluate(f"""e => {{
+                    window.__lat[{ci}].t0 = performance.now();
+                    e.selectedIndex = (e.selectedIndex + 1) % e.options.length;
+                    e.dispatchEvent(new Event('change', {{bubbles: true}}));
+                }}""")
+            await_change(n, f"step {step + 1} of {label!r}")
         latencies.append(page.evaluate(f"() => window.__lat[{ci}].times"))
     return latencies
 

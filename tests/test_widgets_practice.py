@@ -97,12 +97,20 @@ def test_reverse_process_explorer_slider(trajectory, schedule):
     box = W.reverse_process_explorer(trajectory, schedule)
     assert set(box.controls) == {"t"}
     c = box.controls["t"]
-    assert (c.min, c.max, c.value) == (0, 1000, 1000)
-    _move(box, "t", [500, 100, 3, 0])
+    assert list(c.options) == [(str(t), t) for t in sorted(trajectory.timesteps.tolist())]  # recorded t only
+    assert c.value == 1000
+    ts = sorted(trajectory.timesteps.tolist())
+    _move(box, "t", [ts[len(ts) // 2], ts[2], ts[1], 0])
     box.controls["t"].value = 0
     assert "t = 0" in box.readout.value and "samples" in box.readout.value
-    box.controls["t"].value = 498  # snaps to the nearest recorded t (500)
-    assert "t = 500 " in box.readout.value
+    for i in range(1, len(c.options)):  # every step of the slider is a new picture
+        c.index = i - 1
+        before = box.png
+        c.index = i
+        assert box.png != before, c.options[i]
+    box.set(t=498)  # set() snaps to the nearest recorded t (500)
+    assert "t = 500 " in box.readout.value and c.value == 500
+    assert W.reverse_process_explorer(trajectory, schedule, t=498).controls["t"].value == 500
     box.controls["t"].value = 1000
     assert "t = 1000 " in box.readout.value
     assert len(box.frames.frames) == len(trajectory.ts)  # every frame drawn up front
@@ -226,10 +234,11 @@ def test_reconstruction_grid_bad_arguments(diffusion, images):
 def test_reconstruction_explorer(rgrid):
     box = W.reconstruction_explorer(rgrid)
     c = box.controls["t"]
-    assert (c.min, c.max, c.value) == (50, 1000, 500)
-    _move(box, "t", [50, 1000, 900])
-    box.controls["t"].value = 60
-    assert "t = 50 " in box.readout.value and "mean squared distance" in box.readout.value
+    assert [v for _, v in c.options] == [50, 500, 1000]
+    assert c.value == 500
+    _move(box, "t", [50, 1000])
+    box.set(t=60)  # snaps to the grid's t
+    assert c.value == 50 and "t = 50 " in box.readout.value and "mean squared distance" in box.readout.value
     fig = box.static_figure(index=1)
     assert len(fig.axes) == 3 * (2 + 2)
     fig = W.reconstruction_explorer(rgrid, static=True)
@@ -276,10 +285,11 @@ def test_interpolation_grid_bad_arguments(diffusion, images):
 def test_interpolation_explorer(igrid):
     box = W.interpolation_explorer(igrid)
     assert set(box.controls) == {"lam", "t"}
-    assert box.controls["lam"].step == 0.25 and box.controls["t"].value in (100, 400)
+    assert [v for _, v in box.controls["lam"].options] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert box.controls["t"].value in (100, 400)
     _move(box, "lam", [0.0, 1.0, 0.25])
     _move(box, "t", [400, 100])
-    box.set(lam=0.75, t=400)
+    box.set(lam=0.7, t=390)  # snapped to the grid's values
     assert "t = 400, lambda = 0.75" in box.readout.value
     fig = box.static_figure()
     assert len(fig.axes) == 2 * (5 + 2)

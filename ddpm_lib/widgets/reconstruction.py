@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import _explorer, _new_figure
-from .sampling import ImageGrid, _nearest, _to_pixels
+from .sampling import ImageGrid, _nearest, _snapping_set, _steps_slider, _to_pixels
 
 __all__ = [
     "ReconstructionGrid",
@@ -307,9 +307,10 @@ def reconstruction_explorer(grid=None, diffusion=None, images=None, *, ts: Seque
     :param grid: a :class:`ReconstructionGrid` (from :func:`reconstruction_grid`), or a model
         (with ``diffusion``), or None for the shipped U-Net; a grid is then computed with ``images``
         (default: three Fashion-MNIST test images), ``ts``, ``n_draws``, ``steps`` and ``seed``.
-    :param t: the slider's initial value (default: the middle of ``ts``); the slider snaps to the grid's t.
+    :param t: the slider's initial value (default: the middle of ``ts``), snapped to the grid's t; the
+        slider steps through the grid's t only, and ``box.set(t=...)`` snaps.
     :param static: return a matplotlib Figure (rows: t; image ``index``) instead of the widget.
-    :return: an ``ExplorerBox`` with ``controls`` {"t": IntSlider}.
+    :return: an ``ExplorerBox`` with ``controls`` {"t": SelectionSlider}.
     """
     if not isinstance(grid, ReconstructionGrid):
         model, diffusion = _default_model(grid, diffusion)
@@ -324,12 +325,12 @@ def reconstruction_explorer(grid=None, diffusion=None, images=None, *, ts: Seque
     t0 = frames.ts[len(frames.ts) // 2] if t is None else int(t)
     if not lo <= t0 <= hi:
         raise ValueError(f"t must lie in {lo}..{hi} (the grid's timesteps {frames.ts}), got {t}")
-    controls = {"t": W.IntSlider(value=t0, min=lo, max=hi, description="t", continuous_update=True,
-                                 layout=W.Layout(width="520px"))}
+    controls = {"t": _steps_slider(W, frames.ts, t0, "t")}  # the grid's t only: each step a new picture
     box = _explorer("reconstruction_explorer", frames, controls,
-                    title=f"<b>Reconstruction</b> from x_t ~ q(x_t | x_0): t snaps to {frames.ts}")
+                    title=f"<b>Reconstruction</b> from x_t ~ q(x_t | x_0), t in {sorted(frames.ts)}")
     box.static_figure = lambda index=index: _static_reconstruction(frames, index)
     box.grid = grid
+    _snapping_set(box, {"t": list(frames.ts)})
     return box
 
 
@@ -411,7 +412,8 @@ def interpolation_explorer(grid=None, diffusion=None, images=None, *, lambdas: S
     :param grid: an :class:`InterpolationGrid` (from :func:`interpolation_grid`), or a model (with
         ``diffusion``), or None for the shipped U-Net; a grid is then computed with ``images`` =
         (x0_a, x0_b) (default: two Fashion-MNIST test images), ``lambdas``, ``ts``, ``steps``, ``seed``.
-    :param t, lam: the sliders' initial values (they snap to the grid's values).
+    :param t, lam: the sliders' initial values, snapped to the grid's values; the sliders step through
+        the grid's values only, and ``box.set(...)`` snaps.
     :param pair: which pair of the grid's images to show.
     :param static: return a matplotlib Figure (rows: t, columns: lambda) instead of the widget.
     :return: an ``ExplorerBox`` with ``controls`` {"lam": FloatSlider, "t": IntSlider}.
@@ -435,17 +437,14 @@ def interpolation_explorer(grid=None, diffusion=None, images=None, *, lambdas: S
         raise ValueError(f"t must lie in {lo}..{hi} (the grid's timesteps {frames.ts}), got {t}")
     if not 0.0 <= float(lam) <= 1.0:
         raise ValueError(f"lam must lie in [0, 1], got {lam}")
-    lams = frames.lams
-    step = min(b - a for a, b in zip(sorted(lams), sorted(lams)[1:])) if len(lams) > 1 else 1.0
-    controls = {
-        "lam": W.FloatSlider(value=float(lam), min=min(lams), max=max(lams), step=step, description="lambda",
-                             continuous_update=True, readout_format=".3f", layout=W.Layout(width="420px")),
-        "t": W.IntSlider(value=t0, min=lo, max=hi, description="t", continuous_update=True,
-                         layout=W.Layout(width="420px")),
-    }
+    lams = [float(v) for v in frames.lams]
+    # the grid's lambda and t only (lambdas need not be evenly spaced): each step a new picture
+    controls = {"lam": _steps_slider(W, lams, float(lam), "lambda", "420px", fmt=lambda v: f"{v:.3f}"),
+                "t": _steps_slider(W, frames.ts, t0, "t", "420px")}
     box = _explorer("interpolation_explorer", frames, controls,
-                    title=f"<b>Interpolation in x_t space</b>: lambda snaps to {[round(v, 3) for v in lams]}, "
-                          f"t to {frames.ts}")
+                    title=f"<b>Interpolation in x_t space</b>: lambda in {[round(v, 3) for v in lams]}, "
+                          f"t in {sorted(frames.ts)}")
     box.static_figure = lambda pair=pair: _static_interpolation(grid, pair)
+    _snapping_set(box, {"lam": lams, "t": list(frames.ts)})
     box.grid = grid
     return box

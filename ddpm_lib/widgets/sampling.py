@@ -251,6 +251,28 @@ def _nearest(values: Sequence[int], v) -> int:
     return min(values, key=lambda a: (abs(a - v), -a))
 
 
+def _steps_slider(W, values: Sequence, value, description: str, width: str = "520px", fmt=str):
+    """A slider over the given values only (sorted), starting at the one nearest ``value``: each
+    step, a key press or a drag notch, lands on a value that has its own frame."""
+    values = sorted(values)
+    near = min(values, key=lambda a: (abs(a - value), -a))
+    return W.SelectionSlider(options=[(fmt(v), v) for v in values], value=near, description=description,
+                             continuous_update=True, layout=W.Layout(width=width))
+
+
+def _snapping_set(box, snaps: dict):
+    """Make ``box.set(name=v)`` snap v to the nearest of ``snaps[name]`` (a selection slider takes
+    only its own options)."""
+    set_exact = box.set
+
+    def set_any(**values):
+        return set_exact(**{k: (min(snaps[k], key=lambda a: (abs(a - v), -a)) if k in snaps else v)
+                            for k, v in values.items()})
+
+    box.set = set_any
+    box.explorer.set = set_any
+
+
 class _ReverseProcessFrames:
     def __init__(self, trajectory, schedule, scale: int):
         ts = _check_trajectory(trajectory)
@@ -376,11 +398,12 @@ def reverse_process_explorer(trajectory=None, schedule=None, *, t: Optional[int]
         timesteps), a path to a trajectory file, or None for the shipped one (:func:`load_trajectory`).
     :param schedule: the sampler's :class:`NoiseSchedule` or GaussianDiffusion (default: linear, T = 1000),
         used to recover eps from x_t and pred_x0 (:func:`predicted_eps`).
-    :param t: the slider's initial value (default: the largest recorded t). The slider runs over 0..T
-        and shows the recorded state nearest to its value (the readout says which).
+    :param t: the slider's initial value (default: the largest recorded t), snapped to the nearest
+        recorded t. The slider steps through the recorded t only (e.g. every 10th, then every step
+        below 20), so each step shows a new state; ``box.set(t=...)`` takes any t and snaps it.
     :param static: return a matplotlib Figure (columns: a few recorded t) instead of the widget.
     :param static_ts, index: the static figure's timesteps (snapped to recorded ones) and image (default all).
-    :return: an ``ExplorerBox`` with ``controls`` {"t": IntSlider}; ``box.static_figure()`` draws the static figure.
+    :return: an ``ExplorerBox`` with ``controls`` {"t": SelectionSlider}; ``box.static_figure()`` draws the static figure.
     """
     if trajectory is None or isinstance(trajectory, (str, Path)):
         trajectory, _ = load_trajectory(trajectory)
@@ -394,11 +417,13 @@ def reverse_process_explorer(trajectory=None, schedule=None, *, t: Optional[int]
     t0 = T if t is None else int(t)
     if not min(frames.ts) <= t0 <= T:
         raise ValueError(f"t must lie in {min(frames.ts)}..{T} (the recorded range), got {t}")
-    controls = {"t": W.IntSlider(value=t0, min=min(frames.ts), max=T, description="t", continuous_update=True,
-                                 layout=W.Layout(width="520px"))}
+    # a slider over the recorded t only, so that every step (a key press, a drag notch) is a new state
+    recorded = sorted(set(frames.ts))
+    controls = {"t": _steps_slider(W, recorded, t0, "t")}
     box = _explorer("reverse_process_explorer", frames, controls,
                     title=f"<b>Reverse process</b> (Algorithm 2, {len(frames.ts)} recorded states of a {T}-step "
                           f"chain): move t from {T} down to 0")
     box.static_figure = lambda ts=None, index=index: _static_reverse(frames, ts, index)
     box.frames = frames
+    _snapping_set(box, {"t": recorded})
     return box
