@@ -572,7 +572,7 @@ if bpd_meta:
     print(f"stored with the checkpoint (all {T} terms, first {bpd_meta['n_images']} test images): "
           f"{bpd_meta['mean']:.3f} +- {bpd_meta['stderr']:.3f} bits/dim = L_T {bpd_meta['L_T']:.1e} "
           f"+ sum L_(t-1) {bpd_meta['sum_L_t_minus_1']:.3f} + L_0 {bpd_meta['L_0']:.3f}")
-    print(f"measured by: {p.entry.get('metrics', {}).get('evaluated_by', 'python -m ddpm_lib.evaluate fashion-mnist-unet --bpd')}")
+    print(f"measured by: {bpd_meta.get('evaluated_by', 'python -m ddpm_lib.evaluate fashion-mnist-unet --bpd')}")
 else:
     print("this checkpoint's registry entry stores no bits/dim; measure it with "
           "python -m ddpm_lib.evaluate fashion-mnist-unet --bpd --subset 8 --seed 0")

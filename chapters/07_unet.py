@@ -26,7 +26,6 @@
 # **CPU time:** about 10 s on a 2-core CPU (budget: 40 s): the network runs on a handful of images.
 
 # %%
-import io
 import math
 
 import matplotlib.pyplot as plt
@@ -170,11 +169,12 @@ import ipywidgets as W  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ddpm_lib.widgets import Explorer  # noqa: E402
+from ddpm_lib.widgets import Explorer, _Blitter  # noqa: E402
 
 
 class EmbeddingDrawer:
-    """One persistent figure, updated in place for each t (about 30 ms a frame; frames are cached)."""
+    """One persistent figure: axes, ticks and legend drawn once, then only the bars, the two curves and
+    the marker redrawn for each t (blitting; frames are cached)."""
 
     def __init__(self, emb, similarity, learned_sim):
         self.emb, self.sim, self.lsim = emb.numpy(), similarity.numpy(), learned_sim.numpy()
@@ -188,9 +188,12 @@ class EmbeddingDrawer:
         (self.line,) = ax2.plot(range(1, len(self.emb) + 1), self.sim[0], label="sinusoidal emb")
         (self.lline,) = ax2.plot(range(1, len(self.emb) + 1), self.lsim[0], label="learned temb")
         self.mark = ax2.axvline(1, color="k", lw=0.8, ls=":")
-        ax2.set(ylim=(-0.7, 1.05), xlabel="t'", title="cosine similarity with t")
-        ax2.legend(loc="best", fontsize=8)
+        # no legend box: the redrawn curves would cover it (only they are redrawn per frame)
+        ax2.set(ylim=(-0.7, 1.05), xlabel="t'",
+                title="similarity with t: sinusoidal emb (blue), learned temb (orange)")
+        ax2.title.set_fontsize(9)
         self.fig.tight_layout()
+        self.blit = _Blitter(self.fig, [*self.bars, self.line, self.lline, self.mark])
 
     def __call__(self, t):
         for bar, v in zip(self.bars, self.emb[t - 1]):
@@ -198,10 +201,8 @@ class EmbeddingDrawer:
         self.line.set_ydata(self.sim[t - 1])
         self.lline.set_ydata(self.lsim[t - 1])
         self.mark.set_xdata([t, t])
-        buf = io.BytesIO()
-        self.fig.savefig(buf, format="png")
         n_sin, n_learned = int((self.sim[t - 1] > 0.9).sum()), int((self.lsim[t - 1] > 0.9).sum())
-        return buf.getvalue(), (f"t = {t}: timesteps t' with similarity > 0.9: {n_sin} (sinusoidal), "
+        return self.blit.frame(), (f"t = {t}: timesteps t' with similarity > 0.9: {n_sin} (sinusoidal), "
                                 f"{n_learned} (learned temb)")
 
 
