@@ -384,6 +384,9 @@ def to_markdown(table: dict) -> str:
                      f"{s['n_diverged']}/{s['n_runs']} | {s['loss_spikes_mean']} | {s['grad_spikes_mean']} | "
                      f"{s['clipped_frac_mean']} |")
     lines += ["", f"Paper: {table['paper']['source']}.", "", table["eval"]["notes"], ""]
+    if table.get("not_measured"):  # rows left out of a merged table, and why (written by whoever merged it)
+        nm = table["not_measured"]
+        lines += [f"Not measured: {', '.join(nm['rows'])}. {nm['why']}", ""]
     return "\n".join(lines)
 
 
