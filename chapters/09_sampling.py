@@ -295,16 +295,7 @@ print(f"beta~_t / beta_t at t = 2, 10, 100: {', '.join(f'{(s.posterior_variance[
 # evaluations, about 10 s on a 2-core CPU.
 
 # %%
-class CountingNet:
-    """The network, counting the images it sees: the cost of sampling in network evaluations (machine-independent)."""
-
-    def __init__(self, net):
-        self.net, self.images = net, 0
-
-    def __call__(self, x, t):
-        self.images += x.shape[0]
-        return self.net(x, t)
-
+CountingNet = dl.CountingModel  # the network, counting the images it sees: the cost in network evaluations
 
 N = 6
 d_small = dl.GaussianDiffusion(s, prediction=d.prediction, variance="fixed_small")

@@ -18,6 +18,7 @@ from .gaussians import (  # noqa: E402
 )
 from .diffusion import GaussianDiffusion, GaussianParams, Trajectory  # noqa: E402
 from .sampling import (  # noqa: E402
+    CountingModel,
     sample_respaced,
     ddim_sample,
     ddim_encode,
@@ -40,6 +41,7 @@ __all__ = [
     "GaussianDiffusion",
     "GaussianParams",
     "Trajectory",
+    "CountingModel",
     "sample_respaced",
     "ddim_sample",
     "ddim_encode",

@@ -13,6 +13,7 @@ import torch
 from .diffusion import GaussianDiffusion, Trajectory, _Recorder, _noise_like
 
 __all__ = [
+    "CountingModel",
     "sample_respaced",
     "ddim_timesteps",
     "ddim_sample",
@@ -23,6 +24,18 @@ __all__ = [
     "perturbed_mean",
     "sample_perturbed",
 ]
+
+
+class CountingModel:
+    """Wraps ``model(x_t, t)`` and counts the images it sees in ``.images``: the cost of a sampler in
+    network evaluations, which (unlike seconds) does not depend on the machine."""
+
+    def __init__(self, model: Callable):
+        self.model, self.images = model, 0
+
+    def __call__(self, x, t):
+        self.images += x.shape[0]
+        return self.model(x, t)
 
 
 def sample_respaced(model: Callable, diffusion: GaussianDiffusion, steps: int | Sequence[int], shape,

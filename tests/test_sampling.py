@@ -86,3 +86,15 @@ def test_interpolation_endpoints_and_shape():
     assert float(out[0].mean()) < float(out[1].mean()) < float(out[2].mean())
     with pytest.raises(ValueError, match="lambdas must be"):
         dl.interpolate(M, steps, a, b, [1.5], t=10, progress=False)
+
+
+def test_counting_model_counts_network_evaluations():
+    """CountingModel: images seen = batch x steps for ancestral sampling; the output is the model's."""
+    d = dl.GaussianDiffusion(dl.NoiseSchedule.linear(T=50, warn=False))
+    model = lambda x, t: 0.5 * x  # noqa: E731
+    counter = dl.CountingModel(model)
+    x = torch.randn(3, 2)
+    assert torch.equal(counter(x, torch.ones(3, dtype=torch.long)), model(x, None)) and counter.images == 3
+    counter = dl.CountingModel(model)
+    dl.sample_respaced(counter, d, 10, (4, 2), generator=torch.Generator().manual_seed(0), progress=False)
+    assert counter.images == 4 * 10

@@ -128,17 +128,6 @@ def _timesteps(ts, index: dict, T: int, steps) -> list:
     return sorted(ts)
 
 
-class _Counter:
-    """Counts the images a model sees (the cost of sampling, independent of the machine)."""
-
-    def __init__(self, model):
-        self.model, self.n = model, 0
-
-    def __call__(self, x, t):
-        self.n += x.shape[0]
-        return self.model(x, t)
-
-
 @torch.no_grad()
 def reconstruction_grid(model, diffusion, x0: torch.Tensor, ts: Sequence[int], n_draws: int = 3,
                         steps: Optional[int] = 25, seed: int = 0, clip_x0: bool = False) -> ReconstructionGrid:
@@ -153,14 +142,14 @@ def reconstruction_grid(model, diffusion, x0: torch.Tensor, ts: Sequence[int], n
     :param steps: length K of the respaced chain (None: all T steps).
     :param seed: seeds the one CPU generator used for every draw, t after t.
     """
-    from ..sampling import reconstruct
+    from ..sampling import CountingModel, reconstruct
 
     x0 = _check_images(x0, "x0")
     if not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
         raise ValueError(f"n_draws must be a positive integer, got {n_draws!r}")
     d, index = _chain(diffusion, steps)
     ts = _timesteps(ts, index, diffusion.T, steps)
-    counter = _Counter(model)
+    counter = CountingModel(model)
     g = torch.Generator().manual_seed(int(seed))
     B = x0.shape[0]
     rep = x0.repeat(n_draws, 1, 1, 1)  # draw-major: rows j * B + b
@@ -171,7 +160,7 @@ def reconstruction_grid(model, diffusion, x0: torch.Tensor, ts: Sequence[int], n
         xts.append(traj.x_t[0].reshape(n_draws, B, *x0.shape[1:]))
         outs.append(x.cpu().reshape(n_draws, B, *x0.shape[1:]))
     return ReconstructionGrid(ts=torch.tensor(ts), x0=x0.cpu(), x_t=torch.stack(xts), samples=torch.stack(outs),
-                              steps=d.T, T=diffusion.T, network_evaluations=counter.n)
+                              steps=d.T, T=diffusion.T, network_evaluations=counter.images)
 
 
 @torch.no_grad()
@@ -185,7 +174,7 @@ def interpolation_grid(model, diffusion, x0_a: torch.Tensor, x0_b: torch.Tensor,
     :param x0_a, x0_b: (B, C, H, W) images in [-1, 1], paired by position.
     :param lambdas: mixing weights in [0, 1]; :param ts: original timesteps on the respaced chain.
     """
-    from ..sampling import interpolate
+    from ..sampling import CountingModel, interpolate
 
     x0_a, x0_b = _check_images(x0_a, "x0_a"), _check_images(x0_b, "x0_b")
     if x0_a.shape != x0_b.shape:
@@ -198,7 +187,7 @@ def interpolation_grid(model, diffusion, x0_a: torch.Tensor, x0_b: torch.Tensor,
         raise ValueError(f"lambdas must be a non-empty sequence of numbers in [0, 1], got {lam}")
     d, index = _chain(diffusion, steps)
     ts = _timesteps(ts, index, diffusion.T, steps)
-    counter = _Counter(model)
+    counter = CountingModel(model)
     g = torch.Generator().manual_seed(int(seed))
     B, L = x0_a.shape[0], len(lam)
     bars, outs = [], []
@@ -210,7 +199,7 @@ def interpolation_grid(model, diffusion, x0_a: torch.Tensor, x0_b: torch.Tensor,
         outs.append(x.cpu())
     return InterpolationGrid(ts=torch.tensor(ts), lambdas=torch.tensor(lam, dtype=torch.float64), x0_a=x0_a.cpu(),
                              x0_b=x0_b.cpu(), x_bar=torch.stack(bars), samples=torch.stack(outs), steps=d.T,
-                             T=diffusion.T, network_evaluations=counter.n)
+                             T=diffusion.T, network_evaluations=counter.images)
 
 
 # ----------------------------------------------------------------------------------------------
