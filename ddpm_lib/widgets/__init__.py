@@ -288,14 +288,15 @@ class Explorer:
             self.readout.value = html
 
     def set(self, **values) -> None:
-        """Set several controls, then redraw once."""
+        """Set several controls, then redraw once. A number given to a selection control whose
+        options are numbers (a slider over recorded t) snaps to the nearest option."""
         unknown = set(values) - set(self.controls)
         if unknown:
             raise KeyError(f"unknown controls {sorted(unknown)}; known: {sorted(self.controls)}")
         self._hold = True
         try:
             for k, v in values.items():
-                self.controls[k].value = v
+                self.controls[k].value = _snap_to_option(self.controls[k], v)
         finally:
             self._hold = False
         self.refresh()
@@ -318,6 +319,17 @@ class Explorer:
         representative ones), stacked top to bottom."""
         settings = list(settings if settings is not None else self.static_settings) or [self.values()]
         return _static_only(lambda **s: (self.render(**s), ""), settings, titles)
+
+
+def _snap_to_option(control, v):
+    """v, or the nearest of a selection control's numeric option values (ties go to the larger)."""
+    options = getattr(control, "options", None)
+    if not options or isinstance(v, bool) or not isinstance(v, (int, float)):
+        return v
+    vals = [o[1] if isinstance(o, tuple) else o for o in options]
+    if v in vals or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in vals):
+        return v
+    return min(vals, key=lambda a: (abs(a - v), -a))
 
 
 def _fmt(v):

@@ -297,7 +297,7 @@ def inpainting_explorer(model=None, diffusion=None, images: Optional[torch.Tenso
         return _static_only(drawer, settings)
     import ipywidgets as W
 
-    controls = {  # t first: the slider a reader (or a browser test pressing End) reaches first
+    controls = {  # t first: the slider a reader reaches first
         "t": W.SelectionSlider(options=ts, value=0, description="t", continuous_update=True,
                                layout=W.Layout(width="420px")),
         "region": W.Dropdown(options=regions_run, value=regions_run[0], description="region"),

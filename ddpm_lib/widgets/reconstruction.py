@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import _explorer, _new_figure
-from .sampling import ImageGrid, _nearest, _snapping_set, _steps_slider, _to_pixels
+from .sampling import ImageGrid, _nearest, _steps_slider, _to_pixels
 
 __all__ = [
     "ReconstructionGrid",
@@ -319,7 +319,6 @@ def reconstruction_explorer(grid=None, diffusion=None, images=None, *, ts: Seque
                     title=f"<b>Reconstruction</b> from x_t ~ q(x_t | x_0), t in {sorted(frames.ts)}")
     box.static_figure = lambda index=index: _static_reconstruction(frames, index)
     box.grid = grid
-    _snapping_set(box, {"t": list(frames.ts)})
     return box
 
 
@@ -434,6 +433,5 @@ def interpolation_explorer(grid=None, diffusion=None, images=None, *, lambdas: S
                     title=f"<b>Interpolation in x_t space</b>: lambda in {[round(v, 3) for v in lams]}, "
                           f"t in {sorted(frames.ts)}")
     box.static_figure = lambda pair=pair: _static_interpolation(grid, pair)
-    _snapping_set(box, {"lam": lams, "t": list(frames.ts)})
     box.grid = grid
     return box

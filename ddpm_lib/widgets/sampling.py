@@ -255,22 +255,8 @@ def _steps_slider(W, values: Sequence, value, description: str, width: str = "52
     """A slider over the given values only (sorted), starting at the one nearest ``value``: each
     step, a key press or a drag notch, lands on a value that has its own frame."""
     values = sorted(values)
-    near = min(values, key=lambda a: (abs(a - value), -a))
-    return W.SelectionSlider(options=[(fmt(v), v) for v in values], value=near, description=description,
+    return W.SelectionSlider(options=[(fmt(v), v) for v in values], value=_nearest(values, value), description=description,
                              continuous_update=True, layout=W.Layout(width=width))
-
-
-def _snapping_set(box, snaps: dict):
-    """Make ``box.set(name=v)`` snap v to the nearest of ``snaps[name]`` (a selection slider takes
-    only its own options)."""
-    set_exact = box.set
-
-    def set_any(**values):
-        return set_exact(**{k: (min(snaps[k], key=lambda a: (abs(a - v), -a)) if k in snaps else v)
-                            for k, v in values.items()})
-
-    box.set = set_any
-    box.explorer.set = set_any
 
 
 class _ReverseProcessFrames:
@@ -425,5 +411,4 @@ def reverse_process_explorer(trajectory=None, schedule=None, *, t: Optional[int]
                           f"chain): move t from {T} down to 0")
     box.static_figure = lambda ts=None, index=index: _static_reverse(frames, ts, index)
     box.frames = frames
-    _snapping_set(box, {"t": recorded})
     return box
