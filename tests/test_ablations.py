@@ -142,6 +142,19 @@ def test_stored_table_follows_the_schema():
         assert len(r["runs"]) == len(t["seeds"]) and r["summary"]["n_runs"] == len(t["seeds"])
 
 
+@pytest.mark.parametrize("name", ["swiss_roll_table2", "fashion_mnist_table2"])
+def test_stored_markdown_is_made_from_its_json(name):
+    """Each stored .md is what to_markdown makes of its .json, rows left unmeasured and why included."""
+    path = ROOT / "data" / "ablations" / f"{name}.json"
+    if not path.is_file():
+        pytest.skip(f"{path.name} has not been made yet")
+    t = json.loads(path.read_text())
+    md = abl.to_markdown(t)
+    assert path.with_suffix(".md").read_text() == md
+    if t.get("not_measured"):
+        assert f"Not measured: {', '.join(t['not_measured']['rows'])}." in md and t["not_measured"]["why"] in md
+
+
 # ---- the identities the chapter checks (DDPM Eqs. 8, 11, 12) ------------------------------------------------
 
 
