@@ -15,17 +15,19 @@ RESULTS_MD = HERE / "RESULTS.md"
 MARKERS = {
     "cpu": ("<!-- cpu-results:begin -->", "<!-- cpu-results:end -->"),
     "gpu": ("<!-- gpu-results:begin -->", "<!-- gpu-results:end -->"),
+    "cpu-alternatives": ("<!-- cpu-alternatives:begin -->", "<!-- cpu-alternatives:end -->"),
 }
 
 HEADER = """# Benchmarks
 
 Written by the scripts in this folder (see README.md): `bench_unet_cpu.py` rewrites the CPU section,
-`bench_cifar10_gpu.py --write-results` the GPU section. Raw numbers: `results_cpu.json`, `results_gpu.json`.
+`bench_cifar10_gpu.py --write-results` the GPU section, `bench_cpu_alternatives.py` the section on what
+else was tried. Raw numbers: `results_cpu.json`, `results_gpu.json`, `results_cpu_alternatives.json`.
 """
 
 
 def update_section(name: str, body: str, path: Path = RESULTS_MD) -> None:
-    """Replace section ``name`` ("cpu" or "gpu") of the results file between its markers, leaving
+    """Replace section ``name`` (a key of MARKERS) of the results file between its markers, leaving
     everything else (other sections, hand-written notes) as it is; a missing section is added
     (the CPU one before the GPU one)."""
     text = path.read_text() if path.exists() else HEADER
