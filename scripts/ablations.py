@@ -17,6 +17,11 @@ data/ablations/swiss_roll_table2.json and its .md. Small images, on a GPU:
 (N runs at once in separate processes; every run is seeded, so the numbers do not depend on N; the stored
 swiss-roll table was made with ``--workers 3`` on a shared 2-core machine).
 
+Rows run apart (one process per row on a GPU, say) are folded into one table, which then says which
+commands made it (``merged``) and drops them from ``not_measured``:
+
+    python scripts/ablations.py --merge data/ablations/fashion_mnist_table2.json PART.json [PART.json ...]
+
 The rows (paper's Table 2; CIFAR-10, columns IS / FID, "-" = unstable to train, poor samples):
 
     id                 prediction  loss    variance     paper's row                              IS / FID
@@ -73,6 +78,8 @@ JSON schema (format 1) of <dataset>_table2.json (the .md beside it is the same t
                              held-out points, every curve_every steps and at the last step)} ] } ]
     samples: {row id: {seed (str): [[x, y], ...]}} (swiss roll: the first --keep-samples samples of each run,
              4 decimals) or {row id: {seed: [[uint8 x 784], ...]}} (Fashion-MNIST: 16 samples per run)
+    merged: [command] (optional: the commands of the tables folded in by --merge)
+    not_measured: {rows: [row id], why: str} (optional: rows left out, and why)
 """
 
 from __future__ import annotations
@@ -480,6 +487,60 @@ def run_table(args, command: str) -> dict:
     return table
 
 
+def merge_tables(base: dict, parts: list) -> dict:
+    """Fold finished tables of some rows (one process per row, say, on a GPU) into ``base``: each part's rows
+    replace or join base's (in the order of ROWS), their stored samples too; merged rows leave
+    ``not_measured``; ``complete`` once every row has a summary and none is left out. The parts must
+    have been made with the same dataset, steps, seeds, training config and evaluation as ``base``."""
+    out = json.loads(json.dumps(base))  # a deep copy
+    same = ("format", "dataset", "steps", "seeds", "train_config", "window")
+    for i, part in enumerate(parts):
+        for key in same:
+            if part.get(key) != out.get(key):
+                raise ValueError(f"part {i} ({part.get('command', '?')}) has {key}={part.get(key)!r}, "
+                                 f"the table has {out.get(key)!r}: only runs made alike can share a table")
+        ev = {k: v for k, v in part["eval"].items() if k != "notes"}
+        if ev != {k: v for k, v in out["eval"].items() if k != "notes"}:
+            raise ValueError(f"part {i} was evaluated differently: {ev} vs {out['eval']}")
+        if not part.get("complete"):
+            raise ValueError(f"part {i} ({part.get('command', '?')}) is not complete: its runs did not all finish")
+        rows = {r["id"]: r for r in out["rows"]}
+        for r in part["rows"]:
+            rows[r["id"]] = r
+            if r["id"] in part.get("samples", {}):
+                out.setdefault("samples", {})[r["id"]] = part["samples"][r["id"]]
+        out["rows"] = [rows[k] for k in ROWS if k in rows]
+        out.setdefault("merged", []).append(part["command"])
+        nm = out.get("not_measured")
+        if nm:
+            nm["rows"] = [k for k in nm["rows"] if k not in {r["id"] for r in part["rows"]}]
+            if not nm["rows"]:
+                del out["not_measured"]
+    out["samples"] = {k: out["samples"][k] for k in ROWS if k in out.get("samples", {})}
+    out["complete"] = all(r["summary"] is not None for r in out["rows"]) and not out.get("not_measured")
+    return out
+
+
+def merge_main(argv) -> int:
+    """python scripts/ablations.py --merge TABLE.json PART.json [PART.json ...]: rewrites TABLE.json and its .md."""
+    if len(argv) < 2:
+        print("usage: python scripts/ablations.py --merge TABLE.json PART.json [PART.json ...]", file=sys.stderr)
+        return 2
+    paths = [Path(a) for a in argv]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        table = merge_tables(json.loads(paths[0].read_text()), [json.loads(p.read_text()) for p in paths[1:]])
+    except (ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    _write(table, paths[0])
+    print(f"wrote {paths[0]} and {paths[0].with_suffix('.md')}: {len(table['rows'])} rows, complete={table['complete']}")
+    return 0
+
+
 _CACHE: dict = {}
 
 
@@ -578,6 +639,8 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--merge"]:
+        return merge_main(argv[1:])
     args = parse_args(argv)
     command = "python scripts/ablations.py" + ("" if not argv else " " + shlex.join(argv))
     old_threads = torch.get_num_threads()

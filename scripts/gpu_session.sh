@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # One device session (a lent H200), run from the repository root by the device tool:
 #   bash scripts/gpu_session.sh        (OUT must name an empty folder; results come back from there)
-# 1. the CIFAR-10 network's training/sampling throughput against the paper (benchmarks/bench_cifar10_gpu.py),
-#    alone on the GPU;
-# 2. then, side by side: the shipped Fashion-MNIST U-Net (scripts/gpu_fashion_mnist.py: train on a time
-#    budget, then 1000-step samples, a trajectory, samples for the Fréchet classifier distance and the whole
-#    bound in bits/dim on 1000 test images), and, when scripts/ablations.py is there, the Table 2 ablations on
-#    Fashion-MNIST.
+# Stages (STAGES, default "bench abl": what issue 3 and chapter 10 still need, about 10 minutes):
+#   bench   the CIFAR-10 network's training/sampling throughput against the paper
+#           (benchmarks/bench_cifar10_gpu.py, eager and torch.compile, BENCH_S seconds), alone on the GPU;
+#   abl     the Table 2 rows that data/ablations/fashion_mnist_table2.json lists as not measured, one
+#           process per row side by side, with the settings of the rows already there; then merged into
+#           that table (scripts/ablations.py --merge), which comes back in the bundle;
+#   fmnist  the shipped Fashion-MNIST U-Net (scripts/gpu_fashion_mnist.py: train on a time budget, then
+#           1000-step samples, a trajectory, samples for the Frechet classifier distance and the whole
+#           bound in bits/dim on 1000 test images), side by side with abl.
 # Everything but the checkpoint parts is packed into $OUT/bundle.tgz (the tool returns at most 8 files).
+# Back here: tar xzf bundle.tgz -C DIR; cp DIR/fashion_mnist_table2.{json,md} data/ablations/;
+# python benchmarks/bench_cifar10_gpu.py --write-results DIR/results_gpu.json; re-execute chapter 10.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 : "${OUT:?OUT must be set}"
 TRAIN_S=${TRAIN_S:-240}
-BENCH_S=${BENCH_S:-80}
+BENCH_S=${BENCH_S:-240}
+STAGES=${STAGES:-bench abl}
+has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 ABL_STEPS=${ABL_STEPS:-3000}
 W=/tmp/gpu_session; rm -rf $W; mkdir -p $W/fmnist
 t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a $W/timeline.txt; }
@@ -43,11 +50,14 @@ PY
 fi
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee $W/torch.txt
 
-stamp "benchmark"
-timeout $((BENCH_S + 60)) python3 benchmarks/bench_cifar10_gpu.py --compile --inline-loss --formats channels_last \
-  --max-seconds $BENCH_S --out $W/results_gpu.json > $W/bench.log 2>&1; stamp "benchmark rc=$?"
+if has bench; then
+  stamp "benchmark"
+  timeout $((BENCH_S + 90)) python3 benchmarks/bench_cifar10_gpu.py --compile --inline-loss --formats channels_last \
+    --max-seconds $BENCH_S --out $W/results_gpu.json > $W/bench.log 2>&1; stamp "benchmark rc=$?"
+fi
 
 stamp "fashion-mnist and ablations"
+if has fmnist; then
 ( s=$(date +%s)
   timeout $((TRAIN_S + 150)) python3 scripts/gpu_fashion_mnist.py --out $W/fmnist --train-seconds $TRAIN_S \
     --data-root .gpu_data/fashion-mnist --bpd-subset 1000 --fcd-samples 2000 --split-mb 15 > $W/fmnist.log 2>&1
@@ -59,13 +69,24 @@ stamp "fashion-mnist and ablations"
       --split-mb 15 >> $W/fmnist.log 2>&1
   fi
   echo "fmnist done rc=$?" >> $W/timeline.txt ) &
-if [ -f scripts/ablations.py ]; then   # one process per row (rows are independent: same seeds, data, steps)
-  for rows in mean-vlb-learned mean-vlb-fixed mean-mse-fixed eps-vlb-learned eps-vlb-fixed eps-simple-fixed,eps-simple-small; do
-    ( OMP_NUM_THREADS=2 timeout $((TRAIN_S + 120)) python3 scripts/ablations.py --dataset fashion_mnist --preset tiny \
-        --steps $ABL_STEPS --rows $rows --device cuda --data-root .gpu_data/fashion-mnist --out $W/abl_${rows%%,*} \
-        > $W/abl_${rows%%,*}.log 2>&1
-      echo "ablation $rows done rc=$?" >> $W/timeline.txt ) &
+fi
+TABLE=data/ablations/fashion_mnist_table2.json
+if has abl; then   # one process per row (rows are independent: same seeds, data, steps and evaluation)
+  ROWS=${ABL_ROWS:-$(python3 -c "import json; print(' '.join(json.load(open('$TABLE')).get('not_measured', {}).get('rows', [])))")}
+  stamp "ablation rows: ${ROWS:-none}"
+  for row in $ROWS; do
+    ( OMP_NUM_THREADS=2 timeout ${ABL_TIMEOUT:-540} python3 scripts/ablations.py --dataset fashion_mnist --preset tiny \
+        --steps $ABL_STEPS --rows $row --device cuda --data-root .gpu_data/fashion-mnist --bpd-n 500 \
+        --sample-n 1000 --curve-every 1000 --curve-n 64 --out $W/abl_$row/fashion_mnist_table2.json \
+        > $W/abl_$row.log 2>&1
+      echo "ablation $row done rc=$?" >> $W/timeline.txt ) &
   done
 fi
 wait
+if has abl && [ -n "${ROWS:-}" ]; then
+  for part in $W/abl_*/fashion_mnist_table2.json; do   # one at a time: a row that did not finish is refused alone
+    [ -f "$part" ] && python3 scripts/ablations.py --merge $TABLE $part >> $W/merge.log 2>&1; stamp "merge $part rc=$?"
+  done
+  cp $TABLE ${TABLE%.json}.md $W/
+fi
 stamp "all done"

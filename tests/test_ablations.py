@@ -236,3 +236,31 @@ def test_optimal_variance_minimizes_the_library_kl():
     kl = dl.normal_kl(m_q, v_q.log(), m_p, logv)
     best = logv[kl.argmin()].exp()
     assert float(best) == pytest.approx(float(v_q + (m_q - m_p) ** 2), rel=1e-3)
+
+
+def test_merge_folds_rows_run_apart_into_one_table(tmp_path, capsys):
+    """--merge: rows run in separate processes join the table (in ROWS order), leave not_measured, and make it
+    complete; tables made differently, or unfinished, are refused with the reason."""
+    base, base_path = _run(tmp_path, "--rows", "eps-simple-fixed", "--steps", "3", "--seeds", "0")
+    base["not_measured"] = {"rows": ["mean-vlb-fixed"], "why": "needs time"}
+    base["complete"] = False
+    base_path.write_text(json.dumps(base))
+    part = tmp_path / "part.json"
+    assert abl.main(["--rows", "mean-vlb-fixed", "--steps", "3", "--seeds", "0", *TINY, "--out", str(part)]) == 0
+    assert abl.main(["--merge", str(base_path), str(part)]) == 0
+    merged = json.loads(base_path.read_text())
+    assert [r["id"] for r in merged["rows"]] == ["mean-vlb-fixed", "eps-simple-fixed"]
+    assert merged["complete"] and "not_measured" not in merged and len(merged["merged"]) == 1
+    assert merged["rows"][0] == json.loads(part.read_text())["rows"][0]
+    assert base_path.with_suffix(".md").read_text() == abl.to_markdown(merged)
+
+    other = json.loads(part.read_text())
+    other["steps"] = 4
+    with pytest.raises(ValueError, match="steps=4"):
+        abl.merge_tables(base, [other])
+    other = json.loads(part.read_text())
+    other["complete"] = False
+    with pytest.raises(ValueError, match="not complete"):
+        abl.merge_tables(base, [other])
+    assert abl.main(["--merge", str(base_path), str(tmp_path / "missing.json")]) == 2
+    assert "no such file" in capsys.readouterr().err
