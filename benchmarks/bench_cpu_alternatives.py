@@ -17,7 +17,10 @@ the routes left can buy the rest, in one run:
 4. the whole network, interleaved with diffusers as in bench_unet_cpu.py, training and sampling:
    `ours`, `diffusers`, `ours-cl` (channels_last), `ours-cl-gn` (channels_last with the group norm
    of 3., forward and backward), `ours-nnpack` (NNPACK for every 3x3 stride-1 convolution's forward
-   and input gradient; oneDNN for the weight gradient).
+   and input gradient; oneDNN for the weight gradient), and `ours-compiled` / `diffusers-compiled`
+   (torch.compile, inductor's CPU backend: fused elementwise kernels around oneDNN's convolutions;
+   needs a C++ compiler; compilation is in the untimed warm-up; only with --compile: compiling the
+   train and eval graphs takes minutes each on a 2-core CPU, a --quick run with them 12.5 minutes).
 
 None of these is in ddpm_lib: this script is where they were tried. It writes
 results_cpu_alternatives.json and the "cpu-alternatives" section of RESULTS.md.
@@ -229,6 +232,10 @@ def _resblock_forward_nhwc_norm(self, x, temb):  # ResnetBlock.forward with the 
 def make_variant(name, ours, theirs):
     if name in ("ours", "diffusers", "ours-cl"):
         return B.make_variant(name, ours, theirs)
+    if name == "ours-compiled":
+        return torch.compile(copy.deepcopy(ours))
+    if name == "diffusers-compiled":
+        return torch.compile(B.DiffusersAsModel(copy.deepcopy(theirs)))
     m = copy.deepcopy(ours)
     if name == "ours-cl-gn":
         m.channels_last = True
@@ -248,7 +255,7 @@ def make_variant(name, ours, theirs):
     return m
 
 
-VARIANTS = ["ours", "diffusers", "ours-cl", "ours-cl-gn", "ours-nnpack"]
+VARIANTS = ["ours", "diffusers", "ours-cl", "ours-cl-gn", "ours-nnpack", "ours-compiled", "diffusers-compiled"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,19 +302,19 @@ def per_layer(iters, layers):
     return rows
 
 
-def whole_net(configs, rounds, batch, warmup):
+def whole_net(configs, rounds, batch, warmup, variants=VARIANTS):
     diffusion = GaussianDiffusion(NoiseSchedule.linear(1000))
     out = {}
     for name in configs:
         ours, theirs, n_params, _ = B.build_pair(name)
         c = ours.config
-        models = {v: make_variant(v, ours, theirs) for v in VARIANTS}
+        models = {v: make_variant(v, ours, theirs) for v in variants}
         x = torch.randn(3, c.in_channels, c.resolution, c.resolution, generator=torch.Generator().manual_seed(1))
         t = torch.tensor([1, 500, 1000])
         rec = dict(parameters=n_params, max_abs_diff_vs_ours={})
         with torch.no_grad():
             ref = ours.eval()(x, t)
-            for v in ("ours-cl", "ours-cl-gn", "ours-nnpack"):
+            for v in variants[2:]:
                 rec["max_abs_diff_vs_ours"][v] = (models[v].eval()(x, t) - ref).abs().max().item()
         for wl in ("train", "sample"):
             fns = {}
@@ -316,13 +323,16 @@ def whole_net(configs, rounds, batch, warmup):
                 fns[v] = train_step if wl == "train" else sample_step
             runs, _ = B.bench_interleaved(fns, batch, 1 if wl == "train" else 3, warmup, rounds)
             med = {v: statistics.median(r) for v, r in runs.items()}
-            rec[wl] = {v: dict(images_per_s=med[v], vs_diffusers=med[v] / med["diffusers"]) for v in VARIANTS}
-            print(f"[{name}] {wl}: " + ", ".join(f"{v} {rec[wl][v]['vs_diffusers']:.3f}x" for v in VARIANTS), flush=True)
+            rec[wl] = {v: dict(images_per_s=med[v], vs_diffusers=med[v] / med["diffusers"]) for v in variants}
+            if "diffusers-compiled" in med:
+                rec[wl]["ours-compiled"]["vs_diffusers_compiled"] = med["ours-compiled"] / med["diffusers-compiled"]
+            print(f"[{name}] {wl}: " + ", ".join(f"{v} {rec[wl][v]['vs_diffusers']:.3f}x" for v in variants), flush=True)
         out[name] = rec
     return out
 
 
 def markdown(res):
+    res = dict(res, variants=res.get("variants") or [v for v in VARIANTS if v in next(iter(res["nets"].values()))["train"]])
     L = [
         "## CPU: what else was tried (`bench_cpu_alternatives.py`)",
         "",
@@ -354,10 +364,14 @@ def markdown(res):
               "(outputs of size about 1-10).", "",
           "**Whole network**, images/s relative to diffusers (median of interleaved rounds; train = forward + loss + "
           "backward + Adam, sample = one ancestral step):", "",
-          "| config | workload | " + " | ".join(VARIANTS) + " |", "|---|---|" + "---:|" * len(VARIANTS)]
+          "| config | workload | " + " | ".join(res["variants"]) + " |", "|---|---|" + "---:|" * len(res["variants"])]
     for name, rec in res["nets"].items():
         for wl in ("train", "sample"):
-            L.append(f"| {name} | {wl} | " + " | ".join(f"{rec[wl][v]['vs_diffusers']:.3f}" for v in VARIANTS) + " |")
+            L.append(f"| {name} | {wl} | " + " | ".join(f"{rec[wl][v]['vs_diffusers']:.3f}" for v in res["variants"]) + " |")
+    if "diffusers-compiled" in res["variants"]:
+        L += ["", "Both compiled: ours-compiled / diffusers-compiled = " + ", ".join(
+            f"{name} {wl} {rec[wl]['ours-compiled']['vs_diffusers_compiled']:.3f}"
+            for name, rec in res["nets"].items() for wl in ("train", "sample")) + "."]
     return "\n".join(L)
 
 
@@ -368,6 +382,7 @@ def main(argv=None):
     p.add_argument("--configs", nargs="+", default=B.DEFAULT_CONFIGS, choices=sorted(B.CONFIGS))
     p.add_argument("--quick", action="store_true", help="smoke run: fewer layers, cifar-micro, 2 rounds, batch 8")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--compile", action="store_true", help="also the torch.compile variants (slow to compile)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not torch._nnpack_available():  # also initializes NNPACK, which its convolution needs first
@@ -379,8 +394,9 @@ def main(argv=None):
     res["ceiling"] = ceiling(iters)
     print("GFLOP/s", {k: round(v, 1) for k, v in res["ceiling"].items()}, flush=True)
     res["layers"] = per_layer(iters, LAYERS[:2] if args.quick else LAYERS)
+    res["variants"] = [v for v in VARIANTS if args.compile or not v.endswith("-compiled")]
     res["nets"] = whole_net(["cifar-micro"] if args.quick else args.configs, 2 if args.quick else args.rounds,
-                            8 if args.quick else 32, 1 if args.quick else 2)
+                            8 if args.quick else 32, 1 if args.quick else 2, res["variants"])
     res["load_average_at_end"] = load_average()
     print(markdown(res))
     if not args.no_write:

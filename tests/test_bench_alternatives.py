@@ -66,3 +66,15 @@ def test_patched_networks_compute_the_same_function():
         for name in ("ours-cl-gn", "ours-nnpack"):
             out = alt.make_variant(name, ours, theirs).eval()(x, t)
             torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_results_section_is_made_from_the_stored_json():
+    """The 'cpu-alternatives' section of RESULTS.md is what the script makes of results_cpu_alternatives.json."""
+    import json
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    res = json.loads((bench / "results_cpu_alternatives.json").read_text())
+    text = (bench / "RESULTS.md").read_text()
+    begin, end = "<!-- cpu-alternatives:begin -->", "<!-- cpu-alternatives:end -->"
+    section = text[text.index(begin) + len(begin):text.index(end)]
+    assert section.strip() == alt.markdown(res).strip()
