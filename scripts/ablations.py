@@ -78,7 +78,7 @@ JSON schema (format 1) of <dataset>_table2.json (the .md beside it is the same t
                              held-out points, every curve_every steps and at the last step)} ] } ]
     samples: {row id: {seed (str): [[x, y], ...]}} (swiss roll: the first --keep-samples samples of each run,
              4 decimals) or {row id: {seed: [[uint8 x 784], ...]}} (Fashion-MNIST: 16 samples per run)
-    merged: [command] (optional: the commands of the tables folded in by --merge)
+    merged: [{command, library_version, torch, device}] (optional: the tables folded in by --merge)
     not_measured: {rows: [row id], why: str} (optional: rows left out, and why)
 """
 
@@ -510,7 +510,7 @@ def merge_tables(base: dict, parts: list) -> dict:
             if r["id"] in part.get("samples", {}):
                 out.setdefault("samples", {})[r["id"]] = part["samples"][r["id"]]
         out["rows"] = [rows[k] for k in ROWS if k in rows]
-        out.setdefault("merged", []).append(part["command"])
+        out.setdefault("merged", []).append({k: part.get(k) for k in ("command", "library_version", "torch", "device")})
         nm = out.get("not_measured")
         if nm:
             nm["rows"] = [k for k in nm["rows"] if k not in {r["id"] for r in part["rows"]}]
