@@ -27,11 +27,11 @@ else was tried. Raw numbers: `results_cpu.json`, `results_gpu.json`, `results_cp
 
 
 def update_section(name: str, body: str, path: Path = RESULTS_MD) -> None:
-    """Replace section ``name`` (a key of MARKERS) of the results file between its markers, leaving
+    """Replace section ``name`` (a key of MARKERS, or any other name: markers made from it) of the results file between its markers, leaving
     everything else (other sections, hand-written notes) as it is; a missing section is added
     (the CPU one before the GPU one)."""
     text = path.read_text() if path.exists() else HEADER
-    begin, end = MARKERS[name]
+    begin, end = MARKERS.get(name) or (f"<!-- {name}:begin -->", f"<!-- {name}:end -->")
     section = f"{begin}\n{body.rstrip()}\n{end}"
     if begin in text and end in text:
         text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]

@@ -331,10 +331,16 @@ def whole_net(configs, rounds, batch, warmup, variants=VARIANTS):
     return out
 
 
+def _tag(command: str) -> str:
+    words = command.split()
+    return words[words.index("--tag") + 1] if "--tag" in words[:-1] else ""
+
+
 def markdown(res):
     res = dict(res, variants=res.get("variants") or [v for v in VARIANTS if v in next(iter(res["nets"].values()))["train"]])
+    tag = _tag(res["command"])
     L = [
-        "## CPU: what else was tried (`bench_cpu_alternatives.py`)",
+        "## CPU: what else was tried (`bench_cpu_alternatives.py`" + (f", run `{tag}`" if tag else "") + ")",
         "",
         f"Run {res['date']} with `{res['command']}`; {res['threads']} thread(s), batch 32, float32; "
         f"load average at start {res['load_average_at_start']}, at end {res['load_average_at_end']}. "
@@ -383,6 +389,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="smoke run: fewer layers, cifar-micro, 2 rounds, batch 8")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--compile", action="store_true", help="also the torch.compile variants (slow to compile)")
+    p.add_argument("--tag", default="", help="write results_cpu_alternatives_TAG.json and its own RESULTS.md "
+                   "section instead (a run of other settings beside the main one)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not torch._nnpack_available():  # also initializes NNPACK, which its convolution needs first
@@ -400,9 +408,10 @@ def main(argv=None):
     res["load_average_at_end"] = load_average()
     print(markdown(res))
     if not args.no_write:
-        (HERE / "results_cpu_alternatives.json").write_text(json.dumps(res, indent=1) + "\n")
-        update_section("cpu-alternatives", markdown(res))
-        print("wrote benchmarks/results_cpu_alternatives.json and RESULTS.md")
+        suffix = f"_{args.tag}" if args.tag else ""
+        (HERE / f"results_cpu_alternatives{suffix}.json").write_text(json.dumps(res, indent=1) + "\n")
+        update_section("cpu-alternatives" + suffix.replace("_", "-"), markdown(res))
+        print(f"wrote benchmarks/results_cpu_alternatives{suffix}.json and RESULTS.md")
     return res
 
 

@@ -68,13 +68,19 @@ def test_patched_networks_compute_the_same_function():
             torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4, msg=name)
 
 
-def test_results_section_is_made_from_the_stored_json():
-    """The 'cpu-alternatives' section of RESULTS.md is what the script makes of results_cpu_alternatives.json."""
+def test_results_sections_are_made_from_the_stored_json():
+    """Each 'cpu-alternatives' section of RESULTS.md is what the script makes of its results JSON."""
     import json
 
     bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    res = json.loads((bench / "results_cpu_alternatives.json").read_text())
     text = (bench / "RESULTS.md").read_text()
-    begin, end = "<!-- cpu-alternatives:begin -->", "<!-- cpu-alternatives:end -->"
-    section = text[text.index(begin) + len(begin):text.index(end)]
-    assert section.strip() == alt.markdown(res).strip()
+    paths = sorted(bench.glob("results_cpu_alternatives*.json"))
+    assert paths
+    for path in paths:
+        res = json.loads(path.read_text())
+        tag = alt._tag(res["command"])
+        name = "cpu-alternatives" + (f"-{tag}" if tag else "")
+        assert path.name == f"results_cpu_alternatives{'_' + tag if tag else ''}.json"
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        section = text[text.index(begin) + len(begin):text.index(end)]
+        assert section.strip() == alt.markdown(res).strip(), name
