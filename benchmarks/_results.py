@@ -15,7 +15,6 @@ RESULTS_MD = HERE / "RESULTS.md"
 MARKERS = {
     "cpu": ("<!-- cpu-results:begin -->", "<!-- cpu-results:end -->"),
     "gpu": ("<!-- gpu-results:begin -->", "<!-- gpu-results:end -->"),
-    "cpu-alternatives": ("<!-- cpu-alternatives:begin -->", "<!-- cpu-alternatives:end -->"),
 }
 
 HEADER = """# Benchmarks
