@@ -92,8 +92,16 @@ print(f"10,000 draws moved to dl.device(): mean {x.mean().item():+.3f}, std {x.s
 # **For instructors and authors**, `python -m ddpm_lib.book` runs the course tooling:
 # `list` (the chapters), `execute NN` (run a chapter in a clean CPU kernel and store its outputs,
 # deterministically), `check` (the .py and .ipynb agree and the outputs come from a clean run),
-# `times` (measured times against the budgets) and `student OUTDIR` (the student edition, below).
-# `pytest` runs the library's tests and replays the stored chapters with nbval.
+# `times` (measured times against the budgets), `replay` (the stored outputs against a fresh run, on this CPU
+# and as another CPU computes) and `student OUTDIR` (the student edition, below).
+# `pytest` runs the library's tests and replays the stored chapters with nbval; `pytest --nbval chapters/` replays
+# only the chapters.
+#
+# **Why a check prints `max |diff| < 1e-12` and not its digits.** Two exact ways of computing one quantity differ
+# by round-off, and round-off depends on the computer: another CPU's vector unit, another thread count or another
+# torch adds the same numbers in another order, and `3.1e-15` becomes `2.8e-15`. So a residual is printed as a
+# verdict against its tolerance (`ddpm_lib.replay.below(value, tol)`), an exact equality as `True`, and an estimate
+# with the digits its standard error allows: every number you see below is what your computer prints too.
 #
 # ## How exercises and checks work
 #

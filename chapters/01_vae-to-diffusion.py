@@ -34,12 +34,9 @@ import torch
 
 import ddpm_lib as dl
 from ddpm_lib import checks
+from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 
 
-
-def below(v: float, tol: float = 1e-12) -> str:
-    """A round-off-sized difference as a deterministic string (its exact digits vary across CPUs)."""
-    return f"< {tol:.0e}" if abs(v) < tol else f"{abs(v):.1e}"
 
 # %% [markdown]
 # ## 1. The VAE and its bound

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 import ddpm_lib as dl
 from ddpm_lib import checks
+from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 
 # %% [markdown]
 # ## 1. One network for every $t$
@@ -98,17 +99,17 @@ formula = torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
 diff = (emb.double() - formula).abs()
 # float32 stores t w_i with a relative error of up to 2^-24, an absolute error of up to t * 2^-24 in the angle
 resolution = (ts.double()[:, None] * 2.0**-24).expand(-1, h).repeat(1, 2)
-print(f"dl.timestep_embedding vs the formula (float64), t = 1..{T}, d = {dim}: max |diff| {diff.max():.1e}; "
-      f"for t <= 10: {diff[:10].max():.1e} (< 1e-6: {bool(diff[:10].max() < 1e-6)})")
+print(f"dl.timestep_embedding vs the formula (float64), t = 1..{T}, d = {dim}: max |diff| {below(diff.max(), 1e-4)}; "
+      f"for t <= 10: {below(diff[:10].max(), 1e-6)}")
 ratio = (diff / resolution).max()
-print(f"largest |diff| / (t 2^-24), in units of float32's rounding of the angle t w_i: {ratio:.2f} "
-      f"(below 2: {bool(ratio < 2)}; the only difference is float32 rounding)")
+print(f"largest |diff| / (t 2^-24), in units of float32's rounding of the angle t w_i: {below(ratio, 2)} "
+      f"(the only difference is float32 rounding)")
 
 k = 7  # emb(t + k) as a rotation of emb(t), pair by pair
 c, s = torch.cos(k * omega), torch.sin(k * omega)
 sin_t, cos_t = formula[:-k, :h], formula[:-k, h:]
 rotated = torch.cat([sin_t * c + cos_t * s, cos_t * c - sin_t * s], dim=1)
-print(f"emb(t + {k}) = rotation of emb(t), pair by pair: max |diff| {(rotated - formula[k:]).abs().max():.1e}; "
+print(f"emb(t + {k}) = rotation of emb(t), pair by pair: max |diff| {below((rotated - formula[k:]).abs().max())}; "
       f"||emb(t)||^2 = {(emb.double() ** 2).sum(1).min():.4f} .. {(emb.double() ** 2).sum(1).max():.4f} (h = {h})")
 
 # %% [markdown]
@@ -271,7 +272,7 @@ t_pair = torch.tensor([10, 900])
 with torch.no_grad():
     temb = temb_of(net, t_pair)
     ours, by_hand = block(x, temb), resblock_by_hand(block, x, temb, cfg.groups)
-    print(f"ResnetBlock vs its equation (GroupNorm written out): max |diff| {(ours - by_hand).abs().max():.1e} "
+    print(f"ResnetBlock vs its equation (GroupNorm written out): max |diff| {below((ours - by_hand).abs().max(), 1e-5)} "
           f"(output size {ours.abs().max():.1f})")
     # the same x at two timesteps: the block's output depends on t through W_t SiLU(temb)
     same_x = x[:1].expand(2, -1, -1, -1)
@@ -344,7 +345,7 @@ with torch.no_grad():
     mixed = (weights @ v).transpose(1, 2).reshape(2, 128, 14, 14)
     by_hand = x + F.conv2d(mixed, attn.proj_out.weight, attn.proj_out.bias)
     ours = attn(x)
-print(f"AttnBlock vs softmax(Q K^T / sqrt(C)) V written out: max |diff| {(ours - by_hand).abs().max():.1e} "
+print(f"AttnBlock vs softmax(Q K^T / sqrt(C)) V written out: max |diff| {below((ours - by_hand).abs().max(), 1e-5)} "
       f"(output size {ours.abs().max():.1f}); {weights.shape[1]} tokens, rows of the attention sum to "
       f"{weights.sum(-1).min():.4f} .. {weights.sum(-1).max():.4f}")
 
@@ -363,8 +364,8 @@ with torch.no_grad():
     down = net.down[0].downsample
     y = torch.randn(2, 64, 28, 28, generator=g)
     d_ours, d_hand = down(y), F.conv2d(F.pad(y, (0, 1, 0, 1)), down.conv.weight, down.conv.bias, stride=2)
-print(f"Upsample vs conv3x3(nearest 2x): max |diff| {(ours - by_hand).abs().max():.1e} (output size "
-      f"{ours.abs().max():.1f}); Downsample vs stride-2 conv: {(d_ours - d_hand).abs().max():.1e}; "
+print(f"Upsample vs conv3x3(nearest 2x): max |diff| {below((ours - by_hand).abs().max(), 1e-4)} (output size "
+      f"{ours.abs().max():.1f}); Downsample vs stride-2 conv: {below((d_ours - d_hand).abs().max(), 1e-5)}; "
       f"shapes {tuple(z.shape[2:])} -> {tuple(ours.shape[2:])}, {tuple(y.shape[2:])} -> {tuple(d_ours.shape[2:])}")
 
 # %% [markdown]
@@ -500,7 +501,7 @@ with torch.no_grad():
     for s_ in (1, 4):
         net_err = rel_err(net(shift(x_t, s_), t4), shift(eps_pred, s_))
         conv_err = rel_err(net.conv_in(shift(x_t, s_)), shift(conv0, s_))
-        print(f"shift by {s_}: conv_in alone {conv_err:.1e}, the whole U-Net {net_err:.1e} "
+        print(f"shift by {s_}: conv_in alone {below(conv_err, 1e-6)}, the whole U-Net {net_err:.1e} "
               f"(relative difference on the central 16x16, t = 100); equivariant to 1e-3: {net_err < 1e-3}")
 
 # %% [markdown]

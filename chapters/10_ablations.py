@@ -46,6 +46,7 @@ import torch
 
 import ddpm_lib as dl
 from ddpm_lib import book, checks
+from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 
 ROOT = book.find_book().parent  # the repository (book.toml lives at its top)
 LN2 = math.log(2.0)
@@ -179,10 +180,10 @@ C = dl.normal_kl(torch.zeros(()), s.posterior_log_variance_clipped[t], torch.zer
 eq12 = T * (lam * l_simple + C) / (D * LN2)  # Eq. 12 (+ Eq. 8's C), times T, in bits per dimension
 
 rel = lambda a, b: ((a - b).abs() / b.abs()).max().item()  # noqa: E731
-print(f"||mu~ - mu_theta||^2 = w_t ||eps - eps_theta||^2 (Eqs. 10-11):   max relative difference {rel(l_mu, w * l_simple):.0e}")
-print(f"bound term = lambda_t ||eps - eps_theta||^2 + C_t (Eqs. 8, 12): max relative difference {rel(vlb_eps, eq12):.0e}")
-print(f"bound term, mu~-network vs eps-network (same mu_theta):         max relative difference {rel(vlb_mu, vlb_eps):.0e}")
-print(f"lambda_t = w_t / (2 sigma_t^2): max relative difference {rel(lam, w / (2 * s.betas[t])):.0e}")
+print(f"||mu~ - mu_theta||^2 = w_t ||eps - eps_theta||^2 (Eqs. 10-11):   max relative difference {below(rel(l_mu, w * l_simple), 1e-9)}")
+print(f"bound term = lambda_t ||eps - eps_theta||^2 + C_t (Eqs. 8, 12): max relative difference {below(rel(vlb_eps, eq12), 1e-9)}")
+print(f"bound term, mu~-network vs eps-network (same mu_theta):         max relative difference {below(rel(vlb_mu, vlb_eps), 1e-9)}")
+print(f"lambda_t = w_t / (2 sigma_t^2): max relative difference {below(rel(lam, w / (2 * s.betas[t])))}")
 
 # %% [markdown]
 # ### A picture: where each objective puts its weight
@@ -231,7 +232,7 @@ for tt in (2, 20, T):
         v_grid = logv[kl.argmin()].exp()
         worst = max(worst, abs((v_grid / (bt + e**2)).item() - 1))
 print(f"argmin of normal_kl over log sigma^2 vs beta~_t + e^2 (t = 2, 20, {T}; e = 0, 0.01, 0.1): "
-      f"max relative difference {worst:.1e} (grid step {(logv[1] - logv[0]).item():.0e} in log sigma^2)")
+      f"max relative difference {below(worst, 1e-4)} (grid step {(logv[1] - logv[0]).item():.0e} in log sigma^2)")
 print(f"beta~_t ranges from {s.posterior_variance[2].item():.2e} (t = 2) to {s.posterior_variance[T].item():.3f} "
       f"(t = T): the gradient on the mean per unit error, 1/sigma^2 at sigma^2 = beta~_t, is "
       f"{(s.posterior_variance[T] / s.posterior_variance[2]).item():.0f} times larger at t = 2 than at t = T")
@@ -493,7 +494,7 @@ stored = rows["eps-simple-fixed"]["runs"][0]
 n_win = len(live["curve"]["loss_mean"])
 d_loss = max(abs(a - b) for a, b in zip(live["curve"]["loss_mean"], stored["curve"]["loss_mean"][:n_win]))
 print(f"python scripts/ablations.py {' '.join(argv[:-2])} --out ...  ->  exit code {rc}")
-print(f"loss, mean of each of the first {n_win} windows of 50 steps: max |live - stored| = {d_loss:.1e}")
+print(f"loss, mean of each of the first {n_win} windows of 50 steps: max |live - stored| {below(d_loss, 1e-4)}")
 for step, b_live in live["bpd_curve"]:
     b_stored = dict((p[0], p[1]) for p in stored["bpd_curve"]).get(step)
     print(f"bound on 500 held-out points at step {step}: stored {b_stored:.4f}, live {b_live:.4f} bits/dim")

@@ -14,6 +14,10 @@ Command line (``python -m ddpm_lib.book [--book PATH] COMMAND``)::
                               .ipynb holds the outputs of a clean execution of exactly these inputs;
                               --allow-missing skips chapters that have neither file yet
     times                     recorded execution times against budget_s, total_budget_s, theory_budget_s
+    replay [ID ...] [--cpu NAME ...]
+                              ``pytest --nbval`` on the chapters (default: all) with this machine computing
+                              as itself (``native``) and as the other CPUs of :data:`SIMULATED_CPUS`; exit 1
+                              unless every stored output replays under every one
     student OUTDIR            write the student edition (solutions replaced by stubs) to OUTDIR
 
 ``--book PATH`` (a book.toml or the folder holding one) defaults to the book.toml at the root of
@@ -22,7 +26,13 @@ or ``00``) or its stem (``00_start-here``).
 
 Authoring workflow: edit ``chapters/NN_slug.py`` (percent format, the source), then
 ``python -m ddpm_lib.book execute NN`` (syncs the .ipynb's inputs from the .py, executes it and
-stores the outputs), then ``python -m ddpm_lib.book check``.
+stores the outputs), then ``python -m ddpm_lib.book replay NN`` (the stored outputs replay on this
+CPU and as a different CPU would compute them) and ``python -m ddpm_lib.book check``.
+
+Numbers that replay on any computer (:mod:`ddpm_lib.replay`): ``execute`` refuses to store, and
+``check`` reports, an output that prints a residual as digits (``max |diff| 3.1e-15``), round-off
+below 1e-12 or more significant digits than float32 holds; print a verdict with
+``ddpm_lib.replay.below(value, tol)`` (``max |diff| < 1e-12``) instead.
 
 Execution environment (``execute``): kernel ``python3`` started from the running interpreter,
 working directory ``chapters/``, ``CUDA_VISIBLE_DEVICES=""`` (CPU, as CI), ``PYTHONHASHSEED=0``,
@@ -79,6 +89,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+from .replay import fragile_numbers
+
 try:  # Python 3.11+
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
@@ -104,6 +116,9 @@ __all__ = [
     "student_notebook",
     "EXECUTION_ENV",
     "PROGRESS_PATTERNS",
+    "SIMULATED_CPUS",
+    "fragile_outputs",
+    "replay_chapters",
     "main",
 ]
 
@@ -126,6 +141,18 @@ PROGRESS_PATTERNS = [
     # tqdm's "[elapsed<remaining, rate]" (plain, or HTML-escaped in tqdm's notebook widget)
     (r"\d+:\d\d(?::\d\d)?(?:<|&lt;)(?:\d+:\d\d(?::\d\d)?|\?)(?:, *[^\]\n]*)?", "TIME"),
 ]
+
+#: How this machine computes like another CPU when a chapter is replayed (``book replay --cpu NAME``):
+#: ATen's SIMD dispatch, oneDNN's and MKL's instruction sets, and the thread count change the order and
+#: kernels of float sums, so each gives the last bits of a float result that another computer gives.
+SIMULATED_CPUS = {
+    "native": {},
+    # no SIMD in ATen, SSE only in oneDNN and MKL, one thread: a CPU unlike any x86 this was recorded on
+    "baseline-1thread": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+                         "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "OMP_NUM_THREADS": "1"},
+    # AVX2 code paths (an Intel AVX-512 machine computing as an AMD one, or the reverse) with two threads
+    "avx2-2threads": {"ATEN_CPU_CAPABILITY": "avx2", "OMP_NUM_THREADS": "2"},
+}
 
 IGNORE_OUTPUT_TAG = "nbval-ignore-output"
 SKIP_TAGS = ("nbval-ignore-output", "nbval-skip")
@@ -537,6 +564,27 @@ def normalize_notebook(nb, *, record_hash: bool = True):
     return nb
 
 
+def fragile_outputs(nb) -> list:
+    """Every printed number of ``nb``'s compared cells that another CPU may print differently.
+
+    Returns strings ``"cell N: <line>: <advice>"`` (N counts all cells from 1, as ``check`` does). Cells
+    tagged ``nbval-ignore-output`` are skipped: nbval does not compare them. See :mod:`ddpm_lib.replay`.
+    """
+    found = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or any(t in cell.metadata.get("tags", []) for t in SKIP_TAGS):
+            continue
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream":
+                text = _join(o.get("text"))
+            elif "text/plain" in o.get("data", {}):
+                text = _join(o["data"]["text/plain"])
+            else:
+                continue
+            found.extend(f"cell {i + 1}: {f}" for f in fragile_numbers(text))
+    return found
+
+
 # ---------------------------------------------------------------------------------------------
 # execution
 # ---------------------------------------------------------------------------------------------
@@ -576,8 +624,9 @@ def execute_chapter(chapter: Chapter, *, timeout: Optional[float] = None, sync: 
 
     ``sync``: first update the .ipynb's inputs from the .py. ``timeout``: seconds for the whole
     chapter (default :func:`default_timeout`). ``record``: write the wall time to timings.json.
-    Returns the wall time in seconds. On a cell error or time-out raises :class:`BookError`; the
-    .ipynb then keeps its previous outputs (its inputs were synced first).
+    Returns the wall time in seconds. On a cell error, a time-out, or an output that prints a number
+    another CPU would print differently (:func:`fragile_outputs`) raises :class:`BookError`; the .ipynb
+    then keeps its previous outputs (its inputs were synced first).
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
@@ -609,6 +658,10 @@ def execute_chapter(chapter: Chapter, *, timeout: Optional[float] = None, sync: 
         raise BookError(f"chapter {chapter.label}: execution failed; nothing was written\n{e}") from None
     seconds = time.monotonic() - start
     normalize_notebook(nb)
+    fragile = fragile_outputs(nb)
+    if fragile:
+        raise BookError(f"chapter {chapter.label}: {len(fragile)} printed number(s) would not replay on another CPU; "
+                        "nothing was written (see ddpm_lib.replay for the rules):\n  " + "\n  ".join(fragile))
     _write_if_changed(chapter.ipynb_path, _ipynb_text(nb))
     if record:
         _record_timing(chapter, seconds)
@@ -647,6 +700,55 @@ def execute_book(book: Book, keys=None, *, all_chapters: bool = False, timeout: 
     if skipped and not quiet:
         print(f"skipped {len(skipped)} chapter(s) without files: {', '.join(skipped)}")
     return times
+
+
+# ---------------------------------------------------------------------------------------------
+# replay: pytest --nbval, on this CPU and as others compute
+# ---------------------------------------------------------------------------------------------
+def replay_chapter(chapter: Chapter, cpu: str = "native", *, timeout: Optional[float] = None):
+    """``pytest --nbval`` on ``chapter``'s .ipynb in a subprocess, with this machine computing as ``cpu``.
+
+    ``cpu`` names an entry of :data:`SIMULATED_CPUS`; the kernel runs in :func:`kernel_env` plus that
+    entry's variables. Returns the ``subprocess.CompletedProcess`` (``returncode`` 0: every compared
+    cell printed what is stored). ``timeout``: seconds for the whole replay (default: the execution
+    limit, :func:`default_timeout`, plus two minutes for pytest and the kernel to start).
+    """
+    import subprocess
+
+    if cpu not in SIMULATED_CPUS:
+        raise BookError(f"unknown cpu {cpu!r}: choose from {', '.join(SIMULATED_CPUS)}")
+    if not chapter.ipynb_exists:
+        raise BookError(f"chapter {chapter.label}: {chapter.ipynb_path} does not exist")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env",
+           "--nbval-sanitize-with", str(chapter.chapters_dir / "nbval_sanitize.cfg"),
+           f"--nbval-cell-timeout={int(default_timeout(chapter))}", str(chapter.ipynb_path)]
+    limit = timeout if timeout else default_timeout(chapter) + 120
+    return subprocess.run(cmd, cwd=chapter.chapters_dir.parent, env=kernel_env(SIMULATED_CPUS[cpu]),
+                          capture_output=True, text=True, timeout=limit)
+
+
+def replay_chapters(book: Book, keys=None, cpus: Sequence[str] = tuple(SIMULATED_CPUS), *,
+                    quiet: bool = False) -> list:
+    """Replay the named chapters (default: all that have an .ipynb) under each CPU of ``cpus``.
+
+    Returns the failures as ``(cpu, chapter label, pytest's output)``; empty when everything replays.
+    """
+    chapters = [c for c in book.select(keys) if c.ipynb_exists]
+    failures = []
+    for cpu in cpus:
+        start = time.monotonic()
+        for c in chapters:
+            t0 = time.monotonic()
+            r = replay_chapter(c, cpu)
+            if r.returncode != 0:
+                failures.append((cpu, c.label, r.stdout[-6000:] + r.stderr[-2000:]))
+            if not quiet:
+                verdict = "ok" if r.returncode == 0 else "FAILED"
+                print(f"{cpu:<17} {c.label:<38} {verdict:<7} {time.monotonic() - t0:6.1f} s", flush=True)
+        if not quiet:
+            print(f"{cpu}: {len(chapters)} chapter(s) in {time.monotonic() - start:.0f} s "
+                  f"({'|'.join(f'{k}={v}' for k, v in SIMULATED_CPUS[cpu].items()) or 'as this machine is'})", flush=True)
+    return failures
 
 
 # ---------------------------------------------------------------------------------------------
@@ -747,6 +849,10 @@ def _check_chapter(c: Chapter) -> list:
     if bad_tags:
         probs.append("only widget, progress-bar and %%time cells may skip nbval's comparison; check "
                      + ", ".join(bad_tags))
+    fragile = fragile_outputs(nb)
+    if fragile:
+        probs.append(f"{len(fragile)} printed number(s) of {c.ipynb_path.name} would not replay on another CPU "
+                     "(see ddpm_lib.replay):\n  " + "\n  ".join(fragile))
     return probs
 
 
@@ -962,6 +1068,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
     p.add_argument("--allow-missing", action="store_true", help="skip chapters that have no files yet")
     sub.add_parser("times", help="recorded execution times against the budgets")
+    p = sub.add_parser("replay", help="pytest --nbval on the chapters, natively and as other CPUs compute")
+    p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems (default: all)")
+    p.add_argument("--cpu", action="append", choices=list(SIMULATED_CPUS),
+                   help="replay as this CPU (repeatable; default: every one of " + ", ".join(SIMULATED_CPUS) + ")")
     p = sub.add_parser("student", help="write the student edition (solutions replaced by stubs)")
     p.add_argument("outdir")
     p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
@@ -992,6 +1102,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "times":
             ok, _ = book_times(book)
             return 0 if ok else 1
+        if args.command == "replay":
+            failures = replay_chapters(book, args.ids or None, args.cpu or tuple(SIMULATED_CPUS))
+            for cpu, label, output in failures:
+                print(f"\nFAIL {label} as {cpu}:\n{output}")
+            print(f"replay: {'OK' if not failures else f'{len(failures)} failure(s)'}")
+            return 1 if failures else 0
         if args.command == "student":
             student_edition(book, args.outdir, args.ids)
             return 0
