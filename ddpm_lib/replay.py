@@ -11,7 +11,7 @@ What a chapter prints must therefore be a fact about the mathematics, not about 
 * an exact equality is printed as one (``torch.equal(...)``: ``True``), not as ``0.0e+00``;
 * a Monte Carlo estimate or a trained model's score is seeded and printed with the digits its
   standard error (and float32) can hold, typically 3 or 4; a comparison with a closed form is a
-  verdict in standard errors (``within 3 SE: True``);
+  verdict in standard errors (``|diff| < 3 sigma of its Monte Carlo error``);
 * a wall time is printed only in a cell tagged ``nbval-ignore-output`` (with ``%%time`` or a
   progress bar), never in a compared cell.
 
@@ -54,8 +54,9 @@ def below(value: float, tol: float = 1e-12) -> str:
     """A residual as a verdict against its tolerance: ``"< 1e-12"`` when ``|value| < tol``.
 
     ``value`` is a residual (a max |difference| between two computations of one quantity) whose digits
-    depend on the CPU; ``tol`` is the tolerance the lesson claims (default: float64 round-off). When the check fails the digits are
-    printed with ``NOT below`` so that the stored output (and a replay) shows the failure.
+    depend on the CPU; ``tol`` is the tolerance the lesson claims (default: float64 round-off). When the
+    check fails the digits are printed with ``NOT below``, so that the stored output (and a replay) shows
+    the failure.
     """
     value = float(value)
     bound = f"{tol:.0e}" if tol < 1e-3 else f"{tol:g}"
