@@ -67,11 +67,12 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import viz
-from .checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoints import (Checkpoint, CheckpointError, build_on_meta, check_data_shape, check_model_fits,
+                          load_checkpoint, save_checkpoint)
 from .diffusion import DECODERS, LOSSES, PREDICTIONS, VARIANCES, GaussianDiffusion
 from .nets import MLP, MLPConfig, UNet, UNetConfig
 from .sampling import sample_respaced
-from .schedules import NoiseSchedule
+from .schedules import MAX_T, NoiseSchedule
 from .utils import device as pick_device
 
 __all__ = [
@@ -172,6 +173,8 @@ class TrainConfig:
         for name in ("T", "batch_size", "log_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.T > MAX_T:
+            raise ConfigError(f"T must be <= {MAX_T} (MAX_T), got {self.T}")
         for name in ("n_examples", "warmup_steps", "ema_warmup", "steps", "ckpt_every", "sample_every", "sample_steps",
                      "n_samples"):
             if getattr(self, name) < 0:
@@ -984,16 +987,7 @@ class Trainer:
 
     def check_compatible(self, ckpt: Checkpoint) -> None:
         """Raise CheckpointError when ``ckpt`` holds another model, diffusion or data set than this run."""
-        problems = []
-        ours_args = json.loads(json.dumps(asdict(self.model.config)))
-        if ckpt.model_class != type(self.model).__name__:
-            problems.append(f"model class: {ckpt.model_class} in the checkpoint, {type(self.model).__name__} here")
-        else:
-            theirs = ckpt.model_args or {}
-            diff = [k for k in sorted(set(theirs) | set(ours_args)) if k != "dropout" and theirs.get(k) != ours_args.get(k)]
-            if diff:
-                problems.append("model arguments: " + "; ".join(
-                    f"{k} = {theirs.get(k)!r} in the checkpoint, {ours_args.get(k)!r} here" for k in diff))
+        problems = _model_problems(self.model, ckpt)
         theirs_d = ckpt.config.get("diffusion") or {}
         ours_d = json.loads(json.dumps(self.diffusion.config()))
         diff = [k for k in sorted(set(theirs_d) | set(ours_d)) if theirs_d.get(k) != ours_d.get(k)]
@@ -1009,10 +1003,7 @@ class Trainer:
             problems.append(f"data: {data.get('dataset')!r} {data.get('shape')} in the checkpoint, "
                             f"{self.config.dataset!r} {list(self.data_shape)} here")
         if problems:
-            raise CheckpointError(
-                f"cannot resume from {ckpt.path}: it was trained with another configuration:\n  "
-                + "\n  ".join(problems)
-                + "\nresume with the checkpoint's own settings (no --config), or start a new run in another out_dir")
+            raise _another_configuration(ckpt, problems)
 
     def load_state(self, checkpoint) -> "Trainer":
         """Continue from a checkpoint (a path or Checkpoint): weights, EMA, optimizer, step, history,
@@ -1081,6 +1072,7 @@ class Trainer:
         cfg = config_from_dict(overrides, base=config)
         if not cfg.out_dir:
             cfg = dataclasses.replace(cfg, out_dir=str(ckpt_path.parent))
+        _check_model_before_building(cfg, ckpt)
         return cls(cfg, command=command).load_state(ckpt)
 
     def close(self):
@@ -1089,6 +1081,39 @@ class Trainer:
             dist.barrier()
             dist.destroy_process_group()
             self._owns_group = False
+
+
+def _model_problems(model: nn.Module, ckpt: Checkpoint) -> list[str]:
+    """How ``model``'s class and arguments differ from those stored in ``ckpt`` (dropout may differ)."""
+    if ckpt.model_class != type(model).__name__:
+        return [f"model class: {ckpt.model_class} in the checkpoint, {type(model).__name__} here"]
+    ours = json.loads(json.dumps(asdict(model.config)))
+    theirs = ckpt.model_args or {}
+    diff = [k for k in sorted(set(theirs) | set(ours)) if k != "dropout" and theirs.get(k) != ours.get(k)]
+    if not diff:
+        return []
+    return ["model arguments: " + "; ".join(f"{k} = {theirs.get(k)!r} in the checkpoint, {ours.get(k)!r} here"
+                                            for k in diff)]
+
+
+def _another_configuration(ckpt: Checkpoint, problems: list[str]) -> CheckpointError:
+    return CheckpointError(
+        f"cannot resume from {ckpt.path}: it was trained with another configuration:\n  " + "\n  ".join(problems)
+        + "\nresume with the checkpoint's own settings (no --config), or start a new run in another out_dir")
+
+
+def _check_model_before_building(cfg: TrainConfig, ckpt: Checkpoint) -> None:
+    """Refuse a configuration whose network does not match the checkpoint, on the meta device,
+    before a Trainer allocates it: the stored config may have been edited (model_args with
+    layers = 10**7 would otherwise take gigabytes before any comparison)."""
+    data = ckpt.config.get("data") if isinstance(ckpt.config.get("data"), dict) else {}
+    shape = check_data_shape(data.get("shape"), f"cannot resume from {ckpt.path}: config['data']['shape']")
+    stored = {k: tuple(v.shape) for k, v in ckpt.model_state.items()}
+    where = f"cannot resume from {ckpt.path}: model {cfg.model!r} with model_args {cfg.model_args}"
+    meta = build_on_meta(lambda: make_model(cfg, shape), stored, where)
+    if problems := _model_problems(meta, ckpt):
+        raise _another_configuration(ckpt, problems)
+    check_model_fits(meta, stored, where)
 
 
 # fields that may change on resume without changing the training trajectory
