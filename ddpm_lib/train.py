@@ -53,6 +53,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import shlex
 import shutil
 import sys
@@ -332,7 +333,8 @@ def _seed(seed: int, *keys) -> int:
     return int.from_bytes(h[:8], "little") & (2**63 - 1)
 
 
-def _load_images(cfg: TrainConfig) -> torch.Tensor:
+def _read_dataset(cfg: TrainConfig):
+    """The training split as its loader returns it (a tensor, or a tuple whose first item is one)."""
     from . import data as D
 
     root = cfg.data_root or None
@@ -344,10 +346,22 @@ def _load_images(cfg: TrainConfig) -> torch.Tensor:
             except ImportError:
                 raise ConfigError("dataset 'cifar10' needs ddpm_lib.data.cifar10() or ddpm_lib.cifar.cifar10(), "
                                   "which this installation of ddpm_lib does not have") from None
-        images = loader(split="train", root=root)
-    else:
-        split = "train" if cfg.dataset == "fashion-mnist" else "train-10k"
-        images = D.fashion_mnist(split, root=root)
+        return loader(split="train", root=root)
+    split = "train" if cfg.dataset == "fashion-mnist" else "train-10k"
+    return D.fashion_mnist(split, root=root)
+
+
+def _load_images(cfg: TrainConfig) -> torch.Tensor:
+    from . import data as D
+
+    try:
+        images = _read_dataset(cfg)
+    except (ValueError, OSError, pickle.UnpicklingError) as e:
+        # a corrupt, crafted or unreadable data file: one line for the command line (the loader's
+        # message names the file), not a traceback; a missing file keeps its own type and message
+        if isinstance(e, (FileNotFoundError, ConfigError)):
+            raise
+        raise ConfigError(f"cannot load dataset {cfg.dataset!r}: {e}") from None
     if isinstance(images, (tuple, list)):
         images = images[0]
     images = torch.as_tensor(images)
