@@ -26,7 +26,9 @@ From the shell::
 
 A run directory holds ``ckpt_<step>.safetensors`` (the last ``keep_last``), ``latest.safetensors``
 (a hard link to, or copy of, the newest), each with its ``.json`` sidecar, ``samples_<step>.png``
-and ``log.jsonl`` (one line of statistics every ``log_every`` steps).
+and ``log.jsonl`` (one line of statistics every ``log_every`` steps), and ``.lock``: the
+Trainer that writes the directory holds a flock on it, so a second process is refused (see
+``ddpm_lib.rundir``, which also removes temporary files that killed saves left).
 
 Reproducibility. All randomness comes from seeded generators whose states are saved in every
 checkpoint: the data order and flips (a CPU generator), t and eps (a generator on the training
@@ -59,6 +61,7 @@ import shutil
 import sys
 import time
 import typing
+import weakref
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional
@@ -73,6 +76,7 @@ from .checkpoints import (Checkpoint, CheckpointError, build_on_meta, check_data
 from .diffusion import DECODERS, LOSSES, PREDICTIONS, VARIANCES, GaussianDiffusion
 from .nets import MLP, MLPConfig, UNet, UNetConfig
 from .sampling import sample_respaced
+from .rundir import RunDirInUseError, open_run_dir
 from .schedules import MAX_T, NoiseSchedule
 from .utils import device as pick_device
 
@@ -671,6 +675,12 @@ class Trainer:
         if cfg.batch_size % self.world_size:
             raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
                               f"{self.world_size} processes")
+        # rank 0 writes out_dir: hold its lock (and clear leftovers of killed saves) until close(),
+        # or until this object is collected; the kernel drops it if the process dies
+        self._release_out_dir = lambda: None
+        if self.is_main and cfg.out_dir:
+            self._release_out_dir = open_run_dir(cfg.out_dir)
+            weakref.finalize(self, self._release_out_dir)
 
         # data
         if cfg.image_data:
@@ -1090,7 +1100,8 @@ class Trainer:
         return cls(cfg, command=command).load_state(ckpt)
 
     def close(self):
-        """Leave the process group this trainer created (if any)."""
+        """Release out_dir's lock and leave the process group this trainer created (if any)."""
+        self._release_out_dir()
         if self._owns_group and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
@@ -1185,6 +1196,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     trainer = None
+    release_out_dir = lambda: None  # noqa: E731
     try:
         base = load_config(args.config) if args.config else None
         if args.resume is not None:
@@ -1205,6 +1217,8 @@ def main(argv=None) -> int:
                 print(_to_toml(cfg), end="")
                 return 0
             out = Path(cfg.out_dir)
+            if not _dist_env() or int(os.environ["RANK"]) == 0:  # locked before looking, so no run starts in between
+                release_out_dir = open_run_dir(out)
             if out.is_dir() and (any(out.glob("ckpt_*.safetensors")) or (out / "latest.safetensors").exists()):
                 raise ConfigError(f"{out} already holds a run's checkpoints: pass --resume to continue it, or "
                                   f"choose another --out-dir")
@@ -1221,12 +1235,13 @@ def main(argv=None) -> int:
                 print(f"done: step {trainer.step_count}, loss {h.loss[-1]:.4f}; checkpoint "
                       f"{Path(trainer.config.out_dir) / 'latest.safetensors'}", file=sys.stderr)
         return 0
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, FileNotFoundError, RunDirInUseError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         if trainer is not None:
             trainer.close()
+        release_out_dir()
 
 
 if __name__ == "__main__":
