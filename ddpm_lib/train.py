@@ -92,6 +92,7 @@ __all__ = [
     "load_config",
     "config_from_dict",
     "find_checkpoint",
+    "load_resumable",
     "DATASETS",
     "MODELS",
     "SCHEDULES",
@@ -625,6 +626,43 @@ def find_checkpoint(path) -> Path:
     return ckpts[-1][1]
 
 
+def load_resumable(path, note: Callable[[str], object] | None = None) -> Checkpoint:
+    """The checkpoint to resume from, loaded and verified: ``path`` itself if a file; in a run
+    directory ``latest.safetensors``, and when that cannot be loaded (a corrupt or truncated file)
+    the newest ``ckpt_<step>.safetensors`` that can. Each file passed over is reported by
+    ``note`` (default: a "note:" line on stderr) with the reason, and so is the fallback."""
+    note = note or (lambda msg: print(f"note: {msg}", file=sys.stderr, flush=True))
+    path = Path(path)
+    if path.is_file():
+        return load_checkpoint(path)
+    first = find_checkpoint(path)
+    ckpts = sorted(((s, p) for p in path.glob("ckpt_*.safetensors") if (s := _ckpt_step(p)) is not None),
+                   reverse=True)
+    # latest is usually a hard link to the newest ckpt_N: the same bytes, not worth a second try
+    candidates = [first] + [p for _, p in ckpts if p != first and not _same_file(p, first)]
+    passed_over = []
+    for candidate in candidates:
+        try:
+            ckpt = load_checkpoint(candidate)
+        except CheckpointError as e:
+            note(f"cannot resume from {candidate.name}: {e}")
+            passed_over.append(candidate.name)
+            continue
+        if passed_over:
+            note(f"resuming from {candidate}, the newest intact checkpoint (step {ckpt.step}); "
+                 f"passed over: {', '.join(passed_over)}")
+        return ckpt
+    raise CheckpointError(f"cannot resume: no checkpoint in {path} can be loaded (tried {', '.join(passed_over)}; "
+                          f"the reasons are above)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _link_or_copy(src: Path, dst: Path):
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
@@ -1086,8 +1124,8 @@ class Trainer:
         The configuration is the checkpoint's (or ``config``), with ``overrides`` of TrainConfig
         fields applied, e.g. ``Trainer.resume("runs/x", steps=20000)``.
         """
-        ckpt_path = find_checkpoint(path)
-        ckpt = load_checkpoint(ckpt_path)
+        ckpt = load_resumable(path)
+        ckpt_path = ckpt.path
         if config is None:
             stored = ckpt.config.get("train")
             if not isinstance(stored, dict):
@@ -1204,7 +1242,7 @@ def main(argv=None) -> int:
             if not where:
                 raise ConfigError("--resume needs a run directory: --resume PATH or --out-dir DIR")
             if args.print_config:
-                ckpt = load_checkpoint(find_checkpoint(where))
+                ckpt = load_resumable(where)
                 base = base or config_from_dict(ckpt.config.get("train") or {}, strict=False)
                 print(_to_toml(config_from_dict(given, base)), end="")
                 return 0

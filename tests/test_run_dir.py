@@ -133,3 +133,54 @@ def test_open_run_dir_is_what_train_uses(tmp_path):
     assert (tmp_path / "x" / LOCK_NAME).read_text() == f"{os.getpid()}\n"
     release()
     release()  # twice is harmless
+
+
+# -- a corrupt latest.safetensors: resume falls back to the newest intact ckpt_N ----------------
+
+
+def _flip_a_byte(path: Path, in_place: bool) -> None:
+    """Change one byte of tensor data (the checksum catches it); in place keeps hard links to it."""
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    if in_place:
+        with open(path, "r+b") as f:
+            f.write(data)
+    else:  # a new file: latest no longer shares ckpt_N's bytes, as after a copy or a damaged link
+        tmp = path.with_name("corrupt")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+
+def _states(path):
+    from safetensors.torch import load_file
+
+    return {k: v for k, v in load_file(path).items() if k.startswith(("model.", "ema.", "optim."))}
+
+
+def test_corrupt_latest_falls_back_to_the_newest_intact_checkpoint(tmp_path, capsys):
+    straight = tmp_path / "straight"
+    Trainer(tiny(straight, steps=5, ckpt_every=1, keep_last=3)).run(progress=False)
+    run = tmp_path / "run"
+    Trainer(tiny(run, steps=3, ckpt_every=1, keep_last=3)).run(progress=False)
+    _flip_a_byte(run / "latest.safetensors", in_place=False)
+
+    assert main(["--resume", str(run), "--steps", "5", "--no-progress"]) == 0
+    notes = [s for s in capsys.readouterr().err.splitlines() if s.startswith("note:")]
+    assert notes[0].startswith(f"note: cannot resume from latest.safetensors: {run / 'latest.safetensors'} is corrupt")
+    assert notes[1] == (f"note: resuming from {run / 'ckpt_3.safetensors'}, the newest intact checkpoint (step 3); "
+                        f"passed over: latest.safetensors")
+    s1, s2 = _states(straight / "ckpt_5.safetensors"), _states(run / "ckpt_5.safetensors")
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)  # as if never corrupted
+
+
+def test_a_corrupt_hard_link_passes_over_its_checkpoint_too(tmp_path, capsys):
+    run = tmp_path / "run"
+    Trainer(tiny(run, steps=3, ckpt_every=1, keep_last=3)).run(progress=False)
+    _flip_a_byte(run / "latest.safetensors", in_place=True)  # latest and ckpt_3 are one file
+    assert Trainer.resume(run).step_count == 2
+    notes = [s for s in capsys.readouterr().err.splitlines() if s.startswith("note:")]
+    assert len(notes) == 2 and "passed over: latest.safetensors" in notes[1] and "ckpt_2.safetensors" in notes[1]
+    for step in (1, 2):  # ckpt_3 is latest, already corrupt
+        _flip_a_byte(run / f"ckpt_{step}.safetensors", in_place=True)
+    assert main(["--resume", str(run), "--steps", "5", "--no-progress"]) == 2
+    assert f"error: cannot resume: no checkpoint in {run} can be loaded" in capsys.readouterr().err
