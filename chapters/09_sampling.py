@@ -42,7 +42,7 @@ from ddpm_lib import checks, viz, widgets
 from ddpm_lib.classifier import load_classifier
 from ddpm_lib.evaluate import FCD_NOTE, fcd
 from ddpm_lib.widgets.sampling import MAKE_TRAJECTORY, load_trajectory, predicted_eps
-from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.replay import below, within_sigma  # verdicts: '< 1e-12', 'within 3 sigma: True'
 
 
 
@@ -262,8 +262,8 @@ for v in (1.0, 0.25, 0.0):
     V = lambda tq: s.alpha_bars[tq].item() * v + 1 - s.alpha_bars[tq].item()  # noqa: E731
     exact = s.betas[t_mc].item() * V(t_mc - 1) / V(t_mc)
     se = resid * math.sqrt(2 / n_mc)
-    print(f"  data variance v = {v:4.2f}: Monte Carlo Var(x_(t-1) | x_t) = {resid:.4e}, closed form beta_t V_(t-1)/V_t = "
-          f"{exact:.4e} (|diff| {'<' if abs(resid - exact) < 3 * se else 'NOT <'} 3 sigma of its Monte Carlo error, {3 * se:.1e})")
+    print(f"  data variance v = {v:4.2f}: Monte Carlo Var(x_(t-1) | x_t) = {resid:.4e} +- {se:.1e}, "
+          f"closed form beta_t V_(t-1)/V_t = {exact:.4e} ({within_sigma(resid, exact, se)})")
 
 # %% [markdown]
 # The two choices differ only where $\bar\alpha_{t-1}$ is close to 1, i.e. for the first steps of the forward process. For

@@ -41,7 +41,7 @@ import ddpm_lib as dl
 from ddpm_lib import checks, viz, widgets
 from ddpm_lib.classifier import load_classifier
 from ddpm_lib.widgets.reconstruction import interpolation_grid, reconstruction_grid
-from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.replay import below, within_sigma  # verdicts: '< 1e-12', 'within 3 sigma: True'
 
 
 
@@ -91,8 +91,8 @@ for t_orig in (50, 200, 600, 1000):
     msd = ((x_hat - x0_g) ** 2).mean().item()
     exact = 2 * (1 - s.alpha_bars[t_orig].item()) - (1 - s.alpha_bars[tau_1].item())
     se = ((x_hat - x0_g) ** 2).std().item() / math.sqrt(x0_g.numel())
-    print(f"  t = {t_orig:4d}: Monte Carlo {msd:.4f}, closed form 2(1 - abar_t) - (1 - abar_tau1) = {exact:.4f} "
-          f"(|diff| {'<' if abs(msd - exact) < 3 * se else 'NOT <'} 3 sigma of its Monte Carlo error, {3 * se:.4f})")
+    print(f"  t = {t_orig:4d}: Monte Carlo {msd:.4f} +- {se:.4f}, closed form 2(1 - abar_t) - (1 - abar_tau1) = {exact:.4f} "
+          f"({within_sigma(msd, exact, se)})")
 
 # %% [markdown]
 # ## 2. Reconstruction with the trained U-Net

@@ -68,7 +68,8 @@ Tags the tools understand:
 
 Everything is importable: :func:`load_book`, :func:`list_chapters`, :func:`sync_chapter`,
 :func:`execute_chapter`, :func:`check_book`, :func:`book_times`, :func:`student_edition`,
-:func:`normalize_notebook`, :func:`render_py`.
+:func:`normalize_notebook`, :func:`render_py`, :func:`fragile_outputs`, :func:`replay_chapter`,
+:func:`replay_chapters`.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ __all__ = [
     "PROGRESS_PATTERNS",
     "SIMULATED_CPUS",
     "fragile_outputs",
+    "replay_chapter",
     "replay_chapters",
     "main",
 ]
@@ -723,8 +725,11 @@ def replay_chapter(chapter: Chapter, cpu: str = "native", *, timeout: Optional[f
            "--nbval-sanitize-with", str(chapter.chapters_dir / "nbval_sanitize.cfg"),
            f"--nbval-cell-timeout={int(default_timeout(chapter))}", str(chapter.ipynb_path)]
     limit = timeout if timeout else default_timeout(chapter) + 120
-    return subprocess.run(cmd, cwd=chapter.chapters_dir.parent, env=kernel_env(SIMULATED_CPUS[cpu]),
-                          capture_output=True, text=True, timeout=limit)
+    try:
+        return subprocess.run(cmd, cwd=chapter.chapters_dir.parent, env=kernel_env(SIMULATED_CPUS[cpu]),
+                              capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise BookError(f"chapter {chapter.label}: the replay as {cpu} exceeded {limit:g} s") from None
 
 
 def replay_chapters(book: Book, keys=None, cpus: Sequence[str] = tuple(SIMULATED_CPUS), *,

@@ -11,7 +11,7 @@ What a chapter prints must therefore be a fact about the mathematics, not about 
 * an exact equality is printed as one (``torch.equal(...)``: ``True``), not as ``0.0e+00``;
 * a Monte Carlo estimate or a trained model's score is seeded and printed with the digits its
   standard error (and float32) can hold, typically 3 or 4; a comparison with a closed form is a
-  verdict in standard errors (``|diff| < 3 sigma of its Monte Carlo error``);
+  verdict in standard errors (:func:`within_sigma`: ``within 3 sigma: True``);
 * a wall time is printed only in a cell tagged ``nbval-ignore-output`` (with ``%%time`` or a
   progress bar), never in a compared cell.
 
@@ -43,7 +43,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["below", "fragile_numbers", "FragileNumber", "RESIDUAL_LIMIT", "ROUNDOFF_LIMIT", "MAX_SIGNIFICANT"]
+__all__ = ["below", "within_sigma", "fragile_numbers", "FragileNumber", "RESIDUAL_LIMIT", "ROUNDOFF_LIMIT", "MAX_SIGNIFICANT"]
 
 RESIDUAL_LIMIT = 1e-4
 ROUNDOFF_LIMIT = 1e-12
@@ -63,6 +63,16 @@ def below(value: float, tol: float = 1e-12) -> str:
     if abs(value) < tol:
         return f"< {bound}"
     return f"{abs(value):.1e} (NOT below {bound})"  # NaN lands here too
+
+
+def within_sigma(estimate: float, exact: float, stderr: float, n_sigma: float = 3) -> str:
+    """A Monte Carlo estimate against its closed form, as a verdict: ``"within 3 sigma: True"``.
+
+    ``stderr`` is the estimate's standard error. The difference itself is noise whose digits change with
+    the CPU, so it is not printed; print the estimate with the digits its standard error allows.
+    """
+    ok = abs(float(estimate) - float(exact)) < n_sigma * float(stderr)
+    return f"within {n_sigma:g} sigma: {ok}"
 
 
 @dataclass(frozen=True)

@@ -410,10 +410,11 @@ def test_real_book_chapter_replays_under_nbval(chapter, cpu):
 
 
 def test_literal_nbval_command_picks_up_the_replay_settings(tmp_path):
-    """`pytest --nbval chapters/` with no other flag: chapters/conftest.py sanitizes progress bars and runs the
+    """`pytest --nbval chapters/` with no other flag: the root conftest.py sanitizes progress bars and runs the
     kernel of this Python in the book's execution environment."""
-    shutil.copy(REAL.chapters_dir / "conftest.py", tmp_path / "conftest.py")
-    shutil.copy(REAL.chapters_dir / "nbval_sanitize.cfg", tmp_path / "nbval_sanitize.cfg")
+    shutil.copy(REPO / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "chapters").mkdir()
+    shutil.copy(REAL.chapters_dir / "nbval_sanitize.cfg", tmp_path / "chapters" / "nbval_sanitize.cfg")
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                            "language": "python"}})
     nb.cells = [nbformat.v4.new_code_cell(
@@ -422,8 +423,8 @@ def test_literal_nbval_command_picks_up_the_replay_settings(tmp_path):
         "print(os.environ.get('CUDA_VISIBLE_DEVICES') == '', sys.executable == %r)" % sys.executable)]
     nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="[TIME]\nTrue True\n")]
     nb.cells[0].execution_count = 1
-    write(nb, tmp_path / "probe.ipynb")
+    write(nb, tmp_path / "chapters" / "probe.ipynb")
     env = {k: v for k, v in os.environ.items() if k not in B.EXECUTION_ENV}
-    r = subprocess.run([sys.executable, "-m", "pytest", "--nbval", "-p", "no:cacheprovider", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "pytest", "--nbval", "-p", "no:cacheprovider", "chapters/"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-4000:] + r.stderr[-2000:]

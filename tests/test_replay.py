@@ -3,7 +3,7 @@ differently (tests/test_book.py applies it to every stored chapter and to `book 
 
 import pytest
 
-from ddpm_lib.replay import MAX_SIGNIFICANT, below, fragile_numbers
+from ddpm_lib.replay import MAX_SIGNIFICANT, below, fragile_numbers, within_sigma
 
 
 def rules(text):
@@ -18,6 +18,13 @@ def test_below_is_a_verdict_that_shows_a_failure():
     assert below(5.5e-6, 1e-6) == "5.5e-06 (NOT below 1e-06)"
     assert below(float("nan"), 1e-6) == "nan (NOT below 1e-06)"
     assert below(float("inf")) == "inf (NOT below 1e-12)"
+
+
+def test_within_sigma_is_a_verdict_in_standard_errors():
+    assert within_sigma(1.506, 1.504, 1.6e-3) == "within 3 sigma: True"
+    assert within_sigma(1.52, 1.504, 1.6e-3) == "within 3 sigma: False"
+    assert within_sigma(3.399e-05, 2.018e-05, 1.4e-05, n_sigma=1) == "within 1 sigma: True"
+    assert fragile_numbers("Monte Carlo 3.399e-05 +- 1.4e-05 (one standard error): within 3 sigma: True") == []
 
 
 @pytest.mark.parametrize("line, expected", [

@@ -1,5 +1,8 @@
 """Settings for ``pytest --nbval chapters/``, typed as is from the repository root.
 
+It lives at the root, not in chapters/ (where every .py is a chapter), and pytest loads it for any run
+under the root; it acts only when ``--nbval`` is given.
+
 The replay then runs as ``python -m ddpm_lib.book execute`` ran the chapters when it stored their
 outputs: the kernel of this Python (``--nbval-current-env``), progress-bar times and rates sanitized
 (``nbval_sanitize.cfg``, unless ``--nbval-sanitize-with`` names another file) and the CPU, with
@@ -18,7 +21,7 @@ def pytest_configure(config):
     if not (getattr(opt, "nbval", False) or getattr(opt, "nbval_lax", False)):
         return
     if not getattr(opt, "nbval_sanitize_with", None):
-        opt.nbval_sanitize_with = str(HERE / "nbval_sanitize.cfg")
+        opt.nbval_sanitize_with = str(HERE / "chapters" / "nbval_sanitize.cfg")
     if not getattr(opt, "nbval_kernel_name", None):
         opt.nbval_current_env = True
     from ddpm_lib.book import EXECUTION_ENV
