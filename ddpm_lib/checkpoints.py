@@ -21,6 +21,7 @@ A sidecar ``<name>.json`` repeats that config for people; the metadata inside th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,7 +30,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -47,6 +48,10 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "build_model",
+    "build_on_meta",
+    "check_model_fits",
+    "check_data_shape",
+    "MAX_EXAMPLE_NUMEL",
     "sha256_file",
     "optimizer_state_to_tensors",
     "optimizer_state_from_tensors",
@@ -61,6 +66,13 @@ MODEL_REGISTRY: dict[str, type[nn.Module]] = {"UNet": UNet, "MLP": MLP}
 # Constructor arguments that may differ between a checkpoint and the model it loads into,
 # because they do not change the function the weights compute (in eval mode).
 _ARGS_FREE_TO_DIFFER = {"dropout"}
+
+# safetensors itself refuses headers above this (its MAX_HEADER_SIZE); reading one is bounded by it.
+_MAX_HEADER_BYTES = 100_000_000
+
+# The most numbers one example may hold (a 3 x 2048 x 2048 image is 12.6 M): sampling allocates
+# n times this from a stored data shape, so a crafted shape must be refused before it is used.
+MAX_EXAMPLE_NUMEL = 2**24
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded as asked; the message names the file."""
@@ -334,6 +346,9 @@ def _read_header(path: Path) -> dict:
             raise CheckpointError(f"{path} is truncated or corrupt: only {size} bytes, no safetensors header")
         if head[8:9] == b"{":  # a safetensors header is JSON after 8 bytes
             n = int.from_bytes(head[:8], "little")
+            if n > _MAX_HEADER_BYTES:
+                raise CheckpointError(f"{path} is corrupt: its header claims {n} bytes, more than the "
+                                      f"{_MAX_HEADER_BYTES} safetensors allows")
             if 8 + n > size:
                 raise CheckpointError(
                     f"{path} is truncated or corrupt: its header claims {n} bytes but the file has {size} bytes"
@@ -464,6 +479,26 @@ def _listing(keys, limit=8) -> str:
     return ", ".join(keys[:limit]) + more
 
 
+def _fit_problems(own: Mapping[str, tuple], stored: Mapping[str, tuple]) -> list[str]:
+    """What differs between a model's state_dict shapes and the stored ones (keys, then shapes)."""
+    problems = []
+    missing, unexpected = own.keys() - stored.keys(), stored.keys() - own.keys()
+    shapes = [k for k in own.keys() & stored.keys() if tuple(own[k]) != tuple(stored[k])]
+    if missing:
+        problems.append(f"missing from the checkpoint ({len(missing)} keys): {_listing(missing)}")
+    if unexpected:
+        problems.append(f"in the checkpoint but not the model ({len(unexpected)} keys): {_listing(unexpected)}")
+    if shapes:
+        shown = [f"{k}: checkpoint {tuple(stored[k])} vs model {tuple(own[k])}" for k in sorted(shapes)[:8]]
+        more = f"; ... and {len(shapes) - 8} more" if len(shapes) > 8 else ""
+        problems.append(f"shape mismatches ({len(shapes)}): " + "; ".join(shown) + more)
+    return problems
+
+
+def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
 def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], ckpt: Checkpoint) -> nn.Module:
     """load_state_dict(strict=True), with a readable error naming what does not match."""
     target = _unwrap(model)
@@ -479,29 +514,97 @@ def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], ckpt: Checkp
         if differ:
             problems.append("arguments: " + "; ".join(
                 f"{k}={theirs_args.get(k)!r} in the checkpoint, {ours_args.get(k)!r} in the model" for k in differ))
-
-    own = target.state_dict()
-    missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
-    shapes = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
-    if missing:
-        problems.append(f"missing from the checkpoint ({len(missing)} keys): {_listing(missing)}")
-    if unexpected:
-        problems.append(f"in the checkpoint but not the model ({len(unexpected)} keys): {_listing(unexpected)}")
-    if shapes:
-        shown = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in sorted(shapes)[:8]]
-        more = f"; ... and {len(shapes) - 8} more" if len(shapes) > 8 else ""
-        problems.append(f"shape mismatches ({len(shapes)}): " + "; ".join(shown) + more)
+    problems += _fit_problems(_shapes(target.state_dict()), _shapes(state))
     if problems:
         raise CheckpointError(f"{ckpt.path} does not fit the model passed:\n  " + "\n  ".join(problems))
     target.load_state_dict(state, strict=True)
     return model
 
 
+class _TooManyParameters(Exception):
+    """Raised from inside a module's constructor to stop building it (never reaches a caller)."""
+
+
+@contextlib.contextmanager
+def _parameter_budget(limit: int):
+    """Stop any module built inside once more than ``limit`` parameters have been registered.
+
+    On the meta device a parameter costs no memory, but every module is still a Python object:
+    MLP(layers=10**7) would take gigabytes of them before anything could be compared.
+    """
+    from torch.nn.modules.module import register_module_parameter_registration_hook
+
+    count = 0
+
+    def hook(module, name, param):
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise _TooManyParameters
+
+    handle = register_module_parameter_registration_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def build_on_meta(build: Callable[[], nn.Module], stored_shapes: Mapping[str, tuple], where: str) -> nn.Module:
+    """``build()`` on the meta device (no memory for tensors), stopped with CheckpointError (starting
+    with ``where``) once it registers more than twice as many parameters as ``stored_shapes``
+    has entries: a model description far larger than the stored weights is refused cheaply."""
+    limit = 2 * len(stored_shapes) + 16  # a parameter may be registered twice (tied or replaced)
+    try:
+        with _parameter_budget(limit), torch.device("meta"):
+            return build()
+    except _TooManyParameters:
+        raise CheckpointError(
+            f"{where} describes a network with more than {limit} parameter tensors, but the file stores "
+            f"{len(stored_shapes)} tensors for it: its config was edited or belongs to other weights "
+            f"(refused before building it)") from None
+
+
+def check_model_fits(build: Callable[[], nn.Module] | nn.Module, stored_shapes: Mapping[str, tuple],
+                     where: str) -> nn.Module:
+    """Refuse a model description that does not match stored tensors, before anything is allocated.
+
+    ``build`` is a function building the model (run by :func:`build_on_meta`) or a model already
+    built on the meta device; every name and shape of its state_dict must equal
+    ``stored_shapes``, else CheckpointError starting with ``where`` names the first mismatches.
+    Returns the meta model. After it returns, building the model for real allocates no more
+    than the stored tensors hold.
+    """
+    model = build if isinstance(build, nn.Module) else build_on_meta(build, stored_shapes, where)
+    problems = _fit_problems(_shapes(_unwrap(model).state_dict()), stored_shapes)
+    if problems:
+        raise CheckpointError(f"{where} does not match the tensors stored in the file (refused before "
+                              f"building it):\n  " + "\n  ".join(problems))
+    return model
+
+
+def check_data_shape(shape, where: str) -> tuple[int, ...]:
+    """A stored data shape, (D,) or (C, H, W) of positive ints with at most MAX_EXAMPLE_NUMEL
+    numbers, as a tuple; else CheckpointError starting with ``where``."""
+    ok = (isinstance(shape, (list, tuple)) and len(shape) in (1, 3)
+          and all(type(s) is int and s >= 1 for s in shape))
+    if not ok:
+        raise CheckpointError(f"{where}: data shape must be (D,) or (C, H, W) of positive integers, got {shape!r}")
+    if math.prod(shape) > MAX_EXAMPLE_NUMEL:
+        raise CheckpointError(f"{where}: data shape {list(shape)} holds {math.prod(shape)} numbers per example, "
+                              f"more than the {MAX_EXAMPLE_NUMEL} (2**24) this library samples")
+    return tuple(shape)
+
+
 def build_model(checkpoint: Checkpoint | str | os.PathLike, use_ema: bool = True) -> nn.Module:
     """Instantiate the checkpoint's model class (from MODEL_REGISTRY only) with its stored
     arguments and load its weights strictly: the EMA weights when ``use_ema`` and the
     checkpoint has them, else the raw weights. Returns the model in eval mode, on the
-    device its tensors were loaded to."""
+    device its tensors were loaded to.
+
+    The stored arguments are first checked on the meta device against the stored tensors'
+    names and shapes (:func:`check_model_fits`), so an edited config cannot make this allocate
+    more than the file holds.
+    """
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     name, args = ckpt.model_class, ckpt.model_args
     if name not in MODEL_REGISTRY:
@@ -509,13 +612,17 @@ def build_model(checkpoint: Checkpoint | str | os.PathLike, use_ema: bool = True
             f"{ckpt.path}: unknown model class {name!r}; known classes: {', '.join(sorted(MODEL_REGISTRY))} "
             f"(add others with ddpm_lib.checkpoints.register_model)"
         )
-    if args is None:
+    if not isinstance(args, dict):
         raise CheckpointError(f"{ckpt.path}: no model_args stored for {name}, cannot build it")
+    state = ckpt.ema_state if use_ema and ckpt.ema_state is not None else ckpt.model_state
     try:
+        check_model_fits(lambda: MODEL_REGISTRY[name](**args), _shapes(state),
+                         f"{ckpt.path}: its config's {_describe(name, args)}")
         model = MODEL_REGISTRY[name](**args)
     except (TypeError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
         raise CheckpointError(f"{ckpt.path}: cannot build {_describe(name, args)}: {e}") from None
-    state = ckpt.ema_state if use_ema and ckpt.ema_state is not None else ckpt.model_state
     device = next(iter(state.values())).device if state else torch.device("cpu")
     _load_into(model.to(device), state, ckpt)
     return model.eval()

@@ -10,8 +10,12 @@ A pickle can run any code when loaded, so these files are never given to ``pickl
 :class:`RestrictedUnpickler` resolves only the few globals that a numpy array needs
 (``numpy.core.multiarray._reconstruct`` -- ``numpy._core.multiarray`` in numpy 2 --,
 ``numpy.ndarray`` and ``numpy.dtype``) and refuses every other global (``os.system``, ``eval``,
-...) with :class:`UnsafePickleError` before anything is called. Members are read straight from
-the archive (nothing is extracted, so no path in the archive is ever written).
+...) with :class:`UnsafePickleError` before anything is called. Its ``_reconstruct`` makes only
+the empty placeholder numpy itself pickles, so every array's contents come from the bytes in the
+file (numpy's ``__setstate__`` requires exactly shape x itemsize of them): a pickle cannot ask
+for a large uninitialised array. Members are read straight from the archive (nothing is
+extracted, so no path in the archive is ever written), and none larger than MAX_MEMBER_BYTES is
+read: a crafted archive costs at most that much memory per member.
 
 Where the archive is looked for, in order:
 
@@ -36,6 +40,7 @@ import pickle
 import sys
 import tarfile
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -72,6 +77,10 @@ CIFAR10_SIZE = 170498071  # bytes; informational (the check is by sha256)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _SPLITS = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 DOWNLOAD_TIMEOUT = 30.0
+# The official archive's largest files are the batches, 31,035,704 bytes each (batches.meta is
+# 158): a member claiming more is not CIFAR-10, and is refused before a byte of it is read.
+MAX_MEMBER_BYTES = 32 << 20
+MAX_MEMBERS = 64  # the official archive has 9 entries; a scan of the archive stops here
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,13 +97,34 @@ def _allowed_globals() -> dict:
         from numpy._core import multiarray as _ma  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core import multiarray as _ma
-    reconstruct = _ma._reconstruct
+    reconstruct = _placeholder_only(_ma._reconstruct)
     return {
         ("numpy.core.multiarray", "_reconstruct"): reconstruct,  # as the official files (numpy 1) name it
         ("numpy._core.multiarray", "_reconstruct"): reconstruct,  # as numpy 2 names it
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
     }
+
+
+def _placeholder_only(reconstruct):
+    """numpy's ``_reconstruct`` limited to the empty array numpy's own pickles start from.
+
+    numpy pickles an array as ``_reconstruct(ndarray, (0,), b'b')`` followed by a BUILD whose
+    ``__setstate__`` sets the shape and copies the stored bytes (refusing any other length). Called
+    with another shape, ``_reconstruct`` returns an *uninitialised* array of that shape: 522 bytes
+    of pickle could ask for gigabytes of heap, read back as images. So any non-empty shape is
+    refused here, and every array that has contents got them from bytes in the file.
+    """
+    def _reconstruct(subtype, shape, dtype):
+        dims = shape if isinstance(shape, tuple) else (shape,)
+        if subtype is not np.ndarray or not all(type(d) is int for d in dims) or 0 not in dims:
+            raise UnsafePickleError(
+                f"refusing numpy _reconstruct({getattr(subtype, '__name__', subtype)}, {shape!r}, ...): numpy's own "
+                f"pickles create only an empty ndarray here and fill it from the stored bytes (a non-empty shape "
+                f"would be uninitialised memory)")
+        return reconstruct(subtype, shape, dtype)
+
+    return _reconstruct
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -227,28 +257,51 @@ def download_cifar10(dest_dir=None) -> Path:
 # reading
 
 
+def _too_large(where: str, size: int) -> ValueError:
+    return ValueError(f"{where} is {size} bytes, more than any CIFAR-10 file (at most {MAX_MEMBER_BYTES} bytes "
+                      f"read; the batches are 31,035,704): not the CIFAR-10 archive, refused before reading it")
+
+
+def _find_member(tar: tarfile.TarFile, source: Path, want: str) -> tarfile.TarInfo:
+    """The member ``want``, scanning at most MAX_MEMBERS headers and refusing any member larger than
+    MAX_MEMBER_BYTES on sight (its header says so before its data is decompressed)."""
+    for k, info in enumerate(iter(tar.next, None)):
+        if k >= MAX_MEMBERS:
+            raise ValueError(f"{source}: more than {MAX_MEMBERS} entries before {want} (the CIFAR-10 archive has 9): "
+                             f"not the CIFAR-10 archive")
+        if info.size > MAX_MEMBER_BYTES:
+            raise _too_large(f"{source}: archive member {info.name}", info.size)
+        if info.name == want:
+            return info
+    raise FileNotFoundError(f"{source}: the archive has no member {want}")
+
+
 def _member_bytes(source: Path, name: str) -> bytes:
-    """The bytes of cifar-10-batches-py/<name> from an archive or an extracted folder."""
+    """The bytes of cifar-10-batches-py/<name> from an archive or an extracted folder, at most
+    MAX_MEMBER_BYTES of them (a larger file is refused before it is read)."""
     if source.is_dir():
         p = source / name
         if not p.is_file():
             raise FileNotFoundError(f"{p}: missing from the CIFAR-10 batches folder")
-        return p.read_bytes()
+        if p.stat().st_size > MAX_MEMBER_BYTES:
+            raise _too_large(str(p), p.stat().st_size)
+        with open(p, "rb") as f:
+            return f.read(MAX_MEMBER_BYTES)
     want = f"{CIFAR10_FOLDER}/{name}"
     try:
         with tarfile.open(source, "r:*") as tar:
-            try:
-                info = tar.getmember(want)
-            except KeyError:
-                raise FileNotFoundError(f"{source}: the archive has no member {want}") from None
+            info = _find_member(tar, source, want)
             if not info.isfile():
                 raise ValueError(f"{source}: {want} is not a regular file in the archive")
-            f = tar.extractfile(info)
-            return f.read()
-    except (tarfile.TarError, EOFError, OSError) as e:
+            # bounded even if the stream disagrees with the header: a gzip bomb stops here
+            raw = tar.extractfile(info).read(MAX_MEMBER_BYTES + 1)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         if isinstance(e, FileNotFoundError):
             raise
         raise ValueError(f"{source}: not a readable tar.gz archive ({e})") from None
+    if len(raw) != info.size:
+        raise ValueError(f"{source}: {want} holds {len(raw)} bytes, its header says {info.size}: the archive is corrupt")
+    return raw
 
 
 def _read_batch(source: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -277,7 +330,10 @@ def _read_batch(source: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def cifar10_class_names(source: Path) -> tuple[str, ...]:
     """label_names from batches.meta (decoded), read with the restricted unpickler."""
-    d = restricted_loads(_member_bytes(source, "batches.meta"))
+    try:
+        d = restricted_loads(_member_bytes(source, "batches.meta"))
+    except pickle.UnpicklingError as e:
+        raise UnsafePickleError(f"{source}: batches.meta: {e}") from None
     return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in d[b"label_names"])
 
 

@@ -101,8 +101,9 @@ class MLP(nn.Module):
         if c.layers < 1:
             raise ValueError(f"layers must be >= 1, got {c.layers}")
         self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.hidden), nn.SiLU())
-        dims = [c.data_dim] + [c.hidden] * c.layers
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        # a generator, not a list of c.layers widths: a stored layers = 10**9 must not allocate
+        # before checkpoints.check_model_fits stops the build at its parameter budget
+        self.linears = nn.ModuleList(nn.Linear(c.hidden if i else c.data_dim, c.hidden) for i in range(c.layers))
         self.time_projs = nn.ModuleList(nn.Linear(c.hidden, c.hidden) for _ in range(c.layers))
         self.out = nn.Linear(c.hidden, c.out_dim or c.data_dim)
 

@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 
 from . import classifier as _classifier  # noqa: F401  (registers FashionClassifier with build_model)
-from .checkpoints import build_model, load_checkpoint, sha256_file
+from .checkpoints import CheckpointError, build_model, check_data_shape, load_checkpoint, sha256_file
 from .data import REGISTRY_NAME, DataIntegrityError, data_dir
 from .diffusion import GaussianDiffusion
 from .utils import atomic_write
@@ -92,6 +92,11 @@ def data_shape(config: dict, model: Optional[nn.Module] = None) -> Optional[tupl
     data = config.get("data")
     if isinstance(data, dict) and data.get("shape"):
         return tuple(int(s) for s in data["shape"])
+    return _network_input_shape(model)
+
+
+def _network_input_shape(model: Optional[nn.Module]) -> Optional[tuple]:
+    """(C, H, W) or (D,) that the network's config says it takes, or None when it does not say."""
     cfg = getattr(model, "config", None)
     if cfg is not None:
         if hasattr(cfg, "resolution") and hasattr(cfg, "in_channels"):
@@ -99,6 +104,22 @@ def data_shape(config: dict, model: Optional[nn.Module] = None) -> Optional[tupl
         if hasattr(cfg, "data_dim"):
             return (cfg.data_dim,)
     return None
+
+
+def _check_shapes(config: dict, model: nn.Module, path: Path) -> None:
+    """Refuse a stored data shape that is too large or does not fit the network, before sampling
+    allocates n examples of it (a U-Net's resolution changes no weight, so the weights cannot
+    bound it)."""
+    net = _network_input_shape(model)
+    if net is not None:
+        check_data_shape(list(net), f"{path}: the network's input")
+    data = config.get("data")
+    stored = data.get("shape") if isinstance(data, dict) else None
+    if stored:
+        shape = check_data_shape(stored, f"{path}: config['data']['shape']")
+        if net is not None and shape != net:
+            raise CheckpointError(f"{path}: config['data']['shape'] {list(shape)} does not fit the network, "
+                                  f"which takes {list(net)}")
 
 
 def resolve_device(device=None) -> torch.device:
@@ -207,8 +228,10 @@ def verify_pretrained(names=None) -> dict:
 
 
 def _assemble(ckpt, path: Path, device: torch.device, use_ema: bool, **extra) -> Pretrained:
-    model = build_model(ckpt, use_ema=use_ema).to(device).eval()
+    model = build_model(ckpt, use_ema=use_ema)
     cfg = ckpt.config
+    _check_shapes(cfg, model, path)
+    model = model.to(device).eval()
     diffusion = GaussianDiffusion.from_config(cfg["diffusion"]) if isinstance(cfg.get("diffusion"), dict) else None
     return Pretrained(model=model, diffusion=diffusion, config=cfg, path=path, **extra)
 

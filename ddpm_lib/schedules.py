@@ -22,11 +22,15 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["NoiseSchedule", "NOISE_BOUND"]
+__all__ = ["NoiseSchedule", "NOISE_BOUND", "MAX_T"]
 
 # alpha_bar_T above this means x_T still carries visible signal: L_T = KL(q(x_T|x_0) || N(0, I))
 # is then far from 0 and sampling from N(0, I) starts from the wrong distribution.
 NOISE_BOUND = 1e-2
+
+# The most timesteps a stored or configured schedule may have (DDPM uses 1000, improved DDPM
+# 4000): every table is T + 1 float64s and a sampler loops T times, so a T from a file is bounded.
+MAX_T = 100_000
 
 
 def _as_float64(x) -> torch.Tensor:
@@ -207,6 +211,11 @@ class NoiseSchedule:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NoiseSchedule":
+        betas = d.get("betas") if isinstance(d, dict) else None
+        if not isinstance(betas, list):
+            raise ValueError(f"a stored schedule needs a list 'betas', got {type(betas).__name__}")
+        if len(betas) > MAX_T:
+            raise ValueError(f"a stored schedule has T = {len(betas)} betas, more than MAX_T = {MAX_T}")
         return cls(torch.tensor(d["betas"], dtype=torch.float64), name=d.get("name", "custom"),
                    timesteps=d.get("timesteps"), warn=False)
 

@@ -26,7 +26,9 @@ From the shell::
 
 A run directory holds ``ckpt_<step>.safetensors`` (the last ``keep_last``), ``latest.safetensors``
 (a hard link to, or copy of, the newest), each with its ``.json`` sidecar, ``samples_<step>.png``
-and ``log.jsonl`` (one line of statistics every ``log_every`` steps).
+and ``log.jsonl`` (one line of statistics every ``log_every`` steps), and ``.lock``: the
+Trainer that writes the directory holds a flock on it, so a second process is refused (see
+``ddpm_lib.rundir``, which also removes temporary files that killed saves left).
 
 Reproducibility. All randomness comes from seeded generators whose states are saved in every
 checkpoint: the data order and flips (a CPU generator), t and eps (a generator on the training
@@ -53,11 +55,13 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import shlex
 import shutil
 import sys
 import time
 import typing
+import weakref
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional
@@ -67,11 +71,13 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import viz
-from .checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoints import (Checkpoint, CheckpointError, build_on_meta, check_data_shape, check_model_fits,
+                          load_checkpoint, save_checkpoint)
 from .diffusion import DECODERS, LOSSES, PREDICTIONS, VARIANCES, GaussianDiffusion
 from .nets import MLP, MLPConfig, UNet, UNetConfig
 from .sampling import sample_respaced
-from .schedules import NoiseSchedule
+from .rundir import RunDirInUseError, open_run_dir
+from .schedules import MAX_T, NoiseSchedule
 from .utils import device as pick_device
 
 __all__ = [
@@ -86,6 +92,7 @@ __all__ = [
     "load_config",
     "config_from_dict",
     "find_checkpoint",
+    "load_resumable",
     "DATASETS",
     "MODELS",
     "SCHEDULES",
@@ -172,6 +179,8 @@ class TrainConfig:
         for name in ("T", "batch_size", "log_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.T > MAX_T:
+            raise ConfigError(f"T must be <= {MAX_T} (MAX_T), got {self.T}")
         for name in ("n_examples", "warmup_steps", "ema_warmup", "steps", "ckpt_every", "sample_every", "sample_steps",
                      "n_samples"):
             if getattr(self, name) < 0:
@@ -329,7 +338,8 @@ def _seed(seed: int, *keys) -> int:
     return int.from_bytes(h[:8], "little") & (2**63 - 1)
 
 
-def _load_images(cfg: TrainConfig) -> torch.Tensor:
+def _read_dataset(cfg: TrainConfig):
+    """The training split as its loader returns it (a tensor, or a tuple whose first item is one)."""
     from . import data as D
 
     root = cfg.data_root or None
@@ -341,10 +351,22 @@ def _load_images(cfg: TrainConfig) -> torch.Tensor:
             except ImportError:
                 raise ConfigError("dataset 'cifar10' needs ddpm_lib.data.cifar10() or ddpm_lib.cifar.cifar10(), "
                                   "which this installation of ddpm_lib does not have") from None
-        images = loader(split="train", root=root)
-    else:
-        split = "train" if cfg.dataset == "fashion-mnist" else "train-10k"
-        images = D.fashion_mnist(split, root=root)
+        return loader(split="train", root=root)
+    split = "train" if cfg.dataset == "fashion-mnist" else "train-10k"
+    return D.fashion_mnist(split, root=root)
+
+
+def _load_images(cfg: TrainConfig) -> torch.Tensor:
+    from . import data as D
+
+    try:
+        images = _read_dataset(cfg)
+    except (ValueError, OSError, pickle.UnpicklingError) as e:
+        # a corrupt, crafted or unreadable data file: one line for the command line (the loader's
+        # message names the file), not a traceback; a missing file keeps its own type and message
+        if isinstance(e, (FileNotFoundError, ConfigError)):
+            raise
+        raise ConfigError(f"cannot load dataset {cfg.dataset!r}: {e}") from None
     if isinstance(images, (tuple, list)):
         images = images[0]
     images = torch.as_tensor(images)
@@ -604,6 +626,43 @@ def find_checkpoint(path) -> Path:
     return ckpts[-1][1]
 
 
+def load_resumable(path, note: Callable[[str], object] | None = None) -> Checkpoint:
+    """The checkpoint to resume from, loaded and verified: ``path`` itself if a file; in a run
+    directory ``latest.safetensors``, and when that cannot be loaded (a corrupt or truncated file)
+    the newest ``ckpt_<step>.safetensors`` that can. Each file passed over is reported by
+    ``note`` (default: a "note:" line on stderr) with the reason, and so is the fallback."""
+    note = note or (lambda msg: print(f"note: {msg}", file=sys.stderr, flush=True))
+    path = Path(path)
+    if path.is_file():
+        return load_checkpoint(path)
+    first = find_checkpoint(path)
+    ckpts = sorted(((s, p) for p in path.glob("ckpt_*.safetensors") if (s := _ckpt_step(p)) is not None),
+                   reverse=True)
+    # latest is usually a hard link to the newest ckpt_N: the same bytes, not worth a second try
+    candidates = [first] + [p for _, p in ckpts if p != first and not _same_file(p, first)]
+    passed_over = []
+    for candidate in candidates:
+        try:
+            ckpt = load_checkpoint(candidate)
+        except CheckpointError as e:
+            note(f"cannot resume from {candidate.name}: {e}")
+            passed_over.append(candidate.name)
+            continue
+        if passed_over:
+            note(f"resuming from {candidate}, the newest intact checkpoint (step {ckpt.step}); "
+                 f"passed over: {', '.join(passed_over)}")
+        return ckpt
+    raise CheckpointError(f"cannot resume: no checkpoint in {path} can be loaded (tried {', '.join(passed_over)}; "
+                          f"the reasons are above)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _link_or_copy(src: Path, dst: Path):
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
@@ -654,6 +713,12 @@ class Trainer:
         if cfg.batch_size % self.world_size:
             raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
                               f"{self.world_size} processes")
+        # rank 0 writes out_dir: hold its lock (and clear leftovers of killed saves) until close(),
+        # or until this object is collected; the kernel drops it if the process dies
+        self._release_out_dir = lambda: None
+        if self.is_main and cfg.out_dir:
+            self._release_out_dir = open_run_dir(cfg.out_dir)
+            weakref.finalize(self, self._release_out_dir)
 
         # data
         if cfg.image_data:
@@ -984,16 +1049,7 @@ class Trainer:
 
     def check_compatible(self, ckpt: Checkpoint) -> None:
         """Raise CheckpointError when ``ckpt`` holds another model, diffusion or data set than this run."""
-        problems = []
-        ours_args = json.loads(json.dumps(asdict(self.model.config)))
-        if ckpt.model_class != type(self.model).__name__:
-            problems.append(f"model class: {ckpt.model_class} in the checkpoint, {type(self.model).__name__} here")
-        else:
-            theirs = ckpt.model_args or {}
-            diff = [k for k in sorted(set(theirs) | set(ours_args)) if k != "dropout" and theirs.get(k) != ours_args.get(k)]
-            if diff:
-                problems.append("model arguments: " + "; ".join(
-                    f"{k} = {theirs.get(k)!r} in the checkpoint, {ours_args.get(k)!r} here" for k in diff))
+        problems = _model_problems(self.model, ckpt)
         theirs_d = ckpt.config.get("diffusion") or {}
         ours_d = json.loads(json.dumps(self.diffusion.config()))
         diff = [k for k in sorted(set(theirs_d) | set(ours_d)) if theirs_d.get(k) != ours_d.get(k)]
@@ -1009,10 +1065,7 @@ class Trainer:
             problems.append(f"data: {data.get('dataset')!r} {data.get('shape')} in the checkpoint, "
                             f"{self.config.dataset!r} {list(self.data_shape)} here")
         if problems:
-            raise CheckpointError(
-                f"cannot resume from {ckpt.path}: it was trained with another configuration:\n  "
-                + "\n  ".join(problems)
-                + "\nresume with the checkpoint's own settings (no --config), or start a new run in another out_dir")
+            raise _another_configuration(ckpt, problems)
 
     def load_state(self, checkpoint) -> "Trainer":
         """Continue from a checkpoint (a path or Checkpoint): weights, EMA, optimizer, step, history,
@@ -1071,8 +1124,8 @@ class Trainer:
         The configuration is the checkpoint's (or ``config``), with ``overrides`` of TrainConfig
         fields applied, e.g. ``Trainer.resume("runs/x", steps=20000)``.
         """
-        ckpt_path = find_checkpoint(path)
-        ckpt = load_checkpoint(ckpt_path)
+        ckpt = load_resumable(path)
+        ckpt_path = ckpt.path
         if config is None:
             stored = ckpt.config.get("train")
             if not isinstance(stored, dict):
@@ -1081,14 +1134,49 @@ class Trainer:
         cfg = config_from_dict(overrides, base=config)
         if not cfg.out_dir:
             cfg = dataclasses.replace(cfg, out_dir=str(ckpt_path.parent))
+        _check_model_before_building(cfg, ckpt)
         return cls(cfg, command=command).load_state(ckpt)
 
     def close(self):
-        """Leave the process group this trainer created (if any)."""
+        """Release out_dir's lock and leave the process group this trainer created (if any)."""
+        self._release_out_dir()
         if self._owns_group and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
             self._owns_group = False
+
+
+def _model_problems(model: nn.Module, ckpt: Checkpoint) -> list[str]:
+    """How ``model``'s class and arguments differ from those stored in ``ckpt`` (dropout may differ)."""
+    if ckpt.model_class != type(model).__name__:
+        return [f"model class: {ckpt.model_class} in the checkpoint, {type(model).__name__} here"]
+    ours = json.loads(json.dumps(asdict(model.config)))
+    theirs = ckpt.model_args or {}
+    diff = [k for k in sorted(set(theirs) | set(ours)) if k != "dropout" and theirs.get(k) != ours.get(k)]
+    if not diff:
+        return []
+    return ["model arguments: " + "; ".join(f"{k} = {theirs.get(k)!r} in the checkpoint, {ours.get(k)!r} here"
+                                            for k in diff)]
+
+
+def _another_configuration(ckpt: Checkpoint, problems: list[str]) -> CheckpointError:
+    return CheckpointError(
+        f"cannot resume from {ckpt.path}: it was trained with another configuration:\n  " + "\n  ".join(problems)
+        + "\nresume with the checkpoint's own settings (no --config), or start a new run in another out_dir")
+
+
+def _check_model_before_building(cfg: TrainConfig, ckpt: Checkpoint) -> None:
+    """Refuse a configuration whose network does not match the checkpoint, on the meta device,
+    before a Trainer allocates it: the stored config may have been edited (model_args with
+    layers = 10**7 would otherwise take gigabytes before any comparison)."""
+    data = ckpt.config.get("data") if isinstance(ckpt.config.get("data"), dict) else {}
+    shape = check_data_shape(data.get("shape"), f"cannot resume from {ckpt.path}: config['data']['shape']")
+    stored = {k: tuple(v.shape) for k, v in ckpt.model_state.items()}
+    where = f"cannot resume from {ckpt.path}: model {cfg.model!r} with model_args {cfg.model_args}"
+    meta = build_on_meta(lambda: make_model(cfg, shape), stored, where)
+    if problems := _model_problems(meta, ckpt):
+        raise _another_configuration(ckpt, problems)
+    check_model_fits(meta, stored, where)
 
 
 # fields that may change on resume without changing the training trajectory
@@ -1146,6 +1234,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     trainer = None
+    release_out_dir = lambda: None  # noqa: E731
     try:
         base = load_config(args.config) if args.config else None
         if args.resume is not None:
@@ -1153,7 +1242,7 @@ def main(argv=None) -> int:
             if not where:
                 raise ConfigError("--resume needs a run directory: --resume PATH or --out-dir DIR")
             if args.print_config:
-                ckpt = load_checkpoint(find_checkpoint(where))
+                ckpt = load_resumable(where)
                 base = base or config_from_dict(ckpt.config.get("train") or {}, strict=False)
                 print(_to_toml(config_from_dict(given, base)), end="")
                 return 0
@@ -1166,6 +1255,8 @@ def main(argv=None) -> int:
                 print(_to_toml(cfg), end="")
                 return 0
             out = Path(cfg.out_dir)
+            if not _dist_env() or int(os.environ["RANK"]) == 0:  # locked before looking, so no run starts in between
+                release_out_dir = open_run_dir(out)
             if out.is_dir() and (any(out.glob("ckpt_*.safetensors")) or (out / "latest.safetensors").exists()):
                 raise ConfigError(f"{out} already holds a run's checkpoints: pass --resume to continue it, or "
                                   f"choose another --out-dir")
@@ -1182,12 +1273,13 @@ def main(argv=None) -> int:
                 print(f"done: step {trainer.step_count}, loss {h.loss[-1]:.4f}; checkpoint "
                       f"{Path(trainer.config.out_dir) / 'latest.safetensors'}", file=sys.stderr)
         return 0
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, FileNotFoundError, RunDirInUseError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         if trainer is not None:
             trainer.close()
+        release_out_dir()
 
 
 if __name__ == "__main__":

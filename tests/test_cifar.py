@@ -216,3 +216,115 @@ def test_official_constants():
     assert C.CIFAR10_MD5 == "c58f30108f718f92721af3b95e74349a"
     assert C.CIFAR10_SHA256 == "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
     assert C.CIFAR10_URL == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+
+
+# -- crafted archives: bounded memory, one-line errors ------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFUSAL_BUDGET_MB = 150  # peak RSS a refusal may add to the imports' (before the checks: 0.6-5.5 GB)
+
+
+class _Uninitialised:
+    """Pickles as numpy's ``_reconstruct(ndarray, shape, dtype)`` with no BUILD after it: without the
+    check, unpickling returns an uninitialised array of ``shape`` that no byte of the file fills."""
+
+    def __init__(self, shape, dtype="u1"):
+        self.shape, self.dtype = shape, np.dtype(dtype)
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, self.shape, self.dtype))
+
+
+def _uninitialised_batch(n=200_000) -> bytes:
+    # the labels are real (zeros, which gzip shrinks to nothing), so only the images are conjured
+    return py2_dumps({b"data": _Uninitialised((n, 3072)), b"labels": np.zeros(n, np.uint8)})
+
+
+def _gzip_bomb(path, claimed=600 << 20, member="test_batch") -> None:
+    """A tar.gz of a few hundred kB whose ``member`` expands to ``claimed`` zero bytes,
+    made as a multi-member gzip (one compressed 1 MiB block repeated) so the test writes it fast."""
+    import gzip
+
+    info = tarfile.TarInfo(f"{C.CIFAR10_FOLDER}/{member}")
+    info.size = claimed
+    block = gzip.compress(bytes(1 << 20), compresslevel=9)
+    with open(path, "wb") as f:
+        f.write(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT)))
+        for _ in range(claimed >> 20):
+            f.write(block)
+        f.write(gzip.compress(bytes(1024)))  # the end-of-archive blocks
+
+
+def test_a_pickle_cannot_ask_for_uninitialised_memory():
+    raw = _uninitialised_batch()
+    with pytest.raises(C.UnsafePickleError, match=r"refusing numpy _reconstruct\(ndarray, \(200000, 3072\)"):
+        C.restricted_loads(raw)
+    # numpy's own pickles still load, and their bytes must be all there (numpy checks the length)
+    a = np.arange(12, dtype=np.uint8).reshape(4, 3)
+    assert np.array_equal(C.restricted_loads(py2_dumps(a)), a)
+    raw = py2_dumps(a)
+    short = raw.replace(b"U\x0c" + bytes(range(12)), b"U\x0b" + bytes(range(11)))  # one byte fewer
+    assert short != raw
+    with pytest.raises(ValueError, match="buffer size does not match"):
+        C.restricted_loads(short)
+
+
+def test_members_larger_than_cifar_files_are_refused_unread(tmp_path):
+    bomb = tmp_path / "bomb.tar.gz"
+    _gzip_bomb(bomb)
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(ValueError, match=r"bomb.tar.gz: archive member cifar-10-batches-py/test_batch is "
+                                         r"629145600 bytes, more than any CIFAR-10 file"):
+        C.cifar10("test", root=bomb)
+    folder = tmp_path / "extracted" / C.CIFAR10_FOLDER
+    folder.mkdir(parents=True)
+    for name in ("data_batch_1", "test_batch"):
+        with open(folder / name, "wb") as f:
+            f.truncate(C.MAX_MEMBER_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(ValueError, match=r"test_batch is 33554433 bytes, more than any CIFAR-10 file"):
+        C.cifar10("test", root=folder.parent)
+
+
+def _train_cli_measured(data_root, out_dir):
+    """(exit code, stderr, MB of peak RSS added after the imports) of the train CLI on CIFAR-10 at data_root."""
+    import subprocess
+    import sys
+
+    code = ("import resource, sys\nfrom ddpm_lib.train import main\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nrc = main(sys.argv[1:])\n"
+            "print(f'added_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base}', file=sys.stderr)\n"
+            "sys.exit(rc)\n")
+
+    def cap_memory():  # a regression fails the test instead of exhausting the machine
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    args = ["--dataset", "cifar10", "--model", "unet", "--data-root", str(data_root), "--out-dir", str(out_dir),
+            "--steps", "1", "--no-progress", "--threads", "1"]
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       preexec_fn=cap_memory, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    added = [int(s.split("=")[1]) for s in r.stderr.splitlines() if s.startswith("added_kb=")]
+    return r.returncode, r.stderr, (added[-1] / 1024 if added else float("inf"))
+
+
+@pytest.mark.parametrize("case", ["uninitialised", "gzip-bomb"])
+def test_crafted_archives_reach_the_train_cli_as_one_line(tmp_path, case):
+    path = tmp_path / "cifar-10-python.tar.gz"
+    if case == "gzip-bomb":
+        _gzip_bomb(path, member="data_batch_1")
+        message = "archive member cifar-10-batches-py/data_batch_1 is 629145600 bytes"
+    else:
+        members = {f"data_batch_{i}": _uninitialised_batch() for i in range(1, 6)}
+        members["test_batch"] = members["data_batch_1"]
+        _write_archive(path, members)
+        assert path.stat().st_size < 4000  # 5 x 614 MB of images asked for
+        message = "data_batch_1: refusing numpy _reconstruct(ndarray, (200000, 3072)"
+    rc, err, added_mb = _train_cli_measured(path, tmp_path / "run")
+    assert rc == 2, err
+    lines = [s for s in err.splitlines() if not s.startswith("added_kb=")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot load dataset 'cifar10': {path}"), err
+    assert message in lines[0], err
+    assert added_mb < REFUSAL_BUDGET_MB, f"the refusal took {added_mb:.0f} MB"

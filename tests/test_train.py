@@ -194,7 +194,7 @@ def test_checkpoints_at_ckpt_every_pruned_and_their_config(tmp_path):
     assert seen[6] == ["ckpt_3.safetensors", "ckpt_6.safetensors"]
     assert seen[9] == ["ckpt_6.safetensors", "ckpt_9.safetensors"]
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["ckpt_10.json", "ckpt_10.safetensors", "ckpt_9.json", "ckpt_9.safetensors", "latest.json",
+    assert names == [".lock", "ckpt_10.json", "ckpt_10.safetensors", "ckpt_9.json", "ckpt_9.safetensors", "latest.json",
                      "latest.safetensors", "log.jsonl", "samples_10.png", "samples_5.png"]
     ck = load_checkpoint(tmp_path / "latest.safetensors")
     assert ck.step == 10 and load_checkpoint(tmp_path / "ckpt_9.safetensors").step == 9
