@@ -243,7 +243,8 @@ plt.show()
 # the last `keep_last`), points `latest.safetensors` at the newest, and appends one line per `log_every` steps to
 # `log.jsonl`. Each checkpoint holds the weights, the EMA, Adam's state, the step, the loss history, the data order
 # and the state of every random generator (data order, $t$ and $\epsilon$, dropout); its `.json` sidecar holds the
-# configuration and the command. No pickle: safetensors and JSON only.
+# configuration and the command. No pickle: safetensors and JSON only. The hidden `.lock` is how a second process
+# learns that a run is still writing this directory: it is refused, instead of overwriting the first run's files.
 #
 # *Atomic* means a reader never sees half a file: each file is written to a temporary name beside its
 # destination, flushed to disk (`fsync`) and then renamed over it (`os.replace`, atomic on POSIX), so a run killed
