@@ -3,10 +3,10 @@
 It lives at the root, not in chapters/ (where every .py is a chapter), and pytest loads it for any run
 under the root; it acts only when ``--nbval`` is given.
 
-The replay then runs as ``python -m ddpm_lib.book execute`` ran the chapters when it stored their
+The replay then runs as ``python -m ddpm_lib.course.book execute`` ran the chapters when it stored their
 outputs: the kernel of this Python (``--nbval-current-env``), progress-bar times and rates sanitized
 (``nbval_sanitize.cfg``, unless ``--nbval-sanitize-with`` names another file) and the CPU, with
-``ddpm_lib.book.EXECUTION_ENV`` (no GPU, a fixed hash seed, the inline plotting backend). Flags given
+``ddpm_lib.course.book.EXECUTION_ENV`` (no GPU, a fixed hash seed, the inline plotting backend). Flags given
 on the command line win.
 """
 
@@ -24,6 +24,6 @@ def pytest_configure(config):
         opt.nbval_sanitize_with = str(HERE / "chapters" / "nbval_sanitize.cfg")
     if not getattr(opt, "nbval_kernel_name", None):
         opt.nbval_current_env = True
-    from ddpm_lib.book import EXECUTION_ENV
+    from ddpm_lib.course.book import EXECUTION_ENV
 
     os.environ.update(EXECUTION_ENV)  # the kernels nbval starts inherit it

@@ -18,7 +18,7 @@
 # **Learning goals.** After this chapter you can
 # - find your way through the course: what each chapter teaches and how long it runs;
 # - run a chapter on a CPU (or a GPU), and know what the stored outputs are;
-# - do an exercise and read what `ddpm_lib.checks` says about it;
+# - do an exercise and read what `ddpm_lib.course.checks` says about it;
 # - translate between the notations of DDPM, Sohl-Dickstein et al. and the `diffusers` library;
 # - read the library's *paper indexing*: $t = 1, \dots, T$, tables of length $T + 1$, $\bar\alpha_0 = 1$.
 #
@@ -29,7 +29,7 @@ import torch
 import matplotlib.pyplot as plt
 
 import ddpm_lib as dl
-from ddpm_lib import book, checks
+from ddpm_lib.course import book, checks
 
 # %% [markdown]
 # ## How every chapter works
@@ -42,13 +42,13 @@ from ddpm_lib import book, checks
 #    (a Monte Carlo estimate, an exact integral on a grid, or an analytic case), printed as a short,
 #    rounded line;
 # 4. a picture, and where you would rather play than read, a widget;
-# 5. exercises, checked by `ddpm_lib.checks`, which name the equation that is wrong;
+# 5. exercises, checked by `ddpm_lib.course.checks`, which name the equation that is wrong;
 # 6. a summary, and what the next chapter builds on.
 #
 # ## The course map
 #
 # The chapters, their order and their CPU budgets live in `book.toml` at the top of the repository.
-# The table below is printed from it by `ddpm_lib.book.list_chapters()`; the notes tags N1-N19 name
+# The table below is printed from it by `ddpm_lib.course.book.list_chapters()`; the notes tags N1-N19 name
 # the parts of the study notes each chapter covers.
 
 # %%
@@ -89,7 +89,7 @@ x = torch.randn(10_000, generator=g).to(dev)
 print(f"10,000 draws moved to dl.device(): mean {x.mean().item():+.3f}, std {x.std().item():.3f}")
 
 # %% [markdown]
-# **For instructors and authors**, `python -m ddpm_lib.book` runs the course tooling:
+# **For instructors and authors**, `python -m ddpm_lib.course.book` runs the course tooling:
 # `list` (the chapters), `execute NN` (run a chapter in a clean CPU kernel and store its outputs,
 # deterministically), `check` (the .py and .ipynb agree and the outputs come from a clean run),
 # `times` (measured times against the budgets), `replay` (the stored outputs against a fresh run, on this CPU
@@ -100,7 +100,7 @@ print(f"10,000 draws moved to dl.device(): mean {x.mean().item():+.3f}, std {x.s
 # **Why a check prints `max |diff| < 1e-12` and not its digits.** Two exact ways of computing one quantity differ
 # by round-off, and round-off depends on the computer: another CPU's vector unit, another thread count or another
 # torch adds the same numbers in another order, and `3.1e-15` becomes `2.8e-15`. So a residual is printed as a
-# verdict against its tolerance (`ddpm_lib.replay.below(value, tol)`), an exact equality as `True`, and an estimate
+# verdict against its tolerance (`ddpm_lib.course.replay.below(value, tol)`), an exact equality as `True`, and an estimate
 # with the digits its standard error allows: every number you see below is what your computer prints too.
 #
 # ## How exercises and checks work
@@ -115,7 +115,7 @@ print(f"10,000 draws moved to dl.device(): mean {x.mean().item():+.3f}, std {x.s
 #
 # In this book the reference solution sits in a cell tagged `solution`, between the lines
 # `# BEGIN SOLUTION` and `# END SOLUTION`. The student edition
-# (`python -m ddpm_lib.book student OUTDIR`) replaces the code between the markers by
+# (`python -m ddpm_lib.course.book student OUTDIR`) replaces the code between the markers by
 # `raise NotImplementedError("exercise: ...")`, keeping the function's signature and docstring,
 # clears that cell's output and tags it `exercise`; cells tagged `solution-only` are left out
 # altogether.
@@ -236,7 +236,7 @@ print(f"SNR(t) falls below 1 at t = {t_half}; SNR(1) = {s.snr[1].item():.3g}, SN
 #
 # - The course runs top to bottom on a CPU; heavy training and sampling are done once on a GPU and
 #   shipped, with the commands that remake them. `dl.device()` picks the GPU when there is one.
-# - Exercises are checked by `ddpm_lib.checks`, which names the equation that is wrong; solutions sit
+# - Exercises are checked by `ddpm_lib.course.checks`, which names the equation that is wrong; solutions sit
 #   in `solution` cells between `# BEGIN SOLUTION` and `# END SOLUTION`.
 # - DDPM writes $\beta_t, \alpha_t, \bar\alpha_t$; Sohl-Dickstein et al. write $x^{(t)}$, $\beta_t$, $\pi$
 #   and the bound $K$; `diffusers` counts timesteps from 0.

@@ -33,8 +33,8 @@ import matplotlib.pyplot as plt
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib import checks
-from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.course import checks
+from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 
 
 
@@ -352,7 +352,7 @@ plt.show()
 # distribution as the chain above.
 
 # %% tags=["nbval-ignore-output"]
-from ddpm_lib.widgets import forward_explorer  # noqa: E402
+from ddpm_lib.course.widgets import forward_explorer  # noqa: E402
 
 box = forward_explorer(t=100)
 box

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib import checks, widgets
-from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.course import checks, widgets
+from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 
 F64 = torch.float64  # every toy below runs in float64, so that exact checks agree to round-off
 

@@ -34,8 +34,8 @@ import matplotlib.pyplot as plt
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib import checks
-from ddpm_lib.replay import below, within_sigma  # verdicts: '< 1e-12', 'within 3 sigma: True'
+from ddpm_lib.course import checks
+from ddpm_lib.course.replay import below, within_sigma  # verdicts: '< 1e-12', 'within 3 sigma: True'
 
 LN2 = math.log(2.0)
 
@@ -327,7 +327,7 @@ plt.show()
 # to $x_T$ and $L_T$ jumps); then raise $\beta_T$ until they do not.
 
 # %% tags=["nbval-ignore-output"]
-from ddpm_lib.widgets import forward_explorer  # noqa: E402
+from ddpm_lib.course.widgets import forward_explorer  # noqa: E402
 
 box = forward_explorer(T=1000, t=500)
 box

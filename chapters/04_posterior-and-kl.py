@@ -35,8 +35,8 @@ import matplotlib.pyplot as plt
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib import checks
-from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.course import checks
+from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 
 
 
@@ -375,7 +375,7 @@ print(f"sum of the terms {mean_terms.sum().item():.4f} nats: L_0 {mean_terms[0].
 # likelihood decides. The middle panel zooms onto the posterior; the right one marks $\beta_t$ and $\tilde\beta_t$.
 
 # %% tags=["nbval-ignore-output"]
-from ddpm_lib.widgets import posterior_explorer  # noqa: E402
+from ddpm_lib.course.widgets import posterior_explorer  # noqa: E402
 
 box = posterior_explorer(s, x0=1.0, t=100)
 box

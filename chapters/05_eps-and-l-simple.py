@@ -36,8 +36,8 @@ import matplotlib.pyplot as plt
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib import checks
-from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.course import checks
+from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 
 
 

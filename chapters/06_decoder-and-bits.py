@@ -35,9 +35,9 @@ import numpy as np
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib import checks
-from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
-from ddpm_lib.widgets.decoder import decoder_explorer
+from ddpm_lib.course import checks
+from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.course.widgets.decoder import decoder_explorer
 
 LN2 = math.log(2.0)
 
@@ -204,7 +204,7 @@ plt.show()
 #
 # Drag $\mu$ across an edge and watch the edge bin take the mass; shrink $\sigma$ below the bin
 # width $2/255 \approx 0.008$ and one bin takes (almost) everything, so $-\log_2 P$ falls towards 0 bits.
-# The right panel zooms on the 25 bins around the value nearest $\mu$ (`ddpm_lib.widgets.decoder.decoder_explorer`).
+# The right panel zooms on the 25 bins around the value nearest $\mu$ (`ddpm_lib.course.widgets.decoder.decoder_explorer`).
 
 # %% tags=["nbval-ignore-output"]
 box = decoder_explorer()  # the widget: drag the sliders (its static pictures follow)

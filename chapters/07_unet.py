@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 import ddpm_lib as dl
-from ddpm_lib import checks
-from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.course import checks
+from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 
 # %% [markdown]
 # ## 1. One network for every $t$
@@ -170,7 +170,7 @@ import ipywidgets as W  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ddpm_lib.widgets import Explorer, _Blitter  # noqa: E402
+from ddpm_lib.course.widgets import Explorer, Blitter  # noqa: E402
 
 
 class EmbeddingDrawer:
@@ -194,7 +194,7 @@ class EmbeddingDrawer:
                 title="similarity with t: sinusoidal emb (blue), learned temb (orange)")
         ax2.title.set_fontsize(9)
         self.fig.tight_layout()
-        self.blit = _Blitter(self.fig, [*self.bars, self.line, self.lline, self.mark])
+        self.blit = Blitter(self.fig, [*self.bars, self.line, self.lline, self.mark])
 
     def __call__(self, t):
         for bar, v in zip(self.bars, self.emb[t - 1]):

@@ -41,9 +41,10 @@ import matplotlib.pyplot as plt
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib import book, checks
 from ddpm_lib import train as dt
-from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.cli import train as train_cli  # the command line: ddpm-train, or python -m ddpm_lib.train
+from ddpm_lib.course import book, checks
+from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 
 ROOT = book.load_book().root  # the repository: configs/ and data/ live here
 
@@ -327,7 +328,7 @@ argv = shlex.split(command)
 if argv[:3] == ["python", "-m", "ddpm_lib.train"]:
     out = io.StringIO()
     with contextlib.chdir(ROOT), contextlib.redirect_stdout(out):
-        rc = dt.main(argv[3:] + ["--print-config"])
+        rc = train_cli.main(argv[3:] + ["--print-config"])
     resolved = tomllib.loads(out.getvalue())
     # fields that do not change the training trajectory (those a resumed run may change, Trainer.load_state)
     free = {"steps", "out_dir", "data_root", "ckpt_every", "keep_last", "sample_every", "sample_steps", "n_samples",

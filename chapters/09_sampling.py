@@ -38,11 +38,12 @@ import torch
 import torch.nn.functional as F
 
 import ddpm_lib as dl
-from ddpm_lib import checks, viz, widgets
+from ddpm_lib import viz
+from ddpm_lib.course import checks, widgets
 from ddpm_lib.classifier import load_classifier
 from ddpm_lib.evaluate import FCD_NOTE, fcd
-from ddpm_lib.widgets.sampling import MAKE_TRAJECTORY, load_trajectory, predicted_eps
-from ddpm_lib.replay import below, within_sigma  # verdicts: '< 1e-12', 'within 3 sigma: True'
+from ddpm_lib.course.widgets.sampling import MAKE_TRAJECTORY, load_trajectory, predicted_eps
+from ddpm_lib.course.replay import below, within_sigma  # verdicts: '< 1e-12', 'within 3 sigma: True'
 
 
 

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib import book, checks
-from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.course import book, checks
+from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 
 ROOT = book.find_book().parent  # the repository (book.toml lives at its top)
 LN2 = math.log(2.0)
@@ -557,7 +557,7 @@ else:
 # so a choice in the widget is a lookup.
 
 # %%
-from ddpm_lib.widgets import Explorer  # noqa: E402
+from ddpm_lib.course.widgets import Explorer  # noqa: E402
 import ipywidgets as W  # noqa: E402
 
 _fig, (_ax_s, _ax_b, _ax_g) = plt.subplots(1, 3, figsize=(11, 3.3))

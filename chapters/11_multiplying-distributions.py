@@ -45,13 +45,13 @@ import numpy as np
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib import checks
+from ddpm_lib.course import checks
 from ddpm_lib.classifier import predict
 from ddpm_lib.data import gaussian_mixture_log_prob
 from ddpm_lib.sampling import perturbed_mean, sample_perturbed
-from ddpm_lib.widgets import DEFAULT_MIXTURE, inpainting_explorer
-from ddpm_lib.widgets.inpainting import make_mask
-from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.course.widgets import DEFAULT_MIXTURE, inpainting_explorer
+from ddpm_lib.course.widgets.inpainting import make_mask
+from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 
 
 

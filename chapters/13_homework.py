@@ -13,7 +13,7 @@
 # homework you write those lines yourself: the forward jump $q(x_t \mid x_0)$, the posterior
 # $q(x_{t-1} \mid x_t, x_0)$, the Gaussian KL, the discretized decoder and one sampling step; then a
 # schedule from the literature and one of your own design. Each exercise gives the statement, the
-# equation, the signature, and a check call: `ddpm_lib.checks` runs your function on fixed random
+# equation, the signature, and a check call: `ddpm_lib.course.checks` runs your function on fixed random
 # inputs, compares it with the library, and names the equation (and, often, the mistake) when they differ.
 #
 # **Learning goals.** After this homework you can
@@ -25,7 +25,7 @@
 #
 # **CPU time:** a few seconds on a 2-core CPU (budget: 30 s); nothing here trains a network.
 #
-# **How to work.** In the student edition (`python -m ddpm_lib.book student OUTDIR` writes it), each
+# **How to work.** In the student edition (`python -m ddpm_lib.course.book student OUTDIR` writes it), each
 # cell tagged `exercise` holds the function's signature and docstring and a
 # `raise NotImplementedError(...)`: replace that line with your code and run the check cell below it.
 # Until you do, the check prints `✗ ... not implemented yet`, and the sections that use your functions
@@ -48,8 +48,8 @@ import matplotlib.pyplot as plt
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib import checks
-from ddpm_lib.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.course import checks
+from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 
 
 def per_example(v, x):
@@ -404,7 +404,7 @@ else:
 # - Each piece of DDPM is a short function of the schedule's tables: Eq. 4 (`q_sample`), Eqs. 6-7
 #   (`posterior`), the Gaussian KL of Eq. 5, Eq. 13 (the decoder) and Algorithm 2's step; with paper
 #   indexing, the tables are indexed by $t$ itself and reshaped to broadcast.
-# - `ddpm_lib.checks` compares your function with the library on fixed inputs and, when they differ,
+# - `ddpm_lib.course.checks` compares your function with the library on fixed inputs and, when they differ,
 #   names the equation, the timestep and often the mistake (as for $\alpha_t$ in place of $\bar\alpha_t$).
 # - Built from your step, Algorithm 2 with the trained swiss-roll network reproduces the library's
 #   sampler step for step; your posterior and KL reproduce a term of the bound.

@@ -4,8 +4,7 @@ The library of the ddpm-course. Paper indexing everywhere: t = 1..T, x_0 is data
 schedule table has length T + 1 with ``alpha_bars[0] == 1``.
 """
 
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: E402
 from .schedules import NoiseSchedule  # noqa: E402
 from .gaussians import (  # noqa: E402
     normal_kl,

@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from .nets import MLP, UNet
 from .utils import atomic_write
+from .version import __version__
 
 __all__ = [
     "Checkpoint",
@@ -140,12 +141,7 @@ def _model_args(model: nn.Module) -> dict | None:
 
 
 def _library_version() -> str:
-    try:
-        import ddpm_lib
-
-        return str(getattr(ddpm_lib, "__version__", "0.1.0"))
-    except Exception:
-        return "0.1.0"
+    return __version__
 
 
 def _json_default(obj):

@@ -17,14 +17,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ddpm_lib.checkpoints import build_model, load_checkpoint, save_checkpoint  # noqa: E402
-from ddpm_lib.train import _seed, config_from_dict, debias_ema, make_model  # noqa: E402
+from ddpm_lib.train import config_from_dict, debias_ema, make_model, stream_seed  # noqa: E402
 
 
 def main(src, dst):
     ck = load_checkpoint(src)
     cfg = config_from_dict(ck.config["train"])
     N, d = int(ck.config["step"]), cfg.ema_decay
-    torch.manual_seed(_seed(cfg.seed, "init"))  # as Trainer.__init__ does before building the model
+    torch.manual_seed(stream_seed(cfg.seed, "init"))  # as Trainer.__init__ does before building the model
     w0 = make_model(cfg, ck.config["data"]["shape"]).state_dict()
     ema = build_model(ck, use_ema=True)
     share = d**N

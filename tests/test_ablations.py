@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib import checks
+from ddpm_lib.course import checks
 
 ROOT = Path(__file__).resolve().parent.parent
 

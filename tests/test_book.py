@@ -1,8 +1,8 @@
-"""ddpm_lib.book: the course tooling, on a tiny fixture book (tests/fixtures/book) and on the real one.
+"""ddpm_lib.course.book: the course tooling, on a tiny fixture book (tests/fixtures/book) and on the real one.
 
 The fixture has two chapters: 01_basics (a `solution` cell, a `solution-only` cell) and 02_slider (an
 ipywidgets slider with an Output widget, tagged nbval-ignore-output). Its .ipynb files were executed
-by `python -m ddpm_lib.book --book tests/fixtures/book execute --all`; every test works on a copy.
+by `python -m ddpm_lib.course.book --book tests/fixtures/book execute --all`; every test works on a copy.
 """
 
 import json
@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ddpm_lib import book as B
+from ddpm_lib.course import book as B
 
 FIXTURE = Path(__file__).parent / "fixtures" / "book"
 REPO = Path(__file__).resolve().parents[1]
@@ -225,7 +225,7 @@ def test_execute_refuses_to_store_a_bare_residual_and_check_reports_it(tiny):
     assert any("would not replay on another CPU" in p and "'3.1e-15' is below 1e-12" in p for p in problems), problems
     # printed as a verdict, it is stored
     c.py_path.write_text(c.py_path.read_text().replace(
-        'max |diff| {3.1e-15:.1e}', "max |diff| {__import__('ddpm_lib.replay').replay.below(3.1e-15)}"))
+        'max |diff| {3.1e-15:.1e}', "max |diff| {__import__('ddpm_lib.course.replay').course.replay.below(3.1e-15)}"))
     B.execute_chapter(c, quiet=True, record=False)
     assert "library vs formula: max |diff| < 1e-12" in code_cells(read(c.ipynb_path))[-1].outputs[0].text
     assert B.check_book(tiny, ["basics"]) == []
@@ -358,7 +358,7 @@ def test_stub_source_hints_and_errors():
 
 def test_command_line_module(tiny):
     tiny.chapter("slider").ipynb_path.unlink()
-    r = subprocess.run([sys.executable, "-m", "ddpm_lib.book", "--book", str(tiny.root), "check"],
+    r = subprocess.run([sys.executable, "-m", "ddpm_lib.course.book", "--book", str(tiny.root), "check"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "FAIL chapter 02 slider (02_slider): 02_slider.ipynb is missing" in r.stdout
 

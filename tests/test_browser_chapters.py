@@ -1,7 +1,7 @@
 """Every chapter that shows a widget, opened and run in a real browser: JupyterLab + Debian's Chromium
 through Playwright (tests/browser_util.py), one test per track of book.toml.
 
-For each chapter whose stored .ipynb displays an ``ExplorerBox`` (ddpm_lib.widgets), on a temporary copy
+For each chapter whose stored .ipynb displays an ``ExplorerBox`` (ddpm_lib.course.widgets), on a temporary copy
 of the book: open it, run all cells, wait for the kernel to finish, then in every widget move every
 slider to its end (or start) with the keyboard and choose another option of every dropdown, and see the
 widget's picture change each time; time single steps of each widget's first slider, or of its dropdown's
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from browser_util import browser_unavailable_reason, chromium, jupyterlab
-from ddpm_lib import book as B
+from ddpm_lib.course import book as B
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 4  # timed key presses per widget

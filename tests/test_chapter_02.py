@@ -1,4 +1,4 @@
-"""Tests for what chapter 02 (elbo) adds to or relies on in ddpm_lib.widgets: the reverse-kernel
+"""Tests for what chapter 02 (elbo) adds to or relies on in ddpm_lib.course.widgets: the reverse-kernel
 explorer's snapped frame cache and background prefetch, and gaussian_reverse_kernel broadcasting
 over the components of a mixture (the chapter's closed-form reverse kernel of a 1-D mixture)."""
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm_lib import widgets as W
-from ddpm_lib.widgets import DEFAULT_MIXTURE, _prefetch_in_background, _ReverseDrawer
+from ddpm_lib.course import widgets as W
+from ddpm_lib.course.widgets import DEFAULT_MIXTURE, _prefetch_in_background, _ReverseDrawer
 
 LOG_GRID = (-3.0, 0.05, 60)  # the explorer's slider: beta = 10**(-3 + 0.05 k), k = 0..59
 

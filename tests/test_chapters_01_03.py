@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
-from ddpm_lib import widgets as W  # noqa: E402
+from ddpm_lib.course import widgets as W  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ turn broken student code into a message rather than an exception.
 
 import torch
 
-from ddpm_lib import checks
+from ddpm_lib.course import checks
 
 EQ = "DDPM Eq. 11"
 

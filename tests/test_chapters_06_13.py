@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from ddpm_lib import NoiseSchedule, checks
+from ddpm_lib import NoiseSchedule
+from ddpm_lib.course import checks
 
 
 def _run(name, fn):
@@ -137,7 +138,7 @@ def test_new_checkers_registered_and_deterministic():
 def test_decoder_explorer():
     pytest.importorskip("ipywidgets")
     from ddpm_lib.gaussians import discretized_gaussian_probs
-    from ddpm_lib.widgets.decoder import decoder_explorer
+    from ddpm_lib.course.widgets.decoder import decoder_explorer
 
     box = decoder_explorer(mu=-0.97, sigma=0.03)
     assert set(box.controls) == {"mu", "sigma"}

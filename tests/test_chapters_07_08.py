@@ -1,4 +1,4 @@
-"""The checkers chapters 07 (the U-Net) and 08 (training) added to ddpm_lib.checks: each accepts a correct
+"""The checkers chapters 07 (the U-Net) and 08 (training) added to ddpm_lib.course.checks: each accepts a correct
 implementation and rejects the common mistakes, naming them."""
 
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib import checks
+from ddpm_lib.course import checks
 
 
 def _run(name, fn):

@@ -1,4 +1,4 @@
-"""ddpm_lib.checks: every checker accepts a correct implementation and rejects common mistakes with a
+"""ddpm_lib.course.checks: every checker accepts a correct implementation and rejects common mistakes with a
 message that names the right equation (and, where cheap, the mistake)."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from ddpm_lib import checks
+from ddpm_lib.course import checks
 
 
 def _b(v, x):

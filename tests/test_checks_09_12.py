@@ -4,7 +4,7 @@ student's errors into messages."""
 
 import torch
 
-from ddpm_lib import checks
+from ddpm_lib.course import checks
 
 
 def _v(a, x):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from ddpm_lib import checks
+from ddpm_lib.course import checks
 from ddpm_lib.sampling import perturbed_mean
 
 

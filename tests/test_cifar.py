@@ -292,7 +292,7 @@ def _train_cli_measured(data_root, out_dir):
     import subprocess
     import sys
 
-    code = ("import resource, sys\nfrom ddpm_lib.train import main\n"
+    code = ("import resource, sys\nfrom ddpm_lib.cli.train import main\n"
             "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nrc = main(sys.argv[1:])\n"
             "print(f'added_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base}', file=sys.stderr)\n"
             "sys.exit(rc)\n")

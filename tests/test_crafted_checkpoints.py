@@ -171,7 +171,7 @@ def test_resume_refuses_an_edited_config_before_allocating(roll_run):
         c["model_args"]["layers"] = c["train"]["model_args"]["layers"] = 10**7
 
     rewrite_config(latest, latest, more_layers)
-    rc, err, added_mb = run_measured("ddpm_lib.train", "--resume", roll_run, "--steps", "4", "--no-progress")
+    rc, err, added_mb = run_measured("ddpm_lib.cli.train", "--resume", roll_run, "--steps", "4", "--no-progress")
     assert rc == 2, err
     assert f"error: cannot resume from {latest}" in err and "refused before building it" in err, err
     assert added_mb < REFUSAL_BUDGET_MB, f"the refusal took {added_mb:.0f} MB"

@@ -1,9 +1,9 @@
-"""ddpm_lib.replay: verdicts instead of residual digits, and the scanner that finds outputs another CPU prints
+"""ddpm_lib.course.replay: verdicts instead of residual digits, and the scanner that finds outputs another CPU prints
 differently (tests/test_book.py applies it to every stored chapter and to `book execute`)."""
 
 import pytest
 
-from ddpm_lib.replay import MAX_SIGNIFICANT, below, fragile_numbers, within_sigma
+from ddpm_lib.course.replay import MAX_SIGNIFICANT, below, fragile_numbers, within_sigma
 
 
 def rules(text):

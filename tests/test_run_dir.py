@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ddpm_lib.rundir import LOCK_NAME, RunDirInUseError, open_run_dir, remove_interrupted_writes
-from ddpm_lib.train import TrainConfig, Trainer, main
+from ddpm_lib.train.rundir import LOCK_NAME, RunDirInUseError, open_run_dir, remove_interrupted_writes
+from ddpm_lib.cli.train import main
+from ddpm_lib.train import TrainConfig, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -32,7 +33,7 @@ def child(code: str, *args) -> subprocess.Popen:
 def other_process_holds(tmp_path):
     """A child process that holds tmp_path/run's lock until killed; yields (run dir, its pid)."""
     run = tmp_path / "run"
-    p = child("import sys\nfrom ddpm_lib.rundir import open_run_dir\nopen_run_dir(sys.argv[1])\n"
+    p = child("import sys\nfrom ddpm_lib.train.rundir import open_run_dir\nopen_run_dir(sys.argv[1])\n"
               "print('locked', flush=True)\nsys.stdin.read()\n", run)
     assert p.stdout.readline().strip() == "locked", p.stderr.read()
     yield run, p
@@ -74,11 +75,11 @@ def test_in_one_process_the_lock_is_shared_and_released_by_close(tmp_path):
     b = Trainer.resume(run, steps=3)  # a notebook resuming beside the trainer that wrote the run
     b.run(progress=False)
     a.close()
-    p = child("import sys\nfrom ddpm_lib.rundir import open_run_dir\ntry:\n    open_run_dir(sys.argv[1])\n"
+    p = child("import sys\nfrom ddpm_lib.train.rundir import open_run_dir\ntry:\n    open_run_dir(sys.argv[1])\n"
               "except Exception as e:\n    print(type(e).__name__)\nelse:\n    print('locked')\n", run)
     assert p.communicate()[0].strip() == "RunDirInUseError"  # b still holds it
     b.close()
-    p = child("import sys\nfrom ddpm_lib.rundir import open_run_dir\nopen_run_dir(sys.argv[1])\nprint('locked')\n", run)
+    p = child("import sys\nfrom ddpm_lib.train.rundir import open_run_dir\nopen_run_dir(sys.argv[1])\nprint('locked')\n", run)
     assert p.communicate()[0].strip() == "locked"
 
 

@@ -20,6 +20,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from ddpm_lib.checkpoints import CheckpointError, load_checkpoint
+from ddpm_lib.cli.train import main
 from ddpm_lib.train import (
     DATASETS,
     MODELS,
@@ -29,7 +30,6 @@ from ddpm_lib.train import (
     config_from_dict,
     ema_update,
     load_config,
-    main,
     make_model,
 )
 

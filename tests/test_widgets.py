@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
-from ddpm_lib import widgets as W  # noqa: E402
+from ddpm_lib.course import widgets as W  # noqa: E402
 
 # per-step budget on a loaded 2-core machine (the widgets aim at about 0.1 s unloaded)
 STEP_BUDGET_S = 0.5
@@ -122,7 +122,7 @@ def test_import_without_ipywidgets_side_effects():
     import subprocess
     import sys
 
-    code = ("import sys, ddpm_lib, ddpm_lib.widgets; "
+    code = ("import sys, ddpm_lib, ddpm_lib.course.widgets; "
             "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

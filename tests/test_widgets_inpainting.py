@@ -13,7 +13,7 @@ pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
 import ddpm_lib as dl  # noqa: E402
-from ddpm_lib.widgets import inpainting as I  # noqa: E402
+from ddpm_lib.course.widgets import inpainting as I  # noqa: E402
 
 STEP_BUDGET_S = 0.5  # per slider step on a loaded 2-core machine (about 0.01 s unloaded)
 
@@ -164,6 +164,6 @@ def test_explorer_bad_arguments(kwargs, error, match):
 
 
 def test_lazy_name_in_the_widgets_package():
-    from ddpm_lib import widgets
+    from ddpm_lib.course import widgets
 
     assert widgets.inpainting_explorer is I.inpainting_explorer

@@ -1,6 +1,6 @@
 """The practice track's explorers without a browser (chapters 09 and 12): moving a slider changes the
 picture, moving it back restores it, the static fallback draws, bad arguments raise clear errors; the
-trajectory loader and the eps recovery of ddpm_lib.widgets.sampling; the stored trajectory of chapter 09.
+trajectory loader and the eps recovery of ddpm_lib.course.widgets.sampling; the stored trajectory of chapter 09.
 
 A cheap stand-in network (a fixed linear map of x_t, different for each t) replaces the U-Net, so
 every test samples in milliseconds; the stored trajectory is checked against the registry and, with
@@ -19,9 +19,9 @@ pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
 import ddpm_lib as dl  # noqa: E402
-from ddpm_lib import widgets as W  # noqa: E402
-from ddpm_lib.widgets import reconstruction as R  # noqa: E402
-from ddpm_lib.widgets import sampling as S  # noqa: E402
+from ddpm_lib.course import widgets as W  # noqa: E402
+from ddpm_lib.course.widgets import reconstruction as R  # noqa: E402
+from ddpm_lib.course.widgets import sampling as S  # noqa: E402
 
 STEP_BUDGET_S = 0.5  # per slider step on a loaded 2-core machine (a cache lookup in these widgets)
 PNG = b"\x89PNG\r\n\x1a\n"

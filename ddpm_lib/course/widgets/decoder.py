@@ -4,7 +4,7 @@ Sliders move the Gaussian's mean mu and its standard deviation sigma; the pictur
 bin probabilities P(k) of the values x_k = 2k/255 - 1 (divided by the bin width 2/255, so that
 they sit on the density's scale), the two open edge bins in red, and the density itself. The
 readout gives the edge probabilities, the most likely value, its code length -log2 P and the
-decoder's entropy. Built on :class:`ddpm_lib.widgets.Explorer` (cached frames, blitted redraws).
+decoder's entropy. Built on :class:`ddpm_lib.course.widgets.Explorer` (cached frames, blitted redraws).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from . import _Blitter, _explorer, _new_figure, _static_only
+from . import Blitter, _explorer, _new_figure, _static_only
 
 __all__ = ["decoder_explorer"]
 
@@ -28,7 +28,7 @@ class _DecoderDrawer:
     HALF = 12  # bins on each side of k_mu in the zoom
 
     def __init__(self, dpi: int):
-        from ..gaussians import discretized_gaussian_probs
+        from ...gaussians import discretized_gaussian_probs
 
         self.probs = discretized_gaussian_probs
         self.grid = torch.arange(256, dtype=torch.float64) * (2.0 / 255.0) - 1.0
@@ -66,7 +66,7 @@ class _DecoderDrawer:
         az.tick_params(labelsize=7)
         self.ztitle = az.set_title("", fontsize=8)
         self.title = ax.set_title("", fontsize=9)
-        self.blit = _Blitter(fig, [self.bins, *self.ends, self.curve, self.zbars, self.zedge, self.zcurve,
+        self.blit = Blitter(fig, [self.bins, *self.ends, self.curve, self.zbars, self.zedge, self.zcurve,
                                    self.ztitle, self.title])
 
     def __call__(self, mu, sigma):

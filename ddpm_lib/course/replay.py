@@ -16,7 +16,7 @@ What a chapter prints must therefore be a fact about the mathematics, not about 
   progress bar), never in a compared cell.
 
 :func:`fragile_numbers` finds what breaks these rules in a chapter's output text;
-``python -m ddpm_lib.book execute`` refuses to store such an output and ``book check`` reports it.
+``python -m ddpm_lib.course.book execute`` refuses to store such an output and ``book check`` reports it.
 The rules (each problem names its rule and the fix):
 
 ``residual``
@@ -90,9 +90,9 @@ class FragileNumber:
                     "computation holds (float32: about 6; an estimate: those its standard error allows)")
         if self.rule == "round-off":
             return (f"{self.number!r} is below {ROUNDOFF_LIMIT:.0e}, round-off whose digits the CPU decides: print a "
-                    "verdict with ddpm_lib.replay.below(value, tol) ('< 1e-12'), or torch.equal for an exact zero")
+                    "verdict with ddpm_lib.course.replay.below(value, tol) ('< 1e-12'), or torch.equal for an exact zero")
         return (f"{self.number!r} is a residual printed as digits: print a verdict with "
-                "ddpm_lib.replay.below(value, tol) ('max |diff| < 1e-6'), or torch.equal(...) for an exact equality")
+                "ddpm_lib.course.replay.below(value, tol) ('max |diff| < 1e-6'), or torch.equal(...) for an exact equality")
 
     def __str__(self) -> str:
         return f"{self.line[:110]!r}: {self.advice}"

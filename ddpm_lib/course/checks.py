@@ -1,7 +1,7 @@
 """Exercise checkers: compare a student's function with ddpm_lib's on random inputs, and say which
 equation is wrong.
 
-    from ddpm_lib import checks
+    from ddpm_lib.course import checks
     checks.check("q_sample", my_q_sample)          # the same as checks.check_q_sample(my_q_sample)
 
 Every checker calls the student's function on fixed-seed random inputs (so its message is the same
@@ -60,9 +60,9 @@ from typing import Callable, Optional
 
 import torch
 
-from .diffusion import GaussianDiffusion
-from .gaussians import discretized_gaussian_log_likelihood, gaussian_log_likelihood, normal_kl
-from .schedules import NoiseSchedule
+from ..diffusion import GaussianDiffusion
+from ..gaussians import discretized_gaussian_log_likelihood, gaussian_log_likelihood, normal_kl
+from ..schedules import NoiseSchedule
 
 __all__ = [
     "CheckResult",
@@ -1167,7 +1167,7 @@ _PERTURB_EQ = ("p~(x_{t-1} | x_t) ≈ N(mu + Sigma grad log r(mu), Sigma): the k
 @_checker("perturbed_mean", _PERTURB_EQ)
 def check_perturbed_mean(fn) -> tuple:
     """``fn(mean, variance, grad_log_r) -> mean'``; grad_log_r is a callable y -> grad log r(y)."""
-    from .sampling import perturbed_mean
+    from ..sampling import perturbed_mean
 
     g = _gen(23)
     mean = torch.randn(5, 2, 3, generator=g, dtype=torch.float64)

@@ -94,7 +94,7 @@ def _check_images(x, name: str) -> torch.Tensor:
 
 def _chain(diffusion, steps):
     """The diffusion to sample with and {original t: its index} on it."""
-    from ..diffusion import GaussianDiffusion
+    from ...diffusion import GaussianDiffusion
 
     if not isinstance(diffusion, GaussianDiffusion):
         raise TypeError(f"diffusion must be a GaussianDiffusion, got {type(diffusion).__name__}")
@@ -142,7 +142,7 @@ def reconstruction_grid(model, diffusion, x0: torch.Tensor, ts: Sequence[int], n
     :param steps: length K of the respaced chain (None: all T steps).
     :param seed: seeds the one CPU generator used for every draw, t after t.
     """
-    from ..sampling import CountingModel, reconstruct
+    from ...sampling import CountingModel, reconstruct
 
     x0 = _check_images(x0, "x0")
     if not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
@@ -174,7 +174,7 @@ def interpolation_grid(model, diffusion, x0_a: torch.Tensor, x0_b: torch.Tensor,
     :param x0_a, x0_b: (B, C, H, W) images in [-1, 1], paired by position.
     :param lambdas: mixing weights in [0, 1]; :param ts: original timesteps on the respaced chain.
     """
-    from ..sampling import CountingModel, interpolate
+    from ...sampling import CountingModel, interpolate
 
     x0_a, x0_b = _check_images(x0_a, "x0_a"), _check_images(x0_b, "x0_b")
     if x0_a.shape != x0_b.shape:
@@ -209,7 +209,7 @@ def interpolation_grid(model, diffusion, x0_a: torch.Tensor, x0_b: torch.Tensor,
 
 def _default_model(model, diffusion):
     if model is None:
-        from ..pretrained import load_pretrained
+        from ...pretrained import load_pretrained
 
         p = load_pretrained("fashion-mnist-unet")
         return p.model, p.diffusion
@@ -221,7 +221,7 @@ def _default_model(model, diffusion):
 
 
 def _default_test_images(idx):
-    from ..data import fashion_mnist
+    from ...data import fashion_mnist
 
     images, _ = fashion_mnist("test", download=False)
     return images[list(idx)]

@@ -125,8 +125,8 @@ def inpainting_trajectories(model, diffusion, images: torch.Tensor, regions: Seq
     :param seed: seeds the sampler's generator; ``mask_seed`` the random-pixel masks.
     :return: an :class:`InpaintingRun`.
     """
-    from ..diffusion import GaussianDiffusion
-    from ..sampling import inpaint
+    from ...diffusion import GaussianDiffusion
+    from ...sampling import inpaint
 
     if not callable(model):
         raise TypeError("model must be a callable model(x_t, t) -> output")
@@ -270,7 +270,7 @@ def inpainting_explorer(model=None, diffusion=None, images: Optional[torch.Tenso
         if model is None:
             if diffusion is not None:
                 raise ValueError("diffusion was given without a model: pass both, or neither for the shipped U-Net")
-            from ..pretrained import load_pretrained
+            from ...pretrained import load_pretrained
 
             p = load_pretrained("fashion-mnist-unet")
             model, diffusion = p.model, p.diffusion

@@ -96,7 +96,7 @@ def true_reverse_kernel(grid, x_t: float, beta: float, means=DEFAULT_MIXTURE["me
     :param beta: the step's variance beta_t in (0, 1).
     :return: the density on the grid, float64, a tensor if ``grid`` is one, else a numpy array.
     """
-    from ..data import gaussian_mixture_log_prob
+    from ...data import gaussian_mixture_log_prob
 
     if not 0 < beta < 1:
         raise ValueError(f"beta must lie in (0, 1), got {beta!r}")
@@ -181,7 +181,7 @@ def _canvas_png(fig) -> bytes:
     return buf.getvalue()
 
 
-class _Blitter:
+class Blitter:
     """Draws a figure's static part once per layout (axes, ticks, labels, fixed curves) and
     then only its animated artists per frame: about 50 ms a frame instead of 250 ms."""
 
@@ -390,7 +390,7 @@ def _synthetic_images(n: int) -> torch.Tensor:
 
 
 def _default_images(n: int = 4) -> torch.Tensor:
-    from ..data import fashion_mnist
+    from ...data import fashion_mnist
 
     try:
         images, labels = fashion_mnist("test", download=False)
@@ -404,7 +404,7 @@ def _default_images(n: int = 4) -> torch.Tensor:
 
 
 def _make_schedule(schedule: str, T: int, beta_1: float, beta_T: float):
-    from ..schedules import NoiseSchedule
+    from ...schedules import NoiseSchedule
 
     if schedule == "cosine":
         return NoiseSchedule.cosine(T=T, warn=False)
@@ -417,7 +417,7 @@ def _make_schedule(schedule: str, T: int, beta_1: float, beta_T: float):
 
 class _ForwardDrawer:
     def __init__(self, images: torch.Tensor, points: torch.Tensor, seed: int, dpi: int):
-        from ..diffusion import GaussianDiffusion
+        from ...diffusion import GaussianDiffusion
 
         self._GD = GaussianDiffusion
         self.images = images.to(torch.float64)
@@ -462,7 +462,7 @@ class _ForwardDrawer:
         self.title_pts = ax.set_title("", fontsize=9)
         # the suptitle changes only with the schedule, so it is drawn with the static background; the one
         # text that changes with t is short and plain (no mathtext to parse per frame): text is the costly part
-        self.blit = _Blitter(fig, self.img_artists + [self.scatter, self.m_ab, self.m_snr, self.title_pts])
+        self.blit = Blitter(fig, self.img_artists + [self.scatter, self.m_ab, self.m_snr, self.title_pts])
         self._layout = None
 
     def schedule(self, schedule, T, beta_1, beta_T):
@@ -530,7 +530,7 @@ def forward_explorer(images=None, points=None, *, n_images: int = 4, n_points: i
     :param static: return a matplotlib Figure of a few settings instead of the widget.
     :return: an ``ExplorerBox`` with ``controls`` t, schedule, beta_1, beta_T, T (see the module doc).
     """
-    from ..data import swiss_roll
+    from ...data import swiss_roll
 
     if images is None:
         images = _default_images(n_images)
@@ -662,7 +662,7 @@ class _ReverseDrawer:
         fig.text(0.5, 0.985, "true reverse kernel q(x^(t-1) | x^t) vs its moment-matched Gaussian:",
                  ha="right", va="top", fontsize=10)
         self.suptitle = fig.text(0.505, 0.985, "", ha="left", va="top", fontsize=10)
-        self.blit = _Blitter(fig, [self.l_marg, *self.lines, *self.titles, self.suptitle])
+        self.blit = Blitter(fig, [self.l_marg, *self.lines, *self.titles, self.suptitle])
 
     def compute(self, beta):
         out = []
@@ -817,7 +817,7 @@ class _PosteriorDrawer:
     ZMAX = 6.0
 
     def __init__(self, schedule, x0, seed, dpi):
-        from ..diffusion import GaussianDiffusion
+        from ...diffusion import GaussianDiffusion
 
         self.s = schedule
         self.d = GaussianDiffusion(schedule)
@@ -860,7 +860,7 @@ class _PosteriorDrawer:
         a.legend(fontsize=7, loc="lower right")
         a.set_title("beta_t and beta~_t (log scale)", fontsize=8)
         self.suptitle = fig.suptitle("", fontsize=10)
-        self.blit = _Blitter(fig, [x for ls in self.lines for x in ls]
+        self.blit = Blitter(fig, [x for ls in self.lines for x in ls]
                              + [self.v_xt, self.zoom_title, self.mb, self.mp, self.suptitle])
 
     def __call__(self, t):
@@ -908,7 +908,7 @@ def posterior_explorer(schedule=None, *, x0: float = 1.0, t: int | None = None, 
     :param static: return a matplotlib Figure for a few t instead.
     :return: an ``ExplorerBox`` with ``controls`` {"t": IntSlider}.
     """
-    from ..schedules import NoiseSchedule
+    from ...schedules import NoiseSchedule
 
     schedule = NoiseSchedule.linear(T=1000) if schedule is None else schedule
     T = schedule.T

@@ -22,12 +22,19 @@ temporary): ``(keep_last + 1)`` checkpoint sizes with hard links, ``(keep_last +
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import shutil
+import sys
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["LOCK_NAME", "INTERRUPTED_WRITE", "RunDirInUseError", "open_run_dir", "remove_interrupted_writes"]
+from ..checkpoints import Checkpoint, CheckpointError, load_checkpoint
+
+__all__ = ["LOCK_NAME", "INTERRUPTED_WRITE", "RunDirInUseError", "open_run_dir", "remove_interrupted_writes",
+           "find_checkpoint", "load_resumable", "checkpoint_step", "link_or_copy", "prune", "append_log"]
 
 LOCK_NAME = ".lock"
 
@@ -122,3 +129,90 @@ def _releaser(key: str) -> Callable[[], None]:
             entry[0].close()  # closing the last descriptor releases the flock
 
     return release
+
+
+def checkpoint_step(p: Path) -> int | None:
+    """N for a file named ``ckpt_<N>.safetensors``, else None."""
+    stem = p.name[len("ckpt_"):-len(".safetensors")]
+    return int(stem) if p.name.startswith("ckpt_") and p.name.endswith(".safetensors") and stem.isdigit() else None
+
+
+def find_checkpoint(path) -> Path:
+    """The checkpoint to resume from: ``path`` itself if a file, else ``latest.safetensors`` in
+    the directory, else its ``ckpt_<step>.safetensors`` with the largest step."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"cannot resume: {path} does not exist")
+    latest = path / "latest.safetensors"
+    if latest.is_file():
+        return latest
+    ckpts = sorted((s, p) for p in path.glob("ckpt_*.safetensors") if (s := checkpoint_step(p)) is not None)
+    if not ckpts:
+        raise FileNotFoundError(f"cannot resume: no checkpoint (latest.safetensors or ckpt_<step>.safetensors) in {path}")
+    return ckpts[-1][1]
+
+
+def load_resumable(path, note: Callable[[str], object] | None = None) -> Checkpoint:
+    """The checkpoint to resume from, loaded and verified: ``path`` itself if a file; in a run
+    directory ``latest.safetensors``, and when that cannot be loaded (a corrupt or truncated file)
+    the newest ``ckpt_<step>.safetensors`` that can. Each file passed over is reported by
+    ``note`` (default: a "note:" line on stderr) with the reason, and so is the fallback."""
+    note = note or (lambda msg: print(f"note: {msg}", file=sys.stderr, flush=True))
+    path = Path(path)
+    if path.is_file():
+        return load_checkpoint(path)
+    first = find_checkpoint(path)
+    ckpts = sorted(((s, p) for p in path.glob("ckpt_*.safetensors") if (s := checkpoint_step(p)) is not None),
+                   reverse=True)
+    # latest is usually a hard link to the newest ckpt_N: the same bytes, not worth a second try
+    candidates = [first] + [p for _, p in ckpts if p != first and not same_file(p, first)]
+    passed_over = []
+    for candidate in candidates:
+        try:
+            ckpt = load_checkpoint(candidate)
+        except CheckpointError as e:
+            note(f"cannot resume from {candidate.name}: {e}")
+            passed_over.append(candidate.name)
+            continue
+        if passed_over:
+            note(f"resuming from {candidate}, the newest intact checkpoint (step {ckpt.step}); "
+                 f"passed over: {', '.join(passed_over)}")
+        return ckpt
+    raise CheckpointError(f"cannot resume: no checkpoint in {path} can be loaded (tried {', '.join(passed_over)}; "
+                          f"the reasons are above)")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def link_or_copy(src: Path, dst: Path):
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def prune(out: Path, step: int, keep_last: int):
+    """Delete the step checkpoints (and sidecars) of ``out`` up to ``step`` but the newest ``keep_last``."""
+    ckpts = sorted((s, p) for p in out.glob("ckpt_*.safetensors") if (s := checkpoint_step(p)) is not None and s <= step)
+    for _, p in ckpts[:-keep_last]:
+        for q in (p, p.with_suffix(".json")):
+            with contextlib.suppress(FileNotFoundError):
+                q.unlink()
+
+
+def append_log(out: Path, line: dict):
+    """Append one JSON line to ``out/log.jsonl``."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")

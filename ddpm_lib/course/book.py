@@ -1,7 +1,7 @@
 """The course tooling: read ``book.toml``; list, sync, execute and check the chapters; build the
 student edition.
 
-Command line (``python -m ddpm_lib.book [--book PATH] COMMAND``)::
+Command line (``python -m ddpm_lib.course.book [--book PATH] COMMAND``)::
 
     list                      the chapters of book.toml: number, id, title, stem, budget, files present
     sync [ID ...]             update each chapter's .ipynb inputs from its .py (outputs and cell ids
@@ -25,14 +25,14 @@ the repository this package lives in. ID is a chapter's id (``start-here``), its
 or ``00``) or its stem (``00_start-here``).
 
 Authoring workflow: edit ``chapters/NN_slug.py`` (percent format, the source), then
-``python -m ddpm_lib.book execute NN`` (syncs the .ipynb's inputs from the .py, executes it and
-stores the outputs), then ``python -m ddpm_lib.book replay NN`` (the stored outputs replay on this
-CPU and as a different CPU would compute them) and ``python -m ddpm_lib.book check``.
+``python -m ddpm_lib.course.book execute NN`` (syncs the .ipynb's inputs from the .py, executes it and
+stores the outputs), then ``python -m ddpm_lib.course.book replay NN`` (the stored outputs replay on this
+CPU and as a different CPU would compute them) and ``python -m ddpm_lib.course.book check``.
 
-Numbers that replay on any computer (:mod:`ddpm_lib.replay`): ``execute`` refuses to store, and
+Numbers that replay on any computer (:mod:`ddpm_lib.course.replay`): ``execute`` refuses to store, and
 ``check`` reports, an output that prints a residual as digits (``max |diff| 3.1e-15``), round-off
 below 1e-12 or more significant digits than float32 holds; print a verdict with
-``ddpm_lib.replay.below(value, tol)`` (``max |diff| < 1e-12``) instead.
+``ddpm_lib.course.replay.below(value, tol)`` (``max |diff| < 1e-12``) instead.
 
 Execution environment (``execute``): kernel ``python3`` started from the running interpreter,
 working directory ``chapters/``, ``CUDA_VISIBLE_DEVICES=""`` (CPU, as CI), ``PYTHONHASHSEED=0``,
@@ -268,7 +268,7 @@ def find_book(path=None) -> Path:
         if not p.is_file():
             raise BookError(f"no book.toml at {p}")
         return p.resolve()
-    here = Path(__file__).resolve().parent.parent / BOOK_FILE
+    here = Path(__file__).resolve().parents[2] / BOOK_FILE
     if here.is_file():
         return here
     for d in [Path.cwd(), *Path.cwd().parents]:
@@ -570,7 +570,7 @@ def fragile_outputs(nb) -> list:
     """Every printed number of ``nb``'s compared cells that another CPU may print differently.
 
     Returns strings ``"cell N: <line>: <advice>"`` (N counts all cells from 1, as ``check`` does). Cells
-    tagged ``nbval-ignore-output`` are skipped: nbval does not compare them. See :mod:`ddpm_lib.replay`.
+    tagged ``nbval-ignore-output`` are skipped: nbval does not compare them. See :mod:`ddpm_lib.course.replay`.
     """
     found = []
     for i, cell in enumerate(nb.cells):
@@ -608,7 +608,7 @@ def kernel_env(extra: Optional[dict] = None) -> dict:
     """The environment a chapter's kernel runs in (the current one plus :data:`EXECUTION_ENV`)."""
     env = dict(os.environ)
     env.update(EXECUTION_ENV)
-    pkg_parent = str(Path(__file__).resolve().parent.parent)  # this ddpm_lib, even when not installed
+    pkg_parent = str(Path(__file__).resolve().parents[2])  # this ddpm_lib, even when not installed
     env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     if extra:
         env.update(extra)
@@ -663,7 +663,7 @@ def execute_chapter(chapter: Chapter, *, timeout: Optional[float] = None, sync: 
     fragile = fragile_outputs(nb)
     if fragile:
         raise BookError(f"chapter {chapter.label}: {len(fragile)} printed number(s) would not replay on another CPU; "
-                        "nothing was written (see ddpm_lib.replay for the rules):\n  " + "\n  ".join(fragile))
+                        "nothing was written (see ddpm_lib.course.replay for the rules):\n  " + "\n  ".join(fragile))
     _write_if_changed(chapter.ipynb_path, _ipynb_text(nb))
     if record:
         _record_timing(chapter, seconds)
@@ -792,7 +792,7 @@ def _check_chapter(c: Chapter) -> list:
     if not c.py_path.is_file():
         probs.append(f"{c.py_path.name} is missing")
     if not c.ipynb_path.is_file():
-        probs.append(f"{c.ipynb_path.name} is missing (run `python -m ddpm_lib.book execute {c.id}`)")
+        probs.append(f"{c.ipynb_path.name} is missing (run `python -m ddpm_lib.course.book execute {c.id}`)")
     if probs:
         return probs
     from jupytext.formats import guess_format
@@ -812,7 +812,7 @@ def _check_chapter(c: Chapter) -> list:
     rendered = render_py(nb, c.py_path)
     if rendered != py_text:
         probs.append(f"{c.py_path.name} and {c.ipynb_path.name} differ (edit the .py, then run "
-                     f"`python -m ddpm_lib.book execute {c.id}`; if only spacing differs, `sync --canonical {c.id}`):\n"
+                     f"`python -m ddpm_lib.course.book execute {c.id}`; if only spacing differs, `sync --canonical {c.id}`):\n"
                      + _short_diff(py_text, rendered, c.py_path.name))
     expected = 1
     unexecuted, out_of_order, errors, bad_tags = [], [], [], []
@@ -837,7 +837,7 @@ def _check_chapter(c: Chapter) -> list:
             errors.append(i + 1)
     if unexecuted:
         probs.append(f"code cells {unexecuted} of {c.ipynb_path.name} have not been executed "
-                     f"(run `python -m ddpm_lib.book execute {c.id}`)")
+                     f"(run `python -m ddpm_lib.course.book execute {c.id}`)")
     if out_of_order:
         probs.append(f"{c.ipynb_path.name} does not hold one clean top-to-bottom run: "
                      + "; ".join(out_of_order[:3]) + (" ..." if len(out_of_order) > 3 else ""))
@@ -846,18 +846,18 @@ def _check_chapter(c: Chapter) -> list:
     recorded = nb.metadata.get(META_KEY, {}).get(HASH_KEY)
     if recorded is None:
         if not unexecuted:
-            probs.append(f"{c.ipynb_path.name} was not executed by `python -m ddpm_lib.book execute {c.id}` "
+            probs.append(f"{c.ipynb_path.name} was not executed by `python -m ddpm_lib.course.book execute {c.id}` "
                          "(its outputs are not normalised)")
     elif recorded != _code_hash(nb):
         probs.append(f"the code of {c.ipynb_path.name} changed since it was executed: its outputs are stale "
-                     f"(run `python -m ddpm_lib.book execute {c.id}`)")
+                     f"(run `python -m ddpm_lib.course.book execute {c.id}`)")
     if bad_tags:
         probs.append("only widget, progress-bar and %%time cells may skip nbval's comparison; check "
                      + ", ".join(bad_tags))
     fragile = fragile_outputs(nb)
     if fragile:
         probs.append(f"{len(fragile)} printed number(s) of {c.ipynb_path.name} would not replay on another CPU "
-                     "(see ddpm_lib.replay):\n  " + "\n  ".join(fragile))
+                     "(see ddpm_lib.course.replay):\n  " + "\n  ".join(fragile))
     return probs
 
 
@@ -1057,7 +1057,7 @@ def _print_list(book: Book) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ddpm_lib.book", description="\n\n".join(__doc__.split("\n\n")[:5]),
+    parser = argparse.ArgumentParser(prog="python -m ddpm_lib.course.book", description="\n\n".join(__doc__.split("\n\n")[:5]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--book", help="book.toml or its folder (default: the repository's)")
     sub = parser.add_subparsers(dest="command", required=True)

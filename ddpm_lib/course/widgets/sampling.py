@@ -60,8 +60,8 @@ def load_trajectory(path=None, verify: bool = True):
     """
     from safetensors import safe_open
 
-    from ..data import _load_registry, data_dir, verify_file
-    from ..diffusion import Trajectory
+    from ...data import _load_registry, data_dir, verify_file
+    from ...diffusion import Trajectory
 
     rel = DEFAULT_TRAJECTORY if path is None else path
     p = Path(rel)
@@ -118,8 +118,8 @@ def _check_trajectory(trajectory, name: str = "trajectory"):
 
 
 def _schedule_of(schedule):
-    from ..diffusion import GaussianDiffusion
-    from ..schedules import NoiseSchedule
+    from ...diffusion import GaussianDiffusion
+    from ...schedules import NoiseSchedule
 
     if schedule is None:
         return NoiseSchedule.linear(T=1000)
@@ -143,7 +143,7 @@ def predicted_eps(trajectory, schedule=None) -> torch.Tensor:
         default: DDPM's linear schedule, T = 1000.
     :return: a float32 tensor shaped like ``trajectory.x_t``.
     """
-    from ..diffusion import GaussianDiffusion
+    from ...diffusion import GaussianDiffusion
 
     ts = _check_trajectory(trajectory)
     s = _schedule_of(schedule)

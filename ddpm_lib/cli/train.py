@@ -1,0 +1,120 @@
+"""``ddpm-train`` (``python -m ddpm_lib.train``): train a DDPM from a TOML file and flags.
+
+Settings come from the defaults, then ``--config FILE.toml``, then the flags; with ``--resume``,
+from the checkpoint (unless --config is given), then the flags. Under torchrun the same command
+trains data-parallel. The engine is ``ddpm_lib.train``; this module only parses and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import CheckpointError
+from ..train.config import (DATASETS, FIELD_TYPES, FIELDS, MODELS, SCHEDULES, ConfigError, TrainConfig,
+                            config_from_dict, load_config, to_toml)
+from ..train.distributed import launched_by_torchrun
+from ..train.rundir import RunDirInUseError, load_resumable, open_run_dir
+from ..train.trainer import Trainer
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ddpm_lib.train",
+        description="Train a DDPM (Algorithm 1 of Ho et al. 2020). Settings come from the defaults, then "
+                    "--config FILE.toml, then the flags below; with --resume, from the checkpoint (unless "
+                    "--config is given), then the flags. Under torchrun the same command trains data-parallel.",
+    )
+    p.add_argument("--config", metavar="FILE.toml", help="a TOML file of the fields below (see configs/)")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
+                   help="continue from the latest checkpoint in out_dir (or in PATH, a run directory or a "
+                        "checkpoint file); --steps is the new total")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU training")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log.jsonl still written)")
+    g = p.add_argument_group("training configuration (TrainConfig fields)")
+    default = TrainConfig()
+    for f in fields(TrainConfig):
+        flags = [f"--{f.name.replace('_', '-')}"]
+        typ = FIELD_TYPES[f.name]
+        shown = getattr(default, f.name)
+        help_ = f"default: {json.dumps(shown)}"
+        if f.name in ("dataset", "model", "schedule"):
+            help_ += f"; one of {', '.join({'dataset': DATASETS, 'model': MODELS, 'schedule': SCHEDULES}[f.name])}"
+        if typ is bool:
+            g.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=help_)
+        else:
+            meta = "JSON" if typ is dict else f.name.upper()
+            g.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar=meta, help=help_)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    command = "python -m ddpm_lib.train " + shlex.join(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    trainer = None
+    release_out_dir = lambda: None  # noqa: E731
+    try:
+        base = load_config(args.config) if args.config else None
+        if args.resume is not None:
+            where = args.resume or given.get("out_dir") or (base.out_dir if base else "")
+            if not where:
+                raise ConfigError("--resume needs a run directory: --resume PATH or --out-dir DIR")
+            if args.print_config:
+                ckpt = load_resumable(where)
+                base = base or config_from_dict(ckpt.config.get("train") or {}, strict=False)
+                print(to_toml(config_from_dict(given, base)), end="")
+                return 0
+            trainer = Trainer.resume(where, config=base, command=command, **given)
+        else:
+            cfg = config_from_dict(given, base)
+            if not cfg.out_dir:
+                cfg = dataclasses.replace(cfg, out_dir=f"runs/{cfg.dataset}")
+            if args.print_config:
+                print(to_toml(cfg), end="")
+                return 0
+            out = Path(cfg.out_dir)
+            if not launched_by_torchrun() or int(os.environ["RANK"]) == 0:  # locked before looking, so no run starts in between
+                release_out_dir = open_run_dir(out)
+            if out.is_dir() and (any(out.glob("ckpt_*.safetensors")) or (out / "latest.safetensors").exists()):
+                raise ConfigError(f"{out} already holds a run's checkpoints: pass --resume to continue it, or "
+                                  f"choose another --out-dir")
+            trainer = Trainer(cfg, command=command)
+        if trainer.is_main:
+            c = trainer.config
+            print(f"training {c.model} on {c.dataset} {list(trainer.data_shape)}: step {trainer.step_count} -> "
+                  f"{c.steps}, global batch {c.batch_size} on {trainer.world_size} x {trainer.device}, "
+                  f"writing to {c.out_dir}", file=sys.stderr, flush=True)
+        trainer.run(progress=not args.no_progress)
+        if trainer.is_main:
+            h = trainer.history
+            if h.loss:
+                print(f"done: step {trainer.step_count}, loss {h.loss[-1]:.4f}; checkpoint "
+                      f"{Path(trainer.config.out_dir) / 'latest.safetensors'}", file=sys.stderr)
+        return 0
+    except (ConfigError, CheckpointError, FileNotFoundError, RunDirInUseError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if trainer is not None:
+            trainer.close()
+        release_out_dir()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""A run's whole state in a checkpoint, and back: what makes a resumed run continue bit for bit.
+
+Taught in chapter 08. A training checkpoint holds the weights, the EMA, Adam's state, the step,
+the history, the data order and the state of every random generator: the data order and flips (a
+CPU generator), t and eps (a generator on the training device), dropout (the global torch RNG of
+each process, and CUDA's on a GPU). ``check_compatible`` refuses a checkpoint of another run, and
+``check_model_before_building`` does so on the meta device, before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from ..checkpoints import Checkpoint, CheckpointError, build_on_meta, check_data_shape, check_model_fits
+from .components import make_model
+from .config import FREE_ON_RESUME, TrainConfig, stream_seed
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+__all__ = ["rng_states", "restore_rng_states", "check_compatible", "changed_settings", "model_problems",
+           "check_model_before_building"]
+
+
+def rng_states(trainer: "Trainer") -> dict:
+    """Every generator's state, those of all processes gathered (a collective under DDP)."""
+    own = {"torch_cpu": torch.get_rng_state()}
+    if trainer.device.type == "cuda":
+        own["torch_cuda"] = torch.cuda.get_rng_state(trainer.device)
+    everyone = [own]
+    if trainer.distributed:
+        everyone = [None] * trainer.world_size
+        dist.all_gather_object(everyone, own)
+    noise = trainer._noise_gen
+    states = {"data": trainer._data_gen.get_state(), f"noise_{noise.device.type}": noise.get_state()}
+    for r, st in enumerate(everyone):
+        for k, v in st.items():
+            states[f"{k}.rank{r}"] = v
+    return states
+
+
+def restore_rng_states(trainer: "Trainer", rng: dict, note) -> None:
+    """Set every generator from a checkpoint's states; where one is missing (saved on another
+    device type, or by another number of processes) seed it afresh and say so through ``note``."""
+    cfg, rank, step = trainer.config, trainer.rank, trainer.step_count
+    if "data" in rng:
+        trainer._data_gen.set_state(rng["data"])
+    key = f"noise_{trainer._noise_gen.device.type}"
+    if key in rng:
+        trainer._noise_gen.set_state(rng[key])
+    else:
+        trainer._noise_gen.manual_seed(stream_seed(cfg.seed, "noise", step))
+        note(f"the checkpoint holds no {key} state (saved on another device type): t and eps are "
+             f"drawn from a fresh seed")
+    mine = f"torch_cpu.rank{rank}"
+    if mine in rng:
+        torch.set_rng_state(rng[mine])
+    else:
+        torch.manual_seed(stream_seed(cfg.seed, "dropout", rank, step))
+        note(f"the checkpoint holds no RNG state for rank {rank} (another number of processes): "
+             f"dropout continues from a fresh seed")
+    if trainer.device.type == "cuda":
+        cuda = f"torch_cuda.rank{rank}"
+        if cuda in rng:
+            torch.cuda.set_rng_state(rng[cuda], trainer.device)
+        else:
+            torch.cuda.manual_seed(stream_seed(cfg.seed, "dropout-cuda", rank, step))
+
+
+def check_compatible(trainer: "Trainer", ckpt: Checkpoint) -> None:
+    """Raise CheckpointError when ``ckpt`` holds another model, diffusion or data set than ``trainer``."""
+    problems = model_problems(trainer.model, ckpt)
+    theirs_d = ckpt.config.get("diffusion") or {}
+    ours_d = json.loads(json.dumps(trainer.diffusion.config()))
+    for k in [k for k in sorted(set(theirs_d) | set(ours_d)) if theirs_d.get(k) != ours_d.get(k)]:
+        if k == "schedule":
+            a, b = theirs_d.get(k) or {}, ours_d[k]
+            same_name = a.get("T") == b["T"] and a.get("name") == b["name"]
+            problems.append(f"schedule: {a.get('name')} with T = {a.get('T')} in the checkpoint, {b['name']} "
+                            f"with T = {b['T']} here" + (" (different betas)" if same_name else ""))
+        else:
+            problems.append(f"diffusion {k}: {theirs_d.get(k)!r} in the checkpoint, {ours_d.get(k)!r} here")
+    data = ckpt.config.get("data") or {}
+    cfg = trainer.config
+    if data.get("dataset") != cfg.dataset or list(data.get("shape") or []) != list(trainer.data_shape):
+        problems.append(f"data: {data.get('dataset')!r} {data.get('shape')} in the checkpoint, "
+                        f"{cfg.dataset!r} {list(trainer.data_shape)} here")
+    if problems:
+        raise another_configuration(ckpt, problems)
+
+
+def changed_settings(ckpt: Checkpoint, config: TrainConfig) -> list[str]:
+    """The settings that differ from the checkpoint's and change the training trajectory."""
+    old = ckpt.config.get("train") or {}
+    return [f"{k} {old[k]!r} -> {v!r}" for k, v in asdict(config).items()
+            if k in old and old[k] != v and k not in FREE_ON_RESUME]
+
+
+def model_problems(model: nn.Module, ckpt: Checkpoint) -> list[str]:
+    """How ``model``'s class and arguments differ from those stored in ``ckpt`` (dropout may differ)."""
+    if ckpt.model_class != type(model).__name__:
+        return [f"model class: {ckpt.model_class} in the checkpoint, {type(model).__name__} here"]
+    ours = json.loads(json.dumps(asdict(model.config)))
+    theirs = ckpt.model_args or {}
+    diff = [k for k in sorted(set(theirs) | set(ours)) if k != "dropout" and theirs.get(k) != ours.get(k)]
+    if not diff:
+        return []
+    return ["model arguments: " + "; ".join(f"{k} = {theirs.get(k)!r} in the checkpoint, {ours.get(k)!r} here"
+                                            for k in diff)]
+
+
+def another_configuration(ckpt: Checkpoint, problems: list[str]) -> CheckpointError:
+    return CheckpointError(
+        f"cannot resume from {ckpt.path}: it was trained with another configuration:\n  " + "\n  ".join(problems)
+        + "\nresume with the checkpoint's own settings (no --config), or start a new run in another out_dir")
+
+
+def check_model_before_building(cfg: TrainConfig, ckpt: Checkpoint) -> None:
+    """Refuse a configuration whose network does not match the checkpoint, on the meta device,
+    before a Trainer allocates it: the stored config may have been edited (model_args with
+    layers = 10**7 would otherwise take gigabytes before any comparison)."""
+    data = ckpt.config.get("data") if isinstance(ckpt.config.get("data"), dict) else {}
+    shape = check_data_shape(data.get("shape"), f"cannot resume from {ckpt.path}: config['data']['shape']")
+    stored = {k: tuple(v.shape) for k, v in ckpt.model_state.items()}
+    where = f"cannot resume from {ckpt.path}: model {cfg.model!r} with model_args {cfg.model_args}"
+    meta = build_on_meta(lambda: make_model(cfg, shape), stored, where)
+    if problems := model_problems(meta, ckpt):
+        raise another_configuration(ckpt, problems)
+    check_model_fits(meta, stored, where)
