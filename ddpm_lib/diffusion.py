@@ -65,10 +65,37 @@ class Trajectory:
                 "x_t": self.x_t.contiguous(), "pred_x0": self.pred_x0.contiguous()}
 
 
-def _noise_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    # draw on the generator's device, so a CPU generator gives the same numbers whatever x's device
+def noise_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """eps ~ N(0, I) shaped like x, drawn on the generator's device (so a CPU generator gives the
+    same numbers whatever x's device), returned on x's device."""
     dev = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
+
+
+def initial_noise(shape, generator: Optional[torch.Generator] = None, device=None,
+                  noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """x_T ~ N(0, I) of ``shape`` (B, ...), the start of every sampling loop (Algorithm 2, line 1).
+
+    Drawn on the generator's device (else ``device``, else the CPU), so a seeded CPU generator gives
+    the same x_T on any device; then moved to ``device``. A given ``noise`` is used instead (moved
+    to ``device``), after checking it has ``shape`` (unless ``shape`` is None).
+    """
+    if noise is None:
+        dev = generator.device if generator is not None else (device or "cpu")
+        x = torch.randn(tuple(shape), generator=generator, device=dev)
+        return x.to(device) if device is not None else x
+    if shape is not None and tuple(noise.shape) != tuple(shape):
+        raise ValueError(f"noise must have shape {tuple(shape)}, got {tuple(noise.shape)}")
+    return noise if device is None else noise.to(device)
+
+
+def progress_bar(iterable, desc: str, enabled: bool = True):
+    """``iterable`` with a progress bar (tqdm) that disappears when done; as is when not ``enabled``."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False)
 
 
 class GaussianDiffusion:
@@ -225,7 +252,7 @@ class GaussianDiffusion:
         """
         t = self._check(x0, t, "x0")
         if noise is None:
-            noise = _noise_like(x0, generator)
+            noise = noise_like(x0, generator)
         elif noise.shape != x0.shape:
             raise ValueError(f"noise must have x0's shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
         s = self.schedule
@@ -236,7 +263,7 @@ class GaussianDiffusion:
         """One forward step x_t ~ q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)  (Eq. 2)."""
         t = self._check(x_prev, t, "x_prev")
         if noise is None:
-            noise = _noise_like(x_prev, generator)
+            noise = noise_like(x_prev, generator)
         s = self.schedule
         return self._extract(s.sqrt_alphas, t, x_prev) * x_prev + self._extract(s.sqrt_betas, t, x_prev) * noise
 
@@ -340,7 +367,7 @@ class GaussianDiffusion:
     def _p_sample(self, model_output, x_t, t, noise, clip_x0, generator):
         p = self.p_mean_variance(model_output, x_t, t, clip_x0=clip_x0)
         if noise is None:
-            noise = _noise_like(x_t, generator)
+            noise = noise_like(x_t, generator)
         nonzero = (t > 1).to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
         return p["mean"] + nonzero * torch.exp(0.5 * p["log_variance"]) * noise, p
 
@@ -371,7 +398,7 @@ class GaussianDiffusion:
         x_prev = ab_prev.sqrt() * x0_hat + torch.sqrt((1 - ab_prev - sigma**2).clamp(min=0)) * eps_hat
         if eta > 0:
             if noise is None:
-                noise = _noise_like(x_t, generator)
+                noise = noise_like(x_t, generator)
             x_prev = x_prev + sigma * noise
         return x_prev
 
@@ -414,7 +441,7 @@ class GaussianDiffusion:
             t = self.sample_t(B, x0.device, generator)
         t = self._check(x0, t, "x0")
         if noise is None:
-            noise = _noise_like(x0, generator)
+            noise = noise_like(x0, generator)
         x_t = self.q_sample(x0, t, noise)
         model_output = model(x_t, self.model_t(t))
         out, var_out = self._split_output(model_output, x_t)
@@ -463,10 +490,7 @@ class GaussianDiffusion:
         self._check_data(x0)
         B = x0.shape[0]
         terms = torch.zeros(B, self.T + 1, dtype=torch.float64, device=x0.device)
-        steps = range(self.T, 0, -1)
-        if progress:
-            from tqdm.auto import tqdm
-            steps = tqdm(steps, desc="bound terms", leave=False)
+        steps = progress_bar(range(self.T, 0, -1), "bound terms", progress)
         for tt in steps:
             t = torch.full((B,), tt, dtype=torch.long, device=x0.device)
             x_t = self.q_sample(x0, t, generator=generator)
@@ -499,21 +523,11 @@ class GaussianDiffusion:
         t_start = self.T if t_start is None else int(t_start)
         if not 1 <= t_start <= self.T:
             raise ValueError(f"t_start must be in 1..T = 1..{self.T}, got {t_start}")
-        if noise is None:
-            dev = generator.device if generator is not None else (device or "cpu")
-            x = torch.randn(tuple(shape), generator=generator, device=dev)
-            x = x.to(device) if device is not None else x
-        else:
-            x = noise if device is None else noise.to(device)
-            if shape is not None and tuple(x.shape) != tuple(shape):
-                raise ValueError(f"noise must have shape {tuple(shape)}, got {tuple(x.shape)}")
+        x = initial_noise(shape, generator, device, noise)
         if condition is not None:
             x = condition(x, t_start)
-        rec = _Recorder(record, self.schedule)
-        steps = range(t_start, 0, -1)
-        if progress:
-            from tqdm.auto import tqdm
-            steps = tqdm(steps, desc="sampling", leave=False)
+        rec = Recorder(record, self.schedule)
+        steps = progress_bar(range(t_start, 0, -1), "sampling", progress)
         B = x.shape[0]
         for tt in steps:
             t = torch.full((B,), tt, dtype=torch.long, device=x.device)
@@ -525,8 +539,9 @@ class GaussianDiffusion:
         return (x, rec.result()) if record is not None else x
 
 
-class _Recorder:
-    """Collects x_t and pred_x0 at chosen timesteps during a sampling loop."""
+class Recorder:
+    """Collects x_t and pred_x0 at chosen timesteps during a sampling loop (0..T; 0 is the result),
+    into a :class:`Trajectory`. ``want`` is None when nothing is recorded."""
 
     def __init__(self, record, schedule: NoiseSchedule):
         self.schedule = schedule

@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
-from .diffusion import GaussianDiffusion, Trajectory, _Recorder, _noise_like
+from .diffusion import GaussianDiffusion, Recorder, Trajectory, initial_noise, noise_like, progress_bar
 
 __all__ = [
     "CountingModel",
@@ -78,18 +78,10 @@ def ddim_sample(model: Callable, diffusion: GaussianDiffusion, shape, steps: int
     timesteps (original t, 0 for the result) to return in a :class:`Trajectory`.
     """
     ts = _resolve_timesteps(diffusion, steps, timesteps)
-    if noise is None:
-        dev = generator.device if generator is not None else (device or "cpu")
-        x = torch.randn(tuple(shape), generator=generator, device=dev)
-        x = x.to(device) if device is not None else x
-    else:
-        x = noise if device is None else noise.to(device)
-    rec = _Recorder(record, diffusion.schedule)
+    x = initial_noise(shape, generator, device, noise)
+    rec = Recorder(record, diffusion.schedule)
     pairs = list(zip(ts.flip(0).tolist(), [*ts.flip(0).tolist()[1:], 0]))
-    it = pairs
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(pairs, desc=f"DDIM {len(pairs)} steps", leave=False)
+    it = progress_bar(pairs, f"DDIM {len(pairs)} steps", progress)
     B = x.shape[0]
     for tt, tp in it:
         t = torch.full((B,), tt, dtype=torch.long, device=x.device)
@@ -113,10 +105,7 @@ def ddim_encode(model: Callable, diffusion: GaussianDiffusion, x0: torch.Tensor,
     x = x0
     B = x.shape[0]
     prev = [0, *ts.tolist()[:-1]]
-    it = list(zip(prev, ts.tolist()))
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc="DDIM encode", leave=False)
+    it = progress_bar(list(zip(prev, ts.tolist())), "DDIM encode", progress)
     for tp, tt in it:
         if tp == 0:
             # the network is not defined at t = 0: x_0 is known, and eps is read at the first grid point
@@ -210,7 +199,7 @@ def interpolate(model: Callable, diffusion: GaussianDiffusion, x0_a: torch.Tenso
     L = lam.numel()
 
     def shared_noise(_t, x):
-        z = _noise_like(x[:B], generator)
+        z = noise_like(x[:B], generator)
         return z.repeat(L, *([1] * (x.ndim - 1)))
 
     res = diffusion.sample(model, x_bar.shape, generator=generator, progress=progress, noise=x_bar,
@@ -276,19 +265,9 @@ def sample_perturbed(model: Callable, diffusion: GaussianDiffusion, shape,
     """
     if not callable(perturb):
         raise TypeError("perturb must be a callable (mean, variance, t) -> (mean, variance)")
-    if noise is None:
-        dev = generator.device if generator is not None else (device or "cpu")
-        x = torch.randn(tuple(shape), generator=generator, device=dev)
-        x = x.to(device) if device is not None else x
-    else:
-        if tuple(noise.shape) != tuple(shape):
-            raise ValueError(f"noise must have shape {tuple(shape)}, got {tuple(noise.shape)}")
-        x = noise if device is None else noise.to(device)
-    rec = _Recorder(record, diffusion.schedule)
-    steps = range(diffusion.T, 0, -1)
-    if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, desc="sampling with r", leave=False)
+    x = initial_noise(shape, generator, device, noise)
+    rec = Recorder(record, diffusion.schedule)
+    steps = progress_bar(range(diffusion.T, 0, -1), "sampling with r", progress)
     B = x.shape[0]
     for tt in steps:
         t = torch.full((B,), tt, dtype=torch.long, device=x.device)
@@ -303,6 +282,6 @@ def sample_perturbed(model: Callable, diffusion: GaussianDiffusion, shape,
         if bool((var < 0).any()):
             raise ValueError(f"perturb returned a negative variance at t = {tt}")
         rec.add(tt, x, p["pred_x0"])
-        x = mean if tt == 1 else mean + var.sqrt() * _noise_like(x, generator)
+        x = mean if tt == 1 else mean + var.sqrt() * noise_like(x, generator)
     rec.add(0, x, None)
     return (x, rec.result()) if record is not None else x

@@ -58,8 +58,6 @@ KNOWN_PRIVATE = {
     ("ddpm_lib.course.widgets.sampling", "ddpm_lib.course.widgets", "_explorer"),
     ("ddpm_lib.course.widgets.sampling", "ddpm_lib.course.widgets", "_new_figure"),
     ("ddpm_lib.course.widgets.sampling", "ddpm_lib.data", "_load_registry"),
-    ("ddpm_lib.sampling", "ddpm_lib.diffusion", "_Recorder"),
-    ("ddpm_lib.sampling", "ddpm_lib.diffusion", "_noise_like"),
 }
 
 
