@@ -4,8 +4,9 @@ The toys are generated (no files). Fashion-MNIST is read from IDX files that are
 a fixed order and verified by sha256 against ``data/registry.json`` before they are parsed:
 
 1. ``root=`` if given (a folder holding the ``*.gz`` files);
-2. the course's data folder, ``data/fashion-mnist/`` of the repository (``$DDPM_DATA_DIR``
-   replaces ``data/``), which ships the test split and the 10k training subset;
+2. ``fashion-mnist/`` of the course's data folder (:func:`data_dir`: ``$DDPM_DATA_DIR``, else the
+   repository's ``data/``, else the copy an installed wheel carries), which ships the test split
+   and the 10k training subset;
 3. ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``);
 4. a download from the official URL, checked by sha256 (``download=True``).
 
@@ -49,6 +50,7 @@ __all__ = [
     "to_uint8",
     "from_uint8",
     "data_dir",
+    "data_dir_problem",
     "verify_file",
     "verify_registry",
     "make_fashion_mnist_subset",
@@ -426,8 +428,10 @@ def write_idx(path, array) -> Path:
 # The registry and sha256 verification
 # ----------------------------------------------------------------------------------------------
 
-# The repository's data folder; ``$DDPM_DATA_DIR`` replaces it. Module-level, so tests can patch.
+# Where data_dir() looks (module-level, so tests can patch): the repository's data folder, and the
+# copy that a wheel carries inside the package (setup.py's build_course_data puts it there).
 REPO_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "_data"
 DATA_DIR_ENV = "DDPM_DATA_DIR"
 SYSTEM_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -473,9 +477,46 @@ _BUILTIN_REGISTRY = {
 
 
 def data_dir() -> Path:
-    """The course's data folder: ``$DDPM_DATA_DIR`` if set, else ``data/`` of the repository."""
+    """
+    The course's data folder, by one rule: the first of
+
+    1. ``$DDPM_DATA_DIR``, when set (it wins even if it holds no registry.json);
+    2. ``data/`` of the clone this package runs from (a checkout, or an editable install),
+       when it holds ``registry.json``;
+    3. ``ddpm_lib/_data/``, the copy inside an installed wheel (``pip install <clone or wheel>``),
+       when it holds ``registry.json``;
+    4. none found: ``data/`` of the clone, where a checkout keeps it; :func:`data_dir_problem`
+       then says where it looked and how to fix it.
+    """
     env = os.environ.get(DATA_DIR_ENV)
-    return Path(env) if env else REPO_DATA_DIR
+    if env:
+        return Path(env)
+    for d in (REPO_DATA_DIR, PACKAGE_DATA_DIR):
+        if (d / REGISTRY_NAME).is_file():
+            return d
+    return REPO_DATA_DIR
+
+
+def data_dir_problem() -> str | None:
+    """
+    None when data_dir() holds ``registry.json``; else why not: where it looked, and the fix
+    (set ``$DDPM_DATA_DIR``, or install from a clone so that the wheel carries the data).
+    """
+    d = data_dir()
+    if (d / REGISTRY_NAME).is_file():
+        return None
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return (
+            f"${DATA_DIR_ENV}={env} holds no {REGISTRY_NAME}: point {DATA_DIR_ENV} at the data/ folder of a "
+            f"clone of the course, or unset it to use the data that the installed package carries"
+        )
+    return (
+        f"no course data folder: ${DATA_DIR_ENV} is not set, and neither {REPO_DATA_DIR} (a clone's data/) "
+        f"nor {PACKAGE_DATA_DIR} (the copy a wheel carries) holds {REGISTRY_NAME}. Fix: set "
+        f"{DATA_DIR_ENV}=/path/to/ddpm-course/data (the data/ folder of a clone), or install the library from "
+        f"a clone with `pip install /path/to/ddpm-course`, whose wheel carries the data"
+    )
 
 
 def _load_registry() -> dict:
@@ -548,7 +589,7 @@ def verify_registry() -> dict:
     root = data_dir()
     files = _load_registry()
     if not files:
-        raise DataIntegrityError(f"no registry at {root / REGISTRY_NAME}")
+        raise DataIntegrityError(f"no registry at {root / REGISTRY_NAME}. {data_dir_problem() or ''}".strip())
     done, problems = {}, []
     for rel, entry in sorted(files.items()):
         if not entry.get("shipped"):
@@ -615,7 +656,7 @@ def _search_dirs(root) -> list[tuple[Path, str]]:
     dirs = []
     if root is not None:
         dirs.append((Path(root), "root="))
-    dirs.append((data_dir() / "fashion-mnist", f"the course's data folder (${DATA_DIR_ENV} overrides)"))
+    dirs.append((data_dir() / "fashion-mnist", f"the course's data folder (${DATA_DIR_ENV} overrides; see data_dir)"))
     dirs.append((Path(SYSTEM_FASHION_MNIST_DIR), "Debian's dataset-fashion-mnist"))
     return dirs
 
@@ -629,14 +670,18 @@ def _locate(name: str, dirs) -> Path | None:
 
 def _missing_message(names, dirs) -> str:
     looked = "\n".join(f"    {d}  ({why})" for d, why in dirs)
+    # with $DDPM_DATA_DIR unset and no data folder found, say so (a folder set by hand may hold fashion-mnist/ only)
+    problem = None if os.environ.get(DATA_DIR_ENV) else data_dir_problem()
     return (
         f"Fashion-MNIST file(s) {', '.join(names)} not found. Looked in:\n{looked}\n"
         "Three ways to get them:\n"
-        f"  1. the data folder: a checkout of the course ships the test split and the 10k training subset "
-        f"in {REPO_DATA_DIR / 'fashion-mnist'}; or set ${DATA_DIR_ENV} to a folder holding fashion-mnist/<file>\n"
+        f"  1. the data folder: a clone of the course, and the wheel built from it, ship the test split and the "
+        f"10k training subset in fashion-mnist/; set ${DATA_DIR_ENV} to the data/ folder of a clone (or to any "
+        f"folder holding fashion-mnist/<file>)\n"
         "  2. Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist  (all four files, in "
         f"{SYSTEM_FASHION_MNIST_DIR})\n"
         f"  3. download: call with download=True to fetch them from {FASHION_MNIST_URL} (checked by sha256)"
+        + (f"\n({problem})" if problem else "")
     )
 
 

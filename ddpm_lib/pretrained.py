@@ -1,7 +1,8 @@
 """Shipped, trained checkpoints by name: verified by sha256, loaded without pickle.
 
-``data/registry.json`` (``$DDPM_DATA_DIR/registry.json`` when that variable is set, as for
-:mod:`ddpm_lib.data`) lists them under its top-level key ``"pretrained"``::
+``registry.json`` of the data folder (:func:`ddpm_lib.data.data_dir`: ``$DDPM_DATA_DIR`` when set,
+else the repository's ``data/``, else the copy an installed wheel carries) lists them under its
+top-level key ``"pretrained"``::
 
     "pretrained": {
       "fashion-mnist-classifier": {
@@ -43,7 +44,7 @@ import torch.nn as nn
 
 from . import classifier as _classifier  # noqa: F401  (registers FashionClassifier with build_model)
 from .checkpoints import CheckpointError, build_model, check_data_shape, load_checkpoint, sha256_file
-from .data import REGISTRY_NAME, DataIntegrityError, data_dir
+from .data import REGISTRY_NAME, DataIntegrityError, data_dir, data_dir_problem
 from .diffusion import GaussianDiffusion
 from .utils import atomic_write
 
@@ -138,7 +139,7 @@ def resolve_device(device=None) -> torch.device:
 
 
 def registry_path() -> Path:
-    """data_dir() / "registry.json" (``$DDPM_DATA_DIR`` replaces the repository's data/)."""
+    """data_dir() / "registry.json" (see :func:`ddpm_lib.data.data_dir` for where that is)."""
     return data_dir() / REGISTRY_NAME
 
 
@@ -166,6 +167,9 @@ def is_pretrained_name(spec) -> bool:
 def _entry(name: str) -> dict:
     entries = list_pretrained()
     if name not in entries:
+        problem = data_dir_problem()
+        if problem:
+            raise UnknownPretrainedError(f"cannot look up pretrained name {name!r}: {problem}")
         known = ", ".join(entries) or "(none)"
         raise UnknownPretrainedError(
             f"unknown pretrained name {name!r}; registered in {registry_path()}: {known}"
@@ -179,8 +183,8 @@ def _verified(path: Path, entry: dict, name: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(
             f"pretrained checkpoint {name!r} is registered at {path}, but that file does not exist. "
-            f"It ships with a checkout of the course (git lfs / a full clone); or set $DDPM_DATA_DIR to a data "
-            f"folder that holds {entry['path']}. {how}".strip()
+            f"It ships with a clone of the course and with the wheel built from it (pip install /path/to/clone); "
+            f"or set $DDPM_DATA_DIR to a data folder that holds {entry['path']}. {how}".strip()
         )
     size = path.stat().st_size
     if size != entry["size"]:
@@ -264,8 +268,9 @@ def load_model(spec, device=None, use_ema: bool = True) -> Pretrained:
     if isinstance(spec, str) and spec in list_pretrained():
         return load_pretrained(spec, device=device, use_ema=use_ema)
     known = ", ".join(list_pretrained()) or "(none)"
+    problem = data_dir_problem()
     raise FileNotFoundError(f"{spec!r} is neither a checkpoint file nor a registered pretrained name "
-                            f"(registered in {registry_path()}: {known})")
+                            + (f"({problem})" if problem else f"(registered in {registry_path()}: {known})"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -357,7 +362,13 @@ def main(argv=None) -> int:
     r.add_argument("--description", default="")
     args = p.parse_args(argv)
     try:
+        problem = data_dir_problem() if args.cmd in ("list", "verify") else None
+        if problem:  # no registry: say where it was looked for, rather than list nothing
+            print(f"error: cannot {args.cmd} the pretrained checkpoints: {problem}", file=sys.stderr)
+            return 1
         if args.cmd == "list":
+            if not list_pretrained():
+                print(f"no pretrained checkpoints registered in {registry_path()}")
             for n, e in list_pretrained().items():
                 print(f"{n}: {e['path']} ({e['size']} bytes, sha256 {e['sha256']})\n    {e.get('description', '')}\n"
                       f"    metrics: {json.dumps(e.get('metrics', {}), sort_keys=True)}\n    made by: {e.get('command')}")
