@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -50,6 +49,7 @@ import torch  # noqa: E402
 
 import ddpm_lib  # noqa: E402
 from ddpm_lib.diffusion import GaussianDiffusion  # noqa: E402
+from ddpm_lib.interop import diffusers_unet_kwargs, unet_state_from_diffusers  # noqa: E402
 from ddpm_lib.nets import UNet, UNetConfig, count_parameters  # noqa: E402
 from ddpm_lib.schedules import NoiseSchedule  # noqa: E402
 
@@ -83,45 +83,7 @@ def build_ours(name: str) -> UNet:
 
 
 # ---------------------------------------------------------------------------------------------
-# diffusers' equivalent (the logic of tests/test_nets.py, copied, generalized to any UNetConfig)
-
-
-def diffusers_kwargs(c: UNetConfig) -> dict:
-    """UNet2DModel kwargs for the DDPM layout of ``c`` (google/ddpm-cifar10-32's config for the default)."""
-    if c.ch_mult[0] != 1:
-        raise ValueError("diffusers' time embedding width is block_out_channels[0]; needs ch_mult[0] == 1")
-    res = c.level_resolutions
-    return dict(
-        sample_size=c.resolution, in_channels=c.in_channels, out_channels=c.out_channels,
-        block_out_channels=tuple(c.ch * m for m in c.ch_mult), layers_per_block=c.num_res_blocks,
-        down_block_types=tuple("AttnDownBlock2D" if r in c.attn_resolutions else "DownBlock2D" for r in res),
-        up_block_types=tuple("AttnUpBlock2D" if r in c.attn_resolutions else "UpBlock2D" for r in reversed(res)),
-        attention_head_dim=None, norm_num_groups=c.groups, norm_eps=1e-6, time_embedding_type="positional",
-        flip_sin_to_cos=False, freq_shift=1, downsample_padding=0, add_attention=True, act_fn="silu",
-        dropout=c.dropout,
-    )
-
-
-def diffusers_to_ours(state: dict, levels: int) -> dict:
-    """Rename a diffusers UNet2DModel state dict (DDPM layout) to ddpm_lib's UNet names."""
-    out = {}
-    for k, v in state.items():
-        k = k.replace("time_embedding.linear_1", "temb.0").replace("time_embedding.linear_2", "temb.2")
-        k = k.replace("conv_norm_out", "norm_out")
-        k = re.sub(r"^down_blocks\.(\d+)\.resnets\.", r"down.\1.block.", k)
-        k = re.sub(r"^down_blocks\.(\d+)\.attentions\.", r"down.\1.attn.", k)
-        k = re.sub(r"^down_blocks\.(\d+)\.downsamplers\.0\.", r"down.\1.downsample.", k)
-        k = re.sub(r"^up_blocks\.(\d+)\.", lambda m: f"up_blocks.{levels - 1 - int(m.group(1))}.", k)
-        k = re.sub(r"^up_blocks\.(\d+)\.resnets\.", r"up.\1.block.", k)
-        k = re.sub(r"^up_blocks\.(\d+)\.attentions\.", r"up.\1.attn.", k)
-        k = re.sub(r"^up_blocks\.(\d+)\.upsamplers\.0\.", r"up.\1.upsample.", k)
-        k = k.replace("mid_block.resnets.0", "mid.block_1").replace("mid_block.resnets.1", "mid.block_2")
-        k = k.replace("mid_block.attentions.0", "mid.attn_1")
-        k = k.replace("time_emb_proj", "temb_proj").replace("conv_shortcut", "nin_shortcut")
-        k = k.replace("group_norm", "norm").replace("to_q", "q").replace("to_k", "k").replace("to_v", "v")
-        k = k.replace("to_out.0", "proj_out")
-        out[k] = v
-    return out
+# diffusers' equivalent: ddpm_lib.interop builds its kwargs and renames its weights
 
 
 def randomize_(model, seed=0, std=0.05):
@@ -141,10 +103,10 @@ def build_pair(name: str):
     torch.manual_seed(0)
     ours = build_ours(name)
     c = ours.config
-    theirs = diffusers.UNet2DModel(**diffusers_kwargs(c))
+    theirs = diffusers.UNet2DModel(**diffusers_unet_kwargs(c))
     n_ours, n_theirs = count_parameters(ours), count_parameters(theirs)
     assert n_ours == n_theirs, f"{name}: parameter counts differ: ours {n_ours:,} vs diffusers {n_theirs:,}"
-    state = diffusers_to_ours(randomize_(theirs).state_dict(), levels=len(c.ch_mult))
+    state = unet_state_from_diffusers(randomize_(theirs).state_dict(), levels=len(c.ch_mult))
     own = ours.state_dict()
     assert state.keys() == own.keys(), f"{name}: state dict names differ: {set(state) ^ set(own)}"
     ours.load_state_dict({k: v.reshape(own[k].shape) for k, v in state.items()})  # Linear -> 1x1 conv

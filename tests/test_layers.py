@@ -25,6 +25,7 @@ PKG = ROOT / "ddpm_lib"
 LAYERS = {
     "core": ["ddpm_lib.version", "ddpm_lib.schedules", "ddpm_lib.gaussians", "ddpm_lib.diffusion", "ddpm_lib.sampling", "ddpm_lib.nets"],
     "storage": ["ddpm_lib.utils", "ddpm_lib.data", "ddpm_lib.cifar", "ddpm_lib.checkpoints", "ddpm_lib.pretrained",
+                "ddpm_lib.interop",
                 "ddpm_lib.metrics"],
     "engine": ["ddpm_lib.train", "ddpm_lib.evaluate", "ddpm_lib.classifier", "ddpm_lib.viz", "ddpm_lib.sample"],
     "cli": ["ddpm_lib.cli"],

@@ -1,11 +1,11 @@
 import dataclasses
 import math
-import re
 
 import numpy as np
 import pytest
 import torch
 
+from ddpm_lib.interop import diffusers_unet_kwargs, unet_from_diffusers, unet_state_from_diffusers
 from ddpm_lib.nets import MLP, UNet, UNetConfig, count_parameters, timestep_embedding
 from ddpm_lib.nets import AttnBlock, ResnetBlock
 
@@ -102,16 +102,8 @@ def test_ddpm_cifar10_forward_batch_1():
 
 
 def diffusers_ddpm_cifar10_kwargs(**kw):
-    # google/ddpm-cifar10-32's config.json (the DDPM authors' weights, ported by diffusers)
-    cfg = dict(
-        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256),
-        layers_per_block=2, down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), attention_head_dim=None,
-        norm_num_groups=32, norm_eps=1e-6, time_embedding_type="positional", flip_sin_to_cos=False,
-        freq_shift=1, downsample_padding=0, add_attention=True, act_fn="silu", dropout=0.1,
-    )
-    cfg.update(kw)
-    return cfg
+    # the DDPM CIFAR-10 network in diffusers' terms (google/ddpm-cifar10-32's config.json; see test_interop.py)
+    return {**diffusers_unet_kwargs(UNet.ddpm_cifar10().config), **kw}
 
 
 def test_parameter_count_against_diffusers():
@@ -127,28 +119,6 @@ def test_parameter_count_against_diffusers():
     assert abs(theirs - ours) <= 1e-3 * ours, (theirs, ours)
 
 
-def diffusers_to_ours(state, levels):
-    """Rename a diffusers UNet2DModel state dict (DDPM layout) to this UNet's names."""
-    out = {}
-    for k, v in state.items():
-        k = k.replace("time_embedding.linear_1", "temb.0").replace("time_embedding.linear_2", "temb.2")
-        k = k.replace("conv_norm_out", "norm_out")
-        k = re.sub(r"^down_blocks\.(\d+)\.resnets\.", r"down.\1.block.", k)
-        k = re.sub(r"^down_blocks\.(\d+)\.attentions\.", r"down.\1.attn.", k)
-        k = re.sub(r"^down_blocks\.(\d+)\.downsamplers\.0\.", r"down.\1.downsample.", k)
-        k = re.sub(r"^up_blocks\.(\d+)\.", lambda m: f"up_blocks.{levels - 1 - int(m.group(1))}.", k)
-        k = re.sub(r"^up_blocks\.(\d+)\.resnets\.", r"up.\1.block.", k)
-        k = re.sub(r"^up_blocks\.(\d+)\.attentions\.", r"up.\1.attn.", k)
-        k = re.sub(r"^up_blocks\.(\d+)\.upsamplers\.0\.", r"up.\1.upsample.", k)
-        k = k.replace("mid_block.resnets.0", "mid.block_1").replace("mid_block.resnets.1", "mid.block_2")
-        k = k.replace("mid_block.attentions.0", "mid.attn_1")
-        k = k.replace("time_emb_proj", "temb_proj").replace("conv_shortcut", "nin_shortcut")
-        k = k.replace("group_norm", "norm").replace("to_q", "q").replace("to_k", "k").replace("to_v", "v")
-        k = k.replace("to_out.0", "proj_out")
-        out[k] = v
-    return out
-
-
 def test_same_function_as_diffusers_port_of_ddpm():
     """Weights of a diffusers DDPM-layout UNet2DModel, renamed, give the same outputs: the
     architecture (padding, attention scaling, skip order, embedding) is DDPM's. Small widths
@@ -158,10 +128,9 @@ def test_same_function_as_diffusers_port_of_ddpm():
     theirs = diffusers.UNet2DModel(**diffusers_ddpm_cifar10_kwargs(
         block_out_channels=(16, 32, 32, 32), norm_num_groups=8, dropout=0.0)).eval()
     ours = UNet(UNetConfig(ch=16, ch_mult=(1, 2, 2, 2), groups=8, dropout=0.0)).eval()
-    state = diffusers_to_ours(randomize_(theirs).state_dict(), levels=4)
-    own = ours.state_dict()
-    assert state.keys() == own.keys()
-    ours.load_state_dict({k: v.reshape(own[k].shape) for k, v in state.items()})  # Linear -> 1x1 conv
+    state = unet_state_from_diffusers(randomize_(theirs).state_dict(), levels=4)
+    assert state.keys() == ours.state_dict().keys()
+    ours = unet_from_diffusers(theirs, ours.config).eval()
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([1, 637])
     with torch.no_grad():
         a = ours(x, t)

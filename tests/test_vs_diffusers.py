@@ -62,6 +62,7 @@ import pytest
 import torch
 
 import ddpm_lib as dl
+from ddpm_lib.interop import diffusers_timestep, paper_t
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, DDPMScheduler  # noqa: E402
@@ -77,15 +78,8 @@ TABLES = ("float32", "float64")
 KS = [0, 1, 2, 3, 9, 100, 499, 500, 900, 997, 998, 999]
 
 
-# ---- the one place where the index convention lives ------------------------------------------
-def to_paper_t(k):
-    """diffusers' timestep k (0..T-1) -> ddpm_lib's t = k + 1 (1..T)."""
-    return k + 1
-
-
-def to_diffusers_k(t):
-    """ddpm_lib's t (1..T) -> diffusers' timestep k = t - 1."""
-    return t - 1
+# ---- the index convention lives in one place: ddpm_lib.interop (diffusers' k is our t - 1) ----------
+to_paper_t, to_diffusers_k = paper_t, diffusers_timestep
 
 
 # ---- helpers -------------------------------------------------------------------------------
