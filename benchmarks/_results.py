@@ -20,8 +20,9 @@ MARKERS = {
 HEADER = """# Benchmarks
 
 Written by the scripts in this folder (see README.md): `bench_unet_cpu.py` rewrites the CPU section,
-`bench_cifar10_gpu.py --write-results` the GPU section, `bench_cpu_alternatives.py` the section on what
-else was tried. Raw numbers: `results_cpu.json`, `results_gpu.json`, `results_cpu_alternatives.json`.
+`bench_cifar10_gpu.py --write-results` the GPU section. The sections on what else was tried were
+written by `bench_cpu_alternatives.py`, removed since (see those sections). Raw numbers:
+`results_cpu.json`, `results_gpu.json`, `results_cpu_alternatives*.json`.
 """
 
 
