@@ -17,15 +17,51 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ..checkpoints import Checkpoint, CheckpointError, build_on_meta, check_data_shape, check_model_fits
+from pathlib import Path
+
+from ..checkpoints import (Checkpoint, CheckpointError, build_on_meta, check_data_shape, check_model_fits,
+                           save_checkpoint)
 from .components import make_model
-from .config import FREE_ON_RESUME, TrainConfig, stream_seed
+from .config import FREE_ON_RESUME, ConfigError, TrainConfig, stream_seed
+from .rundir import link_or_copy, prune
 
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-__all__ = ["rng_states", "restore_rng_states", "check_compatible", "changed_settings", "model_problems",
-           "check_model_before_building"]
+__all__ = ["checkpoint_config", "save_run", "rng_states", "restore_rng_states", "check_compatible",
+           "changed_settings", "model_problems", "check_model_before_building"]
+
+
+def checkpoint_config(trainer: "Trainer") -> dict:
+    """The config stored in a run's checkpoints: diffusion, data, training configuration, command
+    (``save_checkpoint`` adds model_class, model_args and step)."""
+    return {"diffusion": trainer.diffusion.config(), "data": {"dataset": trainer.config.dataset,
+                                                              "shape": list(trainer.data_shape)},
+            "train": asdict(trainer.config), "metrics": {}, "command": trainer.command}
+
+
+def save_run(trainer: "Trainer", rng: dict, path=None) -> Path:
+    """Write the whole run to a checkpoint (rank 0): weights, EMA, Adam, step, history, data order,
+    the open window of statistics and the generators' states ``rng`` (from :func:`rng_states`).
+
+    Without ``path``: ``out_dir/ckpt_<step>.safetensors``, ``latest.*`` pointed at it, and older
+    step checkpoints pruned to ``keep_last``. Returns the path written.
+    """
+    cfg = trainer.config
+    if path is None and not cfg.out_dir:
+        raise ConfigError("save() needs a path or config.out_dir")
+    extra = {**trainer.stats.history.to_tensors(), **trainer._batches.state(), **trainer.stats.window_state()}
+    auto = path is None
+    out = Path(cfg.out_dir) if auto else Path(path).parent
+    path = out / f"ckpt_{trainer.step_count}.safetensors" if auto else Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, trainer.model, config=checkpoint_config(trainer), ema_model=trainer.ema,
+                    optimizer=trainer.optimizer, step=trainer.step_count, extra_tensors=extra, rng_states=rng)
+    if auto:
+        link_or_copy(path, out / "latest.safetensors")
+        link_or_copy(path.with_suffix(".json"), out / "latest.json")
+        prune(out, trainer.step_count, cfg.keep_last)
+    return path
 
 
 def rng_states(trainer: "Trainer") -> dict:

@@ -22,23 +22,22 @@ import copy
 import dataclasses
 import sys
 import weakref
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from .. import viz
-from ..checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from ..checkpoints import Checkpoint, CheckpointError, load_checkpoint
 from ..sampling import sample_respaced
 from .components import Batches, load_data, make_diffusion, make_model
 from .config import ConfigError, TrainConfig, api_command, config_from_dict, stream_seed
 from .distributed import setup_processes, wrap_model
 from .ema import ema_decay_at, ema_update
 from .history import History, RunningStats
-from .rundir import append_log, link_or_copy, load_resumable, open_run_dir, prune
-from .state import (changed_settings, check_compatible, check_model_before_building, restore_rng_states,
-                    rng_states)
+from .rundir import append_log, load_resumable, open_run_dir
+from .state import (changed_settings, check_compatible, check_model_before_building, checkpoint_config,
+                    restore_rng_states, rng_states, save_run)
 
 __all__ = ["Trainer"]
 
@@ -255,9 +254,7 @@ class Trainer:
     # ---- checkpoints ------------------------------------------------------------------------
     def checkpoint_config(self) -> dict:
         """The config stored in checkpoints (model_class, model_args, step are added by save_checkpoint)."""
-        return {"diffusion": self.diffusion.config(), "data": {"dataset": self.config.dataset,
-                                                               "shape": list(self.data_shape)},
-                "train": asdict(self.config), "metrics": {}, "command": self.command}
+        return checkpoint_config(self)
 
     def save(self, path=None) -> Path | None:
         """Write a checkpoint (every process must call this under DDP; rank 0 writes).
@@ -265,26 +262,12 @@ class Trainer:
         Without ``path``: ``out_dir/ckpt_<step>.safetensors``, ``latest.safetensors`` pointed at
         it, and older step checkpoints pruned to ``keep_last``. Returns the path (None off rank 0).
         """
-        cfg = self.config
         self.stats.flush()
-        rng = rng_states(self)
+        rng = rng_states(self)  # a collective: every process takes part
         self._saved_step = self.step_count
         if not self.is_main:
             return None
-        if path is None and not cfg.out_dir:
-            raise ConfigError("save() needs a path or config.out_dir")
-        extra = {**self.stats.history.to_tensors(), **self._batches.state(), **self.stats.window_state()}
-        auto = path is None
-        out = Path(cfg.out_dir) if auto else Path(path).parent
-        path = out / f"ckpt_{self.step_count}.safetensors" if auto else Path(path)
-        out.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(path, self.model, config=self.checkpoint_config(), ema_model=self.ema,
-                        optimizer=self.optimizer, step=self.step_count, extra_tensors=extra, rng_states=rng)
-        if auto:
-            link_or_copy(path, out / "latest.safetensors")
-            link_or_copy(path.with_suffix(".json"), out / "latest.json")
-            prune(out, self.step_count, cfg.keep_last)
-        return path
+        return save_run(self, rng, path)
 
     def check_compatible(self, ckpt: Checkpoint) -> None:
         """Raise CheckpointError when ``ckpt`` holds another model, diffusion or data set than this run."""
