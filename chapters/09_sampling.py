@@ -42,7 +42,8 @@ from ddpm_lib import viz
 from ddpm_lib.course import checks, widgets
 from ddpm_lib.classifier import load_classifier
 from ddpm_lib.evaluate import FCD_NOTE, fcd
-from ddpm_lib.course.widgets.sampling import MAKE_TRAJECTORY, load_trajectory, predicted_eps
+from ddpm_lib.sampling import predicted_eps
+from ddpm_lib.trajectories import MAKE_TRAJECTORY, load_trajectory
 from ddpm_lib.course.replay import below, within_sigma  # verdicts: '< 1e-12', 'within 3 sigma: True'
 
 

@@ -49,7 +49,8 @@ from ddpm_lib.course import checks
 from ddpm_lib.classifier import predict
 from ddpm_lib.data import gaussian_mixture_log_prob
 from ddpm_lib.sampling import perturbed_mean, sample_perturbed
-from ddpm_lib.course.widgets import DEFAULT_MIXTURE, inpainting_explorer
+from ddpm_lib.mixtures import DEFAULT_MIXTURE
+from ddpm_lib.course.widgets import inpainting_explorer
 from ddpm_lib.course.widgets.inpainting import make_mask
 from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 

@@ -34,6 +34,7 @@ from typing import Iterator, Sequence, Union
 import numpy as np
 import torch
 
+from .mixtures import mixture_log_prob, mixture_params
 from .utils import atomic_write
 
 __all__ = [
@@ -45,12 +46,14 @@ __all__ = [
     "read_idx",
     "write_idx",
     "fashion_mnist",
+    "fashion_mnist_examples",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_SPLITS",
     "to_uint8",
     "from_uint8",
     "data_dir",
     "data_dir_problem",
+    "registry_entry",
     "verify_file",
     "verify_registry",
     "make_fashion_mnist_subset",
@@ -99,32 +102,6 @@ def swiss_roll(n: int, *, generator: torch.Generator | None = None, noise: float
     return (x / 10).float()
 
 
-def _mixture_params(means, stds, weights):
-    means = torch.as_tensor(means, dtype=torch.float64)
-    if means.ndim == 1:
-        means = means[:, None]
-    if means.ndim != 2 or means.shape[0] < 1:
-        raise ValueError(f"means must have shape [K x D] (or [K] for 1-D), got {tuple(means.shape)}")
-    k, d = means.shape
-    stds = torch.as_tensor(stds, dtype=torch.float64)
-    if stds.ndim == 0:
-        stds = stds.expand(k)
-    if stds.ndim == 1:
-        if stds.shape[0] != k:
-            raise ValueError(f"stds must be a number, [K] or [K x D] with K = {k}, got {tuple(stds.shape)}")
-        stds = stds[:, None].expand(k, d)
-    if tuple(stds.shape) != (k, d):
-        raise ValueError(f"stds must be a number, [K] or [K x D] with K = {k}, got {tuple(stds.shape)}")
-    if not bool((stds > 0).all()):
-        raise ValueError("stds must all be > 0")
-    if weights is None:
-        weights = torch.full((k,), 1.0 / k, dtype=torch.float64)
-    weights = torch.as_tensor(weights, dtype=torch.float64)
-    if tuple(weights.shape) != (k,) or not bool((weights >= 0).all()) or not weights.sum() > 0:
-        raise ValueError(f"weights must be {k} numbers >= 0 with a positive sum, got {weights.tolist()}")
-    return means, stds, weights / weights.sum()
-
-
 def _eight_gaussians():
     angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
     return torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
@@ -153,7 +130,7 @@ def gaussian_mixture(
     :return: an [n x D] float32 tensor.
     """
     n = _check_n(n)
-    means, stds, weights = _mixture_params(_eight_gaussians() if means is None else means, stds, weights)
+    means, stds, weights = mixture_params(_eight_gaussians() if means is None else means, stds, weights)
     k = torch.multinomial(weights, n, replacement=True, generator=generator)
     e = torch.randn(n, means.shape[1], generator=generator, dtype=torch.float64)
     return (means[k] + stds[k] * e).float()
@@ -175,20 +152,13 @@ def gaussian_mixture_1d(
 
 def gaussian_mixture_log_prob(x, means=None, stds=0.1, weights=None) -> torch.Tensor:
     """
-    The exact log-density of a Gaussian mixture (arguments as in :func:`gaussian_mixture`).
+    The exact log-density of a Gaussian mixture (arguments as in :func:`gaussian_mixture`; the
+    density itself is :func:`ddpm_lib.mixtures.mixture_log_prob`).
 
     :param x: an [N x D] tensor, or an [N] tensor for a 1-D mixture.
     :return: an [N] float64 tensor of log p(x) in nats.
     """
-    means, stds, weights = _mixture_params(_eight_gaussians() if means is None else means, stds, weights)
-    x = torch.as_tensor(x, dtype=torch.float64)
-    if x.ndim == 1 and means.shape[1] == 1:
-        x = x[:, None]
-    if x.ndim != 2 or x.shape[1] != means.shape[1]:
-        raise ValueError(f"x must have shape [N x {means.shape[1]}], got {tuple(x.shape)}")
-    z = (x[:, None, :] - means[None]) / stds[None]  # N x K x D
-    log_comp = -0.5 * (z**2).sum(-1) - torch.log(stds).sum(-1) - 0.5 * means.shape[1] * math.log(2 * math.pi)
-    return torch.logsumexp(log_comp + torch.log(weights), dim=1)
+    return mixture_log_prob(x, _eight_gaussians() if means is None else means, stds, weights)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -528,6 +498,18 @@ def _load_registry() -> dict:
         return json.load(f)["files"]
 
 
+def registry_entry(key: str) -> dict | None:
+    """
+    The entry of ``data/registry.json`` (in :func:`data_dir`) for a file, or None when the registry
+    does not list it (or there is no registry).
+
+    :param key: the file's path relative to the data folder, e.g. ``"trajectories/....safetensors"``.
+    :return: a copy of the entry (``sha256``, ``size``, ``shipped``, ``source``, ...).
+    """
+    entry = _load_registry().get(key)
+    return None if entry is None else json.loads(json.dumps(entry))
+
+
 def _accepted(key: str) -> list[dict]:
     """Every (size, sha256) a file registered under ``key`` may have."""
     entry = _load_registry().get(key)
@@ -771,6 +753,20 @@ def fashion_mnist(split: str = "test", *, root=None, download: bool = True):
     """
     images, labels = _fashion_mnist_uint8(split, root, download)
     return from_uint8(torch.from_numpy(images)).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+def fashion_mnist_examples(classes: Sequence[int], split: str = "test", *, root=None,
+                           download: bool = True) -> torch.Tensor:
+    """
+    One image of each class asked for: the first of that class in the split (deterministic).
+
+    :param classes: class indices 0..9 (FASHION_MNIST_CLASSES), in the order wanted.
+    :param split, root, download: as in :func:`fashion_mnist`.
+    :return: a [len(classes) x 1 x 28 x 28] float32 tensor in [-1, 1].
+    """
+    images, labels = fashion_mnist(split, root=root, download=download)
+    idx = [int((labels == c).nonzero()[0]) for c in classes]
+    return images[idx]
 
 
 def make_fashion_mnist_subset(source=None, out_dir=None) -> list[Path]:

@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import torch
 
 from .diffusion import GaussianDiffusion, Recorder, Trajectory, initial_noise, noise_like, progress_bar
+from .schedules import NoiseSchedule
 
 __all__ = [
     "CountingModel",
@@ -23,6 +24,9 @@ __all__ = [
     "interpolate",
     "perturbed_mean",
     "sample_perturbed",
+    "schedule_of",
+    "check_trajectory",
+    "predicted_eps",
 ]
 
 
@@ -285,3 +289,82 @@ def sample_perturbed(model: Callable, diffusion: GaussianDiffusion, shape,
         x = mean if tt == 1 else mean + var.sqrt() * noise_like(x, generator)
     rec.add(0, x, None)
     return (x, rec.result()) if record is not None else x
+
+
+# ----------------------------------------------------------------------------------------------
+# a recorded trajectory: checks, and the network's eps recovered from it
+# ----------------------------------------------------------------------------------------------
+
+
+def schedule_of(schedule=None) -> NoiseSchedule:
+    """The :class:`NoiseSchedule` meant by ``schedule``: a NoiseSchedule as it is, a GaussianDiffusion's
+    own, or DDPM's linear schedule with T = 1000 for None."""
+    if schedule is None:
+        return NoiseSchedule.linear(T=1000)
+    if isinstance(schedule, GaussianDiffusion):
+        return schedule.schedule
+    if isinstance(schedule, NoiseSchedule):
+        return schedule
+    raise TypeError(f"schedule must be a NoiseSchedule or a GaussianDiffusion (the one that sampled), "
+                    f"got {type(schedule).__name__}")
+
+
+def check_trajectory(trajectory, name: str = "trajectory") -> torch.Tensor:
+    """Check that ``trajectory`` is a recorded sampling trajectory and return its original timesteps.
+
+    A :class:`Trajectory` (or anything with ``ts``, ``x_t`` and ``pred_x0``) whose ``x_t`` holds K >= 1
+    states of shape (B, ...), ``pred_x0`` the same shape, and one distinct timestep per state.
+
+    :return: the original timesteps (``timesteps``, else ``ts``), a LongTensor (K,).
+    """
+    if isinstance(trajectory, tuple) and trajectory and hasattr(trajectory[0], "x_t"):
+        raise TypeError(f"{name} is a pair (Trajectory, metadata), as load_trajectory returns: pass "
+                        f"load_trajectory(...)[0]")
+    for attr in ("x_t", "pred_x0", "ts"):
+        if not hasattr(trajectory, attr):
+            raise TypeError(f"{name} must be a ddpm_lib Trajectory (ts, x_t, pred_x0), e.g. from load_trajectory() "
+                            f"or sample(..., record=[...]); got {type(trajectory).__name__}")
+    xs, x0s = trajectory.x_t, trajectory.pred_x0
+    if not isinstance(xs, torch.Tensor) or xs.ndim < 2 or xs.shape[0] == 0:
+        raise ValueError(f"{name}.x_t must be states of shape (K, B, ...) with K >= 1, got "
+                         f"{tuple(xs.shape) if isinstance(xs, torch.Tensor) else type(xs).__name__}")
+    if not isinstance(x0s, torch.Tensor) or tuple(x0s.shape) != tuple(xs.shape):
+        raise ValueError(f"{name}.pred_x0 must have x_t's shape {tuple(xs.shape)}, got "
+                         f"{tuple(x0s.shape) if isinstance(x0s, torch.Tensor) else type(x0s).__name__}")
+    ts = trajectory.timesteps if getattr(trajectory, "timesteps", None) is not None else trajectory.ts
+    ts = torch.as_tensor(ts).long()
+    if ts.shape != (xs.shape[0],):
+        raise ValueError(f"{name} has {xs.shape[0]} states but {ts.numel()} timesteps")
+    if len(set(ts.tolist())) != ts.numel():
+        raise ValueError(f"{name}'s timesteps must be distinct, got {ts.tolist()}")
+    return ts
+
+
+def predicted_eps(trajectory, schedule=None) -> torch.Tensor:
+    """The network's eps prediction at every recorded state, from x_t and the predicted x_0.
+
+    eps_theta = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t): DDPM Eq. 4 (x_t = sqrt(abar_t) x_0 +
+    sqrt(1 - abar_t) eps) solved for eps, exact for a network that predicts eps (x0_hat was made from
+    eps_theta by the same equation). Computed in float64 with :meth:`GaussianDiffusion.pred_eps_from_x0`;
+    NaN at t = 0, where no prediction is made. Taught in chapter 09 (the stored trajectory keeps x_t and
+    x0_hat, not eps).
+
+    :param trajectory: a :class:`Trajectory` with original timesteps in ``timesteps`` (or ``ts``).
+    :param schedule: the sampler's original :class:`NoiseSchedule` (or its GaussianDiffusion);
+        default: DDPM's linear schedule, T = 1000.
+    :return: a float32 tensor shaped like ``trajectory.x_t``.
+    """
+    ts = check_trajectory(trajectory)
+    s = schedule_of(schedule)
+    if int(ts.max()) > s.T or int(ts.min()) < 0:
+        raise ValueError(f"the trajectory's timesteps lie in {int(ts.min())}..{int(ts.max())}, outside 0..T = "
+                         f"0..{s.T} of the schedule given")
+    d = GaussianDiffusion(s)
+    out = torch.full(trajectory.x_t.shape, float("nan"), dtype=torch.float32)
+    for k, t in enumerate(ts.tolist()):
+        if t == 0:
+            continue
+        x = trajectory.x_t[k].double()
+        tt = torch.full((x.shape[0],), t, dtype=torch.long)
+        out[k] = d.pred_eps_from_x0(x, tt, trajectory.pred_x0[k].double()).float()
+    return out

@@ -193,7 +193,13 @@ def trajectory_strip(traj, index: int = 0, fig=None, show_x0: bool = True, title
     scatters all B points. Columns are labelled with the original timesteps. x_t is clipped to
     [-1, 1] for display. A column without a prediction (t = 0) stays empty in the bottom row.
     Returns the matplotlib Figure (a new pyplot figure if ``fig`` is None).
+
+    ``load_trajectory`` returns a pair (Trajectory, metadata): pass its first element,
+    ``load_trajectory(...)[0]``; the pair itself is refused with a TypeError that says so.
     """
+    if isinstance(traj, tuple) and traj and hasattr(traj[0], "x_t"):
+        raise TypeError("traj is a pair (Trajectory, metadata), as load_trajectory returns: pass "
+                        "load_trajectory(...)[0]")
     for attr in ("x_t", "pred_x0", "ts"):
         if not hasattr(traj, attr):
             raise TypeError(f"traj must be a ddpm_lib Trajectory (with ts, x_t, pred_x0), got {type(traj).__name__}")

@@ -248,6 +248,15 @@ def test_fashion_mnist_train_10k_shipped():
     assert set(y.unique().tolist()) == set(range(10))
 
 
+def test_fashion_mnist_examples_are_the_first_of_each_class():
+    x, y = D.fashion_mnist("test", download=False)
+    ex = D.fashion_mnist_examples((9, 2, 1), download=False)
+    assert ex.shape == (3, 1, 28, 28) and ex.dtype == torch.float32
+    for img, c in zip(ex, (9, 2, 1)):
+        first = int((y == c).nonzero()[0])
+        assert torch.equal(img, x[first]) and not (y[:first] == c).any()
+
+
 @pytest.mark.skipif(not HAS_SYSTEM_TRAIN, reason="Debian's dataset-fashion-mnist is not installed")
 def test_train_10k_is_the_first_10000_of_the_full_split(monkeypatch, tmp_path):
     shipped = D.fashion_mnist("train-10k", download=False)
@@ -360,6 +369,18 @@ def test_registry_lists_every_file_with_provenance():
     for key, accepted in D._BUILTIN_REGISTRY.items():
         want = {(a["size"], a["sha256"]) for a in accepted}
         assert {(a["size"], a["sha256"]) for a in D._accepted(key)} == want
+
+
+def test_registry_entry(tmp_path, monkeypatch):
+    key = "fashion-mnist/t10k-labels-idx1-ubyte.gz"
+    reg = json.loads((D.data_dir() / "registry.json").read_text())["files"]
+    entry = D.registry_entry(key)
+    assert entry == reg[key] and entry["shipped"]
+    entry["sha256"] = "changed"  # a copy: the registry is not touched
+    assert D.registry_entry(key)["sha256"] == reg[key]["sha256"]
+    assert D.registry_entry("no/such/file") is None
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path))  # a data folder without registry.json
+    assert D.registry_entry(key) is None
 
 
 def test_verify_registry():

@@ -23,10 +23,11 @@ PKG = ROOT / "ddpm_lib"
 
 # the layers, bottom up; a module's layer is that of its longest matching prefix
 LAYERS = {
-    "core": ["ddpm_lib.version", "ddpm_lib.schedules", "ddpm_lib.gaussians", "ddpm_lib.diffusion", "ddpm_lib.sampling", "ddpm_lib.nets"],
+    "core": ["ddpm_lib.version", "ddpm_lib.schedules", "ddpm_lib.gaussians", "ddpm_lib.mixtures",
+             "ddpm_lib.diffusion", "ddpm_lib.sampling", "ddpm_lib.nets"],
     "storage": ["ddpm_lib.utils", "ddpm_lib.data", "ddpm_lib.cifar", "ddpm_lib.checkpoints", "ddpm_lib.pretrained",
                 "ddpm_lib.interop",
-                "ddpm_lib.metrics"],
+                "ddpm_lib.metrics", "ddpm_lib.trajectories"],
     "engine": ["ddpm_lib.train", "ddpm_lib.evaluate", "ddpm_lib.classifier", "ddpm_lib.viz", "ddpm_lib.sample"],
     "cli": ["ddpm_lib.cli"],
     "course": ["ddpm_lib.course"],
@@ -44,22 +45,7 @@ KNOWN_UPWARD = {
     ("ddpm_lib.train.__main__", "ddpm_lib.cli.train"),  # python -m ddpm_lib.train runs the ddpm-train CLI
 }
 KNOWN_CYCLES = {("ddpm_lib.classifier", "ddpm_lib.pretrained")}
-KNOWN_PRIVATE = {
-    ("ddpm_lib.course.widgets.inpainting", "ddpm_lib.course.widgets", "_default_images"),
-    ("ddpm_lib.course.widgets.decoder", "ddpm_lib.course.widgets", "_explorer"),
-    ("ddpm_lib.course.widgets.decoder", "ddpm_lib.course.widgets", "_new_figure"),
-    ("ddpm_lib.course.widgets.decoder", "ddpm_lib.course.widgets", "_static_only"),
-    ("ddpm_lib.course.widgets.inpainting", "ddpm_lib.course.widgets", "_explorer"),
-    ("ddpm_lib.course.widgets.inpainting", "ddpm_lib.course.widgets", "_static_only"),
-    ("ddpm_lib.course.widgets.reconstruction", "ddpm_lib.course.widgets", "_explorer"),
-    ("ddpm_lib.course.widgets.reconstruction", "ddpm_lib.course.widgets", "_new_figure"),
-    ("ddpm_lib.course.widgets.reconstruction", "ddpm_lib.course.widgets.sampling", "_nearest"),
-    ("ddpm_lib.course.widgets.reconstruction", "ddpm_lib.course.widgets.sampling", "_steps_slider"),
-    ("ddpm_lib.course.widgets.reconstruction", "ddpm_lib.course.widgets.sampling", "_to_pixels"),
-    ("ddpm_lib.course.widgets.sampling", "ddpm_lib.course.widgets", "_explorer"),
-    ("ddpm_lib.course.widgets.sampling", "ddpm_lib.course.widgets", "_new_figure"),
-    ("ddpm_lib.course.widgets.sampling", "ddpm_lib.data", "_load_registry"),
-}
+KNOWN_PRIVATE: set[tuple[str, str, str]] = set()
 
 
 def module_name(path: Path, base: Path = ROOT) -> str:

@@ -98,3 +98,69 @@ def test_counting_model_counts_network_evaluations():
     counter = dl.CountingModel(model)
     dl.sample_respaced(counter, d, 10, (4, 2), generator=torch.Generator().manual_seed(0), progress=False)
     assert counter.images == 4 * 10
+
+
+# ---- a recorded trajectory: the network's eps from x_t and the predicted x_0 (chapter 09) ----------
+
+
+def _toy_eps(x, t):
+    """A deterministic stand-in for eps_theta: shrinks x_t by a t-dependent factor."""
+    return x * (0.3 + 0.5 * (t.float() / 1000).view(-1, *([1] * (x.ndim - 1))))
+
+
+@pytest.fixture(scope="module")
+def toy_trajectory():
+    _, traj = D.respace(100).sample(_toy_eps, (3, 1, 6, 6), generator=torch.Generator().manual_seed(0),
+                                    progress=False, record=list(range(0, 101, 5)) + [1, 2, 3])
+    return traj
+
+
+def test_predicted_eps_recovers_the_network_output(toy_trajectory):
+    from ddpm_lib.sampling import predicted_eps
+
+    traj = toy_trajectory
+    for schedule in (S, D, None):  # the schedule, its diffusion, or the default (DDPM's linear, T = 1000)
+        eps = predicted_eps(traj, schedule)
+        assert eps.shape == traj.x_t.shape and eps.dtype == torch.float32
+        for k, t in enumerate(traj.timesteps.tolist()):
+            if t == 0:
+                assert torch.isnan(eps[k]).all()
+                continue
+            want = _toy_eps(traj.x_t[k], torch.full((3,), t))
+            assert (eps[k] - want).abs().max() < 1e-3 * (1 + want.abs().max()), t
+
+
+def test_predicted_eps_is_eq_4_solved_for_eps():
+    # x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, exactly, in float64: eps comes back to rounding
+    x0 = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    eps = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ts = torch.tensor([700, 3])
+    ab = S.alpha_bars[ts].view(2, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    from ddpm_lib.sampling import predicted_eps
+
+    got = predicted_eps(dl.Trajectory(ts, x_t, x0), S)
+    assert (got.double() - eps).abs().max() < 1e-6
+
+
+def test_recorded_trajectory_checks(toy_trajectory):
+    from ddpm_lib.sampling import check_trajectory, predicted_eps, schedule_of
+
+    traj = toy_trajectory
+    assert torch.equal(check_trajectory(traj), traj.timesteps)
+    assert schedule_of(D) is S and schedule_of(S) is S and schedule_of(None).T == 1000
+    with pytest.raises(ValueError, match="outside 0..T"):
+        predicted_eps(traj, dl.NoiseSchedule.linear(T=100, warn=False))
+    with pytest.raises(TypeError, match="NoiseSchedule or a GaussianDiffusion"):
+        predicted_eps(traj, "linear")
+    with pytest.raises(TypeError, match=r"pair \(Trajectory, metadata\).*load_trajectory\(\.\.\.\)\[0\]"):
+        predicted_eps((traj, {"seed": 0}), S)
+    with pytest.raises(TypeError, match="Trajectory"):
+        check_trajectory(traj.x_t)
+    with pytest.raises(ValueError, match="pred_x0 must have x_t's shape"):
+        check_trajectory(dl.Trajectory(traj.ts, traj.x_t, traj.pred_x0[:, :2], traj.timesteps))
+    with pytest.raises(ValueError, match="states but 2 timesteps"):
+        check_trajectory(dl.Trajectory(traj.ts[:2], traj.x_t, traj.pred_x0))
+    same = torch.zeros_like(traj.ts)
+    with pytest.raises(ValueError, match="distinct"):
+        check_trajectory(dl.Trajectory(same, traj.x_t, traj.pred_x0))

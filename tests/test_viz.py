@@ -131,6 +131,9 @@ def test_trajectory_strip_images_and_points():
         viz.trajectory_strip(traj, index=5)
     with pytest.raises(TypeError, match="Trajectory"):
         viz.trajectory_strip(x_t)
+    # load_trajectory returns (Trajectory, metadata): the pair is refused with the fix in the message
+    with pytest.raises(TypeError, match=r"pass load_trajectory\(\.\.\.\)\[0\]"):
+        viz.trajectory_strip((traj, {"seed": 0}))
     plt.close("all")
 
 

@@ -1,11 +1,10 @@
 """The course's widgets without a browser: pictures change with the controls, come back from
-the cache, update fast enough, fall back to a static figure; the reverse-kernel math."""
+the cache, update fast enough, fall back to a static figure; the package's names. (The reverse
+kernel's mathematics is tested in test_mixtures.py.)"""
 
-import math
 import statistics
 import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -127,53 +126,18 @@ def test_import_without_ipywidgets_side_effects():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-# ---- the true reverse kernel ------------------------------------------------------------------
-
-GRID = np.linspace(-6, 6, 6001)
+# ---- the package ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("beta", [1e-3, 0.05, 0.5, 0.9])
-@pytest.mark.parametrize("x_t", [-1.0, 0.4, 2.0])
-def test_reverse_kernel_integrates_to_one(beta, x_t):
-    p = W.true_reverse_kernel(GRID, x_t, beta)
-    assert p.min() >= 0
-    assert np.trapezoid(p, GRID) == pytest.approx(1.0, abs=1e-9)
+def test_every_public_name_resolves_and_explorers_live_one_per_module():
+    import importlib
 
-
-@pytest.mark.parametrize("beta", [1e-3, 0.05, 0.5, 0.9])
-@pytest.mark.parametrize("x_t", [-1.0, 0.4, 2.0])
-def test_reverse_kernel_single_gaussian_is_closed_form(beta, x_t):
-    mean, std = 0.3, 0.7
-    p = W.true_reverse_kernel(GRID, x_t, beta, means=[mean], stds=[std], weights=[1.0])
-    m, v = W.gaussian_reverse_kernel(x_t, beta, mean, std)
-    exact = np.exp(-0.5 * (GRID - m) ** 2 / v) / math.sqrt(2 * math.pi * v)
-    assert np.abs(p - exact).max() < 1e-6 * exact.max()
-    mm, vv = W.moment_match(GRID, p)
-    assert mm == pytest.approx(m, abs=1e-6) and vv == pytest.approx(v, rel=1e-5)
-    assert W.kernel_kl_to_gaussian(GRID, p) < 1e-8
-
-
-def test_reverse_kernel_closed_form_against_bayes_by_hand():
-    # the closed form from completing the square, against a direct product on a grid
-    x_t, beta, mean, std = 0.5, 0.2, -0.4, 0.8
-    m, v = W.gaussian_reverse_kernel(x_t, beta, mean, std)
-    unnorm = np.exp(-0.5 * (x_t - math.sqrt(1 - beta) * GRID) ** 2 / beta - 0.5 * (GRID - mean) ** 2 / std**2)
-    p = unnorm / np.trapezoid(unnorm, GRID)
-    assert np.trapezoid(p * GRID, GRID) == pytest.approx(m, abs=1e-9)
-
-
-def test_reverse_kernel_gaussian_for_small_beta_not_for_large():
-    kl = {b: max(W.kernel_kl_to_gaussian(GRID, W.true_reverse_kernel(GRID, x, b)) for x in (-1.0, 0.3, 1.2))
-          for b in (1e-3, 0.01, 0.1, 0.5)}
-    assert kl[1e-3] < 1e-3 < 0.05 < kl[0.5]
-    assert kl[1e-3] < kl[0.01] < kl[0.1] < kl[0.5]
-
-
-def test_reverse_kernel_tensor_in_tensor_out_and_checks():
-    g = torch.linspace(-5, 5, 1001, dtype=torch.float64)
-    p = W.true_reverse_kernel(g, 0.0, 0.1)
-    assert isinstance(p, torch.Tensor) and p.dtype == torch.float64
-    with pytest.raises(ValueError, match="beta"):
-        W.true_reverse_kernel(g, 0.0, 1.0)
-    with pytest.raises(ValueError, match="increasing"):
-        W.true_reverse_kernel(g.flip(0), 0.0, 0.1)
+    for name in W.__all__:
+        obj = getattr(W, name)
+        if name.endswith("_explorer"):
+            module = obj.__module__.rsplit(".", 1)[-1]
+            assert module not in ("widgets", "framework"), f"{name} lives in {obj.__module__}"
+    fw = importlib.import_module("ddpm_lib.course.widgets.framework")
+    assert W.Explorer is fw.Explorer and W.Blitter is fw.Blitter
+    with pytest.raises(AttributeError, match="no attribute"):
+        W.no_such_explorer

@@ -1,13 +1,12 @@
 """The practice track's explorers without a browser (chapters 09 and 12): moving a slider changes the
-picture, moving it back restores it, the static fallback draws, bad arguments raise clear errors; the
-trajectory loader and the eps recovery of ddpm_lib.course.widgets.sampling; the stored trajectory of chapter 09.
+picture, moving it back restores it, the static fallback draws, bad arguments raise clear errors.
+(The trajectory files and the stored trajectory of chapter 09 are tested in test_trajectories.py, the
+eps recovery in test_sampling.py.)
 
 A cheap stand-in network (a fixed linear map of x_t, different for each t) replaces the U-Net, so
-every test samples in milliseconds; the stored trajectory is checked against the registry and, with
-the real U-Net, at one timestep.
+every test samples in milliseconds.
 """
 
-import json
 import math
 import time
 
@@ -21,7 +20,6 @@ pytest.importorskip("matplotlib")
 import ddpm_lib as dl  # noqa: E402
 from ddpm_lib.course import widgets as W  # noqa: E402
 from ddpm_lib.course.widgets import reconstruction as R  # noqa: E402
-from ddpm_lib.course.widgets import sampling as S  # noqa: E402
 
 STEP_BUDGET_S = 0.5  # per slider step on a loaded 2-core machine (a cache lookup in these widgets)
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -74,25 +72,6 @@ def _move(box, name, values):
 # ---- reverse_process_explorer ------------------------------------------------------------------
 
 
-def test_predicted_eps_recovers_the_network_output(trajectory, schedule):
-    eps = S.predicted_eps(trajectory, schedule)
-    assert eps.shape == trajectory.x_t.shape
-    ts = trajectory.timesteps.tolist()
-    for k, t in enumerate(ts):
-        if t == 0:
-            assert torch.isnan(eps[k]).all()
-            continue
-        want = toy_model(trajectory.x_t[k], torch.full((3,), t))
-        assert (eps[k] - want).abs().max() < 1e-3 * (1 + want.abs().max()), t
-
-
-def test_predicted_eps_rejects_a_wrong_schedule(trajectory):
-    with pytest.raises(ValueError, match="outside 0..T"):
-        S.predicted_eps(trajectory, dl.NoiseSchedule.linear(T=100, warn=False))
-    with pytest.raises(TypeError, match="NoiseSchedule or a GaussianDiffusion"):
-        S.predicted_eps(trajectory, "linear")
-
-
 def test_reverse_process_explorer_slider(trajectory, schedule):
     box = W.reverse_process_explorer(trajectory, schedule)
     assert set(box.controls) == {"t"}
@@ -137,57 +116,22 @@ def test_reverse_process_explorer_bad_arguments(trajectory, schedule):
         W.reverse_process_explorer(bad, schedule)
     with pytest.raises(ValueError, match="t must lie in 0..1000"):
         W.reverse_process_explorer(trajectory, schedule, t=2000)
+    with pytest.raises(TypeError, match=r"load_trajectory\(\.\.\.\)\[0\]"):
+        W.reverse_process_explorer((trajectory, {}), schedule)
+    with pytest.raises(ValueError, match="images of shape"):
+        W.reverse_process_explorer(dl.Trajectory(trajectory.ts, trajectory.x_t[:, :, 0], trajectory.pred_x0[:, :, 0],
+                                                 trajectory.timesteps), schedule)
     with pytest.raises(FileNotFoundError, match="make_trajectory.sh|ddpm_lib.sample"):
-        S.load_trajectory("/nonexistent/trajectory.safetensors")
+        W.reverse_process_explorer("/nonexistent/trajectory.safetensors", schedule)
 
 
-def test_load_trajectory_round_trip(tmp_path, trajectory):
-    from ddpm_lib.sample import _save_safetensors
+def test_reverse_process_explorer_from_a_file(tmp_path, trajectory, schedule):
+    from ddpm_lib.trajectories import save_trajectory
 
-    path = _save_safetensors(trajectory.to_tensors(), tmp_path / "t.safetensors",
-                             {"format": "ddpm_lib.trajectory", "seed": 7, "method": "respaced"})
-    traj, meta = S.load_trajectory(path)
-    assert torch.equal(traj.x_t, trajectory.x_t) and torch.equal(traj.timesteps, trajectory.timesteps)
-    assert meta["seed"] == 7 and meta["method"] == "respaced"
-    from safetensors.torch import save_file
-
-    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(ValueError, match="not a ddpm_lib trajectory"):
-        S.load_trajectory(tmp_path / "other.safetensors")
-
-
-# ---- the stored trajectory of chapter 09 ----------------------------------------------------------
-
-
-def test_stored_trajectory_is_registered_and_consistent(schedule):
-    from ddpm_lib.data import _load_registry, data_dir, verify_file
-
-    entry = _load_registry().get(S.DEFAULT_TRAJECTORY)
-    path = data_dir() / S.DEFAULT_TRAJECTORY
-    if entry is None or not path.is_file():
-        pytest.skip(f"no stored trajectory yet ({S.MAKE_TRAJECTORY} makes it)")
-    assert entry["shipped"] and "make_trajectory.sh" in entry["source"]
-    assert verify_file(path, S.DEFAULT_TRAJECTORY) == entry["sha256"]
-    assert path.stat().st_size < 5_000_000
-    traj, meta = S.load_trajectory()
-    ts = traj.timesteps.tolist()
-    assert ts[0] == 1000 and 0 in ts and set(range(0, 20)) <= set(ts)
-    assert meta["method"] == "ancestral" and meta["steps"] == 1000
-    # the last step is noiseless: x_0 = mu_theta(x_1, 1), from the stored eps
-    eps = S.predicted_eps(traj, schedule)
-    d = dl.GaussianDiffusion(schedule)
-    k1, k0 = ts.index(1), ts.index(0)
-    B = traj.x_t.shape[1]
-    mean = d.p_mean_variance(eps[k1], traj.x_t[k1], torch.ones(B, dtype=torch.long))["mean"]
-    assert (traj.x_t[k0] - mean).abs().max() < 1e-4
-
-
-def test_make_trajectory_script_names_the_registered_file():
-    from pathlib import Path
-
-    script = (Path(__file__).resolve().parents[1] / "scripts" / "make_trajectory.sh").read_text()
-    assert "python -m ddpm_lib.sample fashion-mnist-unet --method ancestral" in script
-    assert S.DEFAULT_TRAJECTORY.split("/")[-1] in script and "--trajectory" in script
+    path = save_trajectory(trajectory, tmp_path / "t.safetensors", {"seed": 0})
+    a = W.reverse_process_explorer(path, schedule, t=500)
+    b = W.reverse_process_explorer(trajectory, schedule, t=500)
+    assert a.png == b.png and a.readout.value == b.readout.value
 
 
 # ---- reconstruction ----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Sliders move the Gaussian's mean mu and its standard deviation sigma; the pictur
 bin probabilities P(k) of the values x_k = 2k/255 - 1 (divided by the bin width 2/255, so that
 they sit on the density's scale), the two open edge bins in red, and the density itself. The
 readout gives the edge probabilities, the most likely value, its code length -log2 P and the
-decoder's entropy. Built on :class:`ddpm_lib.course.widgets.Explorer` (cached frames, blitted redraws).
+decoder's entropy. Built on :class:`ddpm_lib.course.widgets.framework.Explorer` (cached frames, blitted redraws).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from . import Blitter, _explorer, _new_figure, _static_only
+from .framework import Blitter, explorer, new_figure, static_only
 
 __all__ = ["decoder_explorer"]
 
@@ -35,7 +35,7 @@ class _DecoderDrawer:
         edges = np.concatenate([self.grid.numpy() - 1 / 255, [1 + 1 / 255]])  # the 257 bin boundaries
         self.edges = edges
         self.xs = np.linspace(-_XLIM, _XLIM, 1001)
-        fig = self.fig = _new_figure((10.0, 2.9), dpi)
+        fig = self.fig = new_figure((10.0, 2.9), dpi)
         ax, az = self.ax, self.az = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[2.2, 1]))
         fig.subplots_adjust(left=0.07, right=0.99, bottom=0.19, top=0.84, wspace=0.18)
         self.bins = ax.stairs(np.ones(256), edges, fill=True, color="C0", label="P(k) / bin width")
@@ -121,7 +121,7 @@ def decoder_explorer(*, mu: float = -0.97, sigma: float = 0.03, dpi: int = 72, s
     drawer = _DecoderDrawer(dpi)
     settings = [dict(mu=-0.97, sigma=0.03), dict(mu=0.4, sigma=0.003), dict(mu=1.1, sigma=0.1)]
     if static:
-        return _static_only(drawer, settings)
+        return static_only(drawer, settings)
     import ipywidgets as W
 
     controls = {
@@ -130,6 +130,6 @@ def decoder_explorer(*, mu: float = -0.97, sigma: float = 0.03, dpi: int = 72, s
         "sigma": W.FloatLogSlider(value=sigma, base=10, min=-3, max=0.5, step=0.05, description="sigma",
                                   readout_format=".3g", continuous_update=True, layout=W.Layout(width="360px")),
     }
-    return _explorer("decoder_explorer", drawer, controls, static_settings=settings,
-                     title="<b>The discretized decoder</b> p(x_0|x_1) (DDPM Eq. 13): the Gaussian's mass on "
-                           "each of the 256 bins, the edge bins open to ±∞")
+    return explorer("decoder_explorer", drawer, controls, static_settings=settings,
+                    title="<b>The discretized decoder</b> p(x_0|x_1) (DDPM Eq. 13): the Gaussian's mass on "
+                          "each of the 256 bins, the edge bins open to ±∞")

@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from . import _explorer, _static_only
+from .framework import default_images, explorer, pil_font, static_only
 
 __all__ = ["REGIONS", "make_mask", "InpaintingRun", "inpainting_trajectories", "inpainting_explorer"]
 
@@ -170,15 +170,6 @@ def inpainting_trajectories(model, diffusion, images: torch.Tensor, regions: Seq
 # ----------------------------------------------------------------------------------------------
 
 
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: a fixed bitmap font
-        return ImageFont.load_default()
-
-
 def _pixels(x: torch.Tensor) -> np.ndarray:
     """(C, H, W) in [-1, 1] -> (H, W, 3) uint8; NaN -> mid grey."""
     a = np.nan_to_num(x.numpy().astype(np.float64), nan=0.0)
@@ -199,10 +190,10 @@ class _InpaintDrawer:
         self.template = Image.new("RGB", (len(self.COLS) * (self.w + self.gap) + self.gap,
                                           self.top + N * (self.h + self.gap)), (255, 255, 255))
         draw = ImageDraw.Draw(self.template)
-        font = _font(11)
+        font = pil_font(11)
         for c, title in enumerate(self.COLS):
             draw.text((self.gap + c * (self.w + self.gap), self.top - 15), title, fill=(40, 40, 40), font=font)
-        self.header_font = _font(12)
+        self.header_font = pil_font(12)
         self.t_index = {int(t): k for k, t in enumerate(run.timesteps.tolist())}
 
     def _up(self, a: np.ndarray) -> np.ndarray:
@@ -277,11 +268,9 @@ def inpainting_explorer(model=None, diffusion=None, images: Optional[torch.Tenso
         elif diffusion is None:
             raise ValueError("model was given without its diffusion: pass the GaussianDiffusion it was trained with")
         if images is None:
-            from . import _default_images
-
             if isinstance(n_images, bool) or not isinstance(n_images, int) or not 1 <= n_images <= 10:
                 raise ValueError(f"n_images must be an integer in 1..10, got {n_images!r}")
-            images = _default_images(n_images)
+            images = default_images(n_images)
         run = inpainting_trajectories(model, diffusion, images, regions=regions, sizes=sizes, steps=steps, n_t=n_t,
                                       seed=seed, progress=progress)
     elif not isinstance(run, InpaintingRun):
@@ -294,7 +283,7 @@ def inpainting_explorer(model=None, diffusion=None, images: Optional[torch.Tenso
     big = sizes_run[-1]
     settings = [dict(region=regions_run[0], size=big, t=t_mid)] + [dict(region=r, size=big, t=0) for r in regions_run]
     if static:
-        return _static_only(drawer, settings)
+        return static_only(drawer, settings)
     import ipywidgets as W
 
     controls = {  # t first: the slider a reader reaches first
@@ -304,6 +293,6 @@ def inpainting_explorer(model=None, diffusion=None, images: Optional[torch.Tenso
         "size": W.SelectionSlider(options=[(f"{s:.0%}", s) for s in sizes_run], value=big, description="hidden",
                                   continuous_update=True),
     }
-    return _explorer("inpainting_explorer", drawer, controls, static_settings=settings,
-                     title="<b>Inpainting</b>: each reverse step times r(x_t), a delta on the known pixels "
-                           "(known pixels: a fresh sample of q(x_t | x_0); the hole: the reverse process)")
+    return explorer("inpainting_explorer", drawer, controls, static_settings=settings,
+                    title="<b>Inpainting</b>: each reverse step times r(x_t), a delta on the known pixels "
+                          "(known pixels: a fresh sample of q(x_t | x_0); the hole: the reverse process)")

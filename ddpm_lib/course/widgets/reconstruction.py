@@ -24,8 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from . import _explorer, _new_figure
-from .sampling import ImageGrid, _nearest, _steps_slider, _to_pixels
+from .framework import ImageGrid, explorer, nearest, new_figure, steps_slider, to_pixels
 
 __all__ = [
     "ReconstructionGrid",
@@ -261,7 +260,7 @@ class _ReconstructionFrames:
             self.frames[t] = (png, html)
 
     def __call__(self, t):
-        return self.frames[_nearest(self.ts, int(t))]
+        return self.frames[nearest(self.ts, int(t))]
 
 
 def _static_reconstruction(frames: _ReconstructionFrames, index: int = 0):
@@ -269,13 +268,13 @@ def _static_reconstruction(frames: _ReconstructionFrames, index: int = 0):
     if not 0 <= int(index) < frames.B:
         raise ValueError(f"index must be in 0..{frames.B - 1}, got {index}")
     M, D = len(frames.ts), frames.D
-    fig = _new_figure((1.1 * (D + 2) + 0.8, 1.1 * M + 0.6), 80)
+    fig = new_figure((1.1 * (D + 2) + 0.8, 1.1 * M + 0.6), 80)
     axes = np.asarray(fig.subplots(M, D + 2, squeeze=False))
     for m, t in enumerate(frames.ts):
         cells = [g.x0[index], g.x_t[m, 0, index], *[g.samples[m, j, index] for j in range(D)]]
         for c, a in enumerate(cells):
             ax = axes[m, c]
-            ax.imshow(_to_pixels(a.float().numpy()), interpolation="nearest")
+            ax.imshow(to_pixels(a.float().numpy()), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if m == 0:
@@ -314,9 +313,9 @@ def reconstruction_explorer(grid=None, diffusion=None, images=None, *, ts: Seque
     t0 = frames.ts[len(frames.ts) // 2] if t is None else int(t)
     if not lo <= t0 <= hi:
         raise ValueError(f"t must lie in {lo}..{hi} (the grid's timesteps {frames.ts}), got {t}")
-    controls = {"t": _steps_slider(W, frames.ts, t0, "t")}  # the grid's t only: each step a new picture
-    box = _explorer("reconstruction_explorer", frames, controls,
-                    title=f"<b>Reconstruction</b> from x_t ~ q(x_t | x_0), t in {sorted(frames.ts)}")
+    controls = {"t": steps_slider(W, frames.ts, t0, "t")}  # the grid's t only: each step a new picture
+    box = explorer("reconstruction_explorer", frames, controls,
+                   title=f"<b>Reconstruction</b> from x_t ~ q(x_t | x_0), t in {sorted(frames.ts)}")
     box.static_figure = lambda index=index: _static_reconstruction(frames, index)
     box.grid = grid
     return box
@@ -364,20 +363,20 @@ class _InterpolationFrames:
                 self.frames[(t, round(lam, 9))] = (buf.getvalue(), html)
 
     def __call__(self, t, lam):
-        return self.frames[(_nearest(self.ts, int(t)), round(min(self.lams, key=lambda v: abs(v - lam)), 9))]
+        return self.frames[(nearest(self.ts, int(t)), round(min(self.lams, key=lambda v: abs(v - lam)), 9))]
 
 
 def _static_interpolation(grid: InterpolationGrid, pair: int = 0):
     M, L, B = grid.samples.shape[:3]
     if not 0 <= int(pair) < B:
         raise ValueError(f"pair must be in 0..{B - 1}, got {pair}")
-    fig = _new_figure((0.95 * (L + 2) + 0.8, 1.05 * M + 0.7), 80)
+    fig = new_figure((0.95 * (L + 2) + 0.8, 1.05 * M + 0.7), 80)
     axes = np.asarray(fig.subplots(M, L + 2, squeeze=False))
     for m, t in enumerate(grid.ts.tolist()):
         cells = [grid.x0_a[pair], *[grid.samples[m, li, pair] for li in range(L)], grid.x0_b[pair]]
         for c, a in enumerate(cells):
             ax = axes[m, c]
-            ax.imshow(_to_pixels(a.float().numpy()), interpolation="nearest")
+            ax.imshow(to_pixels(a.float().numpy()), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if m == 0:
@@ -427,11 +426,11 @@ def interpolation_explorer(grid=None, diffusion=None, images=None, *, lambdas: S
         raise ValueError(f"lam must lie in [0, 1], got {lam}")
     lams = [float(v) for v in frames.lams]
     # the grid's lambda and t only (lambdas need not be evenly spaced): each step a new picture
-    controls = {"lam": _steps_slider(W, lams, float(lam), "lambda", "420px", fmt=lambda v: f"{v:.3f}"),
-                "t": _steps_slider(W, frames.ts, t0, "t", "420px")}
-    box = _explorer("interpolation_explorer", frames, controls,
-                    title=f"<b>Interpolation in x_t space</b>: lambda in {[round(v, 3) for v in lams]}, "
-                          f"t in {sorted(frames.ts)}")
+    controls = {"lam": steps_slider(W, lams, float(lam), "lambda", "420px", fmt=lambda v: f"{v:.3f}"),
+                "t": steps_slider(W, frames.ts, t0, "t", "420px")}
+    box = explorer("interpolation_explorer", frames, controls,
+                   title=f"<b>Interpolation in x_t space</b>: lambda in {[round(v, 3) for v in lams]}, "
+                         f"t in {sorted(frames.ts)}")
     box.static_figure = lambda pair=pair: _static_interpolation(grid, pair)
     box.grid = grid
     return box

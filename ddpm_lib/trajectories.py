@@ -1,0 +1,93 @@
+"""Sampling trajectories on disk: x_t and the predicted x_0 at recorded timesteps, as safetensors.
+
+    save_trajectory(traj, "traj.safetensors", {"seed": 0, "method": "ancestral"})
+    traj, meta = load_trajectory("traj.safetensors")   # (Trajectory, metadata)
+    traj, meta = load_trajectory()                     # the shipped one of chapter 09, sha256-checked
+
+The file holds the tensors of :meth:`Trajectory.to_tensors`: ``ts`` and ``timesteps`` (K,) (indices
+of the schedule that sampled, and the original timesteps they stand for), ``x_t`` and ``pred_x0``
+(K, B, ...), with ``pred_x0`` NaN at t = 0, where no prediction is made. Its safetensors metadata
+has ``format = "ddpm_lib.trajectory"`` and whatever the writer adds (``python -m ddpm_lib.sample
+--trajectory`` adds the checkpoint's sha256, the sampler, the seed ...), each value JSON-encoded
+unless it is a string.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .data import data_dir, registry_entry, verify_file
+from .diffusion import Trajectory
+from .sampling import check_trajectory
+from .utils import atomic_write
+
+__all__ = ["DEFAULT_TRAJECTORY", "MAKE_TRAJECTORY", "TRAJECTORY_FORMAT", "load_trajectory", "save_trajectory"]
+
+DEFAULT_TRAJECTORY = "trajectories/fashion_mnist_unet_ancestral1000_seed0.safetensors"
+MAKE_TRAJECTORY = "bash scripts/make_trajectory.sh"
+TRAJECTORY_FORMAT = "ddpm_lib.trajectory"
+
+
+def save_trajectory(trajectory: Trajectory, path, metadata: dict | None = None) -> Path:
+    """Write a trajectory as safetensors (atomically), in the format :func:`load_trajectory` reads.
+
+    :param trajectory: a :class:`Trajectory` (``sample(..., record=[...])`` returns one).
+    :param path: the ``.safetensors`` file to write (its folder is made if missing).
+    :param metadata: what to store beside the tensors (the sampler, the seed, the checkpoint ...);
+        strings are stored as they are, other values JSON-encoded. ``format`` defaults to
+        ``"ddpm_lib.trajectory"``.
+    :return: the path written.
+    """
+    from safetensors.torch import save_file
+
+    check_trajectory(trajectory)
+    meta = {"format": TRAJECTORY_FORMAT, **(metadata or {})}
+    return atomic_write(path, lambda tmp: save_file(
+        {k: v.contiguous() for k, v in trajectory.to_tensors().items()}, tmp,
+        metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}))
+
+
+def load_trajectory(path=None, verify: bool = True):
+    """Load a trajectory written by :func:`save_trajectory` (or ``python -m ddpm_lib.sample --trajectory``).
+
+    :param path: a ``.safetensors`` file, or a path relative to the data folder (default
+        :data:`DEFAULT_TRAJECTORY`, the one chapter 09 uses).
+    :param verify: check the file's size and sha256 against ``data/registry.json`` when the
+        registry lists it (files the registry does not list are loaded unchecked).
+    :return: ``(Trajectory, metadata)``: a pair, so take ``load_trajectory(...)[0]`` (or unpack it) where
+        a Trajectory is wanted; metadata is the file's safetensors metadata with JSON values
+        decoded (the checkpoint's sha256, the sampler, the seed ...).
+    """
+    from safetensors import safe_open
+
+    rel = DEFAULT_TRAJECTORY if path is None else path
+    p = Path(rel)
+    if not p.is_absolute() and not p.is_file():
+        p = data_dir() / rel
+    if not p.is_file():
+        raise FileNotFoundError(f"no trajectory file at {p}. Make the shipped one with `{MAKE_TRAJECTORY}` "
+                                "(python -m ddpm_lib.sample ... --trajectory FILE writes others)")
+    if verify:
+        try:
+            key = p.resolve().relative_to(data_dir().resolve()).as_posix()
+        except ValueError:
+            key = None
+        if key is not None and registry_entry(key) is not None:
+            verify_file(p, key)
+    with safe_open(str(p), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        names = set(f.keys())
+        missing = {"ts", "x_t", "pred_x0"} - names
+        if missing:
+            raise ValueError(f"{p} is not a ddpm_lib trajectory: it lacks the tensors {sorted(missing)}")
+        tensors = {k: f.get_tensor(k) for k in names}
+    decoded = {}
+    for k, v in meta.items():
+        try:
+            decoded[k] = json.loads(v)
+        except (TypeError, ValueError):
+            decoded[k] = v
+    traj = Trajectory(ts=tensors["ts"], x_t=tensors["x_t"], pred_x0=tensors["pred_x0"],
+                      timesteps=tensors.get("timesteps"))
+    return traj, decoded
