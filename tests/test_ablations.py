@@ -92,6 +92,7 @@ def test_parallel_workers_give_the_same_numbers(tmp_path, monkeypatch):
     assert [run["seed"] for run in b["rows"][0]["runs"]] == [0, 1]
 
 
+@pytest.mark.slow
 def test_fashion_mnist_code_path(tmp_path):
     """--dataset fashion_mnist on the CPU with tiny settings: a learned-variance U-Net has 2 output channels."""
     table, _ = _run(tmp_path, "--dataset", "fashion_mnist", "--preset", "tiny", "--steps", "2",

@@ -178,6 +178,7 @@ def test_check_enforces_the_solution_convention(tiny):
 
 
 # ---- execute -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_execute_twice_gives_byte_identical_notebooks(tiny):
     assert cli(tiny, "execute")[0] == 1  # no chapter named and no --all
     B.execute_book(tiny, all_chapters=True, quiet=True)
@@ -208,6 +209,7 @@ def test_execute_twice_gives_byte_identical_notebooks(tiny):
                for v in timings.values())
 
 
+@pytest.mark.slow
 def test_execute_refuses_to_store_a_bare_residual_and_check_reports_it(tiny):
     """A chapter that prints a residual as digits (``max |diff| 3.1e-15``) would not replay on another CPU."""
     c = tiny.chapter("basics")
@@ -356,6 +358,7 @@ def test_stub_source_hints_and_errors():
             B._stub_source(bad)
 
 
+@pytest.mark.slow
 def test_command_line_module(tiny):
     tiny.chapter("slider").ipynb_path.unlink()
     r = subprocess.run([sys.executable, "-m", "ddpm_lib.course.book", "--book", str(tiny.root), "check"],
@@ -409,6 +412,7 @@ def test_real_book_chapter_replays_under_nbval(chapter, cpu):
     assert r.returncode == 0, f"as {cpu} ({B.SIMULATED_CPUS[cpu]}):\n" + r.stdout[-6000:] + r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_literal_nbval_command_picks_up_the_replay_settings(tmp_path):
     """`pytest --nbval chapters/` with no other flag: the root conftest.py sanitizes progress bars and runs the
     kernel of this Python in the book's execution environment."""

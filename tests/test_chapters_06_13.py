@@ -135,6 +135,7 @@ def test_new_checkers_registered_and_deterministic():
 
 
 # ---- the decoder widget (chapter 06) ------------------------------------------------------------------
+@pytest.mark.slow
 def test_decoder_explorer():
     pytest.importorskip("ipywidgets")
     from ddpm_lib.gaussians import discretized_gaussian_probs

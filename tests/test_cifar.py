@@ -310,6 +310,7 @@ def _train_cli_measured(data_root, out_dir):
     return r.returncode, r.stderr, (added[-1] / 1024 if added else float("inf"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["uninitialised", "gzip-bomb"])
 def test_crafted_archives_reach_the_train_cli_as_one_line(tmp_path, case):
     path = tmp_path / "cifar-10-python.tar.gz"

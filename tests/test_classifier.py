@@ -73,6 +73,7 @@ def test_augment():
         assert ok
 
 
+@pytest.mark.slow
 def test_train_cli_quick(tmp_path, capsys):
     try:  # the command reads the full training split: Debian's dataset-fashion-mnist or a download
         fashion_mnist("train", download=False)

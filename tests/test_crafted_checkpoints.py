@@ -99,6 +99,7 @@ CRAFTED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CRAFTED))
 def test_sample_refuses_an_edited_config_before_allocating(roll_ckpt, tmp_path, case):
     edit, message = CRAFTED[case]
@@ -111,6 +112,7 @@ def test_sample_refuses_an_edited_config_before_allocating(roll_ckpt, tmp_path, 
     assert added_mb < REFUSAL_BUDGET_MB, f"the refusal took {added_mb:.0f} MB"
 
 
+@pytest.mark.slow
 def test_evaluate_goes_through_the_same_checks(roll_ckpt, tmp_path):
     bad = rewrite_config(roll_ckpt, tmp_path / "layers.safetensors", CRAFTED["layers"][0])
     rc, err, added_mb = run_measured("ddpm_lib.evaluate", bad, "--fid-samples", "4", "--device", "cpu", "--no-progress")
@@ -164,6 +166,7 @@ def roll_run(tmp_path):
     return out
 
 
+@pytest.mark.slow
 def test_resume_refuses_an_edited_config_before_allocating(roll_run):
     latest = roll_run / "latest.safetensors"
 

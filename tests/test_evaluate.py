@@ -80,6 +80,7 @@ def test_frechet_singular_covariances_and_errors():
 # the Fréchet classifier distance (the shipped classifier)
 
 
+@pytest.mark.slow
 def test_fcd_halves_of_the_test_split_vs_noise():
     x, _ = fashion_mnist("test")
     a, b = x[:2000], x[2000:4000]
@@ -128,6 +129,7 @@ def test_bits_per_dim_on_agrees_with_the_library(tiny_ckpt):
     assert r["terms_mean"].shape == (11,) and r["L_T"] > 0 and r["L_0"] > 0
 
 
+@pytest.mark.slow
 def test_cli_bpd_and_fcd_end_to_end(tiny_ckpt, tmp_path, capsys):
     path = tiny_ckpt[0]
     out = tmp_path / "eval.json"

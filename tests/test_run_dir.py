@@ -41,6 +41,7 @@ def other_process_holds(tmp_path):
     p.wait()
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_naming_the_directory_and_pid(other_process_holds, capsys):
     run, holder = other_process_holds
     with pytest.raises(RunDirInUseError, match=rf"{run} is in use by another training process \(pid {holder.pid}, "
@@ -53,6 +54,7 @@ def test_a_second_writer_is_refused_naming_the_directory_and_pid(other_process_h
     assert not any(run.glob("ckpt_*")) and not (run / "log.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_holders_lock_file_does_not_block_a_resume(other_process_holds):
     run, holder = other_process_holds
     holder.send_signal(signal.SIGKILL)
@@ -68,6 +70,7 @@ def test_a_killed_holders_lock_file_does_not_block_a_resume(other_process_holds)
     assert (run / "ckpt_4.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_in_one_process_the_lock_is_shared_and_released_by_close(tmp_path):
     run = tmp_path / "run"
     a = Trainer(tiny(run))
@@ -83,6 +86,7 @@ def test_in_one_process_the_lock_is_shared_and_released_by_close(tmp_path):
     assert p.communicate()[0].strip() == "locked"
 
 
+@pytest.mark.slow
 def test_two_train_commands_on_one_directory_one_is_refused(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "ddpm_lib.train", "--dataset", "swiss-roll", "--model", "mlp", "--model-args",
@@ -105,6 +109,7 @@ def _leave_atomic_write_temp(target: Path) -> None:
     assert p.wait() == 9
 
 
+@pytest.mark.slow
 def test_opening_a_run_removes_interrupted_writes_only(tmp_path):
     run = tmp_path / "run"
     Trainer(tiny(run)).run(progress=False)

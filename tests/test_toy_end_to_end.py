@@ -4,12 +4,14 @@ Budget: about 30 s on one CPU core. Measured on this machine: sliced Wasserstein
 the swiss roll 0.052 for the samples, 0.309 for the starting noise, 0.018 between two data sets.
 """
 
+import pytest
 import torch
 
 import ddpm_lib as dl
 from ddpm_lib.metrics import mmd_rbf, sliced_wasserstein
 
 
+@pytest.mark.slow
 def test_mlp_learns_the_swiss_roll():
     torch.manual_seed(0)
     s = dl.NoiseSchedule.linear(200, 1e-4, 0.1)

@@ -135,6 +135,7 @@ def test_warmup_schedule():
 # -- learning ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_short_run_lowers_the_loss_and_records_history():
     tr = Trainer(swiss_config(steps=300))
     h = tr.run(progress=False)
@@ -154,6 +155,7 @@ def test_short_run_lowers_the_loss_and_records_history():
 # -- exact resume -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical(tmp_path):
     # 10 examples and batch 4: a new permutation every 2 steps; dropout and flips on; samples in between
     a = Trainer(tiny_unet_config(tmp_path / "a", steps=6, sample_every=2))
@@ -225,6 +227,7 @@ def cli(*args, check=True):
     return r
 
 
+@pytest.mark.slow
 def test_cli_swiss_roll_end_to_end(tmp_path):
     out = tmp_path / "roll"
     cli("--config", "configs/swiss_roll.toml", "--steps", "50", "--out-dir", str(out), "--ckpt-every", "20",
@@ -247,6 +250,7 @@ def test_cli_refuses_to_start_over_an_existing_run(tmp_path, capsys, monkeypatch
     assert "already holds a run" in err and "--resume" in err
 
 
+@pytest.mark.slow
 def test_cli_tiny_unet_on_fashion_mnist_and_resume(tmp_path):
     import matplotlib.image as mpimg
 
@@ -405,6 +409,7 @@ def _ddp_worker(rank, world, port, cfg, out):
     tr.close()
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path):
     # no dropout; t, eps, order and flips are drawn for the global batch and split by rank
     cfg = tiny_unet_config(tmp_path / "ddp", dropout=0.0, n_examples=16, batch_size=8, steps=2)

@@ -117,6 +117,7 @@ def test_box_display_bundle_has_png():
     assert isinstance(box.static_figure(), Figure)
 
 
+@pytest.mark.slow
 def test_import_without_ipywidgets_side_effects():
     import subprocess
     import sys
