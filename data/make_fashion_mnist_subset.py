@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ddpm_lib.data import main  # noqa: E402
+from ddpm_lib.cli.data import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["make-subset", *sys.argv[1:]]))

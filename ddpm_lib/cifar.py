@@ -27,17 +27,22 @@ An archive in the data folder or downloaded must be the official one (sha256 bel
 archive passed as ``root`` is read as is unless ``verify=True`` (the restricted unpickler and
 the shape checks still apply).
 
-Command line: ``python -m ddpm_lib.cifar download`` | ``verify [PATH]``.
+Command line (:mod:`ddpm_lib.cli.data`): ``ddpm-data cifar10 download`` | ``verify [PATH]``, the
+same as ``python -m ddpm_lib.cifar download`` | ``verify [PATH]``.
 """
 
 from __future__ import annotations
 
-import argparse
+# python -m ddpm_lib.cifar runs ddpm-data cifar10; up here, so that this module's body never runs as __main__
+if __name__ == "__main__":
+    from ddpm_lib.cli.data import cifar10_main
+
+    raise SystemExit(cifar10_main())
+
 import hashlib
 import http.client
 import io
 import pickle
-import sys
 import tarfile
 import urllib.request
 import zlib
@@ -47,7 +52,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .data import DATA_DIR_ENV, DataIntegrityError, data_dir
+from .data import DATA_DIR_ENV, DataIntegrityError, DownloadError, data_dir
 from .utils import atomic_write
 
 __all__ = [
@@ -64,7 +69,7 @@ __all__ = [
     "find_cifar10",
     "verify_archive",
     "download_cifar10",
-    "main",
+    "verify_cifar10",
 ]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -230,7 +235,7 @@ def _missing_message(root) -> str:
         f"  1. download {CIFAR10_URL} (170 MB; sha256 {CIFAR10_SHA256}, md5 {CIFAR10_MD5}) and put it in "
         f"{_default_dir()}/ (or set ${DATA_DIR_ENV} to a folder holding cifar10/{CIFAR10_ARCHIVE});\n"
         f"  2. pass root= the archive or the folder that holds it (a torchvision download folder has the same file);\n"
-        f"  3. call cifar10(..., download=True) or run: python -m ddpm_lib.cifar download  (needs the network)"
+        f"  3. call cifar10(..., download=True) or run: ddpm-data cifar10 download  (needs the network)"
     )
 
 
@@ -356,7 +361,7 @@ def cifar10(split: str = "train", root=None, download: bool = False, verify: Opt
         try:
             found = (download_cifar10(), True)
         except (OSError, http.client.HTTPException) as e:
-            raise FileNotFoundError(_missing_message(root) + f"\n  (the download failed: {e})") from e
+            raise DownloadError(_missing_message(root) + f"\n  (the download failed: {e})") from e
     source, must = found
     if (must if verify is None else verify) and source.is_file():
         verify_archive(source)
@@ -366,37 +371,30 @@ def cifar10(split: str = "train", root=None, download: bool = False, verify: Opt
     return images, torch.from_numpy(np.concatenate(labels))
 
 
-# ----------------------------------------------------------------------------------------------
-# command line
+def verify_cifar10(root=None) -> dict:
+    """Check CIFAR-10 where :func:`cifar10` finds it: an archive must be the official one (sha256),
+    and both splits must read with every check of :func:`cifar10`.
 
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ddpm_lib.cifar", description="Get and check CIFAR-10.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("download", help=f"fetch {CIFAR10_URL} into data/cifar10/ (sha256-checked)")
-    d.add_argument("--dest", default=None)
-    v = sub.add_parser("verify", help="check an archive against the official sha256 and read both splits")
-    v.add_argument("path", nargs="?", default=None)
-    args = p.parse_args(argv)
-    try:
-        if args.cmd == "download":
-            path = download_cifar10(args.dest)
-            print(f"ok  {CIFAR10_SHA256}  {path}")
-        else:
-            found = find_cifar10(args.path)
-            if found is None:
-                raise FileNotFoundError(_missing_message(args.path))
-            src = found[0]
-            if src.is_file():
-                print(f"ok  {verify_archive(src)}  {src}")
-            for split in ("train", "test"):
-                x, y = cifar10(split, root=src, verify=False)
-                print(f"{split}: {tuple(x.shape)} images, {len(y)} labels")
-    except (OSError, ValueError, pickle.UnpicklingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    :param root: the archive, a folder holding it, or a folder holding cifar-10-batches-py/
+        (default: the course's data folder).
+    :return: {"source": the archive or folder checked, "sha256": the archive's (None for a
+        folder), "splits": {"train": (images shape, number of labels), "test": ...}}.
+    :raises FileNotFoundError: nothing found (the message says where it looked and how to get it).
+    :raises DataIntegrityError: not the official archive, or a split that does not read.
+    :raises UnsafePickleError: a batch whose pickle asks for anything but numpy arrays.
+    """
+    found = find_cifar10(root)
+    if found is None:
+        raise FileNotFoundError(_missing_message(root))
+    source = found[0]
+    sha = verify_archive(source) if source.is_file() else None
+    splits = {}
+    for split in _SPLITS:
+        try:
+            x, y = cifar10(split, root=source, verify=False)
+        except (ValueError, FileNotFoundError) as e:  # a member missing, too large, not a batch: the check fails
+            if isinstance(e, DataIntegrityError):
+                raise
+            raise DataIntegrityError(str(e)) from None
+        splits[split] = (tuple(x.shape), len(y))
+    return {"source": source, "sha256": sha, "splits": splits}

@@ -11,16 +11,21 @@ pretrained name ``"fashion-mnist-classifier"``) was made by
     python -m ddpm_lib.classifier train --out data/checkpoints/fashion_mnist_classifier.safetensors \\
         --epochs 6 --seed 0 --threads 1
 
-(the exact command is stored in the checkpoint's config and in ``data/registry.json``), on the
-full 60,000-image training split with random horizontal flips: 91.98 % accuracy on the official
+(``ddpm-classifier train ...`` is the same command, :mod:`ddpm_lib.cli.classifier`; the exact
+command is stored in the checkpoint's config and in ``data/registry.json``), on the full
+60,000-image training split with random horizontal flips: 91.98 % accuracy on the official
 10,000-image test split (recorded in the checkpoint's ``metrics``), about 5 minutes of one CPU
 core, 98,554 parameters (400 kB). Load it with :func:`load_classifier`.
 """
 
 from __future__ import annotations
 
-import argparse
-import shlex
+# python -m ddpm_lib.classifier runs ddpm-classifier; up here, so that this module's body never runs as __main__
+if __name__ == "__main__":
+    from ddpm_lib.cli.classifier import main
+
+    raise SystemExit(main())
+
 import sys
 import time
 from dataclasses import dataclass
@@ -40,8 +45,9 @@ __all__ = [
     "accuracy",
     "predict",
     "load_classifier",
+    "make_classifier_checkpoint",
     "DEFAULT_CLASSIFIER",
-    "main",
+    "AUGMENTATIONS",
 ]
 
 DEFAULT_CLASSIFIER = "fashion-mnist-classifier"
@@ -241,69 +247,37 @@ def load_classifier(name_or_path: str | Path = DEFAULT_CLASSIFIER, device=None) 
 
 
 # ----------------------------------------------------------------------------------------------
-# command line
+# the shipped checkpoint
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="python -m ddpm_lib.classifier",
-                                description="Train or evaluate the Fashion-MNIST classifier used for FCD.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    tr = sub.add_parser("train", help="train on the full Fashion-MNIST training split and save a checkpoint")
-    tr.add_argument("--out", required=True, help="the .safetensors checkpoint to write")
-    tr.add_argument("--epochs", type=int, default=6)
-    tr.add_argument("--batch-size", type=int, default=256)
-    tr.add_argument("--lr", type=float, default=4e-3)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    tr.add_argument("--augment", choices=AUGMENTATIONS, default="flip",
-                    help="flip: random horizontal flips (default); flip-shift: and shifts by up to 2 px; none")
-    tr.add_argument("--train-limit", type=int, default=None, help="train on the first N images only (for quick tries)")
-    ev = sub.add_parser("eval", help="accuracy of a classifier on the Fashion-MNIST test split")
-    ev.add_argument("model", nargs="?", default=DEFAULT_CLASSIFIER, help="a pretrained name or a checkpoint path")
-    ev.add_argument("--n", type=int, default=None, help="the first N test images (default: all 10,000)")
-    args = p.parse_args(argv)
-
+def make_classifier_checkpoint(out, *, epochs: int = 6, batch_size: int = 256, lr: float = 4e-3, seed: int = 0,
+                               augment: str = "flip", train_limit: Optional[int] = None,
+                               command: Optional[str] = None, progress: bool = True) -> tuple[Path, dict]:
+    """Train on Fashion-MNIST's training split (its first ``train_limit`` images), measure the
+    accuracy on the test split, and save a checkpoint at ``out`` whose config records the data,
+    the training settings, the metrics and ``command`` (how the shipped one was made: the module
+    docstring). Returns (the path written, that config)."""
     from .data import FASHION_MNIST_CLASSES, fashion_mnist
 
-    if args.cmd == "eval":
-        model = load_classifier(args.model)
-        x, y = fashion_mnist("test")
-        if args.n:
-            x, y = x[:args.n], y[:args.n]
-        print(f"test accuracy on {len(y)} images: {accuracy(model, x, y):.4f}")
-        return 0
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    command = "python -m ddpm_lib.classifier " + shlex.join(argv)
     x, y = fashion_mnist("train")
-    if args.train_limit:
-        x, y = x[:args.train_limit], y[:args.train_limit]
+    if train_limit:
+        x, y = x[:train_limit], y[:train_limit]
     xt, yt = fashion_mnist("test")
-    model, hist = train_classifier(x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                   augment=args.augment)
+    model, hist = train_classifier(x, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, augment=augment,
+                                   progress=progress)
     acc = accuracy(model, xt, yt)
-    n_params = sum(p.numel() for p in model.parameters())
     config = {
         "task": "classification",
         "data": {"dataset": "fashion-mnist", "shape": [1, 28, 28], "train_split": "train", "train_examples": len(y),
                  "test_split": "test", "classes": list(FASHION_MNIST_CLASSES), "scaling": "x / 127.5 - 1"},
-        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "AdamW", "lr": args.lr,
-                  "weight_decay": 1e-4, "schedule": "OneCycleLR(pct_start=0.15)", "seed": args.seed,
-                  "augment": args.augment,
+        "train": {"epochs": epochs, "batch_size": batch_size, "optimizer": "AdamW", "lr": lr,
+                  "weight_decay": 1e-4, "schedule": "OneCycleLR(pct_start=0.15)", "seed": seed,
+                  "augment": augment,
                   "threads": torch.get_num_threads(), "epoch_loss": [round(v, 5) for v in hist["epoch_loss"]]},
         "metrics": {"test_accuracy": round(acc, 5), "test_examples": len(yt),
                     "train_seconds": round(hist["train_seconds"], 1), "train_cpu_seconds": round(hist["cpu_seconds"], 1),
-                    "parameters": n_params},
+                    "parameters": sum(p.numel() for p in model.parameters())},
         "command": command,
     }
-    out = save_checkpoint(args.out, model, config=config, step=args.epochs * (len(y) // args.batch_size))
-    print(f"test accuracy {acc:.4f} on {len(yt)} test images; trained in {hist['train_seconds']:.0f} s "
-          f"({hist['cpu_seconds']:.0f} s of CPU); "
-          f"{n_params} parameters; wrote {out} ({out.stat().st_size} bytes)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    path = save_checkpoint(out, model, config=config, step=epochs * (len(y) // batch_size))
+    return path, config

@@ -10,13 +10,18 @@ a fixed order and verified by sha256 against ``data/registry.json`` before they 
 3. ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``);
 4. a download from the official URL, checked by sha256 (``download=True``).
 
-Command line: ``python -m ddpm_lib.data verify`` checks every shipped file;
-``python -m ddpm_lib.data make-subset`` remakes the 10k training subset.
+Command line (:mod:`ddpm_lib.cli.data`): ``ddpm-data verify`` (or ``python -m ddpm_lib.data
+verify``) checks every shipped file; ``ddpm-data make-subset`` remakes the 10k training subset.
 """
 
 from __future__ import annotations
 
-import argparse
+# python -m ddpm_lib.data runs ddpm-data; up here, so that this module's body never runs as __main__
+if __name__ == "__main__":
+    from ddpm_lib.cli.data import main
+
+    raise SystemExit(main())
+
 import gzip
 import hashlib
 import http.client
@@ -24,7 +29,6 @@ import json
 import math
 import os
 import struct
-import sys
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -58,6 +62,7 @@ __all__ = [
     "verify_registry",
     "make_fashion_mnist_subset",
     "DataIntegrityError",
+    "DownloadError",
     "iterate_minibatches",
     "infinite_minibatches",
 ]
@@ -413,6 +418,11 @@ class DataIntegrityError(ValueError):
     """A data file whose size or sha256 is not the one the registry lists."""
 
 
+class DownloadError(FileNotFoundError):
+    """Files that were not found, and whose download failed (the network, a server): the message
+    says where they were looked for and what failed."""
+
+
 def _v(size, sha256, what):
     return {"size": size, "sha256": sha256, "what": what}
 
@@ -700,7 +710,7 @@ def _fetch(names, dirs, download: bool, dest_dir: Path) -> list[Path]:
         except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, timeouts: OSError
             if isinstance(e, DataIntegrityError):
                 raise
-            raise FileNotFoundError(_missing_message(missing, dirs) + f"\n  (the download failed: {e})") from e
+            raise DownloadError(_missing_message(missing, dirs) + f"\n  (the download failed: {e})") from e
     for n, p in paths.items():
         verify_file(p, f"fashion-mnist/{n}")
     return [paths[n] for n in names]
@@ -845,34 +855,3 @@ def infinite_minibatches(
     """
     while True:
         yield from iterate_minibatches(data, batch_size, generator=generator, shuffle=True, drop_last=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ddpm_lib.data", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("verify", help="check every shipped file under the data folder against registry.json")
-    mk = sub.add_parser("make-subset", help="write the first 10,000 Fashion-MNIST training images and labels")
-    mk.add_argument("--source", help="folder with train-{images,labels}-*.gz (default: the usual lookup)")
-    mk.add_argument("--out", help="output folder (default: the data folder's fashion-mnist/)")
-    args = p.parse_args(argv)
-    if args.cmd == "verify":
-        try:
-            done = verify_registry()
-        except DataIntegrityError as e:
-            print(e, file=sys.stderr)
-            return 1
-        for rel, sha in done.items():
-            print(f"ok  {sha}  {rel}")
-        return 0
-    for path in make_fashion_mnist_subset(args.source, args.out):
-        print(f"{_sha256(path)}  {path.stat().st_size:>9}  {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

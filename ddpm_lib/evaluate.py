@@ -1,7 +1,10 @@
 """Evaluate a trained diffusion model: bits/dim on the test split, and a sample-quality score.
 
-    python -m ddpm_lib.evaluate CKPT_OR_NAME [--bpd] [--subset N] [--fid-samples N] [--sample-steps K]
+    ddpm-evaluate CKPT_OR_NAME [--bpd] [--subset N] [--fid-samples N] [--sample-steps K]
         [--sample-method ancestral|respaced|ddim] [--json out.json] [--seed 0] [--device auto]
+
+(the command line is :mod:`ddpm_lib.cli.evaluate`; ``python -m ddpm_lib.evaluate`` runs it too;
+from Python, :func:`evaluate_checkpoint`.)
 
 (a) ``--bpd``: the negative log-likelihood bound, L = L_T + sum_{t=2}^T L_{t-1} + L_0 (Ho et al.
     2020, Eq. 5, every term, each KL exact and each term with one draw of x_t ~ q(x_t | x_0)), in
@@ -22,10 +25,14 @@
 
 from __future__ import annotations
 
-import argparse
+# python -m ddpm_lib.evaluate runs ddpm-evaluate; up here, so that this module's body never runs as __main__
+if __name__ == "__main__":
+    from ddpm_lib.cli.evaluate import main
+
+    raise SystemExit(main())
+
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -43,7 +50,7 @@ __all__ = [
     "fcd",
     "load_test_split",
     "evaluate_checkpoint",
-    "main",
+    "write_json",
 ]
 
 FCD_NOTE = ("FCD (Frechet classifier distance) uses the 128-d features of ddpm_lib's small Fashion-MNIST classifier; "
@@ -309,49 +316,9 @@ def evaluate_checkpoint(spec, *, bpd: bool = False, subset: Optional[int] = None
     return result
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ddpm_lib.evaluate", description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint", help="a checkpoint .safetensors file or a registered pretrained name")
-    ap.add_argument("--bpd", action="store_true", help="bits/dim on the test split (the whole bound)")
-    ap.add_argument("--subset", type=int, default=None, help="the first N test images only (for speed)")
-    ap.add_argument("--fid-samples", type=int, default=0,
-                    help="generate N images and report the Frechet classifier distance (NOT Inception FID)")
-    ap.add_argument("--sample-steps", type=int, default=None, help="sampling steps for FCD (default: all T)")
-    ap.add_argument("--sample-method", choices=("ancestral", "respaced", "ddim"), default=None,
-                    help="sampler for FCD (default: respaced with --sample-steps, else ancestral)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--no-ema", action="store_true")
-    ap.add_argument("--json", default=None, help="write the results here")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        res = evaluate_checkpoint(args.checkpoint, bpd=args.bpd, subset=args.subset, fid_samples=args.fid_samples,
-                                  sample_steps=args.sample_steps, sample_method=args.sample_method, seed=args.seed,
-                                  device=args.device, batch_size=args.batch_size, use_ema=not args.no_ema,
-                                  progress=not args.no_progress)
-    except (OSError, LookupError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"{res['checkpoint']} (T = {res['T']}, data {res['dataset']})")
-    if "bpd" in res:
-        b = res["bpd"]
-        print(f"bits/dim on {b['n']} test images: {b['mean']:.4f} +- {b['stderr']:.4f} (standard error)")
-        print(f"  L_T {b['L_T']:.4f} + sum L_(t-1) {b['L_t_minus_1']:.4f} + L_0 {b['L_0']:.4f}")
-    if "fcd" in res:
-        f = res["fcd"]
-        print(f"FCD ({f['n_generated']} samples, {f['sampler']['method']} {f['sampler']['steps']} steps, "
-              f"vs {f['n_reference']} test images): {f['value']:.4f}")
-        print(f"  NOTE: {FCD_NOTE}")
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
-        print(f"wrote {path}")
-    return 0
+def write_json(result: dict, path) -> Path:
+    """An :func:`evaluate_checkpoint` result as indented JSON at ``path`` (written atomically)."""
+    from .utils import atomic_write
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

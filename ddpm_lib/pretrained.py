@@ -18,22 +18,27 @@ top-level key ``"pretrained"``::
     >>> p = load_pretrained("fashion-mnist-classifier")   # Pretrained(model, diffusion, config, path)
     >>> list_pretrained()                                 # {name: entry}
 
-Register a new one (atomically rewrites registry.json; the file must lie under the data folder):
+Register a new one (atomically rewrites registry.json; the file must lie under the data folder)
+with the command line :mod:`ddpm_lib.cli.pretrained` (``python -m ddpm_lib.pretrained`` runs it too):
 
-    python -m ddpm_lib.pretrained register NAME data/checkpoints/FILE.safetensors \\
+    ddpm-pretrained register NAME data/checkpoints/FILE.safetensors \\
         --command "python -m ddpm_lib.train ..." --description "..."
-    python -m ddpm_lib.pretrained list
-    python -m ddpm_lib.pretrained verify [NAME ...]
+    ddpm-pretrained list
+    ddpm-pretrained verify [NAME ...]
 """
 
 from __future__ import annotations
 
-import argparse
+# python -m ddpm_lib.pretrained runs ddpm-pretrained; up here, so that this module's body never runs as __main__
+if __name__ == "__main__":
+    from ddpm_lib.cli.pretrained import main
+
+    raise SystemExit(main())
+
 import contextlib
 import hashlib
 import json
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +65,6 @@ __all__ = [
     "is_pretrained_name",
     "registry_path",
     "resolve_device",
-    "main",
 ]
 
 REGISTRY_KEY = "pretrained"
@@ -342,47 +346,3 @@ def register_pretrained(name: str, path, command: Optional[str] = None, descript
         reg[REGISTRY_KEY] = {k: table[k] for k in sorted(table)}
         _write_json_atomic(reg_path, reg)
     return entry
-
-
-# ----------------------------------------------------------------------------------------------
-# command line
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ddpm_lib.pretrained",
-                                description="List, verify and register the shipped pretrained checkpoints.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="the registered names, files and metrics")
-    v = sub.add_parser("verify", help="check registered files by sha256")
-    v.add_argument("names", nargs="*")
-    r = sub.add_parser("register", help="add a checkpoint under the data folder to registry.json")
-    r.add_argument("name")
-    r.add_argument("path")
-    r.add_argument("--command", default=None, help="the exact command that made the checkpoint")
-    r.add_argument("--description", default="")
-    args = p.parse_args(argv)
-    try:
-        problem = data_dir_problem() if args.cmd in ("list", "verify") else None
-        if problem:  # no registry: say where it was looked for, rather than list nothing
-            print(f"error: cannot {args.cmd} the pretrained checkpoints: {problem}", file=sys.stderr)
-            return 1
-        if args.cmd == "list":
-            if not list_pretrained():
-                print(f"no pretrained checkpoints registered in {registry_path()}")
-            for n, e in list_pretrained().items():
-                print(f"{n}: {e['path']} ({e['size']} bytes, sha256 {e['sha256']})\n    {e.get('description', '')}\n"
-                      f"    metrics: {json.dumps(e.get('metrics', {}), sort_keys=True)}\n    made by: {e.get('command')}")
-        elif args.cmd == "verify":
-            for n, sha in verify_pretrained(args.names or None).items():
-                print(f"ok  {sha}  {n}")
-        else:
-            e = register_pretrained(args.name, args.path, args.command, args.description)
-            print(f"registered {args.name!r} in {registry_path()}: {json.dumps(e, indent=2)}")
-    except (OSError, LookupError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

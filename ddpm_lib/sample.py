@@ -1,14 +1,15 @@
 """Sample from a trained checkpoint: ancestral (Algorithm 2), respaced, or DDIM; write a PNG grid.
 
-    python -m ddpm_lib.sample CKPT_OR_NAME --n 64 --out grid.png [--method ancestral|respaced|ddim]
+    ddpm-sample CKPT_OR_NAME --n 64 --out runs/samples.png [--method ancestral|respaced|ddim]
         [--steps K] [--eta 0] [--seed 0] [--clip] [--device auto] [--batch-size B]
         [--trajectory traj.safetensors --record 1000,750,500,250,0] [--save-samples samples.safetensors]
 
-CKPT_OR_NAME is a checkpoint file (``.safetensors`` written by the trainer) or a name registered
-in ``data/registry.json`` (see :mod:`ddpm_lib.pretrained`). The default is ancestral sampling
-with all T steps; ``--method respaced --steps K`` runs the same ancestral sampler on K evenly
-spaced timesteps (Nichol & Dhariwal 2021), ``--method ddim --steps K --eta E`` DDIM (Song et al.
-2021). The noise comes from a CPU generator seeded by ``--seed``, so a seed (and batch size:
+(the command line is :mod:`ddpm_lib.cli.sample`; ``python -m ddpm_lib.sample`` runs it too;
+from Python, :func:`sample_from_checkpoint`). CKPT_OR_NAME is a checkpoint file (``.safetensors``
+written by the trainer) or a name registered in ``data/registry.json`` (see
+:mod:`ddpm_lib.pretrained`). The default is ancestral sampling with all T steps; ``--method
+respaced --steps K`` runs the same ancestral sampler on K evenly spaced timesteps (Nichol &
+Dhariwal 2021), ``--method ddim --steps K --eta E`` DDIM (Song et al. 2021). The noise comes from a CPU generator seeded by ``--seed``, so a seed (and batch size:
 batches draw their noise in turn) gives the same samples on any device, up to floating-point
 differences of the network.
 
@@ -20,9 +21,13 @@ Images are written as a PNG grid (8-bit, round((x + 1) * 127.5)); 2-D data as a 
 
 from __future__ import annotations
 
-import argparse
+# python -m ddpm_lib.sample runs ddpm-sample; up here, so that this module's body never runs as __main__
+if __name__ == "__main__":
+    from ddpm_lib.cli.sample import main
+
+    raise SystemExit(main())
+
 import json
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -35,7 +40,7 @@ from .diffusion import GaussianDiffusion, Trajectory
 from .pretrained import Pretrained, load_model, resolve_device
 from .sampling import ddim_sample, ddim_timesteps
 
-__all__ = ["SampleResult", "METHODS", "generate", "sample_from_checkpoint", "save_samples_png", "main"]
+__all__ = ["SampleResult", "METHODS", "DEFAULT_STEPS", "generate", "sample_from_checkpoint", "save_samples_png"]
 
 METHODS = ("ancestral", "respaced", "ddim")
 DEFAULT_STEPS = {"respaced": 100, "ddim": 50}
@@ -244,54 +249,3 @@ def sample_from_checkpoint(spec, n: int = 64, *, method: str = "ancestral", step
     if save_samples is not None:
         files["samples"] = _save_safetensors({"samples": samples}, save_samples, {"format": "ddpm_lib.samples", **info})
     return SampleResult(samples=samples, trajectory=traj, info=info, files=files)
-
-
-def _int_list(s: str) -> list[int]:
-    try:
-        return [int(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ddpm_lib.sample", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a checkpoint .safetensors file or a registered pretrained name")
-    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--out", default="samples.png", help="PNG to write: an image grid, or a scatter plot for 2-D data")
-    p.add_argument("--method", choices=METHODS, default="ancestral")
-    p.add_argument("--steps", type=int, default=None,
-                   help=f"sampling steps (ancestral: T; default respaced {DEFAULT_STEPS['respaced']}, "
-                        f"ddim {DEFAULT_STEPS['ddim']}, at most T)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM's eta (0: deterministic, 1: DDPM-like)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clip", action="store_true", help="clip the predicted x_0 to [-1, 1] at every step")
-    p.add_argument("--trajectory", default=None, help="write x_t and predicted x_0 at --record timesteps (safetensors)")
-    p.add_argument("--record", type=_int_list, default=None,
-                   help="original timesteps to record, e.g. 1000,750,500,250,0 (default: T, 3T/4, T/2, T/4, 0)")
-    p.add_argument("--save-samples", default=None, help="write the raw samples (safetensors, tensor 'samples')")
-    p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ...")
-    p.add_argument("--batch-size", type=int, default=None, help="sample in batches of this size (default: all at once)")
-    p.add_argument("--nrow", type=int, default=None, help="images per row of the grid")
-    p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA weights")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        res = sample_from_checkpoint(args.checkpoint, args.n, method=args.method, steps=args.steps, eta=args.eta,
-                                     seed=args.seed, clip=args.clip, record=args.record, device=args.device,
-                                     batch_size=args.batch_size, use_ema=not args.no_ema, out=args.out,
-                                     trajectory=args.trajectory, save_samples=args.save_samples, nrow=args.nrow,
-                                     progress=not args.no_progress)
-    except (OSError, LookupError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    i = res.info
-    print(f"{i['n']} samples from {i['checkpoint']} ({i['method']}, {i['steps']} steps, seed {i['seed']}, "
-          f"{i['device']}) in {i['seconds']:.1f} s")
-    for what, path in res.files.items():
-        print(f"  {what}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

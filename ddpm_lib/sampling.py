@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
-from .diffusion import GaussianDiffusion, Recorder, Trajectory, initial_noise, noise_like, progress_bar
+from .diffusion import GaussianDiffusion, Recorder, initial_noise, noise_like, progress_bar
 from .schedules import NoiseSchedule
 
 __all__ = [

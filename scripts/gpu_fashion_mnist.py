@@ -59,7 +59,7 @@ def main():
         cfg.steps = args.steps
     if args.no_compile:
         cfg.compile = False
-    trainer = Trainer(cfg, command=f"python -m ddpm_lib.train --config configs/fashion_mnist_gpu.toml")
+    trainer = Trainer(cfg, command="python -m ddpm_lib.train --config configs/fashion_mnist_gpu.toml")
     t0 = time.time()
     stop = (lambda tr: time.time() - t0 > args.train_seconds) if args.train_seconds else None
     hist = trainer.run(callback=stop, progress=False)

@@ -180,7 +180,7 @@ def test_check_enforces_the_solution_convention(tiny):
 # ---- execute -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_execute_twice_gives_byte_identical_notebooks(tiny):
-    assert cli(tiny, "execute")[0] == 1  # no chapter named and no --all
+    assert cli(tiny, "execute")[0] == 2  # no chapter named and no --all: a usage error
     B.execute_book(tiny, all_chapters=True, quiet=True)
     first = {c.id: c.ipynb_path.read_bytes() for c in tiny.chapters}
     B.execute_book(tiny, ["basics", "2"], quiet=True)

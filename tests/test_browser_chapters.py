@@ -81,7 +81,7 @@ def _wait_kernel_idle(page, timeout_ms):
 
 def _wait_session_ready(page, timeout_ms):
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                           f" && window.jupyterapp.shell.currentWidget.sessionContext", timeout=timeout_ms)
+                           " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=timeout_ms)
     page.evaluate(f"""async () => {{
         const sc = {_KERNEL};
         await sc.ready;

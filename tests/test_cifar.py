@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from ddpm_lib import cifar as C
-from ddpm_lib.data import DataIntegrityError
+from ddpm_lib.cli.data import cifar10_main, main as data_main
+from ddpm_lib.data import DataIntegrityError, DownloadError
 
 torch.set_num_threads(1)
 
@@ -191,7 +192,7 @@ def test_offline_missing_message(tmp_path, monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(C.urllib.request, "urlopen", no_network)
-    with pytest.raises(FileNotFoundError, match="the download failed: network unreachable"):
+    with pytest.raises(DownloadError, match="the download failed: network unreachable"):  # a FileNotFoundError
         C.cifar10("test", download=True)
     assert not any((tmp_path / "data" / "cifar10").glob("*.part"))
     with pytest.raises(ValueError, match="unknown CIFAR-10 split"):
@@ -210,6 +211,44 @@ def test_data_folder_copy_must_be_official(small_archive, tmp_path, monkeypatch)
     assert C.cifar10("test", root=path)[0].shape[0] == PER_BATCH
     with pytest.raises(DataIntegrityError):
         C.cifar10("test", root=path, verify=True)
+
+
+def test_verify_and_its_command_line(small_archive, tmp_path, capsys):
+    path, *_ = small_archive
+    folder = tmp_path / "extracted"
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            (folder / m.name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / m.name).write_bytes(tar.extractfile(m).read())
+    batches = folder / "cifar-10-batches-py"
+    r = C.verify_cifar10(folder)
+    assert r["source"] == batches and r["sha256"] is None
+    assert r["splits"] == {"train": ((5 * PER_BATCH, 3, 32, 32), 5 * PER_BATCH), "test": ((PER_BATCH, 3, 32, 32), PER_BATCH)}
+    assert data_main(["cifar10", "verify", str(folder)]) == 0
+    assert capsys.readouterr().out == f"train: {(15, 3, 32, 32)} images, 15 labels\ntest: {(3, 3, 32, 32)} images, 3 labels\n"
+    # python -m ddpm_lib.cifar ARGS is ddpm-data cifar10 ARGS; an archive must be the official one (exit 1)
+    with pytest.raises(DataIntegrityError, match="sha256 mismatch"):
+        C.verify_cifar10(path)
+    assert cifar10_main(["verify", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: sha256 mismatch") and len(err.splitlines()) == 1
+    # a batch that does not read fails the check (exit 1); nothing there is a usage error (exit 2)
+    (batches / "data_batch_3").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(DataIntegrityError, match="data_batch_3 is not a readable CIFAR-10 batch"):
+        C.verify_cifar10(folder)
+    assert cifar10_main(["verify", str(folder)]) == 1
+    assert cifar10_main(["verify", str(tmp_path / "nothing")]) == 2
+    assert "CIFAR-10 not found" in capsys.readouterr().err
+
+
+def test_download_failure_exits_1(tmp_path, monkeypatch, capsys):
+    def no_network(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(C.urllib.request, "urlopen", no_network)
+    assert data_main(["cifar10", "download", "--dest", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == "error: network unreachable\n"
+    assert not list(tmp_path.iterdir())
 
 
 def test_official_constants():

@@ -7,6 +7,7 @@ import torch
 
 from ddpm_lib import classifier as K
 from ddpm_lib.checkpoints import MODEL_REGISTRY, build_model, load_checkpoint
+from ddpm_lib.cli.classifier import main
 from ddpm_lib.data import REPO_DATA_DIR, fashion_mnist
 from ddpm_lib.pretrained import list_pretrained, load_pretrained
 
@@ -41,6 +42,13 @@ def test_shipped_classifier_accuracy_and_features():
     assert torch.allclose(logits, model.head(f), atol=1e-5)  # the head is linear in the features (eval mode)
     with pytest.raises(ValueError, match="shape"):
         model.features(torch.zeros(2, 3, 32, 32))
+
+
+def test_eval_cli(capsys):
+    assert main(["eval", "--n", "500"]) == 0
+    assert capsys.readouterr().out.startswith("test accuracy on 500 images: 0.9")
+    assert main(["eval", "swiss-roll-mlp"]) == 2  # another model: a usage error, one line
+    assert capsys.readouterr().err == "error: swiss-roll-mlp holds a MLP, not a FashionClassifier\n"
 
 
 def test_model_registry_and_round_trip(tmp_path):
@@ -80,7 +88,7 @@ def test_train_cli_quick(tmp_path, capsys):
     except FileNotFoundError as e:
         pytest.skip(f"the full Fashion-MNIST training split is not available offline: {e}")
     out = tmp_path / "clf.safetensors"
-    rc = K.main(["train", "--out", str(out), "--epochs", "1", "--train-limit", "512", "--batch-size", "64",
+    rc = main(["train", "--out", str(out), "--epochs", "1", "--train-limit", "512", "--batch-size", "64",
                  "--seed", "1"])
     assert rc == 0
     cfg = json.loads(out.with_suffix(".json").read_text())

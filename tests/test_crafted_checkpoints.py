@@ -52,7 +52,8 @@ def rewrite_config(src, dst, edit) -> Path:
 
 
 def run_measured(module: str, *args) -> tuple[int, str, float]:
-    """(exit code, stderr, MB of peak RSS added after the imports) of ``python -m module args``."""
+    """(exit code, stderr, MB of peak RSS added after the imports) of ``module``'s main(args) (a command
+    line of ddpm_lib.cli), in a fresh interpreter."""
     code = (
         "import resource, sys\n"
         f"from {module} import main\n"
@@ -104,9 +105,9 @@ CRAFTED = {
 def test_sample_refuses_an_edited_config_before_allocating(roll_ckpt, tmp_path, case):
     edit, message = CRAFTED[case]
     bad = rewrite_config(roll_ckpt, tmp_path / f"{case}.safetensors", edit)
-    rc, err, added_mb = run_measured("ddpm_lib.sample", bad, "--n", "4", "--no-progress", "--device", "cpu",
+    rc, err, added_mb = run_measured("ddpm_lib.cli.sample", bad, "--n", "4", "--no-progress", "--device", "cpu",
                                      "--out", tmp_path / "o.png")
-    assert rc == 1, err
+    assert rc == 2, err  # a checkpoint that cannot be used as given: a usage error
     assert f"error: {bad}" in err and re.search(message, err), err
     assert "Traceback" not in err
     assert added_mb < REFUSAL_BUDGET_MB, f"the refusal took {added_mb:.0f} MB"
@@ -115,8 +116,9 @@ def test_sample_refuses_an_edited_config_before_allocating(roll_ckpt, tmp_path, 
 @pytest.mark.slow
 def test_evaluate_goes_through_the_same_checks(roll_ckpt, tmp_path):
     bad = rewrite_config(roll_ckpt, tmp_path / "layers.safetensors", CRAFTED["layers"][0])
-    rc, err, added_mb = run_measured("ddpm_lib.evaluate", bad, "--fid-samples", "4", "--device", "cpu", "--no-progress")
-    assert rc == 1 and "parameter tensors, but the file stores" in err, err
+    rc, err, added_mb = run_measured("ddpm_lib.cli.evaluate", bad, "--fid-samples", "4", "--device", "cpu",
+                                     "--no-progress")
+    assert rc == 2 and "parameter tensors, but the file stores" in err, err
     assert added_mb < REFUSAL_BUDGET_MB
     with pytest.raises(CheckpointError, match="refused before building it"):
         load_model(bad)

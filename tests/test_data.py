@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import ddpm_lib.data as D
+from ddpm_lib.cli.data import main as data_main
 
 SYSTEM_TRAIN = [D.SYSTEM_FASHION_MNIST_DIR / n for n in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")]
 HAS_SYSTEM_TRAIN = all(p.is_file() for p in SYSTEM_TRAIN)
@@ -317,7 +318,7 @@ def test_verification_cache_sees_a_changed_file(tmp_path):
         D.fashion_mnist("test", root=root, download=False)
 
 
-def test_missing_files_name_three_ways(tmp_path, nowhere):
+def test_missing_files_name_three_ways(tmp_path, nowhere, monkeypatch):
     root = tmp_path / "root"
     root.mkdir()
     with pytest.raises(FileNotFoundError) as e:
@@ -329,6 +330,14 @@ def test_missing_files_name_three_ways(tmp_path, nowhere):
     assert "download=True" in msg and D.FASHION_MNIST_URL in msg
     with pytest.raises(FileNotFoundError, match="first 10000 of train-images"):
         D.fashion_mnist("train-10k", root=root, download=False)
+    # a download that fails says so, as a DownloadError (a FileNotFoundError; ddpm-data's exit code 1)
+    def no_network(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(D.urllib.request, "urlopen", no_network)
+    with pytest.raises(D.DownloadError, match=r"apt-get install dataset-fashion-mnist(.|\n)*the download failed: network"):
+        D.fashion_mnist("test", root=root, download=True)
+    assert not list(root.iterdir())
 
 
 def test_download_is_verified_and_atomic(tmp_path, nowhere, monkeypatch):
@@ -383,7 +392,9 @@ def test_registry_entry(tmp_path, monkeypatch):
     assert D.registry_entry(key) is None
 
 
-def test_verify_registry():
+def test_verify_registry(capsys):
+    assert data_main(["verify"]) == 0  # ddpm-data verify
+    assert capsys.readouterr().out.count("ok  ") == 5
     done = D.verify_registry()
     assert set(done) == {
         "fashion-mnist/t10k-images-idx3-ubyte.gz",
@@ -394,7 +405,7 @@ def test_verify_registry():
     }
 
 
-def test_verify_registry_reports_missing_and_bad(tmp_path, monkeypatch):
+def test_verify_registry_reports_missing_and_bad(tmp_path, monkeypatch, capsys):
     shutil.copy(D.REPO_DATA_DIR / "registry.json", tmp_path / "registry.json")
     _copy_test_split(tmp_path / "fashion-mnist")
     (tmp_path / "fashion-mnist/t10k-labels-idx1-ubyte.gz").write_bytes(b"x")
@@ -405,6 +416,10 @@ def test_verify_registry_reports_missing_and_bad(tmp_path, monkeypatch):
     assert "t10k-labels-idx1-ubyte.gz: sha256 mismatch" in msg
     assert "train-10k-images-idx3-ubyte.gz: missing" in msg
     assert "t10k-images" not in msg
+    # ddpm-data verify: a check that fails exits 1, one error line with the problems indented below it
+    assert data_main(["verify"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "error: registry check failed:" and all(s.startswith("  ") for s in err[1:]) and len(err) == 5
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import torch
 from ddpm_lib import NoiseSchedule, GaussianDiffusion
 from ddpm_lib import evaluate as E
 from ddpm_lib.checkpoints import save_checkpoint
+from ddpm_lib.cli.evaluate import main
 from ddpm_lib.data import fashion_mnist
 from ddpm_lib.nets import UNet
 
@@ -133,7 +134,7 @@ def test_bits_per_dim_on_agrees_with_the_library(tiny_ckpt):
 def test_cli_bpd_and_fcd_end_to_end(tiny_ckpt, tmp_path, capsys):
     path = tiny_ckpt[0]
     out = tmp_path / "eval.json"
-    rc = E.main([str(path), "--bpd", "--subset", "6", "--fid-samples", "12", "--sample-steps", "3",
+    rc = main([str(path), "--bpd", "--subset", "6", "--fid-samples", "12", "--sample-steps", "3",
                  "--batch-size", "4", "--json", str(out), "--device", "cpu", "--no-progress"])
     printed = capsys.readouterr().out
     assert rc == 0
@@ -147,9 +148,9 @@ def test_cli_bpd_and_fcd_end_to_end(tiny_ckpt, tmp_path, capsys):
     assert math.isfinite(f["value"]) and f["value"] > 0
     assert "NOT Inception FID" in f["note"] and "NOT Inception FID" in printed
     # the same seed and batch size give the same numbers
-    assert E.main([str(path), "--bpd", "--subset", "6", "--batch-size", "4", "--json", str(tmp_path / "b.json"),
+    assert main([str(path), "--bpd", "--subset", "6", "--batch-size", "4", "--json", str(tmp_path / "b.json"),
                    "--device", "cpu", "--no-progress"]) == 0
     assert json.loads((tmp_path / "b.json").read_text())["bpd"]["mean"] == b["mean"]
-    # nothing asked: a clear error
-    assert E.main([str(path)]) == 1
-    assert "nothing to evaluate" in capsys.readouterr().err
+    # nothing asked: a usage error (exit 2), one line
+    assert main([str(path)]) == 2
+    assert capsys.readouterr().err == "error: nothing to evaluate: ask for --bpd and/or --fid-samples N\n"

@@ -20,6 +20,8 @@ import pytest
 
 import ddpm_lib.data as D
 from ddpm_lib import pretrained as P
+from ddpm_lib.cli import data as data_cli
+from ddpm_lib.cli import pretrained as pretrained_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,12 +75,12 @@ def test_no_data_folder_errors_name_the_fix(nowhere, capsys):
     with pytest.raises(FileNotFoundError, match="DDPM_DATA_DIR="):
         P.load_model("fashion-mnist-unet")
     # `python -m ddpm_lib.pretrained list` says where it looked and fails
-    assert P.main(["list"]) == 1
+    assert pretrained_cli.main(["list"]) == 1
     out = capsys.readouterr()
     assert out.out == "" and "DDPM_DATA_DIR=" in out.err
     assert str(D.REPO_DATA_DIR) in out.err and str(D.PACKAGE_DATA_DIR) in out.err
-    assert P.main(["verify"]) == 1 and "DDPM_DATA_DIR=" in capsys.readouterr().err
-    assert D.main(["verify"]) == 1
+    assert pretrained_cli.main(["verify"]) == 1 and "DDPM_DATA_DIR=" in capsys.readouterr().err
+    assert data_cli.main(["verify"]) == 1
     assert "DDPM_DATA_DIR=" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError) as e:
         D.fashion_mnist("test", download=False)
@@ -89,11 +91,11 @@ def test_no_data_folder_errors_name_the_fix(nowhere, capsys):
 
 def test_data_dir_env_without_registry_fails_list(nowhere, monkeypatch, capsys):
     monkeypatch.setenv(D.DATA_DIR_ENV, str(nowhere / "empty"))
-    assert P.main(["list"]) == 1
+    assert pretrained_cli.main(["list"]) == 1
     err = capsys.readouterr().err
     assert f"DDPM_DATA_DIR={nowhere / 'empty'} holds no registry.json" in err
     _registry(nowhere / "empty")
-    assert P.main(["list"]) == 0
+    assert pretrained_cli.main(["list"]) == 0
     assert "no pretrained checkpoints registered" in capsys.readouterr().out
 
 
@@ -195,7 +197,7 @@ def test_wheel_installed_elsewhere_carries_the_data(tmp_path):
     assert r["test"] == [10000, 1, 28, 28] and r["labels"] == [1000] * 10 and r["subset"] == [10000, 1, 28, 28]
     err = r["cifar_error"]
     assert err and "cifar-10-python.tar.gz" in err and str(site / "ddpm_lib" / "_data" / "cifar10") in err
-    assert "DDPM_DATA_DIR" in err and "python -m ddpm_lib.cifar download" in err
+    assert "DDPM_DATA_DIR" in err and "ddpm-data cifar10 download" in err
 
     listed = _run([py, "-m", "ddpm_lib.pretrained", "list"], cwd=work, env=env).stdout
     for name in json.loads((ROOT / "data" / "registry.json").read_text())["pretrained"]:

@@ -9,6 +9,7 @@ import torch
 from ddpm_lib import NoiseSchedule, GaussianDiffusion
 from ddpm_lib import pretrained as P
 from ddpm_lib.checkpoints import save_checkpoint
+from ddpm_lib.cli.pretrained import main
 from ddpm_lib.data import REPO_DATA_DIR, DataIntegrityError
 from ddpm_lib.nets import UNet
 
@@ -76,16 +77,22 @@ def test_register_and_load_round_trip(data_dir):
 def test_register_cli_and_list(data_dir, capsys):
     path = data_dir / "checkpoints" / "cli.safetensors"
     tiny_diffusion_checkpoint(path)
-    assert P.main(["register", "cli-model", str(path), "--command", "python -m x --a 1", "--description", "d"]) == 0
+    assert main(["register", "cli-model", str(path), "--command", "python -m x --a 1", "--description", "d"]) == 0
     assert P.list_pretrained()["cli-model"]["command"] == "python -m x --a 1"
-    assert P.main(["list"]) == 0
+    assert main(["list"]) == 0
     assert "cli-model" in capsys.readouterr().out
-    assert P.main(["verify", "cli-model"]) == 0
-    # a file outside the data folder is refused with the way out
+    assert main(["verify", "cli-model"]) == 0
+    capsys.readouterr()
+    # a file outside the data folder is refused with the way out: a usage error (exit 2), one line
     outside = data_dir.parent / "outside.safetensors"
     shutil.copy(path, outside)
     with pytest.raises(ValueError, match="not under the data folder"):
         P.register_pretrained("x", outside, command="c")
+    assert main(["register", "x", str(outside), "--command", "c"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not under the data folder" in err and len(err.splitlines()) == 1
+    assert main(["verify", "cli-model", "no-such-model"]) == 2
+    assert "unknown pretrained name 'no-such-model'" in capsys.readouterr().err
 
 
 def test_sha_mismatch_is_refused(data_dir):
@@ -98,6 +105,7 @@ def test_sha_mismatch_is_refused(data_dir):
     with pytest.raises(DataIntegrityError, match="sha256 mismatch for pretrained checkpoint 'tiny'") as e:
         P.load_pretrained("tiny")
     assert "Remake it with: c" in str(e.value)
+    assert main(["verify", "tiny"]) == 1  # a check that fails
     with pytest.raises(DataIntegrityError, match="tiny"):
         P.verify_pretrained()
 

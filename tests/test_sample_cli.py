@@ -1,4 +1,4 @@
-"""python -m ddpm_lib.sample, end to end on tiny checkpoints with few steps."""
+"""ddpm-sample (ddpm_lib.cli.sample over ddpm_lib.sample), end to end on tiny checkpoints with few steps."""
 
 import shutil
 import warnings
@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from ddpm_lib import NoiseSchedule, GaussianDiffusion
 from ddpm_lib import sample as S
 from ddpm_lib.checkpoints import save_checkpoint
+from ddpm_lib.cli.sample import main
 from ddpm_lib.data import REPO_DATA_DIR
 from ddpm_lib.nets import MLP, UNet
 from ddpm_lib.pretrained import register_pretrained
@@ -54,7 +55,7 @@ def roll_ckpt(tmp_path_factory):
 
 def test_cli_ancestral_grid_trajectory_samples(image_ckpt, tmp_path):
     out, traj, raw = tmp_path / "grid.png", tmp_path / "traj.safetensors", tmp_path / "s.safetensors"
-    rc = S.main([str(image_ckpt), "--n", "6", "--out", str(out), "--seed", "3", "--trajectory", str(traj),
+    rc = main([str(image_ckpt), "--n", "6", "--out", str(out), "--seed", "3", "--trajectory", str(traj),
                  "--record", "10,5,0", "--save-samples", str(raw), "--device", "cpu", "--batch-size", "4",
                  "--nrow", "3", "--no-progress"])
     assert rc == 0
@@ -92,7 +93,7 @@ def test_respaced_and_ddim(image_ckpt, tmp_path):
     d1 = S.sample_from_checkpoint(image_ckpt, 3, method="ddim", steps=5, seed=2, record=[10, 0], progress=False)
     d2 = S.sample_from_checkpoint(image_ckpt, 3, method="ddim", steps=5, seed=2, progress=False)
     assert torch.equal(d1.samples, d2.samples) and d1.trajectory.ts.tolist() == [10, 0]
-    assert S.main([str(image_ckpt), "--n", "2", "--out", str(tmp_path / "d.png"), "--method", "ddim",
+    assert main([str(image_ckpt), "--n", "2", "--out", str(tmp_path / "d.png"), "--method", "ddim",
                    "--steps", "3", "--eta", "1.0", "--clip", "--no-progress"]) == 0
     with pytest.warns(UserWarning, match="not on this sampler's grid"):
         S.sample_from_checkpoint(image_ckpt, 1, method="respaced", steps=2, record=[7], progress=False)
@@ -107,16 +108,23 @@ def test_respaced_and_ddim(image_ckpt, tmp_path):
 def test_errors(image_ckpt, tmp_path, capsys):
     with pytest.raises(ValueError, match="use method='respaced'"):
         S.sample_from_checkpoint(image_ckpt, 2, steps=5, progress=False)
-    assert S.main([str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "x.png")]) == 1
-    assert "neither a checkpoint file nor a registered pretrained name" in capsys.readouterr().err
-    assert S.main([str(image_ckpt), "--method", "ddim", "--steps", "50", "--out", str(tmp_path / "x.png")]) == 1
+    # usage errors (exit 2, one line): no such file or name, more steps than T
+    assert main([str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "neither a checkpoint file nor a registered pretrained name" in err
+    assert main([str(image_ckpt), "--method", "ddim", "--steps", "50", "--out", str(tmp_path / "x.png")]) == 2
     assert "steps must be in 1..T" in capsys.readouterr().err
+    # a failure while working (exit 1): the grid cannot be written where --out points
+    (tmp_path / "file").write_text("")
+    assert main([str(image_ckpt), "--n", "1", "--method", "ddim", "--steps", "2", "--no-progress",
+                 "--out", str(tmp_path / "file" / "x.png")]) == 1
+    assert capsys.readouterr().err.startswith("error: ")
 
 
-def test_two_d_data_scatter(roll_ckpt, tmp_path):
-    out = tmp_path / "roll.png"
-    assert S.main([str(roll_ckpt), "--n", "50", "--out", str(out), "--no-progress"]) == 0
-    img = mpimg.imread(out)
+def test_two_d_data_scatter(roll_ckpt, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --out is runs/samples.png, its folder made on the way
+    assert main([str(roll_ckpt), "--n", "50", "--no-progress"]) == 0
+    img = mpimg.imread(tmp_path / "runs" / "samples.png")
     assert img.ndim == 3 and img.shape[0] > 100
     r = S.sample_from_checkpoint(roll_ckpt, 5, method="ddim", steps=4, progress=False)
     assert r.samples.shape == (5, 2)
@@ -132,3 +140,7 @@ def test_by_registered_name(image_ckpt, tmp_path, monkeypatch):
     r = S.sample_from_checkpoint("tiny-sampler", 2, seed=3, progress=False)
     assert r.info["name"] == "tiny-sampler" and r.info["sha256"]
     assert torch.equal(r.samples, S.sample_from_checkpoint(image_ckpt, 2, seed=3, progress=False).samples)
+    # a registered file found truncated is a failure (exit 1), not a usage error
+    path = data / "checkpoints" / "tiny.safetensors"
+    path.write_bytes(path.read_bytes()[:-10])
+    assert main(["tiny-sampler", "--n", "1", "--out", str(tmp_path / "x.png"), "--no-progress"]) == 1

@@ -1,6 +1,5 @@
 """ddpm_lib.viz: image grids (shape, values, padding), PNG files, plots, and errors for bad input."""
 
-import os
 
 import matplotlib
 

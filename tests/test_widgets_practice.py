@@ -10,7 +10,6 @@ every test samples in milliseconds.
 import math
 import time
 
-import numpy as np
 import pytest
 import torch
 

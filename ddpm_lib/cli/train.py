@@ -18,23 +18,31 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import CheckpointError
 from ..train.config import (DATASETS, FIELD_TYPES, FIELDS, MODELS, SCHEDULES, ConfigError, TrainConfig,
                             config_from_dict, load_config, to_toml)
 from ..train.distributed import launched_by_torchrun
-from ..train.rundir import RunDirInUseError, load_resumable, open_run_dir
+from ..train.rundir import load_resumable, open_run_dir
 from ..train.trainer import Trainer
+from . import make_parser, run
 
 __all__ = ["build_parser", "main"]
 
 
+EXAMPLES = (
+    "ddpm-train --config configs/swiss_roll.toml --out-dir runs/swiss-roll",
+    "ddpm-train --resume runs/swiss-roll --steps 4000",
+    "ddpm-train --config configs/fashion_mnist.toml --dataset fashion-mnist-10k --model unet-fmnist-tiny "
+    "--steps 2000 --out-dir runs/fmnist-tiny",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m ddpm_lib.train",
-        description="Train a DDPM (Algorithm 1 of Ho et al. 2020). Settings come from the defaults, then "
-                    "--config FILE.toml, then the flags below; with --resume, from the checkpoint (unless "
-                    "--config is given), then the flags. Under torchrun the same command trains data-parallel.",
-    )
+    p = make_parser(
+        "ddpm-train",
+        "Train a DDPM (Algorithm 1 of Ho et al. 2020). Settings come from the defaults, then "
+        "--config FILE.toml, then the flags below; with --resume, from the checkpoint (unless "
+        "--config is given), then the flags. Under torchrun the same command trains data-parallel "
+        "(torchrun -m ddpm_lib.train ...).", EXAMPLES, module="ddpm_lib.train")
     p.add_argument("--config", metavar="FILE.toml", help="a TOML file of the fields below (see configs/)")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
                    help="continue from the latest checkpoint in out_dir (or in PATH, a run directory or a "
@@ -69,7 +77,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     trainer = None
     release_out_dir = lambda: None  # noqa: E731
-    try:
+
+    def body():
+        nonlocal trainer, release_out_dir
         base = load_config(args.config) if args.config else None
         if args.resume is not None:
             where = args.resume or given.get("out_dir") or (base.out_dir if base else "")
@@ -107,9 +117,9 @@ def main(argv=None) -> int:
                 print(f"done: step {trainer.step_count}, loss {h.loss[-1]:.4f}; checkpoint "
                       f"{Path(trainer.config.out_dir) / 'latest.safetensors'}", file=sys.stderr)
         return 0
-    except (ConfigError, CheckpointError, FileNotFoundError, RunDirInUseError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+    try:
+        return run(body)
     finally:
         if trainer is not None:
             trainer.close()

@@ -99,6 +99,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "BookError",
+    "BookUsageError",
     "Chapter",
     "Book",
     "CheckProblem",
@@ -185,6 +186,11 @@ class BookError(Exception):
     """A problem with book.toml, a chapter's files, or a command's arguments."""
 
 
+class BookUsageError(BookError):
+    """A command that cannot work as given: no such chapter, no book.toml there, no chapter named
+    (``ddpm-book`` exits 2, as for every usage error; another BookError exits 1)."""
+
+
 # ---------------------------------------------------------------------------------------------
 # book.toml
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +255,7 @@ class Book:
             if k in (c.id, c.stem) or (k.isdigit() and int(k) == c.number):
                 return c
         known = ", ".join(f"{c.number:02d}/{c.id}" for c in self.chapters)
-        raise BookError(f"no chapter {key!r} in {self.path} (chapters: {known})")
+        raise BookUsageError(f"no chapter {key!r} in {self.path} (chapters: {known})")
 
     def select(self, keys: Optional[Iterable] = None) -> list:
         """The chapters named by ``keys`` in book order (all when None or empty)."""
@@ -266,7 +272,7 @@ def find_book(path=None) -> Path:
         if p.is_dir():
             p = p / BOOK_FILE
         if not p.is_file():
-            raise BookError(f"no book.toml at {p}")
+            raise BookUsageError(f"no book.toml at {p}")
         return p.resolve()
     here = Path(__file__).resolve().parents[2] / BOOK_FILE
     if here.is_file():
@@ -274,7 +280,7 @@ def find_book(path=None) -> Path:
     for d in [Path.cwd(), *Path.cwd().parents]:
         if (d / BOOK_FILE).is_file():
             return (d / BOOK_FILE).resolve()
-    raise BookError("no book.toml found next to the ddpm_lib package or above the current directory; "
+    raise BookUsageError("no book.toml found next to the ddpm_lib package or above the current directory; "
                     "pass --book PATH")
 
 
@@ -691,7 +697,7 @@ def execute_book(book: Book, keys=None, *, all_chapters: bool = False, timeout: 
                  quiet: bool = False) -> dict:
     """Execute the named chapters (or, with ``all_chapters``, every chapter that has files)."""
     if not keys and not all_chapters:
-        raise BookError("name the chapters to execute, or pass --all")
+        raise BookUsageError("name the chapters to execute, or pass --all")
     chapters = book.select(None if all_chapters else keys)
     times, skipped = {}, []
     for c in chapters:
@@ -718,7 +724,7 @@ def replay_chapter(chapter: Chapter, cpu: str = "native", *, timeout: Optional[f
     import subprocess
 
     if cpu not in SIMULATED_CPUS:
-        raise BookError(f"unknown cpu {cpu!r}: choose from {', '.join(SIMULATED_CPUS)}")
+        raise BookUsageError(f"unknown cpu {cpu!r}: choose from {', '.join(SIMULATED_CPUS)}")
     if not chapter.ipynb_exists:
         raise BookError(f"chapter {chapter.label}: {chapter.ipynb_path} does not exist")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env",
@@ -1014,7 +1020,7 @@ def student_edition(book: Book, outdir, keys=None, *, quiet: bool = False) -> li
     """
     outdir = Path(outdir).resolve()
     if outdir == book.root.resolve() or outdir == book.chapters_dir.resolve():
-        raise BookError(f"the student edition must go elsewhere than the book itself ({outdir})")
+        raise BookUsageError(f"the student edition must go elsewhere than the book itself ({outdir})")
     rel = book.chapters_dir.relative_to(book.root) if book.chapters_dir.is_relative_to(book.root) \
         else Path(book.chapters_dir.name)
     chdir = outdir / rel
@@ -1057,7 +1063,11 @@ def _print_list(book: Book) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ddpm_lib.course.book", description="\n\n".join(__doc__.split("\n\n")[:5]),
+    from ..cli import examples, run
+
+    parser = argparse.ArgumentParser(prog="ddpm-book", description="\n\n".join(__doc__.split("\n\n")[:5]),
+                                     epilog=examples("ddpm-book list", "ddpm-book check",
+                                                     "ddpm-book student runs/student"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--book", help="book.toml or its folder (default: the repository's)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1081,7 +1091,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("outdir")
     p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
     args = parser.parse_args(argv)
-    try:
+
+    def body():
         book = load_book(args.book)
         if args.command == "list":
             _print_list(book)
@@ -1116,10 +1127,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "student":
             student_edition(book, args.outdir, args.ids)
             return 0
-    except BookError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 2  # pragma: no cover
+        return 2  # pragma: no cover
+
+    return run(body, codes={BookUsageError: 2, BookError: 1})  # the exit codes of ddpm_lib.cli
 
 
 if __name__ == "__main__":

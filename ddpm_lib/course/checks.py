@@ -218,7 +218,7 @@ def _call(name: str, fn: Callable, *args):
     try:
         return fn(*args)
     except NotImplementedError:
-        raise _Wrong(f"not implemented yet (it raises NotImplementedError): replace the `raise` with your "
+        raise _Wrong("not implemented yet (it raises NotImplementedError): replace the `raise` with your "
                      "code.") from None
     except RuntimeError as e:
         text = str(e)
@@ -234,7 +234,7 @@ def _call(name: str, fn: Callable, *args):
 
 def _tensor(name: str, out, shape, what: str = "the result") -> torch.Tensor:
     if out is None:
-        raise _Wrong(f"returned None: did you forget `return`?")
+        raise _Wrong("returned None: did you forget `return`?")
     try:
         out = torch.as_tensor(out)
     except (TypeError, ValueError, RuntimeError):
