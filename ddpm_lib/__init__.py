@@ -17,6 +17,7 @@ from .gaussians import (  # noqa: E402
 )
 from .diffusion import GaussianDiffusion, GaussianParams, Trajectory  # noqa: E402
 from .sampling import (  # noqa: E402
+    generate,
     CountingModel,
     sample_respaced,
     ddim_sample,
@@ -40,6 +41,7 @@ __all__ = [
     "GaussianDiffusion",
     "GaussianParams",
     "Trajectory",
+    "generate",
     "CountingModel",
     "sample_respaced",
     "ddim_sample",

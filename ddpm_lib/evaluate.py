@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .diffusion import GaussianDiffusion
+from .sampling import DEFAULT_STEPS, generate
 
 __all__ = [
     "FCD_NOTE",
@@ -287,8 +288,6 @@ def evaluate_checkpoint(spec, *, bpd: bool = False, subset: Optional[int] = None
     if fid_samples:
         if not str(dataset).startswith("fashion-mnist"):
             raise ValueError(f"FCD uses a Fashion-MNIST classifier; this checkpoint's data set is {dataset!r}")
-        from .sample import DEFAULT_STEPS, generate
-
         method = sample_method or ("respaced" if sample_steps else "ancestral")
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(int(seed))

@@ -6,14 +6,20 @@ can return the trajectory (x_t and the predicted x_0 at chosen t) with ``record=
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 
-from .diffusion import GaussianDiffusion, Recorder, initial_noise, noise_like, progress_bar
+from .diffusion import GaussianDiffusion, Recorder, Trajectory, initial_noise, noise_like, progress_bar
 from .schedules import NoiseSchedule
 
 __all__ = [
+    "METHODS",
+    "DEFAULT_STEPS",
+    "generate",
+    "sampler_timesteps",
+    "snap_record",
     "CountingModel",
     "sample_respaced",
     "ddim_timesteps",
@@ -368,3 +374,105 @@ def predicted_eps(trajectory, schedule=None) -> torch.Tensor:
         tt = torch.full((x.shape[0],), t, dtype=torch.long)
         out[k] = d.pred_eps_from_x0(x, tt, trajectory.pred_x0[k].double()).float()
     return out
+
+
+# ---- the one sampling entry point ----------------------------------------------------------
+METHODS = ("ancestral", "respaced", "ddim")
+DEFAULT_STEPS = {"respaced": 100, "ddim": 50}
+
+
+def sampler_timesteps(diffusion: GaussianDiffusion, method: str, steps: Optional[int]) -> list[int]:
+    """The original timesteps at which a sampler of :func:`generate` has a state (0 is the result)."""
+    if method == "ancestral":
+        return list(range(diffusion.T + 1))
+    if method == "respaced":
+        return diffusion.schedule.respace(steps).timesteps.tolist()
+    return [0, *ddim_timesteps(diffusion.T, steps).tolist()]
+
+
+def snap_record(record: Sequence[int], available: list[int], T: int) -> list[int]:
+    """Each timestep of ``record`` (0..T) moved to the nearest one in ``available``, with a warning;
+    distinct, in decreasing order."""
+    out = []
+    for r in record:
+        r = int(r)
+        if not 0 <= r <= T:
+            raise ValueError(f"--record timesteps must lie in 0..T = 0..{T}, got {r}")
+        near = min(available, key=lambda a: (abs(a - r), -a))
+        if near != r:
+            warnings.warn(f"timestep {r} is not on this sampler's grid; recording t = {near} instead", stacklevel=4)
+        out.append(near)
+    return sorted(set(out), reverse=True)
+
+
+@torch.no_grad()
+def generate(model, diffusion: GaussianDiffusion, shape, n: int, *, method: str = "ancestral",
+             steps: Optional[int] = None, eta: float = 0.0, generator: Optional[torch.Generator] = None,
+             clip: bool = False, record: Optional[Sequence[int]] = None, device=None,
+             batch_size: Optional[int] = None, progress: bool = True):
+    """The one sampling entry point: ``n`` samples of one example ``shape`` (C, H, W) or (D,), in
+    batches; returns (samples (n, *shape) float32 on the CPU, Trajectory or None).
+
+    Used by ``ddpm-sample`` (:func:`ddpm_lib.sample.sample_from_checkpoint`), ``Trainer.sample`` and
+    the FCD of :mod:`ddpm_lib.evaluate`. method: "ancestral" (Algorithm 2, all T steps; ``steps``
+    must be None or T), "respaced" (Algorithm 2 on ``steps`` evenly spaced timesteps, Nichol &
+    Dhariwal 2021) or "ddim" (``steps`` timesteps, ``eta``; Song et al. 2021). Noise comes from
+    ``generator`` (default: a CPU generator seeded 0), drawn batch after batch, so a seed and a batch
+    size give the same samples on any device. ``record`` holds original timesteps (0 = the result);
+    each is moved to the nearest one the sampler visits. ``device``: where to sample (default: the
+    model's). Taught in chapter 09.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if method == "ancestral":
+        if steps not in (None, diffusion.T):
+            raise ValueError(f"ancestral sampling runs all T = {diffusion.T} steps; for {steps} steps use "
+                             f"method='respaced' (or 'ddim')")
+        steps = diffusion.T
+    else:
+        steps = min(DEFAULT_STEPS[method], diffusion.T) if steps is None else int(steps)
+        if not 1 <= steps <= diffusion.T:
+            raise ValueError(f"steps must be in 1..T = 1..{diffusion.T}, got {steps}")
+    if method == "ddim" and eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    if record is not None:
+        ts = sampler_timesteps(diffusion, method, steps)
+        record = snap_record(record, ts, diffusion.T)
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    if device is None:  # where the model is (a plain function: the CPU)
+        device = next((p.device for p in getattr(model, "parameters", lambda: [])()), torch.device("cpu"))
+    bs = n if not batch_size else int(batch_size)
+    chunks, trajs = [], []
+    done = 0
+    while done < n:
+        b = min(bs, n - done)
+        shp = (b, *shape)
+        if method == "ancestral":
+            out = diffusion.sample(model, shp, generator=gen, progress=progress, clip_x0=clip, device=device,
+                                   record=record)
+        elif method == "respaced":
+            sp = diffusion.respace(steps)
+            rec = None
+            if record is not None:  # original timesteps -> indices of the respaced schedule
+                idx = {t: k for k, t in enumerate(sp.schedule.timesteps.tolist())}
+                rec = [idx[t] for t in record]
+            out = sp.sample(model, shp, generator=gen, progress=progress, clip_x0=clip, device=device, record=rec)
+        else:
+            out = ddim_sample(model, diffusion, shp, steps=steps, eta=eta, generator=gen, clip_x0=clip,
+                              progress=progress, device=device, record=record)
+        x, traj = out if record is not None else (out, None)
+        chunks.append(x.float().cpu())
+        if traj is not None:
+            trajs.append(traj)
+        done += b
+    samples = torch.cat(chunks)
+    traj = None
+    if trajs:
+        t0 = trajs[0]
+        traj = Trajectory(ts=t0.ts.clone(),
+                          x_t=torch.cat([t.x_t for t in trajs], dim=1),
+                          pred_x0=torch.cat([t.pred_x0 for t in trajs], dim=1),
+                          timesteps=t0.timesteps.clone() if t0.timesteps is not None else t0.ts.clone())
+    return samples, traj

@@ -121,7 +121,7 @@ torch.set_num_threads(1)
 import ddpm_lib as dl
 from ddpm_lib import cifar
 from ddpm_lib.data import data_dir
-from ddpm_lib.sample import generate
+from ddpm_lib.sampling import generate
 
 m = dl.load_pretrained("fashion-mnist-unet")
 x, _ = generate(m.model, m.diffusion, m.data_shape, 2, method="ddim", steps=3, clip=True, progress=False)

@@ -29,7 +29,7 @@ import torch
 
 from .. import viz
 from ..checkpoints import Checkpoint, CheckpointError, load_checkpoint
-from ..sampling import sample_respaced
+from ..sampling import generate
 from .components import Batches, load_data, make_diffusion, make_model
 from .config import ConfigError, TrainConfig, api_command, config_from_dict, stream_seed
 from .distributed import setup_processes, wrap_model
@@ -209,34 +209,30 @@ class Trainer:
     @torch.no_grad()
     def sample(self, n: int, steps: int | None = None, seed: int | None = None,
                generator: torch.Generator | None = None, use_ema: bool = True, progress: bool = False,
-               clip_x0: bool | None = None, **kwargs) -> torch.Tensor:
-        """n samples (on the CPU) with the EMA weights (or the raw ones).
+               clip_x0: bool | None = None, record=None):
+        """n samples (on the CPU) with the EMA weights (or the raw ones), by :func:`ddpm_lib.sampling.generate`.
 
         ``steps``: respaced sampling steps (None: ``config.sample_steps``; 0 or >= T: all T, Algorithm 2).
         Noise comes from ``generator``, else a CPU generator seeded with ``seed`` (else a fixed seed
         of the run). ``clip_x0`` defaults to True for images (as DDPM's sampler), False for 2-D data.
-        Other keyword arguments go to :meth:`GaussianDiffusion.sample` (e.g. ``record``).
+        With ``record`` (original timesteps, 0 = the result) returns ``(samples, Trajectory)``.
         """
         steps = self.config.sample_steps if steps is None else int(steps)
+        ancestral = steps == 0 or steps >= self.config.T
         if generator is None:
             seed = stream_seed(self.config.seed, "samples") if seed is None else seed
             generator = torch.Generator().manual_seed(seed)
         model = self.ema if use_ema else self.model
         was_training = model.training
         model.eval()
-        kwargs.update(generator=generator, progress=progress, device=self.device,
-                      clip_x0=self.image_data if clip_x0 is None else clip_x0)
-        shape = (int(n), *self.data_shape)
         try:
-            if steps == 0 or steps >= self.config.T:
-                out = self.diffusion.sample(model, shape, **kwargs)
-            else:
-                out = sample_respaced(model, self.diffusion, steps, shape, **kwargs)
+            x, traj = generate(model, self.diffusion, self.data_shape, int(n),
+                               method="ancestral" if ancestral else "respaced", steps=None if ancestral else steps,
+                               generator=generator, clip=self.image_data if clip_x0 is None else clip_x0,
+                               record=record, device=self.device, progress=progress)
         finally:
             model.train(was_training)
-        if isinstance(out, tuple):
-            return out[0].cpu(), out[1]
-        return out.cpu()
+        return (x, traj) if record is not None else x
 
     def save_samples(self, path=None) -> Path | None:
         """A grid of config.n_samples EMA samples (a scatter plot for 2-D data) as a PNG (rank 0)."""
