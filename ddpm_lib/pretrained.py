@@ -52,6 +52,7 @@ from .checkpoints import CheckpointError, build_model, check_data_shape, load_ch
 from .data import REGISTRY_NAME, DataIntegrityError, data_dir, data_dir_problem
 from .diffusion import GaussianDiffusion
 from .utils import atomic_write
+from .utils import device as device_rule
 
 __all__ = [
     "Pretrained",
@@ -64,7 +65,6 @@ __all__ = [
     "pretrained_path",
     "is_pretrained_name",
     "registry_path",
-    "resolve_device",
 ]
 
 REGISTRY_KEY = "pretrained"
@@ -125,17 +125,6 @@ def _check_shapes(config: dict, model: nn.Module, path: Path) -> None:
         if net is not None and shape != net:
             raise CheckpointError(f"{path}: config['data']['shape'] {list(shape)} does not fit the network, "
                                   f"which takes {list(net)}")
-
-
-def resolve_device(device=None) -> torch.device:
-    """None or "cpu" -> cpu; "auto" -> cuda, mps or cpu (:func:`ddpm_lib.utils.device`); else torch.device(device)."""
-    if device is None:
-        return torch.device("cpu")
-    if isinstance(device, str) and device == "auto":
-        from .utils import device as pick
-
-        return pick()
-    return torch.device(device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,7 +243,7 @@ def load_pretrained(name: str, device=None, use_ema: bool = True) -> Pretrained:
     entry = _entry(name)
     path = data_dir() / entry["path"]
     sha = _verified(path, entry, name)
-    dev = resolve_device(device)
+    dev = device_rule(device)
     ckpt = load_checkpoint(path, map_location="cpu")
     return _assemble(ckpt, path, dev, use_ema, name=name, sha256=sha, entry=entry)
 
@@ -268,7 +257,7 @@ def load_model(spec, device=None, use_ema: bool = True) -> Pretrained:
     if isinstance(spec, (str, os.PathLike)) and Path(spec).is_file():
         path = Path(spec)
         ckpt = load_checkpoint(path, map_location="cpu")
-        return _assemble(ckpt, path, resolve_device(device), use_ema, sha256=sha256_file(path))
+        return _assemble(ckpt, path, device_rule(device), use_ema, sha256=sha256_file(path))
     if isinstance(spec, str) and spec in list_pretrained():
         return load_pretrained(spec, device=device, use_ema=use_ema)
     known = ", ".join(list_pretrained()) or "(none)"

@@ -45,18 +45,35 @@ def atomic_write(path, write: Callable[[str], object]) -> Path:
     return path
 
 
-def device(prefer: str | None = None) -> torch.device:
-    """cuda if there is one, then mps, then cpu (or ``prefer`` when given and available)."""
-    if prefer is not None:
-        if prefer == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was asked for but torch.cuda.is_available() is False")
-        return torch.device(prefer)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+def device(prefer="auto") -> torch.device:
+    """The library's one device rule; every function that takes a ``device`` resolves it here.
+
+    ``"auto"`` (the default, ``dl.device()``): cuda if there is one, then mps, then cpu.
+    ``None``: the CPU, which is what loading and sampling functions default to, so that a chapter
+    computes the same numbers on any machine. A name (``"cpu"``, ``"cuda:1"``) or a torch.device:
+    that device, after checking that it exists (a clear error instead of a failure deep in torch).
+    """
+    if prefer is None:
+        return torch.device("cpu")
+    if isinstance(prefer, str) and prefer == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        d = torch.device(prefer)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'auto', None, or a torch device such as 'cpu' or 'cuda:0'; "
+                         f"got {prefer!r}") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(d)!r} was asked for but torch.cuda.is_available() is False "
+                           f"(use 'auto' or 'cpu')")
     mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    if d.type == "mps" and not (mps is not None and mps.is_available()):
+        raise RuntimeError("device 'mps' was asked for but torch.backends.mps.is_available() is False")
+    return d
 
 
 def seed_everything(seed: int) -> torch.Generator:

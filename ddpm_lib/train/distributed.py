@@ -57,7 +57,7 @@ def setup_processes(device: str = "auto") -> Processes:
     """The device (``"auto"``: ddpm_lib.device()'s rule) and, under torchrun or an initialised
     process group, the rank and world size (joining the group with nccl on CUDA, gloo otherwise).
     On CUDA, TF32 matrix products are switched on, as the GPU runs of the course were made."""
-    dev = pick_device() if device == "auto" else torch.device(device)
+    dev = pick_device(device)
     procs = Processes(0, 1, dev)
     if dist.is_available() and (dist.is_initialized() or launched_by_torchrun()):
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
