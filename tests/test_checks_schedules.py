@@ -1,5 +1,5 @@
-"""Chapters 06 and 13: the cosine_schedule and schedule_design checkers (each accepts right answers and
-rejects the listed mistakes with a message naming the equation) and the decoder_explorer widget."""
+"""The cosine_schedule and schedule_design checkers of ddpm_lib.course.checks (chapters 06 and 13): each
+accepts right answers and rejects the listed mistakes with a message naming the equation."""
 
 import math
 
@@ -132,31 +132,3 @@ def test_new_checkers_registered_and_deterministic():
     assert {"cosine_schedule", "schedule_design"} <= set(checks.available())
     bad = lambda T, s, mb: _f(T, s)  # noqa: E731
     assert _run("cosine_schedule", bad).message == _run("cosine_schedule", bad).message
-
-
-# ---- the decoder widget (chapter 06) ------------------------------------------------------------------
-@pytest.mark.slow
-def test_decoder_explorer():
-    pytest.importorskip("ipywidgets")
-    from ddpm_lib.gaussians import discretized_gaussian_probs
-    from ddpm_lib.course.widgets.decoder import decoder_explorer
-
-    box = decoder_explorer(mu=-0.97, sigma=0.03)
-    assert set(box.controls) == {"mu", "sigma"}
-    png0, html0 = box.png, box.readout.value
-    p = discretized_gaussian_probs(torch.tensor(-0.97, dtype=torch.float64), torch.tensor(math.log(0.03)))
-    assert f"P(x = -1) = {float(p[0]):.4f}" in html0
-    box.controls["mu"].value = 1.1  # the observer redraws
-    assert box.png != png0 and "P(x = +1) = 0.9" in box.readout.value
-    box.controls["mu"].value = -0.97
-    assert box.png == png0  # cached, and deterministic
-    box.set(mu=0.4, sigma=0.001)
-    assert "most likely value k = 178" in box.readout.value or "most likely value k = 179" in box.readout.value
-    fig = box.static_figure()
-    assert len(fig.axes) == 3
-    fig2 = decoder_explorer(static=True)
-    assert len(fig2.axes) == 3
-    with pytest.raises(ValueError, match="sigma must be"):
-        decoder_explorer(sigma=0.0)
-    with pytest.raises(ValueError, match="mu must be"):
-        decoder_explorer(mu=3.0)
