@@ -55,11 +55,12 @@ class SampleResult:
     files: dict = field(default_factory=dict)
 
 
-def save_samples_png(samples: torch.Tensor, path, nrow: Optional[int] = None, title: Optional[str] = None) -> Path:
+def save_samples_png(samples: torch.Tensor, path, nrow: Optional[int] = None, title: Optional[str] = None,
+                     scale: int = 1) -> Path:
     """Images (N, C, H, W) in [-1, 1] as a PNG grid; 2-D points (N, 2) as a scatter plot."""
     path = Path(path)
     if samples.ndim == 4:
-        return save_image_grid(samples, path, nrow=nrow)
+        return save_image_grid(samples, path, nrow=nrow, scale=scale)
     if samples.ndim == 2 and samples.shape[1] == 2:
         return save_plot_2d(samples, path, title=title)
     raise ValueError(f"can picture images (N, C, H, W) or 2-D points (N, 2), got samples of shape {tuple(samples.shape)}")
@@ -77,7 +78,7 @@ def sample_from_checkpoint(spec, n: int = 64, *, method: str = "ancestral", step
                            eta: float = 0.0, seed: int = 0, clip: bool = False, record: Optional[Sequence[int]] = None,
                            device=None, batch_size: Optional[int] = None, use_ema: bool = True,
                            out: Optional[str | Path] = None, trajectory: Optional[str | Path] = None,
-                           save_samples: Optional[str | Path] = None, nrow: Optional[int] = None,
+                           save_samples: Optional[str | Path] = None, nrow: Optional[int] = None, scale: int = 1,
                            progress: bool = True, loaded: Optional[Pretrained] = None) -> SampleResult:
     """Load a checkpoint file or a registered name and draw ``n`` samples; optionally write files.
 
@@ -86,6 +87,8 @@ def sample_from_checkpoint(spec, n: int = 64, *, method: str = "ancestral", step
     the raw samples as safetensors. ``loaded``: an already loaded :class:`Pretrained` (skips loading).
     Returns a :class:`SampleResult`.
     """
+    if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= 16:
+        raise ValueError(f"scale must be an integer in 1..16, got {scale!r}")  # before minutes of sampling
     p = loaded if loaded is not None else load_model(spec, device=device, use_ema=use_ema)
     if p.diffusion is None:
         raise ValueError(f"{spec}: its config has no 'diffusion' entry: not a diffusion model checkpoint")
@@ -112,7 +115,7 @@ def sample_from_checkpoint(spec, n: int = 64, *, method: str = "ancestral", step
     files = {}
     if out is not None:
         title = f"{method}, {used_steps} steps" if samples.ndim == 2 else None
-        files["out"] = save_samples_png(samples, out, nrow=nrow, title=title)
+        files["out"] = save_samples_png(samples, out, nrow=nrow, title=title, scale=scale)
     if trajectory is not None:
         files["trajectory"] = save_trajectory(traj, trajectory, info)
     if save_samples is not None:

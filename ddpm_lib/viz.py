@@ -102,15 +102,22 @@ def image_grid(images, nrow: int | None = None, padding: int = 2, pad_value: flo
 _atomic = atomic_write  # one implementation, in utils
 
 
-def save_image_grid(images, path, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0) -> Path:
+def save_image_grid(images, path, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0,
+                    scale: int = 1) -> Path:
     """Write :func:`image_grid` of ``images`` as a PNG at ``path`` (atomically: temp file + os.replace).
 
     Grayscale grids are stored as RGB with equal channels, so every pixel keeps its exact value.
+    ``scale`` > 1 enlarges the grid by repeating each pixel ``scale`` times in each direction (no
+    interpolation: the 8-bit values stay exact), for a grid of 28x28 images readable on a screen.
     Returns the path.
     """
     from matplotlib import image as mpimg
 
+    if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= 16:
+        raise ValueError(f"scale must be an integer in 1..16, got {scale!r}")
     grid = image_grid(images, nrow=nrow, padding=padding, pad_value=pad_value)
+    if scale > 1:
+        grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
     if grid.ndim == 2:
         grid = np.repeat(grid[..., None], 3, axis=2)
     return _atomic(path, lambda tmp: mpimg.imsave(tmp, grid, format="png"))

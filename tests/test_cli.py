@@ -215,6 +215,7 @@ def python_m(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
                           timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
+@pytest.mark.slow  # a fresh interpreter each: about 2-3 s
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_python_m_runs_the_command_line(module):
     r = python_m(module, "--help")
@@ -226,18 +227,21 @@ def test_python_m_runs_the_command_line(module):
     help_examples(r.stdout, prog)
 
 
+@pytest.mark.slow  # a fresh interpreter each: about 2-3 s
 def test_python_m_usage_error_exits_2_with_one_line(tmp_path):
     r = python_m("ddpm_lib.sample", tmp_path / "none.safetensors", "--out", tmp_path / "x.png")
     assert r.returncode == 2 and r.stdout == "" and len(r.stderr.splitlines()) == 1
     assert_one_error_line(r.stderr)
 
 
+@pytest.mark.slow  # a fresh interpreter each: about 2-3 s
 def test_python_m_failure_exits_1(broken_data):
     r = python_m("ddpm_lib.pretrained", "verify", "swiss-roll-mlp")  # $DDPM_DATA_DIR: broken_data
     assert r.returncode == 1 and r.stdout == "" and "is truncated" in r.stderr
     assert_one_error_line(r.stderr)
 
 
+@pytest.mark.slow  # a fresh interpreter each: about 2-3 s
 def test_python_m_classifier_registers_its_model_once():
     # the module runs as __main__ only up to its entry point: FashionClassifier is registered once,
     # by ddpm_lib.classifier, so the loaded model is an instance of the library's class

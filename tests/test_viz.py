@@ -145,3 +145,13 @@ def test_trajectory_strip_from_a_real_sampler():
     fig = viz.trajectory_strip(traj)
     assert len(fig.axes) == 6
     plt.close("all")
+
+
+def test_save_image_grid_scale_repeats_pixels_exactly(tmp_path):
+    x = torch.linspace(-1, 1, 2 * 1 * 3 * 3).reshape(2, 1, 3, 3)
+    one = mpimg.imread(viz.save_image_grid(x, tmp_path / "a.png"))
+    four = mpimg.imread(viz.save_image_grid(x, tmp_path / "b.png", scale=4))
+    assert four.shape[:2] == (4 * one.shape[0], 4 * one.shape[1])
+    assert np.array_equal(four[::4, ::4], one)
+    with pytest.raises(ValueError, match="scale must be an integer in 1..16"):
+        viz.save_image_grid(x, tmp_path / "c.png", scale=0)

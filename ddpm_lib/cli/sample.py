@@ -44,6 +44,8 @@ def build_parser():
     p.add_argument("--device", type=device_arg, default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", type=int, default=None, help="sample in batches of this size (default: all at once)")
     p.add_argument("--nrow", type=int, default=None, help="images per row of the grid")
+    p.add_argument("--scale", type=int, default=1,
+                   help="enlarge the image grid N times (each pixel repeated; 4 makes 28x28 images 112x112)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA weights")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
         res = sample_from_checkpoint(args.checkpoint, args.n, method=args.method, steps=args.steps, eta=args.eta,
                                      seed=args.seed, clip=args.clip, record=args.record, device=args.device,
                                      batch_size=args.batch_size, use_ema=not args.no_ema, out=args.out,
-                                     trajectory=args.trajectory, save_samples=args.save_samples, nrow=args.nrow,
+                                     trajectory=args.trajectory, save_samples=args.save_samples, nrow=args.nrow, scale=args.scale,
                                      progress=not args.no_progress)
         i = res.info
         print(f"{i['n']} samples from {i['checkpoint']} ({i['method']}, {i['steps']} steps, seed {i['seed']}, "
