@@ -43,7 +43,9 @@ def shipped_files() -> dict:
 
 
 class build_course_data(Command):
-    description = "copy data/registry.json and the files it lists as shipped into ddpm_lib/_data/ (checked by sha256)"
+    description = (
+        "copy data/registry.json and the files it lists as shipped into ddpm_lib/_data/ (checked by sha256)"
+    )
     user_options = []
 
     def initialize_options(self):
@@ -59,7 +61,10 @@ class build_course_data(Command):
     def get_output_mapping(self):
         if self.editable_mode:  # an editable install reads data/ of the clone in place
             return {}
-        return {os.path.join(self.build_lib, PACKAGE_DATA, *rel.split("/")): f"{DATA}/{rel}" for rel in shipped_files()}
+        return {
+            os.path.join(self.build_lib, PACKAGE_DATA, *rel.split("/")): f"{DATA}/{rel}"
+            for rel in shipped_files()
+        }
 
     def get_outputs(self):
         return list(self.get_output_mapping())
@@ -74,11 +79,13 @@ class build_course_data(Command):
         if os.path.isdir(stale):
             shutil.rmtree(stale)
         for dest, src in self.get_output_mapping().items():
-            rel = src[len(DATA) + 1:]
+            rel = src[len(DATA) + 1 :]
             path = Path(src)
             if not path.is_file():
-                raise SystemExit(f"error: {path.resolve()} is listed in {DATA}/registry.json as shipped but is "
-                                 f"missing; the wheel would lack it. Restore it (git checkout -- {src}), then build")
+                raise SystemExit(
+                    f"error: {path.resolve()} is listed in {DATA}/registry.json as shipped but is "
+                    f"missing; the wheel would lack it. Restore it (git checkout -- {src}), then build"
+                )
             if wanted[rel] is not None:
                 size, sha = wanted[rel]
                 h = hashlib.sha256()
@@ -86,8 +93,10 @@ class build_course_data(Command):
                     for chunk in iter(lambda: f.read(1 << 20), b""):
                         h.update(chunk)
                 if path.stat().st_size != size or h.hexdigest() != sha:
-                    raise SystemExit(f"error: {path.resolve()} is not the file {DATA}/registry.json lists (size "
-                                     f"{size}, sha256 {sha}); got {path.stat().st_size} bytes, sha256 {h.hexdigest()}")
+                    raise SystemExit(
+                        f"error: {path.resolve()} is not the file {DATA}/registry.json lists (size "
+                        f"{size}, sha256 {sha}); got {path.stat().st_size} bytes, sha256 {h.hexdigest()}"
+                    )
             self.mkpath(os.path.dirname(dest))
             self.copy_file(src, dest)
 

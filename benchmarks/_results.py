@@ -27,14 +27,15 @@ written by `bench_cpu_alternatives.py`, removed since (see those sections). Raw 
 
 
 def update_section(name: str, body: str, path: Path = RESULTS_MD) -> None:
-    """Replace section ``name`` (a key of MARKERS, or any other name: markers made from it) of the results file between its markers, leaving
+    """Replace section ``name`` (a key of MARKERS, or any other name: markers made from it) of the
+    results file between its markers, leaving
     everything else (other sections, hand-written notes) as it is; a missing section is added
     (the CPU one before the GPU one)."""
     text = path.read_text() if path.exists() else HEADER
     begin, end = MARKERS.get(name) or (f"<!-- {name}:begin -->", f"<!-- {name}:end -->")
     section = f"{begin}\n{body.rstrip()}\n{end}"
     if begin in text and end in text:
-        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
     elif name == "cpu" and MARKERS["gpu"][0] in text:
         i = text.index(MARKERS["gpu"][0])
         text = text[:i] + section + "\n\n" + text[i:]

@@ -57,10 +57,14 @@ import torch  # noqa: E402
 
 PAPER = dict(
     source="Ho, Jain & Abbeel 2020, Denoising Diffusion Probabilistic Models (arXiv:2006.11239), Appendix B; "
-           "shared/TOOLING-NOTES.md",
+    "shared/TOOLING-NOTES.md",
     hardware="TPU v3-8",
-    train_steps_per_s=21.0, train_batch=128, train_images_per_s=21.0 * 128,
-    sample_batch=256, sample_seconds_for_1000_steps=17.0, sample_images_per_s=1000 * 256 / 17.0,
+    train_steps_per_s=21.0,
+    train_batch=128,
+    train_images_per_s=21.0 * 128,
+    sample_batch=256,
+    sample_seconds_for_1000_steps=17.0,
+    sample_images_per_s=1000 * 256 / 17.0,
 )
 TARGET_FACTOR = 2.0  # the project's target: twice the paper's training rate
 
@@ -79,6 +83,7 @@ def import_ddpm_lib():
         from ddpm_lib.diffusion import GaussianDiffusion
         from ddpm_lib.nets import UNet, UNetConfig, count_parameters
         from ddpm_lib.schedules import NoiseSchedule
+
         how = "package import"
     except ImportError as e:  # pragma: no cover - only on a machine missing an optional dependency
         for k in [m for m in sys.modules if m == "ddpm_lib" or m.startswith("ddpm_lib.")]:
@@ -89,6 +94,7 @@ def import_ddpm_lib():
         from ddpm_lib.diffusion import GaussianDiffusion
         from ddpm_lib.nets import UNet, UNetConfig, count_parameters
         from ddpm_lib.schedules import NoiseSchedule
+
         how = f"modules only, ddpm_lib/__init__.py skipped ({type(e).__name__}: {e})"
     m = re.search(r'__version__\s*=\s*"([^"]+)"', (ROOT / "ddpm_lib" / "__init__.py").read_text())
     return UNet, UNetConfig, count_parameters, GaussianDiffusion, NoiseSchedule, m.group(1) if m else "?", how
@@ -127,9 +133,15 @@ class Clock:
                 step()
             self.sync()
             rates.append(window_steps / (time.perf_counter() - t))
-        return dict(steps_per_s=statistics.median(rates), windows=[round(r, 3) for r in rates],
-                    min=min(rates), max=max(rates), warmup_s=round(warm_s, 2), warmup_steps=warmup,
-                    window_steps=window_steps)
+        return dict(
+            steps_per_s=statistics.median(rates),
+            windows=[round(r, 3) for r in rates],
+            min=min(rates),
+            max=max(rates),
+            warmup_s=round(warm_s, 2),
+            warmup_steps=warmup,
+            window_steps=window_steps,
+        )
 
 
 def ema_update(ema_params, params, decay):
@@ -137,8 +149,9 @@ def ema_update(ema_params, params, decay):
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)  # ema = decay * ema + (1 - decay) * p
 
 
-def make_train_step(model, net, diffusion, batch, shape, device, amp_dtype, inline_loss, clip=1.0, lr=2e-4,
-                    decay=0.9999):
+def make_train_step(
+    model, net, diffusion, batch, shape, device, amp_dtype, inline_loss, clip=1.0, lr=2e-4, decay=0.9999
+):
     """The DDPM training step; returns step() (closure over model, EMA copy, optimizer, data).
     ``model`` is what is called (``net`` or torch.compile(net)); ``net`` holds the parameters."""
     ema = copy.deepcopy(net).eval().requires_grad_(False)
@@ -194,7 +207,9 @@ def make_sample_step(model, diffusion, batch, shape, device, amp_dtype):
 
 
 def _vs_paper(r: dict, p: dict) -> float:
-    return r["images_per_s"] / (p["train_images_per_s"] if r["workload"].startswith("train") else p["sample_images_per_s"])
+    return r["images_per_s"] / (
+        p["train_images_per_s"] if r["workload"].startswith("train") else p["sample_images_per_s"]
+    )
 
 
 def gpu_markdown(res: dict, extra_notes=()) -> str:
@@ -205,8 +220,13 @@ def gpu_markdown(res: dict, extra_notes=()) -> str:
     trains = [r for r in res["runs"] if r["workload"].startswith("train") and "images_per_s" in r]
     if trains:
         b = max(trains, key=lambda r: r["steps_per_s"])
-        res["best_train"] = dict(variant=f"{b['variant']}, {b['workload']}", steps_per_s=b["steps_per_s"],
-                                 batch=b["batch"], vs_paper=b["vs_paper"], target_met=b["vs_paper"] >= TARGET_FACTOR)
+        res["best_train"] = dict(
+            variant=f"{b['variant']}, {b['workload']}",
+            steps_per_s=b["steps_per_s"],
+            batch=b["batch"],
+            vs_paper=b["vs_paper"],
+            target_met=b["vs_paper"] >= TARGET_FACTOR,
+        )
     lines = [
         "## GPU: the DDPM CIFAR-10 network against the paper's TPU v3-8",
         "",
@@ -215,7 +235,8 @@ def gpu_markdown(res: dict, extra_notes=()) -> str:
         f"* Machine: {m.get('gpu', '?')} ({m.get('gpu_memory_gib', '?')} GiB), CPU {m.get('cpu', '?')} "
         f"({m.get('logical_cpus', '?')} logical); Python {m['python']}, torch {m['torch']} "
         f"(CUDA {m.get('cuda', '-')}, cuDNN {m.get('cudnn', '-')}), ddpm_lib {m['ddpm_lib']} ({m['ddpm_lib_import']}).",
-        f"* Network: `{res.get('network', 'UNet.ddpm_cifar10()')}`, {res['parameters']:,} parameters; input {s['shape']}; "
+        f"* Network: `{res.get('network', 'UNet.ddpm_cifar10()')}`, {res['parameters']:,} parameters; "
+        f"input {s['shape']}; "
         f"autocast {s['amp']}; train batch {s['batch']}.",
         "* train step = `GaussianDiffusion(linear T=1000).training_loss` (L_simple) + backward + clip_grad_norm 1 + "
         "Adam 2e-4 (fused) + EMA 0.9999 update; sample step = forward (eval, no_grad) + `p_sample`. "
@@ -232,8 +253,10 @@ def gpu_markdown(res: dict, extra_notes=()) -> str:
     ]
     for r in res["runs"]:
         if "error" in r or "skipped" in r:
-            lines.append(f"| {r['variant']} | {r['workload']} | {r.get('batch', '')} | "
-                         f"{'error: ' + r['error'] if 'error' in r else 'skipped: ' + r['skipped']} | | | | |")
+            lines.append(
+                f"| {r['variant']} | {r['workload']} | {r.get('batch', '')} | "
+                f"{'error: ' + r['error'] if 'error' in r else 'skipped: ' + r['skipped']} | | | | |"
+            )
             continue
         lines.append(
             f"| {r['variant']} | {r['workload']} | {r['batch']} | {r['steps_per_s']:.2f} "
@@ -242,9 +265,12 @@ def gpu_markdown(res: dict, extra_notes=()) -> str:
         )
     best = res.get("best_train")
     if best:
-        lines += ["", f"Best training rate: {best['steps_per_s']:.2f} steps/s at batch {best.get('batch', '?')} "
-                      f"({best['variant']}), {best['vs_paper']:.2f}x the paper's rate (21 steps/s at batch 128): "
-                      f"target of {TARGET_FACTOR:g}x {'met' if best['target_met'] else 'NOT met'}."]
+        lines += [
+            "",
+            f"Best training rate: {best['steps_per_s']:.2f} steps/s at batch {best.get('batch', '?')} "
+            f"({best['variant']}), {best['vs_paper']:.2f}x the paper's rate (21 steps/s at batch 128): "
+            f"target of {TARGET_FACTOR:g}x {'met' if best['target_met'] else 'NOT met'}.",
+        ]
     notes = [*res.get("notes", []), *extra_notes]
     if notes:
         lines += ["", *[f"* {n}" for n in notes]]
@@ -266,29 +292,52 @@ def write_results(json_path: Path, results_dir: Path = HERE, notes=()) -> None:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--sample-batches", type=int, nargs="+", default=[128, 256])
-    p.add_argument("--amp", choices=["bf16", "fp32"], default="bf16", help="autocast dtype (fp32: no autocast)")
-    p.add_argument("--formats", nargs="+", choices=["channels_last", "contiguous"],
-                   default=["channels_last", "contiguous"], help="memory formats to time eagerly")
+    p.add_argument(
+        "--amp", choices=["bf16", "fp32"], default="bf16", help="autocast dtype (fp32: no autocast)"
+    )
+    p.add_argument(
+        "--formats",
+        nargs="+",
+        choices=["channels_last", "contiguous"],
+        default=["channels_last", "contiguous"],
+        help="memory formats to time eagerly",
+    )
     p.add_argument("--compile", action="store_true", help="also time torch.compile(model) (first format)")
     p.add_argument("--inline-loss", action="store_true", help="also time the same loss without host syncs")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps before the timed windows (eager)")
     p.add_argument("--compile-warmup", type=int, default=5, help="untimed steps for compiled variants")
     p.add_argument("--windows", type=int, default=5)
     p.add_argument("--window-steps", type=int, default=20)
-    p.add_argument("--max-seconds", type=float, default=240.0,
-                   help="time budget: later variants are skipped and windows cut once it is spent")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=240.0,
+        help="time budget: later variants are skipped and windows cut once it is spent",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: a small CIFAR-shaped net, tiny batches")
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--write-results", type=Path, metavar="JSON", default=None,
-                   help="merge a results_gpu.json into RESULTS.md and exit (no benchmarking)")
-    p.add_argument("--results-dir", type=Path, default=HERE,
-                   help="where --write-results puts RESULTS.md and results_gpu.json (default: benchmarks/)")
-    p.add_argument("--note", action="append", default=[], help="with --write-results: a line to add under the table")
+    p.add_argument(
+        "--write-results",
+        type=Path,
+        metavar="JSON",
+        default=None,
+        help="merge a results_gpu.json into RESULTS.md and exit (no benchmarking)",
+    )
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        default=HERE,
+        help="where --write-results puts RESULTS.md and results_gpu.json (default: benchmarks/)",
+    )
+    p.add_argument(
+        "--note", action="append", default=[], help="with --write-results: a line to add under the table"
+    )
     args = p.parse_args(argv)
 
     if args.write_results:
@@ -310,41 +359,77 @@ def main(argv=None):
         if device.type == "cpu":
             amp_dtype, args.amp = None, "fp32"  # bf16 autocast on a CPU without bf16 units is very slow
             torch.set_num_threads(1)  # a smoke test; one thread is steadier on a shared machine
-        build = lambda: UNet(UNetConfig(ch=16, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(16,),  # noqa: E731
-                                        groups=8))
+        build = lambda: UNet(
+            UNetConfig(
+                ch=16,
+                ch_mult=(1, 2, 2, 2),
+                num_res_blocks=1,
+                attn_resolutions=(16,),  # noqa: E731
+                groups=8,
+            )
+        )
     else:
         build = UNet.ddpm_cifar10
     shape = (3, 32, 32)
     diffusion = GaussianDiffusion(NoiseSchedule.linear(1000))
     clock = Clock(device, args.max_seconds)
 
-    machine = dict(python=platform.python_version(), torch=torch.__version__, ddpm_lib=version, ddpm_lib_import=how,
-                   heavy_modules_imported=heavy, platform=platform.platform(), logical_cpus=os.cpu_count())
+    machine = dict(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        ddpm_lib=version,
+        ddpm_lib_import=how,
+        heavy_modules_imported=heavy,
+        platform=platform.platform(),
+        logical_cpus=os.cpu_count(),
+    )
     try:
         from _results import cpu_model
+
         machine["cpu"] = cpu_model()
     except Exception:  # noqa: BLE001
         pass
     if device.type == "cuda":
         prop = torch.cuda.get_device_properties(device)
-        machine.update(gpu=prop.name, gpu_memory_gib=round(prop.total_memory / 2**30, 1), cuda=torch.version.cuda,
-                       cudnn=torch.backends.cudnn.version())
+        machine.update(
+            gpu=prop.name,
+            gpu_memory_gib=round(prop.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
     n_params = count_parameters(build())
     res = dict(
         date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        command="PYTHONPATH=. python " + " ".join(["benchmarks/bench_cifar10_gpu.py",
-                                                   *(argv if argv is not None else sys.argv[1:])]),
-        machine=machine, paper=PAPER, parameters=n_params,
+        command="PYTHONPATH=. python "
+        + " ".join(["benchmarks/bench_cifar10_gpu.py", *(argv if argv is not None else sys.argv[1:])]),
+        machine=machine,
+        paper=PAPER,
+        parameters=n_params,
         network="UNet.ddpm_cifar10()" if not args.quick else f"(--quick) UNet({build().config})",
-        settings=dict(device=str(device), batch=args.batch, sample_batches=args.sample_batches, amp=args.amp,
-                      shape=list(shape), warmup=args.warmup, compile_warmup=args.compile_warmup,
-                      windows=args.windows, window_steps=args.window_steps, max_seconds=args.max_seconds,
-                      quick=args.quick, compile=args.compile, formats=args.formats,
-                      tf32=device.type == "cuda", cudnn_benchmark=device.type == "cuda"),
-        runs=[], notes=[],
+        settings=dict(
+            device=str(device),
+            batch=args.batch,
+            sample_batches=args.sample_batches,
+            amp=args.amp,
+            shape=list(shape),
+            warmup=args.warmup,
+            compile_warmup=args.compile_warmup,
+            windows=args.windows,
+            window_steps=args.window_steps,
+            max_seconds=args.max_seconds,
+            quick=args.quick,
+            compile=args.compile,
+            formats=args.formats,
+            tf32=device.type == "cuda",
+            cudnn_benchmark=device.type == "cuda",
+        ),
+        runs=[],
+        notes=[],
     )
-    print(f"device {device}, {n_params:,} parameters, ddpm_lib {version} via {how}; heavy modules: {heavy or 'none'}",
-          flush=True)
+    print(
+        f"device {device}, {n_params:,} parameters, ddpm_lib {version} via {how}; heavy modules: {heavy or 'none'}",
+        flush=True,
+    )
 
     if args.out:
         out = args.out
@@ -354,6 +439,7 @@ def main(argv=None):
         out = HERE / "results_gpu.json"
     else:  # a smoke run must not overwrite real results
         import tempfile
+
         out = Path(tempfile.gettempdir()) / "results_gpu_smoke.json"
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -377,8 +463,11 @@ def main(argv=None):
             # images/s against the paper's: train 21 steps/s x 128 = 2,688 (at batch 128, the same as the
             # ratio of steps/s); sample 1000 x 256 / 17 s = 15,059 (at batch 256)
             entry["vs_paper"] = _vs_paper(entry, PAPER)
-            print(f"[{variant} {workload} b{batch}] {m['steps_per_s']:.2f} steps/s, {entry['images_per_s']:,.0f} img/s, "
-                  f"{entry['vs_paper']:.2f}x paper (warm-up {m['warmup_s']} s, windows {m['windows']})", flush=True)
+            print(
+                f"[{variant} {workload} b{batch}] {m['steps_per_s']:.2f} steps/s, {entry['images_per_s']:,.0f} img/s, "
+                f"{entry['vs_paper']:.2f}x paper (warm-up {m['warmup_s']} s, windows {m['windows']})",
+                flush=True,
+            )
         if device.type == "cuda":
             entry["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         res["runs"].append(entry)
@@ -401,37 +490,70 @@ def main(argv=None):
         net = build().to(device)
         net.channels_last = fmt == "channels_last"
         model = torch.compile(net, dynamic=False) if compiled else net
-        record(variant, wl, args.batch, lambda: clock.measure(
-            make_train_step(model, net, diffusion, args.batch, shape, device, amp_dtype, inline), warm, args.windows,
-            args.window_steps))
-        for sb in (args.sample_batches if sample else []):
+        record(
+            variant,
+            wl,
+            args.batch,
+            lambda: clock.measure(
+                make_train_step(model, net, diffusion, args.batch, shape, device, amp_dtype, inline),
+                warm,
+                args.windows,
+                args.window_steps,
+            ),
+        )
+        for sb in args.sample_batches if sample else []:
             if clock.left() < min_left:
                 skip(variant, "sample", sb, f"time budget (--max-seconds {args.max_seconds:g}) spent")
                 continue
-            record(variant, "sample", sb, lambda: clock.measure(
-                make_sample_step(model, diffusion, sb, shape, device, amp_dtype), warm, args.windows,
-                args.window_steps))
-        del net, model
+            record(
+                variant,
+                "sample",
+                sb,
+                lambda: clock.measure(
+                    make_sample_step(model, diffusion, sb, shape, device, amp_dtype),
+                    warm,
+                    args.windows,
+                    args.window_steps,
+                ),
+            )
+        net = model = None  # free the GPU memory before the next variant
 
     amp_name = args.amp
     for fmt in args.formats:
         phase(f"eager {amp_name} {fmt}", fmt, compiled=False)
     if args.inline_loss:
-        phase(f"eager {amp_name} {args.formats[0]}", args.formats[0], compiled=False, inline=True, sample=False)
+        phase(
+            f"eager {amp_name} {args.formats[0]}", args.formats[0], compiled=False, inline=True, sample=False
+        )
     if args.compile:
         # compiling the training graph takes about a minute on a big GPU: ask for that much time left
-        phase(f"compiled {amp_name} {args.formats[0]}", args.formats[0], compiled=True,
-              min_left=10.0 if args.quick else 60.0)
+        phase(
+            f"compiled {amp_name} {args.formats[0]}",
+            args.formats[0],
+            compiled=True,
+            min_left=10.0 if args.quick else 60.0,
+        )
         if args.inline_loss:
-            phase(f"compiled {amp_name} {args.formats[0]}", args.formats[0], compiled=True, inline=True,
-                  sample=False, min_left=10.0 if args.quick else 45.0)
+            phase(
+                f"compiled {amp_name} {args.formats[0]}",
+                args.formats[0],
+                compiled=True,
+                inline=True,
+                sample=False,
+                min_left=10.0 if args.quick else 45.0,
+            )
 
     trains = [r for r in res["runs"] if r["workload"].startswith("train") and "steps_per_s" in r]
     if trains:
         b = max(trains, key=lambda r: r["steps_per_s"])
-        res["best_train"] = dict(variant=f"{b['variant']}, {b['workload']}", steps_per_s=b["steps_per_s"],
-                                 images_per_s=b["images_per_s"], batch=b["batch"], vs_paper=b["vs_paper"],
-                                 target_met=b["vs_paper"] >= TARGET_FACTOR)
+        res["best_train"] = dict(
+            variant=f"{b['variant']}, {b['workload']}",
+            steps_per_s=b["steps_per_s"],
+            images_per_s=b["images_per_s"],
+            batch=b["batch"],
+            vs_paper=b["vs_paper"],
+            target_met=b["vs_paper"] >= TARGET_FACTOR,
+        )
     if heavy:
         res["notes"].append(f"importing ddpm_lib pulled in {heavy}")
     if device.type != "cuda":

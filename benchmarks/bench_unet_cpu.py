@@ -66,11 +66,33 @@ CONFIGS = {
     "fmnist-tiny": dict(preset="tiny"),
     "fmnist-small": dict(preset="small"),
     "fmnist-base": dict(preset="base"),
-    "cifar-mini": dict(config=dict(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,),
-                                   dropout=0.1, resolution=32, groups=8, in_channels=3, out_channels=3)),
+    "cifar-mini": dict(
+        config=dict(
+            ch=32,
+            ch_mult=(1, 2, 2, 2),
+            num_res_blocks=2,
+            attn_resolutions=(16,),
+            dropout=0.1,
+            resolution=32,
+            groups=8,
+            in_channels=3,
+            out_channels=3,
+        )
+    ),
     # only for --quick: a very small CIFAR-shaped net
-    "cifar-micro": dict(config=dict(ch=16, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(16,),
-                                    dropout=0.1, resolution=32, groups=8, in_channels=3, out_channels=3)),
+    "cifar-micro": dict(
+        config=dict(
+            ch=16,
+            ch_mult=(1, 2, 2, 2),
+            num_res_blocks=1,
+            attn_resolutions=(16,),
+            dropout=0.1,
+            resolution=32,
+            groups=8,
+            in_channels=3,
+            out_channels=3,
+        )
+    ),
 }
 DEFAULT_CONFIGS = ["fmnist-tiny", "fmnist-small", "cifar-mini"]
 
@@ -116,7 +138,9 @@ def build_pair(name: str):
     with torch.no_grad():
         a, b = ours(x, t), theirs(x, t, return_dict=False)[0]
     err = (a - b).abs().max().item()
-    assert a.abs().mean() > 1e-2 and torch.allclose(a, b, rtol=1e-4, atol=1e-4), f"{name}: outputs differ by {err}"
+    assert a.abs().mean() > 1e-2 and torch.allclose(a, b, rtol=1e-4, atol=1e-4), (
+        f"{name}: outputs differ by {err}"
+    )
     return ours, theirs, n_ours, err
 
 
@@ -143,7 +167,7 @@ VARIANTS = {
     "ours-cl": "ddpm_lib UNet with net.channels_last = True",
     "diffusers-cl": "UNet2DModel with .to(memory_format=torch.channels_last) and channels_last input",
     "ours-head": "ddpm_lib UNet from the last commit's ddpm_lib/nets.py (git HEAD), to show what the working "
-                 "tree's changes to nets.py gain",
+    "tree's changes to nets.py gain",
 }
 
 
@@ -154,8 +178,12 @@ def _head_nets():
 
     name = "_ddpm_lib_nets_at_head"
     if name not in sys.modules:
-        src = subprocess.run(["git", "-C", str(HERE.parent), "show", "HEAD:ddpm_lib/nets.py"], check=True,
-                             capture_output=True, text=True).stdout
+        src = subprocess.run(
+            ["git", "-C", str(HERE.parent), "show", "HEAD:ddpm_lib/nets.py"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         mod = types.ModuleType(name)
         sys.modules[name] = mod  # dataclasses look their module up
         exec(compile(src, "HEAD:ddpm_lib/nets.py", "exec"), mod.__dict__)
@@ -181,11 +209,15 @@ def make_variant(name, ours, theirs):
     if name == "diffusers-cl":
         import copy
 
-        return DiffusersAsModel(copy.deepcopy(theirs).to(memory_format=torch.channels_last), channels_last=True)
+        return DiffusersAsModel(
+            copy.deepcopy(theirs).to(memory_format=torch.channels_last), channels_last=True
+        )
     raise ValueError(name)
 
 
-def make_workloads(model: torch.nn.Module, diffusion: GaussianDiffusion, batch: int, c: UNetConfig, seed: int):
+def make_workloads(
+    model: torch.nn.Module, diffusion: GaussianDiffusion, batch: int, c: UNetConfig, seed: int
+):
     """(train_step, sample_step) closures on fixed inputs, the same for both models (same seed)."""
     g = torch.Generator().manual_seed(seed)
     shape = (batch, c.in_channels, c.resolution, c.resolution)
@@ -229,7 +261,7 @@ def bench_interleaved(fns: dict, batch: int, iters: int, warmup: int, rounds: in
         time_it(fns[lab], warmup)
     wall, cpu = {lab: [] for lab in labels}, {lab: [] for lab in labels}
     for r in range(rounds):
-        for lab in (labels if r % 2 == 0 else labels[::-1]):
+        for lab in labels if r % 2 == 0 else labels[::-1]:
             w, c = time_it(fns[lab], iters)
             wall[lab].append(batch * iters / w)
             cpu[lab].append(batch * iters / c)
@@ -248,9 +280,14 @@ def machine_info() -> dict:
     import diffusers
 
     return dict(
-        cpu=cpu_model(), logical_cpus=os.cpu_count(), platform=platform.platform(),
-        python=platform.python_version(), torch=torch.__version__, diffusers=diffusers.__version__,
-        ddpm_lib=ddpm_lib.__version__, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+        cpu=cpu_model(),
+        logical_cpus=os.cpu_count(),
+        platform=platform.platform(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        diffusers=diffusers.__version__,
+        ddpm_lib=ddpm_lib.__version__,
+        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
     )
 
 
@@ -259,7 +296,7 @@ def machine_info() -> dict:
 
 
 def run_markdown(res: dict) -> list:
-    m, s = res["machine"], res["settings"]
+    s = res["settings"]
     variants = s["variants"]
     lines = [
         f"### {s['threads']} thread{'s' if s['threads'] > 1 else ''} (`torch.set_num_threads({s['threads']})`)",
@@ -269,7 +306,8 @@ def run_markdown(res: dict) -> list:
         f"{s['warmup']} untimed warm-up steps (per workload). Load average (1, 5, 15 min) at start "
         f"{res['load_average_at_start']}, at end {res.get('load_average_at_end')}.",
         "",
-        "| config | input | parameters (both) | workload | " + " | ".join(f"{v} img/s" for v in variants)
+        "| config | input | parameters (both) | workload | "
+        + " | ".join(f"{v} img/s" for v in variants)
         + " | **ours / diffusers** | ours / diffusers per round | ours / diffusers by CPU time |",
         "|---|---|---:|---|" + "---:|" * len(variants) + "---:|---|---:|",
     ]
@@ -280,11 +318,14 @@ def run_markdown(res: dict) -> list:
                 continue
             head = f"| {name} | {r['input']} | {r['parameters']:,} " if first else "| | | "
             first = False
-            cells = " | ".join(f"{r[wl][v]['median']:.2f} ({r[wl][v]['min']:.2f} - {r[wl][v]['max']:.2f})"
-                               for v in variants)
-            lines.append(f"{head}| {wl} | {cells} | **{r[wl]['ratio_of_medians']:.3f}** | "
-                         f"{', '.join(f'{x:.2f}' for x in r[wl]['ratios_per_round'])} | "
-                         f"{r[wl]['cpu_time_ratio_of_medians']:.3f} |")
+            cells = " | ".join(
+                f"{r[wl][v]['median']:.2f} ({r[wl][v]['min']:.2f} - {r[wl][v]['max']:.2f})" for v in variants
+            )
+            lines.append(
+                f"{head}| {wl} | {cells} | **{r[wl]['ratio_of_medians']:.3f}** | "
+                f"{', '.join(f'{x:.2f}' for x in r[wl]['ratios_per_round'])} | "
+                f"{r[wl]['cpu_time_ratio_of_medians']:.3f} |"
+            )
     return lines
 
 
@@ -318,10 +359,15 @@ def cpu_markdown(all_runs: dict) -> str:
     for r in runs:
         for name, c in r["configs"].items():
             cfgs[name] = c
-    lines += ["Configs (ddpm_lib `UNetConfig`; max |ours - diffusers| of the eval-mode outputs on 3 inputs):", ""]
+    lines += [
+        "Configs (ddpm_lib `UNetConfig`; max |ours - diffusers| of the eval-mode outputs on 3 inputs):",
+        "",
+    ]
     for name, c in cfgs.items():
-        lines.append(f"* {name} ({c['input']}, {c['parameters']:,} parameters, max diff "
-                     f"{c['max_abs_output_diff']:.1e}): `{c['config']}`")
+        lines.append(
+            f"* {name} ({c['input']}, {c['parameters']:,} parameters, max diff "
+            f"{c['max_abs_output_diff']:.1e}): `{c['config']}`"
+        )
     notes = [n for r in runs for n in r.get("notes", [])]
     if notes:
         lines += ["", *sorted(set(notes))]
@@ -332,20 +378,36 @@ def cpu_markdown(all_runs: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", default=None, choices=sorted(CONFIGS),
-                   help=f"configs to run (default: {' '.join(DEFAULT_CONFIGS)})")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        default=None,
+        choices=sorted(CONFIGS),
+        help=f"configs to run (default: {' '.join(DEFAULT_CONFIGS)})",
+    )
     p.add_argument("--workloads", nargs="+", default=["train", "sample"], choices=["train", "sample"])
-    p.add_argument("--variants", nargs="+", default=["ours", "diffusers"], choices=list(VARIANTS),
-                   help="models to time; the ratio is always ours / diffusers")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["ours", "diffusers"],
+        choices=list(VARIANTS),
+        help="models to time; the ratio is always ours / diffusers",
+    )
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--rounds", type=int, default=7, help="timed rounds per model (medians over these)")
     p.add_argument("--train-iters", type=int, default=1, help="timed training steps per model per round")
     p.add_argument("--sample-iters", type=int, default=3, help="timed sampling steps per model per round")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per model and workload before the rounds")
+    p.add_argument(
+        "--warmup", type=int, default=2, help="untimed steps per model and workload before the rounds"
+    )
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the same for both)")
     p.add_argument("--quick", action="store_true", help="smoke run: small configs, batch 8, 2 rounds")
-    p.add_argument("--no-write", action="store_true", help="print only; do not write results_cpu.json / RESULTS.md")
+    p.add_argument(
+        "--no-write", action="store_true", help="print only; do not write results_cpu.json / RESULTS.md"
+    )
     p.add_argument("--out-dir", type=Path, default=HERE)
     args = p.parse_args(argv)
 
@@ -360,11 +422,21 @@ def main(argv=None):
     diffusion = GaussianDiffusion(NoiseSchedule.linear(1000))
     res = dict(
         date=time.strftime("%Y-%m-%d %H:%M %Z"),
-        command="python " + " ".join(["benchmarks/bench_unet_cpu.py", *(argv if argv is not None else sys.argv[1:])]),
-        machine=machine_info(), load_average_at_start=load_average(),
-        settings=dict(threads=torch.get_num_threads(), dtype="float32", batch=args.batch, rounds=args.rounds,
-                      warmup=args.warmup, train_iters=args.train_iters, sample_iters=args.sample_iters,
-                      variants=variants, quick=args.quick),
+        command="python "
+        + " ".join(["benchmarks/bench_unet_cpu.py", *(argv if argv is not None else sys.argv[1:])]),
+        machine=machine_info(),
+        load_average_at_start=load_average(),
+        settings=dict(
+            threads=torch.get_num_threads(),
+            dtype="float32",
+            batch=args.batch,
+            rounds=args.rounds,
+            warmup=args.warmup,
+            train_iters=args.train_iters,
+            sample_iters=args.sample_iters,
+            variants=variants,
+            quick=args.quick,
+        ),
         configs={},
     )
     print(json.dumps(res["machine"]), "threads", torch.get_num_threads(), flush=True)
@@ -373,8 +445,12 @@ def main(argv=None):
         c = ours.config
         print(f"[{name}] {n_params:,} parameters in both; outputs agree (max |diff| {err:.2e})", flush=True)
         models = {v: make_variant(v, ours, theirs) for v in variants}
-        rec = dict(parameters=n_params, max_abs_output_diff=err, input=f"{c.resolution}x{c.resolution}x{c.in_channels}",
-                   config=str(c))
+        rec = dict(
+            parameters=n_params,
+            max_abs_output_diff=err,
+            input=f"{c.resolution}x{c.resolution}x{c.in_channels}",
+            config=str(c),
+        )
         for wl in args.workloads:
             fns = {}
             for v, m in models.items():
@@ -386,11 +462,17 @@ def main(argv=None):
             rec[wl]["ratio_of_medians"] = rec[wl]["ours"]["median"] / rec[wl]["diffusers"]["median"]
             rec[wl]["ratios_per_round"] = [round(x / y, 3) for x, y in zip(runs["ours"], runs["diffusers"])]
             rec[wl]["cpu_time"] = {v: summarize(cpu[v]) for v in variants}
-            rec[wl]["cpu_time_ratio_of_medians"] = (rec[wl]["cpu_time"]["ours"]["median"]
-                                                    / rec[wl]["cpu_time"]["diffusers"]["median"])
-            print(f"[{name}] {wl:6s} " + "  ".join(f"{v} {rec[wl][v]['median']:8.2f}" for v in variants)
-                  + f" img/s; ours/diffusers {rec[wl]['ratio_of_medians']:.3f} (per round {rec[wl]['ratios_per_round']}); "
-                  f"by CPU time {rec[wl]['cpu_time_ratio_of_medians']:.3f}", flush=True)
+            rec[wl]["cpu_time_ratio_of_medians"] = (
+                rec[wl]["cpu_time"]["ours"]["median"] / rec[wl]["cpu_time"]["diffusers"]["median"]
+            )
+            print(
+                f"[{name}] {wl:6s} "
+                + "  ".join(f"{v} {rec[wl][v]['median']:8.2f}" for v in variants)
+                + f" img/s; ours/diffusers {rec[wl]['ratio_of_medians']:.3f} "
+                + f"(per round {rec[wl]['ratios_per_round']}); "
+                f"by CPU time {rec[wl]['cpu_time_ratio_of_medians']:.3f}",
+                flush=True,
+            )
         res["configs"][name] = rec
         del ours, theirs, models
     res["load_average_at_end"] = load_average()

@@ -31,8 +31,12 @@ ROOT = Path(__file__).resolve().parent.parent
 @torch.no_grad()
 def held_out_loss(trainer, x, t, noise):
     trainer.model.eval()
-    out = torch.stack([trainer.diffusion.training_loss(trainer.model, x[i:i + 128], t[i:i + 128], noise[i:i + 128])
-                       for i in range(0, len(x), 128)]).mean()
+    out = torch.stack(
+        [
+            trainer.diffusion.training_loss(trainer.model, x[i : i + 128], t[i : i + 128], noise[i : i + 128])
+            for i in range(0, len(x), 128)
+        ]
+    ).mean()
     trainer.model.train()
     return float(out)
 
@@ -54,7 +58,12 @@ def main():
     rows = []
     for preset in args.presets:
         cfg = load_config(ROOT / "configs" / "fashion_mnist.toml")
-        cfg.model, cfg.out_dir, cfg.batch_size, cfg.device = f"unet-fmnist-{preset}", "", args.batch_size, "cpu"
+        cfg.model, cfg.out_dir, cfg.batch_size, cfg.device = (
+            f"unet-fmnist-{preset}",
+            "",
+            args.batch_size,
+            "cpu",
+        )
         cfg.warmup_steps = 100
         tr = Trainer(cfg)
         c0, w0 = time.process_time(), time.time()
@@ -65,26 +74,47 @@ def main():
             used = time.process_time() - c0 - eval_cpu
             if used >= next_eval:
                 e0 = time.process_time()
-                checkpoints.append({"cpu_s": round(used, 1), "steps": tr.step_count,
-                                    "held_out_loss": round(held_out_loss(tr, x, t, noise), 4)})
+                checkpoints.append(
+                    {
+                        "cpu_s": round(used, 1),
+                        "steps": tr.step_count,
+                        "held_out_loss": round(held_out_loss(tr, x, t, noise), 4),
+                    }
+                )
                 eval_cpu += time.process_time() - e0
                 next_eval += args.cpu_seconds / 3
-        row = {"preset": preset, "parameters": count_parameters(tr.model), "steps": tr.step_count,
-               "cpu_seconds": round(time.process_time() - c0 - eval_cpu, 1), "wall_seconds": round(time.time() - w0, 1),
-               "images_per_cpu_second": round(tr.step_count * args.batch_size / (time.process_time() - c0 - eval_cpu), 2),
-               "held_out_loss": round(held_out_loss(tr, x, t, noise), 4), "curve": checkpoints}
+        row = {
+            "preset": preset,
+            "parameters": count_parameters(tr.model),
+            "steps": tr.step_count,
+            "cpu_seconds": round(time.process_time() - c0 - eval_cpu, 1),
+            "wall_seconds": round(time.time() - w0, 1),
+            "images_per_cpu_second": round(
+                tr.step_count * args.batch_size / (time.process_time() - c0 - eval_cpu), 2
+            ),
+            "held_out_loss": round(held_out_loss(tr, x, t, noise), 4),
+            "curve": checkpoints,
+        }
         print(json.dumps(row), flush=True)
         rows.append(row)
     best = min(rows, key=lambda r: r["held_out_loss"])
-    result = {"command": "python benchmarks/model_size_cpu.py " + " ".join(sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
-              "machine": platform.processor() or platform.machine(), "threads": args.threads,
-              "batch_size": args.batch_size, "cpu_seconds_each": args.cpu_seconds, "rows": rows,
-              "fastest_learner": best["preset"]}
+    result = {
+        "command": "python benchmarks/model_size_cpu.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "cpu_seconds_each": args.cpu_seconds,
+        "rows": rows,
+        "fastest_learner": best["preset"],
+    }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'preset':<7}{'params':>11}{'steps':>7}{'img/cpu-s':>11}{'held-out L_simple':>19}")
     for r in rows:
-        print(f"{r['preset']:<7}{r['parameters']:>11,}{r['steps']:>7}{r['images_per_cpu_second']:>11.2f}{r['held_out_loss']:>19.4f}")
+        print(
+            f"{r['preset']:<7}{r['parameters']:>11,}{r['steps']:>7}{r['images_per_cpu_second']:>11.2f}{r['held_out_loss']:>19.4f}"
+        )
     print(f"fastest learner per CPU-second at {args.cpu_seconds:g} s: {best['preset']}")
 
 

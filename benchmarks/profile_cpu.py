@@ -62,8 +62,9 @@ def main(argv=None):
     diffusion = B.GaussianDiffusion(B.NoiseSchedule.linear(1000))
     fns = {}
     for v in args.variants:
-        train_step, sample_step = B.make_workloads(B.make_variant(v, ours, theirs), diffusion, args.batch,
-                                                   ours.config, seed=1234)
+        train_step, sample_step = B.make_workloads(
+            B.make_variant(v, ours, theirs), diffusion, args.batch, ours.config, seed=1234
+        )
         fns[v] = train_step if args.workload == "train" else sample_step
         fns[v](), fns[v]()  # warm-up
     cats = {v: collections.Counter() for v in fns}
@@ -79,8 +80,10 @@ def main(argv=None):
                     in_opt, a = a.name.startswith("Optimizer."), a.cpu_parent
                 ops[v][e.name] += ms
                 cats[v]["optimizer (Adam step)" if in_opt else categorize(e.name)] += ms
-    print(f"{args.config} ({n_params:,} parameters), {args.workload}, batch {args.batch}, "
-          f"{torch.get_num_threads()} thread(s), ms per step (self CPU time, mean of {args.rounds}):")
+    print(
+        f"{args.config} ({n_params:,} parameters), {args.workload}, batch {args.batch}, "
+        f"{torch.get_num_threads()} thread(s), ms per step (self CPU time, mean of {args.rounds}):"
+    )
     names = [c for c, _ in CATEGORIES] + ["optimizer (Adam step)", "other"]
     print(f"{'':34s}" + "".join(f"{v:>22s}" for v in fns))
     tot = {v: sum(cats[v].values()) for v in fns}

@@ -138,7 +138,7 @@ for t in range(1, s.T + 1):
         chain_at[t] = x
         jump_at[t] = d.q_sample(X0, torch.full((5,), t), generator=g_jump)
 
-print(f"largest difference over the 5 starting values, in units of its Monte Carlo standard error (se)")
+print("largest difference over the 5 starting values, in units of its Monte Carlo standard error (se)")
 print(f"{'t':>5} {'abar_t':>8} |{'chain (q_step, t times)':^37}|{'one jump (q_sample)':^37}|")
 print(f"{'':>5} {'':>8} |" + f" {'|mean diff|':>17} {'|var diff|':>17} |" * 2)
 z_all = []  # every difference in units of its standard error

@@ -212,7 +212,7 @@ raw = copy.deepcopy(trainer.model)
 scores = {"initial weights theta_0": held_out_loss(initial), "raw weights theta_N": held_out_loss(raw),
           "EMA, constant decay": held_out_loss(trainer.ema), "EMA, debiased": held_out_loss(debiased),
           f"EMA with warm-up w = {WARMUP}": held_out_loss(ema_warm)}
-print(f"held-out L_simple (64 test images, the same t and eps for each network):")
+print("held-out L_simple (64 test images, the same t and eps for each network):")
 for name, v in scores.items():
     print(f"  {name:<28}{v:.4f}")
 

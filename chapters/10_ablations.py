@@ -640,7 +640,7 @@ checks.check("mu_mse_weight", mu_mse_weight)
 # A common slip, for comparison: the bound's weight $\lambda_t$ instead of $w_t$.
 
 # %%
-checks.check("mu_mse_weight", lambda t, sch: sch.betas[t] / (2 * sch.alphas[t] * (1 - sch.alpha_bars[t])));
+checks.check("mu_mse_weight", lambda t, sch: sch.betas[t] / (2 * sch.alphas[t] * (1 - sch.alpha_bars[t])))
 
 
 # %% [markdown]

@@ -35,7 +35,6 @@ import math
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 
 import ddpm_lib as dl
 from ddpm_lib import viz
@@ -226,7 +225,7 @@ ax.legend(fontsize=7, ncol=3)
 plt.tight_layout()
 plt.show()
 pred_mid = [dl.FASHION_MNIST_CLASSES[int(c)] for c in classify(ig.samples[:, 4, 0])]
-print(f"at lambda = 0.5 the classifier sees: " + ", ".join(f"t = {t_}: {c}" for t_, c in zip(TI, pred_mid)))
+print("at lambda = 0.5 the classifier sees: " + ", ".join(f"t = {t_}: {c}" for t_, c in zip(TI, pred_mid)))
 
 # %% [markdown]
 # The explorer: move $\lambda$ and $t$. The top row shows both sources, the mixed latent and its decoding; the bottom row all

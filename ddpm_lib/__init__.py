@@ -64,17 +64,39 @@ from .checkpoints import (  # noqa: E402
 )
 from .metrics import mmd_rbf, sliced_wasserstein  # noqa: E402
 
-__all__ += ["MLP", "UNet", "UNetConfig", "count_parameters", "timestep_embedding", "Checkpoint", "CheckpointError",
-            "build_model", "load_checkpoint", "save_checkpoint", "mmd_rbf", "sliced_wasserstein"]
+__all__ += [
+    "MLP",
+    "UNet",
+    "UNetConfig",
+    "count_parameters",
+    "timestep_embedding",
+    "Checkpoint",
+    "CheckpointError",
+    "build_model",
+    "load_checkpoint",
+    "save_checkpoint",
+    "mmd_rbf",
+    "sliced_wasserstein",
+]
 
 # Modules with a command line (python -m ddpm_lib.<module>) are imported on first use, so that
 # running one as __main__ does not import it twice.
 _LAZY = {
-    "swiss_roll": "data", "gaussian_mixture": "data", "gaussian_mixture_1d": "data", "GaussianData": "data",
-    "fashion_mnist": "data", "read_idx": "data", "to_uint8": "data", "from_uint8": "data",
-    "FASHION_MNIST_CLASSES": "data", "iterate_minibatches": "data", "infinite_minibatches": "data",
-    "load_pretrained": "pretrained", "list_pretrained": "pretrained",
-    "Trainer": "train", "TrainConfig": "train",
+    "swiss_roll": "data",
+    "gaussian_mixture": "data",
+    "gaussian_mixture_1d": "data",
+    "GaussianData": "data",
+    "fashion_mnist": "data",
+    "read_idx": "data",
+    "to_uint8": "data",
+    "from_uint8": "data",
+    "FASHION_MNIST_CLASSES": "data",
+    "iterate_minibatches": "data",
+    "infinite_minibatches": "data",
+    "load_pretrained": "pretrained",
+    "list_pretrained": "pretrained",
+    "Trainer": "train",
+    "TrainConfig": "train",
 }
 __all__ += list(_LAZY)
 

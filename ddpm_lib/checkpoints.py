@@ -75,6 +75,7 @@ _MAX_HEADER_BYTES = 100_000_000
 # n times this from a stored data shape, so a crafted shape must be refused before it is used.
 MAX_EXAMPLE_NUMEL = 2**24
 
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded as asked; the message names the file."""
 
@@ -200,7 +201,9 @@ def optimizer_state_to_tensors(state_dict: Mapping) -> tuple[dict[str, torch.Ten
         if isinstance(obj, Mapping):
             for k in obj:
                 if not isinstance(k, (str, int)) or isinstance(k, bool):
-                    raise TypeError(f"optimizer state key {k!r} under {name or 'the root'!r} is not an int or str")
+                    raise TypeError(
+                        f"optimizer state key {k!r} under {name or 'the root'!r} is not an int or str"
+                    )
             return {"__dict__": [[k, enc(v, f"{name}.{k}" if name else str(k))] for k, v in obj.items()]}
         if isinstance(obj, tuple):
             return {"__tuple__": [enc(v, f"{name}.{i}") for i, v in enumerate(obj)]}
@@ -208,7 +211,9 @@ def optimizer_state_to_tensors(state_dict: Mapping) -> tuple[dict[str, torch.Ten
             return [enc(v, f"{name}.{i}") for i, v in enumerate(obj)]
         if obj is None or isinstance(obj, (bool, int, float, str)):
             return obj
-        raise TypeError(f"optimizer state entry {name!r} has type {type(obj).__name__}, which cannot be stored without pickle")
+        raise TypeError(
+            f"optimizer state entry {name!r} has type {type(obj).__name__}, which cannot be stored without pickle"
+        )
 
     skeleton = enc(state_dict, "")
     return tensors, skeleton
@@ -327,8 +332,23 @@ def save_checkpoint(
 # -----------------------------------------------------------------------------
 # load
 
-_DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
-                "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_DTYPE_SIZES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 
 
 def _read_header(path: Path) -> dict:
@@ -343,8 +363,10 @@ def _read_header(path: Path) -> dict:
         if head[8:9] == b"{":  # a safetensors header is JSON after 8 bytes
             n = int.from_bytes(head[:8], "little")
             if n > _MAX_HEADER_BYTES:
-                raise CheckpointError(f"{path} is corrupt: its header claims {n} bytes, more than the "
-                                      f"{_MAX_HEADER_BYTES} safetensors allows")
+                raise CheckpointError(
+                    f"{path} is corrupt: its header claims {n} bytes, more than the "
+                    f"{_MAX_HEADER_BYTES} safetensors allows"
+                )
             if 8 + n > size:
                 raise CheckpointError(
                     f"{path} is truncated or corrupt: its header claims {n} bytes but the file has {size} bytes"
@@ -384,14 +406,18 @@ def _read_header(path: Path) -> dict:
         except (TypeError, KeyError, ValueError):
             raise CheckpointError(f"{path} is corrupt: header entry {name!r} is malformed") from None
         if dtype in _DTYPE_SIZES and stop - begin != math.prod(shape) * _DTYPE_SIZES[dtype]:
-            raise CheckpointError(f"{path} is corrupt: tensor {name!r} {dtype}{shape} does not fit its {stop - begin} bytes")
+            raise CheckpointError(
+                f"{path} is corrupt: tensor {name!r} {dtype}{shape} does not fit its {stop - begin} bytes"
+            )
         end = max(end, stop)
     if end > data_len:
         raise CheckpointError(
             f"{path} is truncated: its header describes {end} bytes of tensor data, the file holds {data_len}"
         )
     if end < data_len:
-        raise CheckpointError(f"{path} is corrupt: {data_len - end} bytes after the tensor data the header describes")
+        raise CheckpointError(
+            f"{path} is corrupt: {data_len - end} bytes after the tensor data the header describes"
+        )
     return header
 
 
@@ -424,11 +450,16 @@ def load_checkpoint(
             f"metadata keys {sorted(meta)}, expected format={FORMAT!r} and a config"
         )
     if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format_version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION!r}")
+        raise CheckpointError(
+            f"{path} has checkpoint format_version {meta.get('format_version')!r}, "
+            f"this library reads {FORMAT_VERSION!r}"
+        )
     try:
         tensors = load_file(path, device="cpu")
     except (SafetensorError, OSError, RuntimeError) as e:
-        raise CheckpointError(f"{path} is truncated or corrupt: safetensors could not read it ({e})") from None
+        raise CheckpointError(
+            f"{path} is truncated or corrupt: safetensors could not read it ({e})"
+        ) from None
     if verify and _checksum(tensors, meta) != meta.get("checksum"):
         raise CheckpointError(
             f"{path} is corrupt: its tensors or metadata do not match the checksum stored in it "
@@ -483,7 +514,9 @@ def _fit_problems(own: Mapping[str, tuple], stored: Mapping[str, tuple]) -> list
     if missing:
         problems.append(f"missing from the checkpoint ({len(missing)} keys): {_listing(missing)}")
     if unexpected:
-        problems.append(f"in the checkpoint but not the model ({len(unexpected)} keys): {_listing(unexpected)}")
+        problems.append(
+            f"in the checkpoint but not the model ({len(unexpected)} keys): {_listing(unexpected)}"
+        )
     if shapes:
         shown = [f"{k}: checkpoint {tuple(stored[k])} vs model {tuple(own[k])}" for k in sorted(shapes)[:8]]
         more = f"; ... and {len(shapes) - 8} more" if len(shapes) > 8 else ""
@@ -502,14 +535,24 @@ def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], ckpt: Checkp
     ours_cls, ours_args = type(target).__name__, _model_args(target)
     theirs_cls, theirs_args = ckpt.model_class, ckpt.model_args
     if theirs_cls is not None and theirs_cls != ours_cls:
-        problems.append(f"class: the checkpoint holds {_describe(theirs_cls, theirs_args)}, "
-                        f"the model is {_describe(ours_cls, ours_args)}")
+        problems.append(
+            f"class: the checkpoint holds {_describe(theirs_cls, theirs_args)}, "
+            f"the model is {_describe(ours_cls, ours_args)}"
+        )
     elif theirs_args is not None and ours_args is not None:
-        differ = [k for k in sorted(set(theirs_args) | set(ours_args))
-                  if k not in _ARGS_FREE_TO_DIFFER and theirs_args.get(k) != ours_args.get(k)]
+        differ = [
+            k
+            for k in sorted(set(theirs_args) | set(ours_args))
+            if k not in _ARGS_FREE_TO_DIFFER and theirs_args.get(k) != ours_args.get(k)
+        ]
         if differ:
-            problems.append("arguments: " + "; ".join(
-                f"{k}={theirs_args.get(k)!r} in the checkpoint, {ours_args.get(k)!r} in the model" for k in differ))
+            problems.append(
+                "arguments: "
+                + "; ".join(
+                    f"{k}={theirs_args.get(k)!r} in the checkpoint, {ours_args.get(k)!r} in the model"
+                    for k in differ
+                )
+            )
     problems += _fit_problems(_shapes(target.state_dict()), _shapes(state))
     if problems:
         raise CheckpointError(f"{ckpt.path} does not fit the model passed:\n  " + "\n  ".join(problems))
@@ -545,7 +588,9 @@ def _parameter_budget(limit: int):
         handle.remove()
 
 
-def build_on_meta(build: Callable[[], nn.Module], stored_shapes: Mapping[str, tuple], where: str) -> nn.Module:
+def build_on_meta(
+    build: Callable[[], nn.Module], stored_shapes: Mapping[str, tuple], where: str
+) -> nn.Module:
     """``build()`` on the meta device (no memory for tensors), stopped with CheckpointError (starting
     with ``where``) once it registers more than twice as many parameters as ``stored_shapes``
     has entries: a model description far larger than the stored weights is refused cheaply."""
@@ -557,11 +602,13 @@ def build_on_meta(build: Callable[[], nn.Module], stored_shapes: Mapping[str, tu
         raise CheckpointError(
             f"{where} describes a network with more than {limit} parameter tensors, but the file stores "
             f"{len(stored_shapes)} tensors for it: its config was edited or belongs to other weights "
-            f"(refused before building it)") from None
+            f"(refused before building it)"
+        ) from None
 
 
-def check_model_fits(build: Callable[[], nn.Module] | nn.Module, stored_shapes: Mapping[str, tuple],
-                     where: str) -> nn.Module:
+def check_model_fits(
+    build: Callable[[], nn.Module] | nn.Module, stored_shapes: Mapping[str, tuple], where: str
+) -> nn.Module:
     """Refuse a model description that does not match stored tensors, before anything is allocated.
 
     ``build`` is a function building the model (run by :func:`build_on_meta`) or a model already
@@ -573,21 +620,30 @@ def check_model_fits(build: Callable[[], nn.Module] | nn.Module, stored_shapes: 
     model = build if isinstance(build, nn.Module) else build_on_meta(build, stored_shapes, where)
     problems = _fit_problems(_shapes(_unwrap(model).state_dict()), stored_shapes)
     if problems:
-        raise CheckpointError(f"{where} does not match the tensors stored in the file (refused before "
-                              f"building it):\n  " + "\n  ".join(problems))
+        raise CheckpointError(
+            f"{where} does not match the tensors stored in the file (refused before "
+            f"building it):\n  " + "\n  ".join(problems)
+        )
     return model
 
 
 def check_data_shape(shape, where: str) -> tuple[int, ...]:
     """A stored data shape, (D,) or (C, H, W) of positive ints with at most MAX_EXAMPLE_NUMEL
     numbers, as a tuple; else CheckpointError starting with ``where``."""
-    ok = (isinstance(shape, (list, tuple)) and len(shape) in (1, 3)
-          and all(type(s) is int and s >= 1 for s in shape))
+    ok = (
+        isinstance(shape, (list, tuple))
+        and len(shape) in (1, 3)
+        and all(type(s) is int and s >= 1 for s in shape)
+    )
     if not ok:
-        raise CheckpointError(f"{where}: data shape must be (D,) or (C, H, W) of positive integers, got {shape!r}")
+        raise CheckpointError(
+            f"{where}: data shape must be (D,) or (C, H, W) of positive integers, got {shape!r}"
+        )
     if math.prod(shape) > MAX_EXAMPLE_NUMEL:
-        raise CheckpointError(f"{where}: data shape {list(shape)} holds {math.prod(shape)} numbers per example, "
-                              f"more than the {MAX_EXAMPLE_NUMEL} (2**24) this library samples")
+        raise CheckpointError(
+            f"{where}: data shape {list(shape)} holds {math.prod(shape)} numbers per example, "
+            f"more than the {MAX_EXAMPLE_NUMEL} (2**24) this library samples"
+        )
     return tuple(shape)
 
 
@@ -612,8 +668,11 @@ def build_model(checkpoint: Checkpoint | str | os.PathLike, use_ema: bool = True
         raise CheckpointError(f"{ckpt.path}: no model_args stored for {name}, cannot build it")
     state = ckpt.ema_state if use_ema and ckpt.ema_state is not None else ckpt.model_state
     try:
-        check_model_fits(lambda: MODEL_REGISTRY[name](**args), _shapes(state),
-                         f"{ckpt.path}: its config's {_describe(name, args)}")
+        check_model_fits(
+            lambda: MODEL_REGISTRY[name](**args),
+            _shapes(state),
+            f"{ckpt.path}: its config's {_describe(name, args)}",
+        )
         model = MODEL_REGISTRY[name](**args)
     except (TypeError, ValueError) as e:
         if isinstance(e, CheckpointError):

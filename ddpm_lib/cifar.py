@@ -120,13 +120,15 @@ def _placeholder_only(reconstruct):
     of pickle could ask for gigabytes of heap, read back as images. So any non-empty shape is
     refused here, and every array that has contents got them from bytes in the file.
     """
+
     def _reconstruct(subtype, shape, dtype):
         dims = shape if isinstance(shape, tuple) else (shape,)
         if subtype is not np.ndarray or not all(type(d) is int for d in dims) or 0 not in dims:
             raise UnsafePickleError(
                 f"refusing numpy _reconstruct({getattr(subtype, '__name__', subtype)}, {shape!r}, ...): numpy's own "
                 f"pickles create only an empty ndarray here and fill it from the stored bytes (a non-empty shape "
-                f"would be uninitialised memory)")
+                f"would be uninitialised memory)"
+            )
         return reconstruct(subtype, shape, dtype)
 
     return _reconstruct
@@ -206,10 +208,16 @@ def _candidates(root) -> list[tuple[Path, bool, str]]:
     out = []
     if root is not None:
         r = Path(root)
-        out += [(r, False, "root="), (r / CIFAR10_ARCHIVE, False, "root="), (r / CIFAR10_FOLDER, False, "root=")]
+        out += [
+            (r, False, "root="),
+            (r / CIFAR10_ARCHIVE, False, "root="),
+            (r / CIFAR10_FOLDER, False, "root="),
+        ]
     d = _default_dir()
-    out += [(d / CIFAR10_ARCHIVE, True, f"the course's data folder (${DATA_DIR_ENV} overrides)"),
-            (d / CIFAR10_FOLDER, False, f"the course's data folder (${DATA_DIR_ENV} overrides)")]
+    out += [
+        (d / CIFAR10_ARCHIVE, True, f"the course's data folder (${DATA_DIR_ENV} overrides)"),
+        (d / CIFAR10_FOLDER, False, f"the course's data folder (${DATA_DIR_ENV} overrides)"),
+    ]
     return out
 
 
@@ -252,8 +260,10 @@ def download_cifar10(dest_dir=None) -> Path:
                 m.update(chunk)
                 size += len(chunk)
         if h.hexdigest() != CIFAR10_SHA256 or m.hexdigest() != CIFAR10_MD5:
-            raise DataIntegrityError(f"{CIFAR10_URL}: sha256/md5 mismatch: expected {CIFAR10_SHA256} / {CIFAR10_MD5}, "
-                                     f"got {h.hexdigest()} / {m.hexdigest()} ({size} bytes)")
+            raise DataIntegrityError(
+                f"{CIFAR10_URL}: sha256/md5 mismatch: expected {CIFAR10_SHA256} / {CIFAR10_MD5}, "
+                f"got {h.hexdigest()} / {m.hexdigest()} ({size} bytes)"
+            )
 
     return atomic_write(dest_dir / CIFAR10_ARCHIVE, fetch)
 
@@ -263,8 +273,10 @@ def download_cifar10(dest_dir=None) -> Path:
 
 
 def _too_large(where: str, size: int) -> ValueError:
-    return ValueError(f"{where} is {size} bytes, more than any CIFAR-10 file (at most {MAX_MEMBER_BYTES} bytes "
-                      f"read; the batches are 31,035,704): not the CIFAR-10 archive, refused before reading it")
+    return ValueError(
+        f"{where} is {size} bytes, more than any CIFAR-10 file (at most {MAX_MEMBER_BYTES} bytes "
+        f"read; the batches are 31,035,704): not the CIFAR-10 archive, refused before reading it"
+    )
 
 
 def _find_member(tar: tarfile.TarFile, source: Path, want: str) -> tarfile.TarInfo:
@@ -272,8 +284,10 @@ def _find_member(tar: tarfile.TarFile, source: Path, want: str) -> tarfile.TarIn
     MAX_MEMBER_BYTES on sight (its header says so before its data is decompressed)."""
     for k, info in enumerate(iter(tar.next, None)):
         if k >= MAX_MEMBERS:
-            raise ValueError(f"{source}: more than {MAX_MEMBERS} entries before {want} (the CIFAR-10 archive has 9): "
-                             f"not the CIFAR-10 archive")
+            raise ValueError(
+                f"{source}: more than {MAX_MEMBERS} entries before {want} (the CIFAR-10 archive has 9): "
+                f"not the CIFAR-10 archive"
+            )
         if info.size > MAX_MEMBER_BYTES:
             raise _too_large(f"{source}: archive member {info.name}", info.size)
         if info.name == want:
@@ -305,7 +319,9 @@ def _member_bytes(source: Path, name: str) -> bytes:
             raise
         raise ValueError(f"{source}: not a readable tar.gz archive ({e})") from None
     if len(raw) != info.size:
-        raise ValueError(f"{source}: {want} holds {len(raw)} bytes, its header says {info.size}: the archive is corrupt")
+        raise ValueError(
+            f"{source}: {want} holds {len(raw)} bytes, its header says {info.size}: the archive is corrupt"
+        )
     return raw
 
 
@@ -316,7 +332,9 @@ def _read_batch(source: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     except UnsafePickleError as e:
         raise UnsafePickleError(f"{source}: {name}: {e}") from None
     except Exception as e:  # a broken stream: report it, whatever pickle raised
-        raise ValueError(f"{source}: {name} is not a readable CIFAR-10 batch ({type(e).__name__}: {e})") from None
+        raise ValueError(
+            f"{source}: {name} is not a readable CIFAR-10 batch ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
         keys = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise ValueError(f"{source}: {name}: expected a dict with b'data' and b'labels', got {keys}")
@@ -325,8 +343,10 @@ def _read_batch(source: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
         desc = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise ValueError(f"{source}: {name}: b'data' must be a uint8 array (N, 3072), got {desc}")
     if not isinstance(labels, (list, tuple, np.ndarray)) or len(labels) != len(data):
-        raise ValueError(f"{source}: {name}: {len(labels) if hasattr(labels, '__len__') else '?'} labels for "
-                         f"{len(data)} images")
+        raise ValueError(
+            f"{source}: {name}: {len(labels) if hasattr(labels, '__len__') else '?'} labels for "
+            f"{len(data)} images"
+        )
     lab = np.asarray(labels)
     if lab.dtype.kind not in "iu" or (len(lab) and (lab.min() < 0 or lab.max() > 9)):
         raise ValueError(f"{source}: {name}: labels must be integers in 0..9")
@@ -392,7 +412,10 @@ def verify_cifar10(root=None) -> dict:
     for split in _SPLITS:
         try:
             x, y = cifar10(split, root=source, verify=False)
-        except (ValueError, FileNotFoundError) as e:  # a member missing, too large, not a batch: the check fails
+        except (
+            ValueError,
+            FileNotFoundError,
+        ) as e:  # a member missing, too large, not a batch: the check fails
             if isinstance(e, DataIntegrityError):
                 raise
             raise DataIntegrityError(str(e)) from None

@@ -67,7 +67,9 @@ class ClassifierConfig:
         if not self.channels:
             raise ValueError("channels needs at least one conv block")
         if self.resolution // 2 ** len(self.channels) < 1:
-            raise ValueError(f"resolution={self.resolution} is too small for {len(self.channels)} 2x2 poolings")
+            raise ValueError(
+                f"resolution={self.resolution} is too small for {len(self.channels)} 2x2 poolings"
+            )
 
 
 @register_model
@@ -92,8 +94,12 @@ class FashionClassifier(nn.Module):
         self.config = c = base
         blocks, ch, res = [], c.in_channels, c.resolution
         for out in c.channels:
-            blocks += [nn.Conv2d(ch, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(2)]
+            blocks += [
+                nn.Conv2d(ch, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             ch, res = out, res // 2
         self.conv = nn.Sequential(*blocks)
         self.fc = nn.Linear(ch * res * res, c.feature_dim)
@@ -102,9 +108,15 @@ class FashionClassifier(nn.Module):
 
     def _check(self, x: torch.Tensor) -> None:
         c = self.config
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1:] != (c.in_channels, c.resolution, c.resolution):
+        if (
+            not isinstance(x, torch.Tensor)
+            or x.ndim != 4
+            or x.shape[1:] != (c.in_channels, c.resolution, c.resolution)
+        ):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (B, {c.in_channels}, {c.resolution}, {c.resolution}), got {shape}")
+            raise ValueError(
+                f"x must have shape (B, {c.in_channels}, {c.resolution}, {c.resolution}), got {shape}"
+            )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate activations: (B, feature_dim), after the ReLU of the fully connected layer."""
@@ -125,7 +137,9 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> t
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
-    out = [model(images[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
+    out = [
+        model(images[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(images), batch_size)
+    ]
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
@@ -133,7 +147,9 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> t
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
     """Fraction of images whose predicted class is the label."""
     if len(images) != len(labels) or len(images) == 0:
-        raise ValueError(f"need as many labels as images (and at least one), got {len(images)} and {len(labels)}")
+        raise ValueError(
+            f"need as many labels as images (and at least one), got {len(images)} and {len(labels)}"
+        )
     return float((predict(model, images, batch_size) == labels.cpu()).double().mean())
 
 
@@ -154,17 +170,28 @@ def _augment(x: torch.Tensor, g: torch.Generator, pad: int = 2) -> torch.Tensor:
         padded = F.pad(x, (pad, pad, pad, pad), value=-1.0)
         dy = torch.randint(0, 2 * pad + 1, (B,), generator=g)
         dx = torch.randint(0, 2 * pad + 1, (B,), generator=g)
-        rows = (dy[:, None] + torch.arange(H)[None])  # (B, H)
-        cols = (dx[:, None] + torch.arange(W)[None])  # (B, W)
+        rows = dy[:, None] + torch.arange(H)[None]  # (B, H)
+        cols = dx[:, None] + torch.arange(W)[None]  # (B, W)
         b = torch.arange(B)[:, None, None]
         x = padded[:, 0][b, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
     return x
 
 
-def train_classifier(images: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None, *,
-                     epochs: int = 6, batch_size: int = 256, lr: float = 4e-3, weight_decay: float = 1e-4,
-                     seed: int = 0, augment: str = "flip", config: ClassifierConfig | dict | None = None,
-                     test: Optional[tuple] = None, progress: bool = True, device=None) -> tuple[FashionClassifier, dict]:
+def train_classifier(
+    images: Optional[torch.Tensor] = None,
+    labels: Optional[torch.Tensor] = None,
+    *,
+    epochs: int = 6,
+    batch_size: int = 256,
+    lr: float = 4e-3,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    augment: str = "flip",
+    config: ClassifierConfig | dict | None = None,
+    test: Optional[tuple] = None,
+    progress: bool = True,
+    device=None,
+) -> tuple[FashionClassifier, dict]:
     """Train a :class:`FashionClassifier` with AdamW and a one-cycle (warm-up + cosine) learning rate.
 
     images, labels: (N, 1, 28, 28) in [-1, 1] and (N,) int64; default the full Fashion-MNIST
@@ -203,7 +230,7 @@ def train_classifier(images: Optional[torch.Tensor] = None, labels: Optional[tor
 
             it = tqdm(it, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
         for i in it:
-            idx = order[i * batch_size:(i + 1) * batch_size]
+            idx = order[i * batch_size : (i + 1) * batch_size]
             x, y = images[idx], labels[idx]
             if augment != "none":
                 x = _augment(x, g, pad=2 if augment == "flip-shift" else 0)
@@ -250,9 +277,18 @@ def load_classifier(name_or_path: str | Path = DEFAULT_CLASSIFIER, device=None) 
 # the shipped checkpoint
 
 
-def make_classifier_checkpoint(out, *, epochs: int = 6, batch_size: int = 256, lr: float = 4e-3, seed: int = 0,
-                               augment: str = "flip", train_limit: Optional[int] = None,
-                               command: Optional[str] = None, progress: bool = True) -> tuple[Path, dict]:
+def make_classifier_checkpoint(
+    out,
+    *,
+    epochs: int = 6,
+    batch_size: int = 256,
+    lr: float = 4e-3,
+    seed: int = 0,
+    augment: str = "flip",
+    train_limit: Optional[int] = None,
+    command: Optional[str] = None,
+    progress: bool = True,
+) -> tuple[Path, dict]:
     """Train on Fashion-MNIST's training split (its first ``train_limit`` images), measure the
     accuracy on the test split, and save a checkpoint at ``out`` whose config records the data,
     the training settings, the metrics and ``command`` (how the shipped one was made: the module
@@ -263,20 +299,40 @@ def make_classifier_checkpoint(out, *, epochs: int = 6, batch_size: int = 256, l
     if train_limit:
         x, y = x[:train_limit], y[:train_limit]
     xt, yt = fashion_mnist("test")
-    model, hist = train_classifier(x, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, augment=augment,
-                                   progress=progress)
+    model, hist = train_classifier(
+        x, y, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, augment=augment, progress=progress
+    )
     acc = accuracy(model, xt, yt)
     config = {
         "task": "classification",
-        "data": {"dataset": "fashion-mnist", "shape": [1, 28, 28], "train_split": "train", "train_examples": len(y),
-                 "test_split": "test", "classes": list(FASHION_MNIST_CLASSES), "scaling": "x / 127.5 - 1"},
-        "train": {"epochs": epochs, "batch_size": batch_size, "optimizer": "AdamW", "lr": lr,
-                  "weight_decay": 1e-4, "schedule": "OneCycleLR(pct_start=0.15)", "seed": seed,
-                  "augment": augment,
-                  "threads": torch.get_num_threads(), "epoch_loss": [round(v, 5) for v in hist["epoch_loss"]]},
-        "metrics": {"test_accuracy": round(acc, 5), "test_examples": len(yt),
-                    "train_seconds": round(hist["train_seconds"], 1), "train_cpu_seconds": round(hist["cpu_seconds"], 1),
-                    "parameters": sum(p.numel() for p in model.parameters())},
+        "data": {
+            "dataset": "fashion-mnist",
+            "shape": [1, 28, 28],
+            "train_split": "train",
+            "train_examples": len(y),
+            "test_split": "test",
+            "classes": list(FASHION_MNIST_CLASSES),
+            "scaling": "x / 127.5 - 1",
+        },
+        "train": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "optimizer": "AdamW",
+            "lr": lr,
+            "weight_decay": 1e-4,
+            "schedule": "OneCycleLR(pct_start=0.15)",
+            "seed": seed,
+            "augment": augment,
+            "threads": torch.get_num_threads(),
+            "epoch_loss": [round(v, 5) for v in hist["epoch_loss"]],
+        },
+        "metrics": {
+            "test_accuracy": round(acc, 5),
+            "test_examples": len(yt),
+            "train_seconds": round(hist["train_seconds"], 1),
+            "train_cpu_seconds": round(hist["cpu_seconds"], 1),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
         "command": command,
     }
     path = save_checkpoint(out, model, config=config, step=epochs * (len(y) // batch_size))

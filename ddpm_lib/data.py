@@ -208,7 +208,9 @@ class GaussianData:
     def _event(self, x: torch.Tensor) -> torch.Tensor:
         """The mean reshaped to one example of x: [N x ...] -> [...]."""
         if x.ndim < 2 or math.prod(x.shape[1:]) != self.dim:
-            raise ValueError(f"expected [N x ...] with {self.dim} values per example, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"expected [N x ...] with {self.dim} values per example, got shape {tuple(x.shape)}"
+            )
         return self._m.to(x.device).reshape(x.shape[1:])
 
     def _alpha_bar(self, alpha_bar, x: torch.Tensor) -> torch.Tensor:
@@ -343,7 +345,9 @@ def read_idx(path) -> np.ndarray:
         except (OSError, EOFError, zlib.error) as e:
             raise ValueError(f"{path}: broken gzip stream ({e})") from None
     if len(raw) < 4:
-        raise ValueError(f"{path}: truncated IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
+        raise ValueError(
+            f"{path}: truncated IDX file: {len(raw)} bytes, shorter than the 4-byte magic number"
+        )
     if raw[:2] != b"\x00\x00":
         raise ValueError(
             f"{path}: bad magic number 0x{raw[:4].hex()}: an IDX file starts with two zero bytes, "
@@ -357,7 +361,9 @@ def read_idx(path) -> np.ndarray:
         raise ValueError(f"{path}: bad IDX header: 0 dimensions")
     start = 4 + 4 * ndim
     if len(raw) < start:
-        raise ValueError(f"{path}: truncated IDX file: {len(raw)} bytes, shorter than its {start}-byte header")
+        raise ValueError(
+            f"{path}: truncated IDX file: {len(raw)} bytes, shorter than its {start}-byte header"
+        )
     dims = struct.unpack(f">{ndim}I", raw[4:start])
     dtype = np.dtype(_IDX_TYPES[code])
     want = math.prod(dims) * dtype.itemsize
@@ -648,7 +654,9 @@ def _search_dirs(root) -> list[tuple[Path, str]]:
     dirs = []
     if root is not None:
         dirs.append((Path(root), "root="))
-    dirs.append((data_dir() / "fashion-mnist", f"the course's data folder (${DATA_DIR_ENV} overrides; see data_dir)"))
+    dirs.append(
+        (data_dir() / "fashion-mnist", f"the course's data folder (${DATA_DIR_ENV} overrides; see data_dir)")
+    )
     dirs.append((Path(SYSTEM_FASHION_MNIST_DIR), "Debian's dataset-fashion-mnist"))
     return dirs
 
@@ -693,7 +701,9 @@ def _download(name: str, dest_dir: Path) -> Path:
         actual = h.hexdigest()
         if not any(a["sha256"] == actual and a["size"] == size for a in accepted):
             expected = "; ".join(f"{a['sha256']} ({a['what']})" for a in accepted)
-            raise DataIntegrityError(f"{url}: sha256 mismatch: expected {expected}; got {actual} ({size} bytes)")
+            raise DataIntegrityError(
+                f"{url}: sha256 mismatch: expected {expected}; got {actual} ({size} bytes)"
+            )
 
     return atomic_write(dest_dir / name, fetch)
 
@@ -723,7 +733,9 @@ def _read_pair(image_path: Path, label_path: Path):
             f"{image_path}: expected uint8 images of shape [N x 28 x 28], got {images.dtype} {images.shape}"
         )
     if labels.shape != images.shape[:1]:
-        raise ValueError(f"{label_path}: {labels.shape[0]} labels for {images.shape[0]} images in {image_path}")
+        raise ValueError(
+            f"{label_path}: {labels.shape[0]} labels for {images.shape[0]} images in {image_path}"
+        )
     return images, labels
 
 
@@ -765,8 +777,9 @@ def fashion_mnist(split: str = "test", *, root=None, download: bool = True):
     return from_uint8(torch.from_numpy(images)).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
-def fashion_mnist_examples(classes: Sequence[int], split: str = "test", *, root=None,
-                           download: bool = True) -> torch.Tensor:
+def fashion_mnist_examples(
+    classes: Sequence[int], split: str = "test", *, root=None, download: bool = True
+) -> torch.Tensor:
     """
     One image of each class asked for: the first of that class in the split (deterministic).
 
@@ -836,7 +849,9 @@ def iterate_minibatches(
     tensors, single = _as_tuple(data)
     n = len(tensors[0])
     if drop_last and batch_size > n:
-        raise ValueError(f"batch_size ({batch_size}) exceeds the number of examples ({n}) with drop_last=True")
+        raise ValueError(
+            f"batch_size ({batch_size}) exceeds the number of examples ({n}) with drop_last=True"
+        )
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
     for i in range(0, stop, batch_size):

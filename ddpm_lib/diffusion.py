@@ -28,7 +28,15 @@ from .gaussians import (
 )
 from .schedules import NoiseSchedule
 
-__all__ = ["GaussianDiffusion", "GaussianParams", "Trajectory", "PREDICTIONS", "VARIANCES", "LOSSES", "DECODERS"]
+__all__ = [
+    "GaussianDiffusion",
+    "GaussianParams",
+    "Trajectory",
+    "PREDICTIONS",
+    "VARIANCES",
+    "LOSSES",
+    "DECODERS",
+]
 
 PREDICTIONS = ("eps", "x0", "mean")
 VARIANCES = ("fixed_small", "fixed_large", "learned", "learned_range")
@@ -61,8 +69,12 @@ class Trajectory:
 
     def to_tensors(self) -> dict:
         """A dict of tensors for safetensors.save_file."""
-        return {"ts": self.ts, "timesteps": self.ts if self.timesteps is None else self.timesteps,
-                "x_t": self.x_t.contiguous(), "pred_x0": self.pred_x0.contiguous()}
+        return {
+            "ts": self.ts,
+            "timesteps": self.ts if self.timesteps is None else self.timesteps,
+            "x_t": self.x_t.contiguous(),
+            "pred_x0": self.pred_x0.contiguous(),
+        }
 
 
 def noise_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -72,8 +84,9 @@ def noise_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.T
     return torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
 
 
-def initial_noise(shape, generator: Optional[torch.Generator] = None, device=None,
-                  noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+def initial_noise(
+    shape, generator: Optional[torch.Generator] = None, device=None, noise: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """x_T ~ N(0, I) of ``shape`` (B, ...), the start of every sampling loop (Algorithm 2, line 1).
 
     Drawn on the generator's device (else ``device``, else the CPU), so a seeded CPU generator gives
@@ -116,17 +129,30 @@ class GaussianDiffusion:
             (a density, for continuous data such as the swiss roll).
     """
 
-    def __init__(self, schedule: NoiseSchedule, prediction: str = "eps", variance: str = "fixed_large",
-                 loss: str = "simple", decoder: str = "discretized", hybrid_lambda: float = 1e-3):
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        prediction: str = "eps",
+        variance: str = "fixed_large",
+        loss: str = "simple",
+        decoder: str = "discretized",
+        hybrid_lambda: float = 1e-3,
+    ):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
-        for name, value, allowed in (("prediction", prediction, PREDICTIONS), ("variance", variance, VARIANCES),
-                                     ("loss", loss, LOSSES), ("decoder", decoder, DECODERS)):
+        for name, value, allowed in (
+            ("prediction", prediction, PREDICTIONS),
+            ("variance", variance, VARIANCES),
+            ("loss", loss, LOSSES),
+            ("decoder", decoder, DECODERS),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if loss == "hybrid" and not variance.startswith("learned"):
-            raise ValueError("loss='hybrid' trains the variance by the bound: it needs variance='learned' "
-                             f"or 'learned_range', got variance={variance!r}")
+            raise ValueError(
+                "loss='hybrid' trains the variance by the bound: it needs variance='learned' "
+                f"or 'learned_range', got variance={variance!r}"
+            )
         self.schedule = schedule
         self.T = schedule.T
         self.prediction = prediction
@@ -140,9 +166,10 @@ class GaussianDiffusion:
         self._fixed_large_logvar = s.betas.log()
         self._fixed_small_var = s.posterior_log_variance_clipped.exp()
         self._fixed_small_logvar = s.posterior_log_variance_clipped.clone()
-        self._eps_mse_weight = {name: s.betas**2 / (2 * var * s.alphas * (1 - s.alpha_bars))
-                                for name, var in (("fixed_large", self._fixed_large_var),
-                                                  ("fixed_small", self._fixed_small_var))}
+        self._eps_mse_weight = {
+            name: s.betas**2 / (2 * var * s.alphas * (1 - s.alpha_bars))
+            for name, var in (("fixed_large", self._fixed_large_var), ("fixed_small", self._fixed_small_var))
+        }
         self._device_tables: dict = {}
 
     # ---- configuration ----------------------------------------------------------------
@@ -152,23 +179,42 @@ class GaussianDiffusion:
 
     def config(self) -> dict:
         """A JSON-able description (for checkpoints)."""
-        return {"schedule": self.schedule.to_dict(), "prediction": self.prediction, "variance": self.variance,
-                "loss": self.loss, "decoder": self.decoder, "hybrid_lambda": self.hybrid_lambda}
+        return {
+            "schedule": self.schedule.to_dict(),
+            "prediction": self.prediction,
+            "variance": self.variance,
+            "loss": self.loss,
+            "decoder": self.decoder,
+            "hybrid_lambda": self.hybrid_lambda,
+        }
 
     @classmethod
     def from_config(cls, cfg: dict) -> "GaussianDiffusion":
-        return cls(NoiseSchedule.from_dict(cfg["schedule"]), prediction=cfg["prediction"], variance=cfg["variance"],
-                   loss=cfg.get("loss", "simple"), decoder=cfg.get("decoder", "discretized"),
-                   hybrid_lambda=cfg.get("hybrid_lambda", 1e-3))
+        return cls(
+            NoiseSchedule.from_dict(cfg["schedule"]),
+            prediction=cfg["prediction"],
+            variance=cfg["variance"],
+            loss=cfg.get("loss", "simple"),
+            decoder=cfg.get("decoder", "discretized"),
+            hybrid_lambda=cfg.get("hybrid_lambda", 1e-3),
+        )
 
     def respace(self, steps) -> "GaussianDiffusion":
         """The same model on a subsequence of timesteps (see :meth:`NoiseSchedule.respace`)."""
-        return GaussianDiffusion(self.schedule.respace(steps), prediction=self.prediction, variance=self.variance,
-                                 loss=self.loss, decoder=self.decoder, hybrid_lambda=self.hybrid_lambda)
+        return GaussianDiffusion(
+            self.schedule.respace(steps),
+            prediction=self.prediction,
+            variance=self.variance,
+            loss=self.loss,
+            decoder=self.decoder,
+            hybrid_lambda=self.hybrid_lambda,
+        )
 
     def __repr__(self) -> str:
-        return (f"GaussianDiffusion({self.schedule!r}, prediction={self.prediction!r}, variance={self.variance!r}, "
-                f"loss={self.loss!r}, decoder={self.decoder!r})")
+        return (
+            f"GaussianDiffusion({self.schedule!r}, prediction={self.prediction!r}, variance={self.variance!r}, "
+            f"loss={self.loss!r}, decoder={self.decoder!r})"
+        )
 
     # ---- helpers -------------------------------------------------------------------------
     def _on(self, table: torch.Tensor, device) -> torch.Tensor:
@@ -190,15 +236,23 @@ class GaussianDiffusion:
         out = self._on(table, t.device)[t].to(device=x.device, dtype=x.dtype)
         return out.reshape(t.shape[0], *([1] * (x.ndim - 1)))
 
-    def _check(self, x: torch.Tensor, t: torch.Tensor, name: str = "x_t", allow_zero: bool = False) -> torch.Tensor:
+    def _check(
+        self, x: torch.Tensor, t: torch.Tensor, name: str = "x_t", allow_zero: bool = False
+    ) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor of shape (B, ...), got "
-                            f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
+            raise TypeError(
+                f"{name} must be a floating-point tensor of shape (B, ...), got "
+                f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}"
+            )
         if x.ndim < 2:
-            raise ValueError(f"{name} must have shape (B, ...) with at least 2 dimensions, got {tuple(x.shape)}")
+            raise ValueError(
+                f"{name} must have shape (B, ...) with at least 2 dimensions, got {tuple(x.shape)}"
+            )
         t = self.schedule.check_t(t, allow_zero=allow_zero)
         if t.shape != (x.shape[0],):
-            raise ValueError(f"t must have shape (B,) = ({x.shape[0]},) to match {name}, got {tuple(t.shape)}")
+            raise ValueError(
+                f"t must have shape (B,) = ({x.shape[0]},) to match {name}, got {tuple(t.shape)}"
+            )
         return t
 
     def _check_data(self, x0: torch.Tensor) -> None:
@@ -207,7 +261,11 @@ class GaussianDiffusion:
         if x0.ndim < 2:
             raise ValueError(f"x0 must have shape (B, ...) with at least 2 dimensions, got {tuple(x0.shape)}")
         # a range check reads values, which stalls a GPU stream: data are checked where they are on the CPU
-        if self.decoder == "discretized" and x0.device.type == "cpu" and (x0.min() < -1 - 1e-5 or x0.max() > 1 + 1e-5):
+        if (
+            self.decoder == "discretized"
+            and x0.device.type == "cpu"
+            and (x0.min() < -1 - 1e-5 or x0.max() > 1 + 1e-5)
+        ):
             raise ValueError(
                 f"x0 must lie in [-1, 1] for the discretized decoder (images scaled by x/127.5 - 1); got values in "
                 f"[{float(x0.min()):.4g}, {float(x0.max()):.4g}]. For continuous data use decoder='gaussian'."
@@ -225,8 +283,11 @@ class GaussianDiffusion:
     def _split_output(self, model_output: torch.Tensor, x_t: torch.Tensor):
         C = x_t.shape[1]
         want = 2 * C if self.learned_variance else C
-        if model_output.shape[0] != x_t.shape[0] or model_output.shape[1] != want or \
-                model_output.shape[2:] != x_t.shape[2:]:
+        if (
+            model_output.shape[0] != x_t.shape[0]
+            or model_output.shape[1] != want
+            or model_output.shape[2:] != x_t.shape[2:]
+        ):
             raise ValueError(
                 f"model_output must have shape {(x_t.shape[0], want, *x_t.shape[2:])} for prediction="
                 f"{self.prediction!r} and variance={self.variance!r}, got {tuple(model_output.shape)}"
@@ -244,8 +305,13 @@ class GaussianDiffusion:
         var = self._extract(s.one_minus_alpha_bars, t, x0).expand_as(x0)
         return GaussianParams(mean, var, self._extract(s.log_one_minus_alpha_bars, t, x0).expand_as(x0))
 
-    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def q_sample(
+        self,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        noise: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, eps ~ N(0, I)  (Eq. 4, reparameterized).
 
         x0: (B, ...); t: (B,) in 1..T; noise: like x0 (drawn if None). Returns x_t like x0.
@@ -256,16 +322,26 @@ class GaussianDiffusion:
         elif noise.shape != x0.shape:
             raise ValueError(f"noise must have x0's shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
         s = self.schedule
-        return self._extract(s.sqrt_alpha_bars, t, x0) * x0 + self._extract(s.sqrt_one_minus_alpha_bars, t, x0) * noise
+        return (
+            self._extract(s.sqrt_alpha_bars, t, x0) * x0
+            + self._extract(s.sqrt_one_minus_alpha_bars, t, x0) * noise
+        )
 
-    def q_step(self, x_prev: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None,
-               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def q_step(
+        self,
+        x_prev: torch.Tensor,
+        t: torch.Tensor,
+        noise: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
         """One forward step x_t ~ q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)  (Eq. 2)."""
         t = self._check(x_prev, t, "x_prev")
         if noise is None:
             noise = noise_like(x_prev, generator)
         s = self.schedule
-        return self._extract(s.sqrt_alphas, t, x_prev) * x_prev + self._extract(s.sqrt_betas, t, x_prev) * noise
+        return (
+            self._extract(s.sqrt_alphas, t, x_prev) * x_prev + self._extract(s.sqrt_betas, t, x_prev) * noise
+        )
 
     def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> GaussianParams:
         """q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I)  (Eqs. 6-7).
@@ -275,9 +351,14 @@ class GaussianDiffusion:
         """
         t = self._check(x_t, t)
         if x0.shape != x_t.shape:
-            raise ValueError(f"x0 and x_t must have the same shape, got {tuple(x0.shape)} and {tuple(x_t.shape)}")
+            raise ValueError(
+                f"x0 and x_t must have the same shape, got {tuple(x0.shape)} and {tuple(x_t.shape)}"
+            )
         s = self.schedule
-        mean = self._extract(s.posterior_mean_coef1, t, x_t) * x0 + self._extract(s.posterior_mean_coef2, t, x_t) * x_t
+        mean = (
+            self._extract(s.posterior_mean_coef1, t, x_t) * x0
+            + self._extract(s.posterior_mean_coef2, t, x_t) * x_t
+        )
         var = self._extract(s.posterior_variance, t, x_t).expand_as(x_t)
         logvar = self._extract(s.posterior_log_variance_clipped, t, x_t).expand_as(x_t)
         return GaussianParams(mean, var, logvar)
@@ -286,17 +367,24 @@ class GaussianDiffusion:
     def pred_x0_from_eps(self, x_t, t, eps):
         """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)  (Eq. 4 solved for x_0)."""
         s = self.schedule
-        return self._extract(s.sqrt_recip_alpha_bars, t, x_t) * x_t - self._extract(s.sqrt_recipm1_alpha_bars, t, x_t) * eps
+        return (
+            self._extract(s.sqrt_recip_alpha_bars, t, x_t) * x_t
+            - self._extract(s.sqrt_recipm1_alpha_bars, t, x_t) * eps
+        )
 
     def pred_eps_from_x0(self, x_t, t, x0):
         """eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)."""
         s = self.schedule
-        return (self._extract(s.sqrt_recip_alpha_bars, t, x_t) * x_t - x0) / self._extract(s.sqrt_recipm1_alpha_bars, t, x_t)
+        return (self._extract(s.sqrt_recip_alpha_bars, t, x_t) * x_t - x0) / self._extract(
+            s.sqrt_recipm1_alpha_bars, t, x_t
+        )
 
     def pred_x0_from_mean(self, x_t, t, mean):
         """Invert Eq. 7: x_0 = (mu~ - c_t x_t) / c_0."""
         s = self.schedule
-        return (mean - self._extract(s.posterior_mean_coef2, t, x_t) * x_t) / self._extract(s.posterior_mean_coef1, t, x_t)
+        return (mean - self._extract(s.posterior_mean_coef2, t, x_t) * x_t) / self._extract(
+            s.posterior_mean_coef1, t, x_t
+        )
 
     def mean_from_eps(self, x_t, t, eps):
         """mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)  (Eq. 11)."""
@@ -317,21 +405,27 @@ class GaussianDiffusion:
     def model_variance(self, x_t: torch.Tensor, t: torch.Tensor, var_output: Optional[torch.Tensor] = None):
         """(variance, log_variance) of p(x_{t-1} | x_t), shaped like x_t."""
         if self.variance == "fixed_large":
-            return (self._extract(self._fixed_large_var, t, x_t).expand_as(x_t),
-                    self._extract(self._fixed_large_logvar, t, x_t).expand_as(x_t))
+            return (
+                self._extract(self._fixed_large_var, t, x_t).expand_as(x_t),
+                self._extract(self._fixed_large_logvar, t, x_t).expand_as(x_t),
+            )
         if self.variance == "fixed_small":
-            return (self._extract(self._fixed_small_var, t, x_t).expand_as(x_t),
-                    self._extract(self._fixed_small_logvar, t, x_t).expand_as(x_t))
+            return (
+                self._extract(self._fixed_small_var, t, x_t).expand_as(x_t),
+                self._extract(self._fixed_small_logvar, t, x_t).expand_as(x_t),
+            )
         if self.variance == "learned":
             logvar = var_output
         else:  # learned_range
             frac = (var_output + 1) / 2
-            logvar = frac * self._extract(self._fixed_large_logvar, t, x_t) + \
-                (1 - frac) * self._extract(self._fixed_small_logvar, t, x_t)
+            logvar = frac * self._extract(self._fixed_large_logvar, t, x_t) + (1 - frac) * self._extract(
+                self._fixed_small_logvar, t, x_t
+            )
         return logvar.exp(), logvar
 
-    def p_mean_variance(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                        clip_x0: bool = False) -> dict:
+    def p_mean_variance(
+        self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_x0: bool = False
+    ) -> dict:
         """p(x_{t-1} | x_t) from the network's output.
 
         Returns a dict with ``mean``, ``variance``, ``log_variance``, ``pred_x0`` and ``pred_eps``,
@@ -352,15 +446,30 @@ class GaussianDiffusion:
                 pred_x0 = pred_x0.clamp(-1, 1)
             # mu~(x_t, x0_hat): for eps prediction without clipping this equals Eq. 11 exactly
             s = self.schedule
-            mean = self._extract(s.posterior_mean_coef1, t, x_t) * pred_x0 + \
-                self._extract(s.posterior_mean_coef2, t, x_t) * x_t
-        pred_eps = out if (self.prediction == "eps" and not clip_x0) else self.pred_eps_from_x0(x_t, t, pred_x0)
-        return {"mean": mean, "variance": variance, "log_variance": log_variance,
-                "pred_x0": pred_x0, "pred_eps": pred_eps}
+            mean = (
+                self._extract(s.posterior_mean_coef1, t, x_t) * pred_x0
+                + self._extract(s.posterior_mean_coef2, t, x_t) * x_t
+            )
+        pred_eps = (
+            out if (self.prediction == "eps" and not clip_x0) else self.pred_eps_from_x0(x_t, t, pred_x0)
+        )
+        return {
+            "mean": mean,
+            "variance": variance,
+            "log_variance": log_variance,
+            "pred_x0": pred_x0,
+            "pred_eps": pred_eps,
+        }
 
-    def p_sample(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                 noise: Optional[torch.Tensor] = None, clip_x0: bool = False,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def p_sample(
+        self,
+        model_output: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        noise: Optional[torch.Tensor] = None,
+        clip_x0: bool = False,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
         """x_{t-1} = mu_theta + sigma_t z, z ~ N(0, I) for t > 1 and z = 0 at t = 1  (Algorithm 2, line 4)."""
         return self._p_sample(model_output, x_t, t, noise, clip_x0, generator)[0]
 
@@ -371,9 +480,17 @@ class GaussianDiffusion:
         nonzero = (t > 1).to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
         return p["mean"] + nonzero * torch.exp(0.5 * p["log_variance"]) * noise, p
 
-    def ddim_step(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, t_prev,
-                  eta: float = 0.0, noise: Optional[torch.Tensor] = None, clip_x0: bool = False,
-                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def ddim_step(
+        self,
+        model_output: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        t_prev,
+        eta: float = 0.0,
+        noise: Optional[torch.Tensor] = None,
+        clip_x0: bool = False,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
         """One DDIM step from t to t_prev < t (Song et al. 2021, Eq. 12), t_prev = 0 giving x_0.
 
         x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z, with
@@ -402,8 +519,9 @@ class GaussianDiffusion:
             x_prev = x_prev + sigma * noise
         return x_prev
 
-    def ddim_reverse_step(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, t_next,
-                          clip_x0: bool = False) -> torch.Tensor:
+    def ddim_reverse_step(
+        self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, t_next, clip_x0: bool = False
+    ) -> torch.Tensor:
         """Deterministic DDIM encoding from t to t_next > t: sqrt(abar_next) x0_hat + sqrt(1 - abar_next) eps_hat."""
         t = self._check(x_t, t)
         if not isinstance(t_next, torch.Tensor):
@@ -421,14 +539,21 @@ class GaussianDiffusion:
         true = self.q_posterior(x0, x_t, t)
         kl = sum_flat(normal_kl(true.mean, true.log_variance, out_mean["mean"], out_mean["log_variance"]))
         if self.decoder == "discretized":
-            nll = -sum_flat(discretized_gaussian_log_likelihood(x0, out_mean["mean"], 0.5 * out_mean["log_variance"]))
+            nll = -sum_flat(
+                discretized_gaussian_log_likelihood(x0, out_mean["mean"], 0.5 * out_mean["log_variance"])
+            )
         else:
             nll = -sum_flat(gaussian_log_likelihood(x0, out_mean["mean"], out_mean["log_variance"]))
         return torch.where(t == 1, nll, kl)
 
-    def training_losses(self, model: Callable, x0: torch.Tensor, t: Optional[torch.Tensor] = None,
-                        noise: Optional[torch.Tensor] = None,
-                        generator: Optional[torch.Generator] = None) -> dict:
+    def training_losses(
+        self,
+        model: Callable,
+        x0: torch.Tensor,
+        t: Optional[torch.Tensor] = None,
+        noise: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> dict:
         """Algorithm 1's loss for a batch, with its parts.
 
         Returns a dict of (B,) tensors: ``loss`` (the configured objective), ``mse`` (mean over
@@ -467,8 +592,14 @@ class GaussianDiffusion:
             terms["loss"] = terms["mse"] + self.hybrid_lambda * self.T * terms["vb"]
         return terms
 
-    def training_loss(self, model: Callable, x0: torch.Tensor, t: Optional[torch.Tensor] = None,
-                      noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def training_loss(
+        self,
+        model: Callable,
+        x0: torch.Tensor,
+        t: Optional[torch.Tensor] = None,
+        noise: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
         """Per-example loss (B,) of the configured objective (Algorithm 1; L_simple is Eq. 14)."""
         return self.training_losses(model, x0, t, noise, generator)["loss"]
 
@@ -479,8 +610,14 @@ class GaussianDiffusion:
         return sum_flat(normal_kl(q.mean, q.log_variance, torch.zeros_like(x0), torch.zeros_like(x0)))
 
     @torch.no_grad()
-    def vlb_terms(self, model: Callable, x0: torch.Tensor, generator: Optional[torch.Generator] = None,
-                  progress: bool = False, clip_x0: bool = False) -> torch.Tensor:
+    def vlb_terms(
+        self,
+        model: Callable,
+        x0: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        progress: bool = False,
+        clip_x0: bool = False,
+    ) -> torch.Tensor:
         """Every term of the bound (Eq. 5) for each example: (B, T + 1) in nats, summed over dimensions.
 
         Column 0 is L_0 = -log p(x_0 | x_1); column j, 1 <= j < T, is
@@ -499,19 +636,33 @@ class GaussianDiffusion:
         terms[:, self.T] = self.prior_kl(x0).double()
         return terms
 
-    def bits_per_dim(self, model: Callable, x0: torch.Tensor, generator: Optional[torch.Generator] = None,
-                     progress: bool = False) -> torch.Tensor:
+    def bits_per_dim(
+        self,
+        model: Callable,
+        x0: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
         """The whole bound L_T + sum_t L_{t-1} + L_0 per example, in bits per dimension: (B,)."""
         D = x0[0].numel()
         return self.vlb_terms(model, x0, generator=generator, progress=progress).sum(1) / (D * math.log(2.0))
 
     # ---- sampling (Algorithm 2) -------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, model: Callable, shape, generator: Optional[torch.Generator] = None, progress: bool = True,
-               noise: Optional[torch.Tensor] = None, clip_x0: bool = False, device=None,
-               record: Optional[Iterable[int]] = None, t_start: Optional[int] = None,
-               condition: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
-               step_noise: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None):
+    def sample(
+        self,
+        model: Callable,
+        shape,
+        generator: Optional[torch.Generator] = None,
+        progress: bool = True,
+        noise: Optional[torch.Tensor] = None,
+        clip_x0: bool = False,
+        device=None,
+        record: Optional[Iterable[int]] = None,
+        t_start: Optional[int] = None,
+        condition: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
+        step_noise: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
+    ):
         """Algorithm 2: x_T ~ N(0, I); for t = T..1, x_{t-1} = p_sample(model(x_t, t), x_t, t).
 
         shape: (B, ...) of the samples. ``noise`` gives x_T (or x_{t_start}) instead of drawing it;
@@ -555,7 +706,9 @@ class Recorder:
         if self.want is not None and t in self.want:
             self.ts.append(t)
             self.xs.append(x.detach().cpu())
-            self.x0s.append(pred_x0.detach().cpu() if pred_x0 is not None else torch.full_like(x.cpu(), float("nan")))
+            self.x0s.append(
+                pred_x0.detach().cpu() if pred_x0 is not None else torch.full_like(x.cpu(), float("nan"))
+            )
 
     def result(self) -> Trajectory:
         if not self.ts:

@@ -54,8 +54,10 @@ __all__ = [
     "write_json",
 ]
 
-FCD_NOTE = ("FCD (Frechet classifier distance) uses the 128-d features of ddpm_lib's small Fashion-MNIST classifier; "
-            "it is NOT Inception FID and NOT comparable to published FID numbers.")
+FCD_NOTE = (
+    "FCD (Frechet classifier distance) uses the 128-d features of ddpm_lib's small Fashion-MNIST classifier; "
+    "it is NOT Inception FID and NOT comparable to published FID numbers."
+)
 
 _LN2 = math.log(2.0)
 
@@ -64,8 +66,16 @@ _LN2 = math.log(2.0)
 # bits per dimension
 
 
-def bits_per_dim_on(model, diffusion: GaussianDiffusion, images: torch.Tensor, *, batch_size: int = 64,
-                    seed: int = 0, device=None, progress: bool = False) -> dict:
+def bits_per_dim_on(
+    model,
+    diffusion: GaussianDiffusion,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    device=None,
+    progress: bool = False,
+) -> dict:
     """The whole variational bound on ``images`` (N, ...) in [-1, 1], in bits per dimension.
 
     Uses :meth:`GaussianDiffusion.vlb_terms` (the terms :meth:`~GaussianDiffusion.bits_per_dim`
@@ -91,7 +101,7 @@ def bits_per_dim_on(model, diffusion: GaussianDiffusion, images: torch.Tensor, *
 
         batches = tqdm(batches, desc="bits/dim", leave=False)
     for i in batches:
-        x0 = images[i:i + batch_size].to(device)
+        x0 = images[i : i + batch_size].to(device)
         chunks.append(diffusion.vlb_terms(model, x0, generator=gen).cpu() / (D * _LN2))
     terms = torch.cat(chunks)  # (N, T + 1) bits/dim
     bpd = terms.sum(1)
@@ -138,15 +148,18 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     the usual tr((S1 S2)^{1/2}), since S1 S2 is similar to S1^{1/2} S2 S1^{1/2}. Inputs: numpy arrays or
     tensors, mu (D,), sigma (D, D) (or scalars for D = 1).
     """
-    m1 = torch.as_tensor(np.asarray(mu1, dtype=np.float64) if not isinstance(mu1, torch.Tensor) else mu1,
-                         dtype=torch.float64).reshape(-1)
-    m2 = torch.as_tensor(np.asarray(mu2, dtype=np.float64) if not isinstance(mu2, torch.Tensor) else mu2,
-                         dtype=torch.float64).reshape(-1)
+    m1 = torch.as_tensor(
+        np.asarray(mu1, dtype=np.float64) if not isinstance(mu1, torch.Tensor) else mu1, dtype=torch.float64
+    ).reshape(-1)
+    m2 = torch.as_tensor(
+        np.asarray(mu2, dtype=np.float64) if not isinstance(mu2, torch.Tensor) else mu2, dtype=torch.float64
+    ).reshape(-1)
     D = m1.numel()
 
     def cov(s, name):
-        s = torch.as_tensor(np.asarray(s, dtype=np.float64) if not isinstance(s, torch.Tensor) else s,
-                            dtype=torch.float64)
+        s = torch.as_tensor(
+            np.asarray(s, dtype=np.float64) if not isinstance(s, torch.Tensor) else s, dtype=torch.float64
+        )
         s = s.reshape(1, 1) if s.numel() == 1 and D == 1 else s
         if s.shape != (D, D):
             raise ValueError(f"{name} must have shape ({D}, {D}) to match the means, got {tuple(s.shape)}")
@@ -187,8 +200,10 @@ def classifier_features(images: torch.Tensor, classifier=None, batch_size: int =
     clf = _classifier(classifier)
     clf.eval()
     dev = next(clf.parameters()).device
-    out = [clf.features(images[i:i + batch_size].to(dev, torch.float32)).double().cpu()
-           for i in range(0, len(images), batch_size)]
+    out = [
+        clf.features(images[i : i + batch_size].to(dev, torch.float32)).double().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(out)
 
 
@@ -219,16 +234,19 @@ def load_test_split(dataset: str = "fashion-mnist", subset: Optional[int] = None
 
         x, _ = cifar10("test")
     else:
-        raise ValueError(f"no test split for data set {dataset!r}: bits/dim is evaluated on image data "
-                         f"(fashion-mnist, cifar10)")
+        raise ValueError(
+            f"no test split for data set {dataset!r}: bits/dim is evaluated on image data "
+            f"(fashion-mnist, cifar10)"
+        )
     return x[:subset] if subset else x
 
 
 _REFERENCE_CACHE: dict = {}
 
 
-def fcd(generated: torch.Tensor, reference: Optional[torch.Tensor] = None, classifier=None,
-        batch_size: int = 500) -> float:
+def fcd(
+    generated: torch.Tensor, reference: Optional[torch.Tensor] = None, classifier=None, batch_size: int = 500
+) -> float:
     """Fréchet classifier distance between ``generated`` images and ``reference`` images.
 
     Both (N, 1, 28, 28) in [-1, 1]; ``reference`` defaults to the 10,000 Fashion-MNIST test images
@@ -245,8 +263,9 @@ def fcd(generated: torch.Tensor, reference: Optional[torch.Tensor] = None, class
             _REFERENCE_CACHE[key] = classifier_statistics(load_test_split("fashion-mnist"), None, batch_size)
         stats_r = _REFERENCE_CACHE[key]
     else:
-        stats_r = classifier_statistics(load_test_split("fashion-mnist") if reference is None else reference,
-                                        classifier, batch_size)
+        stats_r = classifier_statistics(
+            load_test_split("fashion-mnist") if reference is None else reference, classifier, batch_size
+        )
     return frechet_distance(stats_r[0], stats_r[1], stats_g[0], stats_g[1])
 
 
@@ -254,10 +273,20 @@ def fcd(generated: torch.Tensor, reference: Optional[torch.Tensor] = None, class
 # the whole evaluation
 
 
-def evaluate_checkpoint(spec, *, bpd: bool = False, subset: Optional[int] = None, fid_samples: int = 0,
-                        sample_steps: Optional[int] = None, sample_method: Optional[str] = None,
-                        seed: int = 0, device=None, batch_size: int = 64, use_ema: bool = True,
-                        progress: bool = True) -> dict:
+def evaluate_checkpoint(
+    spec,
+    *,
+    bpd: bool = False,
+    subset: Optional[int] = None,
+    fid_samples: int = 0,
+    sample_steps: Optional[int] = None,
+    sample_method: Optional[str] = None,
+    seed: int = 0,
+    device=None,
+    batch_size: int = 64,
+    use_ema: bool = True,
+    progress: bool = True,
+) -> dict:
     """Bits/dim (``bpd=True``) and/or FCD (``fid_samples`` > 0) of a checkpoint file or pretrained name.
 
     Returns a JSON-able dict (see the module docstring for what each number is).
@@ -271,29 +300,54 @@ def evaluate_checkpoint(spec, *, bpd: bool = False, subset: Optional[int] = None
         raise ValueError(f"{spec}: its config has no 'diffusion' entry: not a diffusion model checkpoint")
     data = p.config.get("data") if isinstance(p.config.get("data"), dict) else {}
     dataset = data.get("dataset", "fashion-mnist")
-    result = {"checkpoint": str(p.path), "name": p.name, "sha256": p.sha256, "dataset": dataset,
-              "T": p.diffusion.T, "step": p.config.get("step"), "use_ema": use_ema, "seed": seed}
+    result = {
+        "checkpoint": str(p.path),
+        "name": p.name,
+        "sha256": p.sha256,
+        "dataset": dataset,
+        "T": p.diffusion.T,
+        "step": p.config.get("step"),
+        "use_ema": use_ema,
+        "seed": seed,
+    }
     if bpd:
         images = load_test_split(dataset, subset)
         t0 = time.perf_counter()
         r = bits_per_dim_on(p.model, p.diffusion, images, batch_size=batch_size, seed=seed, progress=progress)
         result["bpd"] = {
-            "split": "test", "n": r["n"], "subset": subset, "mean": r["mean"], "stderr": r["stderr"],
-            "L_T": r["L_T"], "L_t_minus_1": r["L_t_minus_1"], "L_0": r["L_0"],
+            "split": "test",
+            "n": r["n"],
+            "subset": subset,
+            "mean": r["mean"],
+            "stderr": r["stderr"],
+            "L_T": r["L_T"],
+            "L_t_minus_1": r["L_t_minus_1"],
+            "L_0": r["L_0"],
             "terms": "L_T = KL(q(x_T|x_0) || N(0, I)); L_t_minus_1 = sum over t = 2..T of "
-                     "KL(q(x_{t-1}|x_t, x_0) || p(x_{t-1}|x_t)); L_0 = -log p(x_0|x_1) (discretized decoder); "
-                     "all in bits/dim, one draw of x_t per term and image",
+            "KL(q(x_{t-1}|x_t, x_0) || p(x_{t-1}|x_t)); L_0 = -log p(x_0|x_1) (discretized decoder); "
+            "all in bits/dim, one draw of x_t per term and image",
             "seconds": round(time.perf_counter() - t0, 2),
         }
     if fid_samples:
         if not str(dataset).startswith("fashion-mnist"):
-            raise ValueError(f"FCD uses a Fashion-MNIST classifier; this checkpoint's data set is {dataset!r}")
+            raise ValueError(
+                f"FCD uses a Fashion-MNIST classifier; this checkpoint's data set is {dataset!r}"
+            )
         method = sample_method or ("respaced" if sample_steps else "ancestral")
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(int(seed))
-        samples, _ = generate(p.model, p.diffusion, p.data_shape, int(fid_samples), method=method,
-                              steps=sample_steps, generator=gen, device=next(p.model.parameters()).device,
-                              batch_size=max(batch_size, 1), progress=progress)
+        samples, _ = generate(
+            p.model,
+            p.diffusion,
+            p.data_shape,
+            int(fid_samples),
+            method=method,
+            steps=sample_steps,
+            generator=gen,
+            device=next(p.model.parameters()).device,
+            batch_size=max(batch_size, 1),
+            progress=progress,
+        )
         t_sample = time.perf_counter() - t0
         if not torch.isfinite(samples).all():
             raise ValueError("the generated samples hold NaN or infinite values")
@@ -304,13 +358,21 @@ def evaluate_checkpoint(spec, *, bpd: bool = False, subset: Optional[int] = None
         value = fcd(samples)
         entry = list_pretrained().get(DEFAULT_CLASSIFIER, {})
         result["fcd"] = {
-            "value": value, "n_generated": int(fid_samples), "n_reference": 10000,
+            "value": value,
+            "n_generated": int(fid_samples),
+            "n_reference": 10000,
             "reference": "fashion-mnist test split",
-            "sampler": {"method": method, "seed": seed,
-                        "steps": p.diffusion.T if method == "ancestral" else
-                        (sample_steps or min(DEFAULT_STEPS[method], p.diffusion.T))},
-            "classifier": DEFAULT_CLASSIFIER, "classifier_sha256": entry.get("sha256"),
-            "note": FCD_NOTE, "sample_seconds": round(t_sample, 2),
+            "sampler": {
+                "method": method,
+                "seed": seed,
+                "steps": p.diffusion.T
+                if method == "ancestral"
+                else (sample_steps or min(DEFAULT_STEPS[method], p.diffusion.T)),
+            },
+            "classifier": DEFAULT_CLASSIFIER,
+            "classifier_sha256": entry.get("sha256"),
+            "note": FCD_NOTE,
+            "sample_seconds": round(t_sample, 2),
         }
     return result
 

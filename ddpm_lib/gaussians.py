@@ -28,8 +28,11 @@ LOG_2PI = math.log(2 * math.pi)
 def _t(x, ref: torch.Tensor | None = None) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
-    return torch.tensor(x, dtype=ref.dtype if ref is not None else torch.get_default_dtype(),
-                        device=ref.device if ref is not None else None)
+    return torch.tensor(
+        x,
+        dtype=ref.dtype if ref is not None else torch.get_default_dtype(),
+        device=ref.device if ref is not None else None,
+    )
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
@@ -42,8 +45,9 @@ def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
     if ref is None:
         raise TypeError("normal_kl needs at least one tensor argument")
     mean1, logvar1, mean2, logvar2 = (_t(x, ref) for x in (mean1, logvar1, mean2, logvar2))
-    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
-                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0)
+    return 0.5 * (
+        logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0
+    )
 
 
 def gaussian_log_likelihood(x, mean, log_var) -> torch.Tensor:
@@ -116,14 +120,19 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, *, exact: bool = Tru
         log_delta = torch.where(upper, mid_upper, mid_lower)
         log_cdf_plus = _log_normal_cdf(torch.where(lower_edge, plus_in, 0.0))  # log P(X <= x + 1/255)
         log_one_minus_cdf_min = _log_normal_cdf(-torch.where(upper_edge, min_in, 0.0))  # log P(X > x - 1/255)
-        return torch.where(lower_edge, log_cdf_plus, torch.where(upper_edge, log_one_minus_cdf_min, log_delta))
+        return torch.where(
+            lower_edge, log_cdf_plus, torch.where(upper_edge, log_one_minus_cdf_min, log_delta)
+        )
     cdf_plus = approx_standard_normal_cdf(plus_in)
     cdf_min = approx_standard_normal_cdf(min_in)
     log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
     log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
     cdf_delta = cdf_plus - cdf_min
-    return torch.where(lower_edge, log_cdf_plus,
-                       torch.where(upper_edge, log_one_minus_cdf_min, torch.log(cdf_delta.clamp(min=1e-12))))
+    return torch.where(
+        lower_edge,
+        log_cdf_plus,
+        torch.where(upper_edge, log_one_minus_cdf_min, torch.log(cdf_delta.clamp(min=1e-12))),
+    )
 
 
 def discretized_gaussian_probs(mean, log_scale, *, exact: bool = True) -> torch.Tensor:
@@ -131,8 +140,9 @@ def discretized_gaussian_probs(mean, log_scale, *, exact: bool = True) -> torch.
     mean = _t(mean)
     log_scale = _t(log_scale, mean)
     grid = torch.arange(256, dtype=mean.dtype, device=mean.device) * (2.0 / 255.0) - 1.0
-    return discretized_gaussian_log_likelihood(grid, mean.unsqueeze(-1), log_scale.unsqueeze(-1),
-                                               exact=exact).exp()
+    return discretized_gaussian_log_likelihood(
+        grid, mean.unsqueeze(-1), log_scale.unsqueeze(-1), exact=exact
+    ).exp()
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,13 @@ import torch
 
 from .nets import UNet, UNetConfig
 
-__all__ = ["paper_t", "diffusers_timestep", "diffusers_unet_kwargs", "unet_state_from_diffusers",
-           "unet_from_diffusers"]
+__all__ = [
+    "paper_t",
+    "diffusers_timestep",
+    "diffusers_unet_kwargs",
+    "unet_state_from_diffusers",
+    "unet_from_diffusers",
+]
 
 
 def paper_t(k):
@@ -39,16 +44,30 @@ def diffusers_unet_kwargs(config: UNetConfig) -> dict:
     CIFAR-10 network as diffusers ships it."""
     c = config
     if c.ch_mult[0] != 1:
-        raise ValueError(f"diffusers' time embedding is block_out_channels[0] wide, which needs ch_mult[0] == 1; "
-                         f"got ch_mult {tuple(c.ch_mult)}")
+        raise ValueError(
+            f"diffusers' time embedding is block_out_channels[0] wide, which needs ch_mult[0] == 1; "
+            f"got ch_mult {tuple(c.ch_mult)}"
+        )
     res = c.level_resolutions
     return dict(
-        sample_size=c.resolution, in_channels=c.in_channels, out_channels=c.out_channels,
-        block_out_channels=tuple(c.ch * m for m in c.ch_mult), layers_per_block=c.num_res_blocks,
+        sample_size=c.resolution,
+        in_channels=c.in_channels,
+        out_channels=c.out_channels,
+        block_out_channels=tuple(c.ch * m for m in c.ch_mult),
+        layers_per_block=c.num_res_blocks,
         down_block_types=tuple("AttnDownBlock2D" if r in c.attn_resolutions else "DownBlock2D" for r in res),
-        up_block_types=tuple("AttnUpBlock2D" if r in c.attn_resolutions else "UpBlock2D" for r in reversed(res)),
-        attention_head_dim=None, norm_num_groups=c.groups, norm_eps=1e-6, time_embedding_type="positional",
-        flip_sin_to_cos=False, freq_shift=1, downsample_padding=0, add_attention=True, act_fn="silu",
+        up_block_types=tuple(
+            "AttnUpBlock2D" if r in c.attn_resolutions else "UpBlock2D" for r in reversed(res)
+        ),
+        attention_head_dim=None,
+        norm_num_groups=c.groups,
+        norm_eps=1e-6,
+        time_embedding_type="positional",
+        flip_sin_to_cos=False,
+        freq_shift=1,
+        downsample_padding=0,
+        add_attention=True,
+        act_fn="silu",
         dropout=c.dropout,
     )
 
@@ -90,7 +109,9 @@ def unet_from_diffusers(model, config: UNetConfig) -> UNet:
     # diffusers' attention projections are Linear (C, C); ours are 1x1 convolutions (C, C, 1, 1)
     wrong = sorted(k for k in set(mine) & set(state) if mine[k].numel() != state[k].numel())
     if missing or extra or wrong:
-        raise ValueError(f"the diffusers model does not fit UNet({config}): missing {missing[:5]}, "
-                         f"extra {extra[:5]}, other sizes {wrong[:5]}")
+        raise ValueError(
+            f"the diffusers model does not fit UNet({config}): missing {missing[:5]}, "
+            f"extra {extra[:5]}, other sizes {wrong[:5]}"
+        )
     ours.load_state_dict({k: v.reshape(mine[k].shape) for k, v in state.items()})
     return ours

@@ -11,11 +11,14 @@ __all__ = ["sliced_wasserstein", "mmd_rbf"]
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must be (N, D) and (M, D) with the same D, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"x and y must be (N, D) and (M, D) with the same D, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
 
 
-def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 256,
-                       generator: Optional[torch.Generator] = None) -> float:
+def sliced_wasserstein(
+    x: torch.Tensor, y: torch.Tensor, n_projections: int = 256, generator: Optional[torch.Generator] = None
+) -> float:
     """Sliced 1-Wasserstein distance between two sample sets (N, D) and (M, D).
 
     Averages over random unit directions the 1-D Wasserstein-1 distance of the projections,

@@ -91,7 +91,9 @@ def mixture_log_prob(x, means, stds=0.1, weights=None) -> torch.Tensor:
     return torch.logsumexp(log_comp + torch.log(weights), dim=1)
 
 
-def mixture_pdf(x: np.ndarray, means, stds, weights, scale: float = 1.0, extra_var: float = 0.0) -> np.ndarray:
+def mixture_pdf(
+    x: np.ndarray, means, stds, weights, scale: float = 1.0, extra_var: float = 0.0
+) -> np.ndarray:
     """The density of a 1-D mixture after scaling and added Gaussian noise, in numpy (for plots):
 
         sum_k w_k N(x; scale m_k, scale^2 s_k^2 + extra_var),
@@ -130,8 +132,14 @@ def _like(out: torch.Tensor, grid):
     return out if isinstance(grid, torch.Tensor) else out.numpy()
 
 
-def true_reverse_kernel(grid, x_t: float, beta: float, means=DEFAULT_MIXTURE["means"],
-                        stds=DEFAULT_MIXTURE["stds"], weights=DEFAULT_MIXTURE["weights"]):
+def true_reverse_kernel(
+    grid,
+    x_t: float,
+    beta: float,
+    means=DEFAULT_MIXTURE["means"],
+    stds=DEFAULT_MIXTURE["stds"],
+    weights=DEFAULT_MIXTURE["weights"],
+):
     """The true reverse kernel q(x^{t-1} | x^t) on a grid, by Bayes' rule (Sohl-Dickstein et al. 2015,
     Sec. 2.2; taught in chapter 02, section 2):
 
@@ -150,8 +158,9 @@ def true_reverse_kernel(grid, x_t: float, beta: float, means=DEFAULT_MIXTURE["me
     if not 0 < beta < 1:
         raise ValueError(f"beta must lie in (0, 1), got {beta!r}")
     g = _as_grid(grid)
-    log_prior = mixture_log_prob(g, means=torch.as_tensor(means, dtype=torch.float64).reshape(-1, 1),
-                                 stds=stds, weights=weights)
+    log_prior = mixture_log_prob(
+        g, means=torch.as_tensor(means, dtype=torch.float64).reshape(-1, 1), stds=stds, weights=weights
+    )
     log_lik = -0.5 * (x_t - math.sqrt(1 - beta) * g) ** 2 / beta
     logp = log_prior + log_lik
     p = torch.exp(logp - logp.max())

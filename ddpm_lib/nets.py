@@ -103,7 +103,9 @@ class MLP(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.hidden), nn.SiLU())
         # a generator, not a list of c.layers widths: a stored layers = 10**9 must not allocate
         # before checkpoints.check_model_fits stops the build at its parameter budget
-        self.linears = nn.ModuleList(nn.Linear(c.hidden if i else c.data_dim, c.hidden) for i in range(c.layers))
+        self.linears = nn.ModuleList(
+            nn.Linear(c.hidden if i else c.data_dim, c.hidden) for i in range(c.layers)
+        )
         self.time_projs = nn.ModuleList(nn.Linear(c.hidden, c.hidden) for _ in range(c.layers))
         self.out = nn.Linear(c.hidden, c.out_dim or c.data_dim)
 
@@ -198,10 +200,19 @@ def _phase_kernels(w: torch.Tensor) -> torch.Tensor:
     same source row add up, giving 2-tap kernels (k0, k1 + k2) and (k0 + k1, k2); the same for
     columns. Phase (a, b) is block 2 * a + b of the output channels.
     """
-    rows = torch.stack([torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2),
-                        torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2)])  # (2, O, I, 2, 3)
-    k = torch.stack([torch.stack([rows[..., 0], rows[..., 1] + rows[..., 2]], -1),
-                     torch.stack([rows[..., 0] + rows[..., 1], rows[..., 2]], -1)], 1)  # (2, 2, O, I, 2, 2)
+    rows = torch.stack(
+        [
+            torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2),
+            torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2),
+        ]
+    )  # (2, O, I, 2, 3)
+    k = torch.stack(
+        [
+            torch.stack([rows[..., 0], rows[..., 1] + rows[..., 2]], -1),
+            torch.stack([rows[..., 0] + rows[..., 1], rows[..., 2]], -1),
+        ],
+        1,
+    )  # (2, 2, O, I, 2, 2)
     return k.reshape(4 * w.shape[0], w.shape[1], 2, 2)
 
 
@@ -222,16 +233,20 @@ class Upsample(nn.Module):
     def forward(self, x):
         B, _, H, W = x.shape
         O = self.conv.out_channels
-        y = F.conv2d(x, _phase_kernels(self.conv.weight), self.conv.bias.repeat(4), padding=1)  # (B, 4O, H+1, W+1)
+        y = F.conv2d(
+            x, _phase_kernels(self.conv.weight), self.conv.bias.repeat(4), padding=1
+        )  # (B, 4O, H+1, W+1)
         # phase (a, b) at source pixel (i, j) is y[:, phase, i + a, j + b]
         if y.is_contiguous() or not y.is_contiguous(memory_format=torch.channels_last):
             y = y.view(B, 2, 2, O, H + 1, W + 1)
-            out = torch.stack([torch.stack([y[:, a, b, :, a:a + H, b:b + W] for b in (0, 1)], -1)
-                               for a in (0, 1)], 3)  # (B, O, H, 2, W, 2)
+            out = torch.stack(
+                [torch.stack([y[:, a, b, :, a : a + H, b : b + W] for b in (0, 1)], -1) for a in (0, 1)], 3
+            )  # (B, O, H, 2, W, 2)
             return out.view(B, O, 2 * H, 2 * W)
         y = y.permute(0, 2, 3, 1).view(B, H + 1, W + 1, 2, 2, O)  # channels_last: keep it
-        out = torch.stack([torch.stack([y[:, a:a + H, b:b + W, a, b] for b in (0, 1)], 3)
-                           for a in (0, 1)], 2)  # (B, H, 2, W, 2, O)
+        out = torch.stack(
+            [torch.stack([y[:, a : a + H, b : b + W, a, b] for b in (0, 1)], 3) for a in (0, 1)], 2
+        )  # (B, H, 2, W, 2, O)
         return out.view(B, 2 * H, 2 * W, O).permute(0, 3, 1, 2)
 
 
@@ -363,8 +378,13 @@ class UNet(nn.Module):
         """28x28x1 nets with 3 levels (28 -> 14 -> 7); sizes: tiny, small, base."""
         if size not in cls.FASHION_MNIST_SIZES:
             raise ValueError(f"size must be one of {sorted(cls.FASHION_MNIST_SIZES)}, got {size!r}")
-        c = UNetConfig(in_channels=1, out_channels=2 if learn_sigma else 1, resolution=28, dropout=0.1,
-                       **cls.FASHION_MNIST_SIZES[size])
+        c = UNetConfig(
+            in_channels=1,
+            out_channels=2 if learn_sigma else 1,
+            resolution=28,
+            dropout=0.1,
+            **cls.FASHION_MNIST_SIZES[size],
+        )
         return cls(c, **overrides)
 
     @classmethod

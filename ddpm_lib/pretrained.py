@@ -123,8 +123,10 @@ def _check_shapes(config: dict, model: nn.Module, path: Path) -> None:
     if stored:
         shape = check_data_shape(stored, f"{path}: config['data']['shape']")
         if net is not None and shape != net:
-            raise CheckpointError(f"{path}: config['data']['shape'] {list(shape)} does not fit the network, "
-                                  f"which takes {list(net)}")
+            raise CheckpointError(
+                f"{path}: config['data']['shape'] {list(shape)} does not fit the network, "
+                f"which takes {list(net)}"
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,7 +231,9 @@ def _assemble(ckpt, path: Path, device: torch.device, use_ema: bool, **extra) ->
     cfg = ckpt.config
     _check_shapes(cfg, model, path)
     model = model.to(device).eval()
-    diffusion = GaussianDiffusion.from_config(cfg["diffusion"]) if isinstance(cfg.get("diffusion"), dict) else None
+    diffusion = (
+        GaussianDiffusion.from_config(cfg["diffusion"]) if isinstance(cfg.get("diffusion"), dict) else None
+    )
     return Pretrained(model=model, diffusion=diffusion, config=cfg, path=path, **extra)
 
 
@@ -262,8 +266,10 @@ def load_model(spec, device=None, use_ema: bool = True) -> Pretrained:
         return load_pretrained(spec, device=device, use_ema=use_ema)
     known = ", ".join(list_pretrained()) or "(none)"
     problem = data_dir_problem()
-    raise FileNotFoundError(f"{spec!r} is neither a checkpoint file nor a registered pretrained name "
-                            + (f"({problem})" if problem else f"(registered in {registry_path()}: {known})"))
+    raise FileNotFoundError(
+        f"{spec!r} is neither a checkpoint file nor a registered pretrained name "
+        + (f"({problem})" if problem else f"(registered in {registry_path()}: {known})")
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,8 +296,9 @@ def _write_json_atomic(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def register_pretrained(name: str, path, command: Optional[str] = None, description: str = "",
-                        overwrite: bool = True) -> dict:
+def register_pretrained(
+    name: str, path, command: Optional[str] = None, description: str = "", overwrite: bool = True
+) -> dict:
     """Add (or replace) ``name`` in registry.json's "pretrained" table; return the entry.
 
     ``path`` must be a ddpm_lib checkpoint under the data folder (it is loaded once to check it
@@ -299,15 +306,24 @@ def register_pretrained(name: str, path, command: Optional[str] = None, descript
     checkpoint's config. ``command`` is the exact command that made the file (default: the
     config's "command"). The registry is rewritten atomically under a lock, keeping its other keys.
     """
-    if not name or not isinstance(name, str) or any(c in name for c in "/\\ ") or name.endswith(".safetensors"):
-        raise ValueError(f"a pretrained name is a short identifier such as 'fashion-mnist-small', got {name!r}")
+    if (
+        not name
+        or not isinstance(name, str)
+        or any(c in name for c in "/\\ ")
+        or name.endswith(".safetensors")
+    ):
+        raise ValueError(
+            f"a pretrained name is a short identifier such as 'fashion-mnist-small', got {name!r}"
+        )
     path = Path(path).resolve()
     root = data_dir().resolve()
     try:
         rel = path.relative_to(root)
     except ValueError:
-        raise ValueError(f"{path} is not under the data folder {root}: copy it to {root / 'checkpoints'} first "
-                         f"(registered paths are relative to the data folder)") from None
+        raise ValueError(
+            f"{path} is not under the data folder {root}: copy it to {root / 'checkpoints'} first "
+            f"(registered paths are relative to the data folder)"
+        ) from None
     ckpt = load_checkpoint(path)  # checks the header and the checksum stored inside
     cfg = ckpt.config
     command = command or cfg.get("command")
@@ -322,7 +338,8 @@ def register_pretrained(name: str, path, command: Optional[str] = None, descript
         "metrics": cfg.get("metrics") or {},
         "model_class": cfg.get("model_class"),
         "data": {k: v for k, v in cfg["data"].items() if k in ("dataset", "shape")}
-        if isinstance(cfg.get("data"), dict) else cfg.get("data"),
+        if isinstance(cfg.get("data"), dict)
+        else cfg.get("data"),
         "step": cfg.get("step"),
     }
     reg_path = registry_path()

@@ -9,7 +9,8 @@ from Python, :func:`sample_from_checkpoint`). CKPT_OR_NAME is a checkpoint file 
 written by the trainer) or a name registered in ``data/registry.json`` (see
 :mod:`ddpm_lib.pretrained`). The default is ancestral sampling with all T steps; ``--method
 respaced --steps K`` runs the same ancestral sampler on K evenly spaced timesteps (Nichol &
-Dhariwal 2021), ``--method ddim --steps K --eta E`` DDIM (Song et al. 2021). The noise comes from a CPU generator seeded by ``--seed``, so a seed (and batch size:
+Dhariwal 2021), ``--method ddim --steps K --eta E`` DDIM (Song et al. 2021). The noise comes from
+a CPU generator seeded by ``--seed``, so a seed (and batch size:
 batches draw their noise in turn) gives the same samples on any device, up to floating-point
 differences of the network.
 
@@ -42,7 +43,14 @@ from .trajectories import save_trajectory
 from .utils import atomic_write
 from .viz import save_image_grid, save_plot_2d
 
-__all__ = ["SampleResult", "METHODS", "DEFAULT_STEPS", "generate", "sample_from_checkpoint", "save_samples_png"]
+__all__ = [
+    "SampleResult",
+    "METHODS",
+    "DEFAULT_STEPS",
+    "generate",
+    "sample_from_checkpoint",
+    "save_samples_png",
+]
 
 
 @dataclass
@@ -55,31 +63,54 @@ class SampleResult:
     files: dict = field(default_factory=dict)
 
 
-def save_samples_png(samples: torch.Tensor, path, nrow: Optional[int] = None, title: Optional[str] = None,
-                     scale: int = 1) -> Path:
+def save_samples_png(
+    samples: torch.Tensor, path, nrow: Optional[int] = None, title: Optional[str] = None, scale: int = 1
+) -> Path:
     """Images (N, C, H, W) in [-1, 1] as a PNG grid; 2-D points (N, 2) as a scatter plot."""
     path = Path(path)
     if samples.ndim == 4:
         return save_image_grid(samples, path, nrow=nrow, scale=scale)
     if samples.ndim == 2 and samples.shape[1] == 2:
         return save_plot_2d(samples, path, title=title)
-    raise ValueError(f"can picture images (N, C, H, W) or 2-D points (N, 2), got samples of shape {tuple(samples.shape)}")
+    raise ValueError(
+        f"can picture images (N, C, H, W) or 2-D points (N, 2), got samples of shape {tuple(samples.shape)}"
+    )
 
 
 def _save_safetensors(tensors: dict, path, metadata: dict) -> Path:
     from safetensors.torch import save_file
 
-    return atomic_write(path, lambda tmp: save_file(
-        {k: v.contiguous() for k, v in tensors.items()}, tmp,
-        metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}))
+    return atomic_write(
+        path,
+        lambda tmp: save_file(
+            {k: v.contiguous() for k, v in tensors.items()},
+            tmp,
+            metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()},
+        ),
+    )
 
 
-def sample_from_checkpoint(spec, n: int = 64, *, method: str = "ancestral", steps: Optional[int] = None,
-                           eta: float = 0.0, seed: int = 0, clip: bool = False, record: Optional[Sequence[int]] = None,
-                           device=None, batch_size: Optional[int] = None, use_ema: bool = True,
-                           out: Optional[str | Path] = None, trajectory: Optional[str | Path] = None,
-                           save_samples: Optional[str | Path] = None, nrow: Optional[int] = None, scale: int = 1,
-                           progress: bool = True, loaded: Optional[Pretrained] = None) -> SampleResult:
+def sample_from_checkpoint(
+    spec,
+    n: int = 64,
+    *,
+    method: str = "ancestral",
+    steps: Optional[int] = None,
+    eta: float = 0.0,
+    seed: int = 0,
+    clip: bool = False,
+    record: Optional[Sequence[int]] = None,
+    device=None,
+    batch_size: Optional[int] = None,
+    use_ema: bool = True,
+    out: Optional[str | Path] = None,
+    trajectory: Optional[str | Path] = None,
+    save_samples: Optional[str | Path] = None,
+    nrow: Optional[int] = None,
+    scale: int = 1,
+    progress: bool = True,
+    loaded: Optional[Pretrained] = None,
+) -> SampleResult:
     """Load a checkpoint file or a registered name and draw ``n`` samples; optionally write files.
 
     ``out``: a PNG (image grid, or scatter plot for 2-D data); ``trajectory``: a safetensors file
@@ -94,24 +125,61 @@ def sample_from_checkpoint(spec, n: int = 64, *, method: str = "ancestral", step
         raise ValueError(f"{spec}: its config has no 'diffusion' entry: not a diffusion model checkpoint")
     shape = p.data_shape
     if shape is None:
-        raise ValueError(f"{spec}: cannot tell the data shape (no config['data']['shape'] and an unknown network)")
+        raise ValueError(
+            f"{spec}: cannot tell the data shape (no config['data']['shape'] and an unknown network)"
+        )
     T = p.diffusion.T
     if trajectory is not None and record is None:  # T, 3T/4, T/2, T/4, 0, each moved onto the sampler's grid
-        used = T if method == "ancestral" else (min(DEFAULT_STEPS[method], T) if steps is None else int(steps))
-        grid = sampler_timesteps(p.diffusion, method, used) if method == "ancestral" or 1 <= used <= T else [0, T]
-        record = sorted({min(grid, key=lambda a: (abs(a - T * f), -a)) for f in (1.0, 0.75, 0.5, 0.25, 0.0)},
-                        reverse=True)
+        used = (
+            T if method == "ancestral" else (min(DEFAULT_STEPS[method], T) if steps is None else int(steps))
+        )
+        grid = (
+            sampler_timesteps(p.diffusion, method, used)
+            if method == "ancestral" or 1 <= used <= T
+            else [0, T]
+        )
+        record = sorted(
+            {min(grid, key=lambda a: (abs(a - T * f), -a)) for f in (1.0, 0.75, 0.5, 0.25, 0.0)}, reverse=True
+        )
     dev = next(p.model.parameters()).device
     gen = torch.Generator().manual_seed(int(seed))
     t0 = time.perf_counter()
-    samples, traj = generate(p.model, p.diffusion, shape, n, method=method, steps=steps, eta=eta, generator=gen,
-                             clip=clip, record=record, device=dev, batch_size=batch_size, progress=progress)
+    samples, traj = generate(
+        p.model,
+        p.diffusion,
+        shape,
+        n,
+        method=method,
+        steps=steps,
+        eta=eta,
+        generator=gen,
+        clip=clip,
+        record=record,
+        device=dev,
+        batch_size=batch_size,
+        progress=progress,
+    )
     seconds = time.perf_counter() - t0
-    used_steps = T if method == "ancestral" else (min(DEFAULT_STEPS[method], T) if steps is None else int(steps))
-    info = {"checkpoint": str(p.path), "name": p.name, "sha256": p.sha256, "method": method, "steps": used_steps,
-            "eta": eta if method == "ddim" else None, "seed": int(seed), "clip": bool(clip), "n": int(n),
-            "shape": list(shape), "T": T, "use_ema": bool(use_ema), "device": str(dev), "seconds": round(seconds, 3),
-            "dataset": p.config["data"].get("dataset") if isinstance(p.config.get("data"), dict) else None}
+    used_steps = (
+        T if method == "ancestral" else (min(DEFAULT_STEPS[method], T) if steps is None else int(steps))
+    )
+    info = {
+        "checkpoint": str(p.path),
+        "name": p.name,
+        "sha256": p.sha256,
+        "method": method,
+        "steps": used_steps,
+        "eta": eta if method == "ddim" else None,
+        "seed": int(seed),
+        "clip": bool(clip),
+        "n": int(n),
+        "shape": list(shape),
+        "T": T,
+        "use_ema": bool(use_ema),
+        "device": str(dev),
+        "seconds": round(seconds, 3),
+        "dataset": p.config["data"].get("dataset") if isinstance(p.config.get("data"), dict) else None,
+    }
     files = {}
     if out is not None:
         title = f"{method}, {used_steps} steps" if samples.ndim == 2 else None
@@ -119,5 +187,7 @@ def sample_from_checkpoint(spec, n: int = 64, *, method: str = "ancestral", step
     if trajectory is not None:
         files["trajectory"] = save_trajectory(traj, trajectory, info)
     if save_samples is not None:
-        files["samples"] = _save_safetensors({"samples": samples}, save_samples, {"format": "ddpm_lib.samples", **info})
+        files["samples"] = _save_safetensors(
+            {"samples": samples}, save_samples, {"format": "ddpm_lib.samples", **info}
+        )
     return SampleResult(samples=samples, trajectory=traj, info=info, files=files)

@@ -48,8 +48,9 @@ class CountingModel:
         return self.model(x, t)
 
 
-def sample_respaced(model: Callable, diffusion: GaussianDiffusion, steps: int | Sequence[int], shape,
-                    **kwargs):
+def sample_respaced(
+    model: Callable, diffusion: GaussianDiffusion, steps: int | Sequence[int], shape, **kwargs
+):
     """Ancestral sampling (Algorithm 2) on ``steps`` timesteps with the same alpha_bars there.
 
     The model still receives the original timesteps (Nichol & Dhariwal 2021, Sec. 4). Keyword
@@ -78,10 +79,20 @@ def _resolve_timesteps(diffusion: GaussianDiffusion, steps, timesteps) -> torch.
 
 
 @torch.no_grad()
-def ddim_sample(model: Callable, diffusion: GaussianDiffusion, shape, steps: int = 50, eta: float = 0.0,
-                generator: Optional[torch.Generator] = None, noise: Optional[torch.Tensor] = None,
-                clip_x0: bool = False, progress: bool = True, device=None,
-                record: Optional[Iterable[int]] = None, timesteps: Optional[Sequence[int]] = None):
+def ddim_sample(
+    model: Callable,
+    diffusion: GaussianDiffusion,
+    shape,
+    steps: int = 50,
+    eta: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+    noise: Optional[torch.Tensor] = None,
+    clip_x0: bool = False,
+    progress: bool = True,
+    device=None,
+    record: Optional[Iterable[int]] = None,
+    timesteps: Optional[Sequence[int]] = None,
+):
     """DDIM sampling (Song et al. 2021) on ``steps`` timesteps of ``diffusion`` (or the given ``timesteps``).
 
     eta = 0 is deterministic; eta = 1 matches ancestral sampling's variance. ``record`` picks
@@ -104,9 +115,15 @@ def ddim_sample(model: Callable, diffusion: GaussianDiffusion, shape, steps: int
 
 
 @torch.no_grad()
-def ddim_encode(model: Callable, diffusion: GaussianDiffusion, x0: torch.Tensor, steps: int = 50,
-                t_end: Optional[int] = None, timesteps: Optional[Sequence[int]] = None,
-                progress: bool = False) -> torch.Tensor:
+def ddim_encode(
+    model: Callable,
+    diffusion: GaussianDiffusion,
+    x0: torch.Tensor,
+    steps: int = 50,
+    t_end: Optional[int] = None,
+    timesteps: Optional[Sequence[int]] = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """Run DDIM (eta = 0) backwards: x_0 -> x_{t_end} deterministically, on the same timesteps
     :func:`ddim_sample` uses, so decoding the result with those timesteps returns about x_0."""
     ts = _resolve_timesteps(diffusion, steps, timesteps)
@@ -135,16 +152,25 @@ def _check_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     try:
         mask = torch.broadcast_to(mask.to(device=x.device, dtype=x.dtype), x.shape)
     except RuntimeError:
-        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to x_known's shape {tuple(x.shape)}")
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not broadcast to x_known's shape {tuple(x.shape)}"
+        )
     if ((mask != 0) & (mask != 1)).any():
         raise ValueError("mask must hold only 0 (unknown) and 1 (known)")
     return mask
 
 
 @torch.no_grad()
-def inpaint(model: Callable, diffusion: GaussianDiffusion, x_known: torch.Tensor, mask: torch.Tensor,
-            generator: Optional[torch.Generator] = None, clip_x0: bool = False, progress: bool = True,
-            record: Optional[Iterable[int]] = None):
+def inpaint(
+    model: Callable,
+    diffusion: GaussianDiffusion,
+    x_known: torch.Tensor,
+    mask: torch.Tensor,
+    generator: Optional[torch.Generator] = None,
+    clip_x0: bool = False,
+    progress: bool = True,
+    record: Optional[Iterable[int]] = None,
+):
     """Conditioning by replacement: sample x_0 with the known pixels fixed.
 
     At every t the known region (mask == 1) of x_t is replaced by a fresh sample of
@@ -162,14 +188,29 @@ def inpaint(model: Callable, diffusion: GaussianDiffusion, x_known: torch.Tensor
             known = diffusion.q_sample(x_known, tt, generator=generator)
         return mask * known + (1 - mask) * x
 
-    return diffusion.sample(model, x_known.shape, generator=generator, progress=progress, clip_x0=clip_x0,
-                            device=x_known.device, record=record, condition=condition)
+    return diffusion.sample(
+        model,
+        x_known.shape,
+        generator=generator,
+        progress=progress,
+        clip_x0=clip_x0,
+        device=x_known.device,
+        record=record,
+        condition=condition,
+    )
 
 
 @torch.no_grad()
-def reconstruct(model: Callable, diffusion: GaussianDiffusion, x0: torch.Tensor, t: int,
-                generator: Optional[torch.Generator] = None, clip_x0: bool = False, progress: bool = True,
-                record: Optional[Iterable[int]] = None):
+def reconstruct(
+    model: Callable,
+    diffusion: GaussianDiffusion,
+    x0: torch.Tensor,
+    t: int,
+    generator: Optional[torch.Generator] = None,
+    clip_x0: bool = False,
+    progress: bool = True,
+    record: Optional[Iterable[int]] = None,
+):
     """Noise x_0 to x_t ~ q(x_t | x_0), then run the reverse process from t to 0 (DDPM Sec. 4.3, Fig. 8).
 
     The smaller t, the more the result shares with x_0. x0: (B, ...); t in 1..T.
@@ -178,14 +219,31 @@ def reconstruct(model: Callable, diffusion: GaussianDiffusion, x0: torch.Tensor,
         raise ValueError(f"t must be in 1..T = 1..{diffusion.T}, got {t}")
     tt = torch.full((x0.shape[0],), int(t), dtype=torch.long, device=x0.device)
     x_t = diffusion.q_sample(x0, tt, generator=generator)
-    return diffusion.sample(model, x0.shape, generator=generator, progress=progress, noise=x_t, t_start=int(t),
-                            clip_x0=clip_x0, record=record)
+    return diffusion.sample(
+        model,
+        x0.shape,
+        generator=generator,
+        progress=progress,
+        noise=x_t,
+        t_start=int(t),
+        clip_x0=clip_x0,
+        record=record,
+    )
 
 
 @torch.no_grad()
-def interpolate(model: Callable, diffusion: GaussianDiffusion, x0_a: torch.Tensor, x0_b: torch.Tensor,
-                lambdas: Sequence[float], t: int, generator: Optional[torch.Generator] = None,
-                clip_x0: bool = False, progress: bool = True, record: Optional[Iterable[int]] = None):
+def interpolate(
+    model: Callable,
+    diffusion: GaussianDiffusion,
+    x0_a: torch.Tensor,
+    x0_b: torch.Tensor,
+    lambdas: Sequence[float],
+    t: int,
+    generator: Optional[torch.Generator] = None,
+    clip_x0: bool = False,
+    progress: bool = True,
+    record: Optional[Iterable[int]] = None,
+):
     """Interpolation in x_t space (DDPM Sec. 4.3, Fig. 9).
 
     x_t ~ q(x_t | x0_a) and x'_t ~ q(x_t | x0_b) (the stochastic encoder), then each
@@ -194,7 +252,9 @@ def interpolate(model: Callable, diffusion: GaussianDiffusion, x0_a: torch.Tenso
     returns (L, B, ...) for L lambdas (and the trajectory with the batch as L * B if ``record``).
     """
     if x0_a.shape != x0_b.shape:
-        raise ValueError(f"x0_a and x0_b must have the same shape, got {tuple(x0_a.shape)} and {tuple(x0_b.shape)}")
+        raise ValueError(
+            f"x0_a and x0_b must have the same shape, got {tuple(x0_a.shape)} and {tuple(x0_b.shape)}"
+        )
     if not 1 <= int(t) <= diffusion.T:
         raise ValueError(f"t must be in 1..T = 1..{diffusion.T}, got {t}")
     lam = torch.as_tensor(list(lambdas), dtype=x0_a.dtype, device=x0_a.device)
@@ -205,22 +265,35 @@ def interpolate(model: Callable, diffusion: GaussianDiffusion, x0_a: torch.Tenso
     xa = diffusion.q_sample(x0_a, tt, generator=generator)
     xb = diffusion.q_sample(x0_b, tt, generator=generator)
     shape_l = (-1, *([1] * x0_a.ndim))
-    x_bar = ((1 - lam.view(shape_l)) * xa.unsqueeze(0) + lam.view(shape_l) * xb.unsqueeze(0)).reshape(-1, *x0_a.shape[1:])
+    x_bar = ((1 - lam.view(shape_l)) * xa.unsqueeze(0) + lam.view(shape_l) * xb.unsqueeze(0)).reshape(
+        -1, *x0_a.shape[1:]
+    )
     L = lam.numel()
 
     def shared_noise(_t, x):
         z = noise_like(x[:B], generator)
         return z.repeat(L, *([1] * (x.ndim - 1)))
 
-    res = diffusion.sample(model, x_bar.shape, generator=generator, progress=progress, noise=x_bar,
-                           t_start=int(t), clip_x0=clip_x0, record=record, step_noise=shared_noise)
+    res = diffusion.sample(
+        model,
+        x_bar.shape,
+        generator=generator,
+        progress=progress,
+        noise=x_bar,
+        t_start=int(t),
+        clip_x0=clip_x0,
+        record=record,
+        step_noise=shared_noise,
+    )
     if record is not None:
         x, traj = res
         return x.reshape(L, B, *x0_a.shape[1:]), traj
     return res.reshape(L, B, *x0_a.shape[1:])
 
 
-def perturbed_mean(mean: torch.Tensor, variance, grad_log_r: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def perturbed_mean(
+    mean: torch.Tensor, variance, grad_log_r: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     """The mean of a Gaussian reverse kernel multiplied by r, to first order (Sohl-Dickstein et al.
     2015, App. C, Eqs. 52-61):
 
@@ -237,11 +310,15 @@ def perturbed_mean(mean: torch.Tensor, variance, grad_log_r: Callable[[torch.Ten
     if not isinstance(mean, torch.Tensor):
         raise TypeError(f"mean must be a tensor, got {type(mean).__name__}")
     if not callable(grad_log_r):
-        raise TypeError("grad_log_r must be a callable y -> grad log r(y) (it is evaluated at the kernel's mean)")
+        raise TypeError(
+            "grad_log_r must be a callable y -> grad log r(y) (it is evaluated at the kernel's mean)"
+        )
     g = grad_log_r(mean)
     if not isinstance(g, torch.Tensor) or g.shape != mean.shape:
         got = tuple(g.shape) if isinstance(g, torch.Tensor) else type(g).__name__
-        raise ValueError(f"grad_log_r(mean) must return a tensor shaped like mean {tuple(mean.shape)}, got {got}")
+        raise ValueError(
+            f"grad_log_r(mean) must return a tensor shaped like mean {tuple(mean.shape)}, got {got}"
+        )
     if isinstance(variance, torch.Tensor):
         if (variance < 0).any():
             raise ValueError("variance must be >= 0")
@@ -251,11 +328,18 @@ def perturbed_mean(mean: torch.Tensor, variance, grad_log_r: Callable[[torch.Ten
 
 
 @torch.no_grad()
-def sample_perturbed(model: Callable, diffusion: GaussianDiffusion, shape,
-                     perturb: Callable[[torch.Tensor, torch.Tensor, int], tuple],
-                     generator: Optional[torch.Generator] = None, noise: Optional[torch.Tensor] = None,
-                     clip_x0: bool = False, progress: bool = True, device=None,
-                     record: Optional[Iterable[int]] = None):
+def sample_perturbed(
+    model: Callable,
+    diffusion: GaussianDiffusion,
+    shape,
+    perturb: Callable[[torch.Tensor, torch.Tensor, int], tuple],
+    generator: Optional[torch.Generator] = None,
+    noise: Optional[torch.Tensor] = None,
+    clip_x0: bool = False,
+    progress: bool = True,
+    device=None,
+    record: Optional[Iterable[int]] = None,
+):
     """Algorithm 2 with every reverse kernel multiplied by r (Sohl-Dickstein et al. 2015, Sec. 2.5, Eq. 22).
 
     At each t = T..1 the model's kernel p(x_{t-1} | x_t) = N(mu, sigma_t^2 I) is replaced by the
@@ -311,8 +395,10 @@ def schedule_of(schedule=None) -> NoiseSchedule:
         return schedule.schedule
     if isinstance(schedule, NoiseSchedule):
         return schedule
-    raise TypeError(f"schedule must be a NoiseSchedule or a GaussianDiffusion (the one that sampled), "
-                    f"got {type(schedule).__name__}")
+    raise TypeError(
+        f"schedule must be a NoiseSchedule or a GaussianDiffusion (the one that sampled), "
+        f"got {type(schedule).__name__}"
+    )
 
 
 def check_trajectory(trajectory, name: str = "trajectory") -> torch.Tensor:
@@ -324,19 +410,27 @@ def check_trajectory(trajectory, name: str = "trajectory") -> torch.Tensor:
     :return: the original timesteps (``timesteps``, else ``ts``), a LongTensor (K,).
     """
     if isinstance(trajectory, tuple) and trajectory and hasattr(trajectory[0], "x_t"):
-        raise TypeError(f"{name} is a pair (Trajectory, metadata), as load_trajectory returns: pass "
-                        f"load_trajectory(...)[0]")
+        raise TypeError(
+            f"{name} is a pair (Trajectory, metadata), as load_trajectory returns: pass "
+            f"load_trajectory(...)[0]"
+        )
     for attr in ("x_t", "pred_x0", "ts"):
         if not hasattr(trajectory, attr):
-            raise TypeError(f"{name} must be a ddpm_lib Trajectory (ts, x_t, pred_x0), e.g. from load_trajectory() "
-                            f"or sample(..., record=[...]); got {type(trajectory).__name__}")
+            raise TypeError(
+                f"{name} must be a ddpm_lib Trajectory (ts, x_t, pred_x0), e.g. from load_trajectory() "
+                f"or sample(..., record=[...]); got {type(trajectory).__name__}"
+            )
     xs, x0s = trajectory.x_t, trajectory.pred_x0
     if not isinstance(xs, torch.Tensor) or xs.ndim < 2 or xs.shape[0] == 0:
-        raise ValueError(f"{name}.x_t must be states of shape (K, B, ...) with K >= 1, got "
-                         f"{tuple(xs.shape) if isinstance(xs, torch.Tensor) else type(xs).__name__}")
+        raise ValueError(
+            f"{name}.x_t must be states of shape (K, B, ...) with K >= 1, got "
+            f"{tuple(xs.shape) if isinstance(xs, torch.Tensor) else type(xs).__name__}"
+        )
     if not isinstance(x0s, torch.Tensor) or tuple(x0s.shape) != tuple(xs.shape):
-        raise ValueError(f"{name}.pred_x0 must have x_t's shape {tuple(xs.shape)}, got "
-                         f"{tuple(x0s.shape) if isinstance(x0s, torch.Tensor) else type(x0s).__name__}")
+        raise ValueError(
+            f"{name}.pred_x0 must have x_t's shape {tuple(xs.shape)}, got "
+            f"{tuple(x0s.shape) if isinstance(x0s, torch.Tensor) else type(x0s).__name__}"
+        )
     ts = trajectory.timesteps if getattr(trajectory, "timesteps", None) is not None else trajectory.ts
     ts = torch.as_tensor(ts).long()
     if ts.shape != (xs.shape[0],):
@@ -363,8 +457,10 @@ def predicted_eps(trajectory, schedule=None) -> torch.Tensor:
     ts = check_trajectory(trajectory)
     s = schedule_of(schedule)
     if int(ts.max()) > s.T or int(ts.min()) < 0:
-        raise ValueError(f"the trajectory's timesteps lie in {int(ts.min())}..{int(ts.max())}, outside 0..T = "
-                         f"0..{s.T} of the schedule given")
+        raise ValueError(
+            f"the trajectory's timesteps lie in {int(ts.min())}..{int(ts.max())}, outside 0..T = "
+            f"0..{s.T} of the schedule given"
+        )
     d = GaussianDiffusion(s)
     out = torch.full(trajectory.x_t.shape, float("nan"), dtype=torch.float32)
     for k, t in enumerate(ts.tolist()):
@@ -400,16 +496,30 @@ def snap_record(record: Sequence[int], available: list[int], T: int) -> list[int
             raise ValueError(f"--record timesteps must lie in 0..T = 0..{T}, got {r}")
         near = min(available, key=lambda a: (abs(a - r), -a))
         if near != r:
-            warnings.warn(f"timestep {r} is not on this sampler's grid; recording t = {near} instead", stacklevel=4)
+            warnings.warn(
+                f"timestep {r} is not on this sampler's grid; recording t = {near} instead", stacklevel=4
+            )
         out.append(near)
     return sorted(set(out), reverse=True)
 
 
 @torch.no_grad()
-def generate(model, diffusion: GaussianDiffusion, shape, n: int, *, method: str = "ancestral",
-             steps: Optional[int] = None, eta: float = 0.0, generator: Optional[torch.Generator] = None,
-             clip: bool = False, record: Optional[Sequence[int]] = None, device=None,
-             batch_size: Optional[int] = None, progress: bool = True):
+def generate(
+    model,
+    diffusion: GaussianDiffusion,
+    shape,
+    n: int,
+    *,
+    method: str = "ancestral",
+    steps: Optional[int] = None,
+    eta: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+    clip: bool = False,
+    record: Optional[Sequence[int]] = None,
+    device=None,
+    batch_size: Optional[int] = None,
+    progress: bool = True,
+):
     """The one sampling entry point: ``n`` samples of one example ``shape`` (C, H, W) or (D,), in
     batches; returns (samples (n, *shape) float32 on the CPU, Trajectory or None).
 
@@ -428,8 +538,10 @@ def generate(model, diffusion: GaussianDiffusion, shape, n: int, *, method: str 
         raise ValueError(f"n must be >= 1, got {n}")
     if method == "ancestral":
         if steps not in (None, diffusion.T):
-            raise ValueError(f"ancestral sampling runs all T = {diffusion.T} steps; for {steps} steps use "
-                             f"method='respaced' (or 'ddim')")
+            raise ValueError(
+                f"ancestral sampling runs all T = {diffusion.T} steps; for {steps} steps use "
+                f"method='respaced' (or 'ddim')"
+            )
         steps = diffusion.T
     else:
         steps = min(DEFAULT_STEPS[method], diffusion.T) if steps is None else int(steps)
@@ -450,18 +562,31 @@ def generate(model, diffusion: GaussianDiffusion, shape, n: int, *, method: str 
         b = min(bs, n - done)
         shp = (b, *shape)
         if method == "ancestral":
-            out = diffusion.sample(model, shp, generator=gen, progress=progress, clip_x0=clip, device=device,
-                                   record=record)
+            out = diffusion.sample(
+                model, shp, generator=gen, progress=progress, clip_x0=clip, device=device, record=record
+            )
         elif method == "respaced":
             sp = diffusion.respace(steps)
             rec = None
             if record is not None:  # original timesteps -> indices of the respaced schedule
                 idx = {t: k for k, t in enumerate(sp.schedule.timesteps.tolist())}
                 rec = [idx[t] for t in record]
-            out = sp.sample(model, shp, generator=gen, progress=progress, clip_x0=clip, device=device, record=rec)
+            out = sp.sample(
+                model, shp, generator=gen, progress=progress, clip_x0=clip, device=device, record=rec
+            )
         else:
-            out = ddim_sample(model, diffusion, shp, steps=steps, eta=eta, generator=gen, clip_x0=clip,
-                              progress=progress, device=device, record=record)
+            out = ddim_sample(
+                model,
+                diffusion,
+                shp,
+                steps=steps,
+                eta=eta,
+                generator=gen,
+                clip_x0=clip,
+                progress=progress,
+                device=device,
+                record=record,
+            )
         x, traj = out if record is not None else (out, None)
         chunks.append(x.float().cpu())
         if traj is not None:
@@ -471,8 +596,10 @@ def generate(model, diffusion: GaussianDiffusion, shape, n: int, *, method: str 
     traj = None
     if trajs:
         t0 = trajs[0]
-        traj = Trajectory(ts=t0.ts.clone(),
-                          x_t=torch.cat([t.x_t for t in trajs], dim=1),
-                          pred_x0=torch.cat([t.pred_x0 for t in trajs], dim=1),
-                          timesteps=t0.timesteps.clone() if t0.timesteps is not None else t0.ts.clone())
+        traj = Trajectory(
+            ts=t0.ts.clone(),
+            x_t=torch.cat([t.x_t for t in trajs], dim=1),
+            pred_x0=torch.cat([t.pred_x0 for t in trajs], dim=1),
+            timesteps=t0.timesteps.clone() if t0.timesteps is not None else t0.ts.clone(),
+        )
     return samples, traj

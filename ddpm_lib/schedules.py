@@ -49,7 +49,9 @@ class NoiseSchedule:
     def __init__(self, betas: torch.Tensor, *, name: str = "custom", timesteps=None, warn: bool = True):
         betas = _as_float64(betas)
         if betas.ndim != 1 or betas.numel() < 1:
-            raise ValueError(f"betas must be a 1-D sequence beta_1..beta_T with T >= 1, got shape {tuple(betas.shape)}")
+            raise ValueError(
+                f"betas must be a 1-D sequence beta_1..beta_T with T >= 1, got shape {tuple(betas.shape)}"
+            )
         if not torch.isfinite(betas).all():
             raise ValueError("betas must be finite")
         bad = (betas <= 0) | (betas >= 1)
@@ -93,7 +95,9 @@ class NoiseSchedule:
         self.snr = self.alpha_bars / (1.0 - self.alpha_bars)  # inf at t = 0
         self.log_snr = self.alpha_bars.log() - self.log_one_minus_alpha_bars
 
-        self.timesteps = torch.arange(T + 1) if timesteps is None else torch.as_tensor(timesteps, dtype=torch.long)
+        self.timesteps = (
+            torch.arange(T + 1) if timesteps is None else torch.as_tensor(timesteps, dtype=torch.long)
+        )
         if self.timesteps.shape != (T + 1,):
             raise ValueError(f"timesteps must have length T + 1 = {T + 1}, got {tuple(self.timesteps.shape)}")
 
@@ -117,7 +121,9 @@ class NoiseSchedule:
         return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64), name="linear", **kw)
 
     @classmethod
-    def quadratic(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, **kw) -> "NoiseSchedule":
+    def quadratic(
+        cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, **kw
+    ) -> "NoiseSchedule":
         """sqrt(beta_t) linear from sqrt(beta_start) to sqrt(beta_end) (DDPM's code, 'quad')."""
         T = _check_T(T)
         _check_beta("beta_start", beta_start)
@@ -185,7 +191,9 @@ class NoiseSchedule:
                 raise ValueError("timesteps in steps must be strictly increasing")
         ab = self.alpha_bars[ts]
         orig = self.timesteps[torch.cat([torch.zeros(1, dtype=torch.long), ts])]
-        new = NoiseSchedule.from_alpha_bars(ab, name=f"{self.name}[respaced {len(ts)}]", timesteps=orig, warn=False)
+        new = NoiseSchedule.from_alpha_bars(
+            ab, name=f"{self.name}[respaced {len(ts)}]", timesteps=orig, warn=False
+        )
         return new
 
     # ---- helpers -----------------------------------------------------------------------
@@ -207,7 +215,12 @@ class NoiseSchedule:
 
     def to_dict(self) -> dict:
         """A JSON-able description from which :meth:`from_dict` rebuilds the same schedule."""
-        return {"name": self.name, "T": self.T, "betas": self.betas[1:].tolist(), "timesteps": self.timesteps.tolist()}
+        return {
+            "name": self.name,
+            "T": self.T,
+            "betas": self.betas[1:].tolist(),
+            "timesteps": self.timesteps.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "NoiseSchedule":
@@ -216,8 +229,12 @@ class NoiseSchedule:
             raise ValueError(f"a stored schedule needs a list 'betas', got {type(betas).__name__}")
         if len(betas) > MAX_T:
             raise ValueError(f"a stored schedule has T = {len(betas)} betas, more than MAX_T = {MAX_T}")
-        return cls(torch.tensor(d["betas"], dtype=torch.float64), name=d.get("name", "custom"),
-                   timesteps=d.get("timesteps"), warn=False)
+        return cls(
+            torch.tensor(d["betas"], dtype=torch.float64),
+            name=d.get("name", "custom"),
+            timesteps=d.get("timesteps"),
+            warn=False,
+        )
 
     def prior_kl(self, x0_sq_mean: float = 1.0) -> float:
         """L_T per dimension in nats for data with E[x_0^2] = ``x0_sq_mean``:
@@ -239,7 +256,7 @@ class NoiseSchedule:
         """
         from .gaussians import gaussian_entropy
 
-        h_step = gaussian_entropy(self.betas.log())                # H(X_t | X_{t-1})
+        h_step = gaussian_entropy(self.betas.log())  # H(X_t | X_{t-1})
         h_from_x0 = gaussian_entropy(torch.log1p(-self.alpha_bars))  # H(X_t | X_0); -inf at t = 0
         upper = h_step.clone()
         lower = torch.full_like(upper, float("nan"))
@@ -248,8 +265,10 @@ class NoiseSchedule:
         return lower, upper
 
     def __repr__(self) -> str:
-        return (f"NoiseSchedule({self.name}, T={self.T}, beta_1={float(self.betas[1]):.3g}, "
-                f"beta_T={float(self.betas[-1]):.3g}, alpha_bar_T={float(self.alpha_bars[-1]):.3g})")
+        return (
+            f"NoiseSchedule({self.name}, T={self.T}, beta_1={float(self.betas[1]):.3g}, "
+            f"beta_T={float(self.betas[-1]):.3g}, alpha_bar_T={float(self.alpha_bars[-1]):.3g})"
+        )
 
     def __len__(self) -> int:
         return self.T

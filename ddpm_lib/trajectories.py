@@ -43,9 +43,14 @@ def save_trajectory(trajectory: Trajectory, path, metadata: dict | None = None) 
 
     check_trajectory(trajectory)
     meta = {"format": TRAJECTORY_FORMAT, **(metadata or {})}
-    return atomic_write(path, lambda tmp: save_file(
-        {k: v.contiguous() for k, v in trajectory.to_tensors().items()}, tmp,
-        metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}))
+    return atomic_write(
+        path,
+        lambda tmp: save_file(
+            {k: v.contiguous() for k, v in trajectory.to_tensors().items()},
+            tmp,
+            metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()},
+        ),
+    )
 
 
 def load_trajectory(path=None, verify: bool = True):
@@ -66,8 +71,10 @@ def load_trajectory(path=None, verify: bool = True):
     if not p.is_absolute() and not p.is_file():
         p = data_dir() / rel
     if not p.is_file():
-        raise FileNotFoundError(f"no trajectory file at {p}. Make the shipped one with `{MAKE_TRAJECTORY}` "
-                                "(python -m ddpm_lib.sample ... --trajectory FILE writes others)")
+        raise FileNotFoundError(
+            f"no trajectory file at {p}. Make the shipped one with `{MAKE_TRAJECTORY}` "
+            "(python -m ddpm_lib.sample ... --trajectory FILE writes others)"
+        )
     if verify:
         try:
             key = p.resolve().relative_to(data_dir().resolve()).as_posix()
@@ -88,6 +95,7 @@ def load_trajectory(path=None, verify: bool = True):
             decoded[k] = json.loads(v)
         except (TypeError, ValueError):
             decoded[k] = v
-    traj = Trajectory(ts=tensors["ts"], x_t=tensors["x_t"], pred_x0=tensors["pred_x0"],
-                      timesteps=tensors.get("timesteps"))
+    traj = Trajectory(
+        ts=tensors["ts"], x_t=tensors["x_t"], pred_x0=tensors["pred_x0"], timesteps=tensors.get("timesteps")
+    )
     return traj, decoded

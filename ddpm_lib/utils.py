@@ -65,11 +65,13 @@ def device(prefer="auto") -> torch.device:
     try:
         d = torch.device(prefer)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'auto', None, or a torch device such as 'cpu' or 'cuda:0'; "
-                         f"got {prefer!r}") from None
+        raise ValueError(
+            f"device must be 'auto', None, or a torch device such as 'cpu' or 'cuda:0'; got {prefer!r}"
+        ) from None
     if d.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(d)!r} was asked for but torch.cuda.is_available() is False "
-                           f"(use 'auto' or 'cpu')")
+        raise RuntimeError(
+            f"device {str(d)!r} was asked for but torch.cuda.is_available() is False (use 'auto' or 'cpu')"
+        )
     mps = getattr(torch.backends, "mps", None)
     if d.type == "mps" and not (mps is not None and mps.is_available()):
         raise RuntimeError("device 'mps' was asked for but torch.backends.mps.is_available() is False")

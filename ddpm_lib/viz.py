@@ -50,7 +50,10 @@ def _check_images(images) -> np.ndarray:
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         hint = ""
         if x.ndim == 3:
-            hint = " (for a batch of grayscale images (N, H, W) pass images[:, None]; for one image (C, H, W) pass image[None])"
+            hint = (
+                " (for a batch of grayscale images (N, H, W) pass images[:, None]; "
+                "for one image (C, H, W) pass image[None])"
+            )
         elif x.ndim == 4 and x.shape[-1] in (1, 3):
             hint = " (channels last? pass images.permute(0, 3, 1, 2))"
         raise ValueError(f"images must have shape (N, C, H, W) with C = 1 or 3, got {tuple(x.shape)}{hint}")
@@ -95,15 +98,16 @@ def image_grid(images, nrow: int | None = None, padding: int = 2, pad_value: flo
     for i in range(n):
         r, k = divmod(i, nrow)
         top, left = padding + r * (h + padding), padding + k * (w + padding)
-        grid[top:top + h, left:left + w] = pix[i].transpose(1, 2, 0)
+        grid[top : top + h, left : left + w] = pix[i].transpose(1, 2, 0)
     return grid[..., 0] if c == 1 else grid
 
 
 _atomic = atomic_write  # one implementation, in utils
 
 
-def save_image_grid(images, path, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0,
-                    scale: int = 1) -> Path:
+def save_image_grid(
+    images, path, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0, scale: int = 1
+) -> Path:
     """Write :func:`image_grid` of ``images`` as a PNG at ``path`` (atomically: temp file + os.replace).
 
     Grayscale grids are stored as RGB with equal channels, so every pixel keeps its exact value.
@@ -159,8 +163,17 @@ def _check_points(x, name: str) -> np.ndarray:
     return a
 
 
-def plot_2d(samples, ax=None, ref=None, title: str | None = None, s: float = 3.0, alpha: float = 0.5,
-            lim: float | tuple | None = None, color: str = "C0", label: str | None = None):
+def plot_2d(
+    samples,
+    ax=None,
+    ref=None,
+    title: str | None = None,
+    s: float = 3.0,
+    alpha: float = 0.5,
+    lim: float | tuple | None = None,
+    color: str = "C0",
+    label: str | None = None,
+):
     """Scatter 2-D points (N, 2), over the reference points ``ref`` in grey if given. Returns the axes.
 
     ``lim``: a number L for [-L, L] on both axes, or (xmin, xmax, ymin, ymax); default: fit the data.
@@ -191,8 +204,9 @@ def save_plot_2d(samples, path, ref=None, title: str | None = None, lim=None) ->
     return save_figure(fig, path)
 
 
-def trajectory_strip(traj, index: int = 0, fig=None, show_x0: bool = True, title: str | None = None,
-                     lim=None):
+def trajectory_strip(
+    traj, index: int = 0, fig=None, show_x0: bool = True, title: str | None = None, lim=None
+):
     """Two rows of a sampling chain: x_t (top) and the predicted x_0 (bottom), one column per recorded t.
 
     ``traj`` is a :class:`ddpm_lib.diffusion.Trajectory` (``x_t`` and ``pred_x0`` of shape (K, B, ...)).
@@ -205,15 +219,20 @@ def trajectory_strip(traj, index: int = 0, fig=None, show_x0: bool = True, title
     ``load_trajectory(...)[0]``; the pair itself is refused with a TypeError that says so.
     """
     if isinstance(traj, tuple) and traj and hasattr(traj[0], "x_t"):
-        raise TypeError("traj is a pair (Trajectory, metadata), as load_trajectory returns: pass "
-                        "load_trajectory(...)[0]")
+        raise TypeError(
+            "traj is a pair (Trajectory, metadata), as load_trajectory returns: pass load_trajectory(...)[0]"
+        )
     for attr in ("x_t", "pred_x0", "ts"):
         if not hasattr(traj, attr):
-            raise TypeError(f"traj must be a ddpm_lib Trajectory (with ts, x_t, pred_x0), got {type(traj).__name__}")
+            raise TypeError(
+                f"traj must be a ddpm_lib Trajectory (with ts, x_t, pred_x0), got {type(traj).__name__}"
+            )
     xs = _as_numpy(traj.x_t, "traj.x_t")
     x0s = _as_numpy(traj.pred_x0, "traj.pred_x0")
     if xs.ndim not in (3, 5) or xs.shape[0] == 0:
-        raise ValueError(f"traj.x_t must have shape (K, B, C, H, W) or (K, B, 2) with K >= 1, got {tuple(xs.shape)}")
+        raise ValueError(
+            f"traj.x_t must have shape (K, B, C, H, W) or (K, B, 2) with K >= 1, got {tuple(xs.shape)}"
+        )
     K, B = xs.shape[:2]
     images = xs.ndim == 5
     if images and xs.shape[2] not in (1, 3):
@@ -238,7 +257,7 @@ def trajectory_strip(traj, index: int = 0, fig=None, show_x0: bool = True, title
             if images:
                 ax.set_axis_off()
                 if ok:
-                    show_images(np.clip(a[index:index + 1], -1, 1), ax=ax, padding=0)
+                    show_images(np.clip(a[index : index + 1], -1, 1), ax=ax, padding=0)
             else:
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -248,8 +267,9 @@ def trajectory_strip(traj, index: int = 0, fig=None, show_x0: bool = True, title
                 ax.set_title(f"t = {ts[k]}", fontsize=9)
     axes[0, 0].text(-0.08, 0.5, "x_t", transform=axes[0, 0].transAxes, ha="right", va="center", fontsize=9)
     if show_x0:
-        axes[1, 0].text(-0.08, 0.5, "pred x_0", transform=axes[1, 0].transAxes, ha="right", va="center",
-                        fontsize=9)
+        axes[1, 0].text(
+            -0.08, 0.5, "pred x_0", transform=axes[1, 0].transAxes, ha="right", va="center", fontsize=9
+        )
     if title is not None:
         fig.suptitle(title)
     return fig

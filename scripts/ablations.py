@@ -112,21 +112,74 @@ DATASETS = ("swiss_roll", "fashion_mnist")
 
 # id -> (prediction, loss, variance, label, paper IS, paper FID, trained_as)
 ROWS = {
-    "mean-vlb-learned": ("mean", "vlb", "learned", "mu~ prediction, L, learned diagonal Sigma", "7.28 ± 0.10", "23.69", None),
-    "mean-vlb-fixed": ("mean", "vlb", "fixed_large", "mu~ prediction, L, fixed isotropic Sigma", "8.06 ± 0.09", "13.22", None),
-    "mean-mse-fixed": ("mean", "simple", "fixed_large", "mu~ prediction, ||mu~ - mu~_theta||^2", "-", "-", None),
+    "mean-vlb-learned": (
+        "mean",
+        "vlb",
+        "learned",
+        "mu~ prediction, L, learned diagonal Sigma",
+        "7.28 ± 0.10",
+        "23.69",
+        None,
+    ),
+    "mean-vlb-fixed": (
+        "mean",
+        "vlb",
+        "fixed_large",
+        "mu~ prediction, L, fixed isotropic Sigma",
+        "8.06 ± 0.09",
+        "13.22",
+        None,
+    ),
+    "mean-mse-fixed": (
+        "mean",
+        "simple",
+        "fixed_large",
+        "mu~ prediction, ||mu~ - mu~_theta||^2",
+        "-",
+        "-",
+        None,
+    ),
     "eps-vlb-learned": ("eps", "vlb", "learned", "eps prediction, L, learned diagonal Sigma", "-", "-", None),
-    "eps-vlb-fixed": ("eps", "vlb", "fixed_large", "eps prediction, L, fixed isotropic Sigma", "7.67 ± 0.13", "13.51", None),
-    "eps-simple-fixed": ("eps", "simple", "fixed_large", "eps prediction, ||eps - eps_theta||^2 (L_simple)", "9.46 ± 0.11", "3.17", None),
-    "eps-simple-small": ("eps", "simple", "fixed_small", "eps prediction, L_simple, scored with sigma^2 = beta~_t",
-                         "", "", "eps-simple-fixed"),
+    "eps-vlb-fixed": (
+        "eps",
+        "vlb",
+        "fixed_large",
+        "eps prediction, L, fixed isotropic Sigma",
+        "7.67 ± 0.13",
+        "13.51",
+        None,
+    ),
+    "eps-simple-fixed": (
+        "eps",
+        "simple",
+        "fixed_large",
+        "eps prediction, ||eps - eps_theta||^2 (L_simple)",
+        "9.46 ± 0.11",
+        "3.17",
+        None,
+    ),
+    "eps-simple-small": (
+        "eps",
+        "simple",
+        "fixed_small",
+        "eps prediction, L_simple, scored with sigma^2 = beta~_t",
+        "",
+        "",
+        "eps-simple-fixed",
+    ),
 }
 # the order rows run in: the paper's recipe first, so that a run cut short by a time limit keeps it
-RUN_ORDER = ["eps-simple-fixed", "eps-vlb-fixed", "mean-vlb-fixed", "mean-vlb-learned", "eps-vlb-learned",
-             "mean-mse-fixed"]
+RUN_ORDER = [
+    "eps-simple-fixed",
+    "eps-vlb-fixed",
+    "mean-vlb-fixed",
+    "mean-vlb-learned",
+    "eps-vlb-learned",
+    "mean-mse-fixed",
+]
 PAPER = {
     "source": "Ho, Jain & Abbeel 2020, Table 2 (unconditional CIFAR-10; IS / FID; '-': unstable to train, "
-              "poor samples with out-of-range scores) and Table 1 (NLL test bits/dim)",
+    "poor samples with out-of-range scores) and Table 1 (NLL test bits/dim)",
     "columns": ["IS", "FID"],
     "nll_table1": {"eps-vlb-fixed": "<= 3.70", "eps-simple-fixed": "<= 3.75"},
 }
@@ -147,7 +200,11 @@ def count_spikes(values, factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDO
         if not np.isfinite(v[i]):
             n += 1
             continue
-        ref = np.median(v[i - window:i][np.isfinite(v[i - window:i])]) if np.isfinite(v[i - window:i]).any() else np.nan
+        ref = (
+            np.median(v[i - window : i][np.isfinite(v[i - window : i])])
+            if np.isfinite(v[i - window : i]).any()
+            else np.nan
+        )
         if np.isfinite(ref) and v[i] > factor * ref:
             n += 1
     return n
@@ -160,7 +217,7 @@ def summarize_history(loss, grad_norm, grad_clip: float, window: int = 50) -> di
     curve = {"step": [], "loss_mean": [], "loss_max": [], "grad_norm_median": [], "grad_norm_max": []}
     r = lambda x: None if not np.isfinite(x) else float(f"{x:.5g}")  # noqa: E731
     for lo in range(0, len(loss), window):
-        sl, sg = loss[lo:lo + window], gn[lo:lo + window]
+        sl, sg = loss[lo : lo + window], gn[lo : lo + window]
         curve["step"].append(lo + len(sl))
         curve["loss_mean"].append(r(sl.mean()))
         curve["loss_max"].append(r(sl.max()))
@@ -171,9 +228,11 @@ def summarize_history(loss, grad_norm, grad_clip: float, window: int = 50) -> di
         "loss_spikes": count_spikes(loss),
         "grad_spikes": count_spikes(gn),
         "clipped_frac": float(f"{(finite > grad_clip).mean():.4f}") if grad_clip > 0 and len(finite) else 0.0,
-        "grad_norm": {"median": r(np.median(finite)) if len(finite) else None,
-                      "p99": r(np.percentile(finite, 99)) if len(finite) else None,
-                      "max": r(finite.max()) if len(finite) else None},
+        "grad_norm": {
+            "median": r(np.median(finite)) if len(finite) else None,
+            "p99": r(np.percentile(finite, 99)) if len(finite) else None,
+            "max": r(finite.max()) if len(finite) else None,
+        },
         "curve": curve,
     }
 
@@ -199,23 +258,36 @@ def base_config(args) -> TrainConfig:
     """The TrainConfig every row shares (prediction, loss and variance are set per row)."""
     if args.dataset == "swiss_roll":
         cfg = load_config(ROOT / "configs" / "swiss_roll.toml")
-        cfg = dataclasses.replace(cfg, out_dir="", ckpt_every=0, sample_every=0, n_samples=0,
-                                  steps=args.steps or 2000)
+        cfg = dataclasses.replace(
+            cfg, out_dir="", ckpt_every=0, sample_every=0, n_samples=0, steps=args.steps or 2000
+        )
     else:
         cfg = load_config(ROOT / "configs" / "fashion_mnist.toml")
         cfg = dataclasses.replace(
-            cfg, dataset="fashion-mnist" if args.fmnist_split == "train" else "fashion-mnist-10k",
-            model=f"unet-fmnist-{args.preset}", data_root=args.data_root or "", out_dir="", ckpt_every=0,
-            sample_every=0, n_samples=0, steps=args.steps or 3000, batch_size=args.batch_size or 128,
-            warmup_steps=min(cfg.warmup_steps, max(1, (args.steps or 3000) // 10)), ema_decay=0.999,
-            bf16=False, compile=False)
+            cfg,
+            dataset="fashion-mnist" if args.fmnist_split == "train" else "fashion-mnist-10k",
+            model=f"unet-fmnist-{args.preset}",
+            data_root=args.data_root or "",
+            out_dir="",
+            ckpt_every=0,
+            sample_every=0,
+            n_samples=0,
+            steps=args.steps or 3000,
+            batch_size=args.batch_size or 128,
+            warmup_steps=min(cfg.warmup_steps, max(1, (args.steps or 3000) // 10)),
+            ema_decay=0.999,
+            bf16=False,
+            compile=False,
+        )
     if args.lr:
         cfg = dataclasses.replace(cfg, lr=args.lr)
     if args.T:
         cfg = dataclasses.replace(cfg, T=args.T)
     if args.grad_clip is not None:
         cfg = dataclasses.replace(cfg, grad_clip=args.grad_clip)
-    return dataclasses.replace(cfg, device=args.device, log_every=min(cfg.log_every, cfg.steps or 1) or 1).validate()
+    return dataclasses.replace(
+        cfg, device=args.device, log_every=min(cfg.log_every, cfg.steps or 1) or 1
+    ).validate()
 
 
 def default_out(dataset: str) -> Path:
@@ -236,14 +308,15 @@ class _Eval:
             # fresh, independent draws (the training data are drawn from the Trainer's own seeded stream)
             self.x_bpd = dl.swiss_roll(args.bpd_n, generator=torch.Generator().manual_seed(1001))
             self.x_ref = dl.swiss_roll(args.sample_n, generator=torch.Generator().manual_seed(1002))
-            self.x_curve = self.x_bpd[:args.curve_n]
+            self.x_curve = self.x_bpd[: args.curve_n]
         else:
             from ddpm_lib.evaluate import load_test_split
+
             test = load_test_split("fashion-mnist")
-            self.x_bpd = test[:args.bpd_n]
-            self.x_curve = test[:args.curve_n]
+            self.x_bpd = test[: args.bpd_n]
+            self.x_curve = test[: args.curve_n]
             # the FCD reference: the 10,000 test images (statistics cached by fcd()), or the first reference_n
-            self.x_ref = None if args.reference_n >= len(test) else test[:args.reference_n]
+            self.x_ref = None if args.reference_n >= len(test) else test[: args.reference_n]
 
     def bpd(self, model, d: GaussianDiffusion, x, seed: int = 2) -> dict:
         dev = next(model.parameters()).device
@@ -258,10 +331,20 @@ class _Eval:
         for i in range(0, shape[0], self.args.sample_batch):
             b = min(self.args.sample_batch, shape[0] - i)
             if self.args.sample_steps and self.args.sample_steps < d.T:
-                x = dl.sample_respaced(model, d, self.args.sample_steps, (b, *shape[1:]), generator=g, progress=False,
-                                       clip_x0=not self.points, device=dev)
+                x = dl.sample_respaced(
+                    model,
+                    d,
+                    self.args.sample_steps,
+                    (b, *shape[1:]),
+                    generator=g,
+                    progress=False,
+                    clip_x0=not self.points,
+                    device=dev,
+                )
             else:
-                x = d.sample(model, (b, *shape[1:]), generator=g, progress=False, clip_x0=not self.points, device=dev)
+                x = d.sample(
+                    model, (b, *shape[1:]), generator=g, progress=False, clip_x0=not self.points, device=dev
+                )
             out.append(x.float().cpu())
         return torch.cat(out)
 
@@ -270,12 +353,20 @@ class _Eval:
         if self.points:
             inside = finite & (x.abs() <= OUT_OF_RANGE).all(1)
             oor = 1.0 - float(inside.float().mean())
-            sw = lambda a: dl.sliced_wasserstein(a, self.x_ref, n_projections=256,  # noqa: E731
-                                                 generator=torch.Generator().manual_seed(7))
-            return {"score": sw(x[finite]) if finite.sum() >= 2 else None,
-                    "score_in_range": sw(x[inside]) if inside.sum() >= 2 else None,
-                    "mmd": dl.mmd_rbf(x[finite], self.x_ref) if finite.sum() >= 2 else None, "out_of_range": oor}
+            sw = lambda a: dl.sliced_wasserstein(
+                a,
+                self.x_ref,
+                n_projections=256,  # noqa: E731
+                generator=torch.Generator().manual_seed(7),
+            )
+            return {
+                "score": sw(x[finite]) if finite.sum() >= 2 else None,
+                "score_in_range": sw(x[inside]) if inside.sum() >= 2 else None,
+                "mmd": dl.mmd_rbf(x[finite], self.x_ref) if finite.sum() >= 2 else None,
+                "out_of_range": oor,
+            }
         from ddpm_lib.evaluate import fcd
+
         oor = float((~finite).float().mean())
         score = fcd(x[finite].clamp(-1, 1), reference=self.x_ref) if finite.sum() >= 2 else None
         return {"score": score, "score_in_range": score, "mmd": None, "out_of_range": oor}
@@ -286,8 +377,13 @@ class _Eval:
 
 
 def _row_diffusion(trained: GaussianDiffusion, variance: str) -> GaussianDiffusion:
-    return GaussianDiffusion(trained.schedule, prediction=trained.prediction, variance=variance, loss=trained.loss,
-                             decoder=trained.decoder)
+    return GaussianDiffusion(
+        trained.schedule,
+        prediction=trained.prediction,
+        variance=variance,
+        loss=trained.loss,
+        decoder=trained.decoder,
+    )
 
 
 def run_one(args, cfg: TrainConfig, ev: _Eval, row_id: str, seed: int, children) -> dict:
@@ -325,8 +421,13 @@ def run_one(args, cfg: TrainConfig, ev: _Eval, row_id: str, seed: int, children)
     elif every and (not bpd_curves[row_id] or bpd_curves[row_id][-1][0] != trainer.step_count):
         curve_point(trainer)  # the curve always ends at the last step (on the same points as before)
     stats = summarize_history(h.loss, h.grad_norm, rc.grad_clip, window=args.window)
-    base = {"seed": seed, "diverged_at": diverged_at, "final_loss": _rnd(h.loss[-1]) if h.loss else None,
-            "steps_done": trainer.step_count, **stats}
+    base = {
+        "seed": seed,
+        "diverged_at": diverged_at,
+        "final_loss": _rnd(h.loss[-1]) if h.loss else None,
+        "steps_done": trainer.step_count,
+        **stats,
+    }
     results = {}
     ema = trainer.ema.eval()
     for rid in rids:
@@ -335,15 +436,27 @@ def run_one(args, cfg: TrainConfig, ev: _Eval, row_id: str, seed: int, children)
         if diverged_at is None:
             b = ev.bpd(ema, d, ev.x_bpd)
             fin = math.isfinite(b["mean"])
-            r.update(bpd=_rnd(b["mean"]), bpd_stderr=_rnd(b["stderr"], 3) if fin else None,
-                     bpd_terms={k: _rnd(b[k]) for k in ("L_T", "L_t_minus_1", "L_0")})
+            r.update(
+                bpd=_rnd(b["mean"]),
+                bpd_stderr=_rnd(b["stderr"], 3) if fin else None,
+                bpd_terms={k: _rnd(b[k]) for k in ("L_T", "L_t_minus_1", "L_0")},
+            )
             x = ev.samples(ema, d, seed)
             r.update({k: _rnd(v) if v is not None else None for k, v in ev.score(x).items()})
             r["bpd_curve"] = bpd_curves[rid]
             r["_samples"] = x
         else:
-            r.update(bpd=None, bpd_stderr=None, bpd_terms=None, score=None, score_in_range=None, mmd=None,
-                     out_of_range=None, bpd_curve=bpd_curves[rid], _samples=None)
+            r.update(
+                bpd=None,
+                bpd_stderr=None,
+                bpd_terms=None,
+                score=None,
+                score_in_range=None,
+                mmd=None,
+                out_of_range=None,
+                bpd_curve=bpd_curves[rid],
+                _samples=None,
+            )
         r["seconds"] = round(time.perf_counter() - t0, 1)
         results[rid] = r
     return results
@@ -352,7 +465,12 @@ def run_one(args, cfg: TrainConfig, ev: _Eval, row_id: str, seed: int, children)
 def _summary(runs) -> dict:
     ok = [r for r in runs if r["diverged_at"] is None]
     out = {"n_runs": len(runs), "n_diverged": len(runs) - len(ok)}
-    for key, name in (("bpd", "bpd"), ("score", "score"), ("score_in_range", "score_in_range"), ("mmd", "mmd")):
+    for key, name in (
+        ("bpd", "bpd"),
+        ("score", "score"),
+        ("score_in_range", "score_in_range"),
+        ("mmd", "mmd"),
+    ):
         m, s = _mean_std([r[key] for r in ok])
         out[f"{name}_mean"], out[f"{name}_std"] = _rnd(m), _rnd(s, 3)
     for key in ("loss_spikes", "grad_spikes", "clipped_frac", "out_of_range"):
@@ -365,12 +483,17 @@ def to_markdown(table: dict) -> str:
     img = table["dataset"] == "fashion_mnist"
     score = "FCD (classifier, not FID)" if img else "sliced W1"
     unit = "bits/dim, 8-bit pixels" if img else "bits/dim of a density, can be < 0"
-    lines = [f"# DDPM Table 2 at small scale: {table['dataset']}", "",
-             f"Made by: `{table['command']}`  ", f"ddpm_lib {table['library_version']}, torch {table['torch']}, "
-             f"{table['device']}, seeds {table['seeds']}, {table['steps']} steps each"
-             + ("" if table["complete"] else "  \n**incomplete: some rows did not finish**"), "",
-             f"| row | paper IS | paper FID | bound ({unit}) | {score} | diverged | loss spikes | grad spikes | clipped |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# DDPM Table 2 at small scale: {table['dataset']}",
+        "",
+        f"Made by: `{table['command']}`  ",
+        f"ddpm_lib {table['library_version']}, torch {table['torch']}, "
+        f"{table['device']}, seeds {table['seeds']}, {table['steps']} steps each"
+        + ("" if table["complete"] else "  \n**incomplete: some rows did not finish**"),
+        "",
+        f"| row | paper IS | paper FID | bound ({unit}) | {score} | diverged | loss spikes | grad spikes | clipped |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
 
     def pm(m, s, d=3):
         if m is None:
@@ -383,13 +506,17 @@ def to_markdown(table: dict) -> str:
         s = row["summary"]
         label = row["label"].replace("|", "\\|")  # a pipe would end the table cell
         if s is None:
-            lines.append(f"| {label} | {row['paper']['IS'] or ''} | {row['paper']['FID'] or ''} | not run yet |"
-                         " | | | | |")
+            lines.append(
+                f"| {label} | {row['paper']['IS'] or ''} | {row['paper']['FID'] or ''} | not run yet |"
+                " | | | | |"
+            )
             continue
-        lines.append(f"| {label} | {row['paper']['IS'] or ''} | {row['paper']['FID'] or ''} | "
-                     f"{pm(s['bpd_mean'], s['bpd_std'])} | {pm(s['score_mean'], s['score_std'])} | "
-                     f"{s['n_diverged']}/{s['n_runs']} | {s['loss_spikes_mean']} | {s['grad_spikes_mean']} | "
-                     f"{s['clipped_frac_mean']} |")
+        lines.append(
+            f"| {label} | {row['paper']['IS'] or ''} | {row['paper']['FID'] or ''} | "
+            f"{pm(s['bpd_mean'], s['bpd_std'])} | {pm(s['score_mean'], s['score_std'])} | "
+            f"{s['n_diverged']}/{s['n_runs']} | {s['loss_spikes_mean']} | {s['grad_spikes_mean']} | "
+            f"{s['clipped_frac_mean']} |"
+        )
     lines += ["", f"Paper: {table['paper']['source']}.", "", table["eval"]["notes"], ""]
     if table.get("not_measured"):  # rows left out of a merged table, and why (written by whoever merged it)
         nm = table["not_measured"]
@@ -415,36 +542,72 @@ def run_table(args, command: str) -> dict:
     wanted = [r for r in ROWS if r in args.rows]
     trained = [r for r in RUN_ORDER if r in wanted or any(ROWS[c][6] == r and c in wanted for c in ROWS)]
     dev = torch.device(cfg.device if cfg.device != "auto" else dl.device())
-    notes = ("Swiss roll: continuous 2-D data, decoder 'gaussian'; the bound is in bits per dimension of a density "
-             "(-log2 p / 2), which can be negative and is not comparable with image bits/dim. Sample score: sliced "
-             "Wasserstein-1 (256 directions) between samples and held-out points (lower is better); MMD^2 (RBF) too."
-             if ev.points else
-             f"Fashion-MNIST: 8-bit images, decoder 'discretized' (Eq. 13); bound in bits/dim on the first {len(ev.x_bpd)} "
-             f"test images. Sample score: Frechet classifier distance between {args.sample_n} samples and the first "
-             f"{10000 if ev.x_ref is None else len(ev.x_ref)} test images (NOT Inception FID).")
+    notes = (
+        "Swiss roll: continuous 2-D data, decoder 'gaussian'; the bound is in bits per dimension of a density "
+        "(-log2 p / 2), which can be negative and is not comparable with image bits/dim. Sample score: sliced "
+        "Wasserstein-1 (256 directions) between samples and held-out points (lower is better); MMD^2 (RBF) too."
+        if ev.points
+        else f"Fashion-MNIST: 8-bit images, decoder 'discretized' (Eq. 13); "
+        f"bound in bits/dim on the first {len(ev.x_bpd)} "
+        f"test images. Sample score: Frechet classifier distance between {args.sample_n} samples and the first "
+        f"{10000 if ev.x_ref is None else len(ev.x_ref)} test images (NOT Inception FID)."
+    )
     table = {
-        "format": FORMAT, "what": "DDPM (Ho et al. 2020) Table 2 at small scale", "dataset": args.dataset,
-        "complete": False, "command": command, "library_version": dl.__version__, "torch": torch.__version__,
+        "format": FORMAT,
+        "what": "DDPM (Ho et al. 2020) Table 2 at small scale",
+        "dataset": args.dataset,
+        "complete": False,
+        "command": command,
+        "library_version": dl.__version__,
+        "torch": torch.__version__,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type,
-        "threads": torch.get_num_threads(), "seeds": list(args.seeds), "steps": cfg.steps,
-        "train_config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("prediction", "loss", "variance", "seed")},
+        "threads": torch.get_num_threads(),
+        "seeds": list(args.seeds),
+        "steps": cfg.steps,
+        "train_config": {
+            k: v
+            for k, v in dataclasses.asdict(cfg).items()
+            if k not in ("prediction", "loss", "variance", "seed")
+        },
         "window": args.window,
-        "eval": {"bpd_n": len(ev.x_bpd), "bpd_seed": 2, "curve_seed": 3, "sample_n": args.sample_n,
-                 "sample_steps": args.sample_steps or cfg.T, "sample_seed": "1000 + seed",
-                 "sample_metric": "sliced_wasserstein" if ev.points else "fcd",
-                 "reference_n": len(ev.x_ref) if ev.x_ref is not None else 10000, "curve_every": args.curve_every,
-                 "curve_n": len(ev.x_curve), "spike_rule": f"> {SPIKE_FACTOR:g} x median of the {SPIKE_WINDOW} steps before",
-                 "out_of_range": f"|coordinate| > {OUT_OF_RANGE:g}" if ev.points else "non-finite", "notes": notes},
-        "units": {"bpd": "bits per dimension" + (" (density of continuous data)" if ev.points else ""),
-                  "sample_score": "sliced Wasserstein-1" if ev.points else "Frechet classifier distance",
-                  "loss": "the training objective per example: simple = MSE per dimension; vlb = T x L_{t-1} in bits/dim"},
+        "eval": {
+            "bpd_n": len(ev.x_bpd),
+            "bpd_seed": 2,
+            "curve_seed": 3,
+            "sample_n": args.sample_n,
+            "sample_steps": args.sample_steps or cfg.T,
+            "sample_seed": "1000 + seed",
+            "sample_metric": "sliced_wasserstein" if ev.points else "fcd",
+            "reference_n": len(ev.x_ref) if ev.x_ref is not None else 10000,
+            "curve_every": args.curve_every,
+            "curve_n": len(ev.x_curve),
+            "spike_rule": f"> {SPIKE_FACTOR:g} x median of the {SPIKE_WINDOW} steps before",
+            "out_of_range": f"|coordinate| > {OUT_OF_RANGE:g}" if ev.points else "non-finite",
+            "notes": notes,
+        },
+        "units": {
+            "bpd": "bits per dimension" + (" (density of continuous data)" if ev.points else ""),
+            "sample_score": "sliced Wasserstein-1" if ev.points else "Frechet classifier distance",
+            "loss": "the training objective per example: simple = MSE per dimension; vlb = T x L_{t-1} in bits/dim",
+        },
         "paper": PAPER,
         "rows": [],
         "samples": {},
     }
-    rows = {rid: {"id": rid, "label": ROWS[rid][3], "prediction": ROWS[rid][0], "loss": ROWS[rid][1],
-                  "variance": ROWS[rid][2], "trained_as": ROWS[rid][6] or rid,
-                  "paper": {"IS": ROWS[rid][4], "FID": ROWS[rid][5]}, "summary": None, "runs": []} for rid in wanted}
+    rows = {
+        rid: {
+            "id": rid,
+            "label": ROWS[rid][3],
+            "prediction": ROWS[rid][0],
+            "loss": ROWS[rid][1],
+            "variance": ROWS[rid][2],
+            "trained_as": ROWS[rid][6] or rid,
+            "paper": {"IS": ROWS[rid][4], "FID": ROWS[rid][5]},
+            "summary": None,
+            "runs": [],
+        }
+        for rid in wanted
+    }
     out = args.out_path
     t_start = time.perf_counter()
     jobs = [(rid, seed, [c for c in wanted if ROWS[c][6] == rid]) for rid in trained for seed in args.seeds]
@@ -458,11 +621,16 @@ def run_table(args, command: str) -> dict:
                 table["samples"].setdefault(k, {})[str(seed)] = keep
             rows[k]["runs"] = sorted(rows[k]["runs"] + [r], key=lambda x: args.seeds.index(x["seed"]))
             rows[k]["summary"] = _summary(rows[k]["runs"])
-            print(f"[{time.perf_counter() - t_start:7.1f} s] {k:17s} seed {seed}: bpd {r['bpd']}, score {r['score']}, "
-                  f"diverged_at {r['diverged_at']}, loss spikes {r['loss_spikes']}, grad spikes {r['grad_spikes']}, "
-                  f"clipped {r['clipped_frac']}", flush=True)
-        table["samples"] = {k: dict(sorted(v.items(), key=lambda kv: args.seeds.index(int(kv[0]))))
-                            for k, v in table["samples"].items()}
+            print(
+                f"[{time.perf_counter() - t_start:7.1f} s] {k:17s} seed {seed}: bpd {r['bpd']}, score {r['score']}, "
+                f"diverged_at {r['diverged_at']}, loss spikes {r['loss_spikes']}, grad spikes {r['grad_spikes']}, "
+                f"clipped {r['clipped_frac']}",
+                flush=True,
+            )
+        table["samples"] = {
+            k: dict(sorted(v.items(), key=lambda kv: args.seeds.index(int(kv[0]))))
+            for k, v in table["samples"].items()
+        }
         table["rows"] = [rows[r] for r in wanted]
         if out is not None:
             _write(table, out)
@@ -497,20 +665,26 @@ def merge_tables(base: dict, parts: list) -> dict:
     for i, part in enumerate(parts):
         for key in same:
             if part.get(key) != out.get(key):
-                raise ValueError(f"part {i} ({part.get('command', '?')}) has {key}={part.get(key)!r}, "
-                                 f"the table has {out.get(key)!r}: only runs made alike can share a table")
+                raise ValueError(
+                    f"part {i} ({part.get('command', '?')}) has {key}={part.get(key)!r}, "
+                    f"the table has {out.get(key)!r}: only runs made alike can share a table"
+                )
         ev = {k: v for k, v in part["eval"].items() if k != "notes"}
         if ev != {k: v for k, v in out["eval"].items() if k != "notes"}:
             raise ValueError(f"part {i} was evaluated differently: {ev} vs {out['eval']}")
         if not part.get("complete"):
-            raise ValueError(f"part {i} ({part.get('command', '?')}) is not complete: its runs did not all finish")
+            raise ValueError(
+                f"part {i} ({part.get('command', '?')}) is not complete: its runs did not all finish"
+            )
         rows = {r["id"]: r for r in out["rows"]}
         for r in part["rows"]:
             rows[r["id"]] = r
             if r["id"] in part.get("samples", {}):
                 out.setdefault("samples", {})[r["id"]] = part["samples"][r["id"]]
         out["rows"] = [rows[k] for k in ROWS if k in rows]
-        out.setdefault("merged", []).append({k: part.get(k) for k in ("command", "library_version", "torch", "device")})
+        out.setdefault("merged", []).append(
+            {k: part.get(k) for k in ("command", "library_version", "torch", "device")}
+        )
         nm = out.get("not_measured")
         if nm:
             nm["rows"] = [k for k in nm["rows"] if k not in {r["id"] for r in part["rows"]}]
@@ -524,7 +698,9 @@ def merge_tables(base: dict, parts: list) -> dict:
 def merge_main(argv) -> int:
     """python scripts/ablations.py --merge TABLE.json PART.json [PART.json ...]: rewrites TABLE.json and its .md."""
     if len(argv) < 2:
-        print("usage: python scripts/ablations.py --merge TABLE.json PART.json [PART.json ...]", file=sys.stderr)
+        print(
+            "usage: python scripts/ablations.py --merge TABLE.json PART.json [PART.json ...]", file=sys.stderr
+        )
         return 2
     paths = [Path(a) for a in argv]
     missing = [str(p) for p in paths if not p.is_file()]
@@ -537,7 +713,9 @@ def merge_main(argv) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     _write(table, paths[0])
-    print(f"wrote {paths[0]} and {paths[0].with_suffix('.md')}: {len(table['rows'])} rows, complete={table['complete']}")
+    print(
+        f"wrote {paths[0]} and {paths[0].with_suffix('.md')}: {len(table['rows'])} rows, complete={table['complete']}"
+    )
     return 0
 
 
@@ -559,7 +737,9 @@ def _job(args, rid: str, seed: int, children) -> dict:
         if x is None:
             continue
         if ev.points:
-            r["_samples"] = [[round(float(a), 4), round(float(b), 4)] for a, b in x[:args.keep_samples].tolist()]
+            r["_samples"] = [
+                [round(float(a), 4), round(float(b), 4)] for a, b in x[: args.keep_samples].tolist()
+            ]
         else:
             r["_samples"] = dl.to_uint8(x[:16].clamp(-1, 1)).flatten(1).tolist()
     return res
@@ -568,38 +748,88 @@ def _job(args, rid: str, seed: int, children) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python scripts/ablations.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="swiss_roll", choices=DATASETS)
-    p.add_argument("--preset", default="tiny", choices=sorted(dl.UNet.FASHION_MNIST_SIZES),
-                   help="Fashion-MNIST U-Net preset (UNet.fashion_mnist)")
-    p.add_argument("--steps", type=int, default=0, help="training steps per run (default: swiss roll 2000, "
-                                                          "Fashion-MNIST 3000)")
-    p.add_argument("--seeds", default="", help="comma-separated seeds (default: swiss roll 0,1,2; Fashion-MNIST 0)")
+    p.add_argument(
+        "--preset",
+        default="tiny",
+        choices=sorted(dl.UNet.FASHION_MNIST_SIZES),
+        help="Fashion-MNIST U-Net preset (UNet.fashion_mnist)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="training steps per run (default: swiss roll 2000, Fashion-MNIST 3000)",
+    )
+    p.add_argument(
+        "--seeds", default="", help="comma-separated seeds (default: swiss roll 0,1,2; Fashion-MNIST 0)"
+    )
     p.add_argument("--rows", default="", help=f"comma-separated row ids (default: all): {', '.join(ROWS)}")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     p.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (1: one core per run)")
-    p.add_argument("--workers", type=int, default=1, help="runs in parallel processes (each with --threads threads); "
-                                                         "the numbers do not depend on it")
-    p.add_argument("--T", type=int, default=0, help="override the config's number of diffusion steps T (for tests)")
-    p.add_argument("--reference-n", type=int, default=10000,
-                   help="Fashion-MNIST: the first N test images as the FCD reference (default: all 10,000)")
-    p.add_argument("--grad-clip", type=float, default=None,
-                   help="override the config's gradient clipping (global norm; 0: none). Default: the config's 1.0")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="runs in parallel processes (each with --threads threads); the numbers do not depend on it",
+    )
+    p.add_argument(
+        "--T", type=int, default=0, help="override the config's number of diffusion steps T (for tests)"
+    )
+    p.add_argument(
+        "--reference-n",
+        type=int,
+        default=10000,
+        help="Fashion-MNIST: the first N test images as the FCD reference (default: all 10,000)",
+    )
+    p.add_argument(
+        "--grad-clip",
+        type=float,
+        default=None,
+        help="override the config's gradient clipping (global norm; 0: none). Default: the config's 1.0",
+    )
     p.add_argument("--lr", type=float, default=0.0, help="override the config's learning rate")
     p.add_argument("--batch-size", type=int, default=0, help="Fashion-MNIST batch (default 128)")
     p.add_argument("--data-root", default="", help="a folder with the Fashion-MNIST files")
-    p.add_argument("--fmnist-split", default="train", choices=("train", "train-10k"),
-                   help="Fashion-MNIST training split: the full 60,000 images, or the shipped first 10,000")
-    p.add_argument("--bpd-n", type=int, default=0, help="held-out examples for the bound (swiss roll 2000, images 256)")
-    p.add_argument("--bpd-batch", type=int, default=0, help="batch for the bound (default: all at once, images 256)")
+    p.add_argument(
+        "--fmnist-split",
+        default="train",
+        choices=("train", "train-10k"),
+        help="Fashion-MNIST training split: the full 60,000 images, or the shipped first 10,000",
+    )
+    p.add_argument(
+        "--bpd-n", type=int, default=0, help="held-out examples for the bound (swiss roll 2000, images 256)"
+    )
+    p.add_argument(
+        "--bpd-batch", type=int, default=0, help="batch for the bound (default: all at once, images 256)"
+    )
     p.add_argument("--sample-n", type=int, default=0, help="samples scored (swiss roll 2000, images 500)")
-    p.add_argument("--sample-batch", type=int, default=0, help="batch for sampling (default: all at once, images 500)")
-    p.add_argument("--sample-steps", type=int, default=0, help="respaced sampling steps (0: all T, Algorithm 2)")
-    p.add_argument("--curve-every", type=int, default=-1, help="bound every N steps during training (0: off; "
-                                                                 "default swiss roll 250, images steps // 2)")
-    p.add_argument("--curve-n", type=int, default=0, help="held-out examples for that curve (swiss roll 500, images 32)")
-    p.add_argument("--keep-samples", type=int, default=400, help="samples stored per run (swiss roll; images: 16)")
-    p.add_argument("--window", type=int, default=50, help="steps per window of the stored loss/gradient curves")
-    p.add_argument("--out", default="", help="the JSON file, or a folder for <dataset>_table2.json "
-                                             "(default: data/ablations/<dataset>_table2.json)")
+    p.add_argument(
+        "--sample-batch", type=int, default=0, help="batch for sampling (default: all at once, images 500)"
+    )
+    p.add_argument(
+        "--sample-steps", type=int, default=0, help="respaced sampling steps (0: all T, Algorithm 2)"
+    )
+    p.add_argument(
+        "--curve-every",
+        type=int,
+        default=-1,
+        help="bound every N steps during training (0: off; default swiss roll 250, images steps // 2)",
+    )
+    p.add_argument(
+        "--curve-n", type=int, default=0, help="held-out examples for that curve (swiss roll 500, images 32)"
+    )
+    p.add_argument(
+        "--keep-samples", type=int, default=400, help="samples stored per run (swiss roll; images: 16)"
+    )
+    p.add_argument(
+        "--window", type=int, default=50, help="steps per window of the stored loss/gradient curves"
+    )
+    p.add_argument(
+        "--out",
+        default="",
+        help="the JSON file, or a folder for <dataset>_table2.json "
+        "(default: data/ablations/<dataset>_table2.json)",
+    )
     return p
 
 

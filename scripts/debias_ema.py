@@ -30,8 +30,11 @@ def main(src, dst):
     share = d**N
     ema.load_state_dict(debias_ema(ema.state_dict(), w0, d, N))
     conf = dict(ck.config)
-    conf["ema_debiased"] = {"source": Path(src).name, "initial_share": share,
-                            "command": f"python scripts/debias_ema.py {src} {dst}"}
+    conf["ema_debiased"] = {
+        "source": Path(src).name,
+        "initial_share": share,
+        "command": f"python scripts/debias_ema.py {src} {dst}",
+    }
     save_checkpoint(dst, ema, config=conf, step=N)
     print(f"step {N}, decay {d}: removed the initial weights' share {share:.4f}")
 

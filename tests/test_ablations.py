@@ -39,13 +39,24 @@ def _run(tmp_path, *argv):
 
 
 def test_swiss_roll_table_end_to_end(tmp_path):
-    table, out = _run(tmp_path, "--steps", "20", "--seeds", "0,1", "--curve-every", "10",
-                      "--rows", "eps-simple-fixed,eps-simple-small,mean-vlb-learned")
+    table, out = _run(
+        tmp_path,
+        "--steps",
+        "20",
+        "--seeds",
+        "0,1",
+        "--curve-every",
+        "10",
+        "--rows",
+        "eps-simple-fixed,eps-simple-small,mean-vlb-learned",
+    )
     assert table["format"] == 1 and table["complete"] is True and table["dataset"] == "swiss_roll"
     assert table["command"].startswith("python scripts/ablations.py --steps 20")
     assert table["steps"] == 20 and table["seeds"] == [0, 1] and table["library_version"] == dl.__version__
     tc = table["train_config"]
-    assert tc["T"] == 20 and tc["model"] == "mlp" and tc["lr"] == 2e-3 and tc["batch_size"] == 256  # swiss_roll.toml
+    assert (
+        tc["T"] == 20 and tc["model"] == "mlp" and tc["lr"] == 2e-3 and tc["batch_size"] == 256
+    )  # swiss_roll.toml
     assert [r["id"] for r in table["rows"]] == ["mean-vlb-learned", "eps-simple-fixed", "eps-simple-small"]
     rows = {r["id"]: r for r in table["rows"]}
     for r in rows.values():
@@ -70,8 +81,12 @@ def test_swiss_roll_table_end_to_end(tmp_path):
 
 def test_a_shorter_run_reproduces_the_start_of_a_longer_one(tmp_path):
     """The chapter's live check: the same command with fewer steps retraces the stored run exactly."""
-    short, _ = _run(tmp_path, "--steps", "20", "--seeds", "0", "--rows", "eps-vlb-fixed", "--curve-every", "10")
-    long, _ = _run(tmp_path, "--steps", "30", "--seeds", "0", "--rows", "eps-vlb-fixed", "--curve-every", "10")
+    short, _ = _run(
+        tmp_path, "--steps", "20", "--seeds", "0", "--rows", "eps-vlb-fixed", "--curve-every", "10"
+    )
+    long, _ = _run(
+        tmp_path, "--steps", "30", "--seeds", "0", "--rows", "eps-vlb-fixed", "--curve-every", "10"
+    )
     s, l_ = short["rows"][0]["runs"][0], long["rows"][0]["runs"][0]
     assert s["curve"]["loss_mean"] == l_["curve"]["loss_mean"][:2]
     assert s["bpd_curve"] == l_["bpd_curve"][:2]
@@ -87,7 +102,9 @@ def test_parallel_workers_give_the_same_numbers(tmp_path, monkeypatch):
     assert ablations.main([*argv, "--workers", "2", "--out", str(tmp_path / "w2.json")]) == 0
     assert abl.main([*argv, "--out", str(tmp_path / "w1.json")]) == 0
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("w1.json", "w2.json"))
-    strip = lambda t: [[{k: v for k, v in run.items() if k != "seconds"} for run in r["runs"]] for r in t["rows"]]  # noqa: E731
+    strip = lambda t: [
+        [{k: v for k, v in run.items() if k != "seconds"} for run in r["runs"]] for r in t["rows"]
+    ]  # noqa: E731
     assert strip(a) == strip(b) and a["samples"] == b["samples"]
     assert [run["seed"] for run in b["rows"][0]["runs"]] == [0, 1]
 
@@ -95,9 +112,27 @@ def test_parallel_workers_give_the_same_numbers(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_fashion_mnist_code_path(tmp_path):
     """--dataset fashion_mnist on the CPU with tiny settings: a learned-variance U-Net has 2 output channels."""
-    table, _ = _run(tmp_path, "--dataset", "fashion_mnist", "--preset", "tiny", "--steps", "2",
-                    "--fmnist-split", "train-10k", "--rows", "eps-vlb-learned", "--batch-size", "4",
-                    "--curve-every", "0", "--reference-n", "40", "--sample-steps", "5")
+    table, _ = _run(
+        tmp_path,
+        "--dataset",
+        "fashion_mnist",
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        "--fmnist-split",
+        "train-10k",
+        "--rows",
+        "eps-vlb-learned",
+        "--batch-size",
+        "4",
+        "--curve-every",
+        "0",
+        "--reference-n",
+        "40",
+        "--sample-steps",
+        "5",
+    )
     assert table["dataset"] == "fashion_mnist" and table["train_config"]["model"] == "unet-fmnist-tiny"
     run = table["rows"][0]["runs"][0]
     assert run["steps_done"] == 2 and math.isfinite(run["bpd"]) and run["score"] is not None
@@ -153,7 +188,9 @@ def test_stored_markdown_is_made_from_its_json(name):
     md = abl.to_markdown(t)
     assert path.with_suffix(".md").read_text() == md
     if t.get("not_measured"):
-        assert f"Not measured: {', '.join(t['not_measured']['rows'])}." in md and t["not_measured"]["why"] in md
+        assert (
+            f"Not measured: {', '.join(t['not_measured']['rows'])}." in md and t["not_measured"]["why"] in md
+        )
 
 
 # ---- the identities the chapter checks (DDPM Eqs. 8, 11, 12) ------------------------------------------------
@@ -192,7 +229,9 @@ def test_the_bound_is_lambda_weighted_eps_loss_for_both_predictions():
     sq = ((noise - eps_net(d_eps.q_sample(x0, t, noise), t)) ** 2).sum(1)
     expected = s.T * (d_eps.eps_mse_weight(t) * sq + 2 * C) / (2 * math.log(2.0))
     torch.testing.assert_close(terms["loss"], expected, rtol=1e-8, atol=0)
-    torch.testing.assert_close(d_mu.training_losses(mean_net, x0, t, noise)["loss"], terms["loss"], rtol=1e-8, atol=0)
+    torch.testing.assert_close(
+        d_mu.training_losses(mean_net, x0, t, noise)["loss"], terms["loss"], rtol=1e-8, atol=0
+    )
 
 
 # ---- the exercise checkers ------------------------------------------------------------------------------------
@@ -203,7 +242,9 @@ def test_mu_mse_weight_checker():
     assert checks.check("mu_mse_weight", ok, verbose=False)
     mistakes = {
         "square beta_t too": lambda t, s: s.betas[t] / (s.alphas[t] * (1 - s.alpha_bars[t])),
-        "one-step alpha_t, not abar_t": lambda t, s: s.betas[t] ** 2 / (s.alpha_bars[t] * (1 - s.alpha_bars[t])),
+        "one-step alpha_t, not abar_t": lambda t, s: (
+            s.betas[t] ** 2 / (s.alpha_bars[t] * (1 - s.alpha_bars[t]))
+        ),
         "the bound's weight lambda_t": lambda t, s: s.betas[t] / (2 * s.alphas[t] * (1 - s.alpha_bars[t])),
         "square it": lambda t, s: s.betas[t] / (s.alphas[t] * (1 - s.alpha_bars[t])).sqrt(),
         "shifted by one": lambda t, s: ok((t - 1).clamp(min=1), s),
@@ -231,8 +272,11 @@ def test_optimal_variance_checker():
 
 def test_optimal_variance_minimizes_the_library_kl():
     """The checker's closed form is the minimizer of ddpm_lib.normal_kl over the variance."""
-    m_q, v_q, m_p = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.02, dtype=torch.float64), \
-        torch.tensor(0.1, dtype=torch.float64)
+    m_q, v_q, m_p = (
+        torch.tensor(0.3, dtype=torch.float64),
+        torch.tensor(0.02, dtype=torch.float64),
+        torch.tensor(0.1, dtype=torch.float64),
+    )
     logv = torch.linspace(-8, 1, 200001, dtype=torch.float64)
     kl = dl.normal_kl(m_q, v_q.log(), m_p, logv)
     best = logv[kl.argmin()].exp()
@@ -247,7 +291,9 @@ def test_merge_folds_rows_run_apart_into_one_table(tmp_path, capsys):
     base["complete"] = False
     base_path.write_text(json.dumps(base))
     part = tmp_path / "part.json"
-    assert abl.main(["--rows", "mean-vlb-fixed", "--steps", "3", "--seeds", "0", *TINY, "--out", str(part)]) == 0
+    assert (
+        abl.main(["--rows", "mean-vlb-fixed", "--steps", "3", "--seeds", "0", *TINY, "--out", str(part)]) == 0
+    )
     assert abl.main(["--merge", str(base_path), str(part)]) == 0
     merged = json.loads(base_path.read_text())
     assert [r["id"] for r in merged["rows"]] == ["mean-vlb-fixed", "eps-simple-fixed"]

@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def tiny(tmp_path):
     dst = tmp_path / "book"
-    shutil.copytree(FIXTURE, dst, ignore=shutil.ignore_patterns("timings.json", "*.tmp", ".ipynb_checkpoints"))
+    shutil.copytree(
+        FIXTURE, dst, ignore=shutil.ignore_patterns("timings.json", "*.tmp", ".ipynb_checkpoints")
+    )
     return B.load_book(dst)
 
 
@@ -56,7 +58,9 @@ def code_cells(nb):
 def test_load_and_list(tiny):
     chapters = B.list_chapters(tiny.path)
     assert [(c.number, c.id, c.stem, c.budget_s, c.track) for c in chapters] == [
-        (1, "basics", "01_basics", 30.0, "theory"), (2, "slider", "02_slider", 30.0, "practice")]
+        (1, "basics", "01_basics", 30.0, "theory"),
+        (2, "slider", "02_slider", 30.0, "practice"),
+    ]
     assert all(c.py_exists and c.ipynb_exists for c in chapters)
     assert tiny.chapter("1").id == tiny.chapter("01").id == tiny.chapter("01_basics").id == "basics"
     with pytest.raises(B.BookError, match="no chapter 'nope'"):
@@ -67,8 +71,10 @@ def test_load_and_list(tiny):
 
 def test_load_book_rejects_bad_manifests(tmp_path):
     p = tmp_path / "book.toml"
-    p.write_text('[book]\n[[chapter]]\nid = "a"\nnumber = 0\ntitle = "A"\nstem = "00_a"\nbudget_s = 5\n'
-                 '[[chapter]]\nid = "a"\nnumber = 1\ntitle = "B"\nstem = "01_b"\nbudget_s = 5\n')
+    p.write_text(
+        '[book]\n[[chapter]]\nid = "a"\nnumber = 0\ntitle = "A"\nstem = "00_a"\nbudget_s = 5\n'
+        '[[chapter]]\nid = "a"\nnumber = 1\ntitle = "B"\nstem = "01_b"\nbudget_s = 5\n'
+    )
     with pytest.raises(B.BookError, match="ids must be unique"):
         B.load_book(p)
     p.write_text('[book]\n[[chapter]]\nid = "a"\nnumber = 0\ntitle = "A"\nstem = "00_a"\n')
@@ -93,12 +99,15 @@ def test_check_passes_on_the_fixture(tiny):
 
 def test_check_fails_when_the_py_is_edited_without_sync(tiny):
     py = tiny.chapter("basics").py_path
-    py.write_text(py.read_text().replace('print(f"sqrt(2) = {math.sqrt(2):.4f}")',
-                                         'print(f"sqrt(3) = {math.sqrt(3):.4f}")'))
+    py.write_text(
+        py.read_text().replace(
+            'print(f"sqrt(2) = {math.sqrt(2):.4f}")', 'print(f"sqrt(3) = {math.sqrt(3):.4f}")'
+        )
+    )
     rc, out = cli(tiny, "check")
     assert rc == 1
     assert "chapter 01 basics (01_basics): 01_basics.py and 01_basics.ipynb differ" in out
-    assert "-print(f\"sqrt(3)" in out and "+print(f\"sqrt(2)" in out  # the diff: .py (-) vs rendered .ipynb (+)
+    assert '-print(f"sqrt(3)' in out and '+print(f"sqrt(2)' in out  # the diff: .py (-) vs rendered .ipynb (+)
     assert "02 slider" not in out
 
 
@@ -138,8 +147,11 @@ def test_sync_keeps_outputs_and_ids_and_check_sees_stale_outputs(tiny):
     c = tiny.chapter("basics")
     before = read(c.ipynb_path)
     py = c.py_path
-    py.write_text(py.read_text().replace("# # Basics", "# # Basics, revised").replace(
-        'print("✓ add_one matches")', 'print("✓ add_one matches (revised)")'))
+    py.write_text(
+        py.read_text()
+        .replace("# # Basics", "# # Basics, revised")
+        .replace('print("✓ add_one matches")', 'print("✓ add_one matches (revised)")')
+    )
     assert B.sync_chapter(c, quiet=True)
     after = read(c.ipynb_path)
     assert [x.id for x in after.cells] == [x.id for x in before.cells]
@@ -205,8 +217,10 @@ def test_execute_twice_gives_byte_identical_notebooks(tiny):
 
     timings = json.loads(tiny.timings_path.read_text())
     assert set(timings) == {"basics", "slider"}
-    assert all(v["seconds"] > 0 and v["machine"] and re.fullmatch(r"\d{4}-\d\d-\d\d", v["date"])
-               for v in timings.values())
+    assert all(
+        v["seconds"] > 0 and v["machine"] and re.fullmatch(r"\d{4}-\d\d-\d\d", v["date"])
+        for v in timings.values()
+    )
 
 
 @pytest.mark.slow
@@ -214,9 +228,14 @@ def test_execute_refuses_to_store_a_bare_residual_and_check_reports_it(tiny):
     """A chapter that prints a residual as digits (``max |diff| 3.1e-15``) would not replay on another CPU."""
     c = tiny.chapter("basics")
     before = c.ipynb_path.read_bytes()
-    c.py_path.write_text(c.py_path.read_text() + '\n# %%\nprint(f"library vs formula: max |diff| {3.1e-15:.1e}")\n')
-    with pytest.raises(B.BookError, match=r"(?s)chapter 01 basics: 1 printed number\(s\) would not replay.*nothing "
-                                          r"was written.*cell 6: 'library vs formula: max \|diff\| 3\.1e-15'.*below\(value, tol\)"):
+    c.py_path.write_text(
+        c.py_path.read_text() + '\n# %%\nprint(f"library vs formula: max |diff| {3.1e-15:.1e}")\n'
+    )
+    with pytest.raises(
+        B.BookError,
+        match=r"(?s)chapter 01 basics: 1 printed number\(s\) would not replay.*nothing "
+        r"was written.*cell 6: 'library vs formula: max \|diff\| 3\.1e-15'.*below\(value, tol\)",
+    ):
         B.execute_chapter(c, quiet=True, record=False)
     assert code_cells(read(c.ipynb_path))[-1].outputs == []  # synced inputs, no stored output
     # the same output stored by hand: `check` reports it, with the fix
@@ -224,10 +243,16 @@ def test_execute_refuses_to_store_a_bare_residual_and_check_reports_it(tiny):
     nb.cells[-1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="max |diff| 3.1e-15\n")]
     write(nb, c.ipynb_path)
     problems = [str(p) for p in B.check_book(tiny, ["basics"])]
-    assert any("would not replay on another CPU" in p and "'3.1e-15' is below 1e-12" in p for p in problems), problems
+    assert any(
+        "would not replay on another CPU" in p and "'3.1e-15' is below 1e-12" in p for p in problems
+    ), problems
     # printed as a verdict, it is stored
-    c.py_path.write_text(c.py_path.read_text().replace(
-        'max |diff| {3.1e-15:.1e}', "max |diff| {__import__('ddpm_lib.course.replay').course.replay.below(3.1e-15)}"))
+    c.py_path.write_text(
+        c.py_path.read_text().replace(
+            "max |diff| {3.1e-15:.1e}",
+            "max |diff| {__import__('ddpm_lib.course.replay').course.replay.below(3.1e-15)}",
+        )
+    )
     B.execute_chapter(c, quiet=True, record=False)
     assert "library vs formula: max |diff| < 1e-12" in code_cells(read(c.ipynb_path))[-1].outputs[0].text
     assert B.check_book(tiny, ["basics"]) == []
@@ -250,16 +275,25 @@ def test_normalize_notebook_is_deterministic_and_resolves_progress_bars():
     cell.outputs = [
         nbformat.v4.new_output("stream", name="stderr", text="\r 50%|#    | 1/2 [00:01<00:01,  1.00it/s]"),
         nbformat.v4.new_output("stream", name="stderr", text="\r100%|#####| 2/2 [00:02<00:00,  1.00it/s]\n"),
-        nbformat.v4.new_output("display_data", data={B.WIDGET_VIEW_MIME: {"model_id": "a" * 32},
-                                                     "text/plain": "HBox()"}),
+        nbformat.v4.new_output(
+            "display_data", data={B.WIDGET_VIEW_MIME: {"model_id": "a" * 32}, "text/plain": "HBox()"}
+        ),
     ]
     nb.cells = [cell]
-    nb.metadata["widgets"] = {B.WIDGET_STATE_MIME: {"state": {
-        "b" * 32: {"model_name": "LayoutModel", "state": {}},
-        "a" * 32: {"model_name": "HBoxModel",
-                   "state": {"children": ["IPY_MODEL_" + "c" * 32], "layout": "IPY_MODEL_" + "b" * 32}},
-        "c" * 32: {"model_name": "HTMLModel", "state": {"value": " 2/2 [00:02&lt;00:00,  1.00it/s]"}},
-    }, "version_major": 2, "version_minor": 0}}
+    nb.metadata["widgets"] = {
+        B.WIDGET_STATE_MIME: {
+            "state": {
+                "b" * 32: {"model_name": "LayoutModel", "state": {}},
+                "a" * 32: {
+                    "model_name": "HBoxModel",
+                    "state": {"children": ["IPY_MODEL_" + "c" * 32], "layout": "IPY_MODEL_" + "b" * 32},
+                },
+                "c" * 32: {"model_name": "HTMLModel", "state": {"value": " 2/2 [00:02&lt;00:00,  1.00it/s]"}},
+            },
+            "version_major": 2,
+            "version_minor": 0,
+        }
+    }
     B.normalize_notebook(nb)
     out = nb.cells[0].outputs
     assert len(out) == 2 and out[0].text == "100%|#####| 2/2 [TIME]\n"
@@ -284,9 +318,14 @@ def test_sanitize_file_matches_the_patterns_execute_applies():
 # ---- times ---------------------------------------------------------------------------------
 def test_times_fails_when_a_budget_is_exceeded(tiny):
     def timings(basics, slider):
-        tiny.timings_path.write_text(json.dumps({
-            "basics": {"seconds": basics, "machine": "test", "date": "2025-01-01"},
-            "slider": {"seconds": slider, "machine": "test", "date": "2025-01-01"}}))
+        tiny.timings_path.write_text(
+            json.dumps(
+                {
+                    "basics": {"seconds": basics, "machine": "test", "date": "2025-01-01"},
+                    "slider": {"seconds": slider, "machine": "test", "date": "2025-01-01"},
+                }
+            )
+        )
 
     timings(10.0, 20.0)
     rc, out = cli(tiny, "times")
@@ -296,8 +335,9 @@ def test_times_fails_when_a_budget_is_exceeded(tiny):
     assert rc == 1 and re.search(r"01 basics\s+31.0s\s+30s  OVER", out)
     timings(29.0, 29.0)  # 58 s within total_budget_s = 60
     assert cli(tiny, "times")[0] == 0
-    tiny.timings_path.write_text(json.dumps({"basics": {"seconds": 29.0}, "slider": {"seconds": 29.0},
-                                             "extra": {"seconds": 100.0}}))
+    tiny.timings_path.write_text(
+        json.dumps({"basics": {"seconds": 29.0}, "slider": {"seconds": 29.0}, "extra": {"seconds": 100.0}})
+    )
     assert cli(tiny, "times")[0] == 0  # ids not in book.toml are ignored
     timings(25.0, 29.0)
     raw = tiny.path.read_text().replace("total_budget_s = 60", "total_budget_s = 50")
@@ -311,7 +351,11 @@ def test_times_on_a_busy_machine_are_not_measurements(tiny):
     idle = {"seconds": 25.0, "machine": "test", "date": "2025-01-01", "load": 1.9, "cpus": 2}
     tiny.timings_path.write_text(json.dumps({"basics": busy, "slider": idle}))
     rc, out = cli(tiny, "times")
-    assert rc == 0 and "not a measurement: taken under load 7.5 on 2 CPUs" in out and "1 of 2 chapters measured" in out
+    assert (
+        rc == 0
+        and "not a measurement: taken under load 7.5 on 2 CPUs" in out
+        and "1 of 2 chapters measured" in out
+    )
     tiny.timings_path.write_text(json.dumps({"basics": dict(busy, load=2.9), "slider": idle}))
     rc, out = cli(tiny, "times")  # load 2.9 <= 1.5 x 2 CPUs: a measurement, and over budget
     assert rc == 1 and re.search(r"01 basics\s+95.0s\s+30s  OVER", out)
@@ -333,11 +377,15 @@ def test_student_edition_stubs_solutions_and_drops_solution_only_cells(tiny, tmp
     assert not any("solution" in c.metadata.get("tags", []) for c in nb.cells)
     sol = [c for c in nb.cells if "exercise" in c.metadata.get("tags", [])]
     assert len(sol) == 1 and sol[0].outputs == [] and sol[0].execution_count is None
-    assert sol[0].source == ('def add_one(x):\n    """Return x + 1."""\n    # YOUR CODE HERE\n'
-                             '    raise NotImplementedError("exercise: implement add_one")')
+    assert sol[0].source == (
+        'def add_one(x):\n    """Return x + 1."""\n    # YOUR CODE HERE\n'
+        '    raise NotImplementedError("exercise: implement add_one")'
+    )
     assert "ddpm_course" not in nb.metadata
     # no code cell keeps a stored output (a check cell would show the reference solution's result)
-    assert code_cells(ref)[0].outputs and all(c.outputs == [] and c.execution_count is None for c in code_cells(nb))
+    assert code_cells(ref)[0].outputs and all(
+        c.outputs == [] and c.execution_count is None for c in code_cells(nb)
+    )
     # the .py is the student notebook in percent format, and pairs with it
     py = (out / "chapters" / "01_basics.py").read_text()
     assert 'raise NotImplementedError("exercise: implement add_one")' in py and "y = x + 1" not in py
@@ -349,11 +397,15 @@ def test_student_edition_stubs_solutions_and_drops_solution_only_cells(tiny, tmp
 
 def test_stub_source_hints_and_errors():
     src = "x = 1\n# BEGIN SOLUTION: use DDPM Eq. 4\ny = x + 1\n# END SOLUTION\nprint(y)"
-    assert B._stub_source(src) == ('x = 1\n# YOUR CODE HERE\nraise NotImplementedError("exercise: use DDPM Eq. 4")'
-                                   "\nprint(y)")
-    for bad, msg in [("# BEGIN SOLUTION\nx = 1", "no `# END SOLUTION`"), ("x = 1\n# END SOLUTION", "without"),
-                     ("x = 1", "no `# BEGIN SOLUTION`"),
-                     ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION", "inside another")]:
+    assert B._stub_source(src) == (
+        'x = 1\n# YOUR CODE HERE\nraise NotImplementedError("exercise: use DDPM Eq. 4")\nprint(y)'
+    )
+    for bad, msg in [
+        ("# BEGIN SOLUTION\nx = 1", "no `# END SOLUTION`"),
+        ("x = 1\n# END SOLUTION", "without"),
+        ("x = 1", "no `# BEGIN SOLUTION`"),
+        ("# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION", "inside another"),
+    ]:
         with pytest.raises(B.BookError, match=msg):
             B._stub_source(bad)
 
@@ -361,8 +413,12 @@ def test_stub_source_hints_and_errors():
 @pytest.mark.slow
 def test_command_line_module(tiny):
     tiny.chapter("slider").ipynb_path.unlink()
-    r = subprocess.run([sys.executable, "-m", "ddpm_lib.course.book", "--book", str(tiny.root), "check"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "ddpm_lib.course.book", "--book", str(tiny.root), "check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1 and "FAIL chapter 02 slider (02_slider): 02_slider.ipynb is missing" in r.stdout
 
 
@@ -419,16 +475,27 @@ def test_literal_nbval_command_picks_up_the_replay_settings(tmp_path):
     shutil.copy(REPO / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "chapters").mkdir()
     shutil.copy(REAL.chapters_dir / "nbval_sanitize.cfg", tmp_path / "chapters" / "nbval_sanitize.cfg")
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                           "language": "python"}})
-    nb.cells = [nbformat.v4.new_code_cell(
-        "import os, sys\n"
-        "print('[00:03<00:01, 9.21it/s]' if os.environ.get('DDPM_COURSE_EXECUTING') == '1' else 'not the book env')\n"
-        "print(os.environ.get('CUDA_VISIBLE_DEVICES') == '', sys.executable == %r)" % sys.executable)]
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import os, sys\n"
+            "print('[00:03<00:01, 9.21it/s]' if os.environ.get('DDPM_COURSE_EXECUTING') == '1' "
+            "else 'not the book env')\n"
+            "print(os.environ.get('CUDA_VISIBLE_DEVICES') == '', sys.executable == %r)" % sys.executable
+        )
+    ]
     nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="[TIME]\nTrue True\n")]
     nb.cells[0].execution_count = 1
     write(nb, tmp_path / "chapters" / "probe.ipynb")
     env = {k: v for k, v in os.environ.items() if k not in B.EXECUTION_ENV}
-    r = subprocess.run([sys.executable, "-m", "pytest", "--nbval", "-p", "no:cacheprovider", "chapters/"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval", "-p", "no:cacheprovider", "chapters/"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-4000:] + r.stderr[-2000:]

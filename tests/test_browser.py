@@ -43,17 +43,22 @@ _INSTALL_TIMER = """([cellIndex]) => {
 
 def _wait_session_ready(page, timeout_ms):
     # the toolbar says "idle" before the kernel is ready: wait on the session context itself
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=timeout_ms)
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        " && window.jupyterapp.shell.currentWidget.sessionContext",
+        timeout=timeout_ms,
+    )
     page.evaluate("""async () => {
         const sc = window.jupyterapp.shell.currentWidget.sessionContext;
         await sc.ready;
         const k = sc.session && sc.session.kernel;
         if (k) { await k.info; }
     }""")
-    page.wait_for_function("() => { const sc = window.jupyterapp.shell.currentWidget.sessionContext;"
-                           " return sc.session && sc.session.kernel && sc.session.kernel.status === 'idle'; }",
-                           timeout=timeout_ms)
+    page.wait_for_function(
+        "() => { const sc = window.jupyterapp.shell.currentWidget.sessionContext;"
+        " return sc.session && sc.session.kernel && sc.session.kernel.status === 'idle'; }",
+        timeout=timeout_ms,
+    )
 
 
 def test_widgets_in_jupyterlab(tmp_path):
@@ -69,8 +74,10 @@ def test_widgets_in_jupyterlab(tmp_path):
         # run all cells without awaiting the command (awaiting it inside evaluate hangs)
         page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
         imgs = page.locator(".jp-CodeCell img.widget-image")
-        page.wait_for_function(f"() => document.querySelectorAll('.jp-CodeCell img.widget-image').length"
-                               f" >= {N_WIDGETS}", timeout=90_000)
+        page.wait_for_function(
+            f"() => document.querySelectorAll('.jp-CodeCell img.widget-image').length >= {N_WIDGETS}",
+            timeout=90_000,
+        )
         assert imgs.count() == N_WIDGETS
         cells = page.locator(".jp-CodeCell")
         widget_cells = [i for i in range(cells.count()) if cells.nth(i).locator("img.widget-image").count()]
@@ -97,8 +104,9 @@ def test_widgets_in_jupyterlab(tmp_path):
             latencies[ci] = times[1:]  # the first is the End key
 
         # no error in any output
-        stderr_tb = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]',
-                                 has_text="Traceback")
+        stderr_tb = page.locator(
+            '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]', has_text="Traceback"
+        )
         assert stderr_tb.count() == 0, stderr_tb.first.inner_text()
         outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
         bad = [o for o in outputs if "Error" in o]
@@ -110,8 +118,10 @@ def test_widgets_in_jupyterlab(tmp_path):
     names = ["forward_explorer", "reverse_kernel_explorer", "posterior_explorer"]
     for name, ci in zip(names, widget_cells):
         med = statistics.median(latencies[ci])
-        print(f"browser: {name}: median {med:.0f} ms from key press to new image "
-              f"({', '.join(f'{x:.0f}' for x in latencies[ci])})")
+        print(
+            f"browser: {name}: median {med:.0f} ms from key press to new image "
+            f"({', '.join(f'{x:.0f}' for x in latencies[ci])})"
+        )
         assert med < 1500
     elapsed = time.monotonic() - t_start
     print(f"browser test took {elapsed:.1f} s")

@@ -27,8 +27,17 @@ from ddpm_lib.nets import MLP, UNet
 
 
 def tiny_unet(**kw):
-    cfg = dict(in_channels=1, out_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1,
-               attn_resolutions=(4,), dropout=0.1, resolution=8, groups=4)
+    cfg = dict(
+        in_channels=1,
+        out_channels=1,
+        ch=8,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(4,),
+        dropout=0.1,
+        resolution=8,
+        groups=4,
+    )
     cfg.update(kw)
     return UNet(**cfg)
 
@@ -51,8 +60,14 @@ def mlp_ckpt(tmp_path):
     model = MLP(hidden=8, layers=1, time_dim=4)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     train_steps(model, opt, 2, seed=1)
-    path = save_checkpoint(tmp_path / "m.safetensors", model, config={"data": "swiss_roll"},
-                           ema_model=copy.deepcopy(model), optimizer=opt, step=2)
+    path = save_checkpoint(
+        tmp_path / "m.safetensors",
+        model,
+        config={"data": "swiss_roll"},
+        ema_model=copy.deepcopy(model),
+        optimizer=opt,
+        step=2,
+    )
     return path, model
 
 
@@ -68,11 +83,16 @@ def test_resume_is_exact(tmp_path):
     with torch.no_grad():
         for e, p in zip(ema.parameters(), model.parameters()):
             e.lerp_(p, 0.1)
-    path = save_checkpoint(tmp_path / "run" / "ckpt.safetensors", model,
-                           config={"schedule": {"kind": "linear", "T": 1000}, "objective": "eps", "lr": 1e-3},
-                           ema_model=ema, optimizer=opt, step=5,
-                           extra_tensors={"losses": torch.arange(5.0)},
-                           rng_states={"torch": torch.get_rng_state()})
+    path = save_checkpoint(
+        tmp_path / "run" / "ckpt.safetensors",
+        model,
+        config={"schedule": {"kind": "linear", "T": 1000}, "objective": "eps", "lr": 1e-3},
+        ema_model=ema,
+        optimizer=opt,
+        step=5,
+        extra_tensors={"losses": torch.arange(5.0)},
+        rng_states={"torch": torch.get_rng_state()},
+    )
     # continue without saving
     train_steps(model, opt, 3, seed=2)
 
@@ -97,8 +117,12 @@ def test_rng_state_round_trip(tmp_path):
     torch.manual_seed(5)
     state = torch.get_rng_state()
     expected = torch.randn(3)
-    path = save_checkpoint(tmp_path / "r.safetensors", MLP(hidden=4), config={},
-                           rng_states={"torch": state, "raw": b"\x00\x01\xff"})
+    path = save_checkpoint(
+        tmp_path / "r.safetensors",
+        MLP(hidden=4),
+        config={},
+        rng_states={"torch": state, "raw": b"\x00\x01\xff"},
+    )
     ckpt = load_checkpoint(path)
     assert ckpt.rng_states["raw"].tolist() == [0, 1, 255]
     torch.set_rng_state(ckpt.rng_states["torch"])
@@ -159,9 +183,11 @@ def test_wrapped_models_are_unwrapped(tmp_path):
 
 def test_optimizer_state_tensors_round_trip():
     torch.manual_seed(0)
-    for make in (lambda p: torch.optim.Adam(p, 1e-3, amsgrad=True),
-                 lambda p: torch.optim.SGD(p, 0.1, momentum=0.9, nesterov=True),
-                 lambda p: torch.optim.AdamW(p, 1e-3)):
+    for make in (
+        lambda p: torch.optim.Adam(p, 1e-3, amsgrad=True),
+        lambda p: torch.optim.SGD(p, 0.1, momentum=0.9, nesterov=True),
+        lambda p: torch.optim.AdamW(p, 1e-3),
+    ):
         model = MLP(hidden=8)
         opt = make(model.parameters())
         train_steps(model, opt, 2, seed=0)
@@ -173,7 +199,11 @@ def test_optimizer_state_tensors_round_trip():
         assert back["state"].keys() == sd["state"].keys()
         for k in sd["state"]:
             for name, v in sd["state"][k].items():
-                assert torch.equal(back["state"][k][name], v) if torch.is_tensor(v) else back["state"][k][name] == v
+                assert (
+                    torch.equal(back["state"][k][name], v)
+                    if torch.is_tensor(v)
+                    else back["state"][k][name] == v
+                )
 
 
 # -- atomic writes ---------------------------------------------------------------------
@@ -326,7 +356,11 @@ def test_different_widths_name_keys_and_shapes(tmp_path):
     assert "hidden=32 in the checkpoint, 64 in the model" in msg
     assert "linears.0.weight: checkpoint (32, 2) vs model (64, 2)" in msg
     path = save_checkpoint(tmp_path / "u.safetensors", tiny_unet(), config={})
-    with pytest.raises(CheckpointError, match=r"ch=8 in the checkpoint, 16 in the model[\s\S]*conv_in.weight: checkpoint \(8, 1, 3, 3\) vs model \(16, 1, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"ch=8 in the checkpoint, 16 in the model[\s\S]*"
+        r"conv_in.weight: checkpoint \(8, 1, 3, 3\) vs model \(16, 1, 3, 3\)",
+    ):
         load_checkpoint(path, model=tiny_unet(ch=16))
     # same shapes, different function (GroupNorm groups): caught by the arguments
     with pytest.raises(CheckpointError, match="groups=4 in the checkpoint, 2 in the model"):

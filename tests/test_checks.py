@@ -26,8 +26,14 @@ def assert_rejected(result, equation, hint=None):
 
 
 def test_registry_and_dispatch(capsys):
-    assert {"alpha_bars", "q_sample", "posterior", "normal_kl", "discretized_log_likelihood",
-            "p_sample_step"} <= set(checks.available())
+    assert {
+        "alpha_bars",
+        "q_sample",
+        "posterior",
+        "normal_kl",
+        "discretized_log_likelihood",
+        "p_sample_step",
+    } <= set(checks.available())
     with pytest.raises(KeyError, match="available"):
         checks.check("no-such-check", lambda: None)
     r = checks.check_q_sample(q_ok)
@@ -60,10 +66,14 @@ def test_alpha_bars():
     assert _run("alpha_bars", ab_ok).passed
     eq = "DDPM's notation for Eq. 4"
     assert_rejected(_run("alpha_bars", lambda b: torch.cumprod(1 - b, 0)), eq, "alpha_bars[0] = 1")
-    assert_rejected(_run("alpha_bars", lambda b: torch.cat([torch.ones(1, dtype=b.dtype), 1 - b])), eq,
-                    "running product")
-    assert_rejected(_run("alpha_bars", lambda b: torch.cat([torch.ones(1, dtype=b.dtype), torch.cumprod(b, 0)])),
-                    eq, "multiplied the betas")
+    assert_rejected(
+        _run("alpha_bars", lambda b: torch.cat([torch.ones(1, dtype=b.dtype), 1 - b])), eq, "running product"
+    )
+    assert_rejected(
+        _run("alpha_bars", lambda b: torch.cat([torch.ones(1, dtype=b.dtype), torch.cumprod(b, 0)])),
+        eq,
+        "multiplied the betas",
+    )
     assert_rejected(_run("alpha_bars", lambda b: None), eq, "return")
 
 
@@ -191,8 +201,11 @@ def test_normal_kl():
     assert_rejected(_run("normal_kl", lambda *a: 2 * kl_ok(*a)), eq, "factor 1/2")
     assert_rejected(_run("normal_kl", lambda m1, l1, m2, l2: kl_ok(m2, l2, m1, l1)), eq, "swapped")
     assert_rejected(_run("normal_kl", lambda *a: kl_ok(*a) + 0.5), eq, "the -1")
-    assert_rejected(_run("normal_kl", lambda m1, l1, m2, l2: 0.5 * (l2 - l1 + torch.exp(l1 - l2) + (m1 - m2) ** 2 - 1)),
-                    eq, "not divided by v2")
+    assert_rejected(
+        _run("normal_kl", lambda m1, l1, m2, l2: 0.5 * (l2 - l1 + torch.exp(l1 - l2) + (m1 - m2) ** 2 - 1)),
+        eq,
+        "not divided by v2",
+    )
     r = _run("normal_kl", lambda *a: kl_ok(*a).sum())
     assert_rejected(r, eq, "shape ()")
 
@@ -224,13 +237,19 @@ def test_discretized_log_likelihood():
     assert _run("discretized_log_likelihood", dec).passed
     r = _run("discretized_log_likelihood", dec_tanh)
     assert r.passed and "tanh" in r.message
-    assert_rejected(_run("discretized_log_likelihood", lambda x, m, ls: dec(x, m, ls, half=2 / 255)), eq,
-                    "grid step is 2/255")
+    assert_rejected(
+        _run("discretized_log_likelihood", lambda x, m, ls: dec(x, m, ls, half=2 / 255)),
+        eq,
+        "grid step is 2/255",
+    )
     r = _run("discretized_log_likelihood", lambda x, m, ls: dec(x, m, ls, edges=False))
     assert_rejected(r, eq, "edge bins are open")
     assert "at the edge x = -1" in r.message
-    assert_rejected(_run("discretized_log_likelihood", lambda x, m, ls: dec(x, m, ls, sigma=(0.5 * ls).exp())), eq,
-                    "not the log-variance")
+    assert_rejected(
+        _run("discretized_log_likelihood", lambda x, m, ls: dec(x, m, ls, sigma=(0.5 * ls).exp())),
+        eq,
+        "not the log-variance",
+    )
     gauss = lambda x, m, ls: -0.5 * (math.log(2 * math.pi) + 2 * ls + (x - m) ** 2 * torch.exp(-2 * ls))  # noqa: E731
     assert_rejected(_run("discretized_log_likelihood", gauss), eq, "log density")
 
@@ -257,7 +276,9 @@ def test_p_sample_step():
     assert "at t=10 your x_(t-1) is" in r.message
 
     assert_rejected(_run("p_sample_step", _shift), eq, "t - 1")
-    assert_rejected(_run("p_sample_step", lambda eps, x_t, t, s, z: step(-eps, x_t, t, s, z)), eq, "subtracted")
+    assert_rejected(
+        _run("p_sample_step", lambda eps, x_t, t, s, z: step(-eps, x_t, t, s, z)), eq, "subtracted"
+    )
 
 
 def _shift(eps, x_t, t, s, z):

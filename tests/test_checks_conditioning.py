@@ -25,16 +25,19 @@ def test_perturbed_mean_accepts_the_library_and_a_reimplementation():
     assert "perturbed_mean" in checks.available()
 
 
-@pytest.mark.parametrize("wrong, hint", [
-    (lambda m, v, g: m - v * g(m), "the sign"),
-    (lambda m, v, g: m + v.sqrt() * g(m), "not the standard deviation"),
-    (lambda m, v, g: m + v ** 2 * g(m), "not squared"),
-    (lambda m, v, g: m + g(m), "scale the gradient"),
-    (lambda m, v, g: m + 0.5 * v * g(m), "no factor 1/2"),
-    (lambda m, v, g: m + v * g(torch.zeros_like(m)), "at the kernel's mean"),
-    (lambda m, v, g: v * g(m), "not the shift alone"),
-    (lambda m, v, g: (m / v + 0.7 / 0.25) / (1 / v + 1 / 0.25), "exact product of two Gaussians"),
-])
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (lambda m, v, g: m - v * g(m), "the sign"),
+        (lambda m, v, g: m + v.sqrt() * g(m), "not the standard deviation"),
+        (lambda m, v, g: m + v**2 * g(m), "not squared"),
+        (lambda m, v, g: m + g(m), "scale the gradient"),
+        (lambda m, v, g: m + 0.5 * v * g(m), "no factor 1/2"),
+        (lambda m, v, g: m + v * g(torch.zeros_like(m)), "at the kernel's mean"),
+        (lambda m, v, g: v * g(m), "not the shift alone"),
+        (lambda m, v, g: (m / v + 0.7 / 0.25) / (1 / v + 1 / 0.25), "exact product of two Gaussians"),
+    ],
+)
 def test_perturbed_mean_names_the_mistake(wrong, hint):
     _fails_with("perturbed_mean", wrong, hint, "App. C, Eq. 61")
 
@@ -62,25 +65,49 @@ def test_entropy_bounds_accepts_the_library_and_a_reimplementation():
     assert checks.check("entropy_bounds", lambda s: s.reverse_entropy_bounds(), verbose=False).passed
     assert checks.check("entropy_bounds", _bounds, verbose=False).passed
     # numpy arrays and lists are fine too
-    assert checks.check("entropy_bounds", lambda s: tuple(v.numpy() for v in _bounds(s)), verbose=False).passed
+    assert checks.check(
+        "entropy_bounds", lambda s: tuple(v.numpy() for v in _bounds(s)), verbose=False
+    ).passed
 
 
 def _scaled(f):
     return lambda s: tuple(f(v, s) for v in _bounds(s))
 
 
-@pytest.mark.parametrize("wrong, hint", [
-    (lambda s: _bounds(s)[::-1], "return (lower, upper)"),
-    (_scaled(lambda v, s: v / math.log(2)), "not bits"),
-    (_scaled(lambda v, s: 2 * v), "factor 1/2 is missing"),
-    (lambda s: (0.5 * torch.log(s.posterior_variance), 0.5 * torch.log(s.betas)), "2 pi e belongs inside the log"),
-    (lambda s: (0.5 * torch.log(2 * math.pi * math.e * s.betas * (1 - s.alpha_bars) / (1 - s.alpha_bars.roll(1))),
-                _bounds(s)[1]), "the signs"),
-    (lambda s: (_bounds(s)[0], torch.cat([torch.full((1,), float("nan"), dtype=torch.float64),
-                                          _bounds(s)[1][:-1]])), "index with t, not t - 1"),
-    (lambda s: (0.5 * (1 + math.log(2 * math.pi) + 0.5 * torch.log(s.posterior_variance)), _bounds(s)[1]),
-     "not of the standard deviation"),
-])
+@pytest.mark.parametrize(
+    "wrong, hint",
+    [
+        (lambda s: _bounds(s)[::-1], "return (lower, upper)"),
+        (_scaled(lambda v, s: v / math.log(2)), "not bits"),
+        (_scaled(lambda v, s: 2 * v), "factor 1/2 is missing"),
+        (
+            lambda s: (0.5 * torch.log(s.posterior_variance), 0.5 * torch.log(s.betas)),
+            "2 pi e belongs inside the log",
+        ),
+        (
+            lambda s: (
+                0.5
+                * torch.log(2 * math.pi * math.e * s.betas * (1 - s.alpha_bars) / (1 - s.alpha_bars.roll(1))),
+                _bounds(s)[1],
+            ),
+            "the signs",
+        ),
+        (
+            lambda s: (
+                _bounds(s)[0],
+                torch.cat([torch.full((1,), float("nan"), dtype=torch.float64), _bounds(s)[1][:-1]]),
+            ),
+            "index with t, not t - 1",
+        ),
+        (
+            lambda s: (
+                0.5 * (1 + math.log(2 * math.pi) + 0.5 * torch.log(s.posterior_variance)),
+                _bounds(s)[1],
+            ),
+            "not of the standard deviation",
+        ),
+    ],
+)
 def test_entropy_bounds_names_the_mistake(wrong, hint):
     _fails_with("entropy_bounds", wrong, hint, "Eq. 24")
 

@@ -43,16 +43,19 @@ def test_timestep_embedding_accepts_the_library_and_float32_and_float64_versions
     assert checks.check_timestep_embedding(temb, verbose=False).passed
 
 
-@pytest.mark.parametrize("mistake, hint", [
-    (dict(layout="swapped"), "halves are swapped"),
-    (dict(layout="interleaved"), "interleaved"),
-    (dict(denom_shift=0), "divides by h - 1"),
-    (dict(sign=1.0), "frequencies grow"),
-    (dict(base=math.exp(4.0)), "log10(10000)"),
-    (dict(base=1000.0), "base is 1000"),
-    (dict(shift=-1), "t - 1"),
-    (dict(shift=1), "t + 1"),
-])
+@pytest.mark.parametrize(
+    "mistake, hint",
+    [
+        (dict(layout="swapped"), "halves are swapped"),
+        (dict(layout="interleaved"), "interleaved"),
+        (dict(denom_shift=0), "divides by h - 1"),
+        (dict(sign=1.0), "frequencies grow"),
+        (dict(base=math.exp(4.0)), "log10(10000)"),
+        (dict(base=1000.0), "base is 1000"),
+        (dict(shift=-1), "t - 1"),
+        (dict(shift=1), "t + 1"),
+    ],
+)
 def test_timestep_embedding_rejects_common_mistakes(mistake, hint):
     r = _run("timestep_embedding", lambda t, d: temb(t, d, **mistake))
     _rejected(r, hint)
@@ -77,8 +80,22 @@ def _b(v, x):
     return v.reshape(-1, *[1] * (x.ndim - 1))
 
 
-def l_simple(model, x0, t, noise, alpha_bars, *, ab_shift=0, sqrt=True, target="eps", t_model_shift=0,
-             reduce="mean", square=True, one_step=False, swap=False):
+def l_simple(
+    model,
+    x0,
+    t,
+    noise,
+    alpha_bars,
+    *,
+    ab_shift=0,
+    sqrt=True,
+    target="eps",
+    t_model_shift=0,
+    reduce="mean",
+    square=True,
+    one_step=False,
+    swap=False,
+):
     ab = _b(alpha_bars[t + ab_shift], x0)
     if one_step:
         ab = _b(alpha_bars[t] / alpha_bars[t - 1], x0)
@@ -88,7 +105,7 @@ def l_simple(model, x0, t, noise, alpha_bars, *, ab_shift=0, sqrt=True, target="
     x_t = a * x0 + b * noise
     out = model(x_t, t + t_model_shift)
     diff = (noise if target == "eps" else x0) - out
-    err = diff ** 2 if square else diff.abs()
+    err = diff**2 if square else diff.abs()
     per = err.flatten(1)
     if reduce == "batch":
         return per.mean()
@@ -97,21 +114,26 @@ def l_simple(model, x0, t, noise, alpha_bars, *, ab_shift=0, sqrt=True, target="
 
 def test_l_simple_accepts_a_correct_loss_and_the_library():
     assert _run("l_simple", l_simple).passed
-    d = dl.GaussianDiffusion(dl.NoiseSchedule.linear(T=100, beta_start=1e-3, beta_end=0.2), decoder="gaussian")
+    d = dl.GaussianDiffusion(
+        dl.NoiseSchedule.linear(T=100, beta_start=1e-3, beta_end=0.2), decoder="gaussian"
+    )
     assert _run("l_simple", lambda m, x0, t, n, ab: d.training_losses(m, x0, t=t, noise=n)["loss"]).passed
 
 
-@pytest.mark.parametrize("mistake, hint", [
-    (dict(one_step=True), "alpha_t, one step"),
-    (dict(ab_shift=-1), "alpha_bars[t - 1]"),
-    (dict(sqrt=False), "square roots"),
-    (dict(swap=True), "swapped"),
-    (dict(target="x0"), "the target is x_0"),
-    (dict(t_model_shift=-1), "the network got t - 1"),
-    (dict(reduce="sum"), "summed over the 16 dimensions"),
-    (dict(square=False), "mean absolute error"),
-    (dict(reduce="batch"), "one number, the mean over the batch"),
-])
+@pytest.mark.parametrize(
+    "mistake, hint",
+    [
+        (dict(one_step=True), "alpha_t, one step"),
+        (dict(ab_shift=-1), "alpha_bars[t - 1]"),
+        (dict(sqrt=False), "square roots"),
+        (dict(swap=True), "swapped"),
+        (dict(target="x0"), "the target is x_0"),
+        (dict(t_model_shift=-1), "the network got t - 1"),
+        (dict(reduce="sum"), "summed over the 16 dimensions"),
+        (dict(square=False), "mean absolute error"),
+        (dict(reduce="batch"), "one number, the mean over the batch"),
+    ],
+)
 def test_l_simple_rejects_common_mistakes(mistake, hint):
     r = _run("l_simple", lambda *a: l_simple(*a, **mistake))
     _rejected(r, hint)

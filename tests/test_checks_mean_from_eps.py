@@ -108,8 +108,12 @@ def test_mean_from_eps_messages_are_deterministic_and_broken_code_becomes_a_mess
     def broadcast_error(eps, x_t, t, s):
         return x_t / s.alphas[t]  # (B,) against (B, 2, 3)
 
-    for fn, text in ((not_done, "not implemented"), (no_return, "returned None"), (bad_shape, "shape"),
-                     (broadcast_error, "reshape")):
+    for fn, text in (
+        (not_done, "not implemented"),
+        (no_return, "returned None"),
+        (bad_shape, "shape"),
+        (broadcast_error, "reshape"),
+    ):
         r = checks.check("mean_from_eps", fn, verbose=False)
         assert not r.passed and text in r.message, r.message
     assert not checks.check("mean_from_eps", torch.zeros(3), verbose=False).passed

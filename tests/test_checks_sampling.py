@@ -37,7 +37,9 @@ def test_respaced_betas_names_each_mistake():
         "upside down": lambda ab, ts: 1 - ab[_prev(ts)] / ab[ts],
         "accumulated from x_0": lambda ab, ts: 1 - ab[ts],
         "no square root": lambda ab, ts: 1 - (ab[ts] / ab[_prev(ts)]).sqrt(),
-        "starts from x_0": lambda ab, ts: torch.cat([torch.zeros(1, dtype=ab.dtype), 1 - ab[ts[1:]] / ab[ts[:-1]]]),
+        "starts from x_0": lambda ab, ts: torch.cat(
+            [torch.zeros(1, dtype=ab.dtype), 1 - ab[ts[1:]] / ab[ts[:-1]]]
+        ),
     }
     for hint, fn in mistakes.items():
         r = checks.check("respaced_betas", fn, verbose=False)

@@ -46,19 +46,36 @@ COS_EQ = "Nichol & Dhariwal 2021, Eq. 17"
 def test_cosine_schedule_accepts():
     r = _run("cosine_schedule", cos_ok)
     assert r.passed and COS_EQ in r.message
-    assert _run("cosine_schedule", lambda T, s, mb: NoiseSchedule.cosine(T, s=s, max_beta=mb).alpha_bars).passed
+    assert _run(
+        "cosine_schedule", lambda T, s, mb: NoiseSchedule.cosine(T, s=s, max_beta=mb).alpha_bars
+    ).passed
     assert _run("cosine_schedule", lambda T, s, mb: cos_ok(T, s, mb).tolist()).passed  # a list is fine
 
 
 def test_cosine_schedule_rejects():
-    _rejected(_run("cosine_schedule", lambda T, s, mb: (lambda f: f / f[0])(_f(T, s))), COS_EQ, "did not clip")
+    _rejected(
+        _run("cosine_schedule", lambda T, s, mb: (lambda f: f / f[0])(_f(T, s))), COS_EQ, "did not clip"
+    )
     _rejected(_run("cosine_schedule", lambda T, s, mb: _f(T, s)), COS_EQ, "divide by f(0)")
-    _rejected(_run("cosine_schedule", lambda T, s, mb: _clip(_f(T, s, square=False) / _f(T, s, square=False)[0], mb)),
-              COS_EQ, "cosine squared")
-    _rejected(_run("cosine_schedule", lambda T, s, mb: _clip(_f(T, s, offset=False) / _f(T, s, offset=False)[0], mb)),
-              COS_EQ, "offset s is missing")
-    _rejected(_run("cosine_schedule", lambda T, s, mb: _clip(_f(T, s, div=False) / _f(T, s, div=False)[0], mb)),
-              COS_EQ, "(1 + s)")
+    _rejected(
+        _run(
+            "cosine_schedule", lambda T, s, mb: _clip(_f(T, s, square=False) / _f(T, s, square=False)[0], mb)
+        ),
+        COS_EQ,
+        "cosine squared",
+    )
+    _rejected(
+        _run(
+            "cosine_schedule", lambda T, s, mb: _clip(_f(T, s, offset=False) / _f(T, s, offset=False)[0], mb)
+        ),
+        COS_EQ,
+        "offset s is missing",
+    )
+    _rejected(
+        _run("cosine_schedule", lambda T, s, mb: _clip(_f(T, s, div=False) / _f(T, s, div=False)[0], mb)),
+        COS_EQ,
+        "(1 + s)",
+    )
     r = _run("cosine_schedule", lambda T, s, mb: cos_ok(T, s, mb)[1:])
     _rejected(r, COS_EQ, "alpha_bar_0 = 1 in front")
     _rejected(_run("cosine_schedule", lambda T, s, mb: None), COS_EQ, "return")
@@ -97,7 +114,9 @@ def test_schedule_design_accepts_any_valid_design():
         return (beta_1 * (0.5 * (lo + hi)) ** k).clamp(max=0.999)
 
     assert _run("schedule_design", geometric).passed
-    assert _run("schedule_design", lambda *a: NoiseSchedule.from_betas(design_ok(*a))).passed  # a NoiseSchedule too
+    assert _run(
+        "schedule_design", lambda *a: NoiseSchedule.from_betas(design_ok(*a))
+    ).passed  # a NoiseSchedule too
 
 
 def test_schedule_design_rejects():
@@ -108,6 +127,7 @@ def test_schedule_design_rejects():
     r = _run("schedule_design", lambda T, b1, ab: torch.linspace(b1, 0.02, T, dtype=torch.float64))
     _rejected(r, DESIGN_EQ, "alpha_bar_T = prod (1 - beta_t)")  # right only for the first target
     assert "T = 1000, beta_1 = 0.0001, alpha_bar_T = 0.0001:" in r.message and "Too much noise" in r.message
+
     def swapped(T, b1, ab):  # same beta_1 and alpha_bar_T, but beta falls once
         b = design_ok(T, b1, ab)
         b[[T // 2, T // 2 + 1]] = b[[T // 2 + 1, T // 2]]
@@ -120,7 +140,9 @@ def test_schedule_design_rejects():
     _rejected(r, DESIGN_EQ, "not in (0, 1)")
     r = _run("schedule_design", lambda T, b1, ab: design_ok(T, b1, ab * 1.5))
     _rejected(r, DESIGN_EQ, "Too little noise")
-    _rejected(_run("schedule_design", lambda T, b1, ab: design_ok(T, b1, ab)[:-1]), DESIGN_EQ, "expected T = ")
+    _rejected(
+        _run("schedule_design", lambda T, b1, ab: design_ok(T, b1, ab)[:-1]), DESIGN_EQ, "expected T = "
+    )
 
     def stub(T, b1, ab):
         raise NotImplementedError("exercise: implement design_betas")

@@ -26,7 +26,11 @@ class Py2Pickler(pickle._Pickler):
 
     def save_py2_str(self, obj):
         n = len(obj)
-        self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj if n < 256 else pickle.BINSTRING + struct.pack("<i", n) + obj)
+        self.write(
+            pickle.SHORT_BINSTRING + bytes([n]) + obj
+            if n < 256
+            else pickle.BINSTRING + struct.pack("<i", n) + obj
+        )
         self.memoize(obj)
 
     dispatch[bytes] = save_py2_str
@@ -45,8 +49,12 @@ def _batch_pickle(data: np.ndarray, labels, legacy_names: bool = True) -> bytes:
     ``numpy.core.multiarray._reconstruct``; numpy 2 writes ``numpy._core.multiarray``. With
     ``legacy_names`` the stream is rewritten to the old name (protocol 2 names globals in text).
     """
-    d = {b"batch_label": b"training batch", b"labels": list(map(int, labels)), b"data": data,
-         b"filenames": [b"img_%d.png" % i for i in range(len(labels))]}
+    d = {
+        b"batch_label": b"training batch",
+        b"labels": list(map(int, labels)),
+        b"data": data,
+        b"filenames": [b"img_%d.png" % i for i in range(len(labels))],
+    }
     raw = py2_dumps(d)
     assert b"_codecs" not in raw
     if legacy_names:
@@ -69,7 +77,8 @@ def _write_archive(path, members: dict) -> None:
 
 @pytest.fixture
 def small_archive(tmp_path):
-    """A CIFAR-10-format archive with PER_BATCH images per batch: (path, train data, train labels, test data, test labels)."""
+    """A CIFAR-10-format archive with PER_BATCH images per batch:
+    (path, train data, train labels, test data, test labels)."""
     members, tr_x, tr_y = {}, [], []
     for i in range(1, 6):
         x = _images(i, PER_BATCH)
@@ -79,8 +88,13 @@ def small_archive(tmp_path):
         tr_y += y
     te_x, te_y = _images(99, PER_BATCH), [9, 0, 5]
     members["test_batch"] = _batch_pickle(te_x, te_y)
-    members["batches.meta"] = py2_dumps({b"label_names": [n.encode() for n in C.CIFAR10_CLASSES],
-                                         b"num_cases_per_batch": PER_BATCH, b"num_vis": 3072})
+    members["batches.meta"] = py2_dumps(
+        {
+            b"label_names": [n.encode() for n in C.CIFAR10_CLASSES],
+            b"num_cases_per_batch": PER_BATCH,
+            b"num_vis": 3072,
+        }
+    )
     path = tmp_path / "cifar-10-python.tar.gz"
     _write_archive(path, members)
     return path, np.concatenate(tr_x), np.array(tr_y), te_x, np.array(te_y)
@@ -105,7 +119,7 @@ def test_reads_small_archive(small_archive):
 
 
 def test_extracted_folder(small_archive, tmp_path):
-    path, *_ , te_x, te_y = small_archive
+    path, *_, te_x, te_y = small_archive
     out = tmp_path / "extracted"
     with tarfile.open(path) as tar:
         for m in tar.getmembers():
@@ -146,9 +160,12 @@ def test_malicious_pickle_is_refused(tmp_path):
 
 
 def test_allowed_globals_only_numpy_reconstruction():
-    assert set(C._allowed_globals()) == {("numpy.core.multiarray", "_reconstruct"),
-                                         ("numpy._core.multiarray", "_reconstruct"),
-                                         ("numpy", "ndarray"), ("numpy", "dtype")}
+    assert set(C._allowed_globals()) == {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
     # numpy's own pickles of plain arrays load; other classes do not
     a = np.arange(6, dtype=np.uint8).reshape(2, 3)
     assert np.array_equal(C.restricted_loads(py2_dumps(a)), a)
@@ -187,12 +204,15 @@ def test_offline_missing_message(tmp_path, monkeypatch):
     msg = str(e.value)
     assert C.CIFAR10_URL in msg and C.CIFAR10_SHA256 in msg and C.CIFAR10_MD5 in msg
     assert "download=True" in msg and str(tmp_path / "data" / "cifar10") in msg
+
     # a download that cannot reach the network fails with the same advice
     def no_network(*a, **k):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(C.urllib.request, "urlopen", no_network)
-    with pytest.raises(DownloadError, match="the download failed: network unreachable"):  # a FileNotFoundError
+    with pytest.raises(
+        DownloadError, match="the download failed: network unreachable"
+    ):  # a FileNotFoundError
         C.cifar10("test", download=True)
     assert not any((tmp_path / "data" / "cifar10").glob("*.part"))
     with pytest.raises(ValueError, match="unknown CIFAR-10 split"):
@@ -223,9 +243,15 @@ def test_verify_and_its_command_line(small_archive, tmp_path, capsys):
     batches = folder / "cifar-10-batches-py"
     r = C.verify_cifar10(folder)
     assert r["source"] == batches and r["sha256"] is None
-    assert r["splits"] == {"train": ((5 * PER_BATCH, 3, 32, 32), 5 * PER_BATCH), "test": ((PER_BATCH, 3, 32, 32), PER_BATCH)}
+    assert r["splits"] == {
+        "train": ((5 * PER_BATCH, 3, 32, 32), 5 * PER_BATCH),
+        "test": ((PER_BATCH, 3, 32, 32), PER_BATCH),
+    }
     assert data_main(["cifar10", "verify", str(folder)]) == 0
-    assert capsys.readouterr().out == f"train: {(15, 3, 32, 32)} images, 15 labels\ntest: {(3, 3, 32, 32)} images, 3 labels\n"
+    assert (
+        capsys.readouterr().out
+        == f"train: {(15, 3, 32, 32)} images, 15 labels\ntest: {(3, 3, 32, 32)} images, 3 labels\n"
+    )
     # python -m ddpm_lib.cifar ARGS is ddpm-data cifar10 ARGS; an archive must be the official one (exit 1)
     with pytest.raises(DataIntegrityError, match="sha256 mismatch"):
         C.verify_cifar10(path)
@@ -314,8 +340,11 @@ def test_members_larger_than_cifar_files_are_refused_unread(tmp_path):
     bomb = tmp_path / "bomb.tar.gz"
     _gzip_bomb(bomb)
     assert bomb.stat().st_size < 1 << 20
-    with pytest.raises(ValueError, match=r"bomb.tar.gz: archive member cifar-10-batches-py/test_batch is "
-                                         r"629145600 bytes, more than any CIFAR-10 file"):
+    with pytest.raises(
+        ValueError,
+        match=r"bomb.tar.gz: archive member cifar-10-batches-py/test_batch is "
+        r"629145600 bytes, more than any CIFAR-10 file",
+    ):
         C.cifar10("test", root=bomb)
     folder = tmp_path / "extracted" / C.CIFAR10_FOLDER
     folder.mkdir(parents=True)
@@ -331,20 +360,42 @@ def _train_cli_measured(data_root, out_dir):
     import subprocess
     import sys
 
-    code = ("import resource, sys\nfrom ddpm_lib.cli.train import main\n"
-            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nrc = main(sys.argv[1:])\n"
-            "print(f'added_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base}', file=sys.stderr)\n"
-            "sys.exit(rc)\n")
+    code = (
+        "import resource, sys\nfrom ddpm_lib.cli.train import main\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nrc = main(sys.argv[1:])\n"
+        "print(f'added_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base}', file=sys.stderr)\n"
+        "sys.exit(rc)\n"
+    )
 
     def cap_memory():  # a regression fails the test instead of exhausting the machine
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 
-    args = ["--dataset", "cifar10", "--model", "unet", "--data-root", str(data_root), "--out-dir", str(out_dir),
-            "--steps", "1", "--no-progress", "--threads", "1"]
-    r = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       preexec_fn=cap_memory, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    args = [
+        "--dataset",
+        "cifar10",
+        "--model",
+        "unet",
+        "--data-root",
+        str(data_root),
+        "--out-dir",
+        str(out_dir),
+        "--steps",
+        "1",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
+    r = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=cap_memory,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     added = [int(s.split("=")[1]) for s in r.stderr.splitlines() if s.startswith("added_kb=")]
     return r.returncode, r.stderr, (added[-1] / 1024 if added else float("inf"))
 

@@ -19,7 +19,9 @@ def test_shipped_classifier_is_registered_small_and_documented():
     path = REPO_DATA_DIR / e["path"]
     assert e["path"] == "checkpoints/fashion_mnist_classifier.safetensors"
     assert path.stat().st_size == e["size"] < 2 * 1024 * 1024
-    assert e["command"].startswith("python -m ddpm_lib.classifier train --out data/checkpoints/fashion_mnist_classifier")
+    assert e["command"].startswith(
+        "python -m ddpm_lib.classifier train --out data/checkpoints/fashion_mnist_classifier"
+    )
     assert e["model_class"] == "FashionClassifier" and e["metrics"]["test_accuracy"] >= 0.9
     assert e["metrics"]["test_examples"] == 10000
     cfg = load_checkpoint(path).config
@@ -76,8 +78,12 @@ def test_augment():
     # every shifted image is a flipped-or-not crop of the padded original
     pad = torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1.0)
     for i in range(8):
-        ok = any(torch.equal(shifted[i], c[..., dy:dy + 28, dx:dx + 28])
-                 for c in (pad[i], pad[i].flip(2)) for dy in range(5) for dx in range(5))
+        ok = any(
+            torch.equal(shifted[i], c[..., dy : dy + 28, dx : dx + 28])
+            for c in (pad[i], pad[i].flip(2))
+            for dy in range(5)
+            for dx in range(5)
+        )
         assert ok
 
 
@@ -88,12 +94,27 @@ def test_train_cli_quick(tmp_path, capsys):
     except FileNotFoundError as e:
         pytest.skip(f"the full Fashion-MNIST training split is not available offline: {e}")
     out = tmp_path / "clf.safetensors"
-    rc = main(["train", "--out", str(out), "--epochs", "1", "--train-limit", "512", "--batch-size", "64",
-                 "--seed", "1"])
+    rc = main(
+        [
+            "train",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--train-limit",
+            "512",
+            "--batch-size",
+            "64",
+            "--seed",
+            "1",
+        ]
+    )
     assert rc == 0
     cfg = json.loads(out.with_suffix(".json").read_text())
-    assert cfg["command"] == (f"python -m ddpm_lib.classifier train --out {out} --epochs 1 --train-limit 512 "
-                              "--batch-size 64 --seed 1")
+    assert cfg["command"] == (
+        f"python -m ddpm_lib.classifier train --out {out} --epochs 1 --train-limit 512 "
+        "--batch-size 64 --seed 1"
+    )
     assert cfg["data"]["train_examples"] == 512 and cfg["train"]["augment"] == "flip"
     acc = cfg["metrics"]["test_accuracy"]
     assert 0.3 < acc <= 1.0  # 8 steps on 512 images already beat chance (0.1) by far

@@ -66,8 +66,15 @@ def assert_one_error_line(err: str) -> None:
 
 
 def test_every_command_line_is_a_console_script():
-    assert set(SCRIPTS) == {"ddpm-train", "ddpm-sample", "ddpm-evaluate", "ddpm-pretrained", "ddpm-data",
-                            "ddpm-classifier", "ddpm-book"}
+    assert set(SCRIPTS) == {
+        "ddpm-train",
+        "ddpm-sample",
+        "ddpm-evaluate",
+        "ddpm-pretrained",
+        "ddpm-data",
+        "ddpm-classifier",
+        "ddpm-book",
+    }
     assert set(MODULES.values()) == set(SCRIPTS)
     for script in SCRIPTS:
         assert callable(entry_point(script)), script
@@ -147,8 +154,10 @@ def broken_book(tmp_path):
 
 # script: (a usage error, a failure while working); {tmp}, {book} are filled in
 CASES = {
-    "ddpm-train": (["--dataset", "no-such-data", "--print-config"],
-                   ["--config", ROOT / "configs" / "swiss_roll.toml", "--out-dir", "{tmp}/a-file/run", "--steps", "1"]),
+    "ddpm-train": (
+        ["--dataset", "no-such-data", "--print-config"],
+        ["--config", ROOT / "configs" / "swiss_roll.toml", "--out-dir", "{tmp}/a-file/run", "--steps", "1"],
+    ),
     "ddpm-sample": (["no-such-model", "--out", "{tmp}/x.png"], ["swiss-roll-mlp", "--out", "{tmp}/x.png"]),
     "ddpm-evaluate": (["swiss-roll-mlp"], ["swiss-roll-mlp", "--bpd"]),
     "ddpm-pretrained": (["verify", "no-such-model"], ["verify", "swiss-roll-mlp"]),
@@ -186,10 +195,20 @@ def test_the_exit_code_table():
     from ddpm_lib.cli import UsageError, exit_code, run
     from ddpm_lib.data import DataIntegrityError, DownloadError
 
-    codes = {ValueError("x"): 2, FileNotFoundError("x"): 2, CheckpointError("x"): 2, UsageError("x"): 2,
-             DataIntegrityError("x"): 1, DownloadError("x"): 1, OSError("x"): 1, PermissionError("x"): 1,
-             UnsafePickleError("x"): 1, KeyboardInterrupt(): 130, TypeError("x"): None,
-             RuntimeError("x"): None}
+    codes = {
+        ValueError("x"): 2,
+        FileNotFoundError("x"): 2,
+        CheckpointError("x"): 2,
+        UsageError("x"): 2,
+        DataIntegrityError("x"): 1,
+        DownloadError("x"): 1,
+        OSError("x"): 1,
+        PermissionError("x"): 1,
+        UnsafePickleError("x"): 1,
+        KeyboardInterrupt(): 130,
+        TypeError("x"): None,
+        RuntimeError("x"): None,
+    }
     assert {type(e).__name__: exit_code(e) for e in codes} == {type(e).__name__: c for e, c in codes.items()}
     assert exit_code(ValueError("x"), {ValueError: 1}) == 1  # a layer above adds its own classes
 
@@ -211,8 +230,14 @@ def test_the_exit_code_table():
 def python_m(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
 
 
 @pytest.mark.slow  # a fresh interpreter each: about 2-3 s

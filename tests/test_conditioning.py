@@ -48,8 +48,8 @@ def test_perturbed_mean_is_first_order_in_the_variance():
     mu = torch.tensor([[0.1, -0.4]], dtype=torch.float64)
     errs = []
     for var in (1e-2, 1e-3, 1e-4):
-        exact = (mu / var + c / w ** 2) / (1 / var + 1 / w ** 2)
-        approx = perturbed_mean(mu, var, lambda y: -(y - c) / w ** 2)
+        exact = (mu / var + c / w**2) / (1 / var + 1 / w**2)
+        approx = perturbed_mean(mu, var, lambda y: -(y - c) / w**2)
         errs.append(float((approx - exact).abs().max()))
     slopes = [math.log10(errs[i] / errs[i + 1]) for i in range(2)]
     assert all(1.9 < k < 2.1 for k in slopes), slopes
@@ -79,8 +79,9 @@ def _gaussian_setup(T=60):
 def test_sample_perturbed_without_r_is_algorithm_2():
     s, d, model = _gaussian_setup()
     a = d.sample(model, (64, 1), generator=torch.Generator().manual_seed(3), progress=False)
-    b = sample_perturbed(model, d, (64, 1), lambda m, v, t: (m, v), generator=torch.Generator().manual_seed(3),
-                         progress=False)
+    b = sample_perturbed(
+        model, d, (64, 1), lambda m, v, t: (m, v), generator=torch.Generator().manual_seed(3), progress=False
+    )
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # sqrt(v) vs exp(log v / 2): float32 rounding
 
 
@@ -92,23 +93,43 @@ def test_sample_perturbed_h_transform_reaches_p_times_r():
 
     def grad_log_h(y, t):  # h_t(x) = E[r(x_0) | x_t = x] for unit Gaussian data
         ab = s.alpha_bars[t]
-        return -ab * y / (w ** 2 + 1 - ab)
+        return -ab * y / (w**2 + 1 - ab)
 
     g = torch.Generator().manual_seed(0)
-    x = sample_perturbed(model, d, (n, 1), lambda m, v, t: (perturbed_mean(m, v, lambda y: grad_log_h(y, t - 1)), v),
-                         generator=g, progress=False)
-    target = w ** 2 / (1 + w ** 2)
+    x = sample_perturbed(
+        model,
+        d,
+        (n, 1),
+        lambda m, v, t: (perturbed_mean(m, v, lambda y: grad_log_h(y, t - 1)), v),
+        generator=g,
+        progress=False,
+    )
+    target = w**2 / (1 + w**2)
     assert abs(float(x.var()) - target) < 4 * target * math.sqrt(2 / n) + 0.01
     x_T = torch.randn(n, 1, generator=g) * math.sqrt(target)  # p~(x_T) = pi r
-    y = sample_perturbed(model, d, (n, 1), lambda m, v, t: (perturbed_mean(m, v, lambda u: -u / w ** 2), v),
-                         generator=g, noise=x_T, progress=False)
+    y = sample_perturbed(
+        model,
+        d,
+        (n, 1),
+        lambda m, v, t: (perturbed_mean(m, v, lambda u: -u / w**2), v),
+        generator=g,
+        noise=x_T,
+        progress=False,
+    )
     assert float(y.var()) < 0.8 * target  # much narrower than p r: r acts more than once
 
 
 def test_sample_perturbed_record_and_bad_arguments():
     s, d, model = _gaussian_setup(T=10)
-    x, traj = sample_perturbed(model, d, (4, 1), lambda m, v, t: (m, v), generator=torch.Generator().manual_seed(0),
-                               progress=False, record=[10, 5, 0])
+    x, traj = sample_perturbed(
+        model,
+        d,
+        (4, 1),
+        lambda m, v, t: (m, v),
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+        record=[10, 5, 0],
+    )
     assert traj.ts.tolist() == [10, 5, 0] and torch.equal(traj.x_t[-1], x)
     with pytest.raises(TypeError, match="perturb must be a callable"):
         sample_perturbed(model, d, (4, 1), None, progress=False)

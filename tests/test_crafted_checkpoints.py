@@ -41,7 +41,9 @@ def rewrite_config(src, dst, edit) -> Path:
     cfg = json.loads(meta["config"])
     edit(cfg)
     meta["config"] = json.dumps(cfg, sort_keys=True)
-    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode())
+    h = hashlib.sha256(
+        json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode()
+    )
     for name in sorted(tensors):
         t = tensors[name]
         h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
@@ -69,8 +71,15 @@ def run_measured(module: str, *args) -> tuple[int, str, float]:
 
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 
-    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120, preexec_fn=cap_memory, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=cap_memory,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     lines = r.stderr.strip().splitlines()
     added = [int(line.split("=")[1]) for line in lines if line.startswith("added_kb=")]
     return r.returncode, r.stderr, (added[-1] / 1024 if added else float("inf"))
@@ -80,7 +89,9 @@ def run_measured(module: str, *args) -> tuple[int, str, float]:
 def roll_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "roll.safetensors"
     torch.manual_seed(0)
-    diffusion = GaussianDiffusion(NoiseSchedule.linear(T=10, beta_start=0.1, beta_end=0.7), decoder="gaussian")
+    diffusion = GaussianDiffusion(
+        NoiseSchedule.linear(T=10, beta_start=0.1, beta_end=0.7), decoder="gaussian"
+    )
     cfg = {"diffusion": diffusion.config(), "data": {"dataset": "swiss-roll", "shape": [2]}, "train": {}}
     model = MLP(hidden=16, layers=2, time_dim=8)
     return save_checkpoint(path, model, config=cfg, ema_model=model, step=1)
@@ -94,7 +105,10 @@ def test_rewrite_config_keeps_a_loadable_file(roll_ckpt, tmp_path):
 
 
 CRAFTED = {
-    "layers": (lambda c: c["model_args"].update(layers=10**7), r"more than \d+ parameter tensors, but the file stores \d+"),
+    "layers": (
+        lambda c: c["model_args"].update(layers=10**7),
+        r"more than \d+ parameter tensors, but the file stores \d+",
+    ),
     "hidden": (lambda c: c["model_args"].update(hidden=12000), "does not match the tensors stored"),
     "data-shape": (lambda c: c["data"].update(shape=[2, 10**8]), r"data shape must be \(D,\) or \(C, H, W\)"),
 }
@@ -105,8 +119,17 @@ CRAFTED = {
 def test_sample_refuses_an_edited_config_before_allocating(roll_ckpt, tmp_path, case):
     edit, message = CRAFTED[case]
     bad = rewrite_config(roll_ckpt, tmp_path / f"{case}.safetensors", edit)
-    rc, err, added_mb = run_measured("ddpm_lib.cli.sample", bad, "--n", "4", "--no-progress", "--device", "cpu",
-                                     "--out", tmp_path / "o.png")
+    rc, err, added_mb = run_measured(
+        "ddpm_lib.cli.sample",
+        bad,
+        "--n",
+        "4",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "o.png",
+    )
     assert rc == 2, err  # a checkpoint that cannot be used as given: a usage error
     assert f"error: {bad}" in err and re.search(message, err), err
     assert "Traceback" not in err
@@ -116,8 +139,9 @@ def test_sample_refuses_an_edited_config_before_allocating(roll_ckpt, tmp_path, 
 @pytest.mark.slow
 def test_evaluate_goes_through_the_same_checks(roll_ckpt, tmp_path):
     bad = rewrite_config(roll_ckpt, tmp_path / "layers.safetensors", CRAFTED["layers"][0])
-    rc, err, added_mb = run_measured("ddpm_lib.cli.evaluate", bad, "--fid-samples", "4", "--device", "cpu",
-                                     "--no-progress")
+    rc, err, added_mb = run_measured(
+        "ddpm_lib.cli.evaluate", bad, "--fid-samples", "4", "--device", "cpu", "--no-progress"
+    )
     assert rc == 2 and "parameter tensors, but the file stores" in err, err
     assert added_mb < REFUSAL_BUDGET_MB
     with pytest.raises(CheckpointError, match="refused before building it"):
@@ -136,20 +160,40 @@ def test_build_model_names_the_file_and_first_mismatches(roll_ckpt, tmp_path):
 def test_unet_resolution_that_changes_no_weight_is_bounded(tmp_path):
     # a U-Net's resolution shapes no weight: only the data-shape bound stops a sampler allocating it
     torch.manual_seed(0)
-    model = UNet(in_channels=1, out_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(14,),
-                 resolution=28, groups=4, dropout=0.0)
+    model = UNet(
+        in_channels=1,
+        out_channels=1,
+        ch=8,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(14,),
+        resolution=28,
+        groups=4,
+        dropout=0.0,
+    )
     diffusion = GaussianDiffusion(NoiseSchedule.linear(T=10, beta_start=0.1, beta_end=0.7))
-    src = save_checkpoint(tmp_path / "u.safetensors", model, ema_model=model, step=1,
-                          config={"diffusion": diffusion.config(), "data": {"dataset": "x", "shape": [1, 28, 28]}})
+    src = save_checkpoint(
+        tmp_path / "u.safetensors",
+        model,
+        ema_model=model,
+        step=1,
+        config={"diffusion": diffusion.config(), "data": {"dataset": "x", "shape": [1, 28, 28]}},
+    )
 
     def huge(c):
         c["model_args"].update(resolution=2**20, attn_resolutions=[2**19])
         c["data"]["shape"] = [1, 2**20, 2**20]
 
-    with pytest.raises(CheckpointError, match=r"holds 1099511627776 numbers per example, more than the 16777216"):
+    with pytest.raises(
+        CheckpointError, match=r"holds 1099511627776 numbers per example, more than the 16777216"
+    ):
         load_model(rewrite_config(src, tmp_path / "huge.safetensors", huge))
-    mismatch = rewrite_config(src, tmp_path / "other.safetensors", lambda c: c["data"].update(shape=[3, 28, 28]))
-    with pytest.raises(CheckpointError, match=r"\[3, 28, 28\] does not fit the network, which takes \[1, 28, 28\]"):
+    mismatch = rewrite_config(
+        src, tmp_path / "other.safetensors", lambda c: c["data"].update(shape=[3, 28, 28])
+    )
+    with pytest.raises(
+        CheckpointError, match=r"\[3, 28, 28\] does not fit the network, which takes \[1, 28, 28\]"
+    ):
         load_model(mismatch)
 
 
@@ -163,8 +207,21 @@ def test_stored_schedule_and_configured_T_are_bounded():
 @pytest.fixture
 def roll_run(tmp_path):
     out = tmp_path / "run"
-    Trainer(TrainConfig(dataset="swiss-roll", model="mlp", model_args={"hidden": 16, "layers": 2}, T=10, beta_start=0.1, beta_end=0.7,
-                        steps=2, batch_size=8, out_dir=str(out), sample_every=0, log_every=1)).run(progress=False)
+    Trainer(
+        TrainConfig(
+            dataset="swiss-roll",
+            model="mlp",
+            model_args={"hidden": 16, "layers": 2},
+            T=10,
+            beta_start=0.1,
+            beta_end=0.7,
+            steps=2,
+            batch_size=8,
+            out_dir=str(out),
+            sample_every=0,
+            log_every=1,
+        )
+    ).run(progress=False)
     return out
 
 
@@ -176,7 +233,9 @@ def test_resume_refuses_an_edited_config_before_allocating(roll_run):
         c["model_args"]["layers"] = c["train"]["model_args"]["layers"] = 10**7
 
     rewrite_config(latest, latest, more_layers)
-    rc, err, added_mb = run_measured("ddpm_lib.cli.train", "--resume", roll_run, "--steps", "4", "--no-progress")
+    rc, err, added_mb = run_measured(
+        "ddpm_lib.cli.train", "--resume", roll_run, "--steps", "4", "--no-progress"
+    )
     assert rc == 2, err
     assert f"error: cannot resume from {latest}" in err and "refused before building it" in err, err
     assert added_mb < REFUSAL_BUDGET_MB, f"the refusal took {added_mb:.0f} MB"

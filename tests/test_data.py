@@ -15,7 +15,9 @@ import torch
 import ddpm_lib.data as D
 from ddpm_lib.cli.data import main as data_main
 
-SYSTEM_TRAIN = [D.SYSTEM_FASHION_MNIST_DIR / n for n in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")]
+SYSTEM_TRAIN = [
+    D.SYSTEM_FASHION_MNIST_DIR / n for n in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+]
 HAS_SYSTEM_TRAIN = all(p.is_file() for p in SYSTEM_TRAIN)
 
 
@@ -145,7 +147,9 @@ def test_gaussian_data_marginal_moments():
     m1, v1 = gd.marginal(1.0)
     torch.testing.assert_close(v1, torch.full((2,), 0.09, dtype=torch.float64))
     m0, v0 = gd.marginal(0.0)
-    assert torch.equal(m0, torch.zeros(2, dtype=torch.float64)) and torch.equal(v0, torch.ones(2, dtype=torch.float64))
+    assert torch.equal(m0, torch.zeros(2, dtype=torch.float64)) and torch.equal(
+        v0, torch.ones(2, dtype=torch.float64)
+    )
 
 
 def test_gaussian_data_log_prob_and_broadcast():
@@ -154,7 +158,9 @@ def test_gaussian_data_log_prob_and_broadcast():
     ref = torch.distributions.Normal(gd._m, 0.5).log_prob(x.double()).sum(1)
     torch.testing.assert_close(gd.log_prob(x), ref)
     ab = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.99], dtype=torch.float64)
-    ref_t = torch.distributions.Normal(ab[:, None].sqrt() * gd._m, (ab[:, None] * 0.25 + 1 - ab[:, None]).sqrt())
+    ref_t = torch.distributions.Normal(
+        ab[:, None].sqrt() * gd._m, (ab[:, None] * 0.25 + 1 - ab[:, None]).sqrt()
+    )
     torch.testing.assert_close(gd.marginal_log_prob(x, ab), ref_t.log_prob(x.double()).sum(1))
     # [N] alpha_bar broadcasts over image-shaped examples, like a per-example call
     xi = x.reshape(5, 1, 2, 2)
@@ -330,12 +336,15 @@ def test_missing_files_name_three_ways(tmp_path, nowhere, monkeypatch):
     assert "download=True" in msg and D.FASHION_MNIST_URL in msg
     with pytest.raises(FileNotFoundError, match="first 10000 of train-images"):
         D.fashion_mnist("train-10k", root=root, download=False)
+
     # a download that fails says so, as a DownloadError (a FileNotFoundError; ddpm-data's exit code 1)
     def no_network(*a, **k):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(D.urllib.request, "urlopen", no_network)
-    with pytest.raises(D.DownloadError, match=r"apt-get install dataset-fashion-mnist(.|\n)*the download failed: network"):
+    with pytest.raises(
+        D.DownloadError, match=r"apt-get install dataset-fashion-mnist(.|\n)*the download failed: network"
+    ):
         D.fashion_mnist("test", root=root, download=True)
     assert not list(root.iterdir())
 
@@ -346,7 +355,10 @@ def test_download_is_verified_and_atomic(tmp_path, nowhere, monkeypatch):
     dest = tmp_path / "dest"
     x, y = D.fashion_mnist("test", root=dest, download=True)
     assert x.shape == (10000, 1, 28, 28)
-    assert sorted(p.name for p in dest.iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ]
     # a download that does not match its hash leaves nothing behind
     dest2 = tmp_path / "dest2"
     (server / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not the labels")
@@ -372,7 +384,12 @@ def test_registry_lists_every_file_with_provenance():
     assert not reg["fashion-mnist/train-labels-idx1-ubyte.gz"]["shipped"]
     assert "make_fashion_mnist_subset" in reg["fashion-mnist/train-10k-images-idx3-ubyte.gz"]["source"]
     for key, e in reg.items():
-        assert e["size"] > 0 and len(e["sha256"]) == 64 and e["source"] and e["licence"].startswith("MIT, Zalando Research")
+        assert (
+            e["size"] > 0
+            and len(e["sha256"]) == 64
+            and e["source"]
+            and e["licence"].startswith("MIT, Zalando Research")
+        )
         assert (D.REPO_DATA_DIR / key).is_file() == e["shipped"]
     # the built-in table (used when no registry.json is found) agrees with the file
     for key, accepted in D._BUILTIN_REGISTRY.items():
@@ -419,7 +436,11 @@ def test_verify_registry_reports_missing_and_bad(tmp_path, monkeypatch, capsys):
     # ddpm-data verify: a check that fails exits 1, one error line with the problems indented below it
     assert data_main(["verify"]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == "error: registry check failed:" and all(s.startswith("  ") for s in err[1:]) and len(err) == 5
+    assert (
+        err[0] == "error: registry check failed:"
+        and all(s.startswith("  ") for s in err[1:])
+        and len(err) == 5
+    )
 
 
 # ---------------------------------------------------------------------------------------------

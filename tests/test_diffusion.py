@@ -24,7 +24,9 @@ def test_q_sample_mean_and_variance_monte_carlo(gen):
         assert torch.allclose(xt.mean(0), math.sqrt(ab) * x0[0], atol=5 * se_mean)
         assert torch.allclose(xt.var(0), torch.full((3,), 1 - ab, dtype=torch.float64), rtol=0.02)
         q = d.q_mean_variance(x0[:1], t[:1])
-        assert torch.allclose(q.mean, math.sqrt(ab) * x0[:1]) and torch.allclose(q.variance, torch.tensor(1 - ab, dtype=torch.float64))
+        assert torch.allclose(q.mean, math.sqrt(ab) * x0[:1]) and torch.allclose(
+            q.variance, torch.tensor(1 - ab, dtype=torch.float64)
+        )
 
 
 def test_closed_form_equals_iterating_the_chain(gen):
@@ -62,14 +64,18 @@ def test_posterior_against_bayes_on_a_grid():
     d = _diff()
     grid = torch.linspace(-3, 3, 200_001, dtype=torch.float64)
     ab_prev, a, b = SCHED.alpha_bars[tt - 1], SCHED.alphas[tt], SCHED.betas[tt]
-    logp = dl.gaussian_log_likelihood(xt, a.sqrt() * grid, b.log()) + \
-        dl.gaussian_log_likelihood(grid, ab_prev.sqrt() * x0, (1 - ab_prev).log())
+    logp = dl.gaussian_log_likelihood(xt, a.sqrt() * grid, b.log()) + dl.gaussian_log_likelihood(
+        grid, ab_prev.sqrt() * x0, (1 - ab_prev).log()
+    )
     w = (logp - logp.max()).exp()
     w = w / w.sum()
     mean = (w * grid).sum()
     var = (w * (grid - mean) ** 2).sum()
-    post = d.q_posterior(torch.tensor([[x0]], dtype=torch.float64), torch.tensor([[xt]], dtype=torch.float64),
-                         torch.tensor([tt]))
+    post = d.q_posterior(
+        torch.tensor([[x0]], dtype=torch.float64),
+        torch.tensor([[xt]], dtype=torch.float64),
+        torch.tensor([tt]),
+    )
     assert abs(float(post.mean) - float(mean)) < 1e-8
     assert abs(float(post.variance) - float(var)) < 1e-8
 
@@ -90,7 +96,9 @@ def test_parameterizations_agree():
     assert torch.allclose(d.pred_x0_from_mean(xt, t, true_mean), x0, atol=1e-6)
     p_x0 = _diff(prediction="x0").p_mean_variance(x0, xt, t)
     p_mu = _diff(prediction="mean").p_mean_variance(true_mean, xt, t)
-    assert torch.allclose(p_x0["mean"], true_mean, atol=1e-10) and torch.allclose(p_x0["pred_eps"], eps, atol=1e-8)
+    assert torch.allclose(p_x0["mean"], true_mean, atol=1e-10) and torch.allclose(
+        p_x0["pred_eps"], eps, atol=1e-8
+    )
     assert torch.allclose(p_mu["pred_x0"], x0, atol=1e-6)
 
 
@@ -101,7 +109,9 @@ def test_fixed_and_learned_variances():
     small = _diff(variance="fixed_small").p_mean_variance(x, x, t)
     assert torch.allclose(large["variance"][:, 0], SCHED.betas[t])
     assert torch.allclose(small["variance"][1:, 0], SCHED.posterior_variance[t[1:]])
-    assert torch.isclose(small["variance"][0, 0], SCHED.posterior_variance[2])  # beta~_1 = 0 replaced by beta~_2
+    assert torch.isclose(
+        small["variance"][0, 0], SCHED.posterior_variance[2]
+    )  # beta~_1 = 0 replaced by beta~_2
     lr = _diff(variance="learned_range")
     for v, ref in [(1.0, SCHED.betas[t].log()), (-1.0, SCHED.posterior_log_variance_clipped[t])]:
         out = torch.cat([x, torch.full_like(x, v)], dim=1)
@@ -171,7 +181,9 @@ def test_bound_is_tight_for_gaussian_data_with_the_true_reverse_kernels():
     bound = terms.sum(1)
     nll = -dl.gaussian_log_likelihood(x0, m, math.log(sd**2)).sum(1)
     abT = float(s.alpha_bars[-1])
-    kl_T = D * float(dl.normal_kl(torch.tensor(math.sqrt(abT) * m), math.log(abT * sd**2 + 1 - abT), 0.0, 0.0))
+    kl_T = D * float(
+        dl.normal_kl(torch.tensor(math.sqrt(abT) * m), math.log(abT * sd**2 + 1 - abT), 0.0, 0.0)
+    )
     diff = bound - nll
     se = float(diff.std()) / math.sqrt(B)
     assert abs(float(diff.mean()) - kl_T) < 4 * se + 1e-6, (float(diff.mean()), kl_T, se)
@@ -182,7 +194,7 @@ def test_bound_is_tight_for_gaussian_data_with_the_true_reverse_kernels():
 def test_vlb_terms_columns_and_l0_is_discretized_nll(gen):
     s = dl.NoiseSchedule.linear(20, beta_start=0.01, beta_end=0.5)
     d = dl.GaussianDiffusion(s, variance="fixed_large")
-    x0 = (torch.randint(0, 256, (3, 1, 2, 2), generator=gen).float() / 127.5 - 1)
+    x0 = torch.randint(0, 256, (3, 1, 2, 2), generator=gen).float() / 127.5 - 1
     model = lambda x, t: torch.zeros_like(x)
     g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
     terms = d.vlb_terms(model, x0, generator=g1)
@@ -213,7 +225,9 @@ def test_ddim_eta_one_has_the_posterior_variance():
     x = torch.zeros(40_000, 1, dtype=torch.float64)
     t = torch.full((40_000,), 300)
     draws = d.ddim_step(torch.zeros_like(x), x, t, 299, eta=1.0, generator=torch.Generator().manual_seed(0))
-    assert abs(float(draws.var()) - float(SCHED.posterior_variance[300])) < 0.03 * float(SCHED.posterior_variance[300])
+    assert abs(float(draws.var()) - float(SCHED.posterior_variance[300])) < 0.03 * float(
+        SCHED.posterior_variance[300]
+    )
     det = d.ddim_step(torch.zeros_like(x[:2]), x[:2], t[:2], 0, eta=0.0)
     assert torch.allclose(det, torch.zeros_like(det))
 
@@ -223,7 +237,9 @@ def test_sample_is_reproducible_and_records_a_trajectory():
     d = dl.GaussianDiffusion(s)
     model = OptimalGaussianEps(s)
     a = d.sample(model, (4, 2), generator=torch.Generator().manual_seed(1), progress=False)
-    b, traj = d.sample(model, (4, 2), generator=torch.Generator().manual_seed(1), progress=False, record=[50, 25, 1, 0])
+    b, traj = d.sample(
+        model, (4, 2), generator=torch.Generator().manual_seed(1), progress=False, record=[50, 25, 1, 0]
+    )
     assert torch.equal(a, b)
     assert traj.ts.tolist() == [50, 25, 1, 0] and traj.x_t.shape == (4, 4, 2)
     assert torch.equal(traj.x_t[-1], b) and torch.isnan(traj.pred_x0[-1]).all()
@@ -235,7 +251,12 @@ def test_sampling_gaussian_data_with_the_optimal_model():
     """Algorithm 2 with the exact E[eps|x_t] of Gaussian data recovers that Gaussian (mean and std)."""
     s = dl.NoiseSchedule.linear(200, beta_start=1e-4, beta_end=0.1)
     d = dl.GaussianDiffusion(s, variance="fixed_small")
-    x = d.sample(OptimalGaussianEps(s, 0.3, 0.7), (20_000, 1), generator=torch.Generator().manual_seed(0), progress=False)
+    x = d.sample(
+        OptimalGaussianEps(s, 0.3, 0.7),
+        (20_000, 1),
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
     assert abs(float(x.mean()) - 0.3) < 0.02 and abs(float(x.std()) - 0.7) < 0.03
 
 

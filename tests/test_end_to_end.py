@@ -40,8 +40,10 @@ def test_mlp_learns_the_swiss_roll():
     noise = torch.randn(2000, 2, generator=torch.Generator().manual_seed(3))
     sw = lambda a: sliced_wasserstein(a, ref, generator=torch.Generator().manual_seed(7))
     sw_samples, sw_noise = sw(x), sw(noise)
-    print(f"sliced W1: samples {sw_samples:.3f}, noise {sw_noise:.3f}; "
-          f"MMD^2: samples {mmd_rbf(x, ref):.4f}, noise {mmd_rbf(noise, ref):.4f}")
+    print(
+        f"sliced W1: samples {sw_samples:.3f}, noise {sw_noise:.3f}; "
+        f"MMD^2: samples {mmd_rbf(x, ref):.4f}, noise {mmd_rbf(noise, ref):.4f}"
+    )
     assert torch.isfinite(x).all()
     assert sw_samples < 0.08 and sw_samples < 0.3 * sw_noise
     assert mmd_rbf(x, ref) < 0.5 * mmd_rbf(noise, ref)  # measured 0.047 against 0.151

@@ -50,7 +50,9 @@ def test_frechet_matches_scipy_sqrtm(d):
 
 def test_frechet_closed_forms():
     # 1-D: (m1 - m2)^2 + (sd1 - sd2)^2
-    assert E.frechet_distance([0.5], [[4.0]], [-1.0], [[9.0]]) == pytest.approx(1.5**2 + (2 - 3) ** 2, rel=1e-12)
+    assert E.frechet_distance([0.5], [[4.0]], [-1.0], [[9.0]]) == pytest.approx(
+        1.5**2 + (2 - 3) ** 2, rel=1e-12
+    )
     assert E.frechet_distance(0.0, 1.0, 0.0, 0.25) == pytest.approx(0.25, rel=1e-12)
     # diagonal: sum of the 1-D distances
     rng = np.random.default_rng(0)
@@ -60,7 +62,9 @@ def test_frechet_closed_forms():
     assert E.frechet_distance(m1, np.diag(v1), m2, np.diag(v2)) == pytest.approx(want, rel=1e-10)
     # a rotation of both: unchanged; identical Gaussians: 0
     q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
-    assert E.frechet_distance(q @ m1, q @ np.diag(v1) @ q.T, q @ m2, q @ np.diag(v2) @ q.T) == pytest.approx(want, rel=1e-8)
+    assert E.frechet_distance(q @ m1, q @ np.diag(v1) @ q.T, q @ m2, q @ np.diag(v2) @ q.T) == pytest.approx(
+        want, rel=1e-8
+    )
     s = _random_cov(rng, 6)
     assert abs(E.frechet_distance(m1, s, m1, s)) < 1e-10
 
@@ -104,15 +108,30 @@ def test_fcd_halves_of_the_test_split_vs_noise():
 def tiny_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     torch.manual_seed(0)
-    model = UNet(in_channels=1, out_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(14,),
-                 resolution=28, groups=4, dropout=0.0)
+    model = UNet(
+        in_channels=1,
+        out_channels=1,
+        ch=8,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(14,),
+        resolution=28,
+        groups=4,
+        dropout=0.0,
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    d = GaussianDiffusion(NoiseSchedule.linear(T=10, beta_start=0.1, beta_end=0.7), prediction="eps",
-                          variance="fixed_large")
-    cfg = {"diffusion": d.config(), "data": {"dataset": "fashion-mnist", "shape": [1, 28, 28]}, "train": {},
-           "metrics": {}, "command": "test"}
+    d = GaussianDiffusion(
+        NoiseSchedule.linear(T=10, beta_start=0.1, beta_end=0.7), prediction="eps", variance="fixed_large"
+    )
+    cfg = {
+        "diffusion": d.config(),
+        "data": {"dataset": "fashion-mnist", "shape": [1, 28, 28]},
+        "train": {},
+        "metrics": {},
+        "command": "test",
+    }
     save_checkpoint(path, model, config=cfg, ema_model=model, step=1)
     return path, model.eval(), d
 
@@ -134,8 +153,25 @@ def test_bits_per_dim_on_agrees_with_the_library(tiny_ckpt):
 def test_cli_bpd_and_fcd_end_to_end(tiny_ckpt, tmp_path, capsys):
     path = tiny_ckpt[0]
     out = tmp_path / "eval.json"
-    rc = main([str(path), "--bpd", "--subset", "6", "--fid-samples", "12", "--sample-steps", "3",
-                 "--batch-size", "4", "--json", str(out), "--device", "cpu", "--no-progress"])
+    rc = main(
+        [
+            str(path),
+            "--bpd",
+            "--subset",
+            "6",
+            "--fid-samples",
+            "12",
+            "--sample-steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--json",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr().out
     assert rc == 0
     res = json.loads(out.read_text())
@@ -148,8 +184,24 @@ def test_cli_bpd_and_fcd_end_to_end(tiny_ckpt, tmp_path, capsys):
     assert math.isfinite(f["value"]) and f["value"] > 0
     assert "NOT Inception FID" in f["note"] and "NOT Inception FID" in printed
     # the same seed and batch size give the same numbers
-    assert main([str(path), "--bpd", "--subset", "6", "--batch-size", "4", "--json", str(tmp_path / "b.json"),
-                   "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                str(path),
+                "--bpd",
+                "--subset",
+                "6",
+                "--batch-size",
+                "4",
+                "--json",
+                str(tmp_path / "b.json"),
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "b.json").read_text())["bpd"]["mean"] == b["mean"]
     # nothing asked: a usage error (exit 2), one line
     assert main([str(path)]) == 2

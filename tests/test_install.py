@@ -105,7 +105,9 @@ def test_data_dir_env_without_registry_fails_list(nowhere, monkeypatch, capsys):
 
 def _expected_wheel_data() -> set:
     reg = json.loads((ROOT / "data" / "registry.json").read_text())
-    files = {k for k, e in reg["files"].items() if e.get("shipped")} | {e["path"] for e in reg["pretrained"].values()}
+    files = {k for k, e in reg["files"].items() if e.get("shipped")} | {
+        e["path"] for e in reg["pretrained"].values()
+    }
     return {"registry.json"} | files
 
 
@@ -147,30 +149,50 @@ def test_wheel_installed_elsewhere_carries_the_data(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", D.DATA_DIR_ENV, "PYTHONHOME")}
     # setuptools' build/ and egg-info go to tmp_path (distutils' DIST_EXTRA_CONFIG), not into the checkout
     (tmp_path / "egg").mkdir()
-    (tmp_path / "build.cfg").write_text(f"[build]\nbuild_base = {tmp_path / 'build'}\n"
-                                        f"[egg_info]\negg_base = {tmp_path / 'egg'}\n")
-    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INDEX="1", PIP_ROOT_USER_ACTION="ignore",
-               PYTHONNOUSERSITE="1", DIST_EXTRA_CONFIG=str(tmp_path / "build.cfg"))
+    (tmp_path / "build.cfg").write_text(
+        f"[build]\nbuild_base = {tmp_path / 'build'}\n[egg_info]\negg_base = {tmp_path / 'egg'}\n"
+    )
+    env.update(
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_INDEX="1",
+        PIP_ROOT_USER_ACTION="ignore",
+        PYTHONNOUSERSITE="1",
+        DIST_EXTRA_CONFIG=str(tmp_path / "build.cfg"),
+    )
     # 1. the wheel, as `pip install <clone>` builds it (no network: this environment's setuptools)
     dist = tmp_path / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, ROOT], env=env)
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, ROOT],
+        env=env,
+    )
     (wheel,) = dist.glob("ddpm_lib-*.whl")
     with zipfile.ZipFile(wheel) as z:
-        carried = {n[len("ddpm_lib/_data/"):] for n in z.namelist() if n.startswith("ddpm_lib/_data/")}
+        carried = {n[len("ddpm_lib/_data/") :] for n in z.namelist() if n.startswith("ddpm_lib/_data/")}
     assert carried == _expected_wheel_data()
     size_mb = wheel.stat().st_size / 1e6
     assert size_mb < 45, f"the wheel grew to {size_mb:.1f} MB"
     # an sdist carries the same files under data/, so a wheel built from it (python -m build) has them too
-    _run([sys.executable, "-c", "import setuptools.build_meta as b, sys; b.build_sdist(sys.argv[1])", dist],
-         cwd=ROOT, env=env)
+    _run(
+        [sys.executable, "-c", "import setuptools.build_meta as b, sys; b.build_sdist(sys.argv[1])", dist],
+        cwd=ROOT,
+        env=env,
+    )
     (sdist,) = dist.glob("ddpm_lib-*.tar.gz")
     with tarfile.open(sdist) as t:
         names = [m.name for m in t.getmembers() if m.isfile()]
-    top = f"{sdist.name[:-len('.tar.gz')]}/data/"
-    assert {n[len(top):] for n in names if n.startswith(top)} == _expected_wheel_data()
+    top = f"{sdist.name[: -len('.tar.gz')]}/data/"
+    assert {n[len(top) :] for n in names if n.startswith(top)} == _expected_wheel_data()
     # an editable wheel carries none of it: it reads data/ of the clone, as before
-    _run([sys.executable, "-c", "import setuptools.build_meta as b, sys; b.build_editable(sys.argv[1])", dist / "e"],
-         cwd=ROOT, env=env)
+    _run(
+        [
+            sys.executable,
+            "-c",
+            "import setuptools.build_meta as b, sys; b.build_editable(sys.argv[1])",
+            dist / "e",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
     (editable,) = (dist / "e").glob("ddpm_lib-*.whl")
     with zipfile.ZipFile(editable) as z:
         assert not [n for n in z.namelist() if "_data" in n or n.endswith(".safetensors")]
@@ -181,9 +203,13 @@ def test_wheel_installed_elsewhere_carries_the_data(tmp_path):
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv], env=env)
     py = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], env=env).stdout.strip())
+    site = Path(
+        _run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], env=env).stdout.strip()
+    )
     site = site.resolve()
-    deps = dict.fromkeys(p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and Path(p).is_dir())
+    deps = dict.fromkeys(
+        p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and Path(p).is_dir()
+    )
     (site / "outer-deps.pth").write_text("".join(f"{d}\n" for d in deps))
     _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "-q", wheel], env=env)
 
@@ -192,9 +218,13 @@ def test_wheel_installed_elsewhere_carries_the_data(tmp_path):
     work.mkdir()
     r = json.loads(_run([py, "-c", INSTALLED_CHECK], cwd=work, env=env).stdout.strip().splitlines()[-1])
     assert Path(r["file"]).resolve().is_relative_to(site / "ddpm_lib"), r["file"]  # not the checkout's copy
-    assert Path(r["data_dir"]) == site / "ddpm_lib" / "_data" and Path(r["path"]).is_relative_to(r["data_dir"])
+    assert Path(r["data_dir"]) == site / "ddpm_lib" / "_data" and Path(r["path"]).is_relative_to(
+        r["data_dir"]
+    )
     assert r["shape"] == [2, 1, 28, 28] and r["finite"] and -1 <= r["min"] < r["max"] <= 1 and r["std"] > 0.1
-    assert r["test"] == [10000, 1, 28, 28] and r["labels"] == [1000] * 10 and r["subset"] == [10000, 1, 28, 28]
+    assert (
+        r["test"] == [10000, 1, 28, 28] and r["labels"] == [1000] * 10 and r["subset"] == [10000, 1, 28, 28]
+    )
     err = r["cifar_error"]
     assert err and "cifar-10-python.tar.gz" in err and str(site / "ddpm_lib" / "_data" / "cifar10") in err
     assert "DDPM_DATA_DIR" in err and "ddpm-data cifar10 download" in err
@@ -202,4 +232,6 @@ def test_wheel_installed_elsewhere_carries_the_data(tmp_path):
     listed = _run([py, "-m", "ddpm_lib.pretrained", "list"], cwd=work, env=env).stdout
     for name in json.loads((ROOT / "data" / "registry.json").read_text())["pretrained"]:
         assert f"{name}: checkpoints/" in listed
-    print(f"wheel {wheel.name}: {size_mb:.1f} MB; built, installed and used in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"wheel {wheel.name}: {size_mb:.1f} MB; built, installed and used in {time.perf_counter() - t0:.1f} s"
+    )

@@ -28,12 +28,32 @@ PKG = ROOT / "ddpm_lib"
 
 # the layers, bottom up; a module's layer is that of its longest matching prefix
 LAYERS = {
-    "core": ["ddpm_lib.version", "ddpm_lib.schedules", "ddpm_lib.gaussians", "ddpm_lib.mixtures",
-             "ddpm_lib.diffusion", "ddpm_lib.sampling", "ddpm_lib.nets"],
-    "storage": ["ddpm_lib.utils", "ddpm_lib.data", "ddpm_lib.cifar", "ddpm_lib.checkpoints", "ddpm_lib.pretrained",
-                "ddpm_lib.interop",
-                "ddpm_lib.metrics", "ddpm_lib.trajectories"],
-    "engine": ["ddpm_lib.train", "ddpm_lib.evaluate", "ddpm_lib.classifier", "ddpm_lib.viz", "ddpm_lib.sample"],
+    "core": [
+        "ddpm_lib.version",
+        "ddpm_lib.schedules",
+        "ddpm_lib.gaussians",
+        "ddpm_lib.mixtures",
+        "ddpm_lib.diffusion",
+        "ddpm_lib.sampling",
+        "ddpm_lib.nets",
+    ],
+    "storage": [
+        "ddpm_lib.utils",
+        "ddpm_lib.data",
+        "ddpm_lib.cifar",
+        "ddpm_lib.checkpoints",
+        "ddpm_lib.pretrained",
+        "ddpm_lib.interop",
+        "ddpm_lib.metrics",
+        "ddpm_lib.trajectories",
+    ],
+    "engine": [
+        "ddpm_lib.train",
+        "ddpm_lib.evaluate",
+        "ddpm_lib.classifier",
+        "ddpm_lib.viz",
+        "ddpm_lib.sample",
+    ],
     "cli": ["ddpm_lib.cli"],
     "course": ["ddpm_lib.course"],
 }
@@ -65,19 +85,25 @@ def library_modules() -> dict[str, Path]:
 
 def _type_checking_block(node) -> bool:
     t = node.test
-    return isinstance(node, ast.If) and (getattr(t, "id", None) == "TYPE_CHECKING"
-                                         or getattr(t, "attr", None) == "TYPE_CHECKING")
+    return isinstance(node, ast.If) and (
+        getattr(t, "id", None) == "TYPE_CHECKING" or getattr(t, "attr", None) == "TYPE_CHECKING"
+    )
 
 
 def _main_block(node) -> bool:
     """``if __name__ == "__main__":`` (either way round)."""
     t = getattr(node, "test", None)
-    if not (isinstance(node, ast.If) and isinstance(t, ast.Compare) and len(t.ops) == 1
-            and isinstance(t.ops[0], ast.Eq)):
+    if not (
+        isinstance(node, ast.If)
+        and isinstance(t, ast.Compare)
+        and len(t.ops) == 1
+        and isinstance(t.ops[0], ast.Eq)
+    ):
         return False
     sides = (t.left, t.comparators[0])
-    return (any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides)
-            and any(isinstance(x, ast.Constant) and x.value == "__main__" for x in sides))
+    return any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides) and any(
+        isinstance(x, ast.Constant) and x.value == "__main__" for x in sides
+    )
 
 
 def is_entry_point_module(name: str) -> bool:
@@ -185,7 +211,8 @@ def test_no_module_imports_a_layer_above_it():
     bad = upward_imports()
     new = sorted(bad - KNOWN_UPWARD)
     assert not new, "imports of a higher layer:\n" + "\n".join(
-        f"  {a} ({layer_of(a)}) imports {b} ({layer_of(b)})" for a, b in new)
+        f"  {a} ({layer_of(a)}) imports {b} ({layer_of(b)})" for a, b in new
+    )
     gone = sorted(KNOWN_UPWARD - bad)
     assert not gone, f"fixed, so take them off KNOWN_UPWARD: {gone}"
 
@@ -241,12 +268,15 @@ def cycles(g: dict[str, set[str]]) -> set[tuple[str, ...]]:
 
 def test_no_circle_of_imports():
     # a package's __init__ importing its own submodules is how a package re-exports, not a circle
-    g = {m: {d for d in deps if not m.startswith(d + ".") and not d.startswith(m + ".")}
-         for m, deps in graph().items()}
+    g = {
+        m: {d for d in deps if not m.startswith(d + ".") and not d.startswith(m + ".")}
+        for m, deps in graph().items()
+    }
     found = cycles(g)
     new = sorted(found - KNOWN_CYCLES)
     assert not new, "modules that import each other (directly or around a circle): " + "; ".join(
-        " <-> ".join(c) for c in new)
+        " <-> ".join(c) for c in new
+    )
     gone = sorted(KNOWN_CYCLES - found)
     assert not gone, f"fixed, so take them off KNOWN_CYCLES: {gone}"
 
@@ -263,8 +293,11 @@ def entry_point_problems(paths_and_names) -> list[str]:
     for name, path in paths_and_names:
         for mod, names, line in imports(path, name, "entry"):
             if mod and mod.split(".")[0] == "ddpm_lib":
-                bad += [f"{name}:{line} imports {dep} in its entry point" for dep in resolve(mod, names, known) or [mod]
-                        if layer_of(dep) != "cli"]
+                bad += [
+                    f"{name}:{line} imports {dep} in its entry point"
+                    for dep in resolve(mod, names, known) or [mod]
+                    if layer_of(dep) != "cli"
+                ]
     return bad
 
 
@@ -273,16 +306,20 @@ def test_entry_points_import_only_the_command_lines():
     assert not bad, "an entry point runs a command line and nothing else:\n  " + "\n  ".join(bad)
     # every python -m ddpm_lib.<module> that the course documents has one (tests/test_cli.py runs them)
     with_entry = {n for n, p in library_modules().items() if imports(p, n, "entry")}
-    assert with_entry >= {f"ddpm_lib.{m}" for m in ("sample", "evaluate", "pretrained", "data", "cifar", "classifier",
-                                                     "train.__main__")}
+    assert with_entry >= {
+        f"ddpm_lib.{m}"
+        for m in ("sample", "evaluate", "pretrained", "data", "cifar", "classifier", "train.__main__")
+    }
 
 
 def test_the_fence_sees_entry_points(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("import os\n"
-                 "if __name__ == '__main__':\n    from ddpm_lib.cli.sample import main\n"
-                 "else:\n    from . import schedules\n"
-                 "def f():\n    if '__main__' == __name__:\n        from ddpm_lib.cli import data\n")
+    f.write_text(
+        "import os\n"
+        "if __name__ == '__main__':\n    from ddpm_lib.cli.sample import main\n"
+        "else:\n    from . import schedules\n"
+        "def f():\n    if '__main__' == __name__:\n        from ddpm_lib.cli import data\n"
+    )
     entry = imports(f, "ddpm_lib.sample", "entry")
     assert entry == [("ddpm_lib.cli.sample", ["main"], 3)]
     own = imports(f, "ddpm_lib.sample")
@@ -295,7 +332,8 @@ def test_the_fence_sees_entry_points(tmp_path):
     g.write_text("import sys\nfrom ddpm_lib.cli.train import main\nfrom ddpm_lib.course import book\n")
     assert imports(g, "ddpm_lib.train.__main__") == []
     assert entry_point_problems([("ddpm_lib.train.__main__", g)]) == [
-        "ddpm_lib.train.__main__:3 imports ddpm_lib.course.book in its entry point"]
+        "ddpm_lib.train.__main__:3 imports ddpm_lib.course.book in its entry point"
+    ]
     # and an entry point's private import is still one
     f.write_text("if __name__ == '__main__':\n    from ddpm_lib.cli.sample import _x\n")
     assert private_imports([("ddpm_lib.sample", f)]) == {("ddpm_lib.sample", "ddpm_lib.cli.sample", "_x")}
@@ -317,8 +355,10 @@ def private_imports(paths_and_names) -> set[tuple[str, str, str]]:
 def test_no_private_name_is_imported_across_library_modules():
     found = private_imports(library_modules().items())
     new = sorted(found - KNOWN_PRIVATE)
-    assert not new, "private names imported from another module (make them public or move them):\n" + "\n".join(
-        f"  {a}: from {b} import {n}" for a, b, n in new)
+    assert not new, (
+        "private names imported from another module (make them public or move them):\n"
+        + "\n".join(f"  {a}: from {b} import {n}" for a, b, n in new)
+    )
     gone = sorted(KNOWN_PRIVATE - found)
     assert not gone, f"fixed, so take them off KNOWN_PRIVATE: {gone}"
 
@@ -329,19 +369,32 @@ def test_chapters_scripts_and_benchmarks_use_public_names_only(folder):
     assert files
     found = private_imports((module_name(p), p) for p in files)
     assert not found, f"{folder}/ imports private names of ddpm_lib: " + "; ".join(
-        f"{a}: from {b} import {n}" for a, b, n in sorted(found))
+        f"{a}: from {b} import {n}" for a, b, n in sorted(found)
+    )
     # attribute access too: ddpm_lib.x._y or alias._y where alias is a ddpm_lib module
     bad = []
     for p in files:
         tree = ast.parse(p.read_text(), str(p))
-        aliases = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
-                   for a in node.names
-                   if (isinstance(node, ast.Import) and a.name.startswith("ddpm_lib"))
-                   or (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ddpm_lib")
-                       and f"{node.module}.{a.name}" in library_modules())}
+        aliases = {
+            a.asname or a.name
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for a in node.names
+            if (isinstance(node, ast.Import) and a.name.startswith("ddpm_lib"))
+            or (
+                isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith("ddpm_lib")
+                and f"{node.module}.{a.name}" in library_modules()
+            )
+        }
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
-                    and isinstance(node.value, ast.Name) and node.value.id in aliases):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+            ):
                 bad.append(f"{p.name}:{node.lineno} {node.value.id}.{node.attr}")
     assert not bad, f"{folder}/ uses private names of ddpm_lib: {bad}"
 
@@ -352,5 +405,10 @@ def test_the_fences_see_a_violation(tmp_path):
     f.write_text("from ..data import _load_registry\nfrom . import schedules\n")
     got = imports(f, "ddpm_lib.train.m")
     assert ("ddpm_lib.data", ["_load_registry"], 1) in got and ("ddpm_lib.train", ["schedules"], 2) in got
-    assert private_imports([("ddpm_lib.train.m", f)]) == {("ddpm_lib.train.m", "ddpm_lib.data", "_load_registry")}
-    assert layer_of("ddpm_lib.train.trainer") == "engine" and layer_of("ddpm_lib.course.widgets.decoder") == "course"
+    assert private_imports([("ddpm_lib.train.m", f)]) == {
+        ("ddpm_lib.train.m", "ddpm_lib.data", "_load_registry")
+    }
+    assert (
+        layer_of("ddpm_lib.train.trainer") == "engine"
+        and layer_of("ddpm_lib.course.widgets.decoder") == "course"
+    )

@@ -24,7 +24,9 @@ def test_mixture_params_checks_and_normalizes():
     means, stds, w = M.mixture_params([-1.0, 2.0], 0.5, [1, 3])
     assert means.shape == (2, 1) and stds.shape == (2, 1) and means.dtype == torch.float64
     assert torch.equal(w, torch.tensor([0.25, 0.75], dtype=torch.float64))
-    assert torch.equal(M.mixture_params([[0.0, 1.0]], [[0.1, 0.2]], None)[2], torch.ones(1, dtype=torch.float64))
+    assert torch.equal(
+        M.mixture_params([[0.0, 1.0]], [[0.1, 0.2]], None)[2], torch.ones(1, dtype=torch.float64)
+    )
     with pytest.raises(ValueError, match="stds must all be > 0"):
         M.mixture_params([0.0, 1.0], [0.1, 0.0], None)
     with pytest.raises(ValueError, match="weights must be 2 numbers"):
@@ -55,8 +57,12 @@ def test_noised_mixture_pdf_is_the_forward_marginal(beta):
         integral = np.trapezoid(M.gaussian_pdf(x_t, s * GRID, beta) * prior, GRID)
         assert integral == pytest.approx(float(np.interp(x_t, GRID, closed)), rel=1e-6, abs=1e-12)
     # and it is the density of the scaled components, each N(s m_k, s^2 s_k^2 + beta)
-    lp = M.mixture_log_prob(torch.from_numpy(GRID), [s * m for m in MIX["means"]],
-                            [math.sqrt(s**2 * sd**2 + beta) for sd in MIX["stds"]], MIX["weights"])
+    lp = M.mixture_log_prob(
+        torch.from_numpy(GRID),
+        [s * m for m in MIX["means"]],
+        [math.sqrt(s**2 * sd**2 + beta) for sd in MIX["stds"]],
+        MIX["weights"],
+    )
     np.testing.assert_allclose(closed, lp.exp().numpy(), rtol=1e-12, atol=1e-300)
 
 
@@ -128,7 +134,9 @@ def test_gaussian_reverse_kernel_broadcasts_over_components():
     for i in range(2):
         for k in range(3):
             mk, vk = M.gaussian_reverse_kernel(float(x_t[i, 0]), 0.1, float(means[k]), float(stds[k]))
-            assert math.isclose(float(m[i, k]), mk, rel_tol=1e-12) and math.isclose(float(v[k]), vk, rel_tol=1e-12)
+            assert math.isclose(float(m[i, k]), mk, rel_tol=1e-12) and math.isclose(
+                float(v[k]), vk, rel_tol=1e-12
+            )
 
 
 def test_kl_to_gaussian_of_a_uniform_density_is_closed_form():
@@ -139,8 +147,10 @@ def test_kl_to_gaussian_of_a_uniform_density_is_closed_form():
 
 
 def test_reverse_kernel_gaussian_for_small_beta_not_for_large():
-    kl = {b: max(M.kernel_kl_to_gaussian(GRID, M.true_reverse_kernel(GRID, x, b)) for x in (-1.0, 0.3, 1.2))
-          for b in (1e-3, 0.01, 0.1, 0.5)}
+    kl = {
+        b: max(M.kernel_kl_to_gaussian(GRID, M.true_reverse_kernel(GRID, x, b)) for x in (-1.0, 0.3, 1.2))
+        for b in (1e-3, 0.01, 0.1, 0.5)
+    }
     assert kl[1e-3] < 1e-3 < 0.05 < kl[0.5]
     assert kl[1e-3] < kl[0.01] < kl[0.1] < kl[0.5]
 

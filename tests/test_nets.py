@@ -23,8 +23,17 @@ def randomize_(model, seed=0, std=0.05):
 
 
 def small_unet(**kw):
-    cfg = dict(in_channels=3, out_channels=3, ch=16, ch_mult=(1, 2), num_res_blocks=1,
-               attn_resolutions=(8,), dropout=0.0, resolution=16, groups=8)
+    cfg = dict(
+        in_channels=3,
+        out_channels=3,
+        ch=16,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(8,),
+        dropout=0.0,
+        resolution=16,
+        groups=8,
+    )
     cfg.update(kw)
     return UNet(**cfg)
 
@@ -82,7 +91,13 @@ def test_ddpm_cifar10_parameter_count_is_exact():
     assert count_parameters(net) == DDPM_CIFAR10_PARAMS
     assert net.config == UNetConfig()  # the defaults are the paper's CIFAR-10 network
     c = net.config
-    assert (c.ch, c.ch_mult, c.num_res_blocks, c.attn_resolutions, c.dropout) == (128, (1, 2, 2, 2), 2, (16,), 0.1)
+    assert (c.ch, c.ch_mult, c.num_res_blocks, c.attn_resolutions, c.dropout) == (
+        128,
+        (1, 2, 2, 2),
+        2,
+        (16,),
+        0.1,
+    )
     # learn_sigma doubles conv_out's output channels: 128 * 9 * 3 + 3 more parameters
     assert sigma.config.out_channels == 6
     assert count_parameters(sigma) == DDPM_CIFAR10_PARAMS + 128 * 9 * 3 + 3
@@ -125,8 +140,9 @@ def test_same_function_as_diffusers_port_of_ddpm():
     keep it fast; the block structure is the CIFAR-10 net's (4 levels, attention at 16)."""
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)
-    theirs = diffusers.UNet2DModel(**diffusers_ddpm_cifar10_kwargs(
-        block_out_channels=(16, 32, 32, 32), norm_num_groups=8, dropout=0.0)).eval()
+    theirs = diffusers.UNet2DModel(
+        **diffusers_ddpm_cifar10_kwargs(block_out_channels=(16, 32, 32, 32), norm_num_groups=8, dropout=0.0)
+    ).eval()
     ours = UNet(UNetConfig(ch=16, ch_mult=(1, 2, 2, 2), groups=8, dropout=0.0)).eval()
     state = unet_state_from_diffusers(randomize_(theirs).state_dict(), levels=4)
     assert state.keys() == ours.state_dict().keys()
@@ -149,7 +165,7 @@ def test_attention_block_matches_ddpm_einsum():
     # diffusion_tf/models/unet.py attn_block, transcribed (NCHW)
     h = blk.norm(x)
     q, k, v = blk.q(h), blk.k(h), blk.v(h)
-    w = torch.einsum("bchw,bcHW->bhwHW", q, k) * 16 ** -0.5
+    w = torch.einsum("bchw,bcHW->bhwHW", q, k) * 16**-0.5
     w = torch.softmax(w.reshape(2, 5, 6, 30), -1).reshape(2, 5, 6, 5, 6)
     h = torch.einsum("bhwHW,bcHW->bchw", w, v)
     ref = x + blk.proj_out(h)
@@ -179,12 +195,18 @@ def test_fashion_mnist_preset_sizes_grow():
         UNet.fashion_mnist("huge")
 
 
-@pytest.mark.parametrize("kw,shape", [
-    (dict(ch_mult=(1,), attn_resolutions=(), resolution=8), (3, 3, 8, 8)),
-    (dict(ch_mult=(1, 2, 3, 4), attn_resolutions=(16, 2), resolution=16), (3, 3, 16, 16)),
-    (dict(in_channels=2, out_channels=5, num_res_blocks=3, groups=1), (3, 5, 16, 16)),
-    (dict(ch=24, groups=24, ch_mult=(1, 1, 2), resolution=12, attn_resolutions=(3, 6, 12)), (3, 3, 12, 12)),
-])
+@pytest.mark.parametrize(
+    "kw,shape",
+    [
+        (dict(ch_mult=(1,), attn_resolutions=(), resolution=8), (3, 3, 8, 8)),
+        (dict(ch_mult=(1, 2, 3, 4), attn_resolutions=(16, 2), resolution=16), (3, 3, 16, 16)),
+        (dict(in_channels=2, out_channels=5, num_res_blocks=3, groups=1), (3, 5, 16, 16)),
+        (
+            dict(ch=24, groups=24, ch_mult=(1, 1, 2), resolution=12, attn_resolutions=(3, 6, 12)),
+            (3, 3, 12, 12),
+        ),
+    ],
+)
 def test_odd_configurations(kw, shape):
     net = randomize_(small_unet(**kw))
     x = torch.randn(shape[0], net.config.in_channels, shape[2], shape[3])
@@ -267,15 +289,18 @@ def test_eval_is_deterministic_and_batch_independent():
 # -- input validation ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("x_shape,t,match", [
-    ((3, 16, 16), torch.tensor([1]), r"\bx\b.*4-D"),
-    ((2, 1, 16, 16), torch.tensor([1, 2]), r"\bx\b has 1 channels.*in_channels=3"),
-    ((2, 3, 32, 32), torch.tensor([1, 2]), r"\bx\b is 32x32.*resolution=16"),
-    ((2, 3, 16, 8), torch.tensor([1, 2]), r"resolution"),
-    ((2, 3, 16, 16), torch.tensor([[1], [2]]), r"\bt\b must have shape \(B,\) = \(2,\)"),
-    ((2, 3, 16, 16), torch.tensor([1, 2, 3]), r"\bt\b must have shape"),
-    ((2, 3, 16, 16), torch.tensor(5), r"\bt\b must have shape"),
-])
+@pytest.mark.parametrize(
+    "x_shape,t,match",
+    [
+        ((3, 16, 16), torch.tensor([1]), r"\bx\b.*4-D"),
+        ((2, 1, 16, 16), torch.tensor([1, 2]), r"\bx\b has 1 channels.*in_channels=3"),
+        ((2, 3, 32, 32), torch.tensor([1, 2]), r"\bx\b is 32x32.*resolution=16"),
+        ((2, 3, 16, 8), torch.tensor([1, 2]), r"resolution"),
+        ((2, 3, 16, 16), torch.tensor([[1], [2]]), r"\bt\b must have shape \(B,\) = \(2,\)"),
+        ((2, 3, 16, 16), torch.tensor([1, 2, 3]), r"\bt\b must have shape"),
+        ((2, 3, 16, 16), torch.tensor(5), r"\bt\b must have shape"),
+    ],
+)
 def test_bad_inputs_name_the_argument(x_shape, t, match):
     net = small_unet()
     with pytest.raises(ValueError, match=match):

@@ -19,17 +19,32 @@ torch.set_num_threads(1)
 def tiny_diffusion_checkpoint(path, T=10, seed=0, ema=True):
     """A tiny UNet checkpoint following the trainer's config contract (EMA weights differ from the raw ones)."""
     torch.manual_seed(seed)
-    model = UNet(in_channels=1, out_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(14,),
-                 resolution=28, groups=4, dropout=0.0)
+    model = UNet(
+        in_channels=1,
+        out_channels=1,
+        ch=8,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(14,),
+        resolution=28,
+        groups=4,
+        dropout=0.0,
+    )
     ema_model = UNet(model.config)
     with torch.no_grad():
         for p, q in zip(model.parameters(), ema_model.parameters()):
             p.add_(0.01 * torch.randn_like(p))
             q.copy_(p + 0.01 * torch.randn_like(p))
-    d = GaussianDiffusion(NoiseSchedule.linear(T=T, beta_start=0.1, beta_end=0.7), prediction="eps",
-                          variance="fixed_large")
-    cfg = {"diffusion": d.config(), "data": {"dataset": "fashion-mnist", "shape": [1, 28, 28]},
-           "train": {"steps": 1, "batch_size": 2}, "metrics": {"test_bpd": 7.5}, "command": "made by a test"}
+    d = GaussianDiffusion(
+        NoiseSchedule.linear(T=T, beta_start=0.1, beta_end=0.7), prediction="eps", variance="fixed_large"
+    )
+    cfg = {
+        "diffusion": d.config(),
+        "data": {"dataset": "fashion-mnist", "shape": [1, 28, 28]},
+        "train": {"steps": 1, "batch_size": 2},
+        "metrics": {"test_bpd": 7.5},
+        "command": "made by a test",
+    }
     save_checkpoint(path, model, config=cfg, ema_model=ema_model if ema else None, step=1)
     return model, ema_model, d
 
@@ -48,10 +63,14 @@ def test_register_and_load_round_trip(data_dir):
     path = data_dir / "checkpoints" / "tiny.safetensors"
     model, ema_model, d = tiny_diffusion_checkpoint(path)
     before = json.loads((data_dir / "registry.json").read_text())
-    entry = P.register_pretrained("tiny", path, command="python -m ddpm_lib.train --tiny", description="a test model")
+    entry = P.register_pretrained(
+        "tiny", path, command="python -m ddpm_lib.train --tiny", description="a test model"
+    )
     reg = json.loads((data_dir / "registry.json").read_text())
     # the other keys and entries are kept; the new one is under "pretrained"
-    assert {k: v for k, v in reg.items() if k != "pretrained"} == {k: v for k, v in before.items() if k != "pretrained"}
+    assert {k: v for k, v in reg.items() if k != "pretrained"} == {
+        k: v for k, v in before.items() if k != "pretrained"
+    }
     e = reg["pretrained"]["tiny"]
     assert e == entry
     assert e["path"] == "checkpoints/tiny.safetensors" and e["size"] == path.stat().st_size
@@ -77,7 +96,10 @@ def test_register_and_load_round_trip(data_dir):
 def test_register_cli_and_list(data_dir, capsys):
     path = data_dir / "checkpoints" / "cli.safetensors"
     tiny_diffusion_checkpoint(path)
-    assert main(["register", "cli-model", str(path), "--command", "python -m x --a 1", "--description", "d"]) == 0
+    assert (
+        main(["register", "cli-model", str(path), "--command", "python -m x --a 1", "--description", "d"])
+        == 0
+    )
     assert P.list_pretrained()["cli-model"]["command"] == "python -m x --a 1"
     assert main(["list"]) == 0
     assert "cli-model" in capsys.readouterr().out

@@ -23,21 +23,39 @@ T = 10
 
 
 def _diffusion(decoder="discretized"):
-    return GaussianDiffusion(NoiseSchedule.linear(T=T, beta_start=0.1, beta_end=0.7), prediction="eps",
-                             variance="fixed_large", decoder=decoder)
+    return GaussianDiffusion(
+        NoiseSchedule.linear(T=T, beta_start=0.1, beta_end=0.7),
+        prediction="eps",
+        variance="fixed_large",
+        decoder=decoder,
+    )
 
 
 @pytest.fixture(scope="module")
 def image_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     torch.manual_seed(0)
-    model = UNet(in_channels=1, out_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(14,),
-                 resolution=28, groups=4, dropout=0.0)
+    model = UNet(
+        in_channels=1,
+        out_channels=1,
+        ch=8,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(14,),
+        resolution=28,
+        groups=4,
+        dropout=0.0,
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    cfg = {"diffusion": _diffusion().config(), "data": {"dataset": "fashion-mnist", "shape": [1, 28, 28]},
-           "train": {}, "metrics": {}, "command": "test"}
+    cfg = {
+        "diffusion": _diffusion().config(),
+        "data": {"dataset": "fashion-mnist", "shape": [1, 28, 28]},
+        "train": {},
+        "metrics": {},
+        "command": "test",
+    }
     save_checkpoint(path, model, config=cfg, ema_model=model, step=1)
     return path
 
@@ -47,17 +65,43 @@ def roll_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "roll.safetensors"
     torch.manual_seed(0)
     model = MLP(hidden=16, layers=2, time_dim=8)
-    cfg = {"diffusion": _diffusion("gaussian").config(), "data": {"dataset": "swiss-roll", "shape": [2]},
-           "train": {}, "metrics": {}, "command": "test"}
+    cfg = {
+        "diffusion": _diffusion("gaussian").config(),
+        "data": {"dataset": "swiss-roll", "shape": [2]},
+        "train": {},
+        "metrics": {},
+        "command": "test",
+    }
     save_checkpoint(path, model, config=cfg, step=1)
     return path
 
 
 def test_cli_ancestral_grid_trajectory_samples(image_ckpt, tmp_path):
     out, traj, raw = tmp_path / "grid.png", tmp_path / "traj.safetensors", tmp_path / "s.safetensors"
-    rc = main([str(image_ckpt), "--n", "6", "--out", str(out), "--seed", "3", "--trajectory", str(traj),
-                 "--record", "10,5,0", "--save-samples", str(raw), "--device", "cpu", "--batch-size", "4",
-                 "--nrow", "3", "--no-progress"])
+    rc = main(
+        [
+            str(image_ckpt),
+            "--n",
+            "6",
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            "--trajectory",
+            str(traj),
+            "--record",
+            "10,5,0",
+            "--save-samples",
+            str(raw),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "4",
+            "--nrow",
+            "3",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     img = mpimg.imread(out)
     assert img.shape[:2] == (2 * 30 + 2, 3 * 30 + 2)  # 2 rows x 3 columns of 28 px, 2 px padding
@@ -80,8 +124,9 @@ def test_cli_ancestral_grid_trajectory_samples(image_ckpt, tmp_path):
 
 
 def test_respaced_and_ddim(image_ckpt, tmp_path):
-    r = S.sample_from_checkpoint(image_ckpt, 3, method="respaced", steps=4, record=[10, 0], progress=False,
-                                 out=tmp_path / "r.png")
+    r = S.sample_from_checkpoint(
+        image_ckpt, 3, method="respaced", steps=4, record=[10, 0], progress=False, out=tmp_path / "r.png"
+    )
     assert r.info["steps"] == 4 and r.samples.shape == (3, 1, 28, 28)
     assert r.trajectory.timesteps.tolist() == [10, 0]
     assert (tmp_path / "r.png").is_file()
@@ -90,18 +135,39 @@ def test_respaced_and_ddim(image_ckpt, tmp_path):
     resp = S.sample_from_checkpoint(image_ckpt, 3, seed=1, method="respaced", steps=T, progress=False).samples
     assert torch.allclose(full, resp, atol=1e-5)
     # DDIM with eta = 0 is deterministic given x_T, and records on its own grid
-    d1 = S.sample_from_checkpoint(image_ckpt, 3, method="ddim", steps=5, seed=2, record=[10, 0], progress=False)
+    d1 = S.sample_from_checkpoint(
+        image_ckpt, 3, method="ddim", steps=5, seed=2, record=[10, 0], progress=False
+    )
     d2 = S.sample_from_checkpoint(image_ckpt, 3, method="ddim", steps=5, seed=2, progress=False)
     assert torch.equal(d1.samples, d2.samples) and d1.trajectory.ts.tolist() == [10, 0]
-    assert main([str(image_ckpt), "--n", "2", "--out", str(tmp_path / "d.png"), "--method", "ddim",
-                   "--steps", "3", "--eta", "1.0", "--clip", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                str(image_ckpt),
+                "--n",
+                "2",
+                "--out",
+                str(tmp_path / "d.png"),
+                "--method",
+                "ddim",
+                "--steps",
+                "3",
+                "--eta",
+                "1.0",
+                "--clip",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with pytest.warns(UserWarning, match="not on this sampler's grid"):
         S.sample_from_checkpoint(image_ckpt, 1, method="respaced", steps=2, record=[7], progress=False)
     # defaults: at most T steps, and the default trajectory times lie on the sampler's grid (no warning)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        r = S.sample_from_checkpoint(image_ckpt, 1, method="ddim", trajectory=tmp_path / "t.safetensors",
-                                     progress=False)
+        r = S.sample_from_checkpoint(
+            image_ckpt, 1, method="ddim", trajectory=tmp_path / "t.safetensors", progress=False
+        )
     assert r.info["steps"] == T and r.trajectory.timesteps.tolist() == [10, 8, 5, 3, 0]
 
 
@@ -116,8 +182,23 @@ def test_errors(image_ckpt, tmp_path, capsys):
     assert "steps must be in 1..T" in capsys.readouterr().err
     # a failure while working (exit 1): the grid cannot be written where --out points
     (tmp_path / "file").write_text("")
-    assert main([str(image_ckpt), "--n", "1", "--method", "ddim", "--steps", "2", "--no-progress",
-                 "--out", str(tmp_path / "file" / "x.png")]) == 1
+    assert (
+        main(
+            [
+                str(image_ckpt),
+                "--n",
+                "1",
+                "--method",
+                "ddim",
+                "--steps",
+                "2",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "file" / "x.png"),
+            ]
+        )
+        == 1
+    )
     assert capsys.readouterr().err.startswith("error: ")
 
 

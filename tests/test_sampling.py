@@ -43,8 +43,15 @@ def test_ddim_and_respaced_sampling_recover_gaussian_data():
 
 
 def test_ddim_trajectory_records_pred_x0():
-    x, traj = dl.ddim_sample(M, D, (3, 2), steps=10, generator=torch.Generator().manual_seed(0),
-                             progress=False, record=[1000, 500, 0])
+    x, traj = dl.ddim_sample(
+        M,
+        D,
+        (3, 2),
+        steps=10,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+        record=[1000, 500, 0],
+    )
     assert traj.ts.tolist() == [1000, 500, 0]
     assert torch.isfinite(traj.pred_x0[:2]).all() and torch.equal(traj.x_t[-1], x)
 
@@ -53,8 +60,15 @@ def test_inpainting_keeps_known_pixels_and_fills_the_rest():
     steps = D.respace(100)
     x_known = torch.tensor([[0.9, -0.8]]).repeat(4000, 1)
     mask = torch.tensor([1.0, 0.0])
-    out, traj = dl.inpaint(M, steps, x_known, mask, generator=torch.Generator().manual_seed(0), progress=False,
-                           record=[100, 50, 0])
+    out, traj = dl.inpaint(
+        M,
+        steps,
+        x_known,
+        mask,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+        record=[100, 50, 0],
+    )
     assert torch.equal(out[:, 0], x_known[:, 0])
     # independent coordinates: the unknown one is a fresh draw from the data distribution N(0.3, 0.7^2)
     assert abs(float(out[:, 1].mean()) - 0.3) < 0.04 and abs(float(out[:, 1].std()) - 0.7) < 0.04
@@ -110,8 +124,13 @@ def _toy_eps(x, t):
 
 @pytest.fixture(scope="module")
 def toy_trajectory():
-    _, traj = D.respace(100).sample(_toy_eps, (3, 1, 6, 6), generator=torch.Generator().manual_seed(0),
-                                    progress=False, record=list(range(0, 101, 5)) + [1, 2, 3])
+    _, traj = D.respace(100).sample(
+        _toy_eps,
+        (3, 1, 6, 6),
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+        record=list(range(0, 101, 5)) + [1, 2, 3],
+    )
     return traj
 
 

@@ -10,8 +10,17 @@ import ddpm_lib as dl
 def test_linear_tables_paper_indexing():
     s = dl.NoiseSchedule.linear(T=1000)
     assert s.T == 1000
-    for name in ["betas", "alphas", "alpha_bars", "posterior_variance", "posterior_log_variance_clipped",
-                 "posterior_mean_coef1", "posterior_mean_coef2", "snr", "sqrt_alpha_bars"]:
+    for name in [
+        "betas",
+        "alphas",
+        "alpha_bars",
+        "posterior_variance",
+        "posterior_log_variance_clipped",
+        "posterior_mean_coef1",
+        "posterior_mean_coef2",
+        "snr",
+        "sqrt_alpha_bars",
+    ]:
         tab = getattr(s, name)
         assert tab.dtype == torch.float64 and tab.shape == (1001,), name
     assert s.alpha_bars[0] == 1.0 and s.betas[0] == 0.0
@@ -73,8 +82,16 @@ def test_warns_when_schedule_does_not_reach_noise():
         dl.NoiseSchedule.linear(T=1000)
 
 
-@pytest.mark.parametrize("betas, msg", [([0.1, 0.0], "beta_2"), ([0.1, 1.0], "beta_2"), ([-0.1], "beta_1"),
-                                        ([0.1, float("nan")], "finite"), ([], "T >= 1")])
+@pytest.mark.parametrize(
+    "betas, msg",
+    [
+        ([0.1, 0.0], "beta_2"),
+        ([0.1, 1.0], "beta_2"),
+        ([-0.1], "beta_1"),
+        ([0.1, float("nan")], "finite"),
+        ([], "T >= 1"),
+    ],
+)
 def test_bad_betas(betas, msg):
     with pytest.raises(ValueError, match=msg):
         dl.NoiseSchedule.from_betas(torch.tensor(betas, dtype=torch.float64))

@@ -40,18 +40,47 @@ TINY_UNET = {"ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions"
 
 def tiny_unet_config(out_dir="", **kw) -> TrainConfig:
     """A 28x28 U-Net with 8 channels on 10 Fashion-MNIST images; dropout and flips on."""
-    base = dict(dataset="fashion-mnist-10k", n_examples=10, random_flip=True, model="unet", model_args=TINY_UNET,
-                dropout=0.1, T=100, beta_end=0.2, batch_size=4, lr=1e-3, warmup_steps=2, ema_decay=0.9,
-                steps=6, log_every=2, ckpt_every=0, sample_every=0, n_samples=4, sample_steps=5,
-                out_dir=str(out_dir))
+    base = dict(
+        dataset="fashion-mnist-10k",
+        n_examples=10,
+        random_flip=True,
+        model="unet",
+        model_args=TINY_UNET,
+        dropout=0.1,
+        T=100,
+        beta_end=0.2,
+        batch_size=4,
+        lr=1e-3,
+        warmup_steps=2,
+        ema_decay=0.9,
+        steps=6,
+        log_every=2,
+        ckpt_every=0,
+        sample_every=0,
+        n_samples=4,
+        sample_steps=5,
+        out_dir=str(out_dir),
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 def swiss_config(out_dir="", **kw) -> TrainConfig:
-    base = dict(dataset="swiss-roll", model="mlp", decoder="gaussian", T=200, beta_end=0.1, batch_size=256,
-                lr=2e-3, ema_decay=0.99, steps=300, log_every=50, ckpt_every=0, sample_every=0,
-                out_dir=str(out_dir))
+    base = dict(
+        dataset="swiss-roll",
+        model="mlp",
+        decoder="gaussian",
+        T=200,
+        beta_end=0.1,
+        batch_size=256,
+        lr=2e-3,
+        ema_decay=0.99,
+        steps=300,
+        log_every=50,
+        ckpt_every=0,
+        sample_every=0,
+        out_dir=str(out_dir),
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -109,9 +138,11 @@ def test_trainer_updates_ema_after_each_optimizer_step():
 
 def test_ema_warmup_decay_schedule_and_trainer():
     from ddpm_lib.train import ema_decay_at
+
     assert ema_decay_at(0, 0.9999) == 0.9999 and ema_decay_at(10**6, 0.9999) == 0.9999
     assert [ema_decay_at(k, 0.9, 10) for k in (0, 1, 2, 80, 81, 1000)] == pytest.approx(
-        [1 / 10, 2 / 11, 3 / 12, 81 / 90, 0.9, 0.9])
+        [1 / 10, 2 / 11, 3 / 12, 81 / 90, 0.9, 0.9]
+    )
     with pytest.raises(ValueError, match="warmup must be >= 0"):
         ema_decay_at(0, 0.9, -1)
     with pytest.raises(ConfigError, match="ema_warmup must be >= 0"):
@@ -129,7 +160,9 @@ def test_warmup_schedule():
     tr = Trainer(swiss_config(warmup_steps=4, lr=1e-3))
     assert [tr.lr_at(s) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
     tr.step()
-    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4) and tr.history.lr == [pytest.approx(2.5e-4)]
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4) and tr.history.lr == [
+        pytest.approx(2.5e-4)
+    ]
 
 
 # -- learning ---------------------------------------------------------------------------------
@@ -184,8 +217,16 @@ def test_resume_is_bit_identical(tmp_path):
 
 
 def test_checkpoints_at_ckpt_every_pruned_and_their_config(tmp_path):
-    cfg = swiss_config(tmp_path, steps=10, ckpt_every=3, keep_last=2, sample_every=5, n_samples=100,
-                       sample_steps=10, log_every=5)
+    cfg = swiss_config(
+        tmp_path,
+        steps=10,
+        ckpt_every=3,
+        keep_last=2,
+        sample_every=5,
+        n_samples=100,
+        sample_steps=10,
+        log_every=5,
+    )
     seen = {}
 
     def look(tr):
@@ -196,8 +237,18 @@ def test_checkpoints_at_ckpt_every_pruned_and_their_config(tmp_path):
     assert seen[6] == ["ckpt_3.safetensors", "ckpt_6.safetensors"]
     assert seen[9] == ["ckpt_6.safetensors", "ckpt_9.safetensors"]
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == [".lock", "ckpt_10.json", "ckpt_10.safetensors", "ckpt_9.json", "ckpt_9.safetensors", "latest.json",
-                     "latest.safetensors", "log.jsonl", "samples_10.png", "samples_5.png"]
+    assert names == [
+        ".lock",
+        "ckpt_10.json",
+        "ckpt_10.safetensors",
+        "ckpt_9.json",
+        "ckpt_9.safetensors",
+        "latest.json",
+        "latest.safetensors",
+        "log.jsonl",
+        "samples_10.png",
+        "samples_5.png",
+    ]
     ck = load_checkpoint(tmp_path / "latest.safetensors")
     assert ck.step == 10 and load_checkpoint(tmp_path / "ckpt_9.safetensors").step == 9
     c = ck.config
@@ -220,8 +271,14 @@ def test_checkpoints_at_ckpt_every_pruned_and_their_config(tmp_path):
 def cli(*args, check=True):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    r = subprocess.run([sys.executable, "-m", "ddpm_lib.train", *args, "--no-progress", "--threads", "1"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "ddpm_lib.train", *args, "--no-progress", "--threads", "1"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if check and r.returncode != 0:
         raise AssertionError(f"exit {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
@@ -230,10 +287,25 @@ def cli(*args, check=True):
 @pytest.mark.slow
 def test_cli_swiss_roll_end_to_end(tmp_path):
     out = tmp_path / "roll"
-    cli("--config", "configs/swiss_roll.toml", "--steps", "50", "--out-dir", str(out), "--ckpt-every", "20",
-        "--sample-every", "50", "--n-samples", "200")
-    assert sorted(p.name for p in out.glob("*.safetensors")) == ["ckpt_40.safetensors", "ckpt_50.safetensors",
-                                                                 "latest.safetensors"]
+    cli(
+        "--config",
+        "configs/swiss_roll.toml",
+        "--steps",
+        "50",
+        "--out-dir",
+        str(out),
+        "--ckpt-every",
+        "20",
+        "--sample-every",
+        "50",
+        "--n-samples",
+        "200",
+    )
+    assert sorted(p.name for p in out.glob("*.safetensors")) == [
+        "ckpt_40.safetensors",
+        "ckpt_50.safetensors",
+        "latest.safetensors",
+    ]
     assert (out / "samples_50.png").exists()
     ck = load_checkpoint(out / "latest.safetensors")
     assert ck.step == 50 and ck.config["train"]["T"] == 200 and ck.config["train"]["lr"] == 2e-3
@@ -241,6 +313,7 @@ def test_cli_swiss_roll_end_to_end(tmp_path):
     r = cli("--resume", "--out-dir", str(out), "--steps", "60")
     assert load_checkpoint(out / "latest.safetensors").step == 60 and (out / "samples_60.png").exists()
     assert "step 50 -> 60" in r.stderr
+
 
 def test_cli_refuses_to_start_over_an_existing_run(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -254,10 +327,35 @@ def test_cli_refuses_to_start_over_an_existing_run(tmp_path, capsys, monkeypatch
 def test_cli_tiny_unet_on_fashion_mnist_and_resume(tmp_path):
     import matplotlib.image as mpimg
 
-    common = ["--dataset", "fashion-mnist-10k", "--n-examples", "32", "--model", "unet",
-              "--model-args", json.dumps(TINY_UNET), "--T", "100", "--beta-end", "0.2", "--batch-size", "4",
-              "--lr", "1e-3", "--ema-decay", "0.9", "--sample-every", "4", "--n-samples", "4",
-              "--sample-steps", "5", "--log-every", "2", "--random-flip"]
+    common = [
+        "--dataset",
+        "fashion-mnist-10k",
+        "--n-examples",
+        "32",
+        "--model",
+        "unet",
+        "--model-args",
+        json.dumps(TINY_UNET),
+        "--T",
+        "100",
+        "--beta-end",
+        "0.2",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+        "--ema-decay",
+        "0.9",
+        "--sample-every",
+        "4",
+        "--n-samples",
+        "4",
+        "--sample-steps",
+        "5",
+        "--log-every",
+        "2",
+        "--random-flip",
+    ]
     cli(*common, "--steps", "4", "--out-dir", str(tmp_path / "r"))
     grid = mpimg.imread(tmp_path / "r" / "samples_4.png")
     assert grid.shape[:2] == (2 * 30 + 2, 2 * 30 + 2)  # 2 x 2 images of 28 x 28 with 2-pixel padding
@@ -274,15 +372,27 @@ def test_cli_tiny_unet_on_fashion_mnist_and_resume(tmp_path):
 
 def test_config_sources_toml_then_flags(tmp_path, capsys):
     toml = tmp_path / "x.toml"
-    toml.write_text('dataset = "gaussian-mixture"\nmodel = "mlp"\nlr = 1\nsteps = 7\n'
-                    'model_args = { hidden = 16, layers = 1 }\n')
+    toml.write_text(
+        'dataset = "gaussian-mixture"\nmodel = "mlp"\nlr = 1\nsteps = 7\n'
+        "model_args = { hidden = 16, layers = 1 }\n"
+    )
     cfg = load_config(toml)
-    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.steps == 7 and cfg.model_args == {"hidden": 16, "layers": 1}
-    assert main(["--config", str(toml), "--steps", "9", "--batch-size", "32", "--random-flip", "--print-config"]) == 2
+    assert (
+        cfg.lr == 1.0
+        and isinstance(cfg.lr, float)
+        and cfg.steps == 7
+        and cfg.model_args == {"hidden": 16, "layers": 1}
+    )
+    assert (
+        main(["--config", str(toml), "--steps", "9", "--batch-size", "32", "--random-flip", "--print-config"])
+        == 2
+    )
     assert "random_flip flips images" in capsys.readouterr().err
-    assert main(["--config", str(toml), "--steps", "9", "--model-args", '{"hidden": 8}', "--print-config"]) == 0
+    assert (
+        main(["--config", str(toml), "--steps", "9", "--model-args", '{"hidden": 8}', "--print-config"]) == 0
+    )
     printed = capsys.readouterr().out
-    assert "steps = 9" in printed and 'dataset = "gaussian-mixture"' in printed and '{hidden = 8}' in printed
+    assert "steps = 9" in printed and 'dataset = "gaussian-mixture"' in printed and "{hidden = 8}" in printed
     assert main(["--dropout", "none", "--no-bf16", "--print-config"]) == 0
     assert "# dropout = (unset)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
@@ -294,18 +404,64 @@ def test_presets_load_and_cifar10_has_the_papers_settings():
     for name in ("fashion_mnist", "cifar10", "swiss_roll"):
         load_config(REPO / "configs" / f"{name}.toml")
     c = load_config(REPO / "configs" / "cifar10.toml")
-    assert (c.dataset, c.model, c.batch_size, c.lr, c.warmup_steps, c.grad_clip, c.ema_decay, c.random_flip,
-            c.dropout, c.steps, c.schedule, c.T, c.beta_start, c.beta_end, c.prediction, c.loss, c.variance) == \
-        ("cifar10", "unet-cifar10", 128, 2e-4, 5000, 1.0, 0.9999, True, 0.1, 800_000, "linear", 1000, 1e-4, 0.02,
-         "eps", "simple", "fixed_large")
+    assert (
+        c.dataset,
+        c.model,
+        c.batch_size,
+        c.lr,
+        c.warmup_steps,
+        c.grad_clip,
+        c.ema_decay,
+        c.random_flip,
+        c.dropout,
+        c.steps,
+        c.schedule,
+        c.T,
+        c.beta_start,
+        c.beta_end,
+        c.prediction,
+        c.loss,
+        c.variance,
+    ) == (
+        "cifar10",
+        "unet-cifar10",
+        128,
+        2e-4,
+        5000,
+        1.0,
+        0.9999,
+        True,
+        0.1,
+        800_000,
+        "linear",
+        1000,
+        1e-4,
+        0.02,
+        "eps",
+        "simple",
+        "fixed_large",
+    )
     with torch.device("meta"):
         net = make_model(c, (3, 32, 32))
     assert sum(p.numel() for p in net.parameters()) == 35_746_307
     s = load_config(REPO / "configs" / "swiss_roll.toml")
-    assert (s.model, s.T, s.beta_end, s.batch_size, s.lr, s.steps, s.variance, s.resolved_decoder) == \
-        ("mlp", 200, 0.1, 256, 2e-3, 3000, "fixed_large", "gaussian")
+    assert (s.model, s.T, s.beta_end, s.batch_size, s.lr, s.steps, s.variance, s.resolved_decoder) == (
+        "mlp",
+        200,
+        0.1,
+        256,
+        2e-3,
+        3000,
+        "fixed_large",
+        "gaussian",
+    )
     f = load_config(REPO / "configs" / "fashion_mnist.toml")
-    assert f.model == "unet-fmnist-tiny" and f.ema_warmup == 10 and f.dataset == "fashion-mnist" and f.resolved_decoder == "discretized"
+    assert (
+        f.model == "unet-fmnist-tiny"
+        and f.ema_warmup == 10
+        and f.dataset == "fashion-mnist"
+        and f.resolved_decoder == "discretized"
+    )
 
 
 def test_cifar10_path_with_flips(monkeypatch):
@@ -313,10 +469,23 @@ def test_cifar10_path_with_flips(monkeypatch):
 
     images = torch.rand(8, 3, 32, 32) * 2 - 1
     calls = []
-    monkeypatch.setattr(ddpm_lib.data, "cifar10", lambda split, root: calls.append((split, root)) or
-                        (images, torch.zeros(8, dtype=torch.long)), raising=False)
-    cfg = TrainConfig(dataset="cifar10", data_root="/somewhere", model="unet", random_flip=True, dropout=0.0,
-                      model_args={**TINY_UNET, "attn_resolutions": [16]}, T=100, beta_end=0.2, batch_size=4)
+    monkeypatch.setattr(
+        ddpm_lib.data,
+        "cifar10",
+        lambda split, root: calls.append((split, root)) or (images, torch.zeros(8, dtype=torch.long)),
+        raising=False,
+    )
+    cfg = TrainConfig(
+        dataset="cifar10",
+        data_root="/somewhere",
+        model="unet",
+        random_flip=True,
+        dropout=0.0,
+        model_args={**TINY_UNET, "attn_resolutions": [16]},
+        T=100,
+        beta_end=0.2,
+        batch_size=4,
+    )
     tr = Trainer(cfg)
     assert calls == [("train", "/somewhere")] and tr.data_shape == (3, 32, 32)
     assert tr.model.config.in_channels == 3 and tr.diffusion.decoder == "discretized"
@@ -341,7 +510,9 @@ def test_bad_configurations_give_clear_errors(tmp_path, monkeypatch):
         TrainConfig(model="resnet").validate()
     with pytest.raises(ConfigError, match="schedule must be one of"):
         TrainConfig(schedule="sigmoid").validate()
-    with pytest.raises(ConfigError, match="unknown configuration field.*'batchsize'.*did you mean 'batch_size'"):
+    with pytest.raises(
+        ConfigError, match="unknown configuration field.*'batchsize'.*did you mean 'batch_size'"
+    ):
         config_from_dict({"batchsize": 3})
     with pytest.raises(ConfigError, match="lr must be float"):
         config_from_dict({"lr": "fast"})
@@ -365,7 +536,13 @@ def test_bad_configurations_give_clear_errors(tmp_path, monkeypatch):
     bad.write_text('datset = "swiss-roll"\n')
     with pytest.raises(ConfigError, match="bad.toml: unknown configuration field.*did you mean 'dataset'"):
         load_config(bad)
-    assert set(DATASETS) >= {"fashion-mnist", "fashion-mnist-10k", "cifar10", "swiss-roll", "gaussian-mixture"}
+    assert set(DATASETS) >= {
+        "fashion-mnist",
+        "fashion-mnist-10k",
+        "cifar10",
+        "swiss-roll",
+        "gaussian-mixture",
+    }
     assert set(MODELS) >= {"mlp", "unet-fmnist-small", "unet-fmnist-base", "unet-cifar10", "unet"}
 
 
@@ -373,7 +550,9 @@ def test_resume_with_another_model_or_diffusion_is_refused(tmp_path, capsys):
     Trainer(swiss_config(tmp_path, steps=2)).run(progress=False)
     with pytest.raises(CheckpointError, match=r"another configuration:\n  model arguments: hidden = 128"):
         Trainer.resume(tmp_path, config=swiss_config(tmp_path, model_args={"hidden": 64}))
-    with pytest.raises(CheckpointError, match="schedule: linear with T = 200 in the checkpoint, linear with T = 100"):
+    with pytest.raises(
+        CheckpointError, match="schedule: linear with T = 200 in the checkpoint, linear with T = 100"
+    ):
         Trainer.resume(tmp_path, config=swiss_config(tmp_path, T=100))
     with pytest.raises(CheckpointError, match="diffusion prediction: 'eps' in the checkpoint, 'x0' here"):
         Trainer.resume(tmp_path, config=swiss_config(tmp_path, prediction="x0"))
@@ -393,8 +572,13 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank, world, port, cfg, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     from torch.nn.parallel import DistributedDataParallel
 
@@ -403,9 +587,14 @@ def _ddp_worker(rank, world, port, cfg, out):
     losses = [tr.step() for _ in range(2)]
     tr.save()  # a collective: gathers every rank's RNG state; rank 0 writes
     if rank == 0:
-        save_file({**{f"model.{k}": v for k, v in tr.model.state_dict().items()},
-                   **{f"ema.{k}": v for k, v in tr.ema.state_dict().items()},
-                   "loss": torch.tensor(losses, dtype=torch.float64)}, out)
+        save_file(
+            {
+                **{f"model.{k}": v for k, v in tr.model.state_dict().items()},
+                **{f"ema.{k}": v for k, v in tr.ema.state_dict().items()},
+                "loss": torch.tensor(losses, dtype=torch.float64),
+            },
+            out,
+        )
     tr.close()
 
 

@@ -15,8 +15,13 @@ import torch
 import ddpm_lib as dl
 from ddpm_lib.data import DataIntegrityError, data_dir, registry_entry, verify_file
 from ddpm_lib.sampling import predicted_eps
-from ddpm_lib.trajectories import (DEFAULT_TRAJECTORY, MAKE_TRAJECTORY, TRAJECTORY_FORMAT, load_trajectory,
-                                   save_trajectory)
+from ddpm_lib.trajectories import (
+    DEFAULT_TRAJECTORY,
+    MAKE_TRAJECTORY,
+    TRAJECTORY_FORMAT,
+    load_trajectory,
+    save_trajectory,
+)
 
 pytest.importorskip("safetensors")
 
@@ -29,8 +34,13 @@ def toy_model(x, t):
 @pytest.fixture(scope="module")
 def trajectory():
     d = dl.GaussianDiffusion(dl.NoiseSchedule.linear(T=1000))
-    _, traj = d.respace(20).sample(toy_model, (2, 1, 8, 8), generator=torch.Generator().manual_seed(0),
-                                   progress=False, record=[20, 10, 5, 1, 0])
+    _, traj = d.respace(20).sample(
+        toy_model,
+        (2, 1, 8, 8),
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+        record=[20, 10, 5, 1, 0],
+    )
     return traj
 
 
@@ -38,22 +48,36 @@ def _read(path):
     """(header dict, data bytes) of a safetensors file."""
     raw = Path(path).read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
-    return json.loads(raw[8:8 + n]), raw[8 + n:]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
 def test_round_trip_is_exact_and_decodes_metadata(tmp_path, trajectory):
-    path = save_trajectory(trajectory, tmp_path / "sub" / "t.safetensors",
-                           {"seed": 7, "method": "respaced", "eta": None, "shape": [1, 8, 8]})
+    path = save_trajectory(
+        trajectory,
+        tmp_path / "sub" / "t.safetensors",
+        {"seed": 7, "method": "respaced", "eta": None, "shape": [1, 8, 8]},
+    )
     assert path == tmp_path / "sub" / "t.safetensors" and path.stat().st_mode & 0o777 == 0o644
     header, _ = _read(path)
-    assert header["__metadata__"] == {"format": "ddpm_lib.trajectory", "seed": "7", "method": "respaced",
-                                      "eta": "null", "shape": "[1, 8, 8]"}  # strings as they are, the rest JSON
+    assert header["__metadata__"] == {
+        "format": "ddpm_lib.trajectory",
+        "seed": "7",
+        "method": "respaced",
+        "eta": "null",
+        "shape": "[1, 8, 8]",
+    }  # strings as they are, the rest JSON
     traj, meta = load_trajectory(path)
     for name in ("ts", "timesteps", "x_t", "pred_x0"):
         a, b = getattr(traj, name), getattr(trajectory, name)
         assert a.dtype == b.dtype and torch.equal(a.nan_to_num(9.0), b.nan_to_num(9.0)), name
     assert torch.isnan(traj.pred_x0[-1]).all() and traj.timesteps.tolist() == [1000, 500, 250, 50, 0]
-    assert meta == {"format": TRAJECTORY_FORMAT, "seed": 7, "method": "respaced", "eta": None, "shape": [1, 8, 8]}
+    assert meta == {
+        "format": TRAJECTORY_FORMAT,
+        "seed": 7,
+        "method": "respaced",
+        "eta": None,
+        "shape": [1, 8, 8],
+    }
 
 
 def test_save_writes_what_the_sample_command_writes(tmp_path):

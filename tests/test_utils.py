@@ -26,7 +26,10 @@ def test_device_rule():
 
 def test_load_pretrained_follows_the_rule():
     assert next(dl.load_pretrained("swiss-roll-mlp").model.parameters()).device == torch.device("cpu")
-    assert next(dl.load_pretrained("swiss-roll-mlp", device="auto").model.parameters()).device.type == dl.device().type
+    assert (
+        next(dl.load_pretrained("swiss-roll-mlp", device="auto").model.parameters()).device.type
+        == dl.device().type
+    )
 
 
 def test_seed_everything_returns_a_generator_seeded_alike():

@@ -1,6 +1,5 @@
 """ddpm_lib.viz: image grids (shape, values, padding), PNG files, plots, and errors for bad input."""
 
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -32,7 +31,7 @@ def test_grid_shape_and_layout_grayscale():
     for i in range(5):
         r, k = divmod(i, 3)
         top, left = 2 + r * 6, 2 + k * 5
-        np.testing.assert_array_equal(g[top:top + 4, left:left + 3], u8[i, 0].numpy())
+        np.testing.assert_array_equal(g[top : top + 4, left : left + 3], u8[i, 0].numpy())
     # the border, the gaps and the empty sixth cell hold the pad value (white)
     assert (g[:2] == 255).all() and (g[:, :2] == 255).all()
     assert (g[8:12, 12:15] == 255).all()
@@ -53,8 +52,16 @@ def test_grid_maps_like_data_to_uint8_and_clamps():
     assert viz.image_grid(x.numpy(), padding=0).tolist() == g.tolist()  # numpy input too
 
 
-@pytest.mark.parametrize("shape, msg", [((4, 28, 28), "images\\[:, None\\]"), ((2, 28, 28, 1), "channels last"),
-                                         ((2, 2, 8, 8), "C = 1 or 3"), ((0, 1, 8, 8), "empty"), ((8,), "N, C, H, W")])
+@pytest.mark.parametrize(
+    "shape, msg",
+    [
+        ((4, 28, 28), "images\\[:, None\\]"),
+        ((2, 28, 28, 1), "channels last"),
+        ((2, 2, 8, 8), "C = 1 or 3"),
+        ((0, 1, 8, 8), "empty"),
+        ((8,), "N, C, H, W"),
+    ],
+)
 def test_bad_shapes_give_clear_errors(shape, msg):
     with pytest.raises(ValueError, match=msg):
         viz.image_grid(torch.zeros(shape))
@@ -84,7 +91,9 @@ def test_save_image_grid_writes_a_readable_png_atomically(tmp_path):
 
     _, rgb = ramp(2, 3, 4, 4)
     p2 = viz.save_image_grid(rgb, tmp_path / "rgb.png")
-    np.testing.assert_array_equal(np.round(mpimg.imread(p2)[..., :3] * 255).astype(np.uint8), viz.image_grid(rgb))
+    np.testing.assert_array_equal(
+        np.round(mpimg.imread(p2)[..., :3] * 255).astype(np.uint8), viz.image_grid(rgb)
+    )
 
 
 def test_failed_write_leaves_no_file(tmp_path):
@@ -122,7 +131,7 @@ def test_trajectory_strip_images_and_points():
     axes = fig.axes
     assert len(axes) == 2 * K
     assert [a.get_title() for a in axes[:K]] == ["t = 1000", "t = 500", "t = 0"]
-    assert all(len(a.images) == 1 for a in axes[:K + 2]) and len(axes[-1].images) == 0
+    assert all(len(a.images) == 1 for a in axes[: K + 2]) and len(axes[-1].images) == 0
     np.testing.assert_array_equal(axes[1].images[0].get_array(), viz.image_grid(x_t[1, 1:2], padding=0))
     pts = Trajectory(torch.tensor([2, 0]), torch.randn(2, 50, 2), torch.randn(2, 50, 2))
     assert len(viz.trajectory_strip(pts, show_x0=False).axes) == 2
@@ -140,8 +149,9 @@ def test_trajectory_strip_from_a_real_sampler():
     s = dl.NoiseSchedule.linear(20, beta_end=0.5)
     d = dl.GaussianDiffusion(s)
     model = lambda x, t: torch.zeros_like(x)  # noqa: E731
-    _, traj = d.sample(model, (2, 1, 8, 8), generator=torch.Generator().manual_seed(0), progress=False,
-                       record=[20, 10, 0])
+    _, traj = d.sample(
+        model, (2, 1, 8, 8), generator=torch.Generator().manual_seed(0), progress=False, record=[20, 10, 0]
+    )
     fig = viz.trajectory_strip(traj)
     assert len(fig.axes) == 6
     plt.close("all")

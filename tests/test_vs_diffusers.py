@@ -107,7 +107,9 @@ def check(name: str, a: torch.Tensor, b: torch.Tensor, tables: str, f32_rtol: fl
     if tables == "float64":
         torch.testing.assert_close(a.double(), b.double(), **F64, msg=lambda m: f"{name}: {m}")
     else:
-        assert rel <= f32_rtol, f"{name}: max abs diff {err:.3g} is {rel:.3g} of max |ours| (allowed {f32_rtol})"
+        assert rel <= f32_rtol, (
+            f"{name}: max abs diff {err:.3g} is {rel:.3g} of max |ours| (allowed {f32_rtol})"
+        )
     return err, rel
 
 
@@ -124,8 +126,11 @@ def use_float64_tables(sched, schedule: dl.NoiseSchedule):
     if hasattr(sched, "one"):
         sched.one = torch.tensor(1.0, dtype=torch.float64)
     if hasattr(sched, "final_alpha_cumprod"):
-        sched.final_alpha_cumprod = torch.tensor(1.0, dtype=torch.float64) if sched.config.set_alpha_to_one \
+        sched.final_alpha_cumprod = (
+            torch.tensor(1.0, dtype=torch.float64)
+            if sched.config.set_alpha_to_one
             else schedule.alpha_bars[1].clone()
+        )
     return sched
 
 
@@ -157,7 +162,9 @@ def eps_model_k(x: torch.Tensor, k) -> torch.Tensor:
     ab = _AB[k + 1].to(x.dtype)
     if ab.ndim == 1:
         ab = ab.view(-1, *([1] * (x.ndim - 1)))
-    return (1 - ab).sqrt() * x / (0.25 * ab + 1 - ab) + 0.05 * torch.sin(3 * x) * (k.double() / T).to(x.dtype).view_as(ab)
+    return (1 - ab).sqrt() * x / (0.25 * ab + 1 - ab) + 0.05 * torch.sin(3 * x) * (k.double() / T).to(
+        x.dtype
+    ).view_as(ab)
 
 
 def ours_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -180,8 +187,9 @@ def test_linear_tables():
     # 1 - alpha_bar: the float32 rounding of alpha_bar_1 = 1 - 1e-4 (half an ulp, 2^-25 = 3e-8) costs up to
     # 3e-4 of 1 - alpha_bar_1 = beta_1; allowed: one ulp (2^-24), 6e-4 of beta_1.
     report("linear 1 - alphas_cumprod (f32)", 1 - d.alphas_cumprod.double(), 1 - ours.alpha_bars[t])
-    torch.testing.assert_close(1 - d.alphas_cumprod.double(), 1 - ours.alpha_bars[t],
-                               rtol=2.0**-24 / float(ours.betas[1]), atol=0)
+    torch.testing.assert_close(
+        1 - d.alphas_cumprod.double(), 1 - ours.alpha_bars[t], rtol=2.0**-24 / float(ours.betas[1]), atol=0
+    )
     # diffusers' construction carried out in float64 gives ddpm_lib's tables to rounding
     b64 = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
     torch.testing.assert_close(b64, ours.betas[t], rtol=1e-15, atol=0)
@@ -204,8 +212,9 @@ def test_cosine_tables_match_squaredcos_cap_v2():
     torch.testing.assert_close(d.alphas_cumprod.double(), ours.alpha_bars[t], rtol=1e-4, atol=0)
     # 1 - alpha_bar_1 = beta_1 = 4.1e-5 here: one float32 ulp below 1 (2^-24) is 1.5e-3 of it.
     report("cosine 1 - alphas_cumprod (f32)", 1 - d.alphas_cumprod.double(), 1 - ours.alpha_bars[t])
-    torch.testing.assert_close(1 - d.alphas_cumprod.double(), 1 - ours.alpha_bars[t],
-                               rtol=2.0**-24 / float(ours.betas[1]), atol=0)
+    torch.testing.assert_close(
+        1 - d.alphas_cumprod.double(), 1 - ours.alpha_bars[t], rtol=2.0**-24 / float(ours.betas[1]), atol=0
+    )
 
 
 @pytest.mark.parametrize("beta_start,beta_end", [(1e-4, 0.02), (0.00085, 0.012)])
@@ -213,7 +222,9 @@ def test_quadratic_tables_match_scaled_linear(beta_start, beta_end):
     # diffusers' "scaled_linear" is linspace(sqrt(beta_start), sqrt(beta_end), T) ** 2: DDPM's "quad",
     # ddpm_lib's quadratic. (Stable Diffusion uses it with 0.00085..0.012.)
     ours = dl.NoiseSchedule.quadratic(T, beta_start, beta_end)
-    d = DDPMScheduler(num_train_timesteps=T, beta_start=beta_start, beta_end=beta_end, beta_schedule="scaled_linear")
+    d = DDPMScheduler(
+        num_train_timesteps=T, beta_start=beta_start, beta_end=beta_end, beta_schedule="scaled_linear"
+    )
     t = to_paper_t(torch.arange(T))
     report(f"quadratic {beta_start}..{beta_end} betas (f32)", d.betas, ours.betas[t])
     # float32 linspace of the square roots (2 ulp), then squared (doubling it, plus 1 ulp): 6e-7
@@ -247,8 +258,13 @@ def test_add_noise_is_q_sample(tables):
 
 # ---- 3. DDPMScheduler.step ------------------------------------------------------------------
 def _ddpm(variance_type, clip, prediction, tables):
-    d = DDPMScheduler(num_train_timesteps=T, beta_schedule="linear", variance_type=variance_type,
-                      clip_sample=clip, prediction_type=prediction)
+    d = DDPMScheduler(
+        num_train_timesteps=T,
+        beta_schedule="linear",
+        variance_type=variance_type,
+        clip_sample=clip,
+        prediction_type=prediction,
+    )
     return use_float64_tables(d, LINEAR) if tables == "float64" else d
 
 
@@ -266,7 +282,9 @@ def test_ddpm_step(variance_type, clip, prediction):
     Tolerances: F32_RTOL_DDPM (float32 tables), F64 (float64 tables); see the module docstring.
     """
     scheds = {tables: _ddpm(variance_type, clip, prediction, tables) for tables in TABLES}
-    D = dl.GaussianDiffusion(LINEAR, prediction="eps" if prediction == "epsilon" else "x0", variance=variance_type)
+    D = dl.GaussianDiffusion(
+        LINEAR, prediction="eps" if prediction == "epsilon" else "x0", variance=variance_type
+    )
     g = torch.Generator().manual_seed(1)
     B = 3
     worst = {}
@@ -274,7 +292,9 @@ def test_ddpm_step(variance_type, clip, prediction):
         t = full_t(to_paper_t(k), B)
         x = 1.5 * torch.randn(B, 2, 4, 4, generator=g, dtype=torch.float64)
         # scales such that clipping to [-1, 1] is active in a good fraction of elements when on
-        out = (1.5 if prediction == "sample" else 1.0) * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        out = (1.5 if prediction == "sample" else 1.0) * torch.randn(
+            x.shape, generator=g, dtype=torch.float64
+        )
         seed = 100 + k
         z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         p = D.p_mean_variance(out, x, t, clip_x0=clip)
@@ -283,7 +303,10 @@ def test_ddpm_step(variance_type, clip, prediction):
             assert (p["pred_x0"].abs() == 1).any()  # clipping did happen
         for tables, d in scheds.items():
             res = d.step(out, k, x, generator=torch.Generator().manual_seed(seed))
-            pairs = {"pred_x0": (res.pred_original_sample, p["pred_x0"]), "prev_sample": (res.prev_sample, ours_prev)}
+            pairs = {
+                "pred_x0": (res.pred_original_sample, p["pred_x0"]),
+                "prev_sample": (res.prev_sample, ours_prev),
+            }
             if k > 0:
                 var_d = d._get_variance(k).double()
                 pairs["mean"] = (res.prev_sample - var_d**0.5 * z, p["mean"])
@@ -327,14 +350,21 @@ def test_ddpm_variance_conventions_and_noiseless_last_step(variance_type):
     b1 = d.step(out, 1, x, generator=torch.Generator().manual_seed(6)).prev_sample
     assert not torch.allclose(a1, b1)
     t2 = full_t(to_paper_t(1), 2)
-    assert not torch.allclose(D.p_sample(out, x, t2, noise=torch.randn_like(x)),
-                              D.p_sample(out, x, t2, noise=torch.randn_like(x)))
+    assert not torch.allclose(
+        D.p_sample(out, x, t2, noise=torch.randn_like(x)), D.p_sample(out, x, t2, noise=torch.randn_like(x))
+    )
 
 
 # ---- 4. DDIMScheduler.step --------------------------------------------------------------------
 def _ddim(spacing, clip, prediction, tables, steps=50):
-    d = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear", clip_sample=clip, prediction_type=prediction,
-                      set_alpha_to_one=True, timestep_spacing=spacing)
+    d = DDIMScheduler(
+        num_train_timesteps=T,
+        beta_schedule="linear",
+        clip_sample=clip,
+        prediction_type=prediction,
+        set_alpha_to_one=True,
+        timestep_spacing=spacing,
+    )
     d.set_timesteps(steps)
     return use_float64_tables(d, LINEAR) if tables == "float64" else d
 
@@ -349,8 +379,12 @@ def ddim_prev_t(d, k: int) -> int:
     return 0
 
 
-DDIM_CONFIGS = [(eta, spacing, clip, "epsilon") for eta in (0.0, 1.0) for spacing in ("leading", "trailing")
-                for clip in (False, True)] + [(0.0, "leading", True, "sample"), (1.0, "trailing", False, "sample")]
+DDIM_CONFIGS = [
+    (eta, spacing, clip, "epsilon")
+    for eta in (0.0, 1.0)
+    for spacing in ("leading", "trailing")
+    for clip in (False, True)
+] + [(0.0, "leading", True, "sample"), (1.0, "trailing", False, "sample")]
 
 
 @pytest.mark.parametrize("eta,spacing,clip,prediction", DDIM_CONFIGS)
@@ -369,20 +403,30 @@ def test_ddim_step(eta, spacing, clip, prediction):
     B = 2
     worst = {}
     ks = [int(k) for k in scheds["float32"].timesteps]
-    assert len(ks) == 50 and ks[0] == (980 if spacing == "leading" else 999) and ks[-1] == (0 if spacing == "leading" else 19)
+    assert (
+        len(ks) == 50
+        and ks[0] == (980 if spacing == "leading" else 999)
+        and ks[-1] == (0 if spacing == "leading" else 19)
+    )
     kw = dict(eta=eta, use_clipped_model_output=clip)
     for k in ks:
         t, tp = to_paper_t(k), ddim_prev_t(scheds["float32"], k)
         tt = full_t(t, B)
         x = 1.5 * torch.randn(B, 2, 4, 4, generator=g, dtype=torch.float64)
-        out = (1.5 if prediction == "sample" else 1.0) * torch.randn(x.shape, generator=g, dtype=torch.float64)
+        out = (1.5 if prediction == "sample" else 1.0) * torch.randn(
+            x.shape, generator=g, dtype=torch.float64
+        )
         z = torch.randn(x.shape, generator=g, dtype=torch.float64)
         zero, one = torch.zeros_like(x), torch.ones_like(x)
-        ours = {"prev_sample": D.ddim_step(out, x, tt, tp, eta=eta, noise=z, clip_x0=clip),
-                "pred_x0": D.p_mean_variance(out, x, tt, clip_x0=clip)["pred_x0"]}
+        ours = {
+            "prev_sample": D.ddim_step(out, x, tt, tp, eta=eta, noise=z, clip_x0=clip),
+            "pred_x0": D.p_mean_variance(out, x, tt, clip_x0=clip)["pred_x0"],
+        }
         if eta > 0:
             ours["deterministic"] = D.ddim_step(out, x, tt, tp, eta=eta, noise=zero, clip_x0=clip)
-            ours["sigma"] = D.ddim_step(out, x, tt, tp, eta=eta, noise=one, clip_x0=clip) - ours["deterministic"]
+            ours["sigma"] = (
+                D.ddim_step(out, x, tt, tp, eta=eta, noise=one, clip_x0=clip) - ours["deterministic"]
+            )
             ab, abp = LINEAR.alpha_bars[t], LINEAR.alpha_bars[tp]
             sigma = eta * math.sqrt((1 - abp) / (1 - ab)) * math.sqrt(1 - ab / abp)
             torch.testing.assert_close(ours["sigma"], torch.full_like(x, sigma), rtol=1e-12, atol=1e-14)
@@ -393,7 +437,9 @@ def test_ddim_step(eta, spacing, clip, prediction):
             pairs = {"prev_sample": res.prev_sample, "pred_x0": res.pred_original_sample}
             if eta > 0:
                 pairs["deterministic"] = d.step(out, k, x, variance_noise=zero, **kw).prev_sample
-                pairs["sigma"] = d.step(out, k, x, variance_noise=one, **kw).prev_sample - pairs["deterministic"]
+                pairs["sigma"] = (
+                    d.step(out, k, x, variance_noise=one, **kw).prev_sample - pairs["deterministic"]
+                )
                 k_prev = k - T // d.num_inference_steps
                 pairs["sigma (_get_variance)"] = eta * d._get_variance(k, k_prev).double().sqrt() * one
                 ours["sigma (_get_variance)"] = ours["sigma"]
@@ -415,8 +461,14 @@ def test_ddim_grid_is_diffusers_trailing(n):
         seen.append(int(t[0]))
         return torch.zeros_like(x)
 
-    dl.ddim_sample(recorder, dl.GaussianDiffusion(LINEAR), (1, 1), steps=n, progress=False,
-                   noise=torch.zeros(1, 1, dtype=torch.float64))
+    dl.ddim_sample(
+        recorder,
+        dl.GaussianDiffusion(LINEAR),
+        (1, 1),
+        steps=n,
+        progress=False,
+        noise=torch.zeros(1, 1, dtype=torch.float64),
+    )
     d = DDIMScheduler(num_train_timesteps=T, timestep_spacing="trailing")
     d.set_timesteps(n)
     ks = [int(k) for k in d.timesteps]
@@ -457,8 +509,16 @@ def test_ddim_sampling_loop(eta, spacing):
     D = dl.GaussianDiffusion(LINEAR)
     d32 = _ddim(spacing, False, "epsilon", "float32")
     ts = sorted(to_paper_t(int(k)) for k in d32.timesteps)
-    ours = dl.ddim_sample(ours_model, D, shape, eta=eta, noise=x_T, timesteps=ts, progress=False,
-                          generator=torch.Generator().manual_seed(8))
+    ours = dl.ddim_sample(
+        ours_model,
+        D,
+        shape,
+        eta=eta,
+        noise=x_T,
+        timesteps=ts,
+        progress=False,
+        generator=torch.Generator().manual_seed(8),
+    )
     assert ours.abs().max() < 10 and ours.std() > 0.1  # a sane sample, not a collapsed or exploded one
     for tables in TABLES:
         d = d32 if tables == "float32" else _ddim(spacing, False, "epsilon", tables)
@@ -483,8 +543,14 @@ def test_ddpm_sampling_loop(variance_type, clip):
     shape = (4, 2, 4, 4)
     x_T = torch.randn(shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     D = dl.GaussianDiffusion(LINEAR, variance=variance_type)
-    ours = D.sample(ours_model, shape, generator=torch.Generator().manual_seed(10), noise=x_T, clip_x0=clip,
-                    progress=False)
+    ours = D.sample(
+        ours_model,
+        shape,
+        generator=torch.Generator().manual_seed(10),
+        noise=x_T,
+        clip_x0=clip,
+        progress=False,
+    )
     assert ours.abs().max() < 10 and ours.std() > 0.1
     for tables in TABLES:
         d = _ddpm(variance_type, clip, "epsilon", tables)

@@ -122,8 +122,10 @@ def test_import_without_ipywidgets_side_effects():
     import subprocess
     import sys
 
-    code = ("import sys, ddpm_lib, ddpm_lib.course.widgets; "
-            "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported eagerly'")
+    code = (
+        "import sys, ddpm_lib, ddpm_lib.course.widgets; "
+        "assert 'ipywidgets' not in sys.modules, 'ipywidgets imported eagerly'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

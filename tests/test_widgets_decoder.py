@@ -22,7 +22,9 @@ def test_decoder_explorer():
     box.controls["mu"].value = -0.97
     assert box.png == png0  # cached, and deterministic
     box.set(mu=0.4, sigma=0.001)
-    assert "most likely value k = 178" in box.readout.value or "most likely value k = 179" in box.readout.value
+    assert (
+        "most likely value k = 178" in box.readout.value or "most likely value k = 179" in box.readout.value
+    )
     fig = box.static_figure()
     assert len(fig.axes) == 3
     fig2 = decoder_explorer(static=True)

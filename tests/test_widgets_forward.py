@@ -5,7 +5,6 @@ drawn once per schedule, and redraws per step of t only the images, the points, 
 short plain-text title (no mathtext to parse per frame): about half the drawing time of a frame.
 """
 
-
 import pytest
 import torch
 

@@ -40,18 +40,24 @@ def test_make_mask_regions_and_sizes():
             assert 0 < hidden < 1 and abs(hidden - size) < 0.08, (region, size, hidden)
     assert bool((I.make_mask("left", 0.5)[0, :, :14] == 0).all())
     assert bool((I.make_mask("top", 0.5)[0, :14] == 0).all())
-    assert float(I.make_mask("center", 0.25)[0, 14, 14]) == 0 and float(I.make_mask("center", 0.25)[0, 0, 0]) == 1
+    assert (
+        float(I.make_mask("center", 0.25)[0, 14, 14]) == 0
+        and float(I.make_mask("center", 0.25)[0, 0, 0]) == 1
+    )
     assert torch.equal(I.make_mask("random", 0.3, seed=1), I.make_mask("random", 0.3, seed=1))
     assert not torch.equal(I.make_mask("random", 0.3, seed=1), I.make_mask("random", 0.3, seed=2))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(region="middle", size=0.3), "region must be one of"),
-    (dict(region="left", size=0.0), r"size must be .* in \(0, 1\)"),
-    (dict(region="left", size=1.5), r"size must be .* in \(0, 1\)"),
-    (dict(region="left", size=True), r"size must be"),
-    (dict(region="left", size=0.3, shape=(28,)), r"shape must be \(H, W\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(region="middle", size=0.3), "region must be one of"),
+        (dict(region="left", size=0.0), r"size must be .* in \(0, 1\)"),
+        (dict(region="left", size=1.5), r"size must be .* in \(0, 1\)"),
+        (dict(region="left", size=True), r"size must be"),
+        (dict(region="left", size=0.3, shape=(28,)), r"shape must be \(H, W\)"),
+    ],
+)
 def test_make_mask_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         I.make_mask(**kwargs)
@@ -74,20 +80,23 @@ def test_trajectories_shapes_and_known_pixels(setup):
         run.index("left", 0.3)
 
 
-@pytest.mark.parametrize("change, error, match", [
-    (dict(model=None), TypeError, "model must be a callable"),
-    (dict(diffusion="d"), TypeError, "diffusion must be the GaussianDiffusion"),
-    (dict(images=torch.zeros(28, 28)), ValueError, r"shape \(N, C, H, W\)"),
-    (dict(images=torch.full((1, 1, 28, 28), 3.0)), ValueError, r"in \[-1, 1\]"),
-    (dict(images=[[0.0]]), TypeError, "images must be a tensor"),
-    (dict(regions=("center", "middle")), ValueError, "regions must be distinct names"),
-    (dict(regions=()), ValueError, "regions must be distinct names"),
-    (dict(sizes=(0.25, 1.0)), ValueError, "sizes must be distinct fractions"),
-    (dict(sizes=(0.25, 0.25)), ValueError, "sizes must be distinct fractions"),
-    (dict(steps=0), ValueError, "steps must be an integer in 1..T"),
-    (dict(steps=41), ValueError, "steps must be an integer in 1..T"),
-    (dict(n_t=1), ValueError, "n_t must be an integer >= 2"),
-])
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (dict(model=None), TypeError, "model must be a callable"),
+        (dict(diffusion="d"), TypeError, "diffusion must be the GaussianDiffusion"),
+        (dict(images=torch.zeros(28, 28)), ValueError, r"shape \(N, C, H, W\)"),
+        (dict(images=torch.full((1, 1, 28, 28), 3.0)), ValueError, r"in \[-1, 1\]"),
+        (dict(images=[[0.0]]), TypeError, "images must be a tensor"),
+        (dict(regions=("center", "middle")), ValueError, "regions must be distinct names"),
+        (dict(regions=()), ValueError, "regions must be distinct names"),
+        (dict(sizes=(0.25, 1.0)), ValueError, "sizes must be distinct fractions"),
+        (dict(sizes=(0.25, 0.25)), ValueError, "sizes must be distinct fractions"),
+        (dict(steps=0), ValueError, "steps must be an integer in 1..T"),
+        (dict(steps=41), ValueError, "steps must be an integer in 1..T"),
+        (dict(n_t=1), ValueError, "n_t must be an integer >= 2"),
+    ],
+)
 def test_trajectories_bad_arguments(setup, change, error, match):
     d, images, _ = setup
     kw = dict(model=_model, diffusion=d, images=images[:1], steps=4)
@@ -108,8 +117,11 @@ def test_explorer_controls_change_the_picture(box):
     assert first[:8] == b"\x89PNG\r\n\x1a\n" and box.image.value == first
     assert "MSE in the hole" in box.readout.value
     times = []
-    for name, values in [("region", ["left", "top", "random", "center"]), ("size", [0.25, 0.5]),
-                         ("t", [40, 30, 20, 10, 0])]:
+    for name, values in [
+        ("region", ["left", "top", "random", "center"]),
+        ("size", [0.25, 0.5]),
+        ("t", [40, 30, 20, 10, 0]),
+    ]:
         v0 = box.controls[name].value
         seen = set()
         for v in values:
@@ -149,15 +161,24 @@ def test_explorer_computes_its_own_run_deterministically(setup):
     assert a.controls["region"].options == ("left",)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(model=_model), ValueError, "model was given without its diffusion"),
-    (dict(diffusion="d"), ValueError, "diffusion was given without a model"),
-    (dict(run="a run"), TypeError, "run must be an InpaintingRun"),
-    (dict(run=None, scale=0), ValueError, r"scale must be an integer in 1..16"),
-    (dict(n_images=0, model=_model, diffusion=dl.GaussianDiffusion(dl.NoiseSchedule.linear(T=10, warn=False))),
-     ValueError,
-     r"n_images must be an integer in 1..10"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(model=_model), ValueError, "model was given without its diffusion"),
+        (dict(diffusion="d"), ValueError, "diffusion was given without a model"),
+        (dict(run="a run"), TypeError, "run must be an InpaintingRun"),
+        (dict(run=None, scale=0), ValueError, r"scale must be an integer in 1..16"),
+        (
+            dict(
+                n_images=0,
+                model=_model,
+                diffusion=dl.GaussianDiffusion(dl.NoiseSchedule.linear(T=10, warn=False)),
+            ),
+            ValueError,
+            r"n_images must be an integer in 1..10",
+        ),
+    ],
+)
 def test_explorer_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         I.inpainting_explorer(**kwargs)

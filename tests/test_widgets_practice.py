@@ -42,8 +42,9 @@ def diffusion(schedule):
 @pytest.fixture(scope="module")
 def trajectory(diffusion):
     g = torch.Generator().manual_seed(0)
-    x, traj = diffusion.respace(100).sample(toy_model, (3, 1, 28, 28), generator=g, progress=False,
-                                            record=list(range(0, 101, 5)) + [1, 2, 3])
+    x, traj = diffusion.respace(100).sample(
+        toy_model, (3, 1, 28, 28), generator=g, progress=False, record=list(range(0, 101, 5)) + [1, 2, 3]
+    )
     return traj
 
 
@@ -118,8 +119,12 @@ def test_reverse_process_explorer_bad_arguments(trajectory, schedule):
     with pytest.raises(TypeError, match=r"load_trajectory\(\.\.\.\)\[0\]"):
         W.reverse_process_explorer((trajectory, {}), schedule)
     with pytest.raises(ValueError, match="images of shape"):
-        W.reverse_process_explorer(dl.Trajectory(trajectory.ts, trajectory.x_t[:, :, 0], trajectory.pred_x0[:, :, 0],
-                                                 trajectory.timesteps), schedule)
+        W.reverse_process_explorer(
+            dl.Trajectory(
+                trajectory.ts, trajectory.x_t[:, :, 0], trajectory.pred_x0[:, :, 0], trajectory.timesteps
+            ),
+            schedule,
+        )
     with pytest.raises(FileNotFoundError, match="make_trajectory.sh|ddpm_lib.sample"):
         W.reverse_process_explorer("/nonexistent/trajectory.safetensors", schedule)
 
@@ -138,7 +143,9 @@ def test_reverse_process_explorer_from_a_file(tmp_path, trajectory, schedule):
 
 @pytest.fixture(scope="module")
 def rgrid(diffusion, images):
-    return R.reconstruction_grid(toy_model, diffusion, images[:2], ts=[50, 500, 1000], n_draws=2, steps=20, seed=0)
+    return R.reconstruction_grid(
+        toy_model, diffusion, images[:2], ts=[50, 500, 1000], n_draws=2, steps=20, seed=0
+    )
 
 
 def test_reconstruction_grid(rgrid, diffusion, images):
@@ -153,14 +160,18 @@ def test_reconstruction_grid(rgrid, diffusion, images):
     want = chain.q_sample(images[:2].repeat(2, 1, 1, 1), torch.full((4,), 1), eps)
     assert torch.allclose(rgrid.x_t[0].reshape(4, 1, 28, 28), want, atol=1e-6)
     # deterministic given the seed
-    again = R.reconstruction_grid(toy_model, diffusion, images[:2], ts=[50, 500, 1000], n_draws=2, steps=20, seed=0)
+    again = R.reconstruction_grid(
+        toy_model, diffusion, images[:2], ts=[50, 500, 1000], n_draws=2, steps=20, seed=0
+    )
     assert torch.equal(again.samples, rgrid.samples)
     d = rgrid.mean_sq_distance()
     assert d.shape == (3,) and bool((d >= 0).all())
 
 
 def test_reconstruction_grid_bad_arguments(diffusion, images):
-    with pytest.raises(ValueError, match="t = 55 is not on the 20-step chain.*nearest timesteps there are \\[50, 100\\]"):
+    with pytest.raises(
+        ValueError, match="t = 55 is not on the 20-step chain.*nearest timesteps there are \\[50, 100\\]"
+    ):
         R.reconstruction_grid(toy_model, diffusion, images, ts=[55], steps=20)
     with pytest.raises(ValueError, match="every t in ts must lie in 1..T"):
         R.reconstruction_grid(toy_model, diffusion, images, ts=[0], steps=None)
@@ -201,8 +212,16 @@ def test_reconstruction_explorer(rgrid):
 
 @pytest.fixture(scope="module")
 def igrid(diffusion, images):
-    return R.interpolation_grid(toy_model, diffusion, images[:1], images[2:3], lambdas=[0, 0.25, 0.5, 0.75, 1],
-                                ts=[100, 400], steps=20, seed=0)
+    return R.interpolation_grid(
+        toy_model,
+        diffusion,
+        images[:1],
+        images[2:3],
+        lambdas=[0, 0.25, 0.5, 0.75, 1],
+        ts=[100, 400],
+        steps=20,
+        seed=0,
+    )
 
 
 def test_interpolation_grid(igrid, images, diffusion):
@@ -220,7 +239,9 @@ def test_interpolation_grid_bad_arguments(diffusion, images):
     with pytest.raises(ValueError, match="same shape"):
         R.interpolation_grid(toy_model, diffusion, images[:1], images[:2], ts=[100], steps=20)
     with pytest.raises(ValueError, match="lambdas must be a non-empty sequence of numbers in \\[0, 1\\]"):
-        R.interpolation_grid(toy_model, diffusion, images[:1], images[2:3], lambdas=[0, 1.5], ts=[100], steps=20)
+        R.interpolation_grid(
+            toy_model, diffusion, images[:1], images[2:3], lambdas=[0, 1.5], ts=[100], steps=20
+        )
     with pytest.raises(ValueError, match="ts must hold at least one timestep"):
         R.interpolation_grid(toy_model, diffusion, images[:1], images[2:3], ts=[], steps=20)
 
@@ -241,5 +262,8 @@ def test_interpolation_explorer(igrid):
     with pytest.raises(ValueError, match="pair must be in 0..0"):
         W.interpolation_explorer(igrid, pair=1)
     with pytest.raises(ValueError, match="images must be a pair"):
-        W.interpolation_explorer(toy_model, diffusion=dl.GaussianDiffusion(dl.NoiseSchedule.linear(T=1000)),
-                                 images=torch.zeros(2, 1, 28, 28))
+        W.interpolation_explorer(
+            toy_model,
+            diffusion=dl.GaussianDiffusion(dl.NoiseSchedule.linear(T=1000)),
+            images=torch.zeros(2, 1, 28, 28),
+        )

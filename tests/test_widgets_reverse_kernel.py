@@ -21,8 +21,9 @@ LOG_GRID = (-3.0, 0.05, 60)  # the explorer's slider: beta = 10**(-3 + 0.05 k), 
 
 def _drawer(log_grid=LOG_GRID):
     m = DEFAULT_MIXTURE
-    return _ReverseDrawer((-1.0, 0.3, 1.2), m["means"], m["stds"], m["weights"], np.linspace(-5, 5, 801), 40,
-                          log_grid=log_grid)
+    return _ReverseDrawer(
+        (-1.0, 0.3, 1.2), m["means"], m["stds"], m["weights"], np.linspace(-5, 5, 801), 40, log_grid=log_grid
+    )
 
 
 def _on_grid(k):
@@ -125,6 +126,11 @@ def test_explorer_prefetches_neighbours_of_the_first_step():
 
 def test_the_chapter_finds_the_reverse_kernel_where_it_looks():
     # chapter 02 calls widgets.true_reverse_kernel, ... and reads widgets.DEFAULT_MIXTURE: the library's own
-    for name in ("true_reverse_kernel", "gaussian_reverse_kernel", "moment_match", "kernel_kl_to_gaussian",
-                 "DEFAULT_MIXTURE"):
+    for name in (
+        "true_reverse_kernel",
+        "gaussian_reverse_kernel",
+        "moment_match",
+        "kernel_kl_to_gaussian",
+        "DEFAULT_MIXTURE",
+    ):
         assert getattr(W, name) is getattr(mixtures, name), name

@@ -54,8 +54,19 @@ from ..pretrained import UnknownPretrainedError
 from ..train.config import ConfigError
 from ..train.rundir import RunDirInUseError
 
-__all__ = ["UsageError", "EXIT_CODES", "exit_code", "run", "report", "make_parser", "add_commands", "add_command",
-           "examples", "device_arg", "int_list"]
+__all__ = [
+    "UsageError",
+    "EXIT_CODES",
+    "exit_code",
+    "run",
+    "report",
+    "make_parser",
+    "add_commands",
+    "add_command",
+    "examples",
+    "device_arg",
+    "int_list",
+]
 
 
 class UsageError(Exception):
@@ -66,15 +77,15 @@ USAGE, FAILURE, INTERRUPTED = 2, 1, 130
 
 EXIT_CODES: dict[type, int] = {
     UsageError: USAGE,
-    ConfigError: USAGE,              # a bad training configuration (ddpm_lib.train.config)
-    UnknownPretrainedError: USAGE,   # a name data/registry.json does not list
-    CheckpointError: USAGE,          # a checkpoint that cannot be used as given (corrupt, crafted, another model)
-    RunDirInUseError: USAGE,         # another process trains in that run directory
-    FileNotFoundError: USAGE,        # a file or folder named in the command does not exist
-    ValueError: USAGE,               # a value the library refuses (--steps beyond T, --n 0, ...)
-    OSError: FAILURE,                # an I/O error: disk, permissions, the network
-    DownloadError: FAILURE,          # files were missing and their download failed
-    DataIntegrityError: FAILURE,     # a data file of the wrong size or sha256, or corrupt
+    ConfigError: USAGE,  # a bad training configuration (ddpm_lib.train.config)
+    UnknownPretrainedError: USAGE,  # a name data/registry.json does not list
+    CheckpointError: USAGE,  # a checkpoint that cannot be used as given (corrupt, crafted, another model)
+    RunDirInUseError: USAGE,  # another process trains in that run directory
+    FileNotFoundError: USAGE,  # a file or folder named in the command does not exist
+    ValueError: USAGE,  # a value the library refuses (--steps beyond T, --n 0, ...)
+    OSError: FAILURE,  # an I/O error: disk, permissions, the network
+    DownloadError: FAILURE,  # files were missing and their download failed
+    DataIntegrityError: FAILURE,  # a data file of the wrong size or sha256, or corrupt
     pickle.UnpicklingError: FAILURE,  # an archive whose pickle is unsafe or broken
     MemoryError: FAILURE,
     torch.cuda.OutOfMemoryError: FAILURE,
@@ -97,8 +108,11 @@ def report(exc: BaseException) -> None:
     text = "interrupted" if isinstance(exc, KeyboardInterrupt) else (str(exc).strip() or type(exc).__name__)
     first, *rest = text.splitlines()
     sys.stdout.flush()
-    print("\n".join([f"error: {first}", *(s if s[:1].isspace() or not s else "  " + s for s in rest)]),
-          file=sys.stderr, flush=True)
+    print(
+        "\n".join([f"error: {first}", *(s if s[:1].isspace() or not s else "  " + s for s in rest)]),
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def run(command: Callable[[], Optional[int]], codes: Optional[Mapping[type, int]] = None) -> int:
@@ -121,13 +135,19 @@ def examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {s}" for s in lines)
 
 
-def make_parser(prog: str, description: str, example_lines, module: Optional[str] = None,
-                **kwargs) -> argparse.ArgumentParser:
+def make_parser(
+    prog: str, description: str, example_lines, module: Optional[str] = None, **kwargs
+) -> argparse.ArgumentParser:
     """An ArgumentParser whose --help ends with ``example_lines``; ``module``: the ``python -m`` form."""
     if module:
         description += f" (The same command: python -m {module} ...)"
-    return argparse.ArgumentParser(prog=prog, description=description, epilog=examples(*example_lines),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=examples(*example_lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
 
 
 def add_commands(parser: argparse.ArgumentParser, dest: str = "cmd"):
@@ -137,9 +157,14 @@ def add_commands(parser: argparse.ArgumentParser, dest: str = "cmd"):
 
 def add_command(subparsers, name: str, help_: str, example_lines=(), **kwargs) -> argparse.ArgumentParser:
     """A subcommand whose --help ends with ``example_lines`` too."""
-    return subparsers.add_parser(name, help=help_, description=help_[:1].upper() + help_[1:] + ".",
-                                 epilog=examples(*example_lines) if example_lines else None,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    return subparsers.add_parser(
+        name,
+        help=help_,
+        description=help_[:1].upper() + help_[1:] + ".",
+        epilog=examples(*example_lines) if example_lines else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
 
 
 def device_arg(value: str) -> str:
@@ -150,11 +175,15 @@ def device_arg(value: str) -> str:
     try:
         dev = torch.device(value)
     except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"not a device: {value!r} (auto, cpu, cuda, cuda:1, mps, ...)") from None
+        raise argparse.ArgumentTypeError(
+            f"not a device: {value!r} (auto, cpu, cuda, cuda:1, mps, ...)"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError(f"{value!r}: this machine has no CUDA device (use auto or cpu)")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f"{value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     mps = getattr(torch.backends, "mps", None)
     if dev.type == "mps" and not (mps is not None and mps.is_available()):
         raise argparse.ArgumentTypeError(f"{value!r}: this machine has no MPS device (use auto or cpu)")

@@ -13,7 +13,13 @@ import sys
 
 import torch
 
-from ..classifier import AUGMENTATIONS, DEFAULT_CLASSIFIER, accuracy, load_classifier, make_classifier_checkpoint
+from ..classifier import (
+    AUGMENTATIONS,
+    DEFAULT_CLASSIFIER,
+    accuracy,
+    load_classifier,
+    make_classifier_checkpoint,
+)
 from ..data import fashion_mnist
 from . import UsageError, add_command, add_commands, make_parser, run
 
@@ -27,24 +33,47 @@ EXAMPLES = (
 
 
 def build_parser():
-    p = make_parser("ddpm-classifier", "Train or evaluate the Fashion-MNIST classifier whose features the Frechet "
-                    "classifier distance (FCD) uses.", EXAMPLES, module="ddpm_lib.classifier")
+    p = make_parser(
+        "ddpm-classifier",
+        "Train or evaluate the Fashion-MNIST classifier whose features the Frechet "
+        "classifier distance (FCD) uses.",
+        EXAMPLES,
+        module="ddpm_lib.classifier",
+    )
     sub = add_commands(p)
-    tr = add_command(sub, "train", "train on the full Fashion-MNIST training split and save a checkpoint",
-                     EXAMPLES[1:])
-    tr.add_argument("--out", default="runs/classifier.safetensors",
-                    help="the .safetensors checkpoint to write (default: runs/classifier.safetensors)")
+    tr = add_command(
+        sub, "train", "train on the full Fashion-MNIST training split and save a checkpoint", EXAMPLES[1:]
+    )
+    tr.add_argument(
+        "--out",
+        default="runs/classifier.safetensors",
+        help="the .safetensors checkpoint to write (default: runs/classifier.safetensors)",
+    )
     tr.add_argument("--epochs", type=int, default=6)
     tr.add_argument("--batch-size", type=int, default=256)
     tr.add_argument("--lr", type=float, default=4e-3)
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    tr.add_argument("--augment", choices=AUGMENTATIONS, default="flip",
-                    help="flip: random horizontal flips (default); flip-shift: and shifts by up to 2 px; none")
-    tr.add_argument("--train-limit", type=int, default=None, help="train on the first N images only (for quick tries)")
-    ev = add_command(sub, "eval", "accuracy of a classifier on the Fashion-MNIST test split",
-                     [EXAMPLES[0], "ddpm-classifier eval runs/classifier.safetensors"])
-    ev.add_argument("model", nargs="?", default=DEFAULT_CLASSIFIER, help="a pretrained name or a checkpoint path")
+    tr.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)"
+    )
+    tr.add_argument(
+        "--augment",
+        choices=AUGMENTATIONS,
+        default="flip",
+        help="flip: random horizontal flips (default); flip-shift: and shifts by up to 2 px; none",
+    )
+    tr.add_argument(
+        "--train-limit", type=int, default=None, help="train on the first N images only (for quick tries)"
+    )
+    ev = add_command(
+        sub,
+        "eval",
+        "accuracy of a classifier on the Fashion-MNIST test split",
+        [EXAMPLES[0], "ddpm-classifier eval runs/classifier.safetensors"],
+    )
+    ev.add_argument(
+        "model", nargs="?", default=DEFAULT_CLASSIFIER, help="a pretrained name or a checkpoint path"
+    )
     ev.add_argument("--n", type=int, default=None, help="the first N test images (default: all 10,000)")
     return p
 
@@ -60,19 +89,28 @@ def main(argv=None) -> int:
             raise UsageError(str(e)) from None
         x, y = fashion_mnist("test")
         if args.n:
-            x, y = x[:args.n], y[:args.n]
+            x, y = x[: args.n], y[: args.n]
         print(f"test accuracy on {len(y)} images: {accuracy(model, x, y):.4f}")
 
     def train():
         if args.threads:
             torch.set_num_threads(args.threads)
         path, config = make_classifier_checkpoint(
-            args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, augment=args.augment,
-            train_limit=args.train_limit, command="python -m ddpm_lib.classifier " + shlex.join(argv))
+            args.out,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            augment=args.augment,
+            train_limit=args.train_limit,
+            command="python -m ddpm_lib.classifier " + shlex.join(argv),
+        )
         m = config["metrics"]
-        print(f"test accuracy {m['test_accuracy']:.4f} on {m['test_examples']} test images; trained in "
-              f"{m['train_seconds']:.0f} s ({m['train_cpu_seconds']:.0f} s of CPU); {m['parameters']} parameters; "
-              f"wrote {path} ({path.stat().st_size} bytes)")
+        print(
+            f"test accuracy {m['test_accuracy']:.4f} on {m['test_examples']} test images; trained in "
+            f"{m['train_seconds']:.0f} s ({m['train_cpu_seconds']:.0f} s of CPU); {m['parameters']} parameters; "
+            f"wrote {path} ({path.stat().st_size} bytes)"
+        )
 
     return run(evaluate if args.cmd == "eval" else train)
 

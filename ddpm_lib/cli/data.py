@@ -26,26 +26,56 @@ EXAMPLES = (
 
 
 def build_parser():
-    p = make_parser("ddpm-data", "Check the course's data files (sha256 against data/registry.json), remake the "
-                    "Fashion-MNIST training subset, get and check CIFAR-10.", EXAMPLES, module="ddpm_lib.data")
+    p = make_parser(
+        "ddpm-data",
+        "Check the course's data files (sha256 against data/registry.json), remake the "
+        "Fashion-MNIST training subset, get and check CIFAR-10.",
+        EXAMPLES,
+        module="ddpm_lib.data",
+    )
     sub = add_commands(p)
-    add_command(sub, "verify", "check every shipped file under the data folder against registry.json",
-                ["ddpm-data verify"])
-    mk = add_command(sub, "make-subset", "write the first 10,000 Fashion-MNIST training images and labels "
-                                         "(byte-identical to the shipped subset)",
-                     ["ddpm-data make-subset --source /usr/share/datasets/fashion-mnist --out runs/subset"])
-    mk.add_argument("--source", help="folder with train-{images,labels}-*.gz (default: the data folder, then "
-                                     "Debian's /usr/share/datasets/fashion-mnist)")
+    add_command(
+        sub,
+        "verify",
+        "check every shipped file under the data folder against registry.json",
+        ["ddpm-data verify"],
+    )
+    mk = add_command(
+        sub,
+        "make-subset",
+        "write the first 10,000 Fashion-MNIST training images and labels "
+        "(byte-identical to the shipped subset)",
+        ["ddpm-data make-subset --source /usr/share/datasets/fashion-mnist --out runs/subset"],
+    )
+    mk.add_argument(
+        "--source",
+        help="folder with train-{images,labels}-*.gz (default: the data folder, then "
+        "Debian's /usr/share/datasets/fashion-mnist)",
+    )
     mk.add_argument("--out", help="output folder (default: the data folder's fashion-mnist/)")
     c = add_command(sub, "cifar10", "get and check CIFAR-10 (also: python -m ddpm_lib.cifar)", EXAMPLES[1:])
     csub = add_commands(c, "cifar_cmd")
-    d = add_command(csub, "download", f"fetch {CIFAR10_URL} into data/cifar10/ (170 MB, sha256-checked)",
-                    ["ddpm-data cifar10 download", "ddpm-data cifar10 download --dest runs/cifar10"])
-    d.add_argument("--dest", default=None, help="folder to write cifar-10-python.tar.gz to (default: data/cifar10/)")
-    v = add_command(csub, "verify", "check the archive against the official sha256 and read both splits",
-                    ["ddpm-data cifar10 verify", "ddpm-data cifar10 verify runs/cifar10/cifar-10-python.tar.gz"])
-    v.add_argument("path", nargs="?", default=None,
-                   help="the archive or its folder, or an extracted cifar-10-batches-py/ (default: data/cifar10/)")
+    d = add_command(
+        csub,
+        "download",
+        f"fetch {CIFAR10_URL} into data/cifar10/ (170 MB, sha256-checked)",
+        ["ddpm-data cifar10 download", "ddpm-data cifar10 download --dest runs/cifar10"],
+    )
+    d.add_argument(
+        "--dest", default=None, help="folder to write cifar-10-python.tar.gz to (default: data/cifar10/)"
+    )
+    v = add_command(
+        csub,
+        "verify",
+        "check the archive against the official sha256 and read both splits",
+        ["ddpm-data cifar10 verify", "ddpm-data cifar10 verify runs/cifar10/cifar-10-python.tar.gz"],
+    )
+    v.add_argument(
+        "path",
+        nargs="?",
+        default=None,
+        help="the archive or its folder, or an extracted cifar-10-batches-py/ (default: data/cifar10/)",
+    )
     return p
 
 

@@ -22,17 +22,29 @@ EXAMPLES = (
 
 
 def build_parser():
-    ap = make_parser("ddpm-evaluate", "Evaluate a trained diffusion model: bits/dim on the test split, and the "
-                     "Frechet classifier distance (FCD, NOT Inception FID) of generated samples.", EXAMPLES,
-                     module="ddpm_lib.evaluate")
+    ap = make_parser(
+        "ddpm-evaluate",
+        "Evaluate a trained diffusion model: bits/dim on the test split, and the "
+        "Frechet classifier distance (FCD, NOT Inception FID) of generated samples.",
+        EXAMPLES,
+        module="ddpm_lib.evaluate",
+    )
     ap.add_argument("checkpoint", help="a checkpoint .safetensors file or a registered pretrained name")
     ap.add_argument("--bpd", action="store_true", help="bits/dim on the test split (the whole bound)")
     ap.add_argument("--subset", type=int, default=None, help="the first N test images only (for speed)")
-    ap.add_argument("--fid-samples", type=int, default=0,
-                    help="generate N images and report the Frechet classifier distance (NOT Inception FID)")
+    ap.add_argument(
+        "--fid-samples",
+        type=int,
+        default=0,
+        help="generate N images and report the Frechet classifier distance (NOT Inception FID)",
+    )
     ap.add_argument("--sample-steps", type=int, default=None, help="sampling steps for FCD (default: all T)")
-    ap.add_argument("--sample-method", choices=METHODS, default=None,
-                    help="sampler for FCD (default: respaced with --sample-steps, else ancestral)")
+    ap.add_argument(
+        "--sample-method",
+        choices=METHODS,
+        default=None,
+        help="sampler for FCD (default: respaced with --sample-steps, else ancestral)",
+    )
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", type=device_arg, default="auto", help="auto (cuda, mps, cpu), cpu, cuda, ...")
@@ -46,10 +58,19 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def body():
-        res = evaluate_checkpoint(args.checkpoint, bpd=args.bpd, subset=args.subset, fid_samples=args.fid_samples,
-                                  sample_steps=args.sample_steps, sample_method=args.sample_method, seed=args.seed,
-                                  device=args.device, batch_size=args.batch_size, use_ema=not args.no_ema,
-                                  progress=not args.no_progress)
+        res = evaluate_checkpoint(
+            args.checkpoint,
+            bpd=args.bpd,
+            subset=args.subset,
+            fid_samples=args.fid_samples,
+            sample_steps=args.sample_steps,
+            sample_method=args.sample_method,
+            seed=args.seed,
+            device=args.device,
+            batch_size=args.batch_size,
+            use_ema=not args.no_ema,
+            progress=not args.no_progress,
+        )
         print(f"{res['checkpoint']} (T = {res['T']}, data {res['dataset']})")
         if "bpd" in res:
             b = res["bpd"]
@@ -57,8 +78,10 @@ def main(argv=None) -> int:
             print(f"  L_T {b['L_T']:.4f} + sum L_(t-1) {b['L_t_minus_1']:.4f} + L_0 {b['L_0']:.4f}")
         if "fcd" in res:
             f = res["fcd"]
-            print(f"FCD ({f['n_generated']} samples, {f['sampler']['method']} {f['sampler']['steps']} steps, "
-                  f"vs {f['n_reference']} test images): {f['value']:.4f}")
+            print(
+                f"FCD ({f['n_generated']} samples, {f['sampler']['method']} {f['sampler']['steps']} steps, "
+                f"vs {f['n_reference']} test images): {f['value']:.4f}"
+            )
             print(f"  NOTE: {FCD_NOTE}")
         if args.json:
             print(f"wrote {write_json(res, args.json)}")

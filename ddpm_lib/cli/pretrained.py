@@ -10,7 +10,13 @@ import json
 import sys
 
 from ..data import data_dir_problem
-from ..pretrained import list_pretrained, pretrained_path, register_pretrained, registry_path, verify_pretrained
+from ..pretrained import (
+    list_pretrained,
+    pretrained_path,
+    register_pretrained,
+    registry_path,
+    verify_pretrained,
+)
 from . import add_command, add_commands, make_parser, run
 
 __all__ = ["build_parser", "main"]
@@ -22,21 +28,40 @@ EXAMPLES = (
 
 
 def build_parser():
-    p = make_parser("ddpm-pretrained", "List, verify (sha256) and register the trained checkpoints that "
-                    "data/registry.json lists by name.", EXAMPLES, module="ddpm_lib.pretrained")
+    p = make_parser(
+        "ddpm-pretrained",
+        "List, verify (sha256) and register the trained checkpoints that data/registry.json lists by name.",
+        EXAMPLES,
+        module="ddpm_lib.pretrained",
+    )
     sub = add_commands(p)
-    add_command(sub, "list", "the registered names, files, metrics and the commands that made them", EXAMPLES[:1])
-    v = add_command(sub, "verify", "check registered files by size and sha256 (default: all)",
-                    ["ddpm-pretrained verify", EXAMPLES[1]])
+    add_command(
+        sub, "list", "the registered names, files, metrics and the commands that made them", EXAMPLES[:1]
+    )
+    v = add_command(
+        sub,
+        "verify",
+        "check registered files by size and sha256 (default: all)",
+        ["ddpm-pretrained verify", EXAMPLES[1]],
+    )
     v.add_argument("names", nargs="*")
-    r = add_command(sub, "register", "add a checkpoint under the data folder to registry.json", [
-        "ddpm-train --config configs/swiss_roll.toml --out-dir runs/swiss-roll",
-        "cp runs/swiss-roll/latest.safetensors data/checkpoints/my_roll.safetensors",
-        "ddpm-pretrained register my-roll data/checkpoints/my_roll.safetensors --description 'my swiss roll'"])
+    r = add_command(
+        sub,
+        "register",
+        "add a checkpoint under the data folder to registry.json",
+        [
+            "ddpm-train --config configs/swiss_roll.toml --out-dir runs/swiss-roll",
+            "cp runs/swiss-roll/latest.safetensors data/checkpoints/my_roll.safetensors",
+            "ddpm-pretrained register my-roll data/checkpoints/my_roll.safetensors --description 'my swiss roll'",
+        ],
+    )
     r.add_argument("name", help="a short identifier, e.g. fashion-mnist-small")
     r.add_argument("path", help="the checkpoint, under the data folder (data/checkpoints/...)")
-    r.add_argument("--command", default=None,
-                   help="the exact command that made the checkpoint (default: the one its config records)")
+    r.add_argument(
+        "--command",
+        default=None,
+        help="the exact command that made the checkpoint (default: the one its config records)",
+    )
     r.add_argument("--description", default="")
     return p
 
@@ -44,6 +69,7 @@ def build_parser():
 def format_metrics(metrics: dict) -> str:
     """A registry entry's metrics as one readable line: ``name value`` pairs, numbers to 4 digits,
     nested tables as ``table.name``."""
+
     def flat(d, prefix=""):
         for k, v in d.items():
             if isinstance(v, dict):
@@ -70,9 +96,11 @@ def main(argv=None) -> int:
             if not list_pretrained():
                 print(f"no pretrained checkpoints registered in {registry_path()}")
             for n, e in list_pretrained().items():
-                print(f"{n}: {e['path']} ({e['size'] / 2**20:.1f} MiB, sha256 {e['sha256'][:16]}...)\n"
-                      f"    {e.get('description', '')}\n    measured: {format_metrics(e.get('metrics', {}))}\n"
-                      f"    made by: {e.get('command')}")
+                print(
+                    f"{n}: {e['path']} ({e['size'] / 2**20:.1f} MiB, sha256 {e['sha256'][:16]}...)\n"
+                    f"    {e.get('description', '')}\n    measured: {format_metrics(e.get('metrics', {}))}\n"
+                    f"    made by: {e.get('command')}"
+                )
         elif args.cmd == "verify":
             for n in args.names:  # an unknown name is a usage error; a bad file, a failed check
                 pretrained_path(n, verify=False)

@@ -18,8 +18,18 @@ from pathlib import Path
 
 import torch
 
-from ..train.config import (DATASETS, FIELD_TYPES, FIELDS, MODELS, SCHEDULES, ConfigError, TrainConfig,
-                            config_from_dict, load_config, to_toml)
+from ..train.config import (
+    DATASETS,
+    FIELD_TYPES,
+    FIELDS,
+    MODELS,
+    SCHEDULES,
+    ConfigError,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+    to_toml,
+)
 from ..train.distributed import launched_by_torchrun
 from ..train.rundir import load_resumable, open_run_dir
 from ..train.trainer import Trainer
@@ -42,11 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
         "Train a DDPM (Algorithm 1 of Ho et al. 2020). Settings come from the defaults, then "
         "--config FILE.toml, then the flags below; with --resume, from the checkpoint (unless "
         "--config is given), then the flags. Under torchrun the same command trains data-parallel "
-        "(torchrun -m ddpm_lib.train ...).", EXAMPLES, module="ddpm_lib.train")
+        "(torchrun -m ddpm_lib.train ...).",
+        EXAMPLES,
+        module="ddpm_lib.train",
+    )
     p.add_argument("--config", metavar="FILE.toml", help="a TOML file of the fields below (see configs/)")
-    p.add_argument("--resume", nargs="?", const="", default=None, metavar="PATH",
-                   help="continue from the latest checkpoint in out_dir (or in PATH, a run directory or a "
-                        "checkpoint file); --steps is the new total")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="continue from the latest checkpoint in out_dir (or in PATH, a run directory or a "
+        "checkpoint file); --steps is the new total",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU training")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log.jsonl still written)")
@@ -58,10 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
         shown = getattr(default, f.name)
         help_ = f"default: {json.dumps(shown)}"
         if f.name in ("dataset", "model", "schedule"):
-            help_ += f"; one of {', '.join({'dataset': DATASETS, 'model': MODELS, 'schedule': SCHEDULES}[f.name])}"
+            help_ += (
+                f"; one of {', '.join({'dataset': DATASETS, 'model': MODELS, 'schedule': SCHEDULES}[f.name])}"
+            )
         if typ is bool:
-            g.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=help_)
+            g.add_argument(
+                *flags,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_,
+            )
         else:
             meta = "JSON" if typ is dict else f.name.upper()
             g.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar=meta, help=help_)
@@ -99,23 +125,36 @@ def main(argv=None) -> int:
                 print(to_toml(cfg), end="")
                 return 0
             out = Path(cfg.out_dir)
-            if not launched_by_torchrun() or int(os.environ["RANK"]) == 0:  # locked before looking, so no run starts in between
+            if (
+                not launched_by_torchrun() or int(os.environ["RANK"]) == 0
+            ):  # locked before looking, so no run starts in between
                 release_out_dir = open_run_dir(out)
-            if out.is_dir() and (any(out.glob("ckpt_*.safetensors")) or (out / "latest.safetensors").exists()):
-                raise ConfigError(f"{out} already holds a run's checkpoints: pass --resume to continue it, or "
-                                  f"choose another --out-dir")
+            if out.is_dir() and (
+                any(out.glob("ckpt_*.safetensors")) or (out / "latest.safetensors").exists()
+            ):
+                raise ConfigError(
+                    f"{out} already holds a run's checkpoints: pass --resume to continue it, or "
+                    f"choose another --out-dir"
+                )
             trainer = Trainer(cfg, command=command)
         if trainer.is_main:
             c = trainer.config
-            print(f"training {c.model} on {c.dataset} {list(trainer.data_shape)}: step {trainer.step_count} -> "
-                  f"{c.steps}, global batch {c.batch_size} on {trainer.world_size} x {trainer.device}, "
-                  f"writing to {c.out_dir}", file=sys.stderr, flush=True)
+            print(
+                f"training {c.model} on {c.dataset} {list(trainer.data_shape)}: step {trainer.step_count} -> "
+                f"{c.steps}, global batch {c.batch_size} on {trainer.world_size} x {trainer.device}, "
+                f"writing to {c.out_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
         trainer.run(progress=not args.no_progress)
         if trainer.is_main:
             h = trainer.history
             if h.loss:
-                print(f"done: step {trainer.step_count}, loss {h.loss[-1]:.4f}; checkpoint "
-                      f"{Path(trainer.config.out_dir) / 'latest.safetensors'}", file=sys.stderr)
+                print(
+                    f"done: step {trainer.step_count}, loss {h.loss[-1]:.4f}; checkpoint "
+                    f"{Path(trainer.config.out_dir) / 'latest.safetensors'}",
+                    file=sys.stderr,
+                )
         return 0
 
     try:

@@ -151,8 +151,12 @@ PROGRESS_PATTERNS = [
 SIMULATED_CPUS = {
     "native": {},
     # no SIMD in ATen, SSE only in oneDNN and MKL, one thread: a CPU unlike any x86 this was recorded on
-    "baseline-1thread": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-                         "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "OMP_NUM_THREADS": "1"},
+    "baseline-1thread": {
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+        "OMP_NUM_THREADS": "1",
+    },
     # AVX2 code paths (an Intel AVX-512 machine computing as an AMD one, or the reverse) with two threads
     "avx2-2threads": {"ATEN_CPU_CAPABILITY": "avx2", "OMP_NUM_THREADS": "2"},
 }
@@ -172,7 +176,14 @@ WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 META_KEY = "ddpm_course"
 HASH_KEY = "executed_code_sha256"
 # notebook metadata that changes from run to run or machine to machine, not with the chapter
-VOLATILE_NOTEBOOK_METADATA = ("papermill", "execution", "widgets_version", "vscode", "colab", "toc-autonumbering")
+VOLATILE_NOTEBOOK_METADATA = (
+    "papermill",
+    "execution",
+    "widgets_version",
+    "vscode",
+    "colab",
+    "toc-autonumbering",
+)
 
 # When no jupytext.toml is found, the pairing the repository uses.
 DEFAULT_JUPYTEXT_CONFIG = {
@@ -280,8 +291,9 @@ def find_book(path=None) -> Path:
     for d in [Path.cwd(), *Path.cwd().parents]:
         if (d / BOOK_FILE).is_file():
             return (d / BOOK_FILE).resolve()
-    raise BookUsageError("no book.toml found next to the ddpm_lib package or above the current directory; "
-                    "pass --book PATH")
+    raise BookUsageError(
+        "no book.toml found next to the ddpm_lib package or above the current directory; pass --book PATH"
+    )
 
 
 def load_book(path=None) -> Book:
@@ -299,19 +311,36 @@ def load_book(path=None) -> Book:
         if missing:
             raise BookError(f"{p}: chapter #{i + 1} ({c.get('id', '?')}) lacks {', '.join(missing)}")
         if not isinstance(c["budget_s"], (int, float)) or c["budget_s"] <= 0:
-            raise BookError(f"{p}: chapter {c['id']}: budget_s must be a positive number, got {c['budget_s']!r}")
-        chapters.append(Chapter(id=str(c["id"]), number=int(c["number"]), title=str(c["title"]),
-                                stem=str(c["stem"]), budget_s=float(c["budget_s"]), track=str(c.get("track", "")),
-                                notes=tuple(c.get("notes", ())), chapters_dir=chapters_dir))
+            raise BookError(
+                f"{p}: chapter {c['id']}: budget_s must be a positive number, got {c['budget_s']!r}"
+            )
+        chapters.append(
+            Chapter(
+                id=str(c["id"]),
+                number=int(c["number"]),
+                title=str(c["title"]),
+                stem=str(c["stem"]),
+                budget_s=float(c["budget_s"]),
+                track=str(c.get("track", "")),
+                notes=tuple(c.get("notes", ())),
+                chapters_dir=chapters_dir,
+            )
+        )
     for attr in ("id", "number", "stem"):
         seen = [getattr(c, attr) for c in chapters]
         dup = sorted({str(v) for v in seen if seen.count(v) > 1})
         if dup:
             raise BookError(f"{p}: chapter {attr}s must be unique; repeated: {', '.join(dup)}")
     chapters.sort(key=lambda c: c.number)
-    return Book(path=p, title=str(meta.get("title", "")), chapters_dir=chapters_dir,
-                total_budget_s=meta.get("total_budget_s"), theory_budget_s=meta.get("theory_budget_s"),
-                chapters=chapters, raw=raw)
+    return Book(
+        path=p,
+        title=str(meta.get("title", "")),
+        chapters_dir=chapters_dir,
+        total_budget_s=meta.get("total_budget_s"),
+        theory_budget_s=meta.get("theory_budget_s"),
+        chapters=chapters,
+        raw=raw,
+    )
 
 
 def list_chapters(path=None) -> list:
@@ -386,14 +415,18 @@ def sync_chapter(chapter: Chapter, *, quiet: bool = False) -> bool:
         nb = combine_inputs_with_outputs(nb, _read_ipynb(chapter.ipynb_path), fmt="py:percent")
     changed = _write_if_changed(chapter.ipynb_path, _ipynb_text(nb))
     if not quiet:
-        print(f"{chapter.label}: {chapter.ipynb_path.name} {'updated from' if changed else 'already in sync with'} "
-              f"{chapter.py_path.name}")
+        print(
+            f"{chapter.label}: {chapter.ipynb_path.name} {'updated from' if changed else 'already in sync with'} "
+            f"{chapter.py_path.name}"
+        )
         py_text = chapter.py_path.read_text(encoding="utf-8")
         rendered = render_py(_read_ipynb(chapter.ipynb_path), chapter.py_path)
         if rendered != py_text:
-            print(f"{chapter.label}: warning: {chapter.py_path.name} is not in jupytext's canonical form, so "
-                  "`check` will fail; rewrite it with `sync --canonical`:\n" + _short_diff(py_text, rendered,
-                                                                                        chapter.py_path.name))
+            print(
+                f"{chapter.label}: warning: {chapter.py_path.name} is not in jupytext's canonical form, so "
+                "`check` will fail; rewrite it with `sync --canonical`:\n"
+                + _short_diff(py_text, rendered, chapter.py_path.name)
+            )
     return changed
 
 
@@ -419,8 +452,11 @@ def sync_book(book: Book, keys=None, *, canonical: bool = False, quiet: bool = F
 
 
 def _short_diff(a: str, b: str, name: str, n: int = 30) -> str:
-    lines = list(difflib.unified_diff(a.splitlines(), b.splitlines(), f"{name}", f"{name} (rendered from .ipynb)",
-                                      lineterm="", n=1))
+    lines = list(
+        difflib.unified_diff(
+            a.splitlines(), b.splitlines(), f"{name}", f"{name} (rendered from .ipynb)", lineterm="", n=1
+        )
+    )
     more = f"\n    ... ({len(lines) - n} more diff lines)" if len(lines) > n else ""
     return "\n".join("    " + line for line in lines[:n]) + more
 
@@ -456,8 +492,12 @@ def _normalize_outputs(outputs: list) -> list:
 
     out = []
     for o in outputs:
-        if o.get("output_type") == "stream" and out and out[-1].get("output_type") == "stream" \
-                and out[-1].get("name") == o.get("name"):
+        if (
+            o.get("output_type") == "stream"
+            and out
+            and out[-1].get("output_type") == "stream"
+            and out[-1].get("name") == o.get("name")
+        ):
             out[-1]["text"] = _join(out[-1]["text"]) + _join(o.get("text"))
             continue
         out.append(copy.deepcopy(o))
@@ -500,7 +540,7 @@ def _widget_ids_in(obj, state: dict, order: list, seen: set) -> None:
             for v in o:
                 visit(v)
         elif isinstance(o, str) and o.startswith("IPY_MODEL_"):
-            add(o[len("IPY_MODEL_"):])
+            add(o[len("IPY_MODEL_") :])
 
     def add(mid):
         if mid in seen:
@@ -534,8 +574,8 @@ def _normalize_widgets(nb) -> None:
     def rename(s: str) -> str:
         if s in mapping:
             return mapping[s]
-        if s.startswith("IPY_MODEL_") and s[len("IPY_MODEL_"):] in mapping:
-            return "IPY_MODEL_" + mapping[s[len("IPY_MODEL_"):]]
+        if s.startswith("IPY_MODEL_") and s[len("IPY_MODEL_") :] in mapping:
+            return "IPY_MODEL_" + mapping[s[len("IPY_MODEL_") :]]
         return s
 
     for cell in nb.cells:
@@ -606,8 +646,10 @@ def _machine() -> str:
     except OSError:
         pass
     cpu = cpu or platform.processor() or platform.machine()
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), "
-            f"Python {platform.python_version()}")
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), "
+        f"Python {platform.python_version()}"
+    )
 
 
 def kernel_env(extra: Optional[dict] = None) -> dict:
@@ -615,7 +657,9 @@ def kernel_env(extra: Optional[dict] = None) -> dict:
     env = dict(os.environ)
     env.update(EXECUTION_ENV)
     pkg_parent = str(Path(__file__).resolve().parents[2])  # this ddpm_lib, even when not installed
-    env["PYTHONPATH"] = os.pathsep.join([pkg_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [pkg_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
     if extra:
         env.update(extra)
     return env
@@ -626,8 +670,14 @@ def default_timeout(chapter: Chapter) -> float:
     return max(120.0, 5.0 * chapter.budget_s)
 
 
-def execute_chapter(chapter: Chapter, *, timeout: Optional[float] = None, sync: bool = True,
-                    record: bool = True, quiet: bool = False) -> float:
+def execute_chapter(
+    chapter: Chapter,
+    *,
+    timeout: Optional[float] = None,
+    sync: bool = True,
+    record: bool = True,
+    quiet: bool = False,
+) -> float:
     """Execute ``chapter``'s .ipynb in a clean kernel, store its outputs in place, normalised.
 
     ``sync``: first update the .ipynb's inputs from the .py. ``timeout``: seconds for the whole
@@ -642,7 +692,9 @@ def execute_chapter(chapter: Chapter, *, timeout: Optional[float] = None, sync: 
     if sync:
         sync_chapter(chapter, quiet=True)
     if not chapter.ipynb_exists:
-        raise BookError(f"chapter {chapter.label}: {chapter.ipynb_path} does not exist (and no .py to make it from)")
+        raise BookError(
+            f"chapter {chapter.label}: {chapter.ipynb_path} does not exist (and no .py to make it from)"
+        )
     nb = _read_ipynb(chapter.ipynb_path)
     limit = float(timeout) if timeout else default_timeout(chapter)
     start = time.monotonic()
@@ -651,31 +703,48 @@ def execute_chapter(chapter: Chapter, *, timeout: Optional[float] = None, sync: 
     def remaining(_cell):
         return max(1, int(deadline - time.monotonic()) + 1)
 
-    client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=int(limit) + 1, timeout_func=remaining,
-                            record_timing=False, allow_errors=False, store_widget_state=True,
-                            coalesce_streams=True, resources={"metadata": {"path": str(chapter.chapters_dir)}})
+    client = NotebookClient(
+        nb,
+        kernel_name=KERNEL_NAME,
+        timeout=int(limit) + 1,
+        timeout_func=remaining,
+        record_timing=False,
+        allow_errors=False,
+        store_widget_state=True,
+        coalesce_streams=True,
+        resources={"metadata": {"path": str(chapter.chapters_dir)}},
+    )
     if not quiet:
-        print(f"{chapter.label}: executing {chapter.ipynb_path.name} (budget {chapter.budget_s:g} s, "
-              f"limit {limit:g} s) ...", flush=True)
+        print(
+            f"{chapter.label}: executing {chapter.ipynb_path.name} (budget {chapter.budget_s:g} s, "
+            f"limit {limit:g} s) ...",
+            flush=True,
+        )
     try:
         client.execute(env=kernel_env())
     except CellTimeoutError as e:
-        raise BookError(f"chapter {chapter.label}: execution exceeded {limit:g} s (budget {chapter.budget_s:g} s); "
-                        f"nothing was written\n{e}") from None
+        raise BookError(
+            f"chapter {chapter.label}: execution exceeded {limit:g} s (budget {chapter.budget_s:g} s); "
+            f"nothing was written\n{e}"
+        ) from None
     except (CellExecutionError, DeadKernelError) as e:
         raise BookError(f"chapter {chapter.label}: execution failed; nothing was written\n{e}") from None
     seconds = time.monotonic() - start
     normalize_notebook(nb)
     fragile = fragile_outputs(nb)
     if fragile:
-        raise BookError(f"chapter {chapter.label}: {len(fragile)} printed number(s) would not replay on another CPU; "
-                        "nothing was written (see ddpm_lib.course.replay for the rules):\n  " + "\n  ".join(fragile))
+        raise BookError(
+            f"chapter {chapter.label}: {len(fragile)} printed number(s) would not replay on another CPU; "
+            "nothing was written (see ddpm_lib.course.replay for the rules):\n  " + "\n  ".join(fragile)
+        )
     _write_if_changed(chapter.ipynb_path, _ipynb_text(nb))
     if record:
         _record_timing(chapter, seconds)
     if not quiet:
         over = "  OVER BUDGET" if seconds > chapter.budget_s else ""
-        print(f"{chapter.label}: executed in {seconds:.1f} s (budget {chapter.budget_s:g} s){over}", flush=True)
+        print(
+            f"{chapter.label}: executed in {seconds:.1f} s (budget {chapter.budget_s:g} s){over}", flush=True
+        )
     return seconds
 
 
@@ -687,14 +756,19 @@ def _record_timing(chapter: Chapter, seconds: float) -> None:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             data = {}
-    data[chapter.id] = {"seconds": round(seconds, 1), "machine": _machine(),
-                        "date": _dt.date.today().isoformat(), "load": round(os.getloadavg()[0], 2),
-                        "cpus": os.cpu_count()}
+    data[chapter.id] = {
+        "seconds": round(seconds, 1),
+        "machine": _machine(),
+        "date": _dt.date.today().isoformat(),
+        "load": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+    }
     _write_if_changed(path, json.dumps(dict(sorted(data.items())), indent=2, ensure_ascii=False) + "\n")
 
 
-def execute_book(book: Book, keys=None, *, all_chapters: bool = False, timeout: Optional[float] = None,
-                 quiet: bool = False) -> dict:
+def execute_book(
+    book: Book, keys=None, *, all_chapters: bool = False, timeout: Optional[float] = None, quiet: bool = False
+) -> dict:
     """Execute the named chapters (or, with ``all_chapters``, every chapter that has files)."""
     if not keys and not all_chapters:
         raise BookUsageError("name the chapters to execute, or pass --all")
@@ -727,19 +801,37 @@ def replay_chapter(chapter: Chapter, cpu: str = "native", *, timeout: Optional[f
         raise BookUsageError(f"unknown cpu {cpu!r}: choose from {', '.join(SIMULATED_CPUS)}")
     if not chapter.ipynb_exists:
         raise BookError(f"chapter {chapter.label}: {chapter.ipynb_path} does not exist")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env",
-           "--nbval-sanitize-with", str(chapter.chapters_dir / "nbval_sanitize.cfg"),
-           f"--nbval-cell-timeout={int(default_timeout(chapter))}", str(chapter.ipynb_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--nbval",
+        "--nbval-current-env",
+        "--nbval-sanitize-with",
+        str(chapter.chapters_dir / "nbval_sanitize.cfg"),
+        f"--nbval-cell-timeout={int(default_timeout(chapter))}",
+        str(chapter.ipynb_path),
+    ]
     limit = timeout if timeout else default_timeout(chapter) + 120
     try:
-        return subprocess.run(cmd, cwd=chapter.chapters_dir.parent, env=kernel_env(SIMULATED_CPUS[cpu]),
-                              capture_output=True, text=True, timeout=limit)
+        return subprocess.run(
+            cmd,
+            cwd=chapter.chapters_dir.parent,
+            env=kernel_env(SIMULATED_CPUS[cpu]),
+            capture_output=True,
+            text=True,
+            timeout=limit,
+        )
     except subprocess.TimeoutExpired:
         raise BookError(f"chapter {chapter.label}: the replay as {cpu} exceeded {limit:g} s") from None
 
 
-def replay_chapters(book: Book, keys=None, cpus: Sequence[str] = tuple(SIMULATED_CPUS), *,
-                    quiet: bool = False) -> list:
+def replay_chapters(
+    book: Book, keys=None, cpus: Sequence[str] = tuple(SIMULATED_CPUS), *, quiet: bool = False
+) -> list:
     """Replay the named chapters (default: all that have an .ipynb) under each CPU of ``cpus``.
 
     Returns the failures as ``(cpu, chapter label, pytest's output)``; empty when everything replays.
@@ -757,8 +849,11 @@ def replay_chapters(book: Book, keys=None, cpus: Sequence[str] = tuple(SIMULATED
                 verdict = "ok" if r.returncode == 0 else "FAILED"
                 print(f"{cpu:<17} {c.label:<38} {verdict:<7} {time.monotonic() - t0:6.1f} s", flush=True)
         if not quiet:
-            print(f"{cpu}: {len(chapters)} chapter(s) in {time.monotonic() - start:.0f} s "
-                  f"({'|'.join(f'{k}={v}' for k, v in SIMULATED_CPUS[cpu].items()) or 'as this machine is'})", flush=True)
+            print(
+                f"{cpu}: {len(chapters)} chapter(s) in {time.monotonic() - start:.0f} s "
+                f"({'|'.join(f'{k}={v}' for k, v in SIMULATED_CPUS[cpu].items()) or 'as this machine is'})",
+                flush=True,
+            )
     return failures
 
 
@@ -782,8 +877,10 @@ def _solution_problems(cell, index: int) -> list:
     where = f"cell {index + 1}"
     if SOLUTION_TAG in tags:
         if not begins:
-            return [f"{where} is tagged `solution` but has no `# BEGIN SOLUTION` / `# END SOLUTION` lines "
-                    "(tag it `solution-only` to drop the whole cell from the student edition)"]
+            return [
+                f"{where} is tagged `solution` but has no `# BEGIN SOLUTION` / `# END SOLUTION` lines "
+                "(tag it `solution-only` to drop the whole cell from the student edition)"
+            ]
         try:
             _stub_source(_join(cell.source))
         except BookError as e:
@@ -806,20 +903,25 @@ def _check_chapter(c: Chapter) -> list:
     py_text = c.py_path.read_text(encoding="utf-8")
     fmt, _ = guess_format(py_text, ".py")
     if fmt != "percent":
-        probs.append(f"{c.py_path.name} is not in the percent format (jupytext sees {fmt!r}); "
-                     "cells start with `# %%`")
+        probs.append(
+            f"{c.py_path.name} is not in the percent format (jupytext sees {fmt!r}); cells start with `# %%`"
+        )
     try:
         nb = _read_ipynb(c.ipynb_path)
     except Exception as e:  # noqa: BLE001 - report any unreadable notebook
         return probs + [f"{c.ipynb_path.name} cannot be read: {e}"]
     if not nb.metadata.get("kernelspec", {}).get("name"):
-        probs.append(f"{c.ipynb_path.name} has no kernelspec (JupyterLab and nbval need one; keep "
-                     "`kernelspec` in the .py header)")
+        probs.append(
+            f"{c.ipynb_path.name} has no kernelspec (JupyterLab and nbval need one; keep "
+            "`kernelspec` in the .py header)"
+        )
     rendered = render_py(nb, c.py_path)
     if rendered != py_text:
-        probs.append(f"{c.py_path.name} and {c.ipynb_path.name} differ (edit the .py, then run "
-                     f"`python -m ddpm_lib.course.book execute {c.id}`; if only spacing differs, `sync --canonical {c.id}`):\n"
-                     + _short_diff(py_text, rendered, c.py_path.name))
+        probs.append(
+            f"{c.py_path.name} and {c.ipynb_path.name} differ (edit the .py, then run "
+            f"`python -m ddpm_lib.course.book execute {c.id}`; if only spacing differs, `sync --canonical {c.id}`):\n"
+            + _short_diff(py_text, rendered, c.py_path.name)
+        )
     expected = 1
     unexecuted, out_of_order, errors, bad_tags = [], [], [], []
     for i, cell in enumerate(nb.cells):
@@ -830,7 +932,9 @@ def _check_chapter(c: Chapter) -> list:
         src = _join(cell.source)
         for tag in SKIP_TAGS:
             if tag in tags and not NONDETERMINISTIC_RE.search(src):
-                bad_tags.append(f"cell {i + 1} ({tag}: {src.strip().splitlines()[0][:60] if src.strip() else ''!r})")
+                bad_tags.append(
+                    f"cell {i + 1} ({tag}: {src.strip().splitlines()[0][:60] if src.strip() else ''!r})"
+                )
         if not src.strip() or "skip-execution" in tags:
             continue
         if cell.get("execution_count") is None:
@@ -839,31 +943,48 @@ def _check_chapter(c: Chapter) -> list:
         if cell.execution_count != expected:
             out_of_order.append(f"cell {i + 1} has [{cell.execution_count}], expected [{expected}]")
         expected = cell.execution_count + 1
-        if "raises-exception" not in tags and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+        if "raises-exception" not in tags and any(
+            o.get("output_type") == "error" for o in cell.get("outputs", [])
+        ):
             errors.append(i + 1)
     if unexecuted:
-        probs.append(f"code cells {unexecuted} of {c.ipynb_path.name} have not been executed "
-                     f"(run `python -m ddpm_lib.course.book execute {c.id}`)")
+        probs.append(
+            f"code cells {unexecuted} of {c.ipynb_path.name} have not been executed "
+            f"(run `python -m ddpm_lib.course.book execute {c.id}`)"
+        )
     if out_of_order:
-        probs.append(f"{c.ipynb_path.name} does not hold one clean top-to-bottom run: "
-                     + "; ".join(out_of_order[:3]) + (" ..." if len(out_of_order) > 3 else ""))
+        probs.append(
+            f"{c.ipynb_path.name} does not hold one clean top-to-bottom run: "
+            + "; ".join(out_of_order[:3])
+            + (" ..." if len(out_of_order) > 3 else "")
+        )
     if errors:
-        probs.append(f"code cells {errors} of {c.ipynb_path.name} stored an error (tag `raises-exception` if intended)")
+        probs.append(
+            f"code cells {errors} of {c.ipynb_path.name} stored an error (tag `raises-exception` if intended)"
+        )
     recorded = nb.metadata.get(META_KEY, {}).get(HASH_KEY)
     if recorded is None:
         if not unexecuted:
-            probs.append(f"{c.ipynb_path.name} was not executed by `python -m ddpm_lib.course.book execute {c.id}` "
-                         "(its outputs are not normalised)")
+            probs.append(
+                f"{c.ipynb_path.name} was not executed by `python -m ddpm_lib.course.book execute {c.id}` "
+                "(its outputs are not normalised)"
+            )
     elif recorded != _code_hash(nb):
-        probs.append(f"the code of {c.ipynb_path.name} changed since it was executed: its outputs are stale "
-                     f"(run `python -m ddpm_lib.course.book execute {c.id}`)")
+        probs.append(
+            f"the code of {c.ipynb_path.name} changed since it was executed: its outputs are stale "
+            f"(run `python -m ddpm_lib.course.book execute {c.id}`)"
+        )
     if bad_tags:
-        probs.append("only widget, progress-bar and %%time cells may skip nbval's comparison; check "
-                     + ", ".join(bad_tags))
+        probs.append(
+            "only widget, progress-bar and %%time cells may skip nbval's comparison; check "
+            + ", ".join(bad_tags)
+        )
     fragile = fragile_outputs(nb)
     if fragile:
-        probs.append(f"{len(fragile)} printed number(s) of {c.ipynb_path.name} would not replay on another CPU "
-                     "(see ddpm_lib.course.replay):\n  " + "\n  ".join(fragile))
+        probs.append(
+            f"{len(fragile)} printed number(s) of {c.ipynb_path.name} would not replay on another CPU "
+            "(see ddpm_lib.course.replay):\n  " + "\n  ".join(fragile)
+        )
     return probs
 
 
@@ -921,10 +1042,15 @@ def book_times(book: Book, *, out=None) -> tuple:
             continue
         if contended(timings[c.id]):
             r = timings[c.id]
-            why = (f"under load {r['load']:g} on {r['cpus']} CPUs" if r.get("load") is not None
-                   else f"on a busy machine ({r['contended']})")
-            lines.append(f"{c.label:<42} {t:>7.1f}s {c.budget_s:>7g}s  not a measurement: taken {why}; "
-                         f"execute it again on an idle machine")
+            why = (
+                f"under load {r['load']:g} on {r['cpus']} CPUs"
+                if r.get("load") is not None
+                else f"on a busy machine ({r['contended']})"
+            )
+            lines.append(
+                f"{c.label:<42} {t:>7.1f}s {c.budget_s:>7g}s  not a measurement: taken {why}; "
+                f"execute it again on an idle machine"
+            )
             continue
         measured += 1
         total += t
@@ -934,8 +1060,10 @@ def book_times(book: Book, *, out=None) -> tuple:
         ok &= t <= c.budget_s
         lines.append(f"{c.label:<42} {t:>7.1f}s {c.budget_s:>7g}s{flag}")
     n = len(book.chapters)
-    for name, value, budget in (("theory chapters", theory, book.theory_budget_s), ("all chapters", total,
-                                                                                    book.total_budget_s)):
+    for name, value, budget in (
+        ("theory chapters", theory, book.theory_budget_s),
+        ("all chapters", total, book.total_budget_s),
+    ):
         if budget is None:
             continue
         flag = "  OVER" if value > budget else ""
@@ -975,7 +1103,9 @@ def _stub_source(src: str) -> str:
             hint = f"implement {func}" if func else "complete this cell"
         indent = m.group("indent")
         out.append(f"{indent}# YOUR CODE HERE")
-        out.append(f"{indent}raise NotImplementedError({json.dumps('exercise: ' + hint, ensure_ascii=False)})")
+        out.append(
+            f"{indent}raise NotImplementedError({json.dumps('exercise: ' + hint, ensure_ascii=False)})"
+        )
         i = j + 1
     if not found:
         raise BookError("no `# BEGIN SOLUTION` line")
@@ -1021,8 +1151,11 @@ def student_edition(book: Book, outdir, keys=None, *, quiet: bool = False) -> li
     outdir = Path(outdir).resolve()
     if outdir == book.root.resolve() or outdir == book.chapters_dir.resolve():
         raise BookUsageError(f"the student edition must go elsewhere than the book itself ({outdir})")
-    rel = book.chapters_dir.relative_to(book.root) if book.chapters_dir.is_relative_to(book.root) \
+    rel = (
+        book.chapters_dir.relative_to(book.root)
+        if book.chapters_dir.is_relative_to(book.root)
         else Path(book.chapters_dir.name)
+    )
     chdir = outdir / rel
     chdir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -1057,36 +1190,48 @@ def _print_list(book: Book) -> None:
     print(f"{'#':>2}  {'id':<34} {'track':<9} {'budget':>6}  {'.py':<4}{'.ipynb':<7} title")
     for c in book.chapters:
         yn = lambda b: "yes" if b else "-"  # noqa: E731
-        print(f"{c.number:02d}  {c.id:<34} {c.track:<9} {c.budget_s:>5g}s  {yn(c.py_exists):<4}{yn(c.ipynb_exists):<7} "
-              f"{c.title}")
+        print(
+            f"{c.number:02d}  {c.id:<34} {c.track:<9} {c.budget_s:>5g}s  {yn(c.py_exists):<4}{yn(c.ipynb_exists):<7} "
+            f"{c.title}"
+        )
     print(f"files: {book.chapters_dir}/<stem>.py and <stem>.ipynb")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..cli import examples, run
 
-    parser = argparse.ArgumentParser(prog="ddpm-book", description="\n\n".join(__doc__.split("\n\n")[:5]),
-                                     epilog=examples("ddpm-book list", "ddpm-book check",
-                                                     "ddpm-book student runs/student"),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ddpm-book",
+        description="\n\n".join(__doc__.split("\n\n")[:5]),
+        epilog=examples("ddpm-book list", "ddpm-book check", "ddpm-book student runs/student"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--book", help="book.toml or its folder (default: the repository's)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the chapters of book.toml")
     p = sub.add_parser("sync", help="update the .ipynb inputs from the .py (keeps outputs and cell ids)")
     p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
-    p.add_argument("--canonical", action="store_true", help="also rewrite each .py in jupytext's canonical form")
+    p.add_argument(
+        "--canonical", action="store_true", help="also rewrite each .py in jupytext's canonical form"
+    )
     p = sub.add_parser("execute", help="execute chapters on the CPU and store normalised outputs")
     p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
     p.add_argument("--all", action="store_true", help="every chapter that has files")
     p.add_argument("--timeout", type=float, help="seconds per chapter (default: 5x budget, at least 120)")
-    p = sub.add_parser("check", help="check that the .py and .ipynb agree and the outputs are from a clean run")
+    p = sub.add_parser(
+        "check", help="check that the .py and .ipynb agree and the outputs are from a clean run"
+    )
     p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
     p.add_argument("--allow-missing", action="store_true", help="skip chapters that have no files yet")
     sub.add_parser("times", help="recorded execution times against the budgets")
     p = sub.add_parser("replay", help="pytest --nbval on the chapters, natively and as other CPUs compute")
     p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems (default: all)")
-    p.add_argument("--cpu", action="append", choices=list(SIMULATED_CPUS),
-                   help="replay as this CPU (repeatable; default: every one of " + ", ".join(SIMULATED_CPUS) + ")")
+    p.add_argument(
+        "--cpu",
+        action="append",
+        choices=list(SIMULATED_CPUS),
+        help="replay as this CPU (repeatable; default: every one of " + ", ".join(SIMULATED_CPUS) + ")",
+    )
     p = sub.add_parser("student", help="write the student edition (solutions replaced by stubs)")
     p.add_argument("outdir")
     p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
@@ -1112,8 +1257,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"check: {len(problems)} problem(s)")
                 return 1
             skipped = sum(1 for c in book.select(args.ids) if not (c.py_exists or c.ipynb_exists))
-            print(f"check: OK ({n - skipped if args.allow_missing else n} chapter(s) checked"
-                  + (f", {skipped} without files skipped)" if args.allow_missing and skipped else ")"))
+            print(
+                f"check: OK ({n - skipped if args.allow_missing else n} chapter(s) checked"
+                + (f", {skipped} without files skipped)" if args.allow_missing and skipped else ")")
+            )
             return 0
         if args.command == "times":
             ok, _ = book_times(book)

@@ -43,7 +43,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["below", "within_sigma", "fragile_numbers", "FragileNumber", "RESIDUAL_LIMIT", "ROUNDOFF_LIMIT", "MAX_SIGNIFICANT"]
+__all__ = [
+    "below",
+    "within_sigma",
+    "fragile_numbers",
+    "FragileNumber",
+    "RESIDUAL_LIMIT",
+    "ROUNDOFF_LIMIT",
+    "MAX_SIGNIFICANT",
+]
 
 RESIDUAL_LIMIT = 1e-4
 ROUNDOFF_LIMIT = 1e-12
@@ -86,13 +94,19 @@ class FragileNumber:
     @property
     def advice(self) -> str:
         if self.rule == "digits":
-            return (f"{self.number!r} has more than {MAX_SIGNIFICANT} significant digits: round it to the digits the "
-                    "computation holds (float32: about 6; an estimate: those its standard error allows)")
+            return (
+                f"{self.number!r} has more than {MAX_SIGNIFICANT} significant digits: round it to the digits the "
+                "computation holds (float32: about 6; an estimate: those its standard error allows)"
+            )
         if self.rule == "round-off":
-            return (f"{self.number!r} is below {ROUNDOFF_LIMIT:.0e}, round-off whose digits the CPU decides: print a "
-                    "verdict with ddpm_lib.course.replay.below(value, tol) ('< 1e-12'), or torch.equal for an exact zero")
-        return (f"{self.number!r} is a residual printed as digits: print a verdict with "
-                "ddpm_lib.course.replay.below(value, tol) ('max |diff| < 1e-6'), or torch.equal(...) for an exact equality")
+            return (
+                f"{self.number!r} is below {ROUNDOFF_LIMIT:.0e}, round-off whose digits the CPU decides: print a "
+                "verdict with ddpm_lib.course.replay.below(value, tol) ('< 1e-12'), or torch.equal for an exact zero"
+            )
+        return (
+            f"{self.number!r} is a residual printed as digits: print a verdict with "
+            "ddpm_lib.course.replay.below(value, tol) ('max |diff| < 1e-6'), or torch.equal(...) for an exact equality"
+        )
 
     def __str__(self) -> str:
         return f"{self.line[:110]!r}: {self.advice}"
@@ -130,7 +144,7 @@ def fragile_numbers(text: str) -> list:
                 value = abs(float(token))
             except ValueError:  # pragma: no cover - the regex admits only floats
                 continue
-            before = line[:m.start()]
+            before = line[: m.start()]
             verdict = bool(_VERDICT_BEFORE_RE.search(before))
             if _significant_digits(token) > MAX_SIGNIFICANT:  # before the verdict test: '< 0.123456789' too
                 found.append(FragileNumber(line, token, "digits"))
@@ -143,6 +157,6 @@ def fragile_numbers(text: str) -> list:
             if value < RESIDUAL_LIMIT and ("." in token or "e" in token.lower() or value == 0):
                 # the nearest word that names a difference, in this clause
                 start = max((w for w in words if w <= m.start()), default=None)
-                if start is not None and not any(ch in line[start:m.start()] for ch in _CLAUSE_END):
+                if start is not None and not any(ch in line[start : m.start()] for ch in _CLAUSE_END):
                     found.append(FragileNumber(line, token, "residual"))
     return found

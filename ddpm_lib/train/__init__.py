@@ -28,8 +28,17 @@ Modules: ``config`` (TrainConfig, TOML, flags), ``components`` (data, network, d
 """
 
 from .components import make_diffusion, make_model
-from .config import (DATASETS, MODELS, SCHEDULES, ConfigError, TrainConfig, config_from_dict, load_config,
-                     stream_seed, to_toml)
+from .config import (
+    DATASETS,
+    MODELS,
+    SCHEDULES,
+    ConfigError,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+    stream_seed,
+    to_toml,
+)
 from .ema import debias_ema, ema_decay_at, ema_update
 from .history import History
 from .rundir import RunDirInUseError, find_checkpoint, load_resumable

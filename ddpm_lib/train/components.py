@@ -33,8 +33,10 @@ def _read_dataset(cfg: TrainConfig):
             try:
                 from ..cifar import cifar10 as loader
             except ImportError:
-                raise ConfigError("dataset 'cifar10' needs ddpm_lib.data.cifar10() or ddpm_lib.cifar.cifar10(), "
-                                  "which this installation of ddpm_lib does not have") from None
+                raise ConfigError(
+                    "dataset 'cifar10' needs ddpm_lib.data.cifar10() or ddpm_lib.cifar.cifar10(), "
+                    "which this installation of ddpm_lib does not have"
+                ) from None
         return loader(split="train", root=root)
     split = "train" if cfg.dataset == "fashion-mnist" else "train-10k"
     return D.fashion_mnist(split, root=root)
@@ -57,7 +59,9 @@ def load_images(cfg: TrainConfig) -> torch.Tensor:
     if images.dtype == torch.uint8:
         images = D.from_uint8(images)
     if images.ndim != 4 or not images.is_floating_point():
-        raise ConfigError(f"dataset {cfg.dataset!r} gave {tuple(images.shape)} {images.dtype}, not float (N, C, H, W)")
+        raise ConfigError(
+            f"dataset {cfg.dataset!r} gave {tuple(images.shape)} {images.dtype}, not float (N, C, H, W)"
+        )
     return images.float().contiguous()
 
 
@@ -79,13 +83,16 @@ def load_data(cfg: TrainConfig, device) -> tuple:
         images = load_images(cfg)
         if cfg.n_examples:
             if cfg.n_examples > len(images):
-                raise ConfigError(f"n_examples {cfg.n_examples} exceeds the {len(images)} examples of "
-                                  f"{cfg.dataset!r}")
-            images = images[:cfg.n_examples].clone()
+                raise ConfigError(
+                    f"n_examples {cfg.n_examples} exceeds the {len(images)} examples of {cfg.dataset!r}"
+                )
+            images = images[: cfg.n_examples].clone()
         return None, images.to(device), tuple(images.shape[1:])
     sampler, data = point_sampler(cfg.dataset), None
     if cfg.n_examples:
-        data = sampler(cfg.n_examples, torch.Generator().manual_seed(stream_seed(cfg.seed, "dataset"))).to(device)
+        data = sampler(cfg.n_examples, torch.Generator().manual_seed(stream_seed(cfg.seed, "dataset"))).to(
+            device
+        )
     return sampler, data, (2,)
 
 
@@ -94,8 +101,13 @@ def make_diffusion(cfg: TrainConfig) -> GaussianDiffusion:
     kw = {} if cfg.schedule == "cosine" else dict(beta_start=cfg.beta_start, beta_end=cfg.beta_end)
     try:
         schedule = NoiseSchedule.named(cfg.schedule, T=cfg.T, **kw)
-        return GaussianDiffusion(schedule, prediction=cfg.prediction, variance=cfg.variance, loss=cfg.loss,
-                                 decoder=cfg.resolved_decoder)
+        return GaussianDiffusion(
+            schedule,
+            prediction=cfg.prediction,
+            variance=cfg.variance,
+            loss=cfg.loss,
+            decoder=cfg.resolved_decoder,
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -115,8 +127,10 @@ def make_model(cfg: TrainConfig, data_shape) -> nn.Module:
         model = MLP(**args)
         want_in, want_out = model.config.data_dim, model.config.out_dim or model.config.data_dim
         if want_in != data_shape[0] or want_out != (2 if learned else 1) * data_shape[0]:
-            raise ConfigError(f"MLP(data_dim={want_in}, out_dim={want_out}) does not fit {data_shape[0]}-D data "
-                              f"with variance {cfg.variance!r}")
+            raise ConfigError(
+                f"MLP(data_dim={want_in}, out_dim={want_out}) does not fit {data_shape[0]}-D data "
+                f"with variance {cfg.variance!r}"
+            )
         return model
     _check_args(args, [f.name for f in fields(UNetConfig)], "UNetConfig")
     if cfg.dropout is not None:
@@ -141,15 +155,18 @@ def make_model(cfg: TrainConfig, data_shape) -> nn.Module:
             f"model {cfg.model!r} is built for {c.in_channels}x{c.resolution}x{c.resolution} images with "
             f"{c.out_channels} output channels; dataset {cfg.dataset!r} has {C}x{H}x{W} images and variance "
             f"{cfg.variance!r} needs {(2 if learned else 1) * C} (try model 'unet' with model_args, which takes "
-            f"channels and resolution from the data)")
+            f"channels and resolution from the data)"
+        )
     return model
 
 
 def _check_args(args: dict, allowed, what: str):
     bad = [k for k in args if k not in allowed]
     if bad:
-        raise ConfigError(f"model_args has unknown key(s) {', '.join(map(repr, bad))} for {what}; "
-                          f"allowed: {', '.join(allowed)}")
+        raise ConfigError(
+            f"model_args has unknown key(s) {', '.join(map(repr, bad))} for {what}; "
+            f"allowed: {', '.join(allowed)}"
+        )
 
 
 class Batches:
@@ -160,8 +177,9 @@ class Batches:
     batch_size new points every step. ``state()`` / ``load_state()`` give exact continuation.
     """
 
-    def __init__(self, data: torch.Tensor | None, sampler, batch_size: int, generator: torch.Generator,
-                 flip: bool):
+    def __init__(
+        self, data: torch.Tensor | None, sampler, batch_size: int, generator: torch.Generator, flip: bool
+    ):
         self.data, self.sampler, self.B, self.g, self.flip = data, sampler, batch_size, generator, flip
         self.perm = torch.zeros(0, dtype=torch.long)
         self.pos = 0
@@ -176,7 +194,7 @@ class Batches:
         if self.pos + self.B > len(self.perm):
             self.perm = torch.randperm(len(self.data), generator=self.g)
             self.pos = 0
-        idx = self.perm[self.pos + lo:self.pos + hi]
+        idx = self.perm[self.pos + lo : self.pos + hi]
         self.pos += self.B
         x = self.data[idx.to(self.data.device)]
         if self.flip:

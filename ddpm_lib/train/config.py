@@ -21,9 +21,24 @@ from ..diffusion import DECODERS, LOSSES, PREDICTIONS, VARIANCES
 from ..nets import UNet
 from ..schedules import MAX_T
 
-__all__ = ["TrainConfig", "ConfigError", "config_from_dict", "load_config", "to_toml", "stream_seed", "api_command",
-           "FREE_ON_RESUME", "FIELDS", "FIELD_TYPES", "DATASETS", "IMAGE_DATASETS", "POINT_DATASETS", "MODELS",
-           "SCHEDULES", "suggest"]
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "config_from_dict",
+    "load_config",
+    "to_toml",
+    "stream_seed",
+    "api_command",
+    "FREE_ON_RESUME",
+    "FIELDS",
+    "FIELD_TYPES",
+    "DATASETS",
+    "IMAGE_DATASETS",
+    "POINT_DATASETS",
+    "MODELS",
+    "SCHEDULES",
+    "suggest",
+]
 
 IMAGE_DATASETS = ("fashion-mnist", "fashion-mnist-10k", "cifar10")
 POINT_DATASETS = ("swiss-roll", "gaussian-mixture")
@@ -84,11 +99,13 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise ConfigError naming the allowed values. Returns self."""
+
         def one_of(name, allowed):
             v = getattr(self, name)
             if v not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {v!r}"
-                                  + suggest(v, allowed))
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(map(repr, allowed))}; got {v!r}" + suggest(v, allowed)
+                )
 
         one_of("dataset", DATASETS)
         one_of("model", MODELS)
@@ -102,8 +119,16 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.T > MAX_T:
             raise ConfigError(f"T must be <= {MAX_T} (MAX_T), got {self.T}")
-        for name in ("n_examples", "warmup_steps", "ema_warmup", "steps", "ckpt_every", "sample_every", "sample_steps",
-                     "n_samples"):
+        for name in (
+            "n_examples",
+            "warmup_steps",
+            "ema_warmup",
+            "steps",
+            "ckpt_every",
+            "sample_every",
+            "sample_steps",
+            "n_samples",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -120,8 +145,10 @@ class TrainConfig:
             raise ConfigError("loss 'hybrid' needs a learned variance: variance 'learned' or 'learned_range'")
         points = self.dataset in POINT_DATASETS
         if points and self.decoder == "discretized":
-            raise ConfigError(f"decoder 'discretized' is for 8-bit images; dataset {self.dataset!r} is continuous "
-                              f"2-D data: use decoder 'gaussian' (or 'auto')")
+            raise ConfigError(
+                f"decoder 'discretized' is for 8-bit images; dataset {self.dataset!r} is continuous "
+                f"2-D data: use decoder 'gaussian' (or 'auto')"
+            )
         if points and self.random_flip:
             raise ConfigError(f"random_flip flips images; dataset {self.dataset!r} holds 2-D points")
         if points != (self.model == "mlp"):
@@ -211,8 +238,10 @@ def config_from_dict(d: dict, base: TrainConfig | None = None, strict: bool = Tr
     unknown = [k for k in d if k not in FIELDS]
     if unknown and strict:
         hints = "".join(suggest(k, FIELDS) for k in unknown)
-        raise ConfigError(f"unknown configuration field(s) {', '.join(map(repr, unknown))}{hints}; "
-                          f"the fields are: {', '.join(FIELDS)}")
+        raise ConfigError(
+            f"unknown configuration field(s) {', '.join(map(repr, unknown))}{hints}; "
+            f"the fields are: {', '.join(FIELDS)}"
+        )
     values = {k: _coerce(k, v) for k, v in d.items() if k in FIELDS}
     return dataclasses.replace(base, **values).validate()
 
@@ -250,8 +279,19 @@ def to_toml(cfg: TrainConfig) -> str:
 
 
 # fields that may change on resume without changing the training trajectory
-FREE_ON_RESUME = {"steps", "out_dir", "data_root", "ckpt_every", "keep_last", "sample_every", "sample_steps",
-                  "n_samples", "log_every", "device", "compile"}
+FREE_ON_RESUME = {
+    "steps",
+    "out_dir",
+    "data_root",
+    "ckpt_every",
+    "keep_last",
+    "sample_every",
+    "sample_steps",
+    "n_samples",
+    "log_every",
+    "device",
+    "compile",
+}
 
 
 def stream_seed(seed: int, *keys) -> int:

@@ -24,7 +24,10 @@ __all__ = ["Processes", "launched_by_torchrun", "setup_processes", "wrap_model"]
 
 def launched_by_torchrun() -> bool:
     """True when this process is one of several that ``torchrun`` started."""
-    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")) and int(os.environ["WORLD_SIZE"]) > 1
+    return (
+        all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+        and int(os.environ["WORLD_SIZE"]) > 1
+    )
 
 
 @dataclass

@@ -71,8 +71,17 @@ class History:
         if "history.t_edges" not in d:
             return None
         g = lambda k: d[f"history.{k}"].tolist()  # noqa: E731
-        return cls(g("t_edges"), g("step"), g("loss"), g("grad_norm"), g("lr"), g("window_step"),
-                   g("window_sum"), g("window_count"), g("window_images_per_s"))
+        return cls(
+            g("t_edges"),
+            g("step"),
+            g("loss"),
+            g("grad_norm"),
+            g("lr"),
+            g("window_step"),
+            g("window_sum"),
+            g("window_count"),
+            g("window_images_per_s"),
+        )
 
 
 def t_edges(T: int, nb: int) -> list:
@@ -100,7 +109,9 @@ class RunningStats:
         """Count images per second from ``step``, now."""
         self.timer_step, self.timer_t0 = step, time.perf_counter()
 
-    def record(self, step: int, per_example: torch.Tensor, t: torch.Tensor, grad_norm: torch.Tensor, lr: float):
+    def record(
+        self, step: int, per_example: torch.Tensor, t: torch.Tensor, grad_norm: torch.Tensor, lr: float
+    ):
         """The statistics of one step: per-example losses (B,) at timesteps t (B,)."""
         self.pending.append((step, per_example.detach().sum(), grad_norm.detach().float(), lr))
         bucket = ((t - 1) * self.bucket_sum.numel()) // self.T
@@ -124,8 +135,10 @@ class RunningStats:
             h.lr.append(lr)
         self.pending.clear()
         if not math.isfinite(h.loss[-1]):
-            raise FloatingPointError(f"the loss is {h.loss[-1]} at step {h.step[-1]}: training diverged "
-                                     f"(try a smaller lr, a warm-up, or grad_clip)")
+            raise FloatingPointError(
+                f"the loss is {h.loss[-1]} at step {h.step[-1]}: training diverged "
+                f"(try a smaller lr, a warm-up, or grad_clip)"
+            )
 
     def close_window(self, step: int) -> dict | None:
         """End the window at ``step``; return its line for ``log.jsonl`` (None if it held no step)."""
@@ -149,13 +162,22 @@ class RunningStats:
         self.window_start = step
         self.restart_timer(step)
         recent = h.loss[-n_steps:]
-        return {"step": step, "loss": sum(recent) / len(recent), "lr": h.lr[-1], "grad_norm": h.grad_norm[-1],
-                "images_per_s": round(ips, 2), "time": time.time()}
+        return {
+            "step": step,
+            "loss": sum(recent) / len(recent),
+            "lr": h.lr[-1],
+            "grad_norm": h.grad_norm[-1],
+            "images_per_s": round(ips, 2),
+            "time": time.time(),
+        }
 
     def window_state(self) -> dict:
         """The open window as tensors, for a checkpoint (the history has ``History.to_tensors``)."""
-        return {"window.sum": self.bucket_sum.cpu(), "window.count": self.bucket_count.cpu(),
-                "window.start": torch.tensor([self.window_start], dtype=torch.long)}
+        return {
+            "window.sum": self.bucket_sum.cpu(),
+            "window.count": self.bucket_count.cpu(),
+            "window.start": torch.tensor([self.window_start], dtype=torch.long),
+        }
 
     def load_state(self, extra: dict):
         """Continue from a checkpoint's tensors: the history and the open window."""

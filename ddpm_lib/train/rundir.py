@@ -33,14 +33,26 @@ from typing import Callable
 
 from ..checkpoints import Checkpoint, CheckpointError, load_checkpoint
 
-__all__ = ["LOCK_NAME", "INTERRUPTED_WRITE", "RunDirInUseError", "open_run_dir", "remove_interrupted_writes",
-           "find_checkpoint", "load_resumable", "checkpoint_step", "link_or_copy", "prune", "append_log"]
+__all__ = [
+    "LOCK_NAME",
+    "INTERRUPTED_WRITE",
+    "RunDirInUseError",
+    "open_run_dir",
+    "remove_interrupted_writes",
+    "find_checkpoint",
+    "load_resumable",
+    "checkpoint_step",
+    "link_or_copy",
+    "prune",
+    "append_log",
+]
 
 LOCK_NAME = ".lock"
 
 # The temporary names the library's writers give files in a run directory:
 #   .ckpt_300.safetensors.k2j4_x9a.safetensors   atomic_write's mkstemp: "." + name + "." + 8 of [a-z0-9_] + suffix
-#   .tmpA1b2C3                                     safetensors' own temporary (Rust tempfile: 6 letters/digits), renamed onto the above
+#   .tmpA1b2C3                                     safetensors' own temporary (Rust tempfile: 6 letters/digits),
+#                                                  renamed onto the above
 #   .latest.safetensors.tmp4242                    train's hard link or copy for latest.*, ".tmp" + pid
 _TARGET = r"(?:ckpt_\d+|latest|samples_\d+)\.(?P<ext>safetensors|json|png)"
 INTERRUPTED_WRITE = (
@@ -103,7 +115,8 @@ def open_run_dir(path) -> Callable[[], None]:
         f.close()
         raise RunDirInUseError(
             f"{path} is in use by another training process ({holder}, holding {path / LOCK_NAME}): wait for it "
-            f"to finish or stop it, or write to another --out-dir") from None
+            f"to finish or stop it, or write to another --out-dir"
+        ) from None
     f.truncate(0)
     f.write(f"{os.getpid()}\n")
     f.flush()
@@ -133,8 +146,12 @@ def _releaser(key: str) -> Callable[[], None]:
 
 def checkpoint_step(p: Path) -> int | None:
     """N for a file named ``ckpt_<N>.safetensors``, else None."""
-    stem = p.name[len("ckpt_"):-len(".safetensors")]
-    return int(stem) if p.name.startswith("ckpt_") and p.name.endswith(".safetensors") and stem.isdigit() else None
+    stem = p.name[len("ckpt_") : -len(".safetensors")]
+    return (
+        int(stem)
+        if p.name.startswith("ckpt_") and p.name.endswith(".safetensors") and stem.isdigit()
+        else None
+    )
 
 
 def find_checkpoint(path) -> Path:
@@ -150,7 +167,9 @@ def find_checkpoint(path) -> Path:
         return latest
     ckpts = sorted((s, p) for p in path.glob("ckpt_*.safetensors") if (s := checkpoint_step(p)) is not None)
     if not ckpts:
-        raise FileNotFoundError(f"cannot resume: no checkpoint (latest.safetensors or ckpt_<step>.safetensors) in {path}")
+        raise FileNotFoundError(
+            f"cannot resume: no checkpoint (latest.safetensors or ckpt_<step>.safetensors) in {path}"
+        )
     return ckpts[-1][1]
 
 
@@ -164,8 +183,10 @@ def load_resumable(path, note: Callable[[str], object] | None = None) -> Checkpo
     if path.is_file():
         return load_checkpoint(path)
     first = find_checkpoint(path)
-    ckpts = sorted(((s, p) for p in path.glob("ckpt_*.safetensors") if (s := checkpoint_step(p)) is not None),
-                   reverse=True)
+    ckpts = sorted(
+        ((s, p) for p in path.glob("ckpt_*.safetensors") if (s := checkpoint_step(p)) is not None),
+        reverse=True,
+    )
     # latest is usually a hard link to the newest ckpt_N: the same bytes, not worth a second try
     candidates = [first] + [p for _, p in ckpts if p != first and not same_file(p, first)]
     passed_over = []
@@ -177,11 +198,15 @@ def load_resumable(path, note: Callable[[str], object] | None = None) -> Checkpo
             passed_over.append(candidate.name)
             continue
         if passed_over:
-            note(f"resuming from {candidate}, the newest intact checkpoint (step {ckpt.step}); "
-                 f"passed over: {', '.join(passed_over)}")
+            note(
+                f"resuming from {candidate}, the newest intact checkpoint (step {ckpt.step}); "
+                f"passed over: {', '.join(passed_over)}"
+            )
         return ckpt
-    raise CheckpointError(f"cannot resume: no checkpoint in {path} can be loaded (tried {', '.join(passed_over)}; "
-                          f"the reasons are above)")
+    raise CheckpointError(
+        f"cannot resume: no checkpoint in {path} can be loaded (tried {', '.join(passed_over)}; "
+        f"the reasons are above)"
+    )
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -204,7 +229,9 @@ def link_or_copy(src: Path, dst: Path):
 
 def prune(out: Path, step: int, keep_last: int):
     """Delete the step checkpoints (and sidecars) of ``out`` up to ``step`` but the newest ``keep_last``."""
-    ckpts = sorted((s, p) for p in out.glob("ckpt_*.safetensors") if (s := checkpoint_step(p)) is not None and s <= step)
+    ckpts = sorted(
+        (s, p) for p in out.glob("ckpt_*.safetensors") if (s := checkpoint_step(p)) is not None and s <= step
+    )
     for _, p in ckpts[:-keep_last]:
         for q in (p, p.with_suffix(".json")):
             with contextlib.suppress(FileNotFoundError):

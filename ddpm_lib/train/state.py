@@ -19,8 +19,14 @@ import torch.nn as nn
 
 from pathlib import Path
 
-from ..checkpoints import (Checkpoint, CheckpointError, build_on_meta, check_data_shape, check_model_fits,
-                           save_checkpoint)
+from ..checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    build_on_meta,
+    check_data_shape,
+    check_model_fits,
+    save_checkpoint,
+)
 from .components import make_model
 from .config import FREE_ON_RESUME, ConfigError, TrainConfig, stream_seed
 from .rundir import link_or_copy, prune
@@ -28,16 +34,28 @@ from .rundir import link_or_copy, prune
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-__all__ = ["checkpoint_config", "save_run", "rng_states", "restore_rng_states", "check_compatible",
-           "changed_settings", "model_problems", "check_model_before_building"]
+__all__ = [
+    "checkpoint_config",
+    "save_run",
+    "rng_states",
+    "restore_rng_states",
+    "check_compatible",
+    "changed_settings",
+    "model_problems",
+    "check_model_before_building",
+]
 
 
 def checkpoint_config(trainer: "Trainer") -> dict:
     """The config stored in a run's checkpoints: diffusion, data, training configuration, command
     (``save_checkpoint`` adds model_class, model_args and step)."""
-    return {"diffusion": trainer.diffusion.config(), "data": {"dataset": trainer.config.dataset,
-                                                              "shape": list(trainer.data_shape)},
-            "train": asdict(trainer.config), "metrics": {}, "command": trainer.command}
+    return {
+        "diffusion": trainer.diffusion.config(),
+        "data": {"dataset": trainer.config.dataset, "shape": list(trainer.data_shape)},
+        "train": asdict(trainer.config),
+        "metrics": {},
+        "command": trainer.command,
+    }
 
 
 def save_run(trainer: "Trainer", rng: dict, path=None) -> Path:
@@ -55,8 +73,16 @@ def save_run(trainer: "Trainer", rng: dict, path=None) -> Path:
     out = Path(cfg.out_dir) if auto else Path(path).parent
     path = out / f"ckpt_{trainer.step_count}.safetensors" if auto else Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, trainer.model, config=checkpoint_config(trainer), ema_model=trainer.ema,
-                    optimizer=trainer.optimizer, step=trainer.step_count, extra_tensors=extra, rng_states=rng)
+    save_checkpoint(
+        path,
+        trainer.model,
+        config=checkpoint_config(trainer),
+        ema_model=trainer.ema,
+        optimizer=trainer.optimizer,
+        step=trainer.step_count,
+        extra_tensors=extra,
+        rng_states=rng,
+    )
     if auto:
         link_or_copy(path, out / "latest.safetensors")
         link_or_copy(path.with_suffix(".json"), out / "latest.json")
@@ -92,15 +118,19 @@ def restore_rng_states(trainer: "Trainer", rng: dict, note) -> None:
         trainer._noise_gen.set_state(rng[key])
     else:
         trainer._noise_gen.manual_seed(stream_seed(cfg.seed, "noise", step))
-        note(f"the checkpoint holds no {key} state (saved on another device type): t and eps are "
-             f"drawn from a fresh seed")
+        note(
+            f"the checkpoint holds no {key} state (saved on another device type): t and eps are "
+            f"drawn from a fresh seed"
+        )
     mine = f"torch_cpu.rank{rank}"
     if mine in rng:
         torch.set_rng_state(rng[mine])
     else:
         torch.manual_seed(stream_seed(cfg.seed, "dropout", rank, step))
-        note(f"the checkpoint holds no RNG state for rank {rank} (another number of processes): "
-             f"dropout continues from a fresh seed")
+        note(
+            f"the checkpoint holds no RNG state for rank {rank} (another number of processes): "
+            f"dropout continues from a fresh seed"
+        )
     if trainer.device.type == "cuda":
         cuda = f"torch_cuda.rank{rank}"
         if cuda in rng:
@@ -118,15 +148,19 @@ def check_compatible(trainer: "Trainer", ckpt: Checkpoint) -> None:
         if k == "schedule":
             a, b = theirs_d.get(k) or {}, ours_d[k]
             same_name = a.get("T") == b["T"] and a.get("name") == b["name"]
-            problems.append(f"schedule: {a.get('name')} with T = {a.get('T')} in the checkpoint, {b['name']} "
-                            f"with T = {b['T']} here" + (" (different betas)" if same_name else ""))
+            problems.append(
+                f"schedule: {a.get('name')} with T = {a.get('T')} in the checkpoint, {b['name']} "
+                f"with T = {b['T']} here" + (" (different betas)" if same_name else "")
+            )
         else:
             problems.append(f"diffusion {k}: {theirs_d.get(k)!r} in the checkpoint, {ours_d.get(k)!r} here")
     data = ckpt.config.get("data") or {}
     cfg = trainer.config
     if data.get("dataset") != cfg.dataset or list(data.get("shape") or []) != list(trainer.data_shape):
-        problems.append(f"data: {data.get('dataset')!r} {data.get('shape')} in the checkpoint, "
-                        f"{cfg.dataset!r} {list(trainer.data_shape)} here")
+        problems.append(
+            f"data: {data.get('dataset')!r} {data.get('shape')} in the checkpoint, "
+            f"{cfg.dataset!r} {list(trainer.data_shape)} here"
+        )
     if problems:
         raise another_configuration(ckpt, problems)
 
@@ -134,8 +168,11 @@ def check_compatible(trainer: "Trainer", ckpt: Checkpoint) -> None:
 def changed_settings(ckpt: Checkpoint, config: TrainConfig) -> list[str]:
     """The settings that differ from the checkpoint's and change the training trajectory."""
     old = ckpt.config.get("train") or {}
-    return [f"{k} {old[k]!r} -> {v!r}" for k, v in asdict(config).items()
-            if k in old and old[k] != v and k not in FREE_ON_RESUME]
+    return [
+        f"{k} {old[k]!r} -> {v!r}"
+        for k, v in asdict(config).items()
+        if k in old and old[k] != v and k not in FREE_ON_RESUME
+    ]
 
 
 def model_problems(model: nn.Module, ckpt: Checkpoint) -> list[str]:
@@ -147,14 +184,18 @@ def model_problems(model: nn.Module, ckpt: Checkpoint) -> list[str]:
     diff = [k for k in sorted(set(theirs) | set(ours)) if k != "dropout" and theirs.get(k) != ours.get(k)]
     if not diff:
         return []
-    return ["model arguments: " + "; ".join(f"{k} = {theirs.get(k)!r} in the checkpoint, {ours.get(k)!r} here"
-                                            for k in diff)]
+    return [
+        "model arguments: "
+        + "; ".join(f"{k} = {theirs.get(k)!r} in the checkpoint, {ours.get(k)!r} here" for k in diff)
+    ]
 
 
 def another_configuration(ckpt: Checkpoint, problems: list[str]) -> CheckpointError:
     return CheckpointError(
-        f"cannot resume from {ckpt.path}: it was trained with another configuration:\n  " + "\n  ".join(problems)
-        + "\nresume with the checkpoint's own settings (no --config), or start a new run in another out_dir")
+        f"cannot resume from {ckpt.path}: it was trained with another configuration:\n  "
+        + "\n  ".join(problems)
+        + "\nresume with the checkpoint's own settings (no --config), or start a new run in another out_dir"
+    )
 
 
 def check_model_before_building(cfg: TrainConfig, ckpt: Checkpoint) -> None:

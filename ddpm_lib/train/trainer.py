@@ -36,8 +36,15 @@ from .distributed import setup_processes, wrap_model
 from .ema import ema_decay_at, ema_update
 from .history import History, RunningStats
 from .rundir import append_log, load_resumable, open_run_dir
-from .state import (changed_settings, check_compatible, check_model_before_building, checkpoint_config,
-                    restore_rng_states, rng_states, save_run)
+from .state import (
+    changed_settings,
+    check_compatible,
+    check_model_before_building,
+    checkpoint_config,
+    restore_rng_states,
+    rng_states,
+    save_run,
+)
 
 __all__ = ["Trainer"]
 
@@ -63,8 +70,10 @@ class Trainer:
         if cfg.bf16 and dev.type != "cuda":
             self._note(f"bf16 autocast is used on CUDA only; training in float32 on {dev.type}")
         if cfg.batch_size % self.world_size:
-            raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
-                              f"{self.world_size} processes")
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
+                f"{self.world_size} processes"
+            )
         # rank 0 writes out_dir: hold its lock (and clear leftovers of killed saves) until close(),
         # or until this object is collected; the kernel drops it if the process dies
         self._release_out_dir = lambda: None
@@ -169,8 +178,12 @@ class Trainer:
         self.stats.flush()
         return self.stats.history.loss[-1]
 
-    def run(self, steps: int | None = None, callback: Callable[["Trainer"], object] | None = None,
-            progress: bool = True) -> History:
+    def run(
+        self,
+        steps: int | None = None,
+        callback: Callable[["Trainer"], object] | None = None,
+        progress: bool = True,
+    ) -> History:
         """Train to ``config.steps`` (or ``steps`` more), then save and sample (when out_dir is set).
 
         ``callback(trainer)`` runs after every step; returning True stops the run (under DDP it
@@ -183,8 +196,14 @@ class Trainer:
             return self.history
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=target, initial=self.step_count, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not (progress and self.is_main))
+        bar = tqdm(
+            total=target,
+            initial=self.step_count,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (progress and self.is_main),
+        )
         self.stats.restart_timer(self.step_count)
         try:
             while self.step_count < target:
@@ -207,9 +226,17 @@ class Trainer:
 
     # ---- sampling -------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, steps: int | None = None, seed: int | None = None,
-               generator: torch.Generator | None = None, use_ema: bool = True, progress: bool = False,
-               clip_x0: bool | None = None, record=None):
+    def sample(
+        self,
+        n: int,
+        steps: int | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        use_ema: bool = True,
+        progress: bool = False,
+        clip_x0: bool | None = None,
+        record=None,
+    ):
         """n samples (on the CPU) with the EMA weights (or the raw ones), by :func:`ddpm_lib.sampling.generate`.
 
         ``steps``: respaced sampling steps (None: ``config.sample_steps``; 0 or >= T: all T, Algorithm 2).
@@ -226,10 +253,19 @@ class Trainer:
         was_training = model.training
         model.eval()
         try:
-            x, traj = generate(model, self.diffusion, self.data_shape, int(n),
-                               method="ancestral" if ancestral else "respaced", steps=None if ancestral else steps,
-                               generator=generator, clip=self.image_data if clip_x0 is None else clip_x0,
-                               record=record, device=self.device, progress=progress)
+            x, traj = generate(
+                model,
+                self.diffusion,
+                self.data_shape,
+                int(n),
+                method="ancestral" if ancestral else "respaced",
+                steps=None if ancestral else steps,
+                generator=generator,
+                clip=self.image_data if clip_x0 is None else clip_x0,
+                record=record,
+                device=self.device,
+                progress=progress,
+            )
         finally:
             model.train(was_training)
         return (x, traj) if record is not None else x
@@ -275,8 +311,10 @@ class Trainer:
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
         check_compatible(self, ckpt)
         if ckpt.ema_state is None or ckpt.optimizer_state is None or ckpt.step is None:
-            raise CheckpointError(f"{ckpt.path} lacks the EMA weights, optimizer state or step needed to resume "
-                                  f"(it is a model-only checkpoint)")
+            raise CheckpointError(
+                f"{ckpt.path} lacks the EMA weights, optimizer state or step needed to resume "
+                f"(it is a model-only checkpoint)"
+            )
         self.model.load_state_dict(ckpt.model_state)
         self.ema.load_state_dict(ckpt.ema_state)
         self.optimizer.load_state_dict(ckpt.optimizer_state)
@@ -284,13 +322,17 @@ class Trainer:
         self.stats.load_state(ckpt.extra)
         self._batches.load_state(ckpt.extra)
         if changed := changed_settings(ckpt, self.config):
-            self._note("resuming with changed settings (the run will not continue bit-identically): "
-                       + ", ".join(changed))
+            self._note(
+                "resuming with changed settings (the run will not continue bit-identically): "
+                + ", ".join(changed)
+            )
         restore_rng_states(self, ckpt.rng_states, self._note)
         return self
 
     @classmethod
-    def resume(cls, path, config: TrainConfig | None = None, command: str | None = None, **overrides) -> "Trainer":
+    def resume(
+        cls, path, config: TrainConfig | None = None, command: str | None = None, **overrides
+    ) -> "Trainer":
         """A Trainer continuing the run in ``path`` (a run directory or a checkpoint file).
 
         The configuration is the checkpoint's (or ``config``), with ``overrides`` of TrainConfig

@@ -25,8 +25,13 @@ it. The practice track's explorers (chapters 06-12) are imported on first use.
 
 from __future__ import annotations
 
-from ...mixtures import (DEFAULT_MIXTURE, gaussian_reverse_kernel, kernel_kl_to_gaussian, moment_match,
-                         true_reverse_kernel)
+from ...mixtures import (
+    DEFAULT_MIXTURE,
+    gaussian_reverse_kernel,
+    kernel_kl_to_gaussian,
+    moment_match,
+    true_reverse_kernel,
+)
 from .forward import forward_explorer
 from .framework import Blitter, Explorer
 from .posterior import posterior_explorer
@@ -53,11 +58,11 @@ __all__ = [
 # The practice track's explorers live in modules imported on first use, so that the theory
 # explorers above load without them (and without a trained network).
 _MODULE_OF = {
-    "reverse_process_explorer": "sampling",        # chapter 09: scrub t through a stored trajectory
-    "reconstruction_explorer": "reconstruction",   # chapter 12: t for reconstruction
-    "interpolation_explorer": "reconstruction",    # chapter 12: lambda for interpolation
-    "inpainting_explorer": "inpainting",           # chapter 11: the mask and t
-    "decoder_explorer": "decoder",                 # chapter 06: the discretized decoder's bins
+    "reverse_process_explorer": "sampling",  # chapter 09: scrub t through a stored trajectory
+    "reconstruction_explorer": "reconstruction",  # chapter 12: t for reconstruction
+    "interpolation_explorer": "reconstruction",  # chapter 12: lambda for interpolation
+    "inpainting_explorer": "inpainting",  # chapter 11: the mask and t
+    "decoder_explorer": "decoder",  # chapter 06: the discretized decoder's bins
 }
 
 

@@ -41,8 +41,10 @@ class _DecoderDrawer:
         self.bins = ax.stairs(np.ones(256), edges, fill=True, color="C0", label="P(k) / bin width")
         # the open edge bins, drawn out to the plot's edge with their mass spread over the drawn width
         self.lo_w, self.hi_w = edges[1] + _XLIM, _XLIM - edges[-2]
-        self.ends = [ax.stairs([1.0], [-_XLIM, edges[1]], fill=True, color="C3", label="open edge bins"),
-                     ax.stairs([1.0], [edges[-2], _XLIM], fill=True, color="C3")]
+        self.ends = [
+            ax.stairs([1.0], [-_XLIM, edges[1]], fill=True, color="C3", label="open edge bins"),
+            ax.stairs([1.0], [edges[-2], _XLIM], fill=True, color="C3"),
+        ]
         (self.curve,) = ax.plot(self.xs, np.ones_like(self.xs), color="0.25", lw=1, label="Gaussian density")
         for e in (-1, 1):
             ax.axvline(e, color="k", lw=0.6, ls=":")
@@ -66,12 +68,16 @@ class _DecoderDrawer:
         az.tick_params(labelsize=7)
         self.ztitle = az.set_title("", fontsize=8)
         self.title = ax.set_title("", fontsize=9)
-        self.blit = Blitter(fig, [self.bins, *self.ends, self.curve, self.zbars, self.zedge, self.zcurve,
-                                   self.ztitle, self.title])
+        self.blit = Blitter(
+            fig,
+            [self.bins, *self.ends, self.curve, self.zbars, self.zedge, self.zcurve, self.ztitle, self.title],
+        )
 
     def __call__(self, mu, sigma):
         mu, sigma = float(mu), float(sigma)
-        p = self.probs(torch.tensor(mu, dtype=torch.float64), torch.tensor(math.log(sigma), dtype=torch.float64))
+        p = self.probs(
+            torch.tensor(mu, dtype=torch.float64), torch.tensor(math.log(sigma), dtype=torch.float64)
+        )
         pn = p.numpy()
         floor = 1e-9  # log axes: keep empty bins drawable
         inner = np.maximum(pn / (2 / 255), floor)
@@ -90,18 +96,23 @@ class _DecoderDrawer:
         self.zbars.set_data(np.where(edge, 0.0, zp))
         self.zedge.set_data(np.where(edge, zp, 0.0))
         x_of_j = (k_mu + self.zj) * (2 / 255) - 1  # the zoom's axis in x
-        self.zcurve.set_ydata(np.exp(-0.5 * ((x_of_j - mu) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
-                              * (2 / 255))
+        self.zcurve.set_ydata(
+            np.exp(-0.5 * ((x_of_j - mu) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi)) * (2 / 255)
+        )
         self.ztitle.set_text(f"the bins near k_mu = {k_mu} (curve: density x 2/255)")
         k = int(p.argmax())
         pk = float(p[k])
         entropy = float(-(p * p.clamp(min=1e-300).log2()).sum())
-        self.title.set_text(f"mu = {mu:+.2f}, sigma = {sigma:.3g}: sum of P = {float(p.sum()):.6f}, "
-                            f"P(x = -1) = {pn[0]:.3f}, P(x = +1) = {pn[-1]:.3f}")
-        html = (f"<code>mu = {mu:+.3f}, sigma = {sigma:.3g} | P(x = -1) = {pn[0]:.4f}, "
-                f"P(x = +1) = {pn[-1]:.4f} | most likely value k = {k} (x = {float(self.grid[k]):+.4f}), "
-                f"P = {pk:.4f}, -log2 P = {max(0.0, -math.log2(max(pk, 1e-300))):.3f} bits | "
-                f"entropy of the decoder {max(0.0, entropy):.3f} bits (uniform: 8)</code>")
+        self.title.set_text(
+            f"mu = {mu:+.2f}, sigma = {sigma:.3g}: sum of P = {float(p.sum()):.6f}, "
+            f"P(x = -1) = {pn[0]:.3f}, P(x = +1) = {pn[-1]:.3f}"
+        )
+        html = (
+            f"<code>mu = {mu:+.3f}, sigma = {sigma:.3g} | P(x = -1) = {pn[0]:.4f}, "
+            f"P(x = +1) = {pn[-1]:.4f} | most likely value k = {k} (x = {float(self.grid[k]):+.4f}), "
+            f"P = {pk:.4f}, -log2 P = {max(0.0, -math.log2(max(pk, 1e-300))):.3f} bits | "
+            f"entropy of the decoder {max(0.0, entropy):.3f} bits (uniform: 8)</code>"
+        )
         return self.blit.frame(), html
 
 
@@ -114,7 +125,7 @@ def decoder_explorer(*, mu: float = -0.97, sigma: float = 0.03, dpi: int = 72, s
     :param static: return a matplotlib Figure for three settings instead.
     :return: an ``ExplorerBox`` with ``controls`` {"mu": FloatSlider, "sigma": FloatLogSlider}.
     """
-    if not (isinstance(sigma, (int, float)) and 1e-3 <= sigma <= 10 ** 0.5):
+    if not (isinstance(sigma, (int, float)) and 1e-3 <= sigma <= 10**0.5):
         raise ValueError(f"sigma must be a number in [0.001, 3.16], got {sigma!r}")
     if not (isinstance(mu, (int, float)) and -1.2 <= mu <= 1.2):
         raise ValueError(f"mu must be a number in [-1.2, 1.2], got {mu!r}")
@@ -125,11 +136,33 @@ def decoder_explorer(*, mu: float = -0.97, sigma: float = 0.03, dpi: int = 72, s
     import ipywidgets as W
 
     controls = {
-        "mu": W.FloatSlider(value=mu, min=-1.2, max=1.2, step=0.01, description="mu", continuous_update=True,
-                            readout_format=".2f", layout=W.Layout(width="360px")),
-        "sigma": W.FloatLogSlider(value=sigma, base=10, min=-3, max=0.5, step=0.05, description="sigma",
-                                  readout_format=".3g", continuous_update=True, layout=W.Layout(width="360px")),
+        "mu": W.FloatSlider(
+            value=mu,
+            min=-1.2,
+            max=1.2,
+            step=0.01,
+            description="mu",
+            continuous_update=True,
+            readout_format=".2f",
+            layout=W.Layout(width="360px"),
+        ),
+        "sigma": W.FloatLogSlider(
+            value=sigma,
+            base=10,
+            min=-3,
+            max=0.5,
+            step=0.05,
+            description="sigma",
+            readout_format=".3g",
+            continuous_update=True,
+            layout=W.Layout(width="360px"),
+        ),
     }
-    return explorer("decoder_explorer", drawer, controls, static_settings=settings,
-                    title="<b>The discretized decoder</b> p(x_0|x_1) (DDPM Eq. 13): the Gaussian's mass on "
-                          "each of the 256 bins, the edge bins open to ±∞")
+    return explorer(
+        "decoder_explorer",
+        drawer,
+        controls,
+        static_settings=settings,
+        title="<b>The discretized decoder</b> p(x_0|x_1) (DDPM Eq. 13): the Gaussian's mass on "
+        "each of the 256 bins, the edge bins open to ±∞",
+    )

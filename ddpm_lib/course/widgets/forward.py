@@ -29,21 +29,35 @@ class _ForwardDrawer:
         g = torch.Generator().manual_seed(seed)
         self.img_noise = torch.randn(self.images.shape, generator=g, dtype=torch.float64)
         self.pt_noise = torch.randn(self.points.shape, generator=g, dtype=torch.float64)
-        self.x0_sq = float((self.images ** 2).mean())
+        self.x0_sq = float((self.images**2).mean())
         self._sched_cache: OrderedDict = OrderedDict()
         n = self.images.shape[0]
         fig = self.fig = new_figure((9.0, 5.2), dpi)
-        gs = fig.add_gridspec(2, max(n, 1) + 2, height_ratios=[1.0, 0.85], hspace=0.45, wspace=0.35,
-                              left=0.06, right=0.98, top=0.88, bottom=0.1)
+        gs = fig.add_gridspec(
+            2,
+            max(n, 1) + 2,
+            height_ratios=[1.0, 0.85],
+            hspace=0.45,
+            wspace=0.35,
+            left=0.06,
+            right=0.98,
+            top=0.88,
+            bottom=0.1,
+        )
         self.img_artists = []
         for i in range(n):
             ax = fig.add_subplot(gs[0, i])
             # nearest: each 28 x 28 pixel is a block (and no smoothing pass per frame)
-            self.img_artists.append(ax.imshow(np.zeros(self.images.shape[2:]), cmap="gray", vmin=-1, vmax=1,
-                                              interpolation="nearest"))
+            self.img_artists.append(
+                ax.imshow(
+                    np.zeros(self.images.shape[2:]), cmap="gray", vmin=-1, vmax=1, interpolation="nearest"
+                )
+            )
             ax.set_axis_off()
         ax = self.ax_pts = fig.add_subplot(gs[0, n:])
-        self.scatter = ax.scatter(self.points[:, 0], self.points[:, 1], s=1.5, alpha=0.5, c="C0", linewidths=0)
+        self.scatter = ax.scatter(
+            self.points[:, 0], self.points[:, 1], s=1.5, alpha=0.5, c="C0", linewidths=0
+        )
         ax.set_xlim(-3, 3)
         ax.set_ylim(-3, 3)
         ax.set_aspect("equal")
@@ -107,21 +121,42 @@ class _ForwardDrawer:
         lt_bits = s.prior_kl(self.x0_sq) / _LN2
         abT = float(s.alpha_bars[-1])
         self.suptitle.set_text(
-            f"{s.name} schedule, T = {T}, " + r"$\beta_1$" + f" = {float(s.betas[1]):.3g}, " + r"$\beta_T$"
-            + f" = {float(s.betas[-1]):.3g}: " + r"$\bar\alpha_T$" + f" = {abT:.3g}, "
-            + r"$L_T$" + f" = {lt_bits:.3g} bits/dim")
+            f"{s.name} schedule, T = {T}, "
+            + r"$\beta_1$"
+            + f" = {float(s.betas[1]):.3g}, "
+            + r"$\beta_T$"
+            + f" = {float(s.betas[-1]):.3g}: "
+            + r"$\bar\alpha_T$"
+            + f" = {abT:.3g}, "
+            + r"$L_T$"
+            + f" = {lt_bits:.3g} bits/dim"
+        )
         self.title_pts.set_text(f"x\u209c at t = {t}: \u1fb1\u209c = {ab[t]:.4f}")  # x_t, alpha-bar_t
         png = self.blit.frame(layout)
         warn = " &mdash; <b>x_T keeps signal</b>: increase T or beta_T" if abT > 1e-2 else ""
-        html = (f"<code>{s.name}, T = {T}, beta_1 = {float(s.betas[1]):.3g}, beta_T = {float(s.betas[-1]):.3g}"
-                f" | t = {t}: alpha_bar_t = {ab[t]:.4g}, SNR = {snr[t]:.3g}"
-                f" | L_T = KL(q(x_T|x_0) || N(0, I)) = {lt_bits:.3g} bits/dim (alpha_bar_T = {abT:.3g})</code>{warn}")
+        html = (
+            f"<code>{s.name}, T = {T}, beta_1 = {float(s.betas[1]):.3g}, beta_T = {float(s.betas[-1]):.3g}"
+            f" | t = {t}: alpha_bar_t = {ab[t]:.4g}, SNR = {snr[t]:.3g}"
+            f" | L_T = KL(q(x_T|x_0) || N(0, I)) = {lt_bits:.3g} bits/dim (alpha_bar_T = {abT:.3g})</code>{warn}"
+        )
         return png, html
 
 
-def forward_explorer(images=None, points=None, *, n_images: int = 4, n_points: int = 1000, T: int = 1000,
-                     schedule: str = "linear", beta_1: float = 1e-4, beta_T: float = 0.02, t: int | None = None,
-                     seed: int = 0, dpi: int = 72, static: bool = False):
+def forward_explorer(
+    images=None,
+    points=None,
+    *,
+    n_images: int = 4,
+    n_points: int = 1000,
+    T: int = 1000,
+    schedule: str = "linear",
+    beta_1: float = 1e-4,
+    beta_T: float = 0.02,
+    t: int | None = None,
+    seed: int = 0,
+    dpi: int = 72,
+    static: bool = False,
+):
     """Scrub the forward process: x_t = q_sample(x_0, t, eps) with eps fixed (DDPM Eq. 4).
 
     Shows x_t for a few images and for 2-D points, beside the schedule's alpha_bar_t and SNR(t)
@@ -150,8 +185,10 @@ def forward_explorer(images=None, points=None, *, n_images: int = 4, n_points: i
         raise ValueError(f"points must have shape (M, 2), got {tuple(points.shape)}")
     t = T // 4 if t is None else t
     drawer = _ForwardDrawer(images, points, seed, dpi)
-    settings = [dict(t=tt, schedule=schedule, beta_1=beta_1, beta_T=beta_T, T=T)
-                for tt in sorted({max(1, T // 20), T // 4, T // 2, T})]
+    settings = [
+        dict(t=tt, schedule=schedule, beta_1=beta_1, beta_T=beta_T, T=T)
+        for tt in sorted({max(1, T // 20), T // 4, T // 2, T})
+    ]
     if static:
         return static_only(drawer, settings)
 
@@ -159,13 +196,34 @@ def forward_explorer(images=None, points=None, *, n_images: int = 4, n_points: i
 
     style = {"description_width": "initial"}
     controls = {
-        "t": W.IntSlider(value=t, min=1, max=T, description="t", continuous_update=True,
-                         layout=W.Layout(width="420px")),
-        "schedule": W.Dropdown(options=["linear", "cosine", "quadratic"], value=schedule, description="schedule"),
-        "beta_1": W.FloatLogSlider(value=beta_1, base=10, min=-5, max=-2, step=0.25, description="beta_1",
-                                   continuous_update=False, readout_format=".2g", style=style),
-        "beta_T": W.FloatLogSlider(value=beta_T, base=10, min=-3, max=-0.5, step=0.125, description="beta_T",
-                                   continuous_update=False, readout_format=".3g", style=style),
+        "t": W.IntSlider(
+            value=t, min=1, max=T, description="t", continuous_update=True, layout=W.Layout(width="420px")
+        ),
+        "schedule": W.Dropdown(
+            options=["linear", "cosine", "quadratic"], value=schedule, description="schedule"
+        ),
+        "beta_1": W.FloatLogSlider(
+            value=beta_1,
+            base=10,
+            min=-5,
+            max=-2,
+            step=0.25,
+            description="beta_1",
+            continuous_update=False,
+            readout_format=".2g",
+            style=style,
+        ),
+        "beta_T": W.FloatLogSlider(
+            value=beta_T,
+            base=10,
+            min=-3,
+            max=-0.5,
+            step=0.125,
+            description="beta_T",
+            continuous_update=False,
+            readout_format=".3g",
+            style=style,
+        ),
         "T": W.Dropdown(options=sorted({10, 50, 100, 250, 500, 1000, 2000, T}), value=T, description="T"),
     }
 
@@ -181,6 +239,11 @@ def forward_explorer(images=None, points=None, *, n_images: int = 4, n_points: i
                 ex.controls[k].disabled = value == "cosine"
 
     controls["beta_1"].disabled = controls["beta_T"].disabled = schedule == "cosine"
-    return explorer("forward_explorer", drawer, controls, on_change=on_change, static_settings=settings,
-                    title="<b>Forward process</b>: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, "
-                          "eps fixed")
+    return explorer(
+        "forward_explorer",
+        drawer,
+        controls,
+        on_change=on_change,
+        static_settings=settings,
+        title="<b>Forward process</b>: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, eps fixed",
+    )

@@ -123,8 +123,15 @@ class Explorer:
         (to adjust other controls, e.g. a slider's range).
     """
 
-    def __init__(self, draw: Callable, controls: dict, title: str = "", cache_size: int = 512,
-                 on_change: Callable | None = None, static_settings: Sequence[dict] = ()):
+    def __init__(
+        self,
+        draw: Callable,
+        controls: dict,
+        title: str = "",
+        cache_size: int = 512,
+        on_change: Callable | None = None,
+        static_settings: Sequence[dict] = (),
+    ):
         import ipywidgets as W
 
         self._draw = draw
@@ -138,7 +145,7 @@ class Explorer:
         self.image = W.Image(value=png, format="png", layout=W.Layout(max_width="100%"))
         self.readout = W.HTML(value=html)
         rows = [W.HTML(value=title)] if title else []
-        rows += [W.HBox(list(self.controls.values())[i:i + 3]) for i in range(0, len(self.controls), 3)]
+        rows += [W.HBox(list(self.controls.values())[i : i + 3]) for i in range(0, len(self.controls), 3)]
         rows += [self.readout, self.image]
         self.box = _box_class()(children=rows)
         self.box.explorer = self
@@ -313,8 +320,7 @@ def prefetch_in_background(drawer, control, values, pause: float = 0.02, name: s
 
     def on_change(change):
         if not started and change["new"] > 0:
-            thread = threading.Thread(target=run, args=(float(change["new"]),), daemon=True,
-                                      name=name)
+            thread = threading.Thread(target=run, args=(float(change["new"]),), daemon=True, name=name)
             started.append(thread)
             atexit.register(_stop_thread, stop, thread)
             thread.start()
@@ -337,8 +343,12 @@ def _stop_thread(stop, thread, timeout: float = 30.0) -> None:
 def _synthetic_images(n: int) -> torch.Tensor:
     """Four simple 28 x 28 shapes in [-1, 1], used only when Fashion-MNIST is not found."""
     y, x = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
-    shapes = [((x - 13.5) ** 2 + (y - 13.5) ** 2 < 90), ((x > 6) & (x < 21) & (y > 6) & (y < 21)),
-              ((x.long() // 4) % 2 == 0), ((x - y).abs() < 3) | ((x + y - 27).abs() < 3)]
+    shapes = [
+        ((x - 13.5) ** 2 + (y - 13.5) ** 2 < 90),
+        ((x > 6) & (x < 21) & (y > 6) & (y < 21)),
+        ((x.long() // 4) % 2 == 0),
+        ((x - y).abs() < 3) | ((x + y - 27).abs() < 3),
+    ]
     imgs = torch.stack([shapes[i % 4].float() * 2 - 1 for i in range(n)])
     return imgs[:, None]
 
@@ -352,8 +362,10 @@ def default_images(n: int = 4) -> torch.Tensor:
     try:
         return fashion_mnist_examples((9, 2, 1, 8, 0, 3, 4, 5, 6, 7)[:n], "test", download=False)
     except (FileNotFoundError, OSError, ValueError) as e:
-        warnings.warn(f"Fashion-MNIST test images not found ({e}); forward_explorer shows simple shapes instead",
-                      stacklevel=3)
+        warnings.warn(
+            f"Fashion-MNIST test images not found ({e}); forward_explorer shows simple shapes instead",
+            stacklevel=3,
+        )
         return _synthetic_images(n)
 
 
@@ -387,8 +399,17 @@ class ImageGrid:
     :param nrows, ncols: cells; :param shape: (C, H, W) of every image; :param scale: pixel repeat.
     """
 
-    def __init__(self, nrows: int, ncols: int, shape, col_titles: Sequence[str] = (), row_titles: Sequence[str] = (),
-                 scale: int = 3, gap: int = 4, header: bool = True):
+    def __init__(
+        self,
+        nrows: int,
+        ncols: int,
+        shape,
+        col_titles: Sequence[str] = (),
+        row_titles: Sequence[str] = (),
+        scale: int = 3,
+        gap: int = 4,
+        header: bool = True,
+    ):
         from PIL import Image, ImageDraw
 
         self.scale, self.gap = int(scale), int(gap)
@@ -402,10 +423,16 @@ class ImageGrid:
         draw = ImageDraw.Draw(self.template)
         font = pil_font(11)
         for c, title in enumerate(col_titles):
-            draw.text((self.left + self.gap + c * (self.w + self.gap), self.top - 15), title, fill=(40, 40, 40),
-                      font=font)
+            draw.text(
+                (self.left + self.gap + c * (self.w + self.gap), self.top - 15),
+                title,
+                fill=(40, 40, 40),
+                font=font,
+            )
         for r, title in enumerate(row_titles):
-            draw.text((2, self.top + r * (self.h + self.gap) + self.h // 2 - 6), title, fill=(40, 40, 40), font=font)
+            draw.text(
+                (2, self.top + r * (self.h + self.gap) + self.h // 2 - 6), title, fill=(40, 40, 40), font=font
+            )
         self.header_font = pil_font(12)
 
     def cell_origin(self, r: int, c: int) -> tuple:
@@ -430,7 +457,9 @@ class ImageGrid:
                 x, y = self.cell_origin(r, c)
                 canvas.paste(Image.fromarray(pix), (x, y))
                 if highlight is not None and tuple(highlight) == (r, c):
-                    draw.rectangle([x - 2, y - 2, x + self.w + 1, y + self.h + 1], outline=(220, 30, 30), width=2)
+                    draw.rectangle(
+                        [x - 2, y - 2, x + self.w + 1, y + self.h + 1], outline=(220, 30, 30), width=2
+                    )
         buf = io.BytesIO()
         canvas.save(buf, format="png", compress_level=1)
         return buf.getvalue()
@@ -445,5 +474,10 @@ def steps_slider(W, values: Sequence, value, description: str, width: str = "520
     """A slider over the given values only (sorted), starting at the one nearest ``value``: each
     step, a key press or a drag notch, lands on a value that has its own frame."""
     values = sorted(values)
-    return W.SelectionSlider(options=[(fmt(v), v) for v in values], value=nearest(values, value),
-                             description=description, continuous_update=True, layout=W.Layout(width=width))
+    return W.SelectionSlider(
+        options=[(fmt(v), v) for v in values],
+        value=nearest(values, value),
+        description=description,
+        continuous_update=True,
+        layout=W.Layout(width=width),
+    )

@@ -61,11 +61,11 @@ def make_mask(region: str, size: float, shape=(28, 28), seed: int = 0) -> torch.
         h = min(max(1, round(H * math.sqrt(size))), H - 1)
         w = min(max(1, round(W * math.sqrt(size))), W - 1)
         top, left = (H - h) // 2, (W - w) // 2
-        mask[:, top:top + h, left:left + w] = 0
+        mask[:, top : top + h, left : left + w] = 0
     elif region == "left":
-        mask[:, :, :min(max(1, round(W * size)), W - 1)] = 0
+        mask[:, :, : min(max(1, round(W * size)), W - 1)] = 0
     elif region == "top":
-        mask[:, :min(max(1, round(H * size)), H - 1), :] = 0
+        mask[:, : min(max(1, round(H * size)), H - 1), :] = 0
     else:
         k = min(max(1, round(H * W * size)), H * W - 1)
         idx = torch.randperm(H * W, generator=torch.Generator().manual_seed(int(seed)))[:k]
@@ -108,9 +108,18 @@ def _check_images(images) -> torch.Tensor:
     return images.float()
 
 
-def inpainting_trajectories(model, diffusion, images: torch.Tensor, regions: Sequence[str] = REGIONS,
-                            sizes: Sequence[float] = (0.25, 0.5), steps: int = 20, n_t: int = 11, seed: int = 0,
-                            mask_seed: int = 0, progress: bool = False) -> InpaintingRun:
+def inpainting_trajectories(
+    model,
+    diffusion,
+    images: torch.Tensor,
+    regions: Sequence[str] = REGIONS,
+    sizes: Sequence[float] = (0.25, 0.5),
+    steps: int = 20,
+    n_t: int = 11,
+    seed: int = 0,
+    mask_seed: int = 0,
+    progress: bool = False,
+) -> InpaintingRun:
     """Inpaint every image under every (region, size) mask in one batch, recording the trajectory.
 
     Runs :func:`ddpm_lib.inpaint` (known pixels replaced by a fresh q(x_t | x_0) sample at every step)
@@ -131,15 +140,23 @@ def inpainting_trajectories(model, diffusion, images: torch.Tensor, regions: Seq
     if not callable(model):
         raise TypeError("model must be a callable model(x_t, t) -> output")
     if not isinstance(diffusion, GaussianDiffusion):
-        raise TypeError(f"diffusion must be the GaussianDiffusion the model was trained with, got "
-                        f"{type(diffusion).__name__}")
+        raise TypeError(
+            f"diffusion must be the GaussianDiffusion the model was trained with, got "
+            f"{type(diffusion).__name__}"
+        )
     images = _check_images(images)
     regions = list(regions)
     if not regions or any(r not in REGIONS for r in regions) or len(set(regions)) != len(regions):
         raise ValueError(f"regions must be distinct names from {', '.join(REGIONS)}; got {regions}")
     sizes = [float(s) if isinstance(s, (int, float)) and not isinstance(s, bool) else s for s in sizes]
-    if not sizes or any(not isinstance(s, float) or not 0 < s < 1 for s in sizes) or len(set(sizes)) != len(sizes):
-        raise ValueError(f"sizes must be distinct fractions of pixels hidden, each in (0, 1); got {list(sizes)}")
+    if (
+        not sizes
+        or any(not isinstance(s, float) or not 0 < s < 1 for s in sizes)
+        or len(set(sizes)) != len(sizes)
+    ):
+        raise ValueError(
+            f"sizes must be distinct fractions of pixels hidden, each in (0, 1); got {list(sizes)}"
+        )
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= diffusion.T:
         raise ValueError(f"steps must be an integer in 1..T = 1..{diffusion.T}, got {steps!r}")
     if isinstance(n_t, bool) or not isinstance(n_t, int) or n_t < 2:
@@ -150,8 +167,11 @@ def inpainting_trajectories(model, diffusion, images: torch.Tensor, regions: Seq
     M = len(settings)
     d = diffusion.respace(steps) if steps < diffusion.T else diffusion
     record = sorted({int(round(k)) for k in np.linspace(0, steps, min(n_t, steps + 1))})
-    dev = next((p.device for p in model.parameters()), torch.device("cpu")) if hasattr(model, "parameters") \
+    dev = (
+        next((p.device for p in model.parameters()), torch.device("cpu"))
+        if hasattr(model, "parameters")
         else torch.device("cpu")
+    )
     x_known = images.unsqueeze(0).expand(M, N, C, H, W).reshape(M * N, C, H, W).to(dev)
     mask_b = masks.unsqueeze(1).expand(M, N, 1, H, W).reshape(M * N, 1, H, W).to(dev)
     gen = torch.Generator(device=dev).manual_seed(int(seed))
@@ -159,10 +179,16 @@ def inpainting_trajectories(model, diffusion, images: torch.Tensor, regions: Seq
         result, traj = inpaint(model, d, x_known, mask_b, generator=gen, progress=progress, record=record)
     K = traj.ts.numel()
     shape = (K, M, N, C, H, W)
-    return InpaintingRun(images=images.cpu(), masks=masks.cpu(), settings=settings,
-                         timesteps=traj.timesteps.cpu().long(), x_t=traj.x_t.float().reshape(shape),
-                         pred_x0=traj.pred_x0.float().reshape(shape),
-                         result=result.float().cpu().reshape(M, N, C, H, W), steps=steps)
+    return InpaintingRun(
+        images=images.cpu(),
+        masks=masks.cpu(),
+        settings=settings,
+        timesteps=traj.timesteps.cpu().long(),
+        x_t=traj.x_t.float().reshape(shape),
+        pred_x0=traj.pred_x0.float().reshape(shape),
+        result=result.float().cpu().reshape(M, N, C, H, W),
+        steps=steps,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,12 +213,17 @@ class _InpaintDrawer:
         self.scale = int(scale)
         N, C, H, W = run.images.shape
         self.h, self.w, self.gap, self.top = H * self.scale, W * self.scale, 6, 40
-        self.template = Image.new("RGB", (len(self.COLS) * (self.w + self.gap) + self.gap,
-                                          self.top + N * (self.h + self.gap)), (255, 255, 255))
+        self.template = Image.new(
+            "RGB",
+            (len(self.COLS) * (self.w + self.gap) + self.gap, self.top + N * (self.h + self.gap)),
+            (255, 255, 255),
+        )
         draw = ImageDraw.Draw(self.template)
         font = pil_font(11)
         for c, title in enumerate(self.COLS):
-            draw.text((self.gap + c * (self.w + self.gap), self.top - 15), title, fill=(40, 40, 40), font=font)
+            draw.text(
+                (self.gap + c * (self.w + self.gap), self.top - 15), title, fill=(40, 40, 40), font=font
+            )
         self.header_font = pil_font(12)
         self.t_index = {int(t): k for k, t in enumerate(run.timesteps.tolist())}
 
@@ -216,31 +247,52 @@ class _InpaintDrawer:
             masked = _pixels(x0)
             masked[hole] = _HOLE_RGB
             pred = run.pred_x0[k, m, n] if int(t) > 0 else run.x_t[k, m, n]
-            cells = [_pixels(x0), masked, _pixels(run.x_t[k, m, n].clamp(-1, 1)), _pixels(pred.clamp(-1, 1)),
-                     _pixels(run.result[m, n].clamp(-1, 1))]
+            cells = [
+                _pixels(x0),
+                masked,
+                _pixels(run.x_t[k, m, n].clamp(-1, 1)),
+                _pixels(pred.clamp(-1, 1)),
+                _pixels(run.result[m, n].clamp(-1, 1)),
+            ]
             y = self.top + n * (self.h + self.gap)
             for c, a in enumerate(cells):
                 canvas.paste(Image.fromarray(self._up(a)), (self.gap + c * (self.w + self.gap), y))
             err = (run.result[m, n].clamp(-1, 1) - x0)[:, torch.from_numpy(hole)]
-            mses.append(float((err ** 2).mean()))
+            mses.append(float((err**2).mean()))
             known = x0[:, torch.from_numpy(~hole)]
             fills.append(float(((x0[:, torch.from_numpy(hole)] - known.mean()) ** 2).mean()))
-        header = (f"{region}, {size:.0%} hidden ({int(hole.sum())} pixels) | t = {int(t)} "
-                  f"({'start: noise in the hole' if k == 0 else 'the result' if int(t) == 0 else 'on the way'})"
-                  f" | {run.steps} respaced steps")
+        header = (
+            f"{region}, {size:.0%} hidden ({int(hole.sum())} pixels) | t = {int(t)} "
+            f"({'start: noise in the hole' if k == 0 else 'the result' if int(t) == 0 else 'on the way'})"
+            f" | {run.steps} respaced steps"
+        )
         draw.text((self.gap, 4), header, fill=(0, 0, 0), font=self.header_font)
         buf = io.BytesIO()
         canvas.save(buf, format="png", compress_level=1)
-        html = (f"<code>{region}, {size:.0%} hidden | t = {int(t)} | MSE in the hole: restored "
-                f"{np.mean(mses):.3f}, filled with the mean of the known pixels {np.mean(fills):.3f} "
-                f"(averaged over {len(mses)} image{'s' if len(mses) > 1 else ''})</code>")
+        html = (
+            f"<code>{region}, {size:.0%} hidden | t = {int(t)} | MSE in the hole: restored "
+            f"{np.mean(mses):.3f}, filled with the mean of the known pixels {np.mean(fills):.3f} "
+            f"(averaged over {len(mses)} image{'s' if len(mses) > 1 else ''})</code>"
+        )
         return buf.getvalue(), html
 
 
-def inpainting_explorer(model=None, diffusion=None, images: Optional[torch.Tensor] = None, *,
-                        regions: Sequence[str] = REGIONS, sizes: Sequence[float] = (0.25, 0.5), steps: int = 20,
-                        n_t: int = 11, n_images: int = 1, seed: int = 0, scale: int = 4,
-                        run: Optional[InpaintingRun] = None, static: bool = False, progress: bool = False):
+def inpainting_explorer(
+    model=None,
+    diffusion=None,
+    images: Optional[torch.Tensor] = None,
+    *,
+    regions: Sequence[str] = REGIONS,
+    sizes: Sequence[float] = (0.25, 0.5),
+    steps: int = 20,
+    n_t: int = 11,
+    n_images: int = 1,
+    seed: int = 0,
+    scale: int = 4,
+    run: Optional[InpaintingRun] = None,
+    static: bool = False,
+    progress: bool = False,
+):
     """Inpainting (Sohl-Dickstein et al. 2015, Sec. 2.5; :func:`ddpm_lib.inpaint`): pick the hidden
     region, its size and t, and see x_t of the inpainting trajectory beside the original, the masked
     input, the predicted x_0 and the result.
@@ -260,39 +312,66 @@ def inpainting_explorer(model=None, diffusion=None, images: Optional[torch.Tenso
     if run is None:
         if model is None:
             if diffusion is not None:
-                raise ValueError("diffusion was given without a model: pass both, or neither for the shipped U-Net")
+                raise ValueError(
+                    "diffusion was given without a model: pass both, or neither for the shipped U-Net"
+                )
             from ...pretrained import load_pretrained
 
             p = load_pretrained("fashion-mnist-unet")
             model, diffusion = p.model, p.diffusion
         elif diffusion is None:
-            raise ValueError("model was given without its diffusion: pass the GaussianDiffusion it was trained with")
+            raise ValueError(
+                "model was given without its diffusion: pass the GaussianDiffusion it was trained with"
+            )
         if images is None:
             if isinstance(n_images, bool) or not isinstance(n_images, int) or not 1 <= n_images <= 10:
                 raise ValueError(f"n_images must be an integer in 1..10, got {n_images!r}")
             images = default_images(n_images)
-        run = inpainting_trajectories(model, diffusion, images, regions=regions, sizes=sizes, steps=steps, n_t=n_t,
-                                      seed=seed, progress=progress)
+        run = inpainting_trajectories(
+            model,
+            diffusion,
+            images,
+            regions=regions,
+            sizes=sizes,
+            steps=steps,
+            n_t=n_t,
+            seed=seed,
+            progress=progress,
+        )
     elif not isinstance(run, InpaintingRun):
-        raise TypeError(f"run must be an InpaintingRun (from inpainting_trajectories), got {type(run).__name__}")
+        raise TypeError(
+            f"run must be an InpaintingRun (from inpainting_trajectories), got {type(run).__name__}"
+        )
     drawer = _InpaintDrawer(run, scale)
     regions_run = list(dict.fromkeys(r for r, _ in run.settings))
     sizes_run = list(dict.fromkeys(s for _, s in run.settings))
     ts = sorted(int(t) for t in run.timesteps.tolist())
     t_mid = min(ts, key=lambda v: abs(v - ts[-1] / 2))
     big = sizes_run[-1]
-    settings = [dict(region=regions_run[0], size=big, t=t_mid)] + [dict(region=r, size=big, t=0) for r in regions_run]
+    settings = [dict(region=regions_run[0], size=big, t=t_mid)] + [
+        dict(region=r, size=big, t=0) for r in regions_run
+    ]
     if static:
         return static_only(drawer, settings)
     import ipywidgets as W
 
     controls = {  # t first: the slider a reader reaches first
-        "t": W.SelectionSlider(options=ts, value=0, description="t", continuous_update=True,
-                               layout=W.Layout(width="420px")),
+        "t": W.SelectionSlider(
+            options=ts, value=0, description="t", continuous_update=True, layout=W.Layout(width="420px")
+        ),
         "region": W.Dropdown(options=regions_run, value=regions_run[0], description="region"),
-        "size": W.SelectionSlider(options=[(f"{s:.0%}", s) for s in sizes_run], value=big, description="hidden",
-                                  continuous_update=True),
+        "size": W.SelectionSlider(
+            options=[(f"{s:.0%}", s) for s in sizes_run],
+            value=big,
+            description="hidden",
+            continuous_update=True,
+        ),
     }
-    return explorer("inpainting_explorer", drawer, controls, static_settings=settings,
-                    title="<b>Inpainting</b>: each reverse step times r(x_t), a delta on the known pixels "
-                          "(known pixels: a fresh sample of q(x_t | x_0); the hole: the reverse process)")
+    return explorer(
+        "inpainting_explorer",
+        drawer,
+        controls,
+        static_settings=settings,
+        title="<b>Inpainting</b>: each reverse step times r(x_t), a delta on the known pixels "
+        "(known pixels: a fresh sample of q(x_t | x_0); the hole: the reverse process)",
+    )

@@ -40,16 +40,16 @@ class _PosteriorDrawer:
         self.z = np.linspace(-self.ZMAX, self.ZMAX, 801)
         self.lines = []
         for k, (ax, g, ymax) in enumerate(zip(self.axes[:2], (self.grid, self.z), (2.0, 0.45))):
-            lp, = ax.plot(g, g * 0, c="C0", label="prior q(x_{t-1} | x_0)")
-            ll, = ax.plot(g, g * 0, c="C1", label="likelihood q(x_t | x_{t-1}), normalized")
-            lq, = ax.plot(g, g * 0, c="C3", lw=2, label="posterior q(x_{t-1} | x_t, x_0)")
+            (lp,) = ax.plot(g, g * 0, c="C0", label="prior q(x_{t-1} | x_0)")
+            (ll,) = ax.plot(g, g * 0, c="C1", label="likelihood q(x_t | x_{t-1}), normalized")
+            (lq,) = ax.plot(g, g * 0, c="C3", lw=2, label="posterior q(x_{t-1} | x_t, x_0)")
             ax.set_xlim(g[0], g[-1])
             ax.set_ylim(0, ymax)
             ax.set_yticks([])
             ax.tick_params(labelsize=7)
             self.lines.append((lp, ll, lq))
         self.axes[0].axvline(self.x0, c="k", ls=":", lw=1)
-        self.v_xt, = self.axes[0].plot([0, 0], [0, 2.0], c="C2", ls=":", lw=1)
+        (self.v_xt,) = self.axes[0].plot([0, 0], [0, 2.0], c="C2", ls=":", lw=1)
         self.axes[0].set_xlabel("x_{t-1}  (dotted: x_0 black, x_t green)", fontsize=7)
         self.axes[1].set_xlabel("(x_{t-1} - mu~_t) / sd", fontsize=7)
         self.axes[0].legend(fontsize=6, loc="upper left")
@@ -69,8 +69,11 @@ class _PosteriorDrawer:
         a.legend(fontsize=7, loc="lower right")
         a.set_title("beta_t and beta~_t (log scale)", fontsize=8)
         self.suptitle = fig.suptitle("", fontsize=10)
-        self.blit = Blitter(fig, [x for ls in self.lines for x in ls]
-                             + [self.v_xt, self.zoom_title, self.mb, self.mp, self.suptitle])
+        self.blit = Blitter(
+            fig,
+            [x for ls in self.lines for x in ls]
+            + [self.v_xt, self.zoom_title, self.mb, self.mp, self.suptitle],
+        )
 
     def __call__(self, t):
         s, T = self.s, self.s.T
@@ -82,7 +85,7 @@ class _PosteriorDrawer:
         mu, bt = float(mean), float(var)
         beta = float(s.betas[t])
         abp = float(s.alpha_bars[t - 1])
-        pm, pv = math.sqrt(abp) * self.x0, 1 - abp          # q(x_{t-1}|x_0) (a point mass at t = 1)
+        pm, pv = math.sqrt(abp) * self.x0, 1 - abp  # q(x_{t-1}|x_0) (a point mass at t = 1)
         lm, lv = x_t / math.sqrt(1 - beta), beta / (1 - beta)  # q(x_t|x_{t-1}) as a density in x_{t-1}
         sd = math.sqrt(min(w for w in (pv, lv, bt) if w > 0))
         for k, (g, scale) in enumerate(((self.grid, 1.0), (mu + sd * self.z, sd))):
@@ -97,16 +100,27 @@ class _PosteriorDrawer:
         self.zoom_title.set_text(f"zoomed: sd = {sd:.3g}")
         self.mb.set_data([t], [beta])
         self.mp.set_data(([t], [bt]) if bt > 0 else ([], []))
-        self.suptitle.set_text(f"t = {t}: x_0 = {self.x0:+.2f}, x_t = {x_t:+.3f}, mu~_t = {mu:+.4f}, "
-                               f"beta~_t = {bt:.3g}, beta_t = {beta:.3g}")
-        html = (f"<code>t = {t} | x_0 = {self.x0:+.3f}, x_t = {x_t:+.4f} | prior N({pm:+.4f}, {pv:.4g}) | "
-                f"likelihood in x_(t-1): N({lm:+.4f}, {lv:.4g}) | posterior N(mu~ = {mu:+.4f}, beta~ = {bt:.4g})"
-                f" | beta_t = {beta:.4g}</code>")
+        self.suptitle.set_text(
+            f"t = {t}: x_0 = {self.x0:+.2f}, x_t = {x_t:+.3f}, mu~_t = {mu:+.4f}, "
+            f"beta~_t = {bt:.3g}, beta_t = {beta:.3g}"
+        )
+        html = (
+            f"<code>t = {t} | x_0 = {self.x0:+.3f}, x_t = {x_t:+.4f} | prior N({pm:+.4f}, {pv:.4g}) | "
+            f"likelihood in x_(t-1): N({lm:+.4f}, {lv:.4g}) | posterior N(mu~ = {mu:+.4f}, beta~ = {bt:.4g})"
+            f" | beta_t = {beta:.4g}</code>"
+        )
         return self.blit.frame(), html
 
 
-def posterior_explorer(schedule=None, *, x0: float = 1.0, t: int | None = None, seed: int = 0, dpi: int = 72,
-                       static: bool = False):
+def posterior_explorer(
+    schedule=None,
+    *,
+    x0: float = 1.0,
+    t: int | None = None,
+    seed: int = 0,
+    dpi: int = 72,
+    static: bool = False,
+):
     """The forward-process posterior q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t) (DDPM Eqs. 6-7) as the
     product of the prior q(x_{t-1} | x_0) and the likelihood q(x_t | x_{t-1}), for a fixed 1-D x_0
     and x_t = q_sample(x_0, t, eps) with eps fixed; beside it, beta_t and beta~_t over t.
@@ -128,7 +142,15 @@ def posterior_explorer(schedule=None, *, x0: float = 1.0, t: int | None = None, 
     import ipywidgets as W
 
     t = max(1, T // 10) if t is None else t
-    controls = {"t": W.IntSlider(value=t, min=1, max=T, description="t", continuous_update=True,
-                                 layout=W.Layout(width="420px"))}
-    return explorer("posterior_explorer", drawer, controls, static_settings=settings,
-                    title="<b>Posterior</b> q(x_{t-1}|x_t, x_0) ∝ q(x_t|x_{t-1}) q(x_{t-1}|x_0)")
+    controls = {
+        "t": W.IntSlider(
+            value=t, min=1, max=T, description="t", continuous_update=True, layout=W.Layout(width="420px")
+        )
+    }
+    return explorer(
+        "posterior_explorer",
+        drawer,
+        controls,
+        static_settings=settings,
+        title="<b>Posterior</b> q(x_{t-1}|x_t, x_0) ∝ q(x_t|x_{t-1}) q(x_{t-1}|x_0)",
+    )

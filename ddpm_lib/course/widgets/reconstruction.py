@@ -84,8 +84,10 @@ class InterpolationGrid:
 
 def _check_images(x, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a float tensor of images (B, C, H, W) with B >= 1, got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        raise ValueError(
+            f"{name} must be a float tensor of images (B, C, H, W) with B >= 1, got "
+            f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+        )
     if x.shape[1] not in (1, 3):
         raise ValueError(f"{name} must have 1 or 3 channels, got {x.shape[1]}")
     return x
@@ -101,7 +103,9 @@ def _chain(diffusion, steps):
         d = diffusion
     else:
         if not isinstance(steps, (int, np.integer)) or not 1 <= int(steps) <= diffusion.T:
-            raise ValueError(f"steps must be an integer in 1..T = 1..{diffusion.T} (or None for all T), got {steps!r}")
+            raise ValueError(
+                f"steps must be an integer in 1..T = 1..{diffusion.T} (or None for all T), got {steps!r}"
+            )
         d = diffusion.respace(int(steps))
     index = {int(t): k for k, t in enumerate(d.schedule.timesteps.tolist()) if k > 0}
     return d, index
@@ -122,14 +126,24 @@ def _timesteps(ts, index: dict, T: int, steps) -> list:
             raise ValueError(f"every t in ts must lie in 1..T = 1..{T}, got {t}")
         if t not in index:
             near = sorted(grid, key=lambda a: abs(a - t))[:2]
-            raise ValueError(f"t = {t} is not on the {len(grid)}-step chain (steps={steps}); the nearest timesteps "
-                             f"there are {sorted(near)}")
+            raise ValueError(
+                f"t = {t} is not on the {len(grid)}-step chain (steps={steps}); the nearest timesteps "
+                f"there are {sorted(near)}"
+            )
     return sorted(ts)
 
 
 @torch.no_grad()
-def reconstruction_grid(model, diffusion, x0: torch.Tensor, ts: Sequence[int], n_draws: int = 3,
-                        steps: Optional[int] = 25, seed: int = 0, clip_x0: bool = False) -> ReconstructionGrid:
+def reconstruction_grid(
+    model,
+    diffusion,
+    x0: torch.Tensor,
+    ts: Sequence[int],
+    n_draws: int = 3,
+    steps: Optional[int] = 25,
+    seed: int = 0,
+    clip_x0: bool = False,
+) -> ReconstructionGrid:
     """Noise each image to x_t ~ q(x_t | x_0) ``n_draws`` times and run the reverse process back to
     x_0 (:func:`ddpm_lib.sampling.reconstruct`, DDPM Sec. 4.3), for every t in ``ts``.
 
@@ -158,14 +172,29 @@ def reconstruction_grid(model, diffusion, x0: torch.Tensor, ts: Sequence[int], n
         x, traj = reconstruct(counter, d, rep, k, generator=g, clip_x0=clip_x0, progress=False, record=[k])
         xts.append(traj.x_t[0].reshape(n_draws, B, *x0.shape[1:]))
         outs.append(x.cpu().reshape(n_draws, B, *x0.shape[1:]))
-    return ReconstructionGrid(ts=torch.tensor(ts), x0=x0.cpu(), x_t=torch.stack(xts), samples=torch.stack(outs),
-                              steps=d.T, T=diffusion.T, network_evaluations=counter.images)
+    return ReconstructionGrid(
+        ts=torch.tensor(ts),
+        x0=x0.cpu(),
+        x_t=torch.stack(xts),
+        samples=torch.stack(outs),
+        steps=d.T,
+        T=diffusion.T,
+        network_evaluations=counter.images,
+    )
 
 
 @torch.no_grad()
-def interpolation_grid(model, diffusion, x0_a: torch.Tensor, x0_b: torch.Tensor,
-                       lambdas: Sequence[float] = tuple(i / 8 for i in range(9)), ts: Sequence[int] = (250, 500),
-                       steps: Optional[int] = 25, seed: int = 0, clip_x0: bool = False) -> InterpolationGrid:
+def interpolation_grid(
+    model,
+    diffusion,
+    x0_a: torch.Tensor,
+    x0_b: torch.Tensor,
+    lambdas: Sequence[float] = tuple(i / 8 for i in range(9)),
+    ts: Sequence[int] = (250, 500),
+    steps: Optional[int] = 25,
+    seed: int = 0,
+    clip_x0: bool = False,
+) -> InterpolationGrid:
     """For every t in ``ts``: encode both images, x_t ~ q(x_t | x0_a) and x'_t ~ q(x_t | x0_b), mix
     x̄_t = (1 - lambda) x_t + lambda x'_t for every lambda, and decode x̄_t by the reverse process
     with the same noise for every lambda (:func:`ddpm_lib.sampling.interpolate`, DDPM Sec. 4.3).
@@ -177,7 +206,9 @@ def interpolation_grid(model, diffusion, x0_a: torch.Tensor, x0_b: torch.Tensor,
 
     x0_a, x0_b = _check_images(x0_a, "x0_a"), _check_images(x0_b, "x0_b")
     if x0_a.shape != x0_b.shape:
-        raise ValueError(f"x0_a and x0_b must have the same shape, got {tuple(x0_a.shape)} and {tuple(x0_b.shape)}")
+        raise ValueError(
+            f"x0_a and x0_b must have the same shape, got {tuple(x0_a.shape)} and {tuple(x0_b.shape)}"
+        )
     try:
         lam = [float(v) for v in lambdas]
     except (TypeError, ValueError):
@@ -192,13 +223,22 @@ def interpolation_grid(model, diffusion, x0_a: torch.Tensor, x0_b: torch.Tensor,
     bars, outs = [], []
     for t in ts:
         k = index[t]
-        x, traj = interpolate(counter, d, x0_a, x0_b, lam, k, generator=g, clip_x0=clip_x0, progress=False,
-                              record=[k])
+        x, traj = interpolate(
+            counter, d, x0_a, x0_b, lam, k, generator=g, clip_x0=clip_x0, progress=False, record=[k]
+        )
         bars.append(traj.x_t[0].reshape(L, B, *x0_a.shape[1:]))
         outs.append(x.cpu())
-    return InterpolationGrid(ts=torch.tensor(ts), lambdas=torch.tensor(lam, dtype=torch.float64), x0_a=x0_a.cpu(),
-                             x0_b=x0_b.cpu(), x_bar=torch.stack(bars), samples=torch.stack(outs), steps=d.T,
-                             T=diffusion.T, network_evaluations=counter.images)
+    return InterpolationGrid(
+        ts=torch.tensor(ts),
+        lambdas=torch.tensor(lam, dtype=torch.float64),
+        x0_a=x0_a.cpu(),
+        x0_b=x0_b.cpu(),
+        x_bar=torch.stack(bars),
+        samples=torch.stack(outs),
+        steps=d.T,
+        T=diffusion.T,
+        network_evaluations=counter.images,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,7 +255,9 @@ def _default_model(model, diffusion):
     if diffusion is None:
         raise ValueError("pass the model's GaussianDiffusion as diffusion= along with the model")
     if not callable(model):
-        raise TypeError(f"the first argument must be a grid, a model (callable) or None, got {type(model).__name__}")
+        raise TypeError(
+            f"the first argument must be a grid, a model (callable) or None, got {type(model).__name__}"
+        )
     return model, diffusion
 
 
@@ -252,11 +294,16 @@ class _ReconstructionFrames:
         self.frames = {}
         for m, t in enumerate(self.ts):
             rows = [[x0[b], xt[m, 0, b], *[sm[m, j, b] for j in range(D)]] for b in range(B)]
-            png = layout.png(rows, header=f"reconstruction from t = {t} ({grid.steps}-step chain): "
-                                          f"mean sq. distance to x_0 {self.dist[m]:.3f}")
+            png = layout.png(
+                rows,
+                header=f"reconstruction from t = {t} ({grid.steps}-step chain): "
+                f"mean sq. distance to x_0 {self.dist[m]:.3f}",
+            )
             unrel = f" (between different originals: {self.unrelated:.3f})" if B > 1 else ""
-            html = (f"<code>t = {t} | {D} draws of x_t ~ q(x_t | x_0) per image, each decoded by the reverse process "
-                    f"| mean squared distance to x_0: {self.dist[m]:.4f}{unrel}</code>")
+            html = (
+                f"<code>t = {t} | {D} draws of x_t ~ q(x_t | x_0) per image, each decoded by the reverse process "
+                f"| mean squared distance to x_0: {self.dist[m]:.4f}{unrel}</code>"
+            )
             self.frames[t] = (png, html)
 
     def __call__(self, t):
@@ -280,14 +327,26 @@ def _static_reconstruction(frames: _ReconstructionFrames, index: int = 0):
             if m == 0:
                 ax.set_title(["x_0", "x_t"][c] if c < 2 else f"draw {c - 1}", fontsize=9)
         axes[m, 0].set_ylabel(f"t = {t}", fontsize=9)
-    fig.suptitle("Reconstruction: x_0 -> x_t ~ q(x_t | x_0) -> reverse process, several draws per t", fontsize=10)
+    fig.suptitle(
+        "Reconstruction: x_0 -> x_t ~ q(x_t | x_0) -> reverse process, several draws per t", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
 
-def reconstruction_explorer(grid=None, diffusion=None, images=None, *, ts: Sequence[int] = (40, 200, 400, 600, 1000),
-                            n_draws: int = 3, steps: Optional[int] = 25, seed: int = 0, t: Optional[int] = None,
-                            static: bool = False, index: int = 0):
+def reconstruction_explorer(
+    grid=None,
+    diffusion=None,
+    images=None,
+    *,
+    ts: Sequence[int] = (40, 200, 400, 600, 1000),
+    n_draws: int = 3,
+    steps: Optional[int] = 25,
+    seed: int = 0,
+    t: Optional[int] = None,
+    static: bool = False,
+    index: int = 0,
+):
     """Reconstruction from x_t: for each t, the original x_0, one x_t ~ q(x_t | x_0) and several
     decodings of independent x_t by the reverse process (DDPM Sec. 4.3, Fig. 7-8 of the paper): the
     smaller t, the more the decodings share with x_0.
@@ -314,8 +373,12 @@ def reconstruction_explorer(grid=None, diffusion=None, images=None, *, ts: Seque
     if not lo <= t0 <= hi:
         raise ValueError(f"t must lie in {lo}..{hi} (the grid's timesteps {frames.ts}), got {t}")
     controls = {"t": steps_slider(W, frames.ts, t0, "t")}  # the grid's t only: each step a new picture
-    box = explorer("reconstruction_explorer", frames, controls,
-                   title=f"<b>Reconstruction</b> from x_t ~ q(x_t | x_0), t in {sorted(frames.ts)}")
+    box = explorer(
+        "reconstruction_explorer",
+        frames,
+        controls,
+        title=f"<b>Reconstruction</b> from x_t ~ q(x_t | x_0), t in {sorted(frames.ts)}",
+    )
     box.static_figure = lambda index=index: _static_reconstruction(frames, index)
     box.grid = grid
     return box
@@ -348,18 +411,24 @@ class _InterpolationFrames:
             for li, lam in enumerate(self.lams):
                 da = float(((sm[m, li] - a) ** 2).mean())
                 db = float(((sm[m, li] - b) ** 2).mean())
-                p1 = top.png([[a, xb[m, li], sm[m, li], b]],
-                             header=f"t = {t}, lambda = {lam:.3g}: x_t mixed as (1 - lambda) x_t + lambda x'_t")
+                p1 = top.png(
+                    [[a, xb[m, li], sm[m, li], b]],
+                    header=f"t = {t}, lambda = {lam:.3g}: x_t mixed as (1 - lambda) x_t + lambda x'_t",
+                )
                 p2 = strip.png([list(sm[m])], highlight=(0, li))
                 im1 = Image.open(io.BytesIO(p1))
                 im2 = Image.open(io.BytesIO(p2))
-                canvas = Image.new("RGB", (max(im1.width, im2.width), im1.height + im2.height), (255, 255, 255))
+                canvas = Image.new(
+                    "RGB", (max(im1.width, im2.width), im1.height + im2.height), (255, 255, 255)
+                )
                 canvas.paste(im1, (0, 0))
                 canvas.paste(im2, (0, im1.height))
                 buf = io.BytesIO()
                 canvas.save(buf, format="png", compress_level=1)
-                html = (f"<code>t = {t}, lambda = {lam:.3g} | mean squared distance of the decoded image to x_0 "
-                        f"{da:.4f}, to x'_0 {db:.4f} | bottom row: every lambda at this t</code>")
+                html = (
+                    f"<code>t = {t}, lambda = {lam:.3g} | mean squared distance of the decoded image to x_0 "
+                    f"{da:.4f}, to x'_0 {db:.4f} | bottom row: every lambda at this t</code>"
+                )
                 self.frames[(t, round(lam, 9))] = (buf.getvalue(), html)
 
     def __call__(self, t, lam):
@@ -380,18 +449,33 @@ def _static_interpolation(grid: InterpolationGrid, pair: int = 0):
             ax.set_xticks([])
             ax.set_yticks([])
             if m == 0:
-                ax.set_title("x_0" if c == 0 else ("x'_0" if c == L + 1 else f"λ={grid.lambdas[c - 1]:.3g}"),
-                             fontsize=8)
+                ax.set_title(
+                    "x_0" if c == 0 else ("x'_0" if c == L + 1 else f"λ={grid.lambdas[c - 1]:.3g}"),
+                    fontsize=8,
+                )
         axes[m, 0].set_ylabel(f"t = {t}", fontsize=9)
-    fig.suptitle("Interpolation in x_t space: decode (1 - λ) x_t + λ x'_t (same reverse-process noise for every λ)",
-                 fontsize=10)
+    fig.suptitle(
+        "Interpolation in x_t space: decode (1 - λ) x_t + λ x'_t (same reverse-process noise for every λ)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
 
-def interpolation_explorer(grid=None, diffusion=None, images=None, *, lambdas: Sequence[float] = tuple(i / 8 for i in range(9)),
-                           ts: Sequence[int] = (200, 400, 600), steps: Optional[int] = 25, seed: int = 0,
-                           t: Optional[int] = None, lam: float = 0.5, pair: int = 0, static: bool = False):
+def interpolation_explorer(
+    grid=None,
+    diffusion=None,
+    images=None,
+    *,
+    lambdas: Sequence[float] = tuple(i / 8 for i in range(9)),
+    ts: Sequence[int] = (200, 400, 600),
+    steps: Optional[int] = 25,
+    seed: int = 0,
+    t: Optional[int] = None,
+    lam: float = 0.5,
+    pair: int = 0,
+    static: bool = False,
+):
     """Interpolation between two images in x_t space (DDPM Sec. 4.3, Fig. 9 of the paper): sliders
     for lambda and t; the picture shows both sources, the mixed latent, its decoding, and the row of
     decodings for every lambda at this t.
@@ -412,7 +496,9 @@ def interpolation_explorer(grid=None, diffusion=None, images=None, *, lambdas: S
             images = (x[:1], x[1:2])
         if not isinstance(images, (tuple, list)) or len(images) != 2:
             raise ValueError("images must be a pair (x0_a, x0_b) of (B, C, H, W) tensors")
-        grid = interpolation_grid(model, diffusion, images[0], images[1], lambdas=lambdas, ts=ts, steps=steps, seed=seed)
+        grid = interpolation_grid(
+            model, diffusion, images[0], images[1], lambdas=lambdas, ts=ts, steps=steps, seed=seed
+        )
     if static:
         return _static_interpolation(grid, pair)
     frames = _InterpolationFrames(grid, pair=pair)
@@ -426,11 +512,17 @@ def interpolation_explorer(grid=None, diffusion=None, images=None, *, lambdas: S
         raise ValueError(f"lam must lie in [0, 1], got {lam}")
     lams = [float(v) for v in frames.lams]
     # the grid's lambda and t only (lambdas need not be evenly spaced): each step a new picture
-    controls = {"lam": steps_slider(W, lams, float(lam), "lambda", "420px", fmt=lambda v: f"{v:.3f}"),
-                "t": steps_slider(W, frames.ts, t0, "t", "420px")}
-    box = explorer("interpolation_explorer", frames, controls,
-                   title=f"<b>Interpolation in x_t space</b>: lambda in {[round(v, 3) for v in lams]}, "
-                         f"t in {sorted(frames.ts)}")
+    controls = {
+        "lam": steps_slider(W, lams, float(lam), "lambda", "420px", fmt=lambda v: f"{v:.3f}"),
+        "t": steps_slider(W, frames.ts, t0, "t", "420px"),
+    }
+    box = explorer(
+        "interpolation_explorer",
+        frames,
+        controls,
+        title=f"<b>Interpolation in x_t space</b>: lambda in {[round(v, 3) for v in lams]}, "
+        f"t in {sorted(frames.ts)}",
+    )
     box.static_figure = lambda pair=pair: _static_interpolation(grid, pair)
     box.grid = grid
     return box

@@ -14,8 +14,14 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ...mixtures import (DEFAULT_MIXTURE, gaussian_pdf, kernel_kl_to_gaussian, mixture_pdf, moment_match,
-                         true_reverse_kernel)
+from ...mixtures import (
+    DEFAULT_MIXTURE,
+    gaussian_pdf,
+    kernel_kl_to_gaussian,
+    mixture_pdf,
+    moment_match,
+    true_reverse_kernel,
+)
 from .framework import Blitter, explorer, new_figure, prefetch_in_background, static_only
 
 __all__ = ["reverse_kernel_explorer"]
@@ -66,7 +72,9 @@ class _ReverseDrawer:
         self.z = np.linspace(-self.ZMAX, self.ZMAX, 801)
         self.lines, self.titles = [], []
         for i, (ax, x) in enumerate(zip(axes[1:], self.x_ts)):
-            ax.plot(self.z, gaussian_pdf(self.z, 0.0, 1.0), c="k", ls="--", lw=1, label="Gaussian, same mean/var")
+            ax.plot(
+                self.z, gaussian_pdf(self.z, 0.0, 1.0), c="k", ls="--", lw=1, label="Gaussian, same mean/var"
+            )
             (lt,) = ax.plot(self.z, self.z * 0, c=f"C{i + 2}", lw=2, label="true kernel")
             ax.set_xlim(-self.ZMAX, self.ZMAX)
             ax.set_ylim(0, self.YMAX)
@@ -74,12 +82,19 @@ class _ReverseDrawer:
             ax.tick_params(labelsize=7)
             ax.set_xlabel("(x^{t-1} - mean) / sd", fontsize=7)
             ax.set_title(f"x^t = {x:+.2f}", fontsize=8, pad=13)  # fixed: drawn once, in the background
-            self.titles.append(ax.text(0.5, 1.015, "", transform=ax.transAxes, ha="center", va="bottom",
-                                       fontsize=7))  # the numbers, redrawn per frame
+            self.titles.append(
+                ax.text(0.5, 1.015, "", transform=ax.transAxes, ha="center", va="bottom", fontsize=7)
+            )  # the numbers, redrawn per frame
             self.lines.append(lt)
         axes[1].legend(fontsize=6, loc="upper right", framealpha=0.6)
-        fig.text(0.5, 0.985, "true reverse kernel q(x^(t-1) | x^t) vs its moment-matched Gaussian:",
-                 ha="right", va="top", fontsize=10)
+        fig.text(
+            0.5,
+            0.985,
+            "true reverse kernel q(x^(t-1) | x^t) vs its moment-matched Gaussian:",
+            ha="right",
+            va="top",
+            fontsize=10,
+        )
         self.suptitle = fig.text(0.505, 0.985, "", ha="left", va="top", fontsize=10)
         self.blit = Blitter(fig, [self.l_marg, *self.lines, *self.titles, self.suptitle])
 
@@ -143,15 +158,28 @@ class _ReverseDrawer:
             title.set_text(f"KL = {kl:.2g} nats, mean {m:+.2f}, sd {sd:.2g}")
         worst = max(r[4] for r in res)
         self.suptitle.set_text(f"beta = {beta:.3g}, largest KL = {worst:.2g} nats")
-        html = "<code>beta = {:.3g} | ".format(beta) + " | ".join(
-            f"x^t = {x:+.2f}: mean {m:+.3f}, var {v:.3g}, KL(true || Gaussian) = {kl:.3g} nats"
-            for x, _, m, v, kl in res) + "</code>"
+        html = (
+            "<code>beta = {:.3g} | ".format(beta)
+            + " | ".join(
+                f"x^t = {x:+.2f}: mean {m:+.3f}, var {v:.3g}, KL(true || Gaussian) = {kl:.3g} nats"
+                for x, _, m, v, kl in res
+            )
+            + "</code>"
+        )
         return self.blit.frame(), html
 
 
-def reverse_kernel_explorer(*, means=DEFAULT_MIXTURE["means"], stds=DEFAULT_MIXTURE["stds"],
-                            weights=DEFAULT_MIXTURE["weights"], x_ts=(-1.0, 0.3, 1.2), beta: float = 0.01,
-                            grid=None, dpi: int = 72, static: bool = False):
+def reverse_kernel_explorer(
+    *,
+    means=DEFAULT_MIXTURE["means"],
+    stds=DEFAULT_MIXTURE["stds"],
+    weights=DEFAULT_MIXTURE["weights"],
+    x_ts=(-1.0, 0.3, 1.2),
+    beta: float = 0.01,
+    grid=None,
+    dpi: int = 72,
+    static: bool = False,
+):
     """The true reverse kernel q(x^{t-1} | x^t) of one forward step on a 1-D mixture, against the
     Gaussian with its mean and variance, as beta grows (Sohl-Dickstein et al. 2015, Sec. 2.2):
     near-Gaussian for small beta, clearly not for large beta. Each panel's title gives
@@ -173,11 +201,30 @@ def reverse_kernel_explorer(*, means=DEFAULT_MIXTURE["means"], stds=DEFAULT_MIXT
         return static_only(drawer, settings)
     import ipywidgets as W
 
-    controls = {"beta": W.FloatLogSlider(value=beta, base=10, min=lo, max=hi, step=step,
-                                         description="beta", readout_format=".3g", continuous_update=True,
-                                         layout=W.Layout(width="420px"))}
-    box = explorer("reverse_kernel_explorer", drawer, controls, static_settings=settings,
-                   title="<b>True reverse kernel</b> q(x^{t-1}|x^t) ∝ q(x^t|x^{t-1}) q(x^{t-1}) on a grid")
-    prefetch_in_background(drawer, controls["beta"], [10.0 ** (lo + k * step) for k in range(n)] + [10.0 ** hi],
-                           name="reverse_kernel_explorer frames")
+    controls = {
+        "beta": W.FloatLogSlider(
+            value=beta,
+            base=10,
+            min=lo,
+            max=hi,
+            step=step,
+            description="beta",
+            readout_format=".3g",
+            continuous_update=True,
+            layout=W.Layout(width="420px"),
+        )
+    }
+    box = explorer(
+        "reverse_kernel_explorer",
+        drawer,
+        controls,
+        static_settings=settings,
+        title="<b>True reverse kernel</b> q(x^{t-1}|x^t) ∝ q(x^t|x^{t-1}) q(x^{t-1}) on a grid",
+    )
+    prefetch_in_background(
+        drawer,
+        controls["beta"],
+        [10.0 ** (lo + k * step) for k in range(n)] + [10.0**hi],
+        name="reverse_kernel_explorer frames",
+    )
     return box

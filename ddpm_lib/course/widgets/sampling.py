@@ -33,7 +33,9 @@ def _check_image_trajectory(trajectory, name: str = "trajectory") -> torch.Tenso
     ts = check_trajectory(trajectory, name)
     xs = trajectory.x_t
     if xs.ndim != 5:
-        raise ValueError(f"{name}.x_t must be images of shape (K, B, C, H, W) with K >= 1, got {tuple(xs.shape)}")
+        raise ValueError(
+            f"{name}.x_t must be images of shape (K, B, C, H, W) with K >= 1, got {tuple(xs.shape)}"
+        )
     if xs.shape[2] not in (1, 3):
         raise ValueError(f"{name} images must have 1 or 3 channels, got {xs.shape[2]}")
     return ts
@@ -53,8 +55,13 @@ class _ReverseProcessFrames:
         k_last = min(range(len(self.ts)), key=lambda k: self.ts[k])
         self.final = self.xs[k_last]
         self.t_final = self.ts[k_last]
-        self.grid = ImageGrid(self.B, 3, self.xs.shape[2:], ["x_t", f"pred eps (-{EPS_RANGE:g}..{EPS_RANGE:g})", "pred x_0"],
-                              scale=scale)
+        self.grid = ImageGrid(
+            self.B,
+            3,
+            self.xs.shape[2:],
+            ["x_t", f"pred eps (-{EPS_RANGE:g}..{EPS_RANGE:g})", "pred x_0"],
+            scale=scale,
+        )
         self.frames = {}
 
     def draw_all(self):
@@ -70,7 +77,9 @@ class _ReverseProcessFrames:
         x0 = self.x0s[k]
         has = bool(np.isfinite(x0).all())
         return {
-            "t": t, "alpha_bar": ab, "snr": ab / (1 - ab) if t > 0 else float("inf"),
+            "t": t,
+            "alpha_bar": ab,
+            "snr": ab / (1 - ab) if t > 0 else float("inf"),
             "std_x_t": float(self.xs[k].std()),
             "std_eps": float(self.eps[k].std()) if has else float("nan"),
             "dist_x0_to_final": float(((x0 - self.final) ** 2).mean()) if has else float("nan"),
@@ -86,16 +95,22 @@ class _ReverseProcessFrames:
                 rows.append([self.xs[k, b], None, None])
             else:
                 rows.append([self.xs[k, b], self.eps[k, b], self.x0s[k, b]])
-        header = (f"t = {t}: abar_t = {n['alpha_bar']:.4f}" + (f", SNR = {n['snr']:.3g}" if t > 0 else " (the samples)"))
+        header = f"t = {t}: abar_t = {n['alpha_bar']:.4f}" + (
+            f", SNR = {n['snr']:.3g}" if t > 0 else " (the samples)"
+        )
         png = self.grid.png(rows, header=header, ranges=[(-1, 1), (-EPS_RANGE, EPS_RANGE), (-1, 1)])
         if t == 0:
-            html = (f"<code>t = 0: the samples x_0 (no prediction is made at t = 0) | std of x_0 "
-                    f"{n['std_x_t']:.3f}</code>")
+            html = (
+                f"<code>t = 0: the samples x_0 (no prediction is made at t = 0) | std of x_0 "
+                f"{n['std_x_t']:.3f}</code>"
+            )
         else:
-            html = (f"<code>t = {t} | abar_t = {n['alpha_bar']:.4g}, SNR = {n['snr']:.3g} | std(x_t) = "
-                    f"{n['std_x_t']:.3f}, std(pred eps) = {n['std_eps']:.3f} | mean squared distance to the final "
-                    f"sample (t = {self.t_final}): pred x_0 {n['dist_x0_to_final']:.4f}, x_t "
-                    f"{n['dist_x_t_to_final']:.4f}</code>")
+            html = (
+                f"<code>t = {t} | abar_t = {n['alpha_bar']:.4g}, SNR = {n['snr']:.3g} | std(x_t) = "
+                f"{n['std_x_t']:.3f}, std(pred eps) = {n['std_eps']:.3f} | mean squared distance to the final "
+                f"sample (t = {self.t_final}): pred x_0 {n['dist_x0_to_final']:.4f}, x_t "
+                f"{n['dist_x_t_to_final']:.4f}</code>"
+            )
         return png, html
 
     def __call__(self, t):
@@ -137,7 +152,7 @@ def _static_reverse(frames: _ReverseProcessFrames, ts=None, index=None):
                 a = arr[k, b]
                 if np.isfinite(a).all():
                     y, x = pad + (3 * i + r) * (H + pad), pad + j * (Wd + pad)
-                    mosaic[y:y + H, x:x + Wd] = to_pixels(a, lo, hi)
+                    mosaic[y : y + H, x : x + Wd] = to_pixels(a, lo, hi)
     fig = new_figure((0.62 * K + 1.0, 0.62 * rows + 0.7), 80)
     ax = fig.add_axes((0.1, 0.02, 0.88, 0.86))
     ax.imshow(mosaic, interpolation="nearest")
@@ -146,8 +161,13 @@ def _static_reverse(frames: _ReverseProcessFrames, ts=None, index=None):
     ax.xaxis.tick_top()
     labels = ("x_t", "pred eps", "pred x_0")
     ax.set_yticks([pad + q * (H + pad) + H / 2 for q in range(rows)])
-    ax.set_yticklabels([labels[q % 3] + (f" ({images[q // 3]})" if len(images) > 1 and q % 3 == 0 else "")
-                        for q in range(rows)], fontsize=7)
+    ax.set_yticklabels(
+        [
+            labels[q % 3] + (f" ({images[q // 3]})" if len(images) > 1 and q % 3 == 0 else "")
+            for q in range(rows)
+        ],
+        fontsize=7,
+    )
     ax.tick_params(length=0)
     for sp in ax.spines.values():
         sp.set_visible(False)
@@ -155,8 +175,15 @@ def _static_reverse(frames: _ReverseProcessFrames, ts=None, index=None):
     return fig
 
 
-def reverse_process_explorer(trajectory=None, schedule=None, *, t: Optional[int] = None, static: bool = False,
-                             static_ts=None, index=None):
+def reverse_process_explorer(
+    trajectory=None,
+    schedule=None,
+    *,
+    t: Optional[int] = None,
+    static: bool = False,
+    static_ts=None,
+    index=None,
+):
     """Scrub t through a stored sampling trajectory: for each image, x_t, the predicted noise
     eps_theta(x_t, t) and the predicted x_0 (DDPM Sec. 4.3, progressive generation).
 
@@ -169,7 +196,8 @@ def reverse_process_explorer(trajectory=None, schedule=None, *, t: Optional[int]
         below 20), so each step shows a new state; ``box.set(t=...)`` takes any t and snaps it.
     :param static: return a matplotlib Figure (columns: a few recorded t) instead of the widget.
     :param static_ts, index: the static figure's timesteps (snapped to recorded ones) and image (default all).
-    :return: an ``ExplorerBox`` with ``controls`` {"t": SelectionSlider}; ``box.static_figure()`` draws the static figure.
+    :return: an ``ExplorerBox`` with ``controls`` {"t": SelectionSlider}; ``box.static_figure()`` draws
+        the static figure.
     """
     if trajectory is None or isinstance(trajectory, (str, Path)):
         trajectory, _ = load_trajectory(trajectory)
@@ -186,9 +214,13 @@ def reverse_process_explorer(trajectory=None, schedule=None, *, t: Optional[int]
     # a slider over the recorded t only, so that every step (a key press, a drag notch) is a new state
     recorded = sorted(set(frames.ts))
     controls = {"t": steps_slider(W, recorded, t0, "t")}
-    box = explorer("reverse_process_explorer", frames, controls,
-                   title=f"<b>Reverse process</b> (Algorithm 2, {len(frames.ts)} recorded states of a {T}-step "
-                         f"chain): move t from {T} down to 0")
+    box = explorer(
+        "reverse_process_explorer",
+        frames,
+        controls,
+        title=f"<b>Reverse process</b> (Algorithm 2, {len(frames.ts)} recorded states of a {T}-step "
+        f"chain): move t from {T} down to 0",
+    )
     box.static_figure = lambda ts=None, index=index: _static_reverse(frames, ts, index)
     box.frames = frames
     return box
