@@ -37,7 +37,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .nets import MLP, UNet
+from .nets import MLP, FashionClassifier, UNet
 from .utils import atomic_write
 from .version import __version__
 
@@ -62,7 +62,11 @@ FORMAT = "ddpm_lib.checkpoint"
 FORMAT_VERSION = "1"
 
 # The only classes build_model will instantiate: names in a file never reach an import.
-MODEL_REGISTRY: dict[str, type[nn.Module]] = {"UNet": UNet, "MLP": MLP}
+MODEL_REGISTRY: dict[str, type[nn.Module]] = {
+    "UNet": UNet,
+    "MLP": MLP,
+    "FashionClassifier": FashionClassifier,
+}
 
 # Constructor arguments that may differ between a checkpoint and the model it loads into,
 # because they do not change the function the weights compute (in eval mode).

@@ -1,4 +1,4 @@
-"""Networks for DDPM: the sinusoidal time embedding, an MLP for 2-D data, and the DDPM U-Net.
+"""Networks: the sinusoidal time embedding, an MLP for 2-D data, the DDPM U-Net, and the Fashion-MNIST classifier.
 
 The U-Net follows the original DDPM code (``diffusion_tf/models/unet.py``, Ho et al. 2020)
 block for block, with the module names of its PyTorch port (pesser/pytorch_diffusion), so
@@ -24,6 +24,8 @@ __all__ = [
     "UNetConfig",
     "UNet",
     "count_parameters",
+    "ClassifierConfig",
+    "FashionClassifier",
     "zero_module",
 ]
 
@@ -441,3 +443,78 @@ class UNet(nn.Module):
                 h = level.upsample(h)
 
         return self.conv_out(F.silu(self.norm_out(h), inplace=True)).contiguous()
+
+
+# -----------------------------------------------------------------------------
+# the Fashion-MNIST classifier (features of the Frechet classifier distance; trained by ddpm_lib.classifier)
+
+
+@dataclass
+class ClassifierConfig:
+    in_channels: int = 1
+    resolution: int = 28
+    channels: tuple[int, ...] = (16, 32, 64)
+    feature_dim: int = 128
+    num_classes: int = 10
+    dropout: float = 0.2
+
+    def __post_init__(self):
+        self.channels = tuple(int(c) for c in self.channels)  # lists come back from JSON
+        if not self.channels:
+            raise ValueError("channels needs at least one conv block")
+        if self.resolution // 2 ** len(self.channels) < 1:
+            raise ValueError(
+                f"resolution={self.resolution} is too small for {len(self.channels)} 2x2 poolings"
+            )
+
+
+class FashionClassifier(nn.Module):
+    """x (B, 1, 28, 28) in [-1, 1] -> logits (B, 10); :meth:`features` gives the 128-d penultimate layer.
+
+    ``FashionClassifier()``, ``FashionClassifier(channels=(16, 32), ...)`` or
+    ``FashionClassifier(ClassifierConfig(...))``.
+    """
+
+    def __init__(self, config: ClassifierConfig | dict | None = None, **kwargs):
+        super().__init__()
+        if isinstance(config, dict):
+            config = ClassifierConfig(**config)
+        base = config or ClassifierConfig()
+        if kwargs:
+            base = replace(base, **kwargs)
+        else:
+            base = ClassifierConfig(**{k: getattr(base, k) for k in base.__dataclass_fields__})
+        self.config = c = base
+        blocks, ch, res = [], c.in_channels, c.resolution
+        for out in c.channels:
+            blocks += [
+                nn.Conv2d(ch, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            ch, res = out, res // 2
+        self.conv = nn.Sequential(*blocks)
+        self.fc = nn.Linear(ch * res * res, c.feature_dim)
+        self.drop = nn.Dropout(c.dropout)
+        self.head = nn.Linear(c.feature_dim, c.num_classes)
+
+    def _check(self, x: torch.Tensor) -> None:
+        c = self.config
+        if (
+            not isinstance(x, torch.Tensor)
+            or x.ndim != 4
+            or x.shape[1:] != (c.in_channels, c.resolution, c.resolution)
+        ):
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(
+                f"x must have shape (B, {c.in_channels}, {c.resolution}, {c.resolution}), got {shape}"
+            )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate activations: (B, feature_dim), after the ReLU of the fully connected layer."""
+        self._check(x)
+        return F.relu(self.fc(self.conv(x).flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.features(x)))

@@ -47,7 +47,6 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from . import classifier as _classifier  # noqa: F401  (registers FashionClassifier with build_model)
 from .checkpoints import CheckpointError, build_model, check_data_shape, load_checkpoint, sha256_file
 from .data import REGISTRY_NAME, DataIntegrityError, data_dir, data_dir_problem
 from .diffusion import GaussianDiffusion
