@@ -28,7 +28,6 @@ if __name__ == "__main__":
 
     raise SystemExit(main())
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +38,8 @@ import torch
 from .diffusion import Trajectory
 from .pretrained import Pretrained, load_model
 from .sampling import DEFAULT_STEPS, METHODS, generate, sampler_timesteps
+from .trajectories import save_samples as save_samples_file
 from .trajectories import save_trajectory
-from .utils import atomic_write
 from .viz import save_image_grid, save_plot_2d
 
 __all__ = [
@@ -74,19 +73,6 @@ def save_samples_png(
         return save_plot_2d(samples, path, title=title)
     raise ValueError(
         f"can picture images (N, C, H, W) or 2-D points (N, 2), got samples of shape {tuple(samples.shape)}"
-    )
-
-
-def _save_safetensors(tensors: dict, path, metadata: dict) -> Path:
-    from safetensors.torch import save_file
-
-    return atomic_write(
-        path,
-        lambda tmp: save_file(
-            {k: v.contiguous() for k, v in tensors.items()},
-            tmp,
-            metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()},
-        ),
     )
 
 
@@ -129,13 +115,13 @@ def sample_from_checkpoint(
             f"{spec}: cannot tell the data shape (no config['data']['shape'] and an unknown network)"
         )
     T = p.diffusion.T
+    used_steps = (
+        T if method == "ancestral" else (min(DEFAULT_STEPS[method], T) if steps is None else int(steps))
+    )
     if trajectory is not None and record is None:  # T, 3T/4, T/2, T/4, 0, each moved onto the sampler's grid
-        used = (
-            T if method == "ancestral" else (min(DEFAULT_STEPS[method], T) if steps is None else int(steps))
-        )
         grid = (
-            sampler_timesteps(p.diffusion, method, used)
-            if method == "ancestral" or 1 <= used <= T
+            sampler_timesteps(p.diffusion, method, used_steps)
+            if method == "ancestral" or 1 <= used_steps <= T
             else [0, T]
         )
         record = sorted(
@@ -160,9 +146,6 @@ def sample_from_checkpoint(
         progress=progress,
     )
     seconds = time.perf_counter() - t0
-    used_steps = (
-        T if method == "ancestral" else (min(DEFAULT_STEPS[method], T) if steps is None else int(steps))
-    )
     info = {
         "checkpoint": str(p.path),
         "name": p.name,
@@ -187,7 +170,5 @@ def sample_from_checkpoint(
     if trajectory is not None:
         files["trajectory"] = save_trajectory(traj, trajectory, info)
     if save_samples is not None:
-        files["samples"] = _save_safetensors(
-            {"samples": samples}, save_samples, {"format": "ddpm_lib.samples", **info}
-        )
+        files["samples"] = save_samples_file(samples, save_samples, info)
     return SampleResult(samples=samples, trajectory=traj, info=info, files=files)

@@ -22,11 +22,42 @@ from .diffusion import Trajectory
 from .sampling import check_trajectory
 from .utils import atomic_write
 
-__all__ = ["DEFAULT_TRAJECTORY", "MAKE_TRAJECTORY", "TRAJECTORY_FORMAT", "load_trajectory", "save_trajectory"]
+__all__ = [
+    "DEFAULT_TRAJECTORY",
+    "MAKE_TRAJECTORY",
+    "TRAJECTORY_FORMAT",
+    "SAMPLES_FORMAT",
+    "load_trajectory",
+    "save_trajectory",
+    "save_samples",
+    "save_tensors",
+]
 
 DEFAULT_TRAJECTORY = "trajectories/fashion_mnist_unet_ancestral1000_seed0.safetensors"
 MAKE_TRAJECTORY = "bash scripts/make_trajectory.sh"
 TRAJECTORY_FORMAT = "ddpm_lib.trajectory"
+SAMPLES_FORMAT = "ddpm_lib.samples"
+
+
+def save_tensors(tensors: dict, path, metadata: dict) -> Path:
+    """Write named tensors as safetensors, atomically; metadata values that are not strings are
+    JSON-encoded (the one writer behind :func:`save_trajectory` and :func:`save_samples`)."""
+    from safetensors.torch import save_file
+
+    return atomic_write(
+        path,
+        lambda tmp: save_file(
+            {k: v.contiguous() for k, v in tensors.items()},
+            tmp,
+            metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()},
+        ),
+    )
+
+
+def save_samples(samples, path, metadata: dict | None = None) -> Path:
+    """Write samples (N, ...) as safetensors under the key ``"samples"``, with ``format =
+    "ddpm_lib.samples"`` and ``metadata`` beside them (``ddpm-sample --save-samples`` writes these)."""
+    return save_tensors({"samples": samples}, path, {"format": SAMPLES_FORMAT, **(metadata or {})})
 
 
 def save_trajectory(trajectory: Trajectory, path, metadata: dict | None = None) -> Path:
@@ -39,18 +70,8 @@ def save_trajectory(trajectory: Trajectory, path, metadata: dict | None = None) 
         ``"ddpm_lib.trajectory"``.
     :return: the path written.
     """
-    from safetensors.torch import save_file
-
     check_trajectory(trajectory)
-    meta = {"format": TRAJECTORY_FORMAT, **(metadata or {})}
-    return atomic_write(
-        path,
-        lambda tmp: save_file(
-            {k: v.contiguous() for k, v in trajectory.to_tensors().items()},
-            tmp,
-            metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()},
-        ),
-    )
+    return save_tensors(trajectory.to_tensors(), path, {"format": TRAJECTORY_FORMAT, **(metadata or {})})
 
 
 def load_trajectory(path=None, verify: bool = True):
