@@ -7,12 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm_lib import NoiseSchedule, GaussianDiffusion
 from ddpm_lib import evaluate as E
-from ddpm_lib.checkpoints import save_checkpoint
 from ddpm_lib.cli.evaluate import main
 from ddpm_lib.data import fashion_mnist
-from ddpm_lib.nets import UNet
 
 torch.set_num_threads(1)
 scipy_linalg = pytest.importorskip("scipy.linalg")
@@ -105,35 +102,8 @@ def test_fcd_halves_of_the_test_split_vs_noise():
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    torch.manual_seed(0)
-    model = UNet(
-        in_channels=1,
-        out_channels=1,
-        ch=8,
-        ch_mult=(1, 2),
-        num_res_blocks=1,
-        attn_resolutions=(14,),
-        resolution=28,
-        groups=4,
-        dropout=0.0,
-    )
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    d = GaussianDiffusion(
-        NoiseSchedule.linear(T=10, beta_start=0.1, beta_end=0.7), prediction="eps", variance="fixed_large"
-    )
-    cfg = {
-        "diffusion": d.config(),
-        "data": {"dataset": "fashion-mnist", "shape": [1, 28, 28]},
-        "train": {},
-        "metrics": {},
-        "command": "test",
-    }
-    save_checkpoint(path, model, config=cfg, ema_model=model, step=1)
-    return path, model.eval(), d
+def tiny_ckpt(tiny_unet_checkpoint):
+    return tiny_unet_checkpoint
 
 
 def test_bits_per_dim_on_agrees_with_the_library(tiny_ckpt):

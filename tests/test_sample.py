@@ -14,7 +14,7 @@ from ddpm_lib import sample as S
 from ddpm_lib.checkpoints import save_checkpoint
 from ddpm_lib.cli.sample import main
 from ddpm_lib.data import REPO_DATA_DIR
-from ddpm_lib.nets import MLP, UNet
+from ddpm_lib.nets import MLP
 from ddpm_lib.pretrained import register_pretrained
 
 torch.set_num_threads(1)
@@ -32,32 +32,8 @@ def _diffusion(decoder="discretized"):
 
 
 @pytest.fixture(scope="module")
-def image_ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    torch.manual_seed(0)
-    model = UNet(
-        in_channels=1,
-        out_channels=1,
-        ch=8,
-        ch_mult=(1, 2),
-        num_res_blocks=1,
-        attn_resolutions=(14,),
-        resolution=28,
-        groups=4,
-        dropout=0.0,
-    )
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    cfg = {
-        "diffusion": _diffusion().config(),
-        "data": {"dataset": "fashion-mnist", "shape": [1, 28, 28]},
-        "train": {},
-        "metrics": {},
-        "command": "test",
-    }
-    save_checkpoint(path, model, config=cfg, ema_model=model, step=1)
-    return path
+def image_ckpt(tiny_unet_checkpoint):
+    return tiny_unet_checkpoint[0]
 
 
 @pytest.fixture(scope="module")
