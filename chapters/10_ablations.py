@@ -33,7 +33,6 @@
 
 # %%
 import contextlib
-import importlib.util
 import io
 import json
 import math
@@ -45,22 +44,13 @@ import numpy as np
 import torch
 
 import ddpm_lib as dl
-from ddpm_lib.course import book, checks
+from ddpm_lib import ablations  # DDPM Table 2 at small scale: the code of the ddpm-ablations command
+from ddpm_lib.cli.ablations import main as ddpm_ablations  # that command, callable
+from ddpm_lib.course import checks
 from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 
-ROOT = book.find_book().parent  # the repository (book.toml lives at its top)
 LN2 = math.log(2.0)
 
-
-def load_script(path):
-    """scripts/ablations.py as a module: the chapter calls the same main() the command line runs."""
-    spec = importlib.util.spec_from_file_location("ablations", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ablations = load_script(ROOT / "scripts" / "ablations.py")
 
 # %% [markdown]
 # ## 1. The choices Table 2 compares
@@ -149,7 +139,7 @@ ablations = load_script(ROOT / "scripts" / "ablations.py")
 # $\epsilon$-network, and the $\tilde\mu$-network that Eq. 11 makes of it.
 
 # %%
-cfg = ablations.base_config(ablations.parse_args([]))  # the table's settings: configs/swiss_roll.toml
+cfg = ablations.base_config(ablations.AblationSettings())  # the table's settings: configs/swiss_roll.toml
 s = dl.NoiseSchedule.linear(T=cfg.T, beta_start=cfg.beta_start, beta_end=cfg.beta_end)
 T, D = s.T, 2
 diff = {(p, l): dl.GaussianDiffusion(s, prediction=p, variance="fixed_large", loss=l, decoder="gaussian")
@@ -247,7 +237,8 @@ for tt in (2, T):
 # %% [markdown]
 # ## 3. The experiment: Table 2 on the swiss roll
 #
-# `scripts/ablations.py` trains all six rows with the library's `Trainer` and `configs/swiss_roll.toml`:
+# `ddpm-ablations` (the library's `ddpm_lib.ablations`) trains all six rows with the library's `Trainer`
+# and `configs/swiss_roll.toml`:
 # the same MLP (3 hidden layers of 128; its output doubles to $2D$ for a learned variance), the same
 # linear schedule ($T = 200$, $\beta$ from $10^{-4}$ to $0.1$), Adam at $2\cdot10^{-3}$, batch 256,
 # gradient clipping at 1 (as DDPM), EMA 0.995, the same seeds and the same number of steps; only
@@ -268,14 +259,15 @@ for tt in (2, T):
 #   the share of steps whose gradient norm exceeded the clipping threshold, the gradient norms, and the
 #   bound during training.
 #
-# The table is stored in `data/ablations/swiss_roll_table2.json` (and `.md`); the JSON schema is at the
-# top of the script. It is remade by `python scripts/ablations.py` (10-15 minutes of one CPU core;
+# The table is stored in `data/ablations/swiss_roll_table2.json` (and `.md`), registered with its sha256 in
+# `data/registry.json`, so `ablations.load_table` refuses a copy edited by hand; the JSON schema is in the
+# docstring of `ddpm_lib/ablations.py`. It is remade by `ddpm-ablations` (10-15 minutes of one CPU core;
+# `python scripts/ablations.py`, the name the stored file records, is the same command;
 # `--workers N` runs N of the 18 trainings at once, and since every run is seeded and single-threaded the
 # numbers do not depend on N). The command that made the stored file:
 
 # %%
-table_path = ROOT / "data" / "ablations" / "swiss_roll_table2.json"
-table = json.loads(table_path.read_text())
+table = ablations.load_table("swiss_roll")  # checked against its sha256 in data/registry.json
 rows = {r["id"]: r for r in table["rows"]}
 print(f"command:  {table['command']}")
 print(f"made with ddpm_lib {table['library_version']}, torch {table['torch']}, on {table['device']} "
@@ -475,7 +467,7 @@ for rid in trained:
 # ### The command works: a live rerun of one row
 #
 # Rerunning the whole table takes 10-15 minutes of a core, more than this chapter's budget. Instead we
-# run the same command, `main()` of `scripts/ablations.py`, for the cheapest row (the paper's recipe,
+# run the same command, `ddpm-ablations` called from Python, for the cheapest row (the paper's recipe,
 # $L_\text{simple}$, first seed) with fewer steps. The `Trainer` draws every step's data, $t$ and
 # $\epsilon$ from generators seeded by the run's seed, so the first 500 steps of the stored 2,000-step
 # run must come out again: the loss curve and the bound on the same 500 held-out points at steps 250 and
@@ -488,12 +480,12 @@ live_path = Path(tempfile.mkdtemp()) / "live.json"
 argv = ["--rows", "eps-simple-fixed", "--seeds", seed0, "--steps", str(live_steps),
         "--bpd-n", "500", "--sample-n", "500", "--out", str(live_path)]
 with contextlib.redirect_stdout(io.StringIO()):  # its progress line carries a wall time
-    rc = ablations.main(argv)
+    rc = ddpm_ablations(argv)
 live = json.loads(live_path.read_text())["rows"][0]["runs"][0]
 stored = rows["eps-simple-fixed"]["runs"][0]
 n_win = len(live["curve"]["loss_mean"])
 d_loss = max(abs(a - b) for a, b in zip(live["curve"]["loss_mean"], stored["curve"]["loss_mean"][:n_win]))
-print(f"python scripts/ablations.py {' '.join(argv[:-2])} --out ...  ->  exit code {rc}")
+print(f"ddpm-ablations {' '.join(argv[:-2])} --out ...  ->  exit code {rc}")
 print(f"loss, mean of each of the first {n_win} windows of 50 steps: max |live - stored| {below(d_loss, 1e-4)}")
 for step, b_live in live["bpd_curve"]:
     b_stored = dict((p[0], p[1]) for p in stored["bpd_curve"]).get(step)
@@ -504,19 +496,18 @@ print(f"after {live_steps} steps (live): bound {live['bpd']:.3f} bits/dim, slice
 # %% [markdown]
 # ### Small images: the same table on Fashion-MNIST
 #
-# The same script trains the rows with the library's Fashion-MNIST U-Net on a GPU (a learned variance
+# The same command trains the rows with the library's Fashion-MNIST U-Net on a GPU (a learned variance
 # doubles the U-Net's output channels, `UNet.fashion_mnist(..., learn_sigma=True)`), scores the bound in
 # bits/dim of 8-bit pixels with the discretized decoder, and replaces the sliced Wasserstein distance by
 # the Fréchet classifier distance (FCD: features of the course's small Fashion-MNIST classifier, *not*
 # Inception FID). When that table has been made, it is shown here:
 #
-#     python scripts/ablations.py --dataset fashion_mnist --preset tiny --steps 3000 --device cuda \
+#     ddpm-ablations --dataset fashion_mnist --preset tiny --steps 3000 --device cuda \
 #         --out data/ablations/fashion_mnist_table2.json
 
 # %%
-fm_path = ROOT / "data" / "ablations" / "fashion_mnist_table2.json"
-if fm_path.is_file():
-    fm = json.loads(fm_path.read_text())
+if ablations.default_out("fashion_mnist").is_file():
+    fm = ablations.load_table("fashion_mnist")
     print(f"command: {fm['command']}\n{fm['device']}, seeds {fm['seeds']}, {fm['steps']} steps per run, "
           f"complete: {fm['complete']}")
     print(f"{'row':<46s} {'paper IS':>11s} {'FID':>6s} | {'bound, bits/dim':>15s} {'FCD':>10s} {'diverged':>8s}")
@@ -547,7 +538,7 @@ if fm_path.is_file():
     if "not_measured" in fm:  # rows the GPU run could not measure, and why (written by whoever ran it)
         print(f"not measured: {', '.join(fm['not_measured']['rows'])}: {fm['not_measured']['why']}")
 else:
-    print(f"{fm_path.relative_to(ROOT)} has not been made yet (it needs a GPU); the command is above.")
+    print("data/ablations/fashion_mnist_table2.json has not been made yet (it needs a GPU); the command is above.")
 
 # %% [markdown]
 # ### Play: every run of the table
@@ -662,7 +653,7 @@ checks.check("optimal_variance", optimal_variance)
 
 # %% [markdown]
 # **Exercise 10.3 (open, no checker).** Rerun one row with different settings, e.g. without gradient
-# clipping, `python scripts/ablations.py --rows eps-vlb-learned,eps-simple-fixed --grad-clip 0
+# clipping, `ddpm-ablations --rows eps-vlb-learned,eps-simple-fixed --grad-clip 0
 # --out /tmp/noclip.json`, or with a larger learning rate (`--lr`), and compare the instability counts
 # with the stored table. Which rows are sensitive to clipping, and why does Section 1.2 predict it?
 #
@@ -677,8 +668,8 @@ checks.check("optimal_variance", optimal_variance)
 #   above to rounding), but it changes what is easy to learn, and the samples of the resulting chain.
 # - A learned diagonal variance should equal $\tilde\beta_t + e^2$ for a mean error $e$; it divides the
 #   mean's gradient, couples the two, and makes the bound's gradients large and uneven.
-# - The table is one command, `python scripts/ablations.py`, stored with its settings, seeds and the
-#   library version; a short rerun reproduces the start of a stored run.
+# - The table is one command, `ddpm-ablations`, stored with its settings, seeds and the library version,
+#   and registered with its sha256; a short rerun reproduces the start of a stored run.
 #
 # **Next:** chapter 11 leaves training behind and uses a trained model for something new: multiplying
 # each intermediate distribution by a function $r(x^t)$ to condition the reverse process (inpainting),

@@ -59,6 +59,8 @@ __all__ = [
     "data_dir_problem",
     "registry_entry",
     "verify_file",
+    "verify_if_registered",
+    "registry_key",
     "verify_registry",
     "make_fashion_mnist_subset",
     "DataIntegrityError",
@@ -575,6 +577,23 @@ def verify_file(path, key: str) -> str:
         )
     _VERIFIED[cache_key] = actual
     return actual
+
+
+def registry_key(path) -> str | None:
+    """The registry key of a file inside the data folder (its path relative to it), else None."""
+    try:
+        return Path(path).resolve().relative_to(data_dir().resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def verify_if_registered(path) -> str | None:
+    """Check ``path`` by :func:`verify_file` when it lies in the data folder and the registry lists
+    it; return its sha256 then, None for a file the registry does not list (loaded unchecked)."""
+    key = registry_key(path)
+    if key is None or registry_entry(key) is None:
+        return None
+    return verify_file(path, key)
 
 
 def verify_registry() -> dict:

@@ -64,6 +64,7 @@ __all__ = [
     "pretrained_path",
     "is_pretrained_name",
     "registry_path",
+    "register_file",
 ]
 
 REGISTRY_KEY = "pretrained"
@@ -349,5 +350,40 @@ def register_pretrained(
             raise ValueError(f"{name!r} is already registered (overwrite=False)")
         table[name] = entry
         reg[REGISTRY_KEY] = {k: table[k] for k in sorted(table)}
+        _write_json_atomic(reg_path, reg)
+    return entry
+
+
+def register_file(path, description: str, source: str, licence: str) -> dict:
+    """Add (or replace) a shipped file in registry.json's "files" table, with its size and sha256;
+    return the entry. :func:`ddpm_lib.data.verify_file` then checks it, and ``ddpm-data verify``
+    with the rest.
+
+    ``path`` must lie under the data folder (the key is the path relative to it); ``source`` is
+    the command that made it, ``licence`` the terms it is shipped under. The registry is rewritten
+    atomically under a lock.
+    """
+    path = Path(path).resolve()
+    root = data_dir().resolve()
+    try:
+        rel = path.relative_to(root).as_posix()
+    except ValueError:
+        raise ValueError(
+            f"{path} is not under the data folder {root}: only files there are registered"
+        ) from None
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file to register")
+    entry = {
+        "shipped": True,
+        "size": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "description": description,
+        "source": source,
+        "licence": licence,
+    }
+    reg_path = registry_path()
+    with _locked(reg_path):
+        reg = _read_registry() if reg_path.is_file() else {"format": 1}
+        reg.setdefault("files", {})[rel] = entry
         _write_json_atomic(reg_path, reg)
     return entry

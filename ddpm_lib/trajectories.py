@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .data import data_dir, registry_entry, verify_file
+from .data import data_dir, verify_if_registered
 from .diffusion import Trajectory
 from .sampling import check_trajectory
 from .utils import atomic_write
@@ -97,12 +97,7 @@ def load_trajectory(path=None, verify: bool = True):
             "(python -m ddpm_lib.sample ... --trajectory FILE writes others)"
         )
     if verify:
-        try:
-            key = p.resolve().relative_to(data_dir().resolve()).as_posix()
-        except ValueError:
-            key = None
-        if key is not None and registry_entry(key) is not None:
-            verify_file(p, key)
+        verify_if_registered(p)
     with safe_open(str(p), framework="pt") as f:
         meta = dict(f.metadata() or {})
         names = set(f.keys())

@@ -21,27 +21,18 @@ python -m ddpm_lib.sample fashion-mnist-unet --method ancestral --n 4 --seed 0 -
     --out data/trajectories/fashion_mnist_unet_ancestral1000_seed0.png
 
 python - <<'PY'
-import hashlib, json
-from pathlib import Path
-from ddpm_lib.data import data_dir, REGISTRY_NAME
-from ddpm_lib.pretrained import _locked, _write_json_atomic
+from ddpm_lib.data import data_dir
+from ddpm_lib.pretrained import register_file
 
 rel = "trajectories/fashion_mnist_unet_ancestral1000_seed0.safetensors"
-path = data_dir() / rel
-reg_path = data_dir() / REGISTRY_NAME
-with _locked(reg_path):
-    reg = json.loads(reg_path.read_text(encoding="utf-8"))
-    reg["files"][rel] = {
-        "shipped": True,
-        "size": path.stat().st_size,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "description": ("Algorithm 2 with all 1000 steps of the shipped fashion-mnist-unet, 4 images, seed 0: "
-                        "safetensors ts, timesteps (K,), x_t, pred_x0 (K, 4, 1, 28, 28) at t = 1000, 990, ..., 10, "
-                        "19, ..., 1 and 0 (pred_x0 NaN at t = 0); metadata: the checkpoint's sha256 and the settings"),
-        "source": "bash scripts/make_trajectory.sh (python -m ddpm_lib.sample fashion-mnist-unet --method ancestral "
-                  "--n 4 --seed 0 --device cpu --record 0,10,...,1000,1,...,19 --trajectory ...)",
-        "licence": "MIT, Zalando Research (made from a model trained on Fashion-MNIST)",
-    }
-    _write_json_atomic(reg_path, reg)
-print(f"registered {rel}: {reg['files'][rel]['size']} bytes, sha256 {reg['files'][rel]['sha256']}")
+entry = register_file(
+    data_dir() / rel,
+    description=("Algorithm 2 with all 1000 steps of the shipped fashion-mnist-unet, 4 images, seed 0: "
+                 "safetensors ts, timesteps (K,), x_t, pred_x0 (K, 4, 1, 28, 28) at t = 1000, 990, ..., 10, "
+                 "19, ..., 1 and 0 (pred_x0 NaN at t = 0); metadata: the checkpoint's sha256 and the settings"),
+    source="bash scripts/make_trajectory.sh (python -m ddpm_lib.sample fashion-mnist-unet --method ancestral "
+           "--n 4 --seed 0 --device cpu --record 0,10,...,1000,1,...,19 --trajectory ...)",
+    licence="MIT, Zalando Research (made from a model trained on Fashion-MNIST)",
+)
+print(f"registered {rel}: {entry['size']} bytes, sha256 {entry['sha256']}")
 PY

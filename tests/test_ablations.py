@@ -1,8 +1,11 @@
-"""scripts/ablations.py (DDPM Table 2 at small scale, chapter 10) end to end on tiny settings, the loss
-identities the chapter relies on, and the chapter's exercise checkers (mu_mse_weight, optimal_variance)."""
+"""ddpm_lib.ablations and ddpm-ablations (DDPM Table 2 at small scale, chapter 10) end to end on tiny
+settings, the shipped tables' registration, the loss identities the chapter relies on, and the
+chapter's exercise checkers (mu_mse_weight, optimal_variance)."""
 
-import importlib.util
 import json
+import shutil
+import subprocess
+import sys
 import math
 from pathlib import Path
 
@@ -10,19 +13,13 @@ import pytest
 import torch
 
 import ddpm_lib as dl
+from ddpm_lib import ablations as abl
+from ddpm_lib.cli import ablations as cli
 from ddpm_lib.course import checks
+from ddpm_lib.data import DataIntegrityError
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("ablations_script", ROOT / "scripts" / "ablations.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-abl = _load_script()
 
 # a short chain (T = 20) keeps every evaluation cheap; the warning that it does not reach noise is expected
 TINY = ["--T", "20", "--bpd-n", "40", "--sample-n", "40", "--curve-n", "20", "--window", "10"]
@@ -31,11 +28,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:schedule 'linear' does not reach
 
 def _run(tmp_path, *argv):
     out = tmp_path / "t.json"
-    assert abl.main([*argv, *TINY, "--out", str(out)]) == 0
+    assert cli.main([*argv, *TINY, "--out", str(out)]) == 0
     return json.loads(out.read_text()), out
 
 
-# ---- the script ----------------------------------------------------------------------------------------
+# ---- the command ---------------------------------------------------------------------------------------
 
 
 def test_swiss_roll_table_end_to_end(tmp_path):
@@ -51,7 +48,7 @@ def test_swiss_roll_table_end_to_end(tmp_path):
         "eps-simple-fixed,eps-simple-small,mean-vlb-learned",
     )
     assert table["format"] == 1 and table["complete"] is True and table["dataset"] == "swiss_roll"
-    assert table["command"].startswith("python scripts/ablations.py --steps 20")
+    assert table["command"].startswith("ddpm-ablations --steps 20")
     assert table["steps"] == 20 and table["seeds"] == [0, 1] and table["library_version"] == dl.__version__
     tc = table["train_config"]
     assert (
@@ -93,14 +90,10 @@ def test_a_shorter_run_reproduces_the_start_of_a_longer_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_parallel_workers_give_the_same_numbers(tmp_path, monkeypatch):
-    # imported by name from scripts/ (on sys.path, which spawned workers inherit), so workers can find _job
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import ablations
-
+def test_parallel_workers_give_the_same_numbers(tmp_path):
     argv = ["--steps", "10", "--seeds", "0,1", "--rows", "eps-vlb-learned", "--curve-every", "5", *TINY]
-    assert ablations.main([*argv, "--workers", "2", "--out", str(tmp_path / "w2.json")]) == 0
-    assert abl.main([*argv, "--out", str(tmp_path / "w1.json")]) == 0
+    assert cli.main([*argv, "--workers", "2", "--out", str(tmp_path / "w2.json")]) == 0
+    assert cli.main([*argv, "--out", str(tmp_path / "w1.json")]) == 0
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("w1.json", "w2.json"))
     strip = lambda t: [
         [{k: v for k, v in run.items() if k != "seconds"} for run in r["runs"]] for r in t["rows"]
@@ -142,17 +135,17 @@ def test_fashion_mnist_code_path(tmp_path):
 
 def test_bad_arguments_are_named(capsys):
     with pytest.raises(SystemExit):
-        abl.main(["--rows", "eps-simple"])
+        cli.main(["--rows", "eps-simple"])
     assert "unknown row id(s) eps-simple" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        abl.main(["--seeds", "a,b"])
+        cli.main(["--seeds", "a,b"])
     assert "--seeds must be comma-separated integers" in capsys.readouterr().err
 
 
 def test_out_folder_gives_dataset_file_name():
-    a = abl.parse_args(["--out", "some/folder"])
+    a = cli.parse_args(["--out", "some/folder"])
     assert a.out_path == Path("some/folder/swiss_roll_table2.json")
-    assert abl.parse_args([]).out_path == ROOT / "data" / "ablations" / "swiss_roll_table2.json"
+    assert cli.parse_args([]).out_path == ROOT / "data" / "ablations" / "swiss_roll_table2.json"
 
 
 def test_spikes_and_history_summary():
@@ -191,6 +184,60 @@ def test_stored_markdown_is_made_from_its_json(name):
         assert (
             f"Not measured: {', '.join(t['not_measured']['rows'])}." in md and t["not_measured"]["why"] in md
         )
+
+
+@pytest.fixture
+def data_copy(tmp_path, monkeypatch):
+    """A copy of the shipped tables and the registry as the data folder (DDPM_DATA_DIR)."""
+    root = tmp_path / "data"
+    shutil.copytree(ROOT / "data" / "ablations", root / "ablations")
+    shutil.copy(ROOT / "data" / "registry.json", root / "registry.json")
+    monkeypatch.setenv("DDPM_DATA_DIR", str(root))
+    return root
+
+
+@pytest.mark.parametrize("dataset", abl.DATASETS)
+def test_shipped_tables_are_registered_and_an_edited_copy_is_refused(data_copy, dataset):
+    table = abl.load_table(dataset)  # verified by sha256 against data/registry.json
+    assert table["dataset"] == dataset and [r["id"] for r in table["rows"]]
+    path = data_copy / "ablations" / f"{dataset}_table2.json"
+    path.write_text(path.read_text().replace('"bpd_mean": ', '"bpd_mean": 1', 1))
+    with pytest.raises(DataIntegrityError, match=f"sha256 mismatch for 'ablations/{dataset}_table2.json'"):
+        abl.load_table(dataset)
+    assert abl.load_table(dataset, verify=False)["dataset"] == dataset
+
+
+def test_a_table_written_in_the_data_folder_is_registered(data_copy):
+    from ddpm_lib.data import registry_entry
+
+    out = data_copy / "ablations" / "new_table2.json"
+    table, _ = _run(data_copy.parent, "--rows", "eps-simple-fixed", "--steps", "3", "--seeds", "0")
+    abl.write_table(table, out)
+    entry = registry_entry("ablations/new_table2.json")
+    assert entry["size"] == out.stat().st_size and entry["source"] == table["command"]
+    assert registry_entry("ablations/new_table2.md")["size"] == out.with_suffix(".md").stat().st_size
+    assert abl.load_table(str(out))["rows"][0]["id"] == "eps-simple-fixed"
+
+
+def test_load_table_names_what_is_missing_or_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make it with: ddpm-ablations"):
+        abl.load_table(str(tmp_path / "none.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": 7}')
+    with pytest.raises(DataIntegrityError, match="not an ablation table of format 1"):
+        abl.load_table(str(bad))
+
+
+@pytest.mark.slow
+def test_the_script_the_stored_tables_name_is_the_same_command():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "ablations.py"), "--rows", "nope"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2 and "usage: python scripts/ablations.py" in out.stderr
+    assert "unknown row id(s) nope" in out.stderr and "Traceback" not in out.stderr
 
 
 # ---- the identities the chapter checks (DDPM Eqs. 8, 11, 12) ------------------------------------------------
@@ -292,9 +339,9 @@ def test_merge_folds_rows_run_apart_into_one_table(tmp_path, capsys):
     base_path.write_text(json.dumps(base))
     part = tmp_path / "part.json"
     assert (
-        abl.main(["--rows", "mean-vlb-fixed", "--steps", "3", "--seeds", "0", *TINY, "--out", str(part)]) == 0
+        cli.main(["--rows", "mean-vlb-fixed", "--steps", "3", "--seeds", "0", *TINY, "--out", str(part)]) == 0
     )
-    assert abl.main(["--merge", str(base_path), str(part)]) == 0
+    assert cli.main(["--merge", str(base_path), str(part)]) == 0
     merged = json.loads(base_path.read_text())
     assert [r["id"] for r in merged["rows"]] == ["mean-vlb-fixed", "eps-simple-fixed"]
     assert merged["complete"] and "not_measured" not in merged and len(merged["merged"]) == 1
@@ -309,5 +356,5 @@ def test_merge_folds_rows_run_apart_into_one_table(tmp_path, capsys):
     other["complete"] = False
     with pytest.raises(ValueError, match="not complete"):
         abl.merge_tables(base, [other])
-    assert abl.main(["--merge", str(base_path), str(tmp_path / "missing.json")]) == 2
+    assert cli.main(["--merge", str(base_path), str(tmp_path / "missing.json")]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -38,6 +38,7 @@ MODULES = {
     "ddpm_lib.data": "ddpm-data",
     "ddpm_lib.cifar": "ddpm-data",  # ddpm-data cifar10
     "ddpm_lib.classifier": "ddpm-classifier",
+    "ddpm_lib.ablations": "ddpm-ablations",
     "ddpm_lib.course.book": "ddpm-book",
 }
 
@@ -73,6 +74,7 @@ def test_every_command_line_is_a_console_script():
         "ddpm-pretrained",
         "ddpm-data",
         "ddpm-classifier",
+        "ddpm-ablations",
         "ddpm-book",
     }
     assert set(MODULES.values()) == set(SCRIPTS)
@@ -163,6 +165,10 @@ CASES = {
     "ddpm-pretrained": (["verify", "no-such-model"], ["verify", "swiss-roll-mlp"]),
     "ddpm-data": (["cifar10", "verify", "{tmp}/nothing"], ["verify"]),
     "ddpm-classifier": (["eval", "{tmp}/nothing.safetensors"], ["eval", "--n", "10"]),
+    "ddpm-ablations": (
+        ["--merge", "{tmp}/nothing.json"],
+        ["--rows", "eps-simple-fixed", "--out", "{tmp}/a-file/t.json"],
+    ),
     "ddpm-book": (["--book", "{book}", "execute"], ["--book", "{book}", "student", "{tmp}/student"]),
 }
 MESSAGES = {  # what the error says: (usage, failure)
@@ -172,6 +178,7 @@ MESSAGES = {  # what the error says: (usage, failure)
     "ddpm-pretrained": ("unknown pretrained name 'no-such-model'", "is truncated"),
     "ddpm-data": ("CIFAR-10 not found", "registry check failed"),
     "ddpm-classifier": ("checkpoint not found", "is truncated"),
+    "ddpm-ablations": ("--merge TABLE.json PART.json", "is a file, not a folder"),
     "ddpm-book": ("name the chapters to execute", "has no `# END SOLUTION`"),
 }
 

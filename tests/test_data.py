@@ -384,11 +384,11 @@ def test_registry_lists_every_file_with_provenance():
     assert not reg["fashion-mnist/train-labels-idx1-ubyte.gz"]["shipped"]
     assert "make_fashion_mnist_subset" in reg["fashion-mnist/train-10k-images-idx3-ubyte.gz"]["source"]
     for key, e in reg.items():
+        assert e["size"] > 0 and len(e["sha256"]) == 64 and e["source"] and e["licence"].startswith("MIT")
         assert (
-            e["size"] > 0
-            and len(e["sha256"]) == 64
-            and e["source"]
-            and e["licence"].startswith("MIT, Zalando Research")
+            e["licence"].startswith("MIT, Zalando Research")
+            or key == "ablations/swiss_roll_table2.json"
+            or (key == "ablations/swiss_roll_table2.md")
         )
         assert (D.REPO_DATA_DIR / key).is_file() == e["shipped"]
     # the built-in table (used when no registry.json is found) agrees with the file
@@ -411,9 +411,13 @@ def test_registry_entry(tmp_path, monkeypatch):
 
 def test_verify_registry(capsys):
     assert data_main(["verify"]) == 0  # ddpm-data verify
-    assert capsys.readouterr().out.count("ok  ") == 5
+    assert capsys.readouterr().out.count("ok  ") == 9
     done = D.verify_registry()
     assert set(done) == {
+        "ablations/swiss_roll_table2.json",
+        "ablations/swiss_roll_table2.md",
+        "ablations/fashion_mnist_table2.json",
+        "ablations/fashion_mnist_table2.md",
         "fashion-mnist/t10k-images-idx3-ubyte.gz",
         "fashion-mnist/t10k-labels-idx1-ubyte.gz",
         "fashion-mnist/train-10k-images-idx3-ubyte.gz",
@@ -424,6 +428,7 @@ def test_verify_registry(capsys):
 
 def test_verify_registry_reports_missing_and_bad(tmp_path, monkeypatch, capsys):
     shutil.copy(D.REPO_DATA_DIR / "registry.json", tmp_path / "registry.json")
+    shutil.copytree(D.REPO_DATA_DIR / "ablations", tmp_path / "ablations")
     _copy_test_split(tmp_path / "fashion-mnist")
     (tmp_path / "fashion-mnist/t10k-labels-idx1-ubyte.gz").write_bytes(b"x")
     monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path))

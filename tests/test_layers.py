@@ -53,6 +53,7 @@ LAYERS = {
         "ddpm_lib.classifier",
         "ddpm_lib.viz",
         "ddpm_lib.sample",
+        "ddpm_lib.ablations",
     ],
     "cli": ["ddpm_lib.cli"],
     "course": ["ddpm_lib.course"],
