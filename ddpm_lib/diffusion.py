@@ -1,14 +1,18 @@
 """The Gaussian diffusion model of Ho et al. 2020 (DDPM), in the paper's indexing.
 
-Forward process q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I), t = 1..T, x_0 data.
-Reverse process p(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I), with mu_theta given through
-the network's prediction of eps, x_0 or the mean itself.
+Forward process q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I), t = 1..T, x_0 data
+(DDPM Eq. 2). Reverse process p(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I) (DDPM Eq. 1),
+with mu_theta given through the network's prediction of eps, x_0 or the mean itself.
 
 A *model* is any callable ``model(x_t, t) -> output`` with x_t of shape (B, ...) and t a
-LongTensor (B,) of the paper's timesteps (for a respaced schedule, the original timesteps).
-For learned variances the output has twice the channels of x (dim 1): prediction, then v.
+LongTensor of shape (B,) holding the paper's timesteps (for a respaced schedule, the original
+timesteps). For learned variances the output has twice the channels of x (dim 1): prediction,
+then v.
 
-Equation numbers refer to Ho, Jain & Abbeel 2020 unless said otherwise.
+Equations are cited by each paper's own numbering: "DDPM Eq. N" is Ho, Jain & Abbeel 2020,
+"DDIM Eq. N" is Song, Meng & Ermon 2021, and Nichol & Dhariwal 2021 is improved DDPM.
+
+Taught in chapters 03, 04, 05, 06 and 09.
 """
 
 from __future__ import annotations
@@ -45,7 +49,13 @@ DECODERS = ("discretized", "gaussian")
 
 
 class GaussianParams(NamedTuple):
-    """A diagonal Gaussian: mean, variance and log variance, each broadcastable to x."""
+    """A diagonal Gaussian: mean, variance and log variance, each broadcastable to x.
+
+    What :meth:`GaussianDiffusion.q_mean_variance` (DDPM Eq. 4) and :meth:`GaussianDiffusion.q_posterior`
+    (DDPM Eqs. 6-7) return.
+
+    Taught in chapters 03 and 04.
+    """
 
     mean: torch.Tensor
     variance: torch.Tensor
@@ -58,8 +68,10 @@ class Trajectory:
 
     ``ts`` are indices of the schedule that sampled (for a respaced one, ``timesteps`` holds the
     original timesteps they stand for; otherwise the two agree). ``x_t[k]`` is the state *at*
-    ``ts[k]`` (before the step from it), shape (K, B, ...); ``pred_x0[k]`` is the model's x_0
-    prediction from that state (NaN where none was made, at t = 0).
+    ``ts[k]`` (before the step from it), so ``x_t`` has shape (K, B, ...); ``pred_x0[k]`` is the
+    model's x_0 prediction from that state (NaN where none was made, at t = 0).
+
+    Taught in chapter 09.
     """
 
     ts: torch.Tensor
@@ -68,7 +80,10 @@ class Trajectory:
     timesteps: Optional[torch.Tensor] = None
 
     def to_tensors(self) -> dict:
-        """A dict of tensors for safetensors.save_file."""
+        """A dict of tensors for ``safetensors.save_file``: ``ts``, ``timesteps``, ``x_t`` and ``pred_x0``.
+
+        Taught in chapter 09.
+        """
         return {
             "ts": self.ts,
             "timesteps": self.ts if self.timesteps is None else self.timesteps,
@@ -78,8 +93,12 @@ class Trajectory:
 
 
 def noise_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """eps ~ N(0, I) shaped like x, drawn on the generator's device (so a CPU generator gives the
-    same numbers whatever x's device), returned on x's device."""
+    """eps ~ N(0, I) shaped like x, returned on x's device.
+
+    Drawn on the generator's device, so that a CPU generator gives the same numbers whatever x's device.
+
+    Taught in chapter 03.
+    """
     dev = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
 
@@ -87,11 +106,13 @@ def noise_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.T
 def initial_noise(
     shape, generator: Optional[torch.Generator] = None, device=None, noise: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """x_T ~ N(0, I) of ``shape`` (B, ...), the start of every sampling loop (Algorithm 2, line 1).
+    """x_T ~ N(0, I) of ``shape`` (B, ...), the start of every sampling loop (DDPM Algorithm 2, line 1).
 
     Drawn on the generator's device (else ``device``, else the CPU), so a seeded CPU generator gives
     the same x_T on any device; then moved to ``device``. A given ``noise`` is used instead (moved
     to ``device``), after checking it has ``shape`` (unless ``shape`` is None).
+
+    Taught in chapters 05 and 09.
     """
     if noise is None:
         dev = generator.device if generator is not None else (device or "cpu")
@@ -103,7 +124,10 @@ def initial_noise(
 
 
 def progress_bar(iterable, desc: str, enabled: bool = True):
-    """``iterable`` with a progress bar (tqdm) that disappears when done; as is when not ``enabled``."""
+    """``iterable`` with a progress bar (tqdm) that disappears when done; as is when not ``enabled``.
+
+    Plumbing of the sampling loops and of the bound: no chapter teaches it.
+    """
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
@@ -114,19 +138,21 @@ def progress_bar(iterable, desc: str, enabled: bool = True):
 class GaussianDiffusion:
     """DDPM's forward process, posterior, reverse parameterizations, losses and bound.
 
-    Args:
-        schedule: a :class:`NoiseSchedule` (its tables are float64; results come in x's dtype).
-        prediction: what the network predicts: ``"eps"`` (Eq. 11), ``"x0"``, or ``"mean"`` (mu~).
-        variance: sigma_t^2 of p(x_{t-1}|x_t): ``"fixed_large"`` = beta_t, ``"fixed_small"`` = beta~_t
-            (at t = 1, beta~_2, since beta~_1 = 0), ``"learned"`` (the network outputs log sigma^2),
-            ``"learned_range"`` (Nichol & Dhariwal 2021 Eq. 15: log sigma^2 = v log beta_t + (1 - v) log beta~_t
-            with v = (output + 1) / 2).
-        loss: ``"simple"`` (Eq. 14, MSE on the predicted quantity), ``"vlb"`` (the true bound term
-            L_{t-1}, T times, in bits/dim: its expectation over t is (bound - L_T) in bits/dim),
-            ``"hybrid"`` (simple + ``hybrid_lambda`` * vlb with the mean's gradient stopped, Nichol &
-            Dhariwal 2021 Sec. 3.1; requires a learned variance).
-        decoder: L_0's decoder: ``"discretized"`` (Eq. 13, 8-bit data in [-1, 1]) or ``"gaussian"``
-            (a density, for continuous data such as the swiss roll).
+    :param schedule: a :class:`NoiseSchedule` (its tables are float64; results come in x's dtype).
+    :param prediction: what the network predicts: ``"eps"`` (DDPM Eq. 11), ``"x0"``, or ``"mean"`` (mu~).
+    :param variance: sigma_t^2 of p(x_{t-1}|x_t): ``"fixed_large"`` = beta_t, ``"fixed_small"`` = beta~_t
+        (at t = 1, beta~_2, since beta~_1 = 0), ``"learned"`` (the network outputs log sigma^2), or
+        ``"learned_range"`` (Nichol & Dhariwal 2021 Eq. 15: log sigma^2 = v log beta_t + (1 - v) log beta~_t
+        with v = (output + 1) / 2).
+    :param loss: ``"simple"`` (the MSE on the predicted quantity: DDPM Eq. 14 for eps), ``"vlb"`` (the
+        true bound term L_{t-1}, T times, in bits/dim: its expectation over t is (bound - L_T) in
+        bits/dim), or ``"hybrid"`` (simple + ``hybrid_lambda`` * vlb with the mean's gradient stopped,
+        Nichol & Dhariwal 2021 Sec. 3.1; requires a learned variance).
+    :param decoder: L_0's decoder: ``"discretized"`` (DDPM Eq. 13, 8-bit data in [-1, 1]) or ``"gaussian"``
+        (a density, for continuous data such as the swiss roll).
+    :param hybrid_lambda: the weight of the bound in the hybrid loss (0.001, as Nichol & Dhariwal 2021).
+
+    Taught in chapters 03, 04, 05, 06 and 10.
     """
 
     def __init__(
@@ -175,10 +201,17 @@ class GaussianDiffusion:
     # ---- configuration ----------------------------------------------------------------
     @property
     def learned_variance(self) -> bool:
+        """True for ``"learned"`` and ``"learned_range"``: the network outputs a variance too.
+
+        Taught in chapter 10.
+        """
         return self.variance.startswith("learned")
 
     def config(self) -> dict:
-        """A JSON-able description (for checkpoints)."""
+        """A JSON-able description, stored with checkpoints; :meth:`from_config` rebuilds the diffusion.
+
+        Taught in chapter 08.
+        """
         return {
             "schedule": self.schedule.to_dict(),
             "prediction": self.prediction,
@@ -190,6 +223,10 @@ class GaussianDiffusion:
 
     @classmethod
     def from_config(cls, cfg: dict) -> "GaussianDiffusion":
+        """The diffusion that :meth:`config` described (defaults for the fields older files lack).
+
+        Taught in chapter 08.
+        """
         return cls(
             NoiseSchedule.from_dict(cfg["schedule"]),
             prediction=cfg["prediction"],
@@ -200,7 +237,10 @@ class GaussianDiffusion:
         )
 
     def respace(self, steps) -> "GaussianDiffusion":
-        """The same model on a subsequence of timesteps (see :meth:`NoiseSchedule.respace`)."""
+        """The same model on a subsequence of timesteps (see :meth:`NoiseSchedule.respace`).
+
+        Taught in chapter 09.
+        """
         return GaussianDiffusion(
             self.schedule.respace(steps),
             prediction=self.prediction,
@@ -272,11 +312,17 @@ class GaussianDiffusion:
             )
 
     def model_t(self, t: torch.Tensor) -> torch.Tensor:
-        """The timestep the network receives for index t (the original t for a respaced schedule)."""
+        """The timestep the network receives for index t: the original t for a respaced schedule.
+
+        Taught in chapter 09.
+        """
         return self._on(self.schedule.timesteps, t.device)[t]
 
     def sample_t(self, batch: int, device=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """t ~ Uniform{1..T}, shape (batch,)."""
+        """t ~ Uniform{1..T}, shape (batch,) (DDPM Algorithm 1, line 3).
+
+        Taught in chapter 05.
+        """
         dev = generator.device if generator is not None else device
         return torch.randint(1, self.T + 1, (batch,), generator=generator, device=dev).to(device)
 
@@ -298,7 +344,13 @@ class GaussianDiffusion:
 
     # ---- forward process ----------------------------------------------------------------
     def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor) -> GaussianParams:
-        """q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)  (Eq. 4)."""
+        """q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) (DDPM Eq. 4).
+
+        x0 has shape (B, ...) and t shape (B,), in 1..T. Returns :class:`GaussianParams`, each shaped
+        like x0 (the log variance is log(1 - abar_t)).
+
+        Taught in chapter 03.
+        """
         t = self._check(x0, t, "x0")
         s = self.schedule
         mean = self._extract(s.sqrt_alpha_bars, t, x0) * x0
@@ -312,9 +364,14 @@ class GaussianDiffusion:
         noise: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
     ) -> torch.Tensor:
-        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, eps ~ N(0, I)  (Eq. 4, reparameterized).
+        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, eps ~ N(0, I) (DDPM Eq. 4, reparameterized).
 
-        x0: (B, ...); t: (B,) in 1..T; noise: like x0 (drawn if None). Returns x_t like x0.
+        :param x0: the data, (B, ...).
+        :param t: the timesteps, (B,), in 1..T.
+        :param noise: eps, shaped like x0; drawn from ``generator`` if None.
+        :return: x_t, shaped like x0.
+
+        Taught in chapter 03.
         """
         t = self._check(x0, t, "x0")
         if noise is None:
@@ -334,7 +391,13 @@ class GaussianDiffusion:
         noise: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
     ) -> torch.Tensor:
-        """One forward step x_t ~ q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)  (Eq. 2)."""
+        """One forward step x_t ~ q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I) (DDPM Eq. 2).
+
+        x_prev is x_{t-1}, of shape (B, ...), and t has shape (B,), in 1..T; ``noise`` (eps, shaped like
+        x_prev) is drawn from ``generator`` if None. Returns x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps.
+
+        Taught in chapters 01 and 02.
+        """
         t = self._check(x_prev, t, "x_prev")
         if noise is None:
             noise = noise_like(x_prev, generator)
@@ -344,10 +407,13 @@ class GaussianDiffusion:
         )
 
     def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> GaussianParams:
-        """q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I)  (Eqs. 6-7).
+        """q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I) (DDPM Eqs. 6-7).
 
-        Returns (mean, variance, log_variance); the variance is beta~_t (0 at t = 1) and the log
-        variance is clipped at t = 1 to log beta~_2, as beta~_1 = 0 has no log.
+        x0 and x_t have one shape (B, ...), t has shape (B,). Returns :class:`GaussianParams`; the
+        variance is beta~_t (0 at t = 1) and the log variance is clipped at t = 1 to log beta~_2, as
+        beta~_1 = 0 has no log.
+
+        Taught in chapter 04.
         """
         t = self._check(x_t, t)
         if x0.shape != x_t.shape:
@@ -365,7 +431,10 @@ class GaussianDiffusion:
 
     # ---- conversions between parameterizations -------------------------------------------
     def pred_x0_from_eps(self, x_t, t, eps):
-        """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)  (Eq. 4 solved for x_0)."""
+        """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t): DDPM Eq. 4 solved for x_0.
+
+        Taught in chapters 05 and 09.
+        """
         s = self.schedule
         return (
             self._extract(s.sqrt_recip_alpha_bars, t, x_t) * x_t
@@ -373,28 +442,43 @@ class GaussianDiffusion:
         )
 
     def pred_eps_from_x0(self, x_t, t, x0):
-        """eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)."""
+        """eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t): DDPM Eq. 4 solved for eps.
+
+        Taught in chapter 09.
+        """
         s = self.schedule
         return (self._extract(s.sqrt_recip_alpha_bars, t, x_t) * x_t - x0) / self._extract(
             s.sqrt_recipm1_alpha_bars, t, x_t
         )
 
     def pred_x0_from_mean(self, x_t, t, mean):
-        """Invert Eq. 7: x_0 = (mu~ - c_t x_t) / c_0."""
+        """x_0 = (mu~ - ct_t x_t) / c0_t: the posterior mean of DDPM Eq. 7 solved for x_0.
+
+        Used when the network predicts the mean (``prediction="mean"``).
+
+        Taught in chapter 10.
+        """
         s = self.schedule
         return (mean - self._extract(s.posterior_mean_coef2, t, x_t) * x_t) / self._extract(
             s.posterior_mean_coef1, t, x_t
         )
 
     def mean_from_eps(self, x_t, t, eps):
-        """mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)  (Eq. 11)."""
+        """mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) (DDPM Eq. 11).
+
+        Taught in chapter 05.
+        """
         s = self.schedule
         return (x_t - self._extract(s.eps_coef, t, x_t) * eps) / self._extract(s.sqrt_alphas, t, x_t)
 
     def eps_mse_weight(self, t: torch.Tensor) -> torch.Tensor:
-        """beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)): L_{t-1} = weight * ||eps - eps_theta||^2 + C  (Eq. 12).
+        """The weight of DDPM Eq. 12, beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)).
 
-        Defined for fixed variances. t: (B,) -> (B,) float64.
+        L_{t-1} = weight * ||eps - eps_theta||^2 + C for a fixed variance sigma_t^2 (``fixed_small`` or
+        ``fixed_large``); L_simple (DDPM Eq. 14) drops the weight. t of shape (B,) gives float64 weights
+        of shape (B,).
+
+        Taught in chapter 05.
         """
         if self.learned_variance:
             raise ValueError("eps_mse_weight needs a fixed variance (fixed_small or fixed_large)")
@@ -403,7 +487,14 @@ class GaussianDiffusion:
 
     # ---- the reverse process ------------------------------------------------------------
     def model_variance(self, x_t: torch.Tensor, t: torch.Tensor, var_output: Optional[torch.Tensor] = None):
-        """(variance, log_variance) of p(x_{t-1} | x_t), shaped like x_t."""
+        """(variance, log_variance) of p(x_{t-1} | x_t), each shaped like x_t.
+
+        Fixed: beta_t (``fixed_large``) or beta~_t (``fixed_small``, beta~_2 at t = 1). Learned: log sigma^2
+        is ``var_output`` itself, or v log beta_t + (1 - v) log beta~_t with v = (``var_output`` + 1) / 2
+        (Nichol & Dhariwal 2021 Eq. 15).
+
+        Taught in chapters 05, 09 and 10.
+        """
         if self.variance == "fixed_large":
             return (
                 self._extract(self._fixed_large_var, t, x_t).expand_as(x_t),
@@ -426,11 +517,15 @@ class GaussianDiffusion:
     def p_mean_variance(
         self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_x0: bool = False
     ) -> dict:
-        """p(x_{t-1} | x_t) from the network's output.
+        """p(x_{t-1} | x_t) from the network's output: its mean, variance and the predicted x_0 and eps.
 
         Returns a dict with ``mean``, ``variance``, ``log_variance``, ``pred_x0`` and ``pred_eps``,
-        each shaped like x_t. With ``clip_x0`` the predicted x_0 is clipped to [-1, 1] before the
-        mean is formed (for prediction="mean" the mean is the network's and only pred_x0 is clipped).
+        each shaped like x_t. The mean is mu~(x_t, x0_hat) of DDPM Eq. 7, which for eps prediction
+        without clipping is DDPM Eq. 11. With ``clip_x0`` the predicted x_0 is clipped to [-1, 1]
+        before the mean is formed (for prediction="mean" the mean is the network's and only pred_x0 is
+        clipped).
+
+        Taught in chapters 05 and 09.
         """
         t = self._check(x_t, t)
         out, var_out = self._split_output(model_output, x_t)
@@ -470,7 +565,13 @@ class GaussianDiffusion:
         clip_x0: bool = False,
         generator: Optional[torch.Generator] = None,
     ) -> torch.Tensor:
-        """x_{t-1} = mu_theta + sigma_t z, z ~ N(0, I) for t > 1 and z = 0 at t = 1  (Algorithm 2, line 4)."""
+        """One reverse step, DDPM Algorithm 2, line 4: x_{t-1} = mu_theta + sigma_t z.
+
+        z ~ N(0, I) for t > 1 and z = 0 at t = 1 (line 3); ``noise`` gives z instead of drawing it.
+        x_t has shape (B, ...), t shape (B,); the result is shaped like x_t.
+
+        Taught in chapters 05 and 09.
+        """
         return self._p_sample(model_output, x_t, t, noise, clip_x0, generator)[0]
 
     def _p_sample(self, model_output, x_t, t, noise, clip_x0, generator):
@@ -491,12 +592,14 @@ class GaussianDiffusion:
         clip_x0: bool = False,
         generator: Optional[torch.Generator] = None,
     ) -> torch.Tensor:
-        """One DDIM step from t to t_prev < t (Song et al. 2021, Eq. 12), t_prev = 0 giving x_0.
+        """One DDIM step from t to t_prev < t (DDIM Eq. 12), t_prev = 0 giving x_0.
 
         x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z, with
         sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev). eta = 1 gives
         the DDPM posterior variance for the step; eta = 0 is deterministic. With ``clip_x0`` eps_hat
         is recomputed from the clipped x0_hat.
+
+        Taught in chapter 09.
         """
         t = self._check(x_t, t)
         if not isinstance(t_prev, torch.Tensor):
@@ -522,7 +625,13 @@ class GaussianDiffusion:
     def ddim_reverse_step(
         self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, t_next, clip_x0: bool = False
     ) -> torch.Tensor:
-        """Deterministic DDIM encoding from t to t_next > t: sqrt(abar_next) x0_hat + sqrt(1 - abar_next) eps_hat."""
+        """Deterministic DDIM encoding from t to t_next > t.
+
+        sqrt(abar_next) x0_hat + sqrt(1 - abar_next) eps_hat: DDIM Eq. 12 with eta = 0, run upwards in t,
+        as :func:`ddim_encode` uses it. Chapter 09 teaches the step downwards.
+
+        Taught in chapter 09.
+        """
         t = self._check(x_t, t)
         if not isinstance(t_next, torch.Tensor):
             t_next = torch.full_like(t, int(t_next))
@@ -554,11 +663,13 @@ class GaussianDiffusion:
         noise: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
     ) -> dict:
-        """Algorithm 1's loss for a batch, with its parts.
+        """DDPM Algorithm 1's loss for a batch, with its parts.
 
         Returns a dict of (B,) tensors: ``loss`` (the configured objective), ``mse`` (mean over
         dimensions of the squared error of the predicted quantity), ``vb`` (L_{t-1} in bits/dim; present
         when the objective uses it) and ``t``.
+
+        Taught in chapters 05, 08 and 10.
         """
         self._check_data(x0)
         B = x0.shape[0]
@@ -600,11 +711,19 @@ class GaussianDiffusion:
         noise: Optional[torch.Tensor] = None,
         generator: Optional[torch.Generator] = None,
     ) -> torch.Tensor:
-        """Per-example loss (B,) of the configured objective (Algorithm 1; L_simple is Eq. 14)."""
+        """The per-example loss, shape (B,), of the configured objective (DDPM Algorithm 1).
+
+        With ``loss="simple"`` and eps prediction it is L_simple, DDPM Eq. 14.
+
+        Taught in chapter 05.
+        """
         return self.training_losses(model, x0, t, noise, generator)["loss"]
 
     def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
-        """L_T = KL(q(x_T | x_0) || N(0, I)) per example, in nats summed over dimensions."""
+        """L_T = KL(q(x_T | x_0) || N(0, I)) of DDPM Eq. 5 per example, in nats summed over dimensions: (B,).
+
+        Taught in chapter 03.
+        """
         t = torch.full((x0.shape[0],), self.T, dtype=torch.long, device=x0.device)
         q = self.q_mean_variance(x0, t)
         return sum_flat(normal_kl(q.mean, q.log_variance, torch.zeros_like(x0), torch.zeros_like(x0)))
@@ -618,11 +737,13 @@ class GaussianDiffusion:
         progress: bool = False,
         clip_x0: bool = False,
     ) -> torch.Tensor:
-        """Every term of the bound (Eq. 5) for each example: (B, T + 1) in nats, summed over dimensions.
+        """Every term of the bound (DDPM Eq. 5) for each example: (B, T + 1) in nats, summed over dimensions.
 
         Column 0 is L_0 = -log p(x_0 | x_1); column j, 1 <= j < T, is
         L_j = KL(q(x_j | x_{j+1}, x_0) || p(x_j | x_{j+1})); column T is L_T. Each term uses one
         sample x_{j+1} ~ q(x_{j+1} | x_0) (the KLs themselves are exact).
+
+        Taught in chapters 04 and 06.
         """
         self._check_data(x0)
         B = x0.shape[0]
@@ -643,7 +764,10 @@ class GaussianDiffusion:
         generator: Optional[torch.Generator] = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """The whole bound L_T + sum_t L_{t-1} + L_0 per example, in bits per dimension: (B,)."""
+        """The whole bound L_T + sum_t L_{t-1} + L_0 (DDPM Eq. 5) per example, in bits per dimension: (B,).
+
+        Taught in chapter 06.
+        """
         D = x0[0].numel()
         return self.vlb_terms(model, x0, generator=generator, progress=progress).sum(1) / (D * math.log(2.0))
 
@@ -663,13 +787,15 @@ class GaussianDiffusion:
         condition: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
         step_noise: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
     ):
-        """Algorithm 2: x_T ~ N(0, I); for t = T..1, x_{t-1} = p_sample(model(x_t, t), x_t, t).
+        """DDPM Algorithm 2: x_T ~ N(0, I); for t = T..1, x_{t-1} = p_sample(model(x_t, t), x_t, t).
 
-        shape: (B, ...) of the samples. ``noise`` gives x_T (or x_{t_start}) instead of drawing it;
-        ``t_start`` starts the chain below T. With ``record`` (timesteps in 0..T) returns
+        ``shape`` is (B, ...), the samples' shape. ``noise`` gives x_T (or x_{t_start}) instead of
+        drawing it; ``t_start`` starts the chain below T. With ``record`` (timesteps in 0..T) returns
         ``(x_0, Trajectory)``; else x_0 of the given shape.
         Hooks for :mod:`ddpm_lib.sampling`: ``condition(x, t)`` replaces the state at each t
         (conditioning by replacement), ``step_noise(t, x)`` supplies the z of the step from t.
+
+        Taught in chapters 05 and 09.
         """
         t_start = self.T if t_start is None else int(t_start)
         if not 1 <= t_start <= self.T:
@@ -691,8 +817,12 @@ class GaussianDiffusion:
 
 
 class Recorder:
-    """Collects x_t and pred_x0 at chosen timesteps during a sampling loop (0..T; 0 is the result),
-    into a :class:`Trajectory`. ``want`` is None when nothing is recorded."""
+    """Collects x_t and pred_x0 at chosen timesteps of a sampling loop into a :class:`Trajectory`.
+
+    Timesteps lie in 0..T (0 is the result); ``want`` is None when nothing is recorded.
+
+    Taught in chapter 09.
+    """
 
     def __init__(self, record, schedule: NoiseSchedule):
         self.schedule = schedule
@@ -703,6 +833,12 @@ class Recorder:
         self.ts, self.xs, self.x0s = [], [], []
 
     def add(self, t, x, pred_x0):
+        """Keep the state x (B, ...) and pred_x0 if t is a timestep wanted.
+
+        A pred_x0 of None (at t = 0) is stored as NaN.
+
+        Taught in chapter 09.
+        """
         if self.want is not None and t in self.want:
             self.ts.append(t)
             self.xs.append(x.detach().cpu())
@@ -711,6 +847,10 @@ class Recorder:
             )
 
     def result(self) -> Trajectory:
+        """The recorded states as a :class:`Trajectory`, in the order recorded (t falling); empty if none.
+
+        Taught in chapter 09.
+        """
         if not self.ts:
             return Trajectory(torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0))
         ts = torch.tensor(self.ts)

@@ -1,7 +1,9 @@
-"""Gaussian KL divergences, log-likelihoods, the discretized decoder likelihood and entropies.
+"""Gaussian KL divergences, log-likelihoods, the discretized decoder's likelihood and entropies.
 
 All functions work elementwise on broadcastable tensors and return values in nats; sum over
-dimensions yourself (or use :func:`sum_flat` / :func:`mean_flat`).
+dimensions yourself, or reduce (B, ...) to (B,) with :func:`sum_flat` or :func:`mean_flat`.
+
+Taught in chapters 01, 04 and 06.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ def _t(x, ref: torch.Tensor | None = None) -> torch.Tensor:
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
     """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats.
 
-    0.5 * (logvar2 - logvar1 + exp(logvar1 - logvar2) + (mean1 - mean2)^2 exp(-logvar2) - 1).
-    The closed form that makes each L_{t-1} of DDPM Eq. 5 computable without sampling.
+    0.5 * (logvar2 - logvar1 + exp(logvar1 - logvar2) + (mean1 - mean2)^2 exp(-logvar2) - 1): the
+    closed form that makes each L_{t-1} of DDPM Eq. 5 computable without sampling.
+
+    Taught in chapters 01 and 04.
     """
     ref = next((x for x in (mean1, logvar1, mean2, logvar2) if isinstance(x, torch.Tensor)), None)
     if ref is None:
@@ -51,24 +55,40 @@ def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
 
 
 def gaussian_log_likelihood(x, mean, log_var) -> torch.Tensor:
-    """log N(x; mean, exp(log_var)), elementwise density, in nats."""
+    """log N(x; mean, exp(log_var)), the elementwise density, in nats.
+
+    Taught in chapter 01.
+    """
     x, mean, log_var = (_t(v, x if isinstance(x, torch.Tensor) else None) for v in (x, mean, log_var))
     return -0.5 * (LOG_2PI + log_var + (x - mean) ** 2 * torch.exp(-log_var))
 
 
 def gaussian_entropy(log_var) -> torch.Tensor:
-    """Differential entropy of N(., exp(log_var)) per dimension: 0.5 (1 + log 2 pi + log_var)."""
+    """The differential entropy of N(., exp(log_var)) per dimension, in nats.
+
+    H = 0.5 (1 + log 2 pi + log_var).
+
+    Taught in chapters 02 and 11.
+    """
     log_var = _t(log_var)
     return 0.5 * (1.0 + LOG_2PI + log_var)
 
 
 def standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    """Phi(x), exact (via erf)."""
+    """Phi(x), the standard normal CDF, exact (through erf).
+
+    The bin probabilities of the discretized decoder (DDPM Eq. 13) are differences of Phi.
+
+    Taught in chapter 06.
+    """
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
 def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
-    """The tanh approximation of Phi used in DDPM's code (Page 1977); max error about 2e-4."""
+    """The tanh approximation of Phi that DDPM's code uses (Page 1977); its largest error is about 2e-4.
+
+    Taught in chapter 06.
+    """
     return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
 
 
@@ -82,12 +102,15 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, *, exact: bool = Tru
 
     Each of the 256 values x = 2k/255 - 1 owns the bin [x - 1/255, x + 1/255]; the first bin
     extends to -inf and the last to +inf, so the 256 probabilities sum to 1 exactly.
-    ``log_scale`` is log(sigma) (half the log variance). ``exact=True`` uses the exact normal CDF
-    in log space (stable in the tails); ``exact=False`` uses the tanh approximation of DDPM's
-    original code, clamped at 1e-12 as there.
+    ``exact=True`` uses the exact normal CDF in log space (stable in the tails); ``exact=False`` uses
+    the tanh approximation of DDPM's original code, clamped at 1e-12 as there.
 
-    x: data in [-1, 1] (values off the 8-bit grid are accepted: the bin is centred on x).
-    Returns a tensor of the broadcast shape of x, mean and log_scale, in nats.
+    :param x: data in [-1, 1] (values off the 8-bit grid are accepted: the bin is centred on x).
+    :param mean: the decoder's mean, broadcastable with x.
+    :param log_scale: log(sigma), half the log variance, broadcastable with x.
+    :return: the log-probabilities in nats, in the broadcast shape of x, mean and log_scale.
+
+    Taught in chapter 06.
     """
     x = _t(x)
     mean, log_scale = _t(mean, x), _t(log_scale, x)
@@ -136,7 +159,12 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, *, exact: bool = Tru
 
 
 def discretized_gaussian_probs(mean, log_scale, *, exact: bool = True) -> torch.Tensor:
-    """The 256 bin probabilities of the discretized decoder: shape (..., 256) for mean (...)."""
+    """The 256 bin probabilities of the discretized decoder (DDPM Eq. 13).
+
+    A mean of shape (...) gives probabilities of shape (..., 256), which sum to 1 over the last dimension.
+
+    Taught in chapter 06.
+    """
     mean = _t(mean)
     log_scale = _t(log_scale, mean)
     grid = torch.arange(256, dtype=mean.dtype, device=mean.device) * (2.0 / 255.0) - 1.0
@@ -146,10 +174,21 @@ def discretized_gaussian_probs(mean, log_scale, *, exact: bool = True) -> torch.
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
-    """Mean over all dimensions but the first: (B, ...) -> (B,)."""
+    """The mean over all dimensions but the first: (B, ...) -> (B,).
+
+    How L_simple is reduced per example (as in DDPM's code).
+
+    Taught in chapter 08.
+    """
     return x.reshape(x.shape[0], -1).mean(dim=1)
 
 
 def sum_flat(x: torch.Tensor) -> torch.Tensor:
-    """Sum over all dimensions but the first: (B, ...) -> (B,)."""
+    """The sum over all dimensions but the first: (B, ...) -> (B,).
+
+    A diagonal Gaussian's KL or log-likelihood is the sum of its per-dimension terms: how each term of
+    the bound is formed per example.
+
+    Taught in chapter 04.
+    """
     return x.reshape(x.shape[0], -1).sum(dim=1)

@@ -1,10 +1,10 @@
 """Gaussian mixtures in closed form, and the true reverse kernel of one forward step on a 1-D mixture.
 
-Taught in chapter 02 (section 2, "The reverse trajectory and the true reverse kernel"): one forward
-step q(x^t | x^{t-1}) = N(sqrt(1 - beta) x^{t-1}, beta) (Sohl-Dickstein et al. 2015, Eq. 2) on data
-q(x^{t-1}) that is a mixture of Gaussians, and its reverse q(x^{t-1} | x^t) by Bayes' rule (their
-Sec. 2.2): close to a Gaussian for small beta, clearly not for large beta. Chapter 02's reverse-kernel
-explorer draws these functions; chapter 11 reuses :data:`DEFAULT_MIXTURE`.
+One forward step q(x^t | x^{t-1}) = N(sqrt(1 - beta) x^{t-1}, beta) (Sohl-Dickstein et al. 2015, Eq. 2)
+on data q(x^{t-1}) that is a mixture of Gaussians, and its reverse q(x^{t-1} | x^t) by Bayes' rule
+(their Sec. 2.2): close to a Gaussian for small beta, clearly not for large beta. Chapter 02 (section
+2, "The reverse trajectory and the true reverse kernel") and its reverse-kernel explorer draw these
+functions; chapter 11 reuses :data:`DEFAULT_MIXTURE` and the mixture densities.
 
 - :func:`mixture_params`, :func:`mixture_log_prob`: a mixture's parameters, checked, and its exact
   log-density (torch, float64); :func:`mixture_pdf`, :func:`gaussian_pdf`: densities in numpy, for plots.
@@ -12,6 +12,8 @@ explorer draws these functions; chapter 11 reuses :data:`DEFAULT_MIXTURE`.
   :func:`gaussian_reverse_kernel`: the same in closed form when q(x^{t-1}) is one Gaussian;
   :func:`moment_match` and :func:`kernel_kl_to_gaussian`: a density's mean and variance on a grid,
   and its KL to the Gaussian with those moments (how far from Gaussian the kernel is).
+
+Taught in chapters 02 and 11.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ DEFAULT_MIXTURE = {"means": (-1.2, 0.2, 1.4), "stds": (0.25, 0.2, 0.3), "weights
 
 
 def mixture_params(means, stds, weights):
-    """A mixture's parameters, checked, as float64 tensors: (means [K x D], stds [K x D], weights [K]
-    summing to 1).
+    """A mixture's parameters, checked, as float64 tensors.
 
-    :param means: a [K x D] array of component means, or [K] for a 1-D mixture.
-    :param stds: a number, a [K] array, or a [K x D] array of standard deviations (all > 0).
+    :param means: the component means, (K, D), or (K,) for a 1-D mixture.
+    :param stds: the standard deviations (all > 0): a number, (K,) or (K, D).
     :param weights: K non-negative weights with a positive sum (normalized here); None for equal weights.
+    :return: (means, stds, weights) of shapes (K, D), (K, D) and (K,), the weights summing to 1.
+
+    Taught in chapters 02 and 11.
     """
     means = torch.as_tensor(means, dtype=torch.float64)
     if means.ndim == 1:
@@ -71,14 +75,16 @@ def mixture_params(means, stds, weights):
 
 
 def mixture_log_prob(x, means, stds=0.1, weights=None) -> torch.Tensor:
-    """The exact log-density of a mixture of Gaussians with diagonal covariances,
+    """The exact log-density of a mixture of Gaussians with diagonal covariances.
 
         log q(x) = log sum_k w_k N(x; means_k, diag(stds_k^2)),
 
-    computed with logsumexp (arguments as in :func:`mixture_params`).
+    computed with logsumexp (the other arguments as in :func:`mixture_params`).
 
-    :param x: an [N x D] tensor, or an [N] tensor for a 1-D mixture.
-    :return: an [N] float64 tensor of log q(x) in nats.
+    :param x: the points, (N, D), or (N,) for a 1-D mixture.
+    :return: log q(x) in nats, float64, shape (N,).
+
+    Taught in chapters 02 and 11.
     """
     means, stds, weights = mixture_params(means, stds, weights)
     x = torch.as_tensor(x, dtype=torch.float64)
@@ -86,7 +92,7 @@ def mixture_log_prob(x, means, stds=0.1, weights=None) -> torch.Tensor:
         x = x[:, None]
     if x.ndim != 2 or x.shape[1] != means.shape[1]:
         raise ValueError(f"x must have shape [N x {means.shape[1]}], got {tuple(x.shape)}")
-    z = (x[:, None, :] - means[None]) / stds[None]  # N x K x D
+    z = (x[:, None, :] - means[None]) / stds[None]  # (N, K, D)
     log_comp = -0.5 * (z**2).sum(-1) - torch.log(stds).sum(-1) - 0.5 * means.shape[1] * math.log(2 * math.pi)
     return torch.logsumexp(log_comp + torch.log(weights), dim=1)
 
@@ -94,13 +100,16 @@ def mixture_log_prob(x, means, stds=0.1, weights=None) -> torch.Tensor:
 def mixture_pdf(
     x: np.ndarray, means, stds, weights, scale: float = 1.0, extra_var: float = 0.0
 ) -> np.ndarray:
-    """The density of a 1-D mixture after scaling and added Gaussian noise, in numpy (for plots):
+    """The density of a 1-D mixture after scaling and added Gaussian noise, in numpy (for plots).
 
-        sum_k w_k N(x; scale m_k, scale^2 s_k^2 + extra_var),
+        sum_k w_k N(x; scale m_k, scale^2 s_k^2 + extra_var)
 
-    the density of scale X + sqrt(extra_var) eps for X ~ the mixture (weights normalized here). With
-    ``scale = sqrt(1 - beta)`` and ``extra_var = beta`` it is q(x^t) one forward step after the
-    mixture q(x^{t-1}): the normalizer of :func:`true_reverse_kernel` (chapter 02).
+    is the density of scale X + sqrt(extra_var) eps for X ~ the mixture (weights normalized here), at
+    the points x of shape (N,); the result has shape (N,). With ``scale = sqrt(1 - beta)`` and
+    ``extra_var = beta`` it is q(x^t) one forward step after the mixture q(x^{t-1}): the normalizer of
+    :func:`true_reverse_kernel`.
+
+    Taught in chapter 02.
     """
     m = np.asarray(means, dtype=np.float64)[None] * scale
     v = (np.asarray(stds, dtype=np.float64)[None] * scale) ** 2 + extra_var
@@ -110,7 +119,10 @@ def mixture_pdf(
 
 
 def gaussian_pdf(x, mean, var):
-    """N(x; mean, var) in numpy, elementwise and broadcasting (var > 0)."""
+    """N(x; mean, var) in numpy, elementwise and broadcasting (var > 0).
+
+    Taught in chapters 02 and 04.
+    """
     return np.exp(-0.5 * (x - mean) ** 2 / var) / np.sqrt(2 * math.pi * var)
 
 
@@ -140,8 +152,9 @@ def true_reverse_kernel(
     stds=DEFAULT_MIXTURE["stds"],
     weights=DEFAULT_MIXTURE["weights"],
 ):
-    """The true reverse kernel q(x^{t-1} | x^t) on a grid, by Bayes' rule (Sohl-Dickstein et al. 2015,
-    Sec. 2.2; taught in chapter 02, section 2):
+    """The true reverse kernel q(x^{t-1} | x^t) on a grid, by Bayes' rule.
+
+    Sohl-Dickstein et al. 2015, Sec. 2.2:
 
         q(x^{t-1} | x^t) = q(x^t | x^{t-1}) q(x^{t-1}) / q(x^t),
         q(x^t | x^{t-1}) = N(x^t; sqrt(1 - beta) x^{t-1}, beta)   (their Eq. 2, DDPM Eq. 2),
@@ -150,10 +163,12 @@ def true_reverse_kernel(
     point and normalized so that its trapezoid-rule integral over the grid is 1 (the grid must
     cover the kernel's mass).
 
-    :param grid: increasing values of x^{t-1} (array or tensor).
+    :param grid: increasing values of x^{t-1}, shape (G,) (array or tensor).
     :param x_t: the value x^t conditioned on.
     :param beta: the step's variance beta_t in (0, 1).
-    :return: the density on the grid, float64, a tensor if ``grid`` is one, else a numpy array.
+    :return: the density on the grid, float64, shape (G,): a tensor if ``grid`` is one, else a numpy array.
+
+    Taught in chapter 02.
     """
     if not 0 < beta < 1:
         raise ValueError(f"beta must lie in (0, 1), got {beta!r}")
@@ -169,16 +184,19 @@ def true_reverse_kernel(
 
 
 def gaussian_reverse_kernel(x_t: float, beta: float, mean: float, std: float) -> tuple[float, float]:
-    """The reverse kernel in closed form when q(x^{t-1}) = N(mean, std^2) (taught in chapter 02,
-    section 2): Bayes' rule with q(x^t | x^{t-1}) = N(sqrt(1 - beta) x^{t-1}, beta), completing the
-    square, gives a Gaussian N(m, v) with
+    """The reverse kernel in closed form when q(x^{t-1}) = N(mean, std^2).
+
+    Bayes' rule with q(x^t | x^{t-1}) = N(sqrt(1 - beta) x^{t-1}, beta), completing the square, gives a
+    Gaussian N(m, v) with
 
         1 / v = 1 / std^2 + (1 - beta) / beta,   m = v (mean / std^2 + sqrt(1 - beta) x_t / beta)
 
-    (the 1-D case of DDPM Eqs. 6-7's posterior). Tensors broadcast: chapter 02 passes all K
-    components of a mixture at once.
+    (the computation that gives DDPM Eqs. 6-7's posterior, here in 1-D). Tensors broadcast: chapter 02
+    passes all K components of a mixture at once.
 
     :return: (m, v), the kernel's mean and variance.
+
+    Taught in chapter 02.
     """
     if not 0 < beta < 1:
         raise ValueError(f"beta must lie in (0, 1), got {beta!r}")
@@ -188,8 +206,13 @@ def gaussian_reverse_kernel(x_t: float, beta: float, mean: float, std: float) ->
 
 
 def moment_match(grid, density) -> tuple[float, float]:
-    """The mean and variance of a density given on a grid (trapezoid rule): those of the Gaussian
-    closest to it in KL(density || Gaussian), the ideal reverse kernel of chapter 02, section 2."""
+    """The mean and variance of a density given on a grid (trapezoid rule).
+
+    They are those of the Gaussian closest to the density in KL(density || Gaussian): the ideal
+    Gaussian reverse kernel.
+
+    Taught in chapter 02.
+    """
     g = _as_grid(grid)
     p = torch.as_tensor(density, dtype=torch.float64)
     z = torch.trapezoid(p, g)
@@ -199,9 +222,13 @@ def moment_match(grid, density) -> tuple[float, float]:
 
 
 def kernel_kl_to_gaussian(grid, density) -> float:
-    """KL(p || N(m, v)) in nats on the grid (trapezoid rule), where N(m, v) has p's mean and variance
-    (:func:`moment_match`): 0 for a Gaussian p, larger the further p is from one (the non-Gaussianity
-    of a reverse kernel; taught in chapter 02, section 2)."""
+    """KL(p || N(m, v)) in nats on the grid (trapezoid rule), where N(m, v) has p's mean and variance.
+
+    The moments come from :func:`moment_match`. 0 for a Gaussian p, larger the further p is from one:
+    the non-Gaussianity of a reverse kernel.
+
+    Taught in chapter 02.
+    """
     g = _as_grid(grid)
     p = torch.as_tensor(density, dtype=torch.float64)
     p = p / torch.trapezoid(p, g)

@@ -1,11 +1,14 @@
-"""Networks: the sinusoidal time embedding, an MLP for 2-D data, the DDPM U-Net, and the Fashion-MNIST classifier.
+"""Networks: the sinusoidal time embedding, a 2-D MLP, the DDPM U-Net and the Fashion-MNIST classifier.
 
 The U-Net follows the original DDPM code (``diffusion_tf/models/unet.py``, Ho et al. 2020)
 block for block, with the module names of its PyTorch port (pesser/pytorch_diffusion), so
 ``UNet.ddpm_cifar10()`` is the paper's CIFAR-10 network with exactly 35,746,307 parameters.
 
 Every network is called as ``model(x, t)`` where ``t`` is a LongTensor of shape (B,) holding
-the paper's t in 1..T; it goes into the sinusoidal embedding as is (no shift).
+the paper's t in 1..T; it goes into the sinusoidal embedding as is (no shift). The classifier,
+whose features give the Fréchet classifier distance, is called as ``model(x)``.
+
+Taught in chapters 05, 07 and 09.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     Transcribes ``get_timestep_embedding`` of the DDPM TF code: frequencies
     exp(-log(max_period) * i / (half - 1)) for i < half = dim // 2, then [sin, cos], and one
     zero column when dim is odd. (improved-diffusion divides by ``half`` instead.)
+
+    Taught in chapter 07.
     """
     if t.ndim != 1:
         raise ValueError(f"t must have shape (B,), got shape {tuple(t.shape)}")
@@ -57,14 +62,22 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 def zero_module(module: nn.Module) -> nn.Module:
-    """Zero every parameter of ``module`` (DDPM's init_scale=0.) and return it."""
+    """Zero every parameter of ``module`` (DDPM's init_scale=0.) and return it.
+
+    Taught in chapter 07.
+    """
     for p in module.parameters():
         nn.init.zeros_(p)
     return module
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (works on the meta device too)."""
+    """The number of parameters of ``model`` (only the trainable ones with ``trainable_only``).
+
+    Works on the meta device too.
+
+    Taught in chapter 07.
+    """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
@@ -83,6 +96,13 @@ def _check_t(t, batch: int) -> None:
 
 @dataclass
 class MLPConfig:
+    """The MLP's hyperparameters: data dimension, width, hidden layers, time-embedding width, output size.
+
+    ``out_dim`` None means ``data_dim``; a learned variance needs 2 * ``data_dim``.
+
+    Taught in chapter 05.
+    """
+
     data_dim: int = 2
     hidden: int = 128
     layers: int = 3  # hidden layers, each gets the time embedding added before its SiLU
@@ -95,6 +115,8 @@ class MLP(nn.Module):
 
     h = x; for each layer: h = SiLU(Linear(h) + Linear(temb)); out = Linear(h), where
     temb = SiLU(Linear(sinusoidal(t))) is computed once.
+
+    Taught in chapter 05.
     """
 
     def __init__(self, data_dim=2, hidden=128, layers=3, time_dim=64, out_dim=None):
@@ -113,9 +135,17 @@ class MLP(nn.Module):
 
     @classmethod
     def from_config(cls, config: MLPConfig | dict) -> "MLP":
+        """The MLP that an :class:`MLPConfig` (or its dict) describes.
+
+        Taught in chapter 05.
+        """
         return cls(**(asdict(config) if isinstance(config, MLPConfig) else config))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network's output for x (B, data_dim) and timesteps t (B,): shape (B, out_dim or data_dim).
+
+        Taught in chapter 05.
+        """
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.config.data_dim:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must have shape (B, data_dim={self.config.data_dim}), got {shape}")
@@ -132,10 +162,23 @@ class MLP(nn.Module):
 
 
 def Normalize(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm of ``channels`` channels in ``groups`` groups, with eps = 1e-6 as in DDPM's TF code.
+
+    Taught in chapter 07.
+    """
     return nn.GroupNorm(groups, channels, eps=1e-6)  # tf.contrib.layers.group_norm's epsilon
 
 
 class ResnetBlock(nn.Module):
+    """DDPM's residual block: x (B, in_ch, H, W) and temb (B, temb_ch) -> (B, out_ch, H, W).
+
+    h = conv1(SiLU(GroupNorm(x))) + Linear(SiLU(temb)); the output is
+    conv2(Dropout(SiLU(GroupNorm(h)))) + shortcut(x), the shortcut a 1x1 conv where the channel
+    count changes. :class:`UNet` zero-initializes conv2, so that each block starts as the identity.
+
+    Taught in chapter 07.
+    """
+
     def __init__(self, in_ch: int, out_ch: int, temb_ch: int, dropout: float, groups: int):
         super().__init__()
         self.norm1 = Normalize(in_ch, groups)
@@ -150,6 +193,10 @@ class ResnetBlock(nn.Module):
         # The same sums as conv1(silu(norm1(x))) + proj(silu(temb)), then conv2(dropout(silu(norm2(h))))
         # + shortcut(x). In-place where the overwritten tensor is needed by nothing else: neither a
         # norm's output (silu is applied in place) nor a conv's output is saved for backward.
+        """The block's output, (B, out_ch, H, W), for x (B, in_ch, H, W) and the time embedding (B, temb_ch).
+
+        Taught in chapter 07.
+        """
         h = self.conv1(F.silu(self.norm1(x), inplace=True))
         h += self.temb_proj(F.silu(temb))[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
@@ -158,7 +205,12 @@ class ResnetBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """Single-head self-attention over the H*W positions, with a residual connection."""
+    """Single-head self-attention over the H * W positions, with a residual connection.
+
+    x (B, C, H, W) -> (B, C, H, W). :class:`UNet` zero-initializes the output projection ``proj_out``.
+
+    Taught in chapter 07.
+    """
 
     def __init__(self, ch: int, groups: int):
         super().__init__()
@@ -169,6 +221,10 @@ class AttnBlock(nn.Module):
         self.proj_out = nn.Conv2d(ch, ch, 1)  # zero-initialized
 
     def forward(self, x):
+        """x + attention(GroupNorm(x)): (B, C, H, W) -> (B, C, H, W).
+
+        Taught in chapter 07.
+        """
         B, C, H, W = x.shape
         h = self.norm(x)
         # (B, C, H, W) -> (B, 1, H*W, C): a free view when x is channels_last, else one copy. The
@@ -185,12 +241,21 @@ class AttnBlock(nn.Module):
 
 
 class Downsample(nn.Module):
+    """A stride-2 3x3 convolution with TF's "SAME" padding: (B, C, H, W) -> (B, C, H / 2, W / 2).
+
+    Taught in chapter 07.
+    """
+
     def __init__(self, ch: int):
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 3, stride=2)
 
     def forward(self, x):
         # TF's "SAME" padding for a stride-2 3x3 conv on an even size pads one pixel right/bottom
+        """x downsampled: (B, C, H, W) -> (B, C, H / 2, W / 2) for even H and W.
+
+        Taught in chapter 07.
+        """
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
@@ -219,13 +284,15 @@ def _phase_kernels(w: torch.Tensor) -> torch.Tensor:
 
 
 class Upsample(nn.Module):
-    """conv3x3(nearest_upsample_2x(x)), as in DDPM.
+    """conv3x3(nearest_upsample_2x(x)), as in DDPM: (B, C, H, W) -> (B, C, 2 * H, 2 * W).
 
     Computed without materializing the upsampled tensor: each of the four output phases
     (even/odd row, even/odd column) is a 2x2 convolution of x with sums of the 3x3 kernel's taps
     (:func:`_phase_kernels`), all four in one conv over x padded by 1, then interleaved. The same
     function (up to float rounding) with 16 multiply-adds per output pixel and input channel
     instead of 36; the parameters are still the one 3x3 conv.
+
+    Taught in chapter 07.
     """
 
     def __init__(self, ch: int):
@@ -233,6 +300,10 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x):
+        """x upsampled: (B, C, H, W) -> (B, C, 2 * H, 2 * W), NCHW or channels_last as x is.
+
+        Taught in chapter 07.
+        """
         B, _, H, W = x.shape
         O = self.conv.out_channels
         y = F.conv2d(
@@ -254,6 +325,15 @@ class Upsample(nn.Module):
 
 @dataclass
 class UNetConfig:
+    """The U-Net's hyperparameters, named as in DDPM's code; checked when built.
+
+    The defaults are the paper's CIFAR-10 network. ``ch_mult`` has one entry per level (the
+    resolution halves between levels), ``attn_resolutions`` lists the resolutions that get
+    self-attention, and ``out_channels`` is 2 * ``in_channels`` for a learned variance.
+
+    Taught in chapter 07.
+    """
+
     in_channels: int = 3
     out_channels: int = 3  # 2 * in_channels for a learned variance (learn_sigma)
     ch: int = 128
@@ -284,6 +364,10 @@ class UNetConfig:
 
     @property
     def level_resolutions(self) -> tuple[int, ...]:
+        """The resolution of each level: ``resolution``, halved from one level to the next.
+
+        Taught in chapter 07.
+        """
         return tuple(self.resolution // 2**i for i in range(len(self.ch_mult)))
 
 
@@ -292,6 +376,8 @@ class UNet(nn.Module):
 
     ``UNet(UNetConfig(...))``, ``UNet(ch=64, ...)``, ``UNet({"ch": 64, ...})`` or
     ``UNet(config, dropout=0.0)`` (a copy of config with dropout replaced).
+
+    Taught in chapter 07.
     """
 
     def __init__(self, config: UNetConfig | None = None, **kwargs):
@@ -365,7 +451,10 @@ class UNet(nn.Module):
 
     @classmethod
     def ddpm_cifar10(cls, learn_sigma: bool = False, **overrides) -> "UNet":
-        """The paper's CIFAR-10 network: 35,746,307 parameters (learn_sigma: 6 output channels)."""
+        """The paper's CIFAR-10 network: 35,746,307 parameters (with ``learn_sigma``, 6 output channels).
+
+        Taught in chapter 07.
+        """
         c = UNetConfig(out_channels=6 if learn_sigma else 3)
         return cls(c, **overrides)
 
@@ -377,7 +466,10 @@ class UNet(nn.Module):
 
     @classmethod
     def fashion_mnist(cls, size: str = "small", learn_sigma: bool = False, **overrides) -> "UNet":
-        """28x28x1 nets with 3 levels (28 -> 14 -> 7); sizes: tiny, small, base."""
+        """Nets for images of shape (1, 28, 28), with 3 levels (28 -> 14 -> 7); sizes: tiny, small, base.
+
+        Taught in chapter 07.
+        """
         if size not in cls.FASHION_MNIST_SIZES:
             raise ValueError(f"size must be one of {sorted(cls.FASHION_MNIST_SIZES)}, got {size!r}")
         c = UNetConfig(
@@ -391,6 +483,10 @@ class UNet(nn.Module):
 
     @classmethod
     def from_config(cls, config: UNetConfig | dict) -> "UNet":
+        """The UNet that a :class:`UNetConfig` (or its dict) describes.
+
+        Taught in chapter 07.
+        """
         return cls(config) if isinstance(config, UNetConfig) else cls(**config)
 
     # forward ------------------------------------------------------------------
@@ -419,6 +515,12 @@ class UNet(nn.Module):
     channels_last: bool | None = None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network's output for x (B, C, H, W) and timesteps t (B,): (B, out_channels, H, W).
+
+        The output is NCHW-contiguous whatever :attr:`channels_last` says.
+
+        Taught in chapter 07.
+        """
         self._check_inputs(x, t)
         temb = self.temb(timestep_embedding(t, self.config.ch).to(x.dtype))
 
@@ -451,6 +553,11 @@ class UNet(nn.Module):
 
 @dataclass
 class ClassifierConfig:
+    """The Fashion-MNIST classifier's hyperparameters: conv blocks' channels, feature width, classes, dropout.
+
+    Taught in chapter 09.
+    """
+
     in_channels: int = 1
     resolution: int = 28
     channels: tuple[int, ...] = (16, 32, 64)
@@ -471,8 +578,11 @@ class ClassifierConfig:
 class FashionClassifier(nn.Module):
     """x (B, 1, 28, 28) in [-1, 1] -> logits (B, 10); :meth:`features` gives the 128-d penultimate layer.
 
-    ``FashionClassifier()``, ``FashionClassifier(channels=(16, 32), ...)`` or
-    ``FashionClassifier(ClassifierConfig(...))``.
+    Those features give the Fréchet classifier distance (FCD) of :mod:`ddpm_lib.evaluate`;
+    :mod:`ddpm_lib.classifier` trains the network. ``FashionClassifier()``,
+    ``FashionClassifier(channels=(16, 32), ...)`` or ``FashionClassifier(ClassifierConfig(...))``.
+
+    Taught in chapter 09.
     """
 
     def __init__(self, config: ClassifierConfig | dict | None = None, **kwargs):
@@ -512,9 +622,16 @@ class FashionClassifier(nn.Module):
             )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate activations: (B, feature_dim), after the ReLU of the fully connected layer."""
+        """The penultimate activations: (B, feature_dim), after the ReLU of the fully connected layer.
+
+        Taught in chapter 09.
+        """
         self._check(x)
         return F.relu(self.fc(self.conv(x).flatten(1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits, (B, num_classes), for x (B, in_channels, resolution, resolution).
+
+        Taught in chapter 09.
+        """
         return self.head(self.drop(self.features(x)))

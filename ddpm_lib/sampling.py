@@ -2,6 +2,10 @@
 
 Every function takes a model (``model(x_t, t) -> output``) and a :class:`GaussianDiffusion`, and
 can return the trajectory (x_t and the predicted x_0 at chosen t) with ``record=[...]``.
+Equations are cited by each paper's own numbering: DDPM is Ho, Jain & Abbeel 2020, DDIM is Song,
+Meng & Ermon 2021.
+
+Taught in chapters 09, 11 and 12.
 """
 
 from __future__ import annotations
@@ -37,8 +41,12 @@ __all__ = [
 
 
 class CountingModel:
-    """Wraps ``model(x_t, t)`` and counts the images it sees in ``.images``: the cost of a sampler in
-    network evaluations, which (unlike seconds) does not depend on the machine."""
+    """Wraps ``model(x_t, t)`` and counts the images it sees in ``.images``.
+
+    The cost of a sampler in network evaluations, which (unlike seconds) does not depend on the machine.
+
+    Taught in chapter 09.
+    """
 
     def __init__(self, model: Callable):
         self.model, self.images = model, 0
@@ -51,17 +59,24 @@ class CountingModel:
 def sample_respaced(
     model: Callable, diffusion: GaussianDiffusion, steps: int | Sequence[int], shape, **kwargs
 ):
-    """Ancestral sampling (Algorithm 2) on ``steps`` timesteps with the same alpha_bars there.
+    """Ancestral sampling (DDPM Algorithm 2) on ``steps`` timesteps, with the same alpha_bars there.
 
     The model still receives the original timesteps (Nichol & Dhariwal 2021, Sec. 4). Keyword
     arguments are those of :meth:`GaussianDiffusion.sample`; recorded ``ts`` are respaced indices,
     the trajectory's ``timesteps`` the original ones.
+
+    Taught in chapter 09.
     """
     return diffusion.respace(steps).sample(model, shape, **kwargs)
 
 
 def ddim_timesteps(T: int, steps: int) -> torch.Tensor:
-    """An increasing subsequence of 1..T of length ``steps``, ending at T (as :meth:`NoiseSchedule.respace`)."""
+    """An increasing subsequence of 1..T of length ``steps``, ending at T: a LongTensor of shape (steps,).
+
+    The timesteps :meth:`NoiseSchedule.respace` picks for a count.
+
+    Taught in chapter 09.
+    """
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be in 1..T = 1..{T}, got {steps}")
     ts = torch.linspace(T, T / steps, steps, dtype=torch.float64).round().long().flip(0)
@@ -93,10 +108,13 @@ def ddim_sample(
     record: Optional[Iterable[int]] = None,
     timesteps: Optional[Sequence[int]] = None,
 ):
-    """DDIM sampling (Song et al. 2021) on ``steps`` timesteps of ``diffusion`` (or the given ``timesteps``).
+    """DDIM sampling (DDIM Eq. 12) on ``steps`` timesteps of ``diffusion``, or on the given ``timesteps``.
 
-    eta = 0 is deterministic; eta = 1 matches ancestral sampling's variance. ``record`` picks
-    timesteps (original t, 0 for the result) to return in a :class:`Trajectory`.
+    eta = 0 is deterministic; eta = 1 gives every step the DDPM posterior variance of that step, as
+    ancestral sampling with beta~. ``shape`` is (B, ...). ``record`` picks timesteps (original t, 0
+    for the result) to return in a :class:`Trajectory`.
+
+    Taught in chapter 09.
     """
     ts = _resolve_timesteps(diffusion, steps, timesteps)
     x = initial_noise(shape, generator, device, noise)
@@ -124,8 +142,14 @@ def ddim_encode(
     timesteps: Optional[Sequence[int]] = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Run DDIM (eta = 0) backwards: x_0 -> x_{t_end} deterministically, on the same timesteps
-    :func:`ddim_sample` uses, so decoding the result with those timesteps returns about x_0."""
+    """Run DDIM (eta = 0) backwards: x_0 -> x_{t_end}, deterministically.
+
+    On the same timesteps :func:`ddim_sample` uses, so that decoding the result with those
+    timesteps returns about x_0; x0 and the result have shape (B, ...). Chapter 09 teaches the
+    DDIM step (DDIM Eq. 12) that this inverts.
+
+    Taught in chapter 09.
+    """
     ts = _resolve_timesteps(diffusion, steps, timesteps)
     if t_end is not None:
         ts = ts[ts <= t_end]
@@ -176,7 +200,12 @@ def inpaint(
     At every t the known region (mask == 1) of x_t is replaced by a fresh sample of
     q(x_t | x_known), and the unknown region follows the reverse process: r(x_t) of Sohl-Dickstein
     et al. 2015 Sec. 2.5 taken as a delta on the known pixels' noised values. At t = 0 the known
-    pixels equal x_known exactly. x_known: (B, ...); mask broadcastable to it.
+    pixels equal x_known exactly.
+
+    :param x_known: the images whose known pixels are kept, (B, ...).
+    :param mask: 1 where a pixel is known, 0 where it is to be filled; broadcastable to x_known.
+
+    Taught in chapter 11.
     """
     mask = _check_mask(mask, x_known)
 
@@ -211,9 +240,11 @@ def reconstruct(
     progress: bool = True,
     record: Optional[Iterable[int]] = None,
 ):
-    """Noise x_0 to x_t ~ q(x_t | x_0), then run the reverse process from t to 0 (DDPM Sec. 4.3, Fig. 8).
+    """Noise x_0 to x_t ~ q(x_t | x_0), then run the reverse process from t to 0 (DDPM Sec. 4.3, Fig. 7).
 
-    The smaller t, the more the result shares with x_0. x0: (B, ...); t in 1..T.
+    The smaller t, the more the result shares with x_0. x0 has shape (B, ...); t is an int in 1..T.
+
+    Taught in chapter 12.
     """
     if not 1 <= int(t) <= diffusion.T:
         raise ValueError(f"t must be in 1..T = 1..{diffusion.T}, got {t}")
@@ -244,12 +275,15 @@ def interpolate(
     progress: bool = True,
     record: Optional[Iterable[int]] = None,
 ):
-    """Interpolation in x_t space (DDPM Sec. 4.3, Fig. 9).
+    """Interpolation in x_t space (DDPM Sec. 4.4, Figs. 8-9).
 
     x_t ~ q(x_t | x0_a) and x'_t ~ q(x_t | x0_b) (the stochastic encoder), then each
     x̄_t = (1 - lambda) x_t + lambda x'_t is decoded by the reverse process from t, with the same
-    reverse-process noise for every lambda so that only lambda changes. x0_a, x0_b: (B, ...);
-    returns (L, B, ...) for L lambdas (and the trajectory with the batch as L * B if ``record``).
+    reverse-process noise for every lambda so that only lambda changes. x0_a and x0_b have shape
+    (B, ...); returns (L, B, ...) for L lambdas (and the trajectory with the batch as L * B if
+    ``record``).
+
+    Taught in chapter 12.
     """
     if x0_a.shape != x0_b.shape:
         raise ValueError(
@@ -294,18 +328,22 @@ def interpolate(
 def perturbed_mean(
     mean: torch.Tensor, variance, grad_log_r: Callable[[torch.Tensor], torch.Tensor]
 ) -> torch.Tensor:
-    """The mean of a Gaussian reverse kernel multiplied by r, to first order (Sohl-Dickstein et al.
-    2015, App. C, Eqs. 52-61):
+    """The mean of a Gaussian reverse kernel multiplied by r, to first order.
+
+    Sohl-Dickstein et al. 2015, App. C, Eqs. 52-61:
 
         p~(x^{t-1} | x^t) ∝ N(x^{t-1}; mu, Sigma) r(x^{t-1})  ≈  N(x^{t-1}; mu + Sigma grad log r(mu), Sigma),
 
-    from log r(y) ≈ log r(mu) + (y - mu)^T grad log r(mu) (Eq. 56) and completing the square (Eqs. 57-60).
-    Valid when log r curves slowly on the kernel's scale (its Hessian small against Sigma^{-1}).
+    from log r(y) ≈ log r(mu) + (y - mu)^T grad log r(mu) (their Eq. 56) and completing the square
+    (their Eqs. 57-60). Valid when log r curves slowly on the kernel's scale (its Hessian small
+    against Sigma^{-1}).
 
     :param mean: mu, a tensor (B, ...).
     :param variance: the diagonal of Sigma: a number or a tensor broadcastable to ``mean``.
     :param grad_log_r: a callable y -> grad log r(y), same shape as y; it is evaluated at ``mean``.
     :return: mu + Sigma * grad log r(mu), shaped like ``mean``.
+
+    Taught in chapter 11.
     """
     if not isinstance(mean, torch.Tensor):
         raise TypeError(f"mean must be a tensor, got {type(mean).__name__}")
@@ -340,10 +378,11 @@ def sample_perturbed(
     device=None,
     record: Optional[Iterable[int]] = None,
 ):
-    """Algorithm 2 with every reverse kernel multiplied by r (Sohl-Dickstein et al. 2015, Sec. 2.5, Eq. 22).
+    """DDPM Algorithm 2 with every reverse kernel multiplied by r.
 
-    At each t = T..1 the model's kernel p(x_{t-1} | x_t) = N(mu, sigma_t^2 I) is replaced by the
-    Gaussian N(mu', v') = ``perturb(mu, sigma_t^2, t)``, the normalized product p(x_{t-1} | x_t) r_{t-1}(x_{t-1})
+    Sohl-Dickstein et al. 2015, Sec. 2.5, Eq. 22: at each t = T..1 the model's kernel
+    p(x_{t-1} | x_t) = N(mu, sigma_t^2 I) is replaced by the Gaussian N(mu', v') =
+    ``perturb(mu, sigma_t^2, t)``, the normalized product p(x_{t-1} | x_t) r_{t-1}(x_{t-1})
     (exactly, when r is Gaussian, or to first order with :func:`perturbed_mean`), and
     x_{t-1} = mu' + sqrt(v') z, with z = 0 at t = 1 (DDPM's noiseless last step).
 
@@ -351,11 +390,13 @@ def sample_perturbed(
         timestep of the kernel (an index of ``diffusion``'s schedule), whose output is x_{t-1}, so the
         factor it applies is r_{t-1}. E.g. the first-order rule with a fixed r:
         ``lambda m, v, t: (perturbed_mean(m, v, grad_log_r), v)``.
-    :param noise: x_T. The modified chain starts at p~(x_T) ∝ pi(x_T) r_T(x_T) (Eq. 16 at t = T): draw
-        x_T from it yourself when r_T is not constant (default: x_T ~ N(0, I), right for constant r_T).
+    :param noise: x_T. The modified chain starts at p~(x_T) ∝ pi(x_T) r_T(x_T) (their Eq. 16 at t = T):
+        draw x_T from it yourself when r_T is not constant (default: x_T ~ N(0, I), right for constant r_T).
     :param record: timesteps (0..T) at which to keep x_t and the predicted x_0 (unperturbed), as in
         :meth:`GaussianDiffusion.sample`; returns ``(x_0, Trajectory)`` then.
-    :return: x_0 (shape ``shape``).
+    :return: x_0, of shape ``shape`` (B, ...).
+
+    Taught in chapter 11.
     """
     if not callable(perturb):
         raise TypeError("perturb must be a callable (mean, variance, t) -> (mean, variance)")
@@ -387,8 +428,12 @@ def sample_perturbed(
 
 
 def schedule_of(schedule=None) -> NoiseSchedule:
-    """The :class:`NoiseSchedule` meant by ``schedule``: a NoiseSchedule as it is, a GaussianDiffusion's
-    own, or DDPM's linear schedule with T = 1000 for None."""
+    """The :class:`NoiseSchedule` meant by ``schedule``.
+
+    A NoiseSchedule as it is, a GaussianDiffusion's own, or DDPM's linear schedule with T = 1000 for None.
+
+    Taught in chapter 09.
+    """
     if schedule is None:
         return NoiseSchedule.linear(T=1000)
     if isinstance(schedule, GaussianDiffusion):
@@ -405,9 +450,11 @@ def check_trajectory(trajectory, name: str = "trajectory") -> torch.Tensor:
     """Check that ``trajectory`` is a recorded sampling trajectory and return its original timesteps.
 
     A :class:`Trajectory` (or anything with ``ts``, ``x_t`` and ``pred_x0``) whose ``x_t`` holds K >= 1
-    states of shape (B, ...), ``pred_x0`` the same shape, and one distinct timestep per state.
+    states, shape (K, B, ...), ``pred_x0`` the same shape, and one distinct timestep per state.
 
     :return: the original timesteps (``timesteps``, else ``ts``), a LongTensor (K,).
+
+    Taught in chapter 09.
     """
     if isinstance(trajectory, tuple) and trajectory and hasattr(trajectory[0], "x_t"):
         raise TypeError(
@@ -446,13 +493,14 @@ def predicted_eps(trajectory, schedule=None) -> torch.Tensor:
     eps_theta = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t): DDPM Eq. 4 (x_t = sqrt(abar_t) x_0 +
     sqrt(1 - abar_t) eps) solved for eps, exact for a network that predicts eps (x0_hat was made from
     eps_theta by the same equation). Computed in float64 with :meth:`GaussianDiffusion.pred_eps_from_x0`;
-    NaN at t = 0, where no prediction is made. Taught in chapter 09 (the stored trajectory keeps x_t and
-    x0_hat, not eps).
+    NaN at t = 0, where no prediction is made. A stored trajectory keeps x_t and x0_hat, not eps.
 
     :param trajectory: a :class:`Trajectory` with original timesteps in ``timesteps`` (or ``ts``).
     :param schedule: the sampler's original :class:`NoiseSchedule` (or its GaussianDiffusion);
         default: DDPM's linear schedule, T = 1000.
-    :return: a float32 tensor shaped like ``trajectory.x_t``.
+    :return: a float32 tensor shaped like ``trajectory.x_t``, (K, B, ...).
+
+    Taught in chapter 09.
     """
     ts = check_trajectory(trajectory)
     s = schedule_of(schedule)
@@ -478,7 +526,10 @@ DEFAULT_STEPS = {"respaced": 100, "ddim": 50}
 
 
 def sampler_timesteps(diffusion: GaussianDiffusion, method: str, steps: Optional[int]) -> list[int]:
-    """The original timesteps at which a sampler of :func:`generate` has a state (0 is the result)."""
+    """The original timesteps at which a sampler of :func:`generate` has a state (0 is the result).
+
+    Taught in chapter 09.
+    """
     if method == "ancestral":
         return list(range(diffusion.T + 1))
     if method == "respaced":
@@ -487,8 +538,12 @@ def sampler_timesteps(diffusion: GaussianDiffusion, method: str, steps: Optional
 
 
 def snap_record(record: Sequence[int], available: list[int], T: int) -> list[int]:
-    """Each timestep of ``record`` (0..T) moved to the nearest one in ``available``, with a warning;
-    distinct, in decreasing order."""
+    """Each timestep of ``record`` (0..T) moved to the nearest one in ``available``, with a warning.
+
+    Returns them distinct, in decreasing order.
+
+    Taught in chapter 09.
+    """
     out = []
     for r in record:
         r = int(r)
@@ -520,17 +575,19 @@ def generate(
     batch_size: Optional[int] = None,
     progress: bool = True,
 ):
-    """The one sampling entry point: ``n`` samples of one example ``shape`` (C, H, W) or (D,), in
-    batches; returns (samples (n, *shape) float32 on the CPU, Trajectory or None).
+    """The one sampling entry point: ``n`` samples of one example's ``shape``, (C, H, W) or (D,), in batches.
 
-    Used by ``ddpm-sample`` (:func:`ddpm_lib.sample.sample_from_checkpoint`), ``Trainer.sample`` and
-    the FCD of :mod:`ddpm_lib.evaluate`. method: "ancestral" (Algorithm 2, all T steps; ``steps``
-    must be None or T), "respaced" (Algorithm 2 on ``steps`` evenly spaced timesteps, Nichol &
-    Dhariwal 2021) or "ddim" (``steps`` timesteps, ``eta``; Song et al. 2021). Noise comes from
-    ``generator`` (default: a CPU generator seeded 0), drawn batch after batch, so a seed and a batch
-    size give the same samples on any device. ``record`` holds original timesteps (0 = the result);
-    each is moved to the nearest one the sampler visits. ``device``: where to sample (default: the
-    model's). Taught in chapter 09.
+    Returns (samples, trajectory): the samples (n, *shape), float32 on the CPU, and a
+    :class:`Trajectory` or None. Used by ``ddpm-sample`` (:func:`ddpm_lib.sample.sample_from_checkpoint`),
+    ``Trainer.sample`` and the FCD of :mod:`ddpm_lib.evaluate`. ``method``: "ancestral" (DDPM
+    Algorithm 2, all T steps; ``steps`` must be None or T), "respaced" (DDPM Algorithm 2 on ``steps``
+    evenly spaced timesteps, Nichol & Dhariwal 2021) or "ddim" (``steps`` timesteps, ``eta``; DDIM
+    Eq. 12). Noise comes from ``generator`` (default: a CPU generator seeded 0), drawn batch after
+    batch, so a seed and a batch size give the same samples on any device. ``record`` holds original
+    timesteps (0 = the result); each is moved to the nearest one the sampler visits. ``device``: where
+    to sample (default: the model's).
+
+    Taught in chapter 09.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

@@ -1,17 +1,19 @@
 """Noise schedules and every table derived from them, in float64, in the papers' indexing.
 
-Every table has length T + 1 and index t is the paper's t (Ho et al. 2020, DDPM):
+Every table has shape (T + 1,) and index t is the paper's t (Ho et al. 2020, DDPM):
 ``alpha_bars[0] == 1`` (x_0 is data), ``betas[1]`` is beta_1, ``posterior_variance[t]`` is
 beta~_t (so ``posterior_variance[1] == 0``). Quantities that are undefined at t = 0 (a
 division by 1 - alpha_bar_0 = 0) are stored as NaN there, so that using them by mistake shows.
 
-Equations (DDPM numbering):
-    alpha_t = 1 - beta_t,  alpha_bar_t = prod_{s<=t} alpha_s               (Eq. 4's notation)
-    beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t           (Eq. 7)
+Equations:
+    alpha_t = 1 - beta_t,  alpha_bar_t = prod_{s<=t} alpha_s        (the notation of DDPM Eq. 4)
+    beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t    (DDPM Eq. 7)
     mu~_t(x_t, x_0) = c0_t x_0 + ct_t x_t with
         c0_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t),
-        ct_t = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)    (Eq. 7)
-    SNR(t) = alpha_bar_t / (1 - alpha_bar_t)                              (Kingma et al. 2021)
+        ct_t = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)    (DDPM Eq. 7)
+    SNR(t) = alpha_bar_t / (1 - alpha_bar_t)                       (Kingma et al. 2021)
+
+Taught in chapters 00 and 03.
 """
 
 from __future__ import annotations
@@ -38,12 +40,19 @@ def _as_float64(x) -> torch.Tensor:
 
 
 class NoiseSchedule:
-    """A variance schedule beta_1..beta_T and its derived tables (float64, length T + 1).
+    """A variance schedule beta_1..beta_T and its derived tables, float64, each of shape (T + 1,).
 
     Build one with :meth:`linear`, :meth:`cosine`, :meth:`quadratic` or :meth:`from_betas`.
     ``timesteps[t]`` is the original timestep that index t stands for: ``arange(T + 1)`` for a
     fresh schedule, a subsequence for a :meth:`respace`-d one (the network still receives the
     original timestep).
+
+    :param betas: beta_1..beta_T, shape (T,), each in the open interval (0, 1).
+    :param name: a label, shown by ``repr`` and kept by :meth:`to_dict`.
+    :param timesteps: the original timestep of each index, shape (T + 1,); default ``arange(T + 1)``.
+    :param warn: warn when alpha_bar_T > :data:`NOISE_BOUND`, i.e. when x_T still carries signal.
+
+    Taught in chapters 00 and 03.
     """
 
     def __init__(self, betas: torch.Tensor, *, name: str = "custom", timesteps=None, warn: bool = True):
@@ -112,7 +121,12 @@ class NoiseSchedule:
     # ---- constructors ---------------------------------------------------------------
     @classmethod
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, **kw) -> "NoiseSchedule":
-        """DDPM's schedule: beta_t linear from beta_1 = beta_start to beta_T = beta_end (Sec. 4)."""
+        """DDPM's schedule: beta_t linear from beta_1 = ``beta_start`` to beta_T = ``beta_end`` (DDPM Sec. 4).
+
+        With T = 1 the one beta is ``beta_end``. Other keyword arguments go to the constructor.
+
+        Taught in chapter 03.
+        """
         T = _check_T(T)
         _check_beta("beta_start", beta_start)
         _check_beta("beta_end", beta_end)
@@ -124,7 +138,12 @@ class NoiseSchedule:
     def quadratic(
         cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, **kw
     ) -> "NoiseSchedule":
-        """sqrt(beta_t) linear from sqrt(beta_start) to sqrt(beta_end) (DDPM's code, 'quad')."""
+        """sqrt(beta_t) linear from sqrt(``beta_start``) to sqrt(``beta_end``).
+
+        The 'quad' schedule of DDPM's code.
+
+        Taught in chapter 03.
+        """
         T = _check_T(T)
         _check_beta("beta_start", beta_start)
         _check_beta("beta_end", beta_end)
@@ -133,8 +152,13 @@ class NoiseSchedule:
 
     @classmethod
     def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999, **kw) -> "NoiseSchedule":
-        """Nichol & Dhariwal 2021, Eq. 17: alpha_bar(t) = f(t)/f(0), f(t) = cos^2((t/T + s)/(1 + s) pi/2),
-        with beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} clipped at ``max_beta``."""
+        """The cosine schedule of Nichol & Dhariwal 2021, Eq. 17: alpha_bar_t = f(t) / f(0).
+
+        f(t) = cos^2((t/T + s) / (1 + s) * pi/2), and beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} is
+        clipped at ``max_beta`` (0.999, as in the paper) so that beta_T < 1.
+
+        Taught in chapters 03 and 13.
+        """
         T = _check_T(T)
         if not 0 < max_beta < 1:
             raise ValueError(f"max_beta must lie in (0, 1), got {max_beta!r}")
@@ -148,19 +172,33 @@ class NoiseSchedule:
 
     @classmethod
     def from_betas(cls, betas: Sequence[float] | torch.Tensor, **kw) -> "NoiseSchedule":
-        """A schedule from beta_1..beta_T (a sequence of length T, each in (0, 1))."""
+        """A schedule from beta_1..beta_T: a sequence of length T, each in (0, 1).
+
+        Taught in chapter 03.
+        """
         return cls(_as_float64(betas), name=kw.pop("name", "custom"), **kw)
 
     @classmethod
     def from_alpha_bars(cls, alpha_bars: Sequence[float] | torch.Tensor, **kw) -> "NoiseSchedule":
-        """A schedule from alpha_bar_1..alpha_bar_T (strictly decreasing, in (0, 1))."""
+        """A schedule from alpha_bar_1..alpha_bar_T, strictly decreasing, in (0, 1).
+
+        Its betas are beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} with alpha_bar_0 = 1: how :meth:`respace`
+        builds a schedule with given alpha_bars.
+
+        Taught in chapter 09.
+        """
         ab = _as_float64(alpha_bars)
         prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
         return cls(1 - ab / prev, **kw)
 
     @classmethod
     def named(cls, name: str, T: int = 1000, **kw) -> "NoiseSchedule":
-        """``linear``, ``cosine`` or ``quadratic`` by name (for configuration files)."""
+        """The ``linear``, ``cosine`` or ``quadratic`` schedule by name.
+
+        For configuration files and the forward-process widget.
+
+        Taught in chapter 03.
+        """
         makers = {"linear": cls.linear, "cosine": cls.cosine, "quadratic": cls.quadratic}
         if name not in makers:
             raise ValueError(f"schedule must be one of {sorted(makers)}, got {name!r}")
@@ -168,12 +206,14 @@ class NoiseSchedule:
 
     # ---- derived schedules ------------------------------------------------------------
     def respace(self, steps: int | Sequence[int]) -> "NoiseSchedule":
-        """The schedule on a subsequence of timesteps with the same alpha_bars there.
+        """The schedule on a subsequence of timesteps, with the same alpha_bars there.
 
         ``steps`` is a count K (timesteps spread evenly over 1..T, T always included) or an
-        increasing sequence of original timesteps in 1..T. The result has T' = K, its
+        increasing sequence of K original timesteps in 1..T. The result has T' = K, its
         ``alpha_bars[k]`` equals this schedule's ``alpha_bars[timesteps[k]]``, and its betas are
         beta'_k = 1 - alpha_bar'_k / alpha_bar'_{k-1} (Nichol & Dhariwal 2021, Sec. 4).
+
+        Taught in chapter 09.
         """
         if isinstance(steps, int):
             if not 1 <= steps <= self.T:
@@ -198,7 +238,14 @@ class NoiseSchedule:
 
     # ---- helpers -----------------------------------------------------------------------
     def check_t(self, t: torch.Tensor, name: str = "t", allow_zero: bool = False) -> torch.Tensor:
-        """Validate a LongTensor of timesteps (paper indexing, 1..T) and return it."""
+        """Check that ``t`` holds integer timesteps in paper indexing, and return it as a LongTensor.
+
+        Valid values are 1..T (0..T with ``allow_zero``). A non-integer tensor raises TypeError, a value out
+        of range ValueError; the range is checked for CPU tensors only (reading a GPU tensor's values would
+        stall its stream; an out-of-range index fails in the table lookup there).
+
+        Taught in chapter 00.
+        """
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a LongTensor of shape (B,), got {type(t).__name__}")
         if t.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
@@ -214,7 +261,12 @@ class NoiseSchedule:
         return t.long()
 
     def to_dict(self) -> dict:
-        """A JSON-able description from which :meth:`from_dict` rebuilds the same schedule."""
+        """A JSON-able description from which :meth:`from_dict` rebuilds the same schedule.
+
+        Checkpoints keep it.
+
+        Taught in chapter 08.
+        """
         return {
             "name": self.name,
             "T": self.T,
@@ -224,6 +276,10 @@ class NoiseSchedule:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NoiseSchedule":
+        """The schedule that :meth:`to_dict` described; a stored T above :data:`MAX_T` is refused.
+
+        Taught in chapter 08.
+        """
         betas = d.get("betas") if isinstance(d, dict) else None
         if not isinstance(betas, list):
             raise ValueError(f"a stored schedule needs a list 'betas', got {type(betas).__name__}")
@@ -237,22 +293,30 @@ class NoiseSchedule:
         )
 
     def prior_kl(self, x0_sq_mean: float = 1.0) -> float:
-        """L_T per dimension in nats for data with E[x_0^2] = ``x0_sq_mean``:
-        KL(N(sqrt(abar_T) x_0, 1 - abar_T) || N(0, 1)) averaged over x_0."""
+        """L_T of DDPM Eq. 5 per dimension, in nats, for data with E[x_0^2] = ``x0_sq_mean``.
+
+        KL(N(sqrt(abar_T) x_0, 1 - abar_T) || N(0, 1)) averaged over x_0, which depends on the data only
+        through E[x_0^2].
+
+        Taught in chapter 03.
+        """
         ab = float(self.alpha_bars[-1])
         return 0.5 * (-math.log1p(-ab) - ab + ab * x0_sq_mean)
 
     def reverse_entropy_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bounds on the entropy of each reverse step, H_q(X_{t-1}|X_t), per dimension in nats
-        (Sohl-Dickstein et al. 2015, Eq. 24, derived in their App. A, Eqs. 25-36):
+        """Bounds on the entropy of each reverse step, H_q(X_{t-1}|X_t), per dimension in nats.
+
+        Sohl-Dickstein et al. 2015, Eq. 24, derived in their App. A:
 
             lower_t = H_q(X_t|X_{t-1}) + H_q(X_{t-1}|X_0) - H_q(X_t|X_0),   upper_t = H_q(X_t|X_{t-1}),
 
         with the Gaussian forward process's H_q(X_t|X_{t-1}) = 1/2 log(2 pi e beta_t) and
         H_q(X_t|X_0) = 1/2 log(2 pi e (1 - abar_t)), so that lower_t = 1/2 log(2 pi e beta~_t). The upper
         bound needs data of variance at most 1 per dimension (then H_q(X_t) >= H_q(X_{t-1})); the lower
-        one holds for any data. Returns (lower, upper), tables of length T + 1: NaN at t = 0, and
+        one holds for any data. Returns (lower, upper), each of shape (T + 1,): NaN at t = 0, and
         lower[1] = -inf (beta~_1 = 0: given x_0, x_0 is known exactly).
+
+        Taught in chapter 11.
         """
         from .gaussians import gaussian_entropy
 
