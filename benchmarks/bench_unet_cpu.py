@@ -62,37 +62,21 @@ from _results import cpu_model, load_average, update_section  # noqa: E402
 # attention: its stride-2 downsampler pads one pixel right/bottom as DDPM does, and the outputs
 # are checked to agree below), and a CIFAR-10-shaped net (4 levels, attention at 16, 32x32x3)
 # at a quarter of the paper's width so that it can be timed on a 2-core CPU.
+CIFAR_SHAPED = dict(
+    ch_mult=(1, 2, 2, 2),
+    attn_resolutions=(16,),
+    dropout=0.1,
+    resolution=32,
+    groups=8,
+    in_channels=3,
+    out_channels=3,
+)
 CONFIGS = {
     "fmnist-tiny": dict(preset="tiny"),
     "fmnist-small": dict(preset="small"),
     "fmnist-base": dict(preset="base"),
-    "cifar-mini": dict(
-        config=dict(
-            ch=32,
-            ch_mult=(1, 2, 2, 2),
-            num_res_blocks=2,
-            attn_resolutions=(16,),
-            dropout=0.1,
-            resolution=32,
-            groups=8,
-            in_channels=3,
-            out_channels=3,
-        )
-    ),
-    # only for --quick: a very small CIFAR-shaped net
-    "cifar-micro": dict(
-        config=dict(
-            ch=16,
-            ch_mult=(1, 2, 2, 2),
-            num_res_blocks=1,
-            attn_resolutions=(16,),
-            dropout=0.1,
-            resolution=32,
-            groups=8,
-            in_channels=3,
-            out_channels=3,
-        )
-    ),
+    "cifar-mini": dict(config=dict(CIFAR_SHAPED, ch=32, num_res_blocks=2)),
+    "cifar-micro": dict(config=dict(CIFAR_SHAPED, ch=16, num_res_blocks=1)),  # only for --quick
 }
 DEFAULT_CONFIGS = ["fmnist-tiny", "fmnist-small", "cifar-mini"]
 
