@@ -307,6 +307,12 @@ def _hints(got: torch.Tensor, candidates, where_fail: Optional[torch.Tensor] = N
     return (" Likely mistake: " + " ".join(found)) if found else ""
 
 
+def _off(name: str, equation: str, detail: str, got: torch.Tensor, candidates) -> tuple:
+    """A failed check's ``(False, message)``: what it should compute, where the student's result
+    differs (``detail``), and the likely mistakes among ``candidates`` that ``got`` matches."""
+    return False, f"{FAIL} {name} is off: it should be {equation}; {detail}." + _hints(got, candidates)
+
+
 def _check_deterministic(name: str, fn, args, first: torch.Tensor, shape) -> None:
     again = _tensor(name, _call(name, fn, *args), shape)
     if not bool(_close(first, again, rtol=0, atol=0).all()):
@@ -369,10 +375,12 @@ def check_alpha_bars(fn) -> tuple:
             None,
         ),
     ]
-    hint = _hints(got, candidates)
-    return False, (
-        f"{FAIL} alpha_bars is off: it should be {_ABAR_EQ}; your alpha_bars[{bad}] = {_fmt(got[bad])} "
-        f"(expected {_fmt(expected[bad])}).{hint}"
+    return _off(
+        "alpha_bars",
+        _ABAR_EQ,
+        f"your alpha_bars[{bad}] = {_fmt(got[bad])} (expected {_fmt(expected[bad])})",
+        got,
+        candidates,
     )
 
 
@@ -456,8 +464,7 @@ def check_q_sample(fn) -> tuple:
             None,
         ),
     ]
-    hint = _hints(got, candidates)
-    return False, f"{FAIL} q_sample is off: it should be {_Q_EQ}; " + "; ".join(parts) + "." + hint
+    return _off("q_sample", _Q_EQ, "; ".join(parts), got, candidates)
 
 
 # ---- posterior: DDPM Eqs. 6-7 ------------------------------------------------------------------
@@ -649,8 +656,7 @@ def check_normal_kl(fn) -> tuple:
             None,
         ),
     ]
-    hint = _hints(got, candidates)
-    return False, f"{FAIL} normal_kl is off: it should be {_KL_EQ}; " + "; ".join(parts) + "." + hint
+    return _off("normal_kl", _KL_EQ, "; ".join(parts), got, candidates)
 
 
 # ---- discretized decoder: DDPM Eq. 13 --------------------------------------------------------------
@@ -746,10 +752,7 @@ def check_discretized_log_likelihood(fn) -> tuple:
             None,
         ),
     ]
-    hint = _hints(got, candidates)
-    return False, f"{FAIL} discretized_log_likelihood is off: it should be {_DEC_EQ}; " + "; ".join(
-        parts
-    ) + "." + hint
+    return _off("discretized_log_likelihood", _DEC_EQ, "; ".join(parts), got, candidates)
 
 
 # ---- one sampling step: Algorithm 2, line 4 -----------------------------------------------------------
@@ -852,8 +855,7 @@ def check_p_sample_step(fn) -> tuple:
                 None,
             ),
         ]
-    hint = _hints(got, candidates)
-    return False, f"{FAIL} p_sample_step is off: it should be {_STEP_EQ}; {msg}." + hint
+    return _off("p_sample_step", _STEP_EQ, msg, got, candidates)
 
 
 # ---- the mean through the predicted noise: DDPM Eq. 11 (chapter 05) -------------------------------------
@@ -935,8 +937,7 @@ def check_mean_from_eps(fn) -> tuple:
             t > 1,
         ),
     ]
-    hint = _hints(got, candidates)
-    return False, f"{FAIL} mean_from_eps is off: it should be {_EPS_MEAN_EQ}; {msg}." + hint
+    return _off("mean_from_eps", _EPS_MEAN_EQ, msg, got, candidates)
 
 
 # ---- the sinusoidal time embedding (DDPM Sec. 4 and Appendix B; Vaswani et al. 2017, Sec. 3.5) ---------
@@ -1157,8 +1158,7 @@ def check_l_simple(fn) -> tuple:
             None,
         ),
     ]
-    hint = _hints(got, candidates)
-    return False, f"{FAIL} l_simple is off: it should be {_LSIMPLE_EQ}; {msg}." + hint
+    return _off("l_simple", _LSIMPLE_EQ, msg, got, candidates)
 
 
 # ---- respaced betas: sampling on fewer steps (Nichol & Dhariwal 2021, Sec. 4; chapter 09) ------------
@@ -1221,10 +1221,13 @@ def check_respaced_betas(fn) -> tuple:
             None,
         ),
     ]
-    hint = _hints(got, candidates)
-    return False, (
-        f"{FAIL} respaced_betas is off: it should be {_RESPACE_EQ}; at k = {k + 1} (tau = {int(ts[k])}, "
-        f"previous tau = {int(prev[k])}) yours is {_fmt(got[k])}, expected {_fmt(expected[k])}." + hint
+    return _off(
+        "respaced_betas",
+        _RESPACE_EQ,
+        f"at k = {k + 1} (tau = {int(ts[k])}, previous tau = {int(prev[k])}) yours is {_fmt(got[k])}, "
+        f"expected {_fmt(expected[k])}",
+        got,
+        candidates,
     )
 
 
@@ -1295,10 +1298,12 @@ def check_ddim_step(fn) -> tuple:
             None,
         ),
     ]
-    hint = _hints(got, candidates)
-    return False, (
-        f"{FAIL} ddim_step is off: it should be {_DDIM_EQ}; for t = {int(t[i])} -> t_prev = "
-        f"{int(t_prev[i])} yours is {_fmt(got[i])}, expected {_fmt(expected[i])}." + hint
+    return _off(
+        "ddim_step",
+        _DDIM_EQ,
+        f"for t = {int(t[i])} -> t_prev = {int(t_prev[i])} yours is {_fmt(got[i])}, expected {_fmt(expected[i])}",
+        got,
+        candidates,
     )
 
 
@@ -1349,10 +1354,12 @@ def check_mu_mse_weight(fn) -> tuple:
         ),
         (s.eps_coef[tm1] ** 2 / s.alphas[tm1], "t is shifted by one: use the tables at t itself.", None),
     ]
-    hint = _hints(got, candidates)
-    return False, (
-        f"{FAIL} mu_mse_weight is off: it should be {_MU_W_EQ}; at t = {int(t[i])} yours is "
-        f"{_fmt(got[i])}, expected {_fmt(expected[i])}." + hint
+    return _off(
+        "mu_mse_weight",
+        _MU_W_EQ,
+        f"at t = {int(t[i])} yours is {_fmt(got[i])}, expected {_fmt(expected[i])}",
+        got,
+        candidates,
     )
 
 
@@ -1469,10 +1476,13 @@ def check_cosine_schedule(fn) -> tuple:
             ),
             (reclip(f_nodiv / f_nodiv[0]), "divide (t/T + s) by (1 + s).", None),
         ]
-        hint = _hints(got, candidates)
-        return False, (
-            f"{FAIL} cosine_schedule is off: it should be {_COS_EQ}; for T = {T}, s = {s}, max_beta = {mb} "
-            f"your alpha_bars[{bad}] = {_fmt(got[bad])} (expected {_fmt(expected[bad])}).{hint}"
+        return _off(
+            "cosine_schedule",
+            _COS_EQ,
+            f"for T = {T}, s = {s}, max_beta = {mb} your alpha_bars[{bad}] = {_fmt(got[bad])} "
+            f"(expected {_fmt(expected[bad])})",
+            got,
+            candidates,
         )
     return True, f"{PASS} cosine_schedule matches {_COS_EQ}"
 
