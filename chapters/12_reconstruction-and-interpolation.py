@@ -9,7 +9,7 @@
 # %% [markdown]
 # # 12 · Reconstruction from $x_t$ and interpolation in $x_t$ space
 #
-# The study notes end their summary of DDPM with two experiments (the paper's Sec. 4.3): "by sharing the image at
+# The study notes end their summary of DDPM with two experiments (the paper's Secs. 4.3 and 4.4): "by sharing the image at
 # different steps, one can generate images of different similarity", and "diffusion models are well suited to image
 # interpolation". Both read the forward process as an **encoder** and the reverse process as a **decoder**: noise an
 # image to $x_t$ with $q(x_t \mid x_0)$, then run Algorithm 2 from $t$ instead of from $T$. This chapter derives what the
@@ -171,7 +171,7 @@ box.static_figure(index=1)
 # %% [markdown]
 # ## 3. Interpolation in $x_t$ space
 #
-# DDPM's method (Sec. 4.3), as the notes describe it: encode both images with the same $t$, $x_t \sim q(x_t \mid x_0)$ and
+# DDPM's method (Sec. 4.4, Fig. 8), as the notes describe it: encode both images with the same $t$, $x_t \sim q(x_t \mid x_0)$ and
 # $x'_t \sim q(x_t \mid x'_0)$; mix the latents **linearly**, $\bar x_t = (1 - \lambda)\, x_t + \lambda\, x'_t$; decode $\bar x_t$ by the reverse process,
 # with the *same* reverse-process noise for every $\lambda$, so that only $\lambda$ changes between the decodings. The smaller $t$, the
 # more the result is a cross-fade of the two images; the larger $t$, the more the decoder re-draws a plausible garment.
@@ -306,7 +306,7 @@ checks.check("q_sample", q_sample)
 
 # %% tags=["solution"]
 def mix_latents(x_t_a, x_t_b, lam):
-    """The linear interpolation of two latents (DDPM Sec. 4.3)."""
+    """The linear interpolation of two latents (DDPM Sec. 4.4)."""
     # BEGIN SOLUTION
     return (1 - lam) * x_t_a + lam * x_t_b
     # END SOLUTION
@@ -315,7 +315,7 @@ def mix_latents(x_t_a, x_t_b, lam):
 # %%
 m4, l3 = TI.index(400), LAMBDAS.index(0.375)
 checks.check_value("mix_latents", mix_latents(ig.x_bar[m4, 0], ig.x_bar[m4, -1], 0.375), ig.x_bar[m4, l3],
-                   equation="x_bar_t = (1 - lambda) x_t + lambda x'_t (DDPM Sec. 4.3)", rtol=1e-5, atol=1e-6)
+                   equation="x_bar_t = (1 - lambda) x_t + lambda x'_t (DDPM Sec. 4.4)", rtol=1e-5, atol=1e-6)
 
 # %% [markdown]
 # ## Summary

@@ -1,4 +1,4 @@
-"""Chapter 12's explorers: reconstruction from x_t and interpolation in x_t space (DDPM Sec. 4.3).
+"""Chapter 12's explorers: reconstruction from x_t and interpolation in x_t space (DDPM Secs. 4.3 and 4.4).
 
     grid = reconstruction_grid(model, diffusion, x0, ts=[...], n_draws=3, steps=25)
     box = reconstruction_explorer(grid)          # slider t: x_0, x_t, and the decoded draws
@@ -197,7 +197,7 @@ def interpolation_grid(
 ) -> InterpolationGrid:
     """For every t in ``ts``: encode both images, x_t ~ q(x_t | x0_a) and x'_t ~ q(x_t | x0_b), mix
     x̄_t = (1 - lambda) x_t + lambda x'_t for every lambda, and decode x̄_t by the reverse process
-    with the same noise for every lambda (:func:`ddpm_lib.sampling.interpolate`, DDPM Sec. 4.3).
+    with the same noise for every lambda (:func:`ddpm_lib.sampling.interpolate`, DDPM Sec. 4.4).
 
     :param x0_a, x0_b: (B, C, H, W) images in [-1, 1], paired by position.
     :param lambdas: mixing weights in [0, 1]; :param ts: original timesteps on the respaced chain.
@@ -476,7 +476,7 @@ def interpolation_explorer(
     pair: int = 0,
     static: bool = False,
 ):
-    """Interpolation between two images in x_t space (DDPM Sec. 4.3, Fig. 9 of the paper): sliders
+    """Interpolation between two images in x_t space (DDPM Sec. 4.4, Figs. 8-9 of the paper): sliders
     for lambda and t; the picture shows both sources, the mixed latent, its decoding, and the row of
     decodings for every lambda at this t.
 
