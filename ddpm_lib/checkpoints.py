@@ -475,6 +475,11 @@ def load_checkpoint(
         step = int(meta["step"]) if "step" in meta else None
     except ValueError as e:
         raise CheckpointError(f"{path} is corrupt: its metadata does not parse ({e})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{path} is corrupt: its config must be a JSON object (a dict), got {type(config).__name__} "
+            f"{_short(config)}"
+        )
 
     groups: dict[str, dict[str, torch.Tensor]] = {p: {} for p in ("model", "ema", "optim", "extra", "rng")}
     for name, t in tensors.items():
@@ -496,8 +501,35 @@ def load_checkpoint(
     if model is not None:
         if use_ema and ckpt.ema_state is None:
             raise CheckpointError(f"{path} holds no EMA weights (use_ema=True)")
-        _load_into(model, ckpt.ema_state if use_ema else ckpt.model_state, ckpt)
+        _load_into(
+            model, ckpt.ema_state if use_ema else ckpt.model_state, ckpt, "ema." if use_ema else "model."
+        )
     return ckpt
+
+
+def _short(value, limit: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_weights(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Refuse stored weights that would load without error yet compute garbage: a tensor of an integer
+    (or bool) dtype where the model holds floating-point numbers (load_state_dict would cast it), or
+    one holding NaN or infinity. ``where`` starts the message ("FILE: tensor ema.")."""
+    own = model.state_dict()
+    for k in sorted(state):
+        t = state[k]
+        if k in own and own[k].is_floating_point() and not t.is_floating_point():
+            raise CheckpointError(
+                f"{where}{k} has dtype {str(t.dtype).removeprefix('torch.')}, not floating point: "
+                f"the file holds no usable weights there (edited or written by another tool)"
+            )
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(
+                f"{where}{k} holds {bad} NaN or infinite value(s) of {t.numel()}: these weights would "
+                f"sample NaN (a diverged run, or a damaged file)"
+            )
 
 
 def _describe(cls_name, args) -> str:
@@ -532,8 +564,11 @@ def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in state.items()}
 
 
-def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], ckpt: Checkpoint) -> nn.Module:
-    """load_state_dict(strict=True), with a readable error naming what does not match."""
+def _load_into(
+    model: nn.Module, state: Mapping[str, torch.Tensor], ckpt: Checkpoint, prefix: str = "model."
+) -> nn.Module:
+    """load_state_dict(strict=True), with a readable error naming what does not match, after
+    refusing non-finite or non-floating weights (``prefix``: the stored tensors' group, for the message)."""
     target = _unwrap(model)
     problems = []
     ours_cls, ours_args = type(target).__name__, _model_args(target)
@@ -560,6 +595,7 @@ def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], ckpt: Checkp
     problems += _fit_problems(_shapes(target.state_dict()), _shapes(state))
     if problems:
         raise CheckpointError(f"{ckpt.path} does not fit the model passed:\n  " + "\n  ".join(problems))
+    _check_weights(target, state, f"{ckpt.path}: tensor {prefix}")
     target.load_state_dict(state, strict=True)
     return model
 
@@ -670,7 +706,8 @@ def build_model(checkpoint: Checkpoint | str | os.PathLike, use_ema: bool = True
         )
     if not isinstance(args, dict):
         raise CheckpointError(f"{ckpt.path}: no model_args stored for {name}, cannot build it")
-    state = ckpt.ema_state if use_ema and ckpt.ema_state is not None else ckpt.model_state
+    ema = use_ema and ckpt.ema_state is not None
+    state = ckpt.ema_state if ema else ckpt.model_state
     try:
         check_model_fits(
             lambda: MODEL_REGISTRY[name](**args),
@@ -683,5 +720,5 @@ def build_model(checkpoint: Checkpoint | str | os.PathLike, use_ema: bool = True
             raise
         raise CheckpointError(f"{ckpt.path}: cannot build {_describe(name, args)}: {e}") from None
     device = next(iter(state.values())).device if state else torch.device("cpu")
-    _load_into(model.to(device), state, ckpt)
+    _load_into(model.to(device), state, ckpt, "ema." if ema else "model.")
     return model.eval()

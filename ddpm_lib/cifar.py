@@ -374,6 +374,11 @@ def cifar10(split: str = "train", root=None, download: bool = False, verify: Opt
     """
     if split not in _SPLITS:
         raise ValueError(f"unknown CIFAR-10 split {split!r}; allowed: 'train', 'test'")
+    if root is not None and not Path(root).exists():  # a typo would otherwise fall back to the data folder
+        raise FileNotFoundError(
+            f"root {str(root)!r} does not exist: give the CIFAR-10 archive, the folder that holds it or "
+            f"{CIFAR10_FOLDER}/, or None for the usual lookup"
+        )
     found = find_cifar10(root)
     if found is None:
         if not download:

@@ -58,6 +58,7 @@ __all__ = [
     "data_dir",
     "data_dir_problem",
     "registry_entry",
+    "read_registry",
     "verify_file",
     "verify_if_registered",
     "registry_key",
@@ -507,13 +508,56 @@ def data_dir_problem() -> str | None:
     )
 
 
-def _load_registry() -> dict:
-    """The registry's ``files`` table from data_dir(), or {} when there is none."""
+# what each table's entries must hold: key -> the JSON types allowed
+_ENTRY_FIELDS = {
+    "files": {"sha256": (str,), "size": (int,)},
+    "pretrained": {"path": (str,), "sha256": (str,), "size": (int,)},
+}
+
+
+def read_registry() -> dict:
+    """
+    The whole ``registry.json`` of :func:`data_dir`, checked; {} when there is none.
+
+    :return: the registry: a JSON object whose ``files`` and ``pretrained`` tables (each optional)
+        map names to entries with ``sha256`` and ``size`` (and, in ``pretrained``, ``path``).
+    :raises DataIntegrityError: naming the file and what is wrong, for a registry that does not
+        parse or has not that shape (a merge conflict, a hand edit gone wrong).
+    """
     path = data_dir() / REGISTRY_NAME
     if not path.is_file():
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)["files"]
+
+    def bad(why):
+        return DataIntegrityError(
+            f"{path} is not a valid registry: {why}. Restore it (git checkout) or fix it"
+        )
+
+    try:
+        reg = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise bad(f"not UTF-8 text ({e})") from None
+    except json.JSONDecodeError as e:
+        raise bad(f"not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(reg, dict):
+        raise bad(f"it holds a JSON {type(reg).__name__}, not an object")
+    for table, fields in _ENTRY_FIELDS.items():
+        entries = reg.get(table, {})
+        if not isinstance(entries, dict):
+            raise bad(f"its {table!r} table is a {type(entries).__name__}, not an object")
+        for key, entry in entries.items():
+            if not isinstance(entry, dict):
+                raise bad(f"entry {key!r} of {table!r} is a {type(entry).__name__}, not an object")
+            for name, types in fields.items():
+                v = entry.get(name)
+                if not isinstance(v, types) or isinstance(v, bool):
+                    raise bad(f"entry {key!r} of {table!r} needs {name!r} ({types[0].__name__}), got {v!r}")
+    return reg
+
+
+def _load_registry() -> dict:
+    """The registry's ``files`` table from data_dir(), or {} when there is none."""
+    return read_registry().get("files", {})
 
 
 def registry_entry(key: str) -> dict | None:
@@ -606,6 +650,10 @@ def verify_registry() -> dict:
     root = data_dir()
     files = _load_registry()
     if not files:
+        if (root / REGISTRY_NAME).is_file():
+            raise DataIntegrityError(
+                f"{root / REGISTRY_NAME} lists no files (its 'files' table is missing or empty)"
+            )
         raise DataIntegrityError(f"no registry at {root / REGISTRY_NAME}. {data_dir_problem() or ''}".strip())
     done, problems = {}, []
     for rel, entry in sorted(files.items()):

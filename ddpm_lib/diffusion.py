@@ -607,8 +607,8 @@ class GaussianDiffusion:
         t_prev = self.schedule.check_t(t_prev, "t_prev", allow_zero=True)
         if (t_prev >= t).any():
             raise ValueError("t_prev must be smaller than t in every position")
-        if eta < 0:
-            raise ValueError(f"eta must be >= 0, got {eta}")
+        if not (math.isfinite(eta) and eta >= 0):  # NaN would make every later x NaN, without an error
+            raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
         p = self.p_mean_variance(model_output, x_t, t, clip_x0=clip_x0)
         x0_hat, eps_hat = p["pred_x0"], p["pred_eps"]
         s = self.schedule

@@ -238,7 +238,11 @@ def load_test_split(dataset: str = "fashion-mnist", subset: Optional[int] = None
             f"no test split for data set {dataset!r}: bits/dim is evaluated on image data "
             f"(fashion-mnist, cifar10)"
         )
-    return x[:subset] if subset else x
+    if subset is not None and not 1 <= subset <= len(x):
+        raise ValueError(
+            f"subset must be an integer in 1..{len(x)} (the test split of {dataset!r}), got {subset}"
+        )
+    return x if subset is None else x[:subset]
 
 
 _REFERENCE_CACHE: dict = {}
@@ -295,6 +299,8 @@ def evaluate_checkpoint(
 
     if not bpd and not fid_samples:
         raise ValueError("nothing to evaluate: ask for --bpd and/or --fid-samples N")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     p = load_model(spec, device=device, use_ema=use_ema)
     if p.diffusion is None:
         raise ValueError(f"{spec}: its config has no 'diffusion' entry: not a diffusion model checkpoint")

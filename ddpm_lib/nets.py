@@ -122,8 +122,14 @@ class MLP(nn.Module):
     def __init__(self, data_dim=2, hidden=128, layers=3, time_dim=64, out_dim=None):
         super().__init__()
         self.config = c = MLPConfig(data_dim, hidden, layers, time_dim, out_dim)
-        if c.layers < 1:
-            raise ValueError(f"layers must be >= 1, got {c.layers}")
+        for name in ("data_dim", "hidden", "layers", "time_dim", "out_dim"):
+            v = getattr(c, name)
+            if (v is not None or name != "out_dim") and (type(v) is not int or v < 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if c.time_dim < 4:
+            raise ValueError(
+                f"time_dim must be at least 4 (the sinusoidal embedding's width), got {c.time_dim}"
+            )
         self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.hidden), nn.SiLU())
         # a generator, not a list of c.layers widths: a stored layers = 10**9 must not allocate
         # before checkpoints.check_model_fits stops the build at its parameter budget
@@ -347,6 +353,14 @@ class UNetConfig:
     def __post_init__(self):
         self.ch_mult = tuple(self.ch_mult)  # lists come back from JSON
         self.attn_resolutions = tuple(self.attn_resolutions)
+        for name in ("in_channels", "out_channels", "ch", "num_res_blocks", "resolution", "groups"):
+            v = getattr(self, name)
+            if type(v) is not int or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not all(type(m) is int and m >= 1 for m in self.ch_mult):
+            raise ValueError(f"ch_mult must hold positive integers, got {self.ch_mult}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         levels = len(self.ch_mult)
         if levels < 1 or self.num_res_blocks < 1:
             raise ValueError("ch_mult needs at least one level and num_res_blocks must be >= 1")

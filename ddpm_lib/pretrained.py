@@ -48,7 +48,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoints import CheckpointError, build_model, check_data_shape, load_checkpoint, sha256_file
-from .data import REGISTRY_NAME, DataIntegrityError, data_dir, data_dir_problem
+from .data import REGISTRY_NAME, DataIntegrityError, data_dir, data_dir_problem, read_registry
 from .diffusion import GaussianDiffusion
 from .utils import atomic_write
 from .utils import device as device_rule
@@ -138,17 +138,9 @@ def registry_path() -> Path:
     return data_dir() / REGISTRY_NAME
 
 
-def _read_registry() -> dict:
-    path = registry_path()
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def list_pretrained() -> dict:
     """{name: registry entry} of every registered checkpoint, sorted by name (copies)."""
-    entries = _read_registry().get(REGISTRY_KEY, {})
+    entries = read_registry().get(REGISTRY_KEY, {})
     return {k: dict(entries[k]) for k in sorted(entries)}
 
 
@@ -156,7 +148,7 @@ def is_pretrained_name(spec) -> bool:
     """True when ``spec`` is a registered name (and not an existing file)."""
     if not isinstance(spec, str) or Path(spec).is_file():
         return False
-    return spec in _read_registry().get(REGISTRY_KEY, {})
+    return spec in read_registry().get(REGISTRY_KEY, {})
 
 
 def _entry(name: str) -> dict:
@@ -231,10 +223,25 @@ def _assemble(ckpt, path: Path, device: torch.device, use_ema: bool, **extra) ->
     cfg = ckpt.config
     _check_shapes(cfg, model, path)
     model = model.to(device).eval()
-    diffusion = (
-        GaussianDiffusion.from_config(cfg["diffusion"]) if isinstance(cfg.get("diffusion"), dict) else None
-    )
+    diffusion = _diffusion(cfg.get("diffusion"), path)
     return Pretrained(model=model, diffusion=diffusion, config=cfg, path=path, **extra)
+
+
+def _diffusion(stored, path: Path) -> Optional[GaussianDiffusion]:
+    """The GaussianDiffusion of a checkpoint's config["diffusion"] (None when there is none, as for the
+    classifier); CheckpointError naming the file and what is wrong with an entry that does not build."""
+    if stored is None:
+        return None
+    if not isinstance(stored, dict):
+        raise CheckpointError(
+            f"{path}: config['diffusion'] must be a JSON object describing the diffusion, got {type(stored).__name__}"
+        )
+    try:
+        return GaussianDiffusion.from_config(stored)
+    except KeyError as e:
+        raise CheckpointError(f"{path}: config['diffusion'] lacks the entry {e.args[0]!r}") from None
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: config['diffusion'] does not describe a diffusion: {e}") from None
 
 
 def load_pretrained(name: str, device=None, use_ema: bool = True) -> Pretrained:
@@ -296,6 +303,17 @@ def _write_json_atomic(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+@contextlib.contextmanager
+def _registry_for_update():
+    """The registry as a dict to change in place, under the lock; written back atomically on exit
+    (not when the block raises)."""
+    reg_path = registry_path()
+    with _locked(reg_path):
+        reg = read_registry() if reg_path.is_file() else {"format": 1}
+        yield reg
+        _write_json_atomic(reg_path, reg)
+
+
 def register_pretrained(
     name: str, path, command: Optional[str] = None, description: str = "", overwrite: bool = True
 ) -> dict:
@@ -342,15 +360,12 @@ def register_pretrained(
         else cfg.get("data"),
         "step": cfg.get("step"),
     }
-    reg_path = registry_path()
-    with _locked(reg_path):
-        reg = _read_registry() if reg_path.is_file() else {"format": 1}
+    with _registry_for_update() as reg:
         table = reg.setdefault(REGISTRY_KEY, {})
         if name in table and not overwrite:
             raise ValueError(f"{name!r} is already registered (overwrite=False)")
         table[name] = entry
         reg[REGISTRY_KEY] = {k: table[k] for k in sorted(table)}
-        _write_json_atomic(reg_path, reg)
     return entry
 
 
@@ -381,9 +396,6 @@ def register_file(path, description: str, source: str, licence: str) -> dict:
         "source": source,
         "licence": licence,
     }
-    reg_path = registry_path()
-    with _locked(reg_path):
-        reg = _read_registry() if reg_path.is_file() else {"format": 1}
+    with _registry_for_update() as reg:
         reg.setdefault("files", {})[rel] = entry
-        _write_json_atomic(reg_path, reg)
     return entry

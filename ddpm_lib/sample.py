@@ -37,9 +37,10 @@ import torch
 
 from .diffusion import Trajectory
 from .pretrained import Pretrained, load_model
-from .sampling import DEFAULT_STEPS, METHODS, generate, sampler_timesteps
+from .sampling import DEFAULT_STEPS, METHODS, check_sampler_args, generate, sampler_timesteps
 from .trajectories import save_samples as save_samples_file
 from .trajectories import save_trajectory
+from .utils import prepare_output
 from .viz import save_image_grid, save_plot_2d
 
 __all__ = [
@@ -101,11 +102,21 @@ def sample_from_checkpoint(
 
     ``out``: a PNG (image grid, or scatter plot for 2-D data); ``trajectory``: a safetensors file
     with x_t and pred_x0 at ``record`` (default 1000, 750, 500, 250, 0 scaled to T); ``save_samples``:
-    the raw samples as safetensors. ``loaded``: an already loaded :class:`Pretrained` (skips loading).
-    Returns a :class:`SampleResult`.
+    the raw samples as safetensors. Each is checked before loading and sampling
+    (:func:`ddpm_lib.utils.prepare_output`: missing folders are made, a symlink is written through).
+    ``loaded``: an already loaded :class:`Pretrained` (skips loading). Returns a :class:`SampleResult`.
     """
+    # every argument that can be checked without the model is checked before minutes of sampling
     if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= 16:
-        raise ValueError(f"scale must be an integer in 1..16, got {scale!r}")  # before minutes of sampling
+        raise ValueError(f"scale must be an integer in 1..16, got {scale!r}")
+    if nrow is not None and (not isinstance(nrow, int) or isinstance(nrow, bool) or nrow < 1):
+        raise ValueError(
+            f"nrow (images per row of the grid) must be a positive integer or None, got {nrow!r}"
+        )
+    check_sampler_args(n, method, eta, batch_size)
+    for path in (out, trajectory, save_samples):
+        if path is not None:
+            prepare_output(path)  # a folder that cannot be written fails now, not after sampling
     p = loaded if loaded is not None else load_model(spec, device=device, use_ema=use_ema)
     if p.diffusion is None:
         raise ValueError(f"{spec}: its config has no 'diffusion' entry: not a diffusion model checkpoint")

@@ -10,6 +10,8 @@ Taught in chapters 09, 11 and 12.
 
 from __future__ import annotations
 
+import math
+import operator
 import warnings
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -22,6 +24,7 @@ __all__ = [
     "METHODS",
     "DEFAULT_STEPS",
     "generate",
+    "check_sampler_args",
     "sampler_timesteps",
     "snap_record",
     "CountingModel",
@@ -93,6 +96,18 @@ def _resolve_timesteps(diffusion: GaussianDiffusion, steps, timesteps) -> torch.
     return ddim_timesteps(diffusion.T, int(steps))
 
 
+def _check_eta(eta) -> None:
+    # NaN compares False with everything: without this, eta = nan gives all-NaN samples and no error
+    try:
+        ok = not isinstance(eta, bool) and math.isfinite(float(eta)) and float(eta) >= 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"eta must be a finite number >= 0 (0: deterministic DDIM, 1: DDPM-like), got {eta!r}"
+        )
+
+
 @torch.no_grad()
 def ddim_sample(
     model: Callable,
@@ -116,6 +131,7 @@ def ddim_sample(
 
     Taught in chapter 09.
     """
+    _check_eta(eta)
     ts = _resolve_timesteps(diffusion, steps, timesteps)
     x = initial_noise(shape, generator, device, noise)
     rec = Recorder(record, diffusion.schedule)
@@ -558,6 +574,29 @@ def snap_record(record: Sequence[int], available: list[int], T: int) -> list[int
     return sorted(set(out), reverse=True)
 
 
+def check_sampler_args(n, method: str = "ancestral", eta: float = 0.0, batch_size=None) -> None:
+    """Refuse arguments of :func:`generate` that need no model to be found wrong (so that a command
+    line can check them before loading anything): ``n`` and ``batch_size`` positive integers
+    (``batch_size`` None: all at once), ``method`` one of :data:`METHODS`, DDIM's ``eta`` finite and >= 0.
+
+    Taught in chapter 09.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    for name, v in (("n", n), ("batch_size", batch_size)):
+        if v is None and name == "batch_size":
+            continue
+        try:
+            ok = not isinstance(v, bool) and operator.index(v) >= 1
+        except TypeError:
+            ok = False
+        if not ok:
+            what = "a positive integer" + (" or None (all at once)" if name == "batch_size" else "")
+            raise ValueError(f"{name} must be {what}, got {v!r}")
+    if method == "ddim":
+        _check_eta(eta)
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -589,10 +628,7 @@ def generate(
 
     Taught in chapter 09.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    check_sampler_args(n, method, eta, batch_size)
     if method == "ancestral":
         if steps not in (None, diffusion.T):
             raise ValueError(
@@ -604,15 +640,13 @@ def generate(
         steps = min(DEFAULT_STEPS[method], diffusion.T) if steps is None else int(steps)
         if not 1 <= steps <= diffusion.T:
             raise ValueError(f"steps must be in 1..T = 1..{diffusion.T}, got {steps}")
-    if method == "ddim" and eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
     if record is not None:
         ts = sampler_timesteps(diffusion, method, steps)
         record = snap_record(record, ts, diffusion.T)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     if device is None:  # where the model is (a plain function: the CPU)
         device = next((p.device for p in getattr(model, "parameters", lambda: [])()), torch.device("cpu"))
-    bs = n if not batch_size else int(batch_size)
+    bs = n if batch_size is None else operator.index(batch_size)
     chunks, trajs = [], []
     done = 0
     while done < n:

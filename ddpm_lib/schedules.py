@@ -123,13 +123,13 @@ class NoiseSchedule:
     def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, **kw) -> "NoiseSchedule":
         """DDPM's schedule: beta_t linear from beta_1 = ``beta_start`` to beta_T = ``beta_end`` (DDPM Sec. 4).
 
-        With T = 1 the one beta is ``beta_end``. Other keyword arguments go to the constructor.
+        With T = 1 the one beta is ``beta_end``. ``beta_start > beta_end`` (decreasing noise) is
+        allowed, with a warning (unless ``warn=False``). Other keyword arguments go to the constructor.
 
         Taught in chapter 03.
         """
         T = _check_T(T)
-        _check_beta("beta_start", beta_start)
-        _check_beta("beta_end", beta_end)
+        _check_betas(beta_start, beta_end, kw.get("warn", True))
         if T == 1:
             return cls(torch.tensor([beta_end], dtype=torch.float64), name="linear", **kw)
         return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float64), name="linear", **kw)
@@ -145,8 +145,7 @@ class NoiseSchedule:
         Taught in chapter 03.
         """
         T = _check_T(T)
-        _check_beta("beta_start", beta_start)
-        _check_beta("beta_end", beta_end)
+        _check_betas(beta_start, beta_end, kw.get("warn", True))
         sq = torch.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=torch.float64)
         return cls(sq**2, name="quadratic", **kw)
 
@@ -174,9 +173,22 @@ class NoiseSchedule:
     def from_betas(cls, betas: Sequence[float] | torch.Tensor, **kw) -> "NoiseSchedule":
         """A schedule from beta_1..beta_T: a sequence of length T, each in (0, 1).
 
+        Betas that decrease somewhere are allowed (an experiment may want them), with a warning
+        (unless ``warn=False``).
+
         Taught in chapter 03.
         """
-        return cls(_as_float64(betas), name=kw.pop("name", "custom"), **kw)
+        warn = kw.get("warn", True)
+        schedule = cls(_as_float64(betas), name=kw.pop("name", "custom"), **kw)  # checks the betas first
+        b = schedule.betas[1:]
+        if warn and bool((b[1:] < b[:-1]).any()):
+            t = int((b[1:] < b[:-1]).nonzero()[0]) + 2
+            warnings.warn(
+                f"the betas decrease at t = {t} (beta_{t} = {float(b[t - 1]):.4g} < beta_{t - 1} = "
+                f"{float(b[t - 2]):.4g}): a diffusion schedule usually adds more noise at each step",
+                stacklevel=2,
+            )
+        return schedule
 
     @classmethod
     def from_alpha_bars(cls, alpha_bars: Sequence[float] | torch.Tensor, **kw) -> "NoiseSchedule":
@@ -347,3 +359,14 @@ def _check_T(T) -> int:
 def _check_beta(name: str, v) -> None:
     if not isinstance(v, (int, float)) or not 0 < v < 1:
         raise ValueError(f"{name} must lie in the open interval (0, 1), got {v!r}")
+
+
+def _check_betas(beta_start, beta_end, warn: bool = True) -> None:
+    _check_beta("beta_start", beta_start)
+    _check_beta("beta_end", beta_end)
+    if warn and beta_start > beta_end:
+        warnings.warn(
+            f"beta_start {beta_start} > beta_end {beta_end}: the betas decrease, while a diffusion schedule "
+            "usually adds more noise at each step (DDPM: 1e-4 to 0.02)",
+            stacklevel=3,
+        )

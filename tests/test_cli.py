@@ -172,7 +172,7 @@ CASES = {
     "ddpm-book": (["--book", "{book}", "execute"], ["--book", "{book}", "student", "{tmp}/student"]),
 }
 MESSAGES = {  # what the error says: (usage, failure)
-    "ddpm-train": ("dataset must be one of", "Not a directory"),
+    "ddpm-train": ("dataset must be one of", "is a file, not a folder"),
     "ddpm-sample": ("neither a checkpoint file nor a registered pretrained name", "is truncated"),
     "ddpm-evaluate": ("nothing to evaluate", "is truncated"),
     "ddpm-pretrained": ("unknown pretrained name 'no-such-model'", "is truncated"),

@@ -30,17 +30,20 @@ ROOT = Path(__file__).resolve().parents[1]
 REFUSAL_BUDGET_MB = 200
 
 
-def rewrite_config(src, dst, edit) -> Path:
-    """Copy checkpoint ``src`` to ``dst`` with ``edit(config)`` applied to its stored config and
-    the checksum recomputed as save_checkpoint computes it (sha256 over the metadata without the
-    checksum, then each tensor's name, dtype, shape and bytes in name order): a file that passes
-    every integrity check yet describes something else."""
+def rewrite_config(src, dst, edit, text=None) -> Path:
+    """Copy checkpoint ``src`` to ``dst`` with ``edit(config)`` applied to its stored config (or the
+    config's JSON replaced by ``text``, which need not be an object) and the checksum recomputed as
+    save_checkpoint computes it (sha256 over the metadata without the checksum, then each tensor's
+    name, dtype, shape and bytes in name order): a file that passes every integrity check yet
+    describes something else."""
     tensors = load_file(src)
     with safe_open(src, "pt") as f:
         meta = f.metadata()
-    cfg = json.loads(meta["config"])
-    edit(cfg)
-    meta["config"] = json.dumps(cfg, sort_keys=True)
+    if text is None:
+        cfg = json.loads(meta["config"])
+        edit(cfg)
+        text = json.dumps(cfg, sort_keys=True)
+    meta["config"] = text
     h = hashlib.sha256(
         json.dumps({k: v for k, v in meta.items() if k != "checksum"}, sort_keys=True).encode()
     )

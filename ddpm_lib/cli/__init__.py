@@ -31,6 +31,13 @@ Exit codes, the same in every command:
   load, while a registered one found truncated is a failure, 1).
 - **130**: interrupted (Ctrl-C).
 
+Outputs, the same in every command (:func:`output_file`, :func:`output_folder`, before any work):
+a file or folder to write is checked at the start, so that a full evaluation or sampling run
+does not end in an error. Missing folders above it are made then, with a ``note:`` line saying
+so; a path that is a symbolic link is written through to its target (the link stays); a folder
+that cannot be written, or a file standing where a folder should be, is a failure (exit 1)
+naming the option. A write that fails later (a full disk) names the file.
+
 An error is reported as one line ``error: MESSAGE`` on stderr (a message of several lines goes
 on in indented lines below it), without a traceback. :data:`EXIT_CODES` maps exception classes
 to codes, and the most specific class of an exception that it lists decides: a
@@ -42,6 +49,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import pickle
 import sys
 from typing import Callable, Mapping, Optional
@@ -53,6 +61,7 @@ from ..data import DataIntegrityError, DownloadError
 from ..pretrained import UnknownPretrainedError
 from ..train.config import ConfigError
 from ..train.rundir import RunDirInUseError
+from ..utils import DeviceUnavailableError, prepare_output, prepare_output_dir
 
 __all__ = [
     "UsageError",
@@ -66,6 +75,12 @@ __all__ = [
     "examples",
     "device_arg",
     "int_list",
+    "positive_int",
+    "nonnegative_float",
+    "note",
+    "output_file",
+    "output_folder",
+    "OUTPUT_RULE",
 ]
 
 
@@ -81,6 +96,7 @@ EXIT_CODES: dict[type, int] = {
     UnknownPretrainedError: USAGE,  # a name data/registry.json does not list
     CheckpointError: USAGE,  # a checkpoint that cannot be used as given (corrupt, crafted, another model)
     RunDirInUseError: USAGE,  # another process trains in that run directory
+    DeviceUnavailableError: USAGE,  # --device cuda on a machine without CUDA
     FileNotFoundError: USAGE,  # a file or folder named in the command does not exist
     ValueError: USAGE,  # a value the library refuses (--steps beyond T, --n 0, ...)
     OSError: FAILURE,  # an I/O error: disk, permissions, the network
@@ -196,3 +212,45 @@ def int_list(value: str) -> list[int]:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def positive_int(value: str) -> int:
+    """argparse type of a count that must be at least 1 (--batch-size, --threads, --nrow, ...)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (1, 2, ...), got {n}")
+    return n
+
+
+def nonnegative_float(value: str) -> float:
+    """argparse type of a finite number >= 0 (DDIM's --eta): NaN and infinity are refused."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not (math.isfinite(x) and x >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {value!r}")
+    return x
+
+
+def note(message: str) -> None:
+    """A ``note: MESSAGE`` line on stderr (something the user should know, not an error)."""
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+# said in the --help of every output option
+OUTPUT_RULE = "missing folders are made (with a note); a symlink is written through to its target"
+
+
+def output_file(path, option: str):
+    """Check at the start that ``option``'s file ``path`` can be written (see the module's rule)."""
+    return prepare_output(path, option, note)
+
+
+def output_folder(path, option: str):
+    """Check at the start that files can be written in the folder ``path`` of ``option`` (made if
+    missing, without a note: the folder is itself the output, as a training run's --out-dir)."""
+    return prepare_output_dir(path, option)

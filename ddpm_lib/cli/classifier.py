@@ -21,7 +21,7 @@ from ..classifier import (
     make_classifier_checkpoint,
 )
 from ..data import fashion_mnist
-from . import UsageError, add_command, add_commands, make_parser, run
+from . import OUTPUT_RULE, UsageError, add_command, add_commands, make_parser, output_file, positive_int, run
 
 __all__ = ["build_parser", "main"]
 
@@ -47,14 +47,14 @@ def build_parser():
     tr.add_argument(
         "--out",
         default="runs/classifier.safetensors",
-        help="the .safetensors checkpoint to write (default: runs/classifier.safetensors)",
+        help=f"the .safetensors checkpoint to write (default: runs/classifier.safetensors; {OUTPUT_RULE})",
     )
-    tr.add_argument("--epochs", type=int, default=6)
-    tr.add_argument("--batch-size", type=int, default=256)
+    tr.add_argument("--epochs", type=positive_int, default=6)
+    tr.add_argument("--batch-size", type=positive_int, default=256)
     tr.add_argument("--lr", type=float, default=4e-3)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument(
-        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)"
+        "--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's choice)"
     )
     tr.add_argument(
         "--augment",
@@ -63,7 +63,10 @@ def build_parser():
         help="flip: random horizontal flips (default); flip-shift: and shifts by up to 2 px; none",
     )
     tr.add_argument(
-        "--train-limit", type=int, default=None, help="train on the first N images only (for quick tries)"
+        "--train-limit",
+        type=positive_int,
+        default=None,
+        help="train on the first N images only (for quick tries)",
     )
     ev = add_command(
         sub,
@@ -74,7 +77,9 @@ def build_parser():
     ev.add_argument(
         "model", nargs="?", default=DEFAULT_CLASSIFIER, help="a pretrained name or a checkpoint path"
     )
-    ev.add_argument("--n", type=int, default=None, help="the first N test images (default: all 10,000)")
+    ev.add_argument(
+        "--n", type=positive_int, default=None, help="the first N test images (default: all 10,000)"
+    )
     return p
 
 
@@ -93,6 +98,7 @@ def main(argv=None) -> int:
         print(f"test accuracy on {len(y)} images: {accuracy(model, x, y):.4f}")
 
     def train():
+        output_file(args.out, "--out")  # now, not after the training
         if args.threads:
             torch.set_num_threads(args.threads)
         path, config = make_classifier_checkpoint(

@@ -11,7 +11,7 @@ import sys
 
 from ..evaluate import FCD_NOTE, evaluate_checkpoint, write_json
 from ..sample import METHODS
-from . import device_arg, make_parser, run
+from . import OUTPUT_RULE, device_arg, make_parser, output_file, positive_int, run
 
 __all__ = ["build_parser", "main"]
 
@@ -31,25 +31,36 @@ def build_parser():
     )
     ap.add_argument("checkpoint", help="a checkpoint .safetensors file or a registered pretrained name")
     ap.add_argument("--bpd", action="store_true", help="bits/dim on the test split (the whole bound)")
-    ap.add_argument("--subset", type=int, default=None, help="the first N test images only (for speed)")
+    ap.add_argument(
+        "--subset",
+        type=positive_int,
+        default=None,
+        help="the first N test images only (for speed; 1 <= N <= the split's size)",
+    )
     ap.add_argument(
         "--fid-samples",
         type=int,
         default=0,
         help="generate N images and report the Frechet classifier distance (NOT Inception FID)",
     )
-    ap.add_argument("--sample-steps", type=int, default=None, help="sampling steps for FCD (default: all T)")
+    ap.add_argument(
+        "--sample-steps", type=positive_int, default=None, help="sampling steps for FCD (default: all T)"
+    )
     ap.add_argument(
         "--sample-method",
         choices=METHODS,
         default=None,
         help="sampler for FCD (default: respaced with --sample-steps, else ancestral)",
     )
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=positive_int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", type=device_arg, default="auto", help="auto (cuda, mps, cpu), cpu, cuda, ...")
     ap.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA weights")
-    ap.add_argument("--json", default=None, help="write the results here (JSON)")
+    ap.add_argument(
+        "--json",
+        default=None,
+        help=f"write the results here (JSON; checked before evaluating: {OUTPUT_RULE})",
+    )
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -58,6 +69,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def body():
+        if args.json:
+            output_file(args.json, "--json")  # now, not after the whole evaluation
         res = evaluate_checkpoint(
             args.checkpoint,
             bpd=args.bpd,

@@ -9,7 +9,16 @@ from __future__ import annotations
 import sys
 
 from ..sample import DEFAULT_STEPS, METHODS, sample_from_checkpoint
-from . import device_arg, int_list, make_parser, run
+from . import (
+    OUTPUT_RULE,
+    device_arg,
+    int_list,
+    make_parser,
+    nonnegative_float,
+    output_file,
+    positive_int,
+    run,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -33,21 +42,27 @@ def build_parser():
         "checkpoint",
         help="a checkpoint .safetensors file or a registered pretrained name (ddpm-pretrained list)",
     )
-    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--n", type=positive_int, default=64, help="number of samples (default 64)")
     p.add_argument(
         "--out",
         default="runs/samples.png",
-        help="PNG to write: an image grid, or a scatter plot for 2-D data (default: runs/samples.png)",
+        help="PNG to write: an image grid, or a scatter plot for 2-D data (default: runs/samples.png). "
+        f"For every output file: {OUTPUT_RULE}",
     )
     p.add_argument("--method", choices=METHODS, default="ancestral")
     p.add_argument(
         "--steps",
-        type=int,
+        type=positive_int,
         default=None,
         help=f"sampling steps (ancestral: T; default respaced {DEFAULT_STEPS['respaced']}, "
         f"ddim {DEFAULT_STEPS['ddim']}, at most T)",
     )
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM's eta (0: deterministic, 1: DDPM-like)")
+    p.add_argument(
+        "--eta",
+        type=nonnegative_float,
+        default=0.0,
+        help="DDIM's eta, a finite number >= 0 (0: deterministic, 1: DDPM-like)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clip", action="store_true", help="clip the predicted x_0 to [-1, 1] at every step")
     p.add_argument(
@@ -66,12 +81,15 @@ def build_parser():
         "--device", type=device_arg, default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ..."
     )
     p.add_argument(
-        "--batch-size", type=int, default=None, help="sample in batches of this size (default: all at once)"
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="sample in batches of this size (default: all at once)",
     )
-    p.add_argument("--nrow", type=int, default=None, help="images per row of the grid")
+    p.add_argument("--nrow", type=positive_int, default=None, help="images per row of the grid")
     p.add_argument(
         "--scale",
-        type=int,
+        type=positive_int,
         default=1,
         help="enlarge the image grid N times (each pixel repeated; 4 makes 28x28 images 112x112)",
     )
@@ -84,6 +102,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def body():
+        for option, path in (
+            ("--out", args.out),
+            ("--trajectory", args.trajectory),
+            ("--save-samples", args.save_samples),
+        ):
+            if path is not None:
+                output_file(path, option)
         res = sample_from_checkpoint(
             args.checkpoint,
             args.n,

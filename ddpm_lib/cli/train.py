@@ -33,7 +33,8 @@ from ..train.config import (
 from ..train.distributed import launched_by_torchrun
 from ..train.rundir import load_resumable, open_run_dir
 from ..train.trainer import Trainer
-from . import make_parser, run
+from ..utils import device as pick_device
+from . import make_parser, output_folder, positive_int, run
 
 __all__ = ["build_parser", "main"]
 
@@ -66,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from the latest checkpoint in out_dir (or in PATH, a run directory or a "
         "checkpoint file); --steps is the new total",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for CPU training")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch.set_num_threads for CPU training"
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log.jsonl still written)")
     g = p.add_argument_group("training configuration (TrainConfig fields)")
@@ -76,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         typ = FIELD_TYPES[f.name]
         shown = getattr(default, f.name)
         help_ = f"default: {json.dumps(shown)}"
+        if f.name == "out_dir":
+            help_ += " (runs/DATASET); made if missing, and checked before training"
         if f.name in ("dataset", "model", "schedule"):
             help_ += (
                 f"; one of {', '.join({'dataset': DATASETS, 'model': MODELS, 'schedule': SCHEDULES}[f.name])}"
@@ -116,6 +121,8 @@ def main(argv=None) -> int:
                 base = base or config_from_dict(ckpt.config.get("train") or {}, strict=False)
                 print(to_toml(config_from_dict(given, base)), end="")
                 return 0
+            if given.get("out_dir"):
+                output_folder(given["out_dir"], "--out-dir")
             trainer = Trainer.resume(where, config=base, command=command, **given)
         else:
             cfg = config_from_dict(given, base)
@@ -124,7 +131,9 @@ def main(argv=None) -> int:
             if args.print_config:
                 print(to_toml(cfg), end="")
                 return 0
+            pick_device(cfg.device)  # a device this machine lacks: refused before anything is made
             out = Path(cfg.out_dir)
+            output_folder(out, "--out-dir")
             if (
                 not launched_by_torchrun() or int(os.environ["RANK"]) == 0
             ):  # locked before looking, so no run starts in between
@@ -146,13 +155,19 @@ def main(argv=None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        start = trainer.step_count
         trainer.run(progress=not args.no_progress)
         if trainer.is_main:
             h = trainer.history
-            if h.loss:
+            latest = Path(trainer.config.out_dir) / "latest.safetensors"
+            if trainer.step_count == start:  # resumed at or past --steps: nothing trained, nothing written
                 print(
-                    f"done: step {trainer.step_count}, loss {h.loss[-1]:.4f}; checkpoint "
-                    f"{Path(trainer.config.out_dir) / 'latest.safetensors'}",
+                    f"done: nothing trained (the run is at step {start}); no checkpoint written",
+                    file=sys.stderr,
+                )
+            elif h.loss:
+                print(
+                    f"done: step {trainer.step_count}, loss {h.loss[-1]:.4f}; checkpoint {latest}",
                     file=sys.stderr,
                 )
         return 0

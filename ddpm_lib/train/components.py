@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import fields
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -17,6 +18,7 @@ import torch.nn as nn
 from ..diffusion import GaussianDiffusion
 from ..nets import MLP, MLPConfig, UNet, UNetConfig
 from ..schedules import NoiseSchedule
+from ..utils import os_error
 from .config import ConfigError, TrainConfig, stream_seed
 
 __all__ = ["load_images", "point_sampler", "load_data", "make_diffusion", "make_model", "Batches"]
@@ -39,6 +41,10 @@ def _read_dataset(cfg: TrainConfig):
                 ) from None
         return loader(split="train", root=root)
     split = "train" if cfg.dataset == "fashion-mnist" else "train-10k"
+    if root is not None and not Path(root).is_dir():  # else the lookup would go on to the data folder
+        raise FileNotFoundError(
+            "no such folder (give the folder that holds the *-ubyte.gz files, or leave data_root empty)"
+        )
     return D.fashion_mnist(split, root=root)
 
 
@@ -47,12 +53,22 @@ def load_images(cfg: TrainConfig) -> torch.Tensor:
 
     try:
         images = _read_dataset(cfg)
+    except FileNotFoundError as e:  # a missing file or folder keeps its type (a usage error: exit 2)
+        if cfg.data_root:
+            raise FileNotFoundError(
+                f"dataset {cfg.dataset!r} with data_root {cfg.data_root!r}: {e}"
+            ) from None
+        raise
+    except ConfigError:
+        raise
     except (ValueError, OSError, pickle.UnpicklingError) as e:
         # a corrupt, crafted or unreadable data file: one line for the command line (the loader's
-        # message names the file), not a traceback; a missing file keeps its own type and message
-        if isinstance(e, (FileNotFoundError, ConfigError)):
-            raise
-        raise ConfigError(f"cannot load dataset {cfg.dataset!r}: {e}") from None
+        # message names the file), not a traceback, and a failure (exit 1), as ddpm-data verify
+        # reports it: an I/O error stays an OSError, anything else is the data's integrity
+        msg = f"cannot load dataset {cfg.dataset!r}: {e}"
+        if isinstance(e, OSError):
+            raise os_error(e.errno, msg) from None
+        raise D.DataIntegrityError(msg) from None
     if isinstance(images, (tuple, list)):
         images = images[0]
     images = torch.as_tensor(images)
@@ -124,7 +140,10 @@ def make_model(cfg: TrainConfig, data_shape) -> nn.Module:
             raise ConfigError(f"the MLP takes vectors; the data have shape {data_shape}")
         args.setdefault("data_dim", data_shape[0])
         args.setdefault("out_dim", 2 * data_shape[0] if learned else None)
-        model = MLP(**args)
+        try:
+            model = MLP(**args)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"cannot build model 'mlp' with model_args {cfg.model_args}: {e}") from None
         want_in, want_out = model.config.data_dim, model.config.out_dim or model.config.data_dim
         if want_in != data_shape[0] or want_out != (2 if learned else 1) * data_shape[0]:
             raise ConfigError(

@@ -131,6 +131,18 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.schedule in ("linear", "quadratic"):  # the schedules that use beta_start and beta_end
+            for name in ("beta_start", "beta_end"):
+                if not 0 < getattr(self, name) < 1:
+                    raise ConfigError(
+                        f"{name} must lie in the open interval (0, 1), got {getattr(self, name)}"
+                    )
+            if self.beta_start > self.beta_end:
+                raise ConfigError(
+                    f"betas must increase: beta_start {self.beta_start} > beta_end {self.beta_end} would make "
+                    f"the {self.schedule} schedule add less noise at each step than the one before (DDPM: "
+                    f"beta_start 1e-4, beta_end 0.02); swap them"
+                )
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if not self.grad_clip >= 0:
@@ -148,6 +160,11 @@ class TrainConfig:
             raise ConfigError(
                 f"decoder 'discretized' is for 8-bit images; dataset {self.dataset!r} is continuous "
                 f"2-D data: use decoder 'gaussian' (or 'auto')"
+            )
+        if points and self.data_root:
+            raise ConfigError(
+                f"data_root names a folder of image files; dataset {self.dataset!r} is generated 2-D data: "
+                f"leave data_root empty"
             )
         if points and self.random_flip:
             raise ConfigError(f"random_flip flips images; dataset {self.dataset!r} holds 2-D points")
@@ -256,9 +273,9 @@ def load_config(path, base: TrainConfig | None = None) -> TrainConfig:
     if not path.is_file():
         raise ConfigError(f"configuration file not found: {path}")
     try:
-        d = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+        d = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"configuration file {path} is not valid TOML (UTF-8 text): {e}") from None
     try:
         return config_from_dict(d, base)
     except ConfigError as e:
