@@ -15,6 +15,10 @@ after untimed warm-up steps that include any torch.compile compilation):
   backward, gradient clipping at norm 1, Adam lr 2e-4, EMA update (decay 0.9999) of a copy of the
   weights; bf16 autocast (default) or float32. Data are random tensors in [-1, 1] already on the
   GPU: this measures the model, not a data loader.
+* Trainer.step: the same step as the library ships it, ``ddpm_lib.train.Trainer`` built from
+  configs/cifar10.toml (``make_trainer_step``): the figure a user of ``ddpm-train`` gets. Random
+  8-bit images stand in for CIFAR-10, so no archive is needed. Timed first, eager, and compiled
+  with ``--compile``.
 * sample: one step of ancestral sampling (Algorithm 2): the network's forward pass under
   torch.no_grad() in eval mode (bf16 autocast) + ``GaussianDiffusion.p_sample``, at batch 128 and 256.
 
@@ -23,8 +27,7 @@ Variants: eager in channels_last and in NCHW memory format (``UNet.channels_last
 same L_simple computed inline without the library's input checks (which read t.min()/x0.min() on
 the host each step, i.e. synchronize), to show what those syncs cost.
 
-Needs only torch (and ddpm_lib's own dependencies numpy, safetensors); imports ddpm_lib.nets,
-.diffusion and .schedules only. Run from the repository root:
+Needs ddpm_lib installed (``pip install -e .``) or on the path. Run from the repository root:
 
     PYTHONPATH=. python benchmarks/bench_cifar10_gpu.py --compile --inline-loss --max-seconds 240
     PYTHONPATH=. python benchmarks/bench_cifar10_gpu.py --device cpu --quick        # smoke test, no GPU
@@ -41,11 +44,9 @@ import copy
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
-import types
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -74,30 +75,13 @@ TARGET_FACTOR = 2.0  # the project's target: twice the paper's training rate
 
 
 def import_ddpm_lib():
-    """(UNet, UNetConfig, count_parameters, GaussianDiffusion, NoiseSchedule, version, how).
+    """(UNet, UNetConfig, count_parameters, GaussianDiffusion, NoiseSchedule, version, how)."""
+    from ddpm_lib.diffusion import GaussianDiffusion
+    from ddpm_lib.nets import UNet, UNetConfig, count_parameters
+    from ddpm_lib.schedules import NoiseSchedule
+    from ddpm_lib.version import __version__
 
-    Tries the package normally; if its __init__ pulls in something this machine lacks, loads the
-    three modules through a bare package object that skips ddpm_lib/__init__.py.
-    """
-    try:
-        from ddpm_lib.diffusion import GaussianDiffusion
-        from ddpm_lib.nets import UNet, UNetConfig, count_parameters
-        from ddpm_lib.schedules import NoiseSchedule
-
-        how = "package import"
-    except ImportError as e:  # pragma: no cover - only on a machine missing an optional dependency
-        for k in [m for m in sys.modules if m == "ddpm_lib" or m.startswith("ddpm_lib.")]:
-            del sys.modules[k]
-        pkg = types.ModuleType("ddpm_lib")
-        pkg.__path__ = [str(ROOT / "ddpm_lib")]
-        sys.modules["ddpm_lib"] = pkg
-        from ddpm_lib.diffusion import GaussianDiffusion
-        from ddpm_lib.nets import UNet, UNetConfig, count_parameters
-        from ddpm_lib.schedules import NoiseSchedule
-
-        how = f"modules only, ddpm_lib/__init__.py skipped ({type(e).__name__}: {e})"
-    m = re.search(r'__version__\s*=\s*"([^"]+)"', (ROOT / "ddpm_lib" / "__init__.py").read_text())
-    return UNet, UNetConfig, count_parameters, GaussianDiffusion, NoiseSchedule, m.group(1) if m else "?", how
+    return UNet, UNetConfig, count_parameters, GaussianDiffusion, NoiseSchedule, __version__, "package import"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +184,47 @@ def make_sample_step(model, diffusion, batch, shape, device, amp_dtype):
             return diffusion.p_sample(out.float(), x, t)
 
     return step
+
+
+def make_trainer_step(device, batch, amp, compiled, quick):
+    """The shipped training step, ``ddpm_lib.train.Trainer.step()``, configured by configs/cifar10.toml.
+
+    Everything the library does in a step is timed: drawing the batch (with random flips), t and
+    eps from the run's generators, the loss, backward, clipping, Adam with warm-up, the EMA update
+    and the history (whose loss is read on the host each step). Only the data differ: random 8-bit
+    images stand in for CIFAR-10 (through ``ddpm_lib.data.cifar10``, which the trainer's loader
+    looks for first), so no archive is needed and no data loader is measured.
+    """
+    import dataclasses
+
+    import ddpm_lib.data as D
+    from ddpm_lib.train import Trainer, load_config
+
+    def random_cifar10(split="train", root=None):
+        g = torch.Generator().manual_seed(0)
+        n = max(8 * batch, 1024)
+        images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+        return images.float() / 127.5 - 1, torch.zeros(n, dtype=torch.long)
+
+    cfg = dataclasses.replace(
+        load_config(ROOT / "configs" / "cifar10.toml"),
+        device=str(device),
+        batch_size=batch,
+        out_dir="",
+        ckpt_every=0,
+        sample_every=0,
+        n_samples=0,
+        bf16=amp == "bf16",
+        compile=compiled,
+        model_args=dict(ch=16, num_res_blocks=1, groups=8) if quick else {},
+        dropout=0.1,
+    )
+    D.cifar10 = random_cifar10
+    try:
+        trainer = Trainer(cfg)
+    finally:
+        del D.cifar10
+    return trainer.step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,7 +543,21 @@ def main(argv=None):
             )
         net = model = None  # free the GPU memory before the next variant
 
+    def trainer_phase(compiled, min_left=10.0):
+        """The shipped Trainer's step (make_trainer_step), eager or compiled as the config says."""
+        variant = f"Trainer.step {'compiled' if compiled else 'eager'} {args.amp}"
+        if clock.left() < min_left:
+            skip(variant, "train", args.batch, f"time budget (--max-seconds {args.max_seconds:g}) spent")
+            return
+        torch.manual_seed(0)
+        step = make_trainer_step(device, args.batch, args.amp, compiled, args.quick)
+        warm = args.compile_warmup if compiled else args.warmup
+        record(
+            variant, "train", args.batch, lambda: clock.measure(step, warm, args.windows, args.window_steps)
+        )
+
     amp_name = args.amp
+    trainer_phase(compiled=False)
     for fmt in args.formats:
         phase(f"eager {amp_name} {fmt}", fmt, compiled=False)
     if args.inline_loss:
@@ -526,6 +565,7 @@ def main(argv=None):
             f"eager {amp_name} {args.formats[0]}", args.formats[0], compiled=False, inline=True, sample=False
         )
     if args.compile:
+        trainer_phase(compiled=True, min_left=10.0 if args.quick else 60.0)
         # compiling the training graph takes about a minute on a big GPU: ask for that much time left
         phase(
             f"compiled {amp_name} {args.formats[0]}",
