@@ -40,7 +40,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .diffusion import GaussianDiffusion
+from .diffusion import GaussianDiffusion, progress_bar
 from .sampling import DEFAULT_STEPS, generate
 
 __all__ = [
@@ -79,7 +79,8 @@ def bits_per_dim_on(
     """The whole variational bound on ``images`` (N, ...) in [-1, 1], in bits per dimension.
 
     Uses :meth:`GaussianDiffusion.vlb_terms` (the terms :meth:`~GaussianDiffusion.bits_per_dim`
-    sums) with a CPU generator seeded by ``seed``, batch by batch. Returns a dict with
+    sums) with a CPU generator seeded by ``seed``, batch by batch (``progress``: bars over the batches
+    and over each batch's terms). Returns a dict with
     ``bpd`` (N,) per image, ``mean``, ``stderr`` (std / sqrt(N), ddof = 1), ``n``, and the mean's
     parts ``L_T``, ``L_t_minus_1`` (sum over t = 2..T of L_{t-1}) and ``L_0``, each in bits/dim
     (L_T + L_t_minus_1 + L_0 == mean up to rounding), plus ``terms_mean`` (T + 1,) in bits/dim
@@ -95,14 +96,10 @@ def bits_per_dim_on(
     gen = torch.Generator().manual_seed(int(seed))
     D = images[0].numel()
     chunks = []
-    batches = range(0, len(images), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="bits/dim", leave=False)
-    for i in batches:
+    # a bar over the batches, and below it one over the T terms of the batch (minutes each on a CPU)
+    for i in progress_bar(range(0, len(images), batch_size), "bits/dim", progress):
         x0 = images[i : i + batch_size].to(device)
-        chunks.append(diffusion.vlb_terms(model, x0, generator=gen).cpu() / (D * _LN2))
+        chunks.append(diffusion.vlb_terms(model, x0, generator=gen, progress=progress).cpu() / (D * _LN2))
     terms = torch.cat(chunks)  # (N, T + 1) bits/dim
     bpd = terms.sum(1)
     n = len(bpd)
@@ -195,27 +192,32 @@ def _classifier(classifier=None):
 
 
 @torch.no_grad()
-def classifier_features(images: torch.Tensor, classifier=None, batch_size: int = 500) -> torch.Tensor:
+def classifier_features(
+    images: torch.Tensor, classifier=None, batch_size: int = 500, progress: bool = False
+) -> torch.Tensor:
     """The classifier's penultimate features (N, 128), float64, for images (N, 1, 28, 28) in [-1, 1]."""
     clf = _classifier(classifier)
     clf.eval()
     dev = next(clf.parameters()).device
-    out = [
-        clf.features(images[i : i + batch_size].to(dev, torch.float32)).double().cpu()
-        for i in range(0, len(images), batch_size)
-    ]
+    batches = progress_bar(
+        range(0, len(images), batch_size), f"classifier features of {len(images)} images", progress
+    )
+    out = [clf.features(images[i : i + batch_size].to(dev, torch.float32)).double().cpu() for i in batches]
     return torch.cat(out)
 
 
-def classifier_statistics(images: torch.Tensor, classifier=None, batch_size: int = 500):
+def classifier_statistics(
+    images: torch.Tensor, classifier=None, batch_size: int = 500, progress: bool = False
+):
     """(mu (128,), sigma (128, 128)) float64 of the classifier's features of ``images``.
 
     sigma is the unbiased sample covariance (ddof = 1), as in the usual FID code. ``classifier``:
     a model with ``features(x)``, a checkpoint path or pretrained name (default: the shipped one).
+    ``progress``: a bar over the batches (the 10,000 test images take seconds on a CPU).
     """
     if images.ndim != 4 or len(images) < 2:
         raise ValueError(f"need at least 2 images (N, 1, 28, 28), got shape {tuple(images.shape)}")
-    f = classifier_features(images, classifier, batch_size)
+    f = classifier_features(images, classifier, batch_size, progress)
     mu = f.mean(0)
     c = f - mu
     sigma = c.T @ c / (len(f) - 1)
@@ -249,26 +251,35 @@ _REFERENCE_CACHE: dict = {}
 
 
 def fcd(
-    generated: torch.Tensor, reference: Optional[torch.Tensor] = None, classifier=None, batch_size: int = 500
+    generated: torch.Tensor,
+    reference: Optional[torch.Tensor] = None,
+    classifier=None,
+    batch_size: int = 500,
+    progress: bool = False,
 ) -> float:
     """Fréchet classifier distance between ``generated`` images and ``reference`` images.
 
     Both (N, 1, 28, 28) in [-1, 1]; ``reference`` defaults to the 10,000 Fashion-MNIST test images
-    (their statistics are cached per process for the default classifier). NOT Inception FID:
-    see :data:`FCD_NOTE`.
+    (their statistics are cached per process for the default classifier). ``progress``: bars over
+    the classifier's batches. NOT Inception FID: see :data:`FCD_NOTE`.
     """
-    stats_g = classifier_statistics(generated, classifier, batch_size)
+    stats_g = classifier_statistics(generated, classifier, batch_size, progress)
     if reference is None and classifier is None:
         from .classifier import DEFAULT_CLASSIFIER
         from .pretrained import pretrained_path
 
         key = ("fashion-mnist-test", str(pretrained_path(DEFAULT_CLASSIFIER, verify=False)))
         if key not in _REFERENCE_CACHE:
-            _REFERENCE_CACHE[key] = classifier_statistics(load_test_split("fashion-mnist"), None, batch_size)
+            _REFERENCE_CACHE[key] = classifier_statistics(
+                load_test_split("fashion-mnist"), None, batch_size, progress
+            )
         stats_r = _REFERENCE_CACHE[key]
     else:
         stats_r = classifier_statistics(
-            load_test_split("fashion-mnist") if reference is None else reference, classifier, batch_size
+            load_test_split("fashion-mnist") if reference is None else reference,
+            classifier,
+            batch_size,
+            progress,
         )
     return frechet_distance(stats_r[0], stats_r[1], stats_g[0], stats_g[1])
 
@@ -361,7 +372,7 @@ def evaluate_checkpoint(
         from .classifier import DEFAULT_CLASSIFIER
         from .pretrained import list_pretrained
 
-        value = fcd(samples)
+        value = fcd(samples, progress=progress)
         entry = list_pretrained().get(DEFAULT_CLASSIFIER, {})
         result["fcd"] = {
             "value": value,

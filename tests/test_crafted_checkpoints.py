@@ -24,6 +24,7 @@ from ddpm_lib.nets import MLP
 from ddpm_lib.pretrained import load_model
 from ddpm_lib.schedules import MAX_T
 from ddpm_lib.train import ConfigError, TrainConfig, Trainer
+from tiny_runs import tiny_roll
 
 ROOT = Path(__file__).resolve().parents[1]
 # peak RSS a refused command may add to the imports' (it was gigabytes before the checks)
@@ -199,21 +200,7 @@ def test_stored_schedule_and_configured_T_are_bounded():
 @pytest.fixture
 def roll_run(tmp_path):
     out = tmp_path / "run"
-    Trainer(
-        TrainConfig(
-            dataset="swiss-roll",
-            model="mlp",
-            model_args={"hidden": 16, "layers": 2},
-            T=10,
-            beta_start=0.1,
-            beta_end=0.7,
-            steps=2,
-            batch_size=8,
-            out_dir=str(out),
-            sample_every=0,
-            log_every=1,
-        )
-    ).run(progress=False)
+    Trainer(tiny_roll(out, steps=2, sample_every=0, log_every=1)).run(progress=False)
     return out
 
 

@@ -13,26 +13,14 @@ import torch
 from ddpm_lib.train.rundir import LOCK_NAME, RunDirInUseError, open_run_dir, remove_interrupted_writes
 from ddpm_lib.cli.train import main
 from ddpm_lib.train import TrainConfig, Trainer
+from tiny_runs import TINY_ROLL, flags, tiny_roll
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
 def tiny(out_dir, **kw) -> TrainConfig:
-    base = dict(
-        dataset="swiss-roll",
-        model="mlp",
-        model_args={"hidden": 16, "layers": 2},
-        T=10,
-        beta_start=0.1,
-        beta_end=0.7,
-        steps=2,
-        batch_size=8,
-        sample_every=0,
-        log_every=1,
-        out_dir=str(out_dir),
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_roll(out_dir, **{"steps": 2, "sample_every": 0, "log_every": 1, **kw})
 
 
 def child(code: str, *args) -> subprocess.Popen:
@@ -136,34 +124,8 @@ def test_in_one_process_the_lock_is_shared_and_released_by_close(tmp_path):
 @pytest.mark.slow
 def test_two_train_commands_on_one_directory_one_is_refused(tmp_path):
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "ddpm_lib.train",
-        "--dataset",
-        "swiss-roll",
-        "--model",
-        "mlp",
-        "--model-args",
-        '{"hidden": 16, "layers": 2}',
-        "--T",
-        "10",
-        "--beta-start",
-        "0.1",
-        "--beta-end",
-        "0.7",
-        "--batch-size",
-        "8",
-        "--steps",
-        "300",
-        "--sample-every",
-        "0",
-        "--out-dir",
-        str(out),
-        "--no-progress",
-        "--threads",
-        "1",
-    ]
+    cmd = [sys.executable, "-m", "ddpm_lib.train", *flags(TINY_ROLL), "--steps", "300", "--sample-every", "0"]
+    cmd += ["--out-dir", str(out), "--no-progress", "--threads", "1"]
     procs = [
         subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import asdict
@@ -18,6 +17,7 @@ import pytest
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
+from tiny_runs import free_port, join_as_rank
 
 from ddpm_lib.checkpoints import CheckpointError, load_checkpoint
 from ddpm_lib.cli.train import main
@@ -489,11 +489,11 @@ def test_cifar10_path_with_flips(monkeypatch):
     tr = Trainer(cfg)
     assert calls == [("train", "/somewhere")] and tr.data_shape == (3, 32, 32)
     assert tr.model.config.in_channels == 3 and tr.diffusion.decoder == "discretized"
-    g = tr._data_gen.get_state()
-    x = tr._batches.next()
-    tr._data_gen.set_state(g)
-    perm = torch.randperm(8, generator=tr._data_gen)[:4]
-    flip = torch.rand(4, generator=tr._data_gen) < 0.5
+    g = tr.data_generator.get_state()
+    x = tr.batches.next()
+    tr.data_generator.set_state(g)
+    perm = torch.randperm(8, generator=tr.data_generator)[:4]
+    flip = torch.rand(4, generator=tr.data_generator) < 0.5
     assert 0 < int(flip.sum()) < 4  # this seed flips some and keeps some
     want = torch.where(flip[:, None, None, None], images[perm].flip(-1), images[perm])
     assert torch.equal(x, want)
@@ -565,25 +565,13 @@ def test_resume_with_another_model_or_diffusion_is_refused(tmp_path, capsys):
 # -- data parallel ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, world, port, cfg, out):
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
+    join_as_rank(rank, world, port)
     torch.set_num_threads(1)
     from torch.nn.parallel import DistributedDataParallel
 
     tr = Trainer(cfg)
-    assert tr.distributed and tr.world_size == world and isinstance(tr._net, DistributedDataParallel)
+    assert tr.distributed and tr.world_size == world and isinstance(tr.net, DistributedDataParallel)
     losses = [tr.step() for _ in range(2)]
     tr.save()  # a collective: gathers every rank's RNG state; rank 0 writes
     if rank == 0:
@@ -603,7 +591,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     # no dropout; t, eps, order and flips are drawn for the global batch and split by rank
     cfg = tiny_unet_config(tmp_path / "ddp", dropout=0.0, n_examples=16, batch_size=8, steps=2)
     out = str(tmp_path / "ddp.safetensors")
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg, out), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), cfg, out), nprocs=2, join=True)
     one = Trainer(dataclasses.replace(cfg, out_dir=""))
     assert not one.distributed
     losses = [one.step() for _ in range(2)]

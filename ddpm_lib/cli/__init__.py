@@ -29,7 +29,9 @@ Exit codes, the same in every command:
   configuration or value (``--steps`` beyond T, an unknown data set), an unknown pretrained
   name, a file that does not exist or cannot be used as given (a checkpoint file that does not
   load, while a registered one found truncated is a failure, 1).
-- **130**: interrupted (Ctrl-C).
+- **130**: interrupted (Ctrl-C, SIGINT); **143**: terminated (SIGTERM) while ``ddpm-train``
+  trains, which then stops after the current step and saves it (one line says where and how to
+  resume; see :mod:`ddpm_lib.train.interrupt`). A SIGTERM anywhere else ends a command at once.
 
 Outputs, the same in every command (:func:`output_file`, :func:`output_folder`, before any work):
 a file or folder to write is checked at the start, so that a full evaluation or sampling run
@@ -88,7 +90,7 @@ class UsageError(Exception):
     """A command line that cannot work as given (exit 2)."""
 
 
-USAGE, FAILURE, INTERRUPTED = 2, 1, 130
+USAGE, FAILURE, INTERRUPTED, TERMINATED = 2, 1, 130, 143
 
 EXIT_CODES: dict[type, int] = {
     UsageError: USAGE,

@@ -2,7 +2,9 @@
 
 Settings come from the defaults, then ``--config FILE.toml``, then the flags; with ``--resume``,
 from the checkpoint (unless --config is given), then the flags. Under torchrun the same command
-trains data-parallel. The engine is ``ddpm_lib.train``; this module only parses and reports.
+trains data-parallel. Ctrl-C (or SIGTERM) stops training after the current step, with a
+checkpoint of that step and one line saying how to resume (exit code 130, or 143 for SIGTERM).
+The engine is ``ddpm_lib.train``; this module only parses and reports.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import json
 import os
 import shlex
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -31,10 +34,11 @@ from ..train.config import (
     to_toml,
 )
 from ..train.distributed import launched_by_torchrun
+from ..train.interrupt import TrainingInterrupted
 from ..train.rundir import load_resumable, open_run_dir
 from ..train.trainer import Trainer
 from ..utils import device as pick_device
-from . import make_parser, output_folder, positive_int, run
+from . import INTERRUPTED, TERMINATED, make_parser, output_folder, positive_int, run
 
 __all__ = ["build_parser", "main"]
 
@@ -99,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def resume_hint(trainer: Trainer, stop: TrainingInterrupted) -> str:
+    """Where a stopped run was saved and the command that continues it."""
+    launcher = f"torchrun --nproc_per_node {trainer.world_size} -m" if trainer.distributed else "python -m"
+    return (
+        f"checkpoint {stop.checkpoint}; resume with: {launcher} ddpm_lib.train --resume "
+        f"{shlex.quote(str(trainer.config.out_dir))}"
+    )
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -156,7 +169,12 @@ def main(argv=None) -> int:
                 flush=True,
             )
         start = trainer.step_count
-        trainer.run(progress=not args.no_progress)
+        try:
+            trainer.run(progress=not args.no_progress)
+        except TrainingInterrupted as e:
+            if trainer.is_main:
+                print(f"interrupted at step {e.step}; {resume_hint(trainer, e)}", file=sys.stderr, flush=True)
+            return TERMINATED if e.signum == signal.SIGTERM else INTERRUPTED
         if trainer.is_main:
             h = trainer.history
             latest = Path(trainer.config.out_dir) / "latest.safetensors"

@@ -22,9 +22,15 @@ and ``log.jsonl`` (one line of statistics every ``log_every`` steps), and ``.loc
 Trainer that writes the directory holds a flock on it, so a second process is refused (see
 ``ddpm_lib.train.rundir``, which also removes temporary files that killed saves left).
 
+Ctrl-C (SIGINT) or SIGTERM during ``run()`` stops training after the current step: a checkpoint
+of that step is written, then ``TrainingInterrupted`` (a KeyboardInterrupt) is raised, and
+``Trainer.resume(out_dir)`` continues from there as if nothing had happened (``ddpm-train``
+prints one line with the resume command and exits with 130, or 143 for SIGTERM).
+
 Modules: ``config`` (TrainConfig, TOML, flags), ``components`` (data, network, diffusion, batches),
-``ema``, ``history``, ``rundir``, ``state`` (the run in a checkpoint), ``distributed`` (torchrun),
-``trainer`` (the loop).
+``ema``, ``history``, ``rundir``, ``state`` (the run in a checkpoint), ``samples`` (sampling with
+the EMA weights), ``interrupt`` (stopping on a signal), ``distributed`` (torchrun), ``trainer``
+(the loop).
 """
 
 from .components import make_diffusion, make_model
@@ -41,6 +47,7 @@ from .config import (
 )
 from .ema import debias_ema, ema_decay_at, ema_update
 from .history import History
+from .interrupt import TrainingInterrupted
 from .rundir import RunDirInUseError, find_checkpoint, load_resumable
 from .trainer import Trainer
 
@@ -50,6 +57,7 @@ __all__ = [
     "History",
     "ConfigError",
     "RunDirInUseError",
+    "TrainingInterrupted",
     "ema_update",
     "ema_decay_at",
     "debias_ema",

@@ -6,12 +6,16 @@ eps, and keeps the slice ``[rank * b, (rank + 1) * b)`` with b = batch_size // w
 contiguous split of each global batch, not torch's DistributedSampler, which interleaves). The
 model is wrapped in DistributedDataParallel, which averages the gradients, so a step on W
 processes is the step one process takes on the whole batch. Only rank 0 logs, saves and samples.
+At every step boundary the processes agree on whether a signal asks them to stop
+(:func:`agreed_signal`): one small all-reduce on the CPU, through a gloo group beside an nccl one,
+so that it waits for no GPU work.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -19,7 +23,7 @@ import torch.nn as nn
 
 from ..utils import device as pick_device
 
-__all__ = ["Processes", "launched_by_torchrun", "setup_processes", "wrap_model"]
+__all__ = ["Processes", "launched_by_torchrun", "setup_processes", "wrap_model", "agreed_signal"]
 
 
 def launched_by_torchrun() -> bool:
@@ -33,12 +37,14 @@ def launched_by_torchrun() -> bool:
 @dataclass
 class Processes:
     """This process's place in the run: its rank among ``world_size``, its device, and whether it
-    created the process group (and so must destroy it)."""
+    created the process group (and so must destroy it); ``cpu_group``: the group for small
+    collectives on the CPU (gloo; None: the default group, itself gloo)."""
 
     rank: int
     world_size: int
     device: torch.device
     owns_group: bool = False
+    cpu_group: Any = None
 
     @property
     def distributed(self) -> bool:
@@ -71,6 +77,8 @@ def setup_processes(device: str = "auto") -> Processes:
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
             procs.owns_group = True
         procs.rank, procs.world_size, procs.device = dist.get_rank(), dist.get_world_size(), dev
+        if procs.distributed and "gloo" not in dist.get_backend():
+            procs.cpu_group = dist.new_group(backend="gloo")  # every process creates it, in the same order
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -88,3 +96,13 @@ def wrap_model(model: nn.Module, procs: Processes, compile: bool = False) -> nn.
     if compile:
         net = torch.compile(net)
     return net
+
+
+def agreed_signal(procs: Processes, signum: int | None) -> int | None:
+    """The signal this process received (None: none), or under DDP the largest that any process
+    received, the same in every process (a collective: every process must call it, at the same step)."""
+    if not procs.distributed:
+        return signum
+    flag = torch.tensor([signum or 0], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=procs.cpu_group)
+    return int(flag[0]) or None

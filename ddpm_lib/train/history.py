@@ -1,7 +1,8 @@
 """What a run measured: the History of its steps, and the running statistics that fill it.
 
 Taught in chapter 08 (the loss by t of section 3). Per step: the loss, gradient norm and learning
-rate; per window of ``log_every`` steps: the loss summed by ranges of t, and images per second.
+rate; per window of ``log_every`` steps: the loss summed by ranges of t, and images per second,
+which the progress bar of the steps (:class:`StepBar`) shows as each window closes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["History", "RunningStats", "t_edges", "T_BUCKETS"]
+__all__ = ["History", "RunningStats", "StepBar", "t_edges", "T_BUCKETS"]
 
 T_BUCKETS = 20  # the loss by timestep is kept as means over this many ranges of t
 
@@ -186,3 +187,28 @@ class RunningStats:
             self.bucket_sum.copy_(extra["window.sum"])
             self.bucket_count.copy_(extra["window.count"])
             self.window_start = int(extra["window.start"][0])
+
+
+class StepBar:
+    """The progress bar of a run (tqdm): steps done out of ``target``, and the loss and images per
+    second of the last closed window of ``history``; nothing when not ``enabled``."""
+
+    def __init__(self, target: int, initial: int, history: History, enabled: bool = True):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=target, initial=initial, desc="train", unit="step", dynamic_ncols=True, disable=not enabled
+        )
+        self.windows = len(history.window_step)
+
+    def update(self, history: History):
+        """One step more; the new window's numbers if one closed."""
+        self.bar.update(1)
+        if len(history.window_step) > self.windows:
+            self.windows = len(history.window_step)
+            self.bar.set_postfix(
+                loss=f"{history.loss[-1]:.4f}", img_s=f"{history.window_images_per_s[-1]:.1f}"
+            )
+
+    def close(self):
+        self.bar.close()

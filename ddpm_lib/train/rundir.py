@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import sys
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +39,7 @@ __all__ = [
     "INTERRUPTED_WRITE",
     "RunDirInUseError",
     "open_run_dir",
+    "hold_run_dir",
     "remove_interrupted_writes",
     "find_checkpoint",
     "load_resumable",
@@ -123,6 +125,15 @@ def open_run_dir(path) -> Callable[[], None]:
     _HELD[key] = [f, 1]
     remove_interrupted_writes(path)
     return _releaser(key)
+
+
+def hold_run_dir(owner, path) -> Callable[[], None]:
+    """:func:`open_run_dir` for as long as ``owner`` lives: the lock is released when the returned
+    function is called or when ``owner`` is collected (a notebook that drops its Trainer), and the
+    kernel drops it when the process dies."""
+    release = open_run_dir(path)
+    weakref.finalize(owner, release)
+    return release
 
 
 def _releaser(key: str) -> Callable[[], None]:

@@ -9,9 +9,10 @@ each process, and CUDA's on a GPU). ``check_compatible`` refuses a checkpoint of
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.distributed as dist
@@ -28,8 +29,8 @@ from ..checkpoints import (
     save_checkpoint,
 )
 from .components import make_model
-from .config import FREE_ON_RESUME, ConfigError, TrainConfig, stream_seed
-from .rundir import link_or_copy, prune
+from .config import FREE_ON_RESUME, ConfigError, TrainConfig, config_from_dict, stream_seed
+from .rundir import link_or_copy, load_resumable, prune
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = [
     "checkpoint_config",
     "save_run",
+    "load_run",
+    "resume_config",
     "rng_states",
     "restore_rng_states",
     "check_compatible",
@@ -68,7 +71,7 @@ def save_run(trainer: "Trainer", rng: dict, path=None) -> Path:
     cfg = trainer.config
     if path is None and not cfg.out_dir:
         raise ConfigError("save() needs a path or config.out_dir")
-    extra = {**trainer.stats.history.to_tensors(), **trainer._batches.state(), **trainer.stats.window_state()}
+    extra = {**trainer.stats.history.to_tensors(), **trainer.batches.state(), **trainer.stats.window_state()}
     auto = path is None
     out = Path(cfg.out_dir) if auto else Path(path).parent
     path = out / f"ckpt_{trainer.step_count}.safetensors" if auto else Path(path)
@@ -90,6 +93,48 @@ def save_run(trainer: "Trainer", rng: dict, path=None) -> Path:
     return path
 
 
+def load_run(trainer: "Trainer", ckpt: Checkpoint, note: Callable[[str], object]) -> None:
+    """Continue ``trainer`` from ``ckpt``: weights, EMA, optimizer, step, history, data order and
+    every RNG state; changed settings and missing RNG states are reported through ``note``.
+    Raises CheckpointError for a checkpoint of another run, or one that holds only a model."""
+    check_compatible(trainer, ckpt)
+    if ckpt.ema_state is None or ckpt.optimizer_state is None or ckpt.step is None:
+        raise CheckpointError(
+            f"{ckpt.path} lacks the EMA weights, optimizer state or step needed to resume "
+            f"(it is a model-only checkpoint)"
+        )
+    trainer.model.load_state_dict(ckpt.model_state)
+    trainer.ema.load_state_dict(ckpt.ema_state)
+    trainer.optimizer.load_state_dict(ckpt.optimizer_state)
+    trainer.step_count = int(ckpt.step)
+    trainer.stats.load_state(ckpt.extra)
+    trainer.batches.load_state(ckpt.extra)
+    if changed := changed_settings(ckpt, trainer.config):
+        note(
+            "resuming with changed settings (the run will not continue bit-identically): "
+            + ", ".join(changed)
+        )
+    restore_rng_states(trainer, ckpt.rng_states, note)
+
+
+def resume_config(path, config: TrainConfig | None = None, overrides: dict | None = None):
+    """(configuration, checkpoint) to continue the run in ``path`` (a run directory or a checkpoint
+    file): the checkpoint's configuration (or ``config``) with ``overrides`` of TrainConfig fields
+    applied and out_dir defaulting to the checkpoint's folder; its network is checked against the
+    checkpoint before anything is built (:func:`check_model_before_building`)."""
+    ckpt = load_resumable(path)
+    if config is None:
+        stored = ckpt.config.get("train")
+        if not isinstance(stored, dict):
+            raise CheckpointError(f"{ckpt.path} holds no training configuration to resume from")
+        config = config_from_dict(stored, strict=False)
+    cfg = config_from_dict(overrides or {}, base=config)
+    if not cfg.out_dir:
+        cfg = dataclasses.replace(cfg, out_dir=str(ckpt.path.parent))
+    check_model_before_building(cfg, ckpt)
+    return cfg, ckpt
+
+
 def rng_states(trainer: "Trainer") -> dict:
     """Every generator's state, those of all processes gathered (a collective under DDP)."""
     own = {"torch_cpu": torch.get_rng_state()}
@@ -99,8 +144,8 @@ def rng_states(trainer: "Trainer") -> dict:
     if trainer.distributed:
         everyone = [None] * trainer.world_size
         dist.all_gather_object(everyone, own)
-    noise = trainer._noise_gen
-    states = {"data": trainer._data_gen.get_state(), f"noise_{noise.device.type}": noise.get_state()}
+    noise = trainer.noise_generator
+    states = {"data": trainer.data_generator.get_state(), f"noise_{noise.device.type}": noise.get_state()}
     for r, st in enumerate(everyone):
         for k, v in st.items():
             states[f"{k}.rank{r}"] = v
@@ -112,12 +157,12 @@ def restore_rng_states(trainer: "Trainer", rng: dict, note) -> None:
     device type, or by another number of processes) seed it afresh and say so through ``note``."""
     cfg, rank, step = trainer.config, trainer.rank, trainer.step_count
     if "data" in rng:
-        trainer._data_gen.set_state(rng["data"])
-    key = f"noise_{trainer._noise_gen.device.type}"
+        trainer.data_generator.set_state(rng["data"])
+    key = f"noise_{trainer.noise_generator.device.type}"
     if key in rng:
-        trainer._noise_gen.set_state(rng[key])
+        trainer.noise_generator.set_state(rng[key])
     else:
-        trainer._noise_gen.manual_seed(stream_seed(cfg.seed, "noise", step))
+        trainer.noise_generator.manual_seed(stream_seed(cfg.seed, "noise", step))
         note(
             f"the checkpoint holds no {key} state (saved on another device type): t and eps are "
             f"drawn from a fresh seed"
