@@ -53,6 +53,7 @@ __all__ = [
     "check_model_fits",
     "check_data_shape",
     "MAX_EXAMPLE_NUMEL",
+    "load_weights",
     "sha256_file",
     "optimizer_state_to_tensors",
     "optimizer_state_from_tensors",
@@ -562,6 +563,16 @@ def _fit_problems(own: Mapping[str, tuple], stored: Mapping[str, tuple]) -> list
 
 def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def load_weights(model: nn.Module, ckpt: Checkpoint, use_ema: bool = False) -> nn.Module:
+    """Load a checkpoint's raw (or EMA) weights into ``model`` after the checks :func:`load_checkpoint`
+    makes with ``model=``: the same class and shapes, every tensor finite and floating point where
+    the model's is. Returns ``model``; raises CheckpointError naming the file and the tensor."""
+    state = ckpt.ema_state if use_ema else ckpt.model_state
+    if state is None:
+        raise CheckpointError(f"{ckpt.path} holds no EMA weights (use_ema=True)")
+    return _load_into(model, state, ckpt, "ema." if use_ema else "model.")
 
 
 def _load_into(

@@ -624,3 +624,39 @@ def test_debias_ema_recovers_the_average_of_the_trained_weights():
     assert torch.allclose(out["w"], ref, atol=1e-12) and int(out["n"]) == 3
     with pytest.raises(ValueError, match="steps must be >= 1"):
         debias_ema({"w": ema}, {"w": w0}, d, 0)
+
+
+def test_resume_refuses_non_finite_weights(tmp_path):
+    """A run whose saved weights hold a NaN (a diverged step, a damaged file) is not resumed silently."""
+    from tiny_runs import tiny_roll
+
+    trainer = Trainer(tiny_roll(tmp_path / "run", steps=2, sample_every=0, ckpt_every=0))
+    trainer.run(progress=False)
+    with torch.no_grad():
+        trainer.model.linears[0].weight[0, 0] = float("nan")
+    trainer.save()
+    trainer.close()
+    with pytest.raises(CheckpointError, match=r"tensor model\.linears\.0\.weight holds 1 NaN or infinite"):
+        Trainer.resume(tmp_path / "run")
+
+
+def test_a_full_disk_while_copying_latest_names_the_file(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    from ddpm_lib.train import rundir
+
+    src = tmp_path / "ckpt_1.safetensors"
+    src.write_bytes(b"x" * 10)
+
+    def no_link(a, b):
+        raise OSError(errno.EXDEV, "cross-device link")
+
+    def full(a, b):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir.os, "link", no_link)
+    monkeypatch.setattr(shutil, "copyfile", full)
+    with pytest.raises(OSError, match=r"cannot write .*latest\.safetensors: No space left on device"):
+        rundir.link_or_copy(src, tmp_path / "latest.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_1.safetensors"]

@@ -234,7 +234,12 @@ def link_or_copy(src: Path, dst: Path):
     try:
         os.link(src, tmp)
     except OSError:
-        shutil.copyfile(src, tmp)
+        try:
+            shutil.copyfile(src, tmp)
+        except OSError as e:  # a full disk: name the file it was writing
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise OSError(e.errno, f"cannot write {dst}: {e.strerror}") from None
     os.replace(tmp, dst)
 
 

@@ -26,6 +26,7 @@ from ..checkpoints import (
     build_on_meta,
     check_data_shape,
     check_model_fits,
+    load_weights,
     save_checkpoint,
 )
 from .components import make_model
@@ -103,8 +104,8 @@ def load_run(trainer: "Trainer", ckpt: Checkpoint, note: Callable[[str], object]
             f"{ckpt.path} lacks the EMA weights, optimizer state or step needed to resume "
             f"(it is a model-only checkpoint)"
         )
-    trainer.model.load_state_dict(ckpt.model_state)
-    trainer.ema.load_state_dict(ckpt.ema_state)
+    load_weights(trainer.model, ckpt)  # refuses NaN, infinite or integer weights, naming the tensor
+    load_weights(trainer.ema, ckpt, use_ema=True)
     trainer.optimizer.load_state_dict(ckpt.optimizer_state)
     trainer.step_count = int(ckpt.step)
     trainer.stats.load_state(ckpt.extra)
