@@ -99,15 +99,41 @@ _LAZY = {
     "TrainConfig": "train",
 }
 __all__ += list(_LAZY)
+# Every public submodule up to the engine is reachable as dl.<name> after `import ddpm_lib as dl`
+# (dl.viz.show_images, dl.data.fashion_mnist, ...), imported on first use for the same reason.
+SUBMODULES = (
+    "ablations",
+    "checkpoints",
+    "cifar",
+    "classifier",
+    "data",
+    "diffusion",
+    "evaluate",
+    "gaussians",
+    "interop",
+    "metrics",
+    "mixtures",
+    "nets",
+    "pretrained",
+    "sample",
+    "sampling",
+    "schedules",
+    "train",
+    "trajectories",
+    "utils",
+    "viz",
+)
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'ddpm_lib' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(SUBMODULES))

@@ -45,3 +45,20 @@ def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
     with pytest.raises(ZeroDivisionError):
         atomic_write(target, lambda tmp: (open(tmp, "w").write("two"), 1 / 0))
     assert target.read_text() == "one" and os.listdir(tmp_path) == ["f.txt"]
+
+
+@pytest.mark.slow
+def test_every_public_submodule_is_reachable_from_the_package():
+    """After `import ddpm_lib as dl`, dl.viz.show_images and friends work without importing the submodule."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ddpm_lib as dl, pkgutil\n"
+        "mods = {m.name for m in pkgutil.iter_modules(dl.__path__)} - {'cli', 'course', 'version'}\n"
+        "assert mods == set(dl.SUBMODULES), sorted(mods ^ set(dl.SUBMODULES))\n"
+        "assert callable(dl.viz.show_images) and callable(dl.data.fashion_mnist) and dl.train.Trainer\n"
+        "assert set(dl.SUBMODULES) <= set(dir(dl))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
