@@ -55,6 +55,8 @@ __all__ = [
     "FASHION_MNIST_SPLITS",
     "to_uint8",
     "from_uint8",
+    "load_image_files",
+    "IMAGE_SUFFIXES",
     "data_dir",
     "data_dir_problem",
     "registry_entry",
@@ -715,6 +717,75 @@ def from_uint8(images) -> torch.Tensor:
     :return: a float32 tensor of the same shape.
     """
     return torch.as_tensor(images).to(torch.float32) / 127.5 - 1
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def _as_nchw(a: np.ndarray, where: str) -> np.ndarray:
+    """(N, H, W), (N, H, W, C) or (N, C, H, W) with C in {1, 3} -> (N, C, H, W)."""
+    if a.ndim == 3:
+        return a[:, None]
+    if a.ndim == 4 and a.shape[1] in (1, 3):
+        return a
+    if a.ndim == 4 and a.shape[3] in (1, 3):
+        return a.transpose(0, 3, 1, 2)
+    raise ValueError(
+        f"{where}: images of shape {a.shape}; give (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3"
+    )
+
+
+def load_image_files(path) -> torch.Tensor:
+    """
+    Your own images as a uint8 tensor (N, C, H, W): what ``ddpm-train --dataset images --data-root
+    PATH`` trains on (chapter 13 shows it).
+
+    :param path: a folder of image files (PNG, JPEG, ...; all the same size, read in sorted name
+        order; grey images give C = 1, colour ones C = 3, an alpha channel is dropped), or an
+        ``.npz`` / ``.npy`` file holding a uint8 array (N, H, W), (N, H, W, C) or (N, C, H, W)
+        (an ``.npz`` under the key ``images``, or its only array). Never unpickled.
+    :raises FileNotFoundError: when ``path`` does not exist or holds no image files.
+    :raises ValueError: naming the file, for images of another size, dtype or layout.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such folder or file of images")
+    if p.is_dir():
+        from PIL import Image
+
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        if not files:
+            raise FileNotFoundError(f"{p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        arrays, size, mode = [], None, None
+        for f in files:
+            with Image.open(f) as im:
+                m = "L" if im.mode in ("1", "L", "LA", "I", "I;16") else "RGB"
+                if size is None:
+                    size, mode = im.size, m
+                if im.size != size:
+                    raise ValueError(
+                        f"{f}: {im.size[0]}x{im.size[1]} pixels, the first image has {size[0]}x{size[1]}"
+                    )
+                arrays.append(np.asarray(im.convert(mode)))
+        return torch.from_numpy(_as_nchw(np.stack(arrays), str(p)).copy())
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                keys = list(z.keys())
+                if "images" not in keys and len(keys) != 1:
+                    raise ValueError(f"{p}: holds {keys}; name the array 'images' (or store only one)")
+                a = z["images" if "images" in keys else keys[0]]
+        elif p.suffix == ".npy":
+            a = np.load(p, allow_pickle=False)
+        else:
+            raise ValueError(f"{p}: give a folder of image files or an .npz / .npy file")
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{p}: cannot read it as a numpy file ({e})") from None
+    if a.dtype != np.uint8:
+        raise ValueError(f"{p}: images of dtype {a.dtype}; store 8-bit images (uint8, 0..255)")
+    if len(a) == 0:
+        raise ValueError(f"{p}: holds no images")
+    return torch.from_numpy(np.ascontiguousarray(_as_nchw(a, str(p))))
 
 
 def _search_dirs(root) -> list[tuple[Path, str]]:

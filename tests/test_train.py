@@ -660,3 +660,100 @@ def test_a_full_disk_while_copying_latest_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match=r"cannot write .*latest\.safetensors: No space left on device"):
         rundir.link_or_copy(src, tmp_path / "latest.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_1.safetensors"]
+
+
+# ---- your own images (dataset "images") ---------------------------------------------------------------
+
+
+def _own(tmp_path, **kw):
+    settings = dict(
+        dataset="images",
+        model="unet",
+        model_args={"ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "groups": 4},
+        T=10,
+        beta_start=0.1,
+        beta_end=0.7,
+        batch_size=4,
+        steps=4,
+        ckpt_every=2,
+        sample_every=0,
+        out_dir=str(tmp_path),
+    )
+    return TrainConfig(**{**settings, **kw})
+
+
+def _blobs(n=12, size=16, channels=1):
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, channels, size, size), generator=g, dtype=torch.uint8)
+
+
+@pytest.mark.slow
+def test_own_images_from_a_tensor_train_and_resume_bit_identically(tmp_path):
+    images = _blobs()
+    whole = Trainer(_own(tmp_path / "whole"), images=images)
+    whole.run(progress=False)
+    whole.close()
+    part = Trainer(_own(tmp_path / "part", steps=2), images=images)
+    part.run(progress=False)
+    part.close()
+    resumed = Trainer.resume(tmp_path / "part", images=images, steps=4)
+    resumed.run(progress=False)
+    resumed.close()
+    assert resumed.data_shape == (1, 16, 16) and resumed.step_count == 4
+    for a, b in zip(whole.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="images= goes with dataset 'images'"):
+        Trainer(dataclasses.replace(_own(tmp_path / "x"), dataset="fashion-mnist-10k"), images=images)
+    with pytest.raises(ConfigError, match=r"C = 1 or 3"):
+        Trainer(_own(tmp_path / "y"), images=torch.zeros(4, 2, 16, 16, dtype=torch.uint8))
+    with pytest.raises(ConfigError, match=r"\[-1, 1\]"):
+        Trainer(_own(tmp_path / "z"), images=torch.full((4, 1, 16, 16), 3.0))
+
+
+@pytest.mark.parametrize("layout", ["folder", "npz", "npy"])
+def test_own_images_from_a_folder_or_numpy_file(tmp_path, layout):
+    import numpy as np
+    from PIL import Image
+
+    from ddpm_lib.data import load_image_files
+
+    images = _blobs(n=5, channels=3)
+    hwc = images.permute(0, 2, 3, 1).numpy()
+    if layout == "folder":
+        src = tmp_path / "imgs"
+        src.mkdir()
+        for i, a in enumerate(hwc):
+            Image.fromarray(a).save(src / f"{i:03d}.png")
+        (src / "notes.txt").write_text("not an image")
+    elif layout == "npz":
+        src = tmp_path / "imgs.npz"
+        np.savez(src, images=hwc)
+    else:
+        src = tmp_path / "imgs.npy"
+        np.save(src, images.numpy())  # (N, C, H, W) as is
+    assert torch.equal(load_image_files(src), images)  # PNG is lossless: the same bytes come back
+    trainer = Trainer(_own(tmp_path / "run", data_root=str(src), steps=1))
+    trainer.run(progress=False)
+    assert trainer.data_shape == (3, 16, 16) and trainer.step_count == 1
+    trainer.close()
+
+
+def test_own_images_are_checked_with_the_file_named(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ddpm_lib.data import load_image_files
+
+    src = tmp_path / "imgs"
+    src.mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(src / "a.png")
+    Image.fromarray(np.zeros((8, 16), np.uint8)).save(src / "b.png")
+    with pytest.raises(ValueError, match=r"b\.png: 16x8 pixels, the first image has 16x16"):
+        load_image_files(src)
+    np.save(tmp_path / "f.npy", np.zeros((2, 16, 16), np.float32))
+    with pytest.raises(ValueError, match="dtype float32; store 8-bit images"):
+        load_image_files(tmp_path / "f.npy")
+    with pytest.raises(FileNotFoundError, match="no such folder or file of images"):
+        load_image_files(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="dataset 'images' trains on your own images: give data_root"):
+        Trainer(_own(tmp_path / "run"))

@@ -21,7 +21,15 @@ from ..schedules import NoiseSchedule
 from ..utils import os_error
 from .config import ConfigError, TrainConfig, stream_seed
 
-__all__ = ["load_images", "point_sampler", "load_data", "make_diffusion", "make_model", "Batches"]
+__all__ = [
+    "load_images",
+    "own_images",
+    "point_sampler",
+    "load_data",
+    "make_diffusion",
+    "make_model",
+    "Batches",
+]
 
 
 def _read_dataset(cfg: TrainConfig):
@@ -29,6 +37,13 @@ def _read_dataset(cfg: TrainConfig):
     from .. import data as D
 
     root = cfg.data_root or None
+    if cfg.dataset == "images":
+        if root is None:
+            raise ConfigError(
+                "dataset 'images' trains on your own images: give data_root, a folder of image files "
+                "or an .npz/.npy file of uint8 images (or pass images= to Trainer)"
+            )
+        return D.load_image_files(root)
     if cfg.dataset == "cifar10":
         loader = getattr(D, "cifar10", None)
         if loader is None:
@@ -89,14 +104,36 @@ def point_sampler(name: str) -> Callable[[int, torch.Generator], torch.Tensor]:
     return lambda n, g: D.gaussian_mixture(n, generator=g)
 
 
-def load_data(cfg: TrainConfig, device) -> tuple:
+def own_images(images) -> torch.Tensor:
+    """A caller's images for dataset "images": uint8 (N, C, H, W), or float in [-1, 1], as float32."""
+    from .. import data as D
+
+    t = torch.as_tensor(images)
+    if t.ndim != 4 or t.shape[0] == 0 or t.shape[1] not in (1, 3):
+        raise ConfigError(f"images must be a tensor (N, C, H, W) with C = 1 or 3, got shape {tuple(t.shape)}")
+    if t.dtype == torch.uint8:
+        return D.from_uint8(t).contiguous()
+    if not t.is_floating_point():
+        raise ConfigError(f"images must be uint8 (0..255) or float in [-1, 1], got dtype {t.dtype}")
+    t = t.float()
+    if not bool(torch.isfinite(t).all()) or float(t.min()) < -1 or float(t.max()) > 1:
+        raise ConfigError("float images must lie in [-1, 1] (x / 127.5 - 1 of 8-bit values), and be finite")
+    return t.contiguous()
+
+
+def load_data(cfg: TrainConfig, device, images=None) -> tuple:
     """(point sampler or None, training data on ``device`` or None, data shape) of a run.
 
-    Images: the data set (the first ``n_examples`` if set), shape (C, H, W). 2-D points: a sampler
-    that draws fresh points each step, or, with ``n_examples``, a fixed set drawn once; shape (2,).
+    Images: the data set (the first ``n_examples`` if set), shape (C, H, W); ``images``: the
+    caller's own (dataset "images" only). 2-D points: a sampler that draws fresh points each step,
+    or, with ``n_examples``, a fixed set drawn once; shape (2,).
     """
+    if images is not None and (cfg.dataset != "images" or cfg.data_root):
+        raise ConfigError(
+            "images= goes with dataset 'images' and an empty data_root (the run trains on the tensor given)"
+        )
     if cfg.image_data:
-        images = load_images(cfg)
+        images = own_images(images) if images is not None else load_images(cfg)
         if cfg.n_examples:
             if cfg.n_examples > len(images):
                 raise ConfigError(

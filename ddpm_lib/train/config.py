@@ -40,7 +40,7 @@ __all__ = [
     "suggest",
 ]
 
-IMAGE_DATASETS = ("fashion-mnist", "fashion-mnist-10k", "cifar10")
+IMAGE_DATASETS = ("fashion-mnist", "fashion-mnist-10k", "cifar10", "images")
 POINT_DATASETS = ("swiss-roll", "gaussian-mixture")
 DATASETS = IMAGE_DATASETS + POINT_DATASETS
 MODELS = ("mlp", *(f"unet-fmnist-{k}" for k in UNet.FASHION_MNIST_SIZES), "unet-cifar10", "unet")
@@ -56,8 +56,10 @@ class TrainConfig:
     """Everything a run needs. Defaults: the paper's objective and optimizer, a small image run."""
 
     # data
-    dataset: str = "fashion-mnist-10k"  # one of DATASETS
-    data_root: str = ""  # a folder with the data set's files (searched first); "" = the usual lookup
+    dataset: str = "fashion-mnist-10k"  # one of DATASETS; "images": your own, from data_root
+    # a folder with the data set's files (searched first); "" = the usual lookup. For "images": a
+    # folder of image files or an .npz/.npy of uint8 images (ddpm_lib.data.load_image_files)
+    data_root: str = ""
     n_examples: int = 0  # train on the first n examples only (2-D data: a fixed set of n points); 0 = all
     random_flip: bool = False  # horizontal flips, p = 1/2 (DDPM on CIFAR-10)
     # model

@@ -46,13 +46,15 @@ class Trainer:
 
     ``step()`` one optimizer step (returns its loss); ``run(steps=None)`` to ``config.steps`` (or
     ``steps`` more); ``sample(n)`` with the EMA weights; ``save()``; ``Trainer.resume(out_dir)``.
+    Your own images: ``dataset="images"`` with ``data_root`` (a folder or an .npz), or
+    ``Trainer(config, images=tensor)`` (uint8 or [-1, 1], (N, C, H, W); pass it again to ``resume``).
     Attributes: ``model`` (the raw network; ``net``: the module a step calls, in DDP or compiled when so),
     ``ema``, ``optimizer``, ``diffusion``, ``device``, ``step_count``, ``history``, ``data_shape``,
     ``batches`` (the global batch of every step) drawn with ``data_generator``, t and eps drawn
     with ``noise_generator``, ``point_sampler`` (2-D data; None for images).
     """
 
-    def __init__(self, config: TrainConfig, *, command: str | None = None):
+    def __init__(self, config: TrainConfig, *, command: str | None = None, images=None):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config = cfg = copy.deepcopy(config).validate()
@@ -71,7 +73,7 @@ class Trainer:
         # rank 0 writes out_dir: hold its lock (and clear leftovers of killed saves) until close()
         self._release_out_dir = hold_run_dir(self, cfg.out_dir) if self.is_main and cfg.out_dir else None
 
-        self.point_sampler, self.data, self.data_shape = load_data(cfg, self.device)
+        self.point_sampler, self.data, self.data_shape = load_data(cfg, self.device, images)
         self.diffusion = make_diffusion(cfg)
         # model, EMA, optimizer: the same initial weights in every process; dropout differs between them
         torch.manual_seed(stream_seed(cfg.seed, "init"))
@@ -279,7 +281,7 @@ class Trainer:
 
     @classmethod
     def resume(
-        cls, path, config: TrainConfig | None = None, command: str | None = None, **overrides
+        cls, path, config: TrainConfig | None = None, command: str | None = None, images=None, **overrides
     ) -> "Trainer":
         """A Trainer continuing the run in ``path`` (a run directory or a checkpoint file).
 
@@ -287,7 +289,7 @@ class Trainer:
         fields applied, e.g. ``Trainer.resume("runs/x", steps=20000)``.
         """
         cfg, ckpt = resume_config(path, config, overrides)
-        return cls(cfg, command=command).load_state(ckpt)
+        return cls(cfg, command=command, images=images).load_state(ckpt)
 
     def close(self):
         """Release out_dir's lock and leave the process group this trainer created (if any)."""
