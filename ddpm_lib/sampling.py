@@ -210,6 +210,7 @@ def inpaint(
     clip_x0: bool = False,
     progress: bool = True,
     record: Optional[Iterable[int]] = None,
+    resample: int = 1,
 ):
     """Conditioning by replacement: sample x_0 with the known pixels fixed.
 
@@ -218,12 +219,23 @@ def inpaint(
     et al. 2015 Sec. 2.5 taken as a delta on the known pixels' noised values. At t = 0 the known
     pixels equal x_known exactly.
 
+    Replacement alone lets the filled region lag behind the known one: each step sees the known
+    pixels only through one noisy draw. ``resample`` = U > 1 repeats each step U times (RePaint,
+    Lugmayr et al. 2022, Algorithm 1): after the step to x_{t-1}, one forward step takes it back to
+    x_t ~ q(x_t | x_{t-1}) (DDPM Eq. 2) and the step is taken again, so the two regions can agree
+    before going on; it costs U network calls per t.
+
     :param x_known: the images whose known pixels are kept, (B, ...).
     :param mask: 1 where a pixel is known, 0 where it is to be filled; broadcastable to x_known.
+    :param resample: U, the passes per timestep (1: replacement only); ``record`` needs U = 1.
 
     Taught in chapter 11.
     """
     mask = _check_mask(mask, x_known)
+    if not isinstance(resample, int) or isinstance(resample, bool) or resample < 1:
+        raise ValueError(f"resample must be a positive integer (1: no resampling), got {resample!r}")
+    if resample > 1 and record is not None:
+        raise ValueError("record is not available with resample > 1")
 
     def condition(x, t):
         if t == 0:
@@ -233,6 +245,8 @@ def inpaint(
             known = diffusion.q_sample(x_known, tt, generator=generator)
         return mask * known + (1 - mask) * x
 
+    if resample > 1:
+        return _resampled(model, diffusion, condition, x_known, generator, clip_x0, progress, resample)
     return diffusion.sample(
         model,
         x_known.shape,
@@ -243,6 +257,21 @@ def inpaint(
         record=record,
         condition=condition,
     )
+
+
+def _resampled(model, diffusion, condition, x_known, generator, clip_x0, progress, U) -> torch.Tensor:
+    """RePaint's loop (Lugmayr et al. 2022, Algorithm 1) over the reverse steps of DDPM Algorithm 2."""
+    x = condition(initial_noise(x_known.shape, generator, x_known.device), diffusion.T)
+    for tt in progress_bar(range(diffusion.T, 0, -1), "inpainting", progress):
+        t = torch.full((x.shape[0],), tt, dtype=torch.long, device=x.device)
+        x_prev = x
+        for u in range(U if tt > 1 else 1):
+            if u > 0:  # back one step: x_t ~ q(x_t | x_{t-1}) (DDPM Eq. 2)
+                x = diffusion.q_step(x_prev, t, generator=generator)
+            out = model(x, diffusion.model_t(t))
+            x_prev = condition(diffusion.p_sample(out, x, t, clip_x0=clip_x0, generator=generator), tt - 1)
+        x = x_prev
+    return x
 
 
 @torch.no_grad()
