@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+from tiny_runs import tiny_unet
 
 from ddpm_lib import NoiseSchedule, GaussianDiffusion
 from ddpm_lib import pretrained as P
@@ -18,18 +19,7 @@ torch.set_num_threads(1)
 
 def tiny_diffusion_checkpoint(path, T=10, seed=0, ema=True):
     """A tiny UNet checkpoint following the trainer's config contract (EMA weights differ from the raw ones)."""
-    torch.manual_seed(seed)
-    model = UNet(
-        in_channels=1,
-        out_channels=1,
-        ch=8,
-        ch_mult=(1, 2),
-        num_res_blocks=1,
-        attn_resolutions=(14,),
-        resolution=28,
-        groups=4,
-        dropout=0.0,
-    )
+    model = tiny_unet(seed, jitter=False)
     ema_model = UNet(model.config)
     with torch.no_grad():
         for p, q in zip(model.parameters(), ema_model.parameters()):

@@ -19,6 +19,33 @@ TINY_ROLL = dict(
 )
 
 
+def tiny_unet(seed: int = 0, jitter: bool = True):
+    """The tests' U-Net for (B, 1, 28, 28) images: 8 channels, two levels, attention at 14x14, seeded
+    with ``seed``; ``jitter`` adds 0.01 N(0, 1) to every weight, so that the zero-initialised output
+    layers do not make it predict eps = 0 everywhere."""
+    import torch
+
+    from ddpm_lib.nets import UNet
+
+    torch.manual_seed(seed)
+    model = UNet(
+        in_channels=1,
+        out_channels=1,
+        ch=8,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(14,),
+        resolution=28,
+        groups=4,
+        dropout=0.0,
+    )
+    if jitter:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+    return model
+
+
 def tiny_roll(out_dir="", **kw) -> TrainConfig:
     """TINY_ROLL writing to ``out_dir``, with ``kw`` of other TrainConfig fields."""
     return TrainConfig(**{**TINY_ROLL, "out_dir": str(out_dir), **kw})
