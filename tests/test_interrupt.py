@@ -240,9 +240,10 @@ def test_ctrl_c_then_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, s
     step = int(m.group(1))
     assert Path(m.group(2)) == out / f"ckpt_{step}.safetensors" and Path(m.group(3)) == out
     assert step >= seen >= 45 and load_checkpoint(out / "latest.safetensors").step == step
-    assert {p.name for p in out.glob("ckpt_*.safetensors")} == {
-        f"ckpt_{s}.safetensors" for s in {seen // 20 * 20, step}
-    }
+    # keep_last = 2: the stop's checkpoint and the newest before it (when the signal came at a
+    # multiple of 20, the stop's checkpoint is that step's periodic one, and 20 steps before stays)
+    kept = sorted({*range(20, step + 1, 20), step})[-2:]
+    assert {p.name for p in out.glob("ckpt_*.safetensors")} == {f"ckpt_{s}.safetensors" for s in kept}
     assert not leftovers(out)
 
     # the printed command continues from that step, and ends where a run never stopped ends
