@@ -30,6 +30,9 @@ import matplotlib.pyplot as plt
 
 import ddpm_lib as dl
 from ddpm_lib.course import book, checks
+from ddpm_lib.viz import course_style
+
+course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
 
 # %% [markdown]
 # ## How every chapter works
@@ -222,7 +225,7 @@ fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
 ax1.plot(ts, s.alpha_bars[ts], label=r"$\bar\alpha_t$ (signal variance)")
 ax1.plot(ts, 1 - s.alpha_bars[ts], label=r"$1 - \bar\alpha_t$ (noise variance)")
 ax1.axvline(t_half, color="grey", lw=0.8, ls=":")
-ax1.set(xlabel="t", title="linear schedule, T = 1000")
+ax1.set(xlabel="t", ylabel="variance", title="linear schedule, T = 1000")
 ax1.legend(loc="center right")
 ax2.semilogy(ts, s.snr[ts])
 ax2.axhline(1.0, color="grey", lw=0.8, ls=":")

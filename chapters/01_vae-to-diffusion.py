@@ -35,6 +35,9 @@ import torch
 import ddpm_lib as dl
 from ddpm_lib.course import checks
 from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.viz import course_style
+
+course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
 
 
 
@@ -160,19 +163,19 @@ print(f"log E_q[p(x,z)/q(z|x)] (MC) = {log_mean_w:.4f} ~ log p(x) = {log_px:.4f}
 # %%
 zs = torch.linspace(-1.5, 3.0, 400, dtype=torch.float64)
 ms = torch.linspace(-1.0, 2.5, 200, dtype=torch.float64)
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4), width_ratios=[1, 1.25])
 ax1.plot(zs, dl.gaussian_log_likelihood(zs, post_mean, post_var.log()).exp(), label=r"$p(z \mid x)$, true posterior")
 ax1.plot(zs, dl.gaussian_log_likelihood(zs, m, s2.log()).exp(), label=r"$q(z \mid x) = \mathcal{N}(0.5, 0.5)$")
 ax1.plot(zs, dl.gaussian_log_likelihood(zs, 0.0, 0.0).exp(), c="grey", ls=":", label=r"$p(z)$, prior")
-ax1.set(xlabel="z", title=f"x = {x.item():.1f}")
-ax1.legend(fontsize=8)
+ax1.set(xlabel="z", ylabel="density", ylim=(0, 1.45), title=f"x = {x.item():.1f}")
+ax1.legend(loc="upper left")
 for v in (0.05, post_var.item(), 0.5, 1.0):
     vv = torch.tensor(v, dtype=torch.float64)
     ax2.plot(ms, elbo_closed_form(x, ms, vv), label=f"$s^2$ = {v:.2f}" + (" (posterior)" if v == post_var.item() else ""))
 ax2.axhline(log_px, c="k", lw=1, ls="--", label=r"$\log p(x)$")
 ax2.axvline(post_mean.item(), c="grey", lw=0.8, ls=":")
 ax2.set(xlabel="encoder mean m", ylabel="ELBO (nats)", ylim=(log_px - 4, log_px + 0.4), title="the bound never crosses log p(x)")
-ax2.legend(fontsize=8, loc="lower right")
+ax2.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
 fig.tight_layout()
 plt.show()
 
@@ -333,7 +336,10 @@ for j, t in enumerate(show):
     ax = axes[0, j]
     ax.scatter(p[:, 0], p[:, 1], s=1, alpha=0.4)
     ax.set(xlim=(-3.5, 3.5), ylim=(-3.5, 3.5), aspect="equal", title=f"t = {t}")
-    ax.tick_params(labelsize=7)
+    if j == 0:
+        ax.set(xlabel="$x[0]$", ylabel="$x[1]$")
+    else:
+        ax.tick_params(labelleft=False, labelbottom=False)
     for i, k in enumerate(picks):
         axes[i + 1, j].imshow(traj_imgs[t][k, 0].clamp(-1, 1), cmap="gray", vmin=-1, vmax=1)
         axes[i + 1, j].set_axis_off()
@@ -364,6 +370,7 @@ box
 
 # %%
 box.static_figure([dict(t=100), dict(t=1000), dict(t=1000, beta_T=0.002)])
+plt.show()
 
 # %% [markdown]
 # ## 5. Exercises

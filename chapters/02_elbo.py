@@ -43,6 +43,9 @@ import torch
 import ddpm_lib as dl
 from ddpm_lib.course import checks, widgets
 from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.viz import course_style
+
+course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
 
 F64 = torch.float64  # every toy below runs in float64, so that exact checks agree to round-off
 
@@ -156,8 +159,8 @@ for k, t in enumerate((0, 3, 10, 50)):
     ax2.hist(traj[:, t].numpy(), bins=80, range=(-4, 4), density=True, alpha=0.3, color=f"C{k}")
     ax2.plot(xx[:, 0], data_log_prob(xx, s50.alpha_bars[t]).exp(), color=f"C{k}", label=f"t = {t}")
 ax2.plot(xx[:, 0], dl.gaussian_log_likelihood(xx[:, 0], 0.0, 0.0).exp(), "k--", lw=1, label=r"$\pi = N(0, 1)$")
-ax2.set(xlabel="x", title="$q(x^t)$: histogram and closed form")
-ax2.legend(fontsize=8)
+ax2.set(xlabel="x", ylabel="density", title="$q(x^t)$: histogram and closed form")
+ax2.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
 fig.tight_layout()
 plt.show()
 
@@ -253,7 +256,7 @@ for i, xt in enumerate(x_ts):
 ax.axvspan(1e-4, 0.02, color="grey", alpha=0.15, label=r"DDPM's $\beta_t$ (1e-4 to 0.02)")
 ax.set(xlabel=r"$\beta$", ylabel="KL(true || Gaussian), nats", ylim=(1e-17, 3),
        title="How far the true reverse kernel is from a Gaussian")
-ax.legend(fontsize=8)
+ax.legend()
 fig.tight_layout()
 plt.show()
 
@@ -269,10 +272,13 @@ box = widgets.reverse_kernel_explorer()  # widget: slider beta; frames are cache
 box
 
 # %% [markdown]
-# The same widget at $\beta = 0.001$, $0.05$ and $0.5$, as a static picture (for a page without a kernel):
+# The same widget at $\beta = 0.001$, $0.05$ and $0.5$, as a static picture (for a page without a kernel): left, the
+# data and its noised version for each $\beta$; then, for each $x^t$, the three standardized kernels over the Gaussian,
+# with their KL in the title.
 
 # %%
 box.static_figure()
+plt.show()
 
 # %% [markdown]
 # ## 3. The model's probability as an integral over trajectories (Eqs. 6-9)
@@ -469,14 +475,14 @@ fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.6))
 ax1.plot(GRID, q_grid, "k", lw=2, label="data $q(x^0)$")
 for T, c in ((2, "C0"), (16, "C1"), (256, "C2")):
     ax1.plot(GRID, sweep[T]["p_grid"], color=c, label=f"model $p(x^0)$, T = {T}")
-ax1.set(xlim=(-3.5, 3.5), xlabel="$x^0$", title="The ideal Gaussian reverse process")
-ax1.legend(fontsize=8)
+ax1.set(xlim=(-3.5, 3.5), ylim=(0, 0.95), xlabel="$x^0$", ylabel="density", title="The ideal Gaussian reverse process")
+ax1.legend(loc="upper left", ncol=2)
 Ts = list(sweep)
 for key, label, c in (("var", r"Var[$\log w$]", "C3"), ("gap", r"Jensen gap $\log p(x^0) - K$", "C4"),
                       ("kl", r"$D_{KL}(q(x^0) \| p(x^0))$", "C5")):
     ax2.loglog(Ts, [sweep[T][key] for T in Ts], "o-", color=c, label=label)
 ax2.set(xlabel=r"T (with $\bar\alpha_T = 10^{-3}$ fixed)", ylabel="nats", title="All three vanish at large T")
-ax2.legend(fontsize=8)
+ax2.legend()
 fig.tight_layout()
 plt.show()
 
@@ -782,7 +788,7 @@ fig, ax = plt.subplots(figsize=(6, 3.3))
 ax.semilogx(betas_2, K_curve, "o-", ms=3, label="K (per data point)")
 ax.axvline(betas_2[i_best], color="grey", ls=":", lw=1)
 ax.set(xlabel=r"$\beta_2$ ($\beta_1 = 0.01$ fixed, T = 2)", ylabel="nats", title=r"$K$ as a function of $\beta_2$")
-ax.legend(fontsize=8)
+ax.legend()
 fig.tight_layout()
 plt.show()
 

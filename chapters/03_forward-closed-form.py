@@ -36,6 +36,9 @@ import torch
 import ddpm_lib as dl
 from ddpm_lib.course import checks
 from ddpm_lib.course.replay import below, within_sigma  # verdicts: '< 1e-12', 'within 3 sigma: True'
+from ddpm_lib.viz import course_style
+
+course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
 
 LN2 = math.log(2.0)
 
@@ -171,8 +174,8 @@ ax.hist(jump_at[t_show][4], bins=60, density=True, alpha=0.5, label="one q_sampl
 ax.plot(grid, dl.gaussian_log_likelihood(grid, ab.sqrt(), (1 - ab).log()).exp(), c="k",
         label=rf"Eq. 4: $\mathcal{{N}}(\sqrt{{\bar\alpha_t}}, 1 - \bar\alpha_t)$, $\bar\alpha_{{{t_show}}}$ = {ab:.3f}")
 ax.axvline(1.0, c="grey", ls=":", lw=1)
-ax.set(xlabel=r"$x_{100}$", title=r"$q(x_{100} \mid x_0 = 1)$, three ways")
-ax.legend(fontsize=8, loc="upper left")
+ax.set(xlabel=r"$x_{100}$", ylabel="density", ylim=(0, 2.0), title=r"$q(x_{100} \mid x_0 = 1)$, three ways")
+ax.legend(loc="upper left")  # above the histograms: they stay below 1.4
 fig.tight_layout()
 plt.show()
 
@@ -210,12 +213,12 @@ for name, sch in schedules.items():
     axes[0].semilogy(ts, sch.betas[1:], label=name)
     axes[1].plot(ts, sch.alpha_bars[1:], label=name)
     axes[2].semilogy(ts, sch.snr[1:], label=name)
-axes[0].set(xlabel="t", title=r"$\beta_t$")
-axes[1].set(xlabel="t", title=r"$\bar\alpha_t$ (the signal's share of the variance)")
+axes[0].set(xlabel="t", ylabel=r"$\beta_t$", title=r"$\beta_t$")
+axes[1].set(xlabel="t", ylabel=r"$\bar\alpha_t$", title=r"$\bar\alpha_t$ (the signal's share of the variance)")
 axes[2].axhline(1.0, c="grey", lw=0.8, ls=":")
-axes[2].set(xlabel="t", title=r"SNR$(t) = \bar\alpha_t / (1 - \bar\alpha_t)$, log scale")
+axes[2].set(xlabel="t", ylabel="SNR", title=r"SNR$(t) = \bar\alpha_t / (1 - \bar\alpha_t)$, log scale")
 for a in axes:
-    a.legend(fontsize=8)
+    a.legend()
 fig.tight_layout()
 plt.show()
 
@@ -307,12 +310,12 @@ makers = {
     "quadratic": lambda T_: dl.NoiseSchedule.quadratic(T=T_, beta_start=1e-4, beta_end=0.02, warn=False),
     "cosine": lambda T_: dl.NoiseSchedule.cosine(T=T_, warn=False),
 }
-fig, ax = plt.subplots(figsize=(6.5, 3.4))
+fig, ax = plt.subplots(figsize=(8.5, 3.4))
 for name, make in makers.items():
     ax.loglog(Ts, [make(T_).prior_kl(x0_sq) / LN2 for T_ in Ts], "o-", ms=3, label=name)
 ax.axhline(1e-5, c="grey", ls=":", lw=1, label=r"$10^{-5}$ bits/dim (DDPM, CIFAR-10)")
-ax.set(xlabel="T", ylabel="L_T (bits/dim)", title=r"$L_T = D_{KL}(q(x_T \mid x_0) \,\|\, \mathcal{N}(0, I))$, Fashion-MNIST")
-ax.legend(fontsize=8)
+ax.set(xlabel="T", ylabel="$L_T$ (bits/dim)", title=r"$L_T = D_{KL}(q(x_T \mid x_0) \,\|\, \mathcal{N}(0, I))$, Fashion-MNIST")
+ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
 fig.tight_layout()
 plt.show()
 
@@ -338,6 +341,7 @@ box
 # %%
 box.static_figure([dict(t=500, schedule="linear"), dict(t=500, schedule="cosine"), dict(t=500, schedule="quadratic"),
                    dict(T=100, t=100, schedule="linear")])
+plt.show()
 
 # %% [markdown]
 # ## 6. Exercises

@@ -37,6 +37,9 @@ import torch
 import ddpm_lib as dl
 from ddpm_lib.course import checks
 from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.viz import course_style
+
+course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
 
 
 
@@ -201,8 +204,8 @@ ts = torch.arange(1, s.T + 1)
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.5, 3.2))
 ax1.semilogy(ts, s.posterior_mean_coef1[ts], label=r"$c_0 = \sqrt{\bar\alpha_{t-1}}\,\beta_t / (1 - \bar\alpha_t)$, of $x_0$")
 ax1.semilogy(ts[1:], s.posterior_mean_coef2[ts[1:]], label=r"$c_t = \sqrt{\alpha_t}(1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t)$, of $x_t$")
-ax1.set(xlabel="t", title=r"the weights of $\tilde\mu_t = c_0 x_0 + c_t x_t$ ($t = 1$: $c_0 = 1$, $c_t = 0$)", ylim=(1e-5, 2))
-ax1.legend(fontsize=8)
+ax1.set(xlabel="t", ylabel="weight", title=r"the weights of $\tilde\mu_t = c_0 x_0 + c_t x_t$ ($t = 1$: $c_0 = 1$, $c_t = 0$)", ylim=(1e-5, 2))
+ax1.legend()
 ax2.plot(ts[1:], (s.posterior_variance[ts[1:]] / s.betas[ts[1:]]))
 ax2.set(xlabel="t", ylabel=r"$\tilde\beta_t / \beta_t = (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t)$",
         title=r"posterior variance relative to $\beta_t$", ylim=(0, 1.05))
@@ -261,8 +264,8 @@ fig, ax = plt.subplots(figsize=(6.5, 3))
 for n in (10, 100, 1000):
     ax.hist(est[n].numpy(), bins=60, range=(-0.3, 0.8), histtype="step", density=True, label=f"MC, n = {n}")
 ax.axvline(kl, color="k", lw=1.5, label="closed form")
-ax.set(xlabel="estimate of KL(q || p)", title="2000 Monte Carlo estimates of one KL, and the closed form")
-ax.legend(fontsize=8)
+ax.set(xlabel="estimate of KL(q || p)", ylabel="density", title="2000 Monte Carlo estimates of one KL, and the closed form")
+ax.legend()
 fig.tight_layout()
 plt.show()
 
@@ -358,7 +361,7 @@ ax.bar([0], mean_terms[:1].numpy(), color="C1", label=r"$L_0 = -\log p_\theta(x_
 ax.bar([toy.T], mean_terms[toy.T:].numpy(), color="C2", label=r"$L_T$ (prior)")
 ax.axhline(0, color="k", lw=0.6)
 ax.set(xlabel="term index j in L_j", ylabel="nats", title="the terms of Eq. 5 for the 1-D toy, averaged over data")
-ax.legend(fontsize=8)
+ax.legend()
 fig.tight_layout()
 plt.show()
 print(f"sum of the terms {mean_terms.sum().item():.4f} nats: L_0 {mean_terms[0].item():+.4f}, "
@@ -381,10 +384,13 @@ box = posterior_explorer(s, x0=1.0, t=100)
 box
 
 # %% [markdown]
-# Without a running kernel the widget cannot move; these are four of its settings, $t = 2, 100, 500, 1000$:
+# Without a running kernel the widget cannot move; these are four of its settings, $t = 2, 100, 500, 1000$, each panel
+# spanning its three densities (at $t = 2$ all three are narrow; from $t = 100$ on the likelihood, drawn wide under the
+# posterior, all but coincides with it):
 
 # %%
 box.static_figure()
+plt.show()
 
 # %% [markdown]
 # ## 7. Exercises

@@ -38,6 +38,9 @@ import ddpm_lib as dl
 from ddpm_lib.course import checks
 from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 from ddpm_lib.course.widgets.decoder import decoder_explorer
+from ddpm_lib.viz import course_style
+
+course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
 
 LN2 = math.log(2.0)
 
@@ -190,12 +193,12 @@ for ax, j in zip(axes, (0, 1, 2)):
         lo_x, hi_x = -1.06, -0.9
     if j == 2:
         lo_x, hi_x = 0.85, 1.15
-    ax.set(xlim=(lo_x, hi_x), xlabel=r"$x_0$")
-    ax.set_title(fr"$\mu$ = {m}, $\sigma$ = {s}" + f"\nP(x = -1) = {P[j, 0]:.3f}, P(x = +1) = {P[j, -1]:.3f}", fontsize=9)
+    ax.set(xlim=(lo_x, hi_x), xlabel=r"$x_0$", ylabel="density")
+    ax.set_title(fr"$\mu$ = {m}, $\sigma$ = {s}" + f"\nP(x = -1) = {P[j, 0]:.3f}, P(x = +1) = {P[j, -1]:.3f}")
     ax.xaxis.set_major_locator(plt.MaxNLocator(5))
     ax.axvline(-1, color="k", lw=0.6, ls=":")
     ax.axvline(1, color="k", lw=0.6, ls=":")
-axes[0].legend(fontsize=7, loc="upper left")
+axes[0].legend(loc="upper left")
 fig.tight_layout()
 plt.show()
 
@@ -209,6 +212,13 @@ plt.show()
 # %% tags=["nbval-ignore-output"]
 box = decoder_explorer()  # the widget: drag the sliders (its static pictures follow)
 box
+
+# %% [markdown]
+# Without a widget front end, four of its settings, each panel the 25 bins around the value nearest $\mu$: near the
+# lower edge ($\mu = -0.97$, $\sigma = 0.03$); centred on the grid value $x_{178} = 2 \cdot 178/255 - 1$ with
+# $\sigma = 0.01 \approx \sqrt{\beta_1}$ (the shipped model's $\sigma_1$, section 3) and with $\sigma = 0.003$; and beyond
+# $+1$ ($\mu = 1.1$, $\sigma = 0.1$). Each title gives the edge probabilities and the most likely value's code length
+# $-\log_2 P$, the number Exercise 6.2 asks about.
 
 # %%
 box.static_figure()
@@ -276,20 +286,41 @@ for name, v in (("the rounded mean (what p_sample shows)", shown), ("the decoder
     print(f"{name:<39} off x_0 by {(v - k0).abs().double().mean().item():.2f} grey levels on average, "
           f"exact at {(v == k0).double().mean().item():.0%} of pixels")
 
+# %% [markdown]
+# At $t = 1$ the noise is about one grey level, too little to see in the images themselves: side by side, $x_0$,
+# $x_1$, the mean and a draw look alike. Their *differences* from the data show what differs. Below, for the first
+# test image, each 8-bit picture minus $x_0$'s, in grey levels (red: brighter than the data, blue: darker, white:
+# exact), on one colour scale.
+
 # %%
-fig, axes = plt.subplots(1, 4, figsize=(9, 2.6))
-panels = [(x0[0], r"$x_0$ (data)"), (x1[0], r"$x_1$"), (pm["mean"][0], r"$\mu_\theta(x_1, 1)$: shown"),
-          (pm["mean"][0] + pm["variance"][0].sqrt() * z[0], r"$\mu_\theta + \sigma_1 z$: not used")]
-for ax, (im, title) in zip(axes, panels):
-    ax.imshow(dl.to_uint8(im[0]).numpy(), cmap="gray", vmin=0, vmax=255)
-    ax.set_title(title, fontsize=9)
+k1 = dl.to_uint8(x1).long()  # x_1 as 8-bit values, as shown
+maps = [(k1 - k0, r"$x_1 - x_0$: the forward noise"), (shown - k0, r"$\mu_\theta(x_1, 1) - x_0$: shown"),
+        (noisy - k0, r"$\mu_\theta + \sigma_1 z - x_0$: a draw")]
+lim = max(m[0].abs().max().item() for m, _ in maps)  # one colour scale for the three maps
+fig, axes = plt.subplots(1, 4, figsize=(9.8, 3.0), layout="constrained")
+axes[0].imshow(k0[0, 0].numpy(), cmap="gray", vmin=0, vmax=255)
+axes[0].set_title(r"$x_0$ (data)")
+for ax, (m, title) in zip(axes[1:], maps):
+    shown_map = ax.imshow(m[0, 0].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_title(title)
+for ax in axes:
     ax.axis("off")
-fig.tight_layout()
+fig.colorbar(shown_map, ax=axes[1:], label="grey levels (8-bit value minus the data's)", shrink=0.85)
 plt.show()
+background = k0[0, 0] == 0  # the black background of the first image
+for m, name in zip((m for m, _ in maps), ("x_1", "the mean", "a draw")):
+    d0 = m[0, 0]
+    print(f"{name:<9} - x_0 on the first image: |diff| <= 1 grey level at {(d0.abs() <= 1).double().mean().item():.0%} "
+          f"of pixels, largest |diff| {d0.abs().max().item()} grey levels; on the black background exact at "
+          f"{(d0[background] == 0).double().mean().item():.0%}")
 
 # %% [markdown]
-# At $t = 1$ the noise is so small that all four panels look alike at this size; the numbers above
-# say how they differ: a draw is further from the data than the noiseless mean.
+# The maps show what the averages above summarise. $x_1$ carries the forward noise everywhere, about a grey level
+# ($\sigma = \sqrt{1 - \bar\alpha_1} = \sqrt{\beta_1}$, the 1.27 grey levels printed above); on the black background only
+# its positive part survives, since rounding clips at 0. The mean $\mu_\theta(x_1, 1)$ has removed that noise: the
+# background is exact again at most pixels, and what error is left sits on the garment, mostly within one grey level.
+# A draw puts noise of the same size back, everywhere, and lands further from the data than $x_1$ itself (compare
+# the lines under the maps): the reason the last step shows the mean.
 #
 # ## 4. The whole bound in bits per dimension
 #
@@ -474,11 +505,11 @@ ax1.loglog(tt + 1, terms[:, 1:T].mean(0).numpy(), ".", ms=2, color="C0", alpha=0
            label=r"Monte Carlo $L_{t-1}$ (256 examples)")
 ax1.loglog(tt + 1, given[:, 1:T].mean(0).numpy(), color="C3", lw=1.2, label="closed form given these $x_0$")
 ax1.set(xlabel="t", ylabel="bits/dim", title=r"Gaussian data, $\sigma_t^2 = \beta_t$: each term")
-ax1.legend(fontsize=8)
+ax1.legend()
 ax2.loglog([r[0] for r in rows], [r[1] for r in rows], "o-", label=r"$\sigma_t^2 = \beta_t$")
 ax2.loglog([r[0] for r in rows], [r[2] for r in rows], "s-", label=r"$\sigma_t^2 = \tilde\beta_t$")
 ax2.set(xlabel="T", ylabel="bound - true NLL (bits/dim)", title="the gap of the best eps-model")
-ax2.legend(fontsize=8)
+ax2.legend()
 fig.tight_layout()
 plt.show()
 
@@ -588,7 +619,7 @@ for i in range(n_img):
     ax.loglog(ts_u.numpy(), vb_u[:, i].clamp(min=1e-7).numpy(), ".", ms=5, alpha=0.6, label=f"image {i}")
 ax.loglog(np.ones(n_img), L0_u.numpy(), "k^", ms=6, label=r"$L_0$ (the decoder)")
 ax.set(xlabel="t", ylabel=r"$L_{t-1}$ (bits/dim)", title="the bound's terms for the shipped U-Net, sampled t")
-ax.legend(fontsize=8, ncol=2)
+ax.legend(ncol=2)
 fig.tight_layout()
 plt.show()
 
@@ -640,9 +671,10 @@ def closed_edges(x, mean, log_scale):
 checks.check("discretized_log_likelihood", closed_edges)
 
 # %% [markdown]
-# **Exercise 6.2 (think).** Section 4.3 printed how much of the shipped U-Net's bound is $L_0$. Using the widget, find
-# how small $\sigma_1$ must be for a decoder centred exactly on a grid value to give $-\log_2 P < 0.1$
-# bits, and compare it with $\sigma_1 = \sqrt{\beta_1}$. What does that say about how good
+# **Exercise 6.2 (think).** Section 4.3 printed how much of the shipped U-Net's bound is $L_0$. Using the widget (on a
+# static page: the still of section 2, whose middle panels show $\sigma = 0.01$ and $0.003$, and
+# `dl.discretized_gaussian_probs`), find how small $\sigma_1$ must be for a decoder centred exactly on a grid value
+# to give $-\log_2 P < 0.1$ bits, and compare it with $\sigma_1 = \sqrt{\beta_1}$. What does that say about how good
 # $\mu_\theta(x_1, 1)$ would have to be to make $L_0$ small, and why does a schedule with a smaller
 # $\beta_1$ not help by itself?
 #

@@ -35,6 +35,9 @@ import torch.nn.functional as F
 import ddpm_lib as dl
 from ddpm_lib.course import checks
 from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.viz import course_style
+
+course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
 
 # %% [markdown]
 # ## 1. One network for every $t$
@@ -179,20 +182,19 @@ class EmbeddingDrawer:
 
     def __init__(self, emb, similarity, learned_sim):
         self.emb, self.sim, self.lsim = emb.numpy(), similarity.numpy(), learned_sim.numpy()
-        self.fig = Figure(figsize=(9, 2.8), dpi=80)
+        self.fig = Figure(figsize=(9.6, 3.0), dpi=100)  # the course style: 100 dpi, 10 pt text
         FigureCanvasAgg(self.fig)
         ax1, ax2 = self.fig.subplots(1, 2)
         d = self.emb.shape[1]
         colors = ["tab:blue"] * (d // 2) + ["tab:orange"] * (d // 2)
         self.bars = ax1.bar(range(d), self.emb[0], color=colors)
-        ax1.set(ylim=(-1.05, 1.05), xlabel="dimension (blue: sin, orange: cos)", title="emb(t)")
+        ax1.set(ylim=(-1.05, 1.05), xlabel="dimension (blue: sin, orange: cos)", ylabel="value", title="emb(t)")
         (self.line,) = ax2.plot(range(1, len(self.emb) + 1), self.sim[0], label="sinusoidal emb")
         (self.lline,) = ax2.plot(range(1, len(self.emb) + 1), self.lsim[0], label="learned temb")
         self.mark = ax2.axvline(1, color="k", lw=0.8, ls=":")
         # no legend box: the redrawn curves would cover it (only they are redrawn per frame)
-        ax2.set(ylim=(-0.7, 1.05), xlabel="t'",
-                title="similarity with t: sinusoidal emb (blue), learned temb (orange)")
-        ax2.title.set_fontsize(9)
+        ax2.set(ylim=(-0.7, 1.05), xlabel="t'", ylabel="cosine similarity",
+                title="similarity with t: sinusoidal (blue), learned (orange)")
         self.fig.tight_layout()
         self.blit = Blitter(self.fig, [*self.bars, self.line, self.lline, self.mark])
 
@@ -220,6 +222,7 @@ box
 
 # %%
 box.static_figure()
+plt.show()
 
 # %% [markdown]
 # ## 3. The building blocks, as equations and as code

@@ -45,6 +45,9 @@ from ddpm_lib.evaluate import FCD_NOTE, fcd
 from ddpm_lib.sampling import predicted_eps
 from ddpm_lib.trajectories import MAKE_TRAJECTORY, load_trajectory
 from ddpm_lib.course.replay import below, within_sigma  # verdicts: '< 1e-12', 'within 3 sigma: True'
+from ddpm_lib.viz import course_style
+
+course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
 
 
 
@@ -190,6 +193,7 @@ box
 
 # %%
 box.static_figure()
+plt.show()
 
 # %% [markdown]
 # At $t = T$ the predicted $x_0$ is mostly amplified error: $\hat x_0 = (x_T - \sqrt{1 - \bar\alpha_T}\,\epsilon_\theta) / \sqrt{\bar\alpha_T}$ divides by
@@ -453,7 +457,7 @@ for ax, lab in zip(axes, (f"FCD, {N} samples (biased high)", "classifier confide
     ax.set_xticks([5, 10, 20], minor=False)
     ax.set_xticks([], minor=True)
     ax.set_xticklabels(["5", "10", "20"])
-axes[0].legend(fontsize=7)
+axes[0].legend()
 plt.tight_layout()
 plt.show()
 

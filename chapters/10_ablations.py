@@ -48,6 +48,9 @@ from ddpm_lib import ablations  # DDPM Table 2 at small scale: the code of the d
 from ddpm_lib.cli.ablations import main as ddpm_ablations  # that command, callable
 from ddpm_lib.course import checks
 from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.viz import course_style
+
+course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
 
 LN2 = math.log(2.0)
 
@@ -195,7 +198,7 @@ for name, wt in weights.items():
     ax.semilogy(ts, wt / wt.mean(), label=name)
 ax.set(xlabel="t", ylabel="weight / its mean over t", title=f"weights on $\\|\\epsilon-\\epsilon_\\theta\\|^2$, "
        f"linear schedule {cfg.beta_start:g}..{cfg.beta_end:g}, T = {T}")
-ax.legend(fontsize=8)
+ax.legend()
 fig.tight_layout()
 plt.show()
 small = ts <= T // 10
@@ -331,13 +334,17 @@ fig, axes = plt.subplots(2, 4, figsize=(12, 6.2), sharex=True, sharey=True)
 for ax, rid in zip(axes.flat, ids + ["data"]):
     ax.scatter(ref[:400, 0], ref[:400, 1], s=2, c="0.75")
     if rid == "data":
-        ax.set_title("held-out data", fontsize=9)
+        ax.set_title("held-out data")
     else:
         pts = np.asarray(table["samples"][rid][seed0], dtype=float)
         out = (~np.isfinite(pts).all(1)) | (np.abs(pts) > 1.8).any(1)
         ax.scatter(pts[~out, 0], pts[~out, 1], s=2, c="C3")
-        ax.set_title(f"{rows[rid]['label'][:44]}\n({out.sum()} of {len(pts)} outside the frame)", fontsize=8)
+        ax.set_title(f"{rows[rid]['label'][:44]}\n({out.sum()} of {len(pts)} outside the frame)")
     ax.set(xlim=(-1.8, 1.8), ylim=(-1.8, 1.8), aspect="equal")
+for ax in axes[-1]:
+    ax.set_xlabel("$x_1$")
+for ax in axes[:, 0]:
+    ax.set_ylabel("$x_2$")
 fig.suptitle(f"samples after {table['steps']} steps (seed {seed0}, all T = {tc['T']} ancestral steps)", fontsize=10)
 fig.tight_layout()
 plt.show()
@@ -350,7 +357,7 @@ for i, rid in enumerate(ids):
     a1.scatter([i] * len(b), b, c="C0", s=18)
     a2.scatter([i] * len(sw), sw, c="C1", s=18)
 for a, lab in ((a1, "bound (bits/dim of a density)"), (a2, "sliced W1, samples in range")):
-    a.set_xticks(range(len(ids)), ids, rotation=35, ha="right", fontsize=8)
+    a.set_xticks(range(len(ids)), ids, rotation=35, ha="right")
     a.set_ylabel(lab)
 a2.set_yscale("log")
 fig.tight_layout()
@@ -378,7 +385,7 @@ a1.set(xlabel="step", ylabel="gradient norm (max over 50 steps)", title="gradien
 all_b = [p[1] for rid in trained for r in rows[rid]["runs"] for p in r["bpd_curve"] if p[1] is not None]
 a2.set(xlabel="step", ylabel="bound, bits/dim", title="the bound during training (EMA weights)",
        yscale="log" if min(all_b) > 0 else "symlog")
-a1.legend(fontsize=7)
+a1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
 fig.tight_layout()
 plt.show()
 
@@ -526,7 +533,7 @@ if ablations.default_out("fashion_mnist").is_file():
             imgs = torch.tensor(next(iter(fm["samples"][rid].values())), dtype=torch.uint8).reshape(-1, 28, 28)[:16]
             grid = imgs.reshape(4, 4, 28, 28).permute(0, 2, 1, 3).reshape(112, 112)
             ax.imshow(grid, cmap="gray", vmin=0, vmax=255)
-            ax.set_title(rid, fontsize=8)
+            ax.set_title(rid)
             ax.axis("off")
         fig.tight_layout()
         plt.show()
@@ -551,7 +558,7 @@ else:
 from ddpm_lib.course.widgets import Explorer  # noqa: E402
 import ipywidgets as W  # noqa: E402
 
-_fig, (_ax_s, _ax_b, _ax_g) = plt.subplots(1, 3, figsize=(11, 3.3))
+_fig, (_ax_s, _ax_b, _ax_g) = plt.subplots(1, 3, figsize=(9.8, 3.6))
 plt.close(_fig)  # drawn into PNGs, not shown by the notebook
 
 
@@ -563,21 +570,22 @@ def draw_run(row, seed):
     _ax_s.scatter(ref[:400, 0], ref[:400, 1], s=2, c="0.75")
     pts = np.asarray(table["samples"][row][str(seed)], dtype=float)
     _ax_s.scatter(pts[:, 0], pts[:, 1], s=2, c="C3")
-    _ax_s.set(xlim=(-1.8, 1.8), ylim=(-1.8, 1.8), aspect="equal", title="samples (red) and data (grey)")
+    _ax_s.set(xlim=(-1.8, 1.8), ylim=(-1.8, 1.8), aspect="equal", xlabel="$x_1$", ylabel="$x_2$",
+              title="samples (red), data (grey)")
     bc = np.array([[p[0], np.nan if p[1] is None else p[1]] for p in run["bpd_curve"]])
     _ax_b.plot(bc[:, 0], bc[:, 1], marker=".")
-    _ax_b.set(xlabel="step", title="bound, bits/dim (500 held-out points)",
+    _ax_b.set(xlabel="step", ylabel="bits/dim", title="bound (500 held-out points)",
               yscale="log" if np.nanmin(bc[:, 1]) > 0 else "symlog")  # symlog only if the bound goes below 0
     c = run["curve"]
     _ax_g.semilogy(c["step"], [np.nan if v is None else v for v in c["grad_norm_max"]], label="max")
     _ax_g.semilogy(c["step"], [np.nan if v is None else v for v in c["grad_norm_median"]], label="median")
     _ax_g.axhline(tc["grad_clip"], color="k", lw=0.6, ls=":")
-    _ax_g.set(xlabel="step", title="gradient norm per 50 steps")
-    _ax_g.legend(fontsize=7)
-    _fig.suptitle(f"{r['label']}, seed {seed}", fontsize=10)
-    _fig.subplots_adjust(left=0.06, right=0.98, bottom=0.15, top=0.8, wspace=0.3)  # fixed: tight_layout per frame is slow
+    _ax_g.set(xlabel="step", ylabel="gradient norm", title="per 50 steps; dotted: the clip")
+    _ax_g.legend(loc="upper right")
+    _fig.suptitle(f"{r['label']}, seed {seed}", fontsize=11)
+    _fig.subplots_adjust(left=0.07, right=0.99, bottom=0.15, top=0.8, wspace=0.45)  # fixed: tight_layout per frame is slow
     buf = io.BytesIO()
-    _fig.savefig(buf, format="png", dpi=72)
+    _fig.savefig(buf, format="png", dpi=100)
     html = (f"bound {pm(run['bpd'], 0)} bits/dim, sliced W1 {pm(run['score'], 0)} "
             f"(in range {pm(run['score_in_range'], 0)}), out of range {run['out_of_range'] or 0:.1%}, "
             f"diverged at step {run['diverged_at']}" if run["diverged_at"] else
@@ -586,12 +594,42 @@ def draw_run(row, seed):
     return buf.getvalue(), html
 
 
+def still_runs(settings, titles=None):
+    """The still: the samples of each setting's run (one panel each, at most 3), then their bounds and their
+    largest gradient norms during training, one panel each with a curve per run (5 panels)."""
+    n = len(settings)
+    fig, axes = plt.subplot_mosaic([[f"s{i}" for i in range(n) for _ in (0, 1)], ["b"] * n + ["g"] * n],
+                                   figsize=(9.8, 6.6), layout="constrained")
+    lowest = np.inf
+    for i, st in enumerate(settings):
+        run = next(x for x in rows[st["row"]]["runs"] if x["seed"] == st["seed"])
+        ax = axes[f"s{i}"]
+        ax.scatter(ref[:400, 0], ref[:400, 1], s=2, c="0.75")
+        pts = np.asarray(table["samples"][st["row"]][str(st["seed"])], dtype=float)
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, c=f"C{i}")
+        ax.set(xlim=(-1.8, 1.8), ylim=(-1.8, 1.8), aspect="equal", xlabel="$x_1$", ylabel="$x_2$",
+               title=f"{st['row']}, seed {st['seed']}")
+        bc = np.array([[p[0], np.nan if p[1] is None else p[1]] for p in run["bpd_curve"]])
+        axes["b"].plot(bc[:, 0], bc[:, 1], marker=".", c=f"C{i}", label=st["row"])
+        lowest = min(lowest, np.nanmin(bc[:, 1]))
+        c = run["curve"]
+        axes["g"].semilogy(c["step"], [np.nan if v is None else v for v in c["grad_norm_max"]], c=f"C{i}")
+    axes["b"].set(xlabel="step", ylabel="bits/dim", yscale="log" if lowest > 0 else "symlog",
+                  title="bound (500 held-out points)")
+    axes["g"].axhline(tc["grad_clip"], color="k", lw=0.6, ls=":")
+    axes["g"].set(xlabel="step", ylabel="largest gradient norm", title="per 50 steps; dotted: the clip")
+    fig.legend(*axes["b"].get_legend_handles_labels(), loc="outside lower center", ncol=3, frameon=False)
+    fig.suptitle(f"Table 2 on the swiss roll: samples (data in grey), bound and gradients of {n} runs")
+    return fig
+
+
 explorer = Explorer(draw_run, {"row": W.Dropdown(options=ids, value="eps-simple-fixed", description="row"),
                                "seed": W.Dropdown(options=table["seeds"], value=table["seeds"][0], description="seed")},
                     title="<b>Table 2 on the swiss roll: one run</b>",
                     static_settings=[{"row": "eps-simple-fixed", "seed": table["seeds"][0]},
                                      {"row": "mean-vlb-fixed", "seed": table["seeds"][0]},
-                                     {"row": "eps-vlb-learned", "seed": table["seeds"][0]}])
+                                     {"row": "eps-vlb-learned", "seed": table["seeds"][0]}],
+                    still=still_runs)
 explorer.name = "ablation_explorer"
 for _row in ids:  # draw every (row, seed) now, so that a choice in the widget is a lookup, not a redraw
     for _seed in table["seeds"]:
@@ -601,10 +639,11 @@ for _row in ids:  # draw every (row, seed) now, so that a choice in the widget i
 explorer.box  # the widget (its picture and readout change with the controls)
 
 # %% [markdown]
-# Without a widget front end, the same three panels for three rows:
+# Without a widget front end, three rows at once: their samples, and their bounds and gradient norms side by side:
 
 # %%
 explorer.static_figure()
+plt.show()
 
 # %% [markdown]
 # ## 4. Exercises

@@ -53,6 +53,9 @@ from ddpm_lib.mixtures import DEFAULT_MIXTURE
 from ddpm_lib.course.widgets import inpainting_explorer
 from ddpm_lib.course.widgets.inpainting import make_mask
 from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.viz import course_style
+
+course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
 
 
 
@@ -328,7 +331,9 @@ for ax, pts, title in zip(axes, (exact_a, fixed_2d, h_2d),
     ax.set_aspect("equal")
     ax.set_xlim(-1.5, 1.5)
     ax.set_ylim(-1.5, 1.5)
-axes[0].legend(loc="lower left", fontsize=7, markerscale=4)
+    ax.set_xlabel("$x_1$")
+axes[0].set_ylabel("$x_2$")
+axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), markerscale=4)
 fig.suptitle("Eight Gaussians times a Gaussian window: 2000 samples each", fontsize=11)
 fig.tight_layout()
 plt.show()
@@ -412,8 +417,8 @@ for j in range(4):
         axes[i, j].set_xticks([])
         axes[i, j].set_yticks([])
         if j == 0:
-            axes[i, j].set_ylabel(label, fontsize=9)
-    axes[2, j].set_xlabel(f"classifier: {names[int(preds['restored'][j])]}", fontsize=8)
+            axes[i, j].set_ylabel(label)
+    axes[2, j].set_xlabel(f"classifier: {names[int(preds['restored'][j])]}")
 fig.suptitle("Inpainting with the trained U-Net: known pixels set by r at every step, the hole sampled", fontsize=10)
 fig.tight_layout()
 plt.show()
@@ -435,6 +440,7 @@ box
 
 # %%
 box.static_figure()
+plt.show()
 
 # %% [markdown]
 # ## 6. The entropy of the reverse process (Sohl-Dickstein Sec. 2.6)
@@ -579,15 +585,15 @@ ax1.axhline(0, c="k", lw=0.8)
 ax1.axhline(1, c="k", lw=0.8)
 ax1.set(xscale="log", xlabel="t", ylabel="(H - lower) / (upper - lower)", ylim=(-0.2, 4.3),
         title="where H(X^(t-1) | X^t) lies between the bounds (Eq. 24)")
-ax1.text(2.2, 1.05, "upper: 1/2 log 2 pi e beta_t", fontsize=8, va="bottom")
-ax1.text(2.2, -0.05, "lower: 1/2 log 2 pi e beta~_t", fontsize=8, va="top")
-ax1.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.85))
+ax1.text(2.2, 1.05, "upper: 1/2 log 2 pi e beta_t", va="bottom")
+ax1.text(2.2, -0.05, "lower: 1/2 log 2 pi e beta~_t", va="top")
+ax1.legend(loc="upper left", bbox_to_anchor=(0.0, 0.85))
 ax2.plot(betas_grid, up_b - lo_b, c="k", label="upper bound")
 for k, (name, v) in enumerate(tr_b.items()):
     ax2.plot(betas_grid, v - lo_b, ".", c=f"C{k}", ms=5, label=name)
 ax2.set(xscale="log", yscale="log", xlabel="beta of the step", ylabel="H - lower bound (nats)",
         title=f"one step from alpha_bar_(t-1) = {ab_step}")
-ax2.legend(fontsize=8)
+ax2.legend()
 fig.tight_layout()
 plt.show()
 

@@ -42,6 +42,9 @@ from ddpm_lib.course import checks, widgets
 from ddpm_lib.classifier import load_classifier
 from ddpm_lib.course.widgets.reconstruction import interpolation_grid, reconstruction_grid
 from ddpm_lib.course.replay import below, within_sigma  # verdicts: '< 1e-12', 'within 3 sigma: True'
+from ddpm_lib.viz import course_style
+
+course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
 
 
 
@@ -149,8 +152,7 @@ ax1.set(xlabel="t (encoding depth)", ylabel="mean squared distance per pixel")
 ax2 = ax1.twinx()
 ax2.plot(TS, agree, "s--", c="C1", label="same class as x_0")
 ax2.set(ylabel="fraction with x_0's class", ylim=(-0.05, 1.05))
-ax1.legend(loc="upper left", fontsize=8)
-ax2.legend(loc="lower right", fontsize=8)
+fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, frameon=False)  # below the axes, off the data
 ax1.set_title("reconstructions share more with x_0 the smaller t is")
 plt.tight_layout()
 plt.show()
@@ -167,6 +169,7 @@ box
 
 # %%
 box.static_figure(index=1)
+plt.show()
 
 # %% [markdown]
 # ## 3. Interpolation in $x_t$ space
@@ -221,7 +224,7 @@ for m, t_ in enumerate(TI):
     ax.plot(LAMBDAS, da[m], "o-", c=f"C{m}", label=f"t = {t_}: to x_0")
     ax.plot(LAMBDAS, db[m], "s--", c=f"C{m}", label=f"t = {t_}: to x'_0")
 ax.set(xlabel="lambda", ylabel="mean squared distance", title="decoded interpolations: distance to both ends")
-ax.legend(fontsize=7, ncol=3)
+ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
 plt.tight_layout()
 plt.show()
 pred_mid = [dl.FASHION_MNIST_CLASSES[int(c)] for c in classify(ig.samples[:, 4, 0])]
@@ -237,6 +240,7 @@ ibox
 
 # %%
 ibox.static_figure()
+plt.show()
 
 # %% [markdown]
 # **Slerp, for comparison**, at $t = 400$: the same two latents $x_t, x'_t$ (the grid's $\lambda = 0$ and $1$), mixed linearly and

@@ -9,11 +9,21 @@ round((x + 1) * 127.5) clamped to 0..255, as :func:`ddpm_lib.data.to_uint8` does
     show_images(x, title="samples")         # in a notebook
     plot_2d(samples, ref=data)              # 2-D points over the data
     trajectory_strip(traj)                  # x_t and predicted x_0 along a sampling chain
+
+The course's figure style (:func:`course_style`): one set of rcParams for every figure of the course,
+readable at the width JupyterLab shows it (about 900 px): stills at 100 dpi or more, text of 10 pt or
+more, mathtext labels, labelled axes, legends off the data and at most 6 panels in a still.
+:func:`style_problems` lists what a figure breaks of it (the tests call it on every widget still).
+
+    course_style()                          # once, at the top of a chapter: the rcParams for the session
+    with course_style(): fig = ...          # or only for what is drawn inside the block
+    style_problems(fig)                     # [] when the figure keeps the style
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +39,13 @@ __all__ = [
     "save_plot_2d",
     "trajectory_strip",
     "save_figure",
+    "COURSE_RC",
+    "STILL_DPI",
+    "MIN_FONT_PT",
+    "MAX_PANELS",
+    "course_style",
+    "still_figure",
+    "style_problems",
 ]
 
 
@@ -264,12 +281,214 @@ def trajectory_strip(
                 if ok:
                     plot_2d(a, ax=ax, s=1.5, lim=lim if lim is not None else 3.0)
             if r == 0:
-                ax.set_title(f"t = {ts[k]}", fontsize=9)
-    axes[0, 0].text(-0.08, 0.5, "x_t", transform=axes[0, 0].transAxes, ha="right", va="center", fontsize=9)
+                ax.set_title(f"t = {ts[k]}", fontsize=MIN_FONT_PT)
+    axes[0, 0].text(
+        -0.08, 0.5, r"$x_t$", transform=axes[0, 0].transAxes, ha="right", va="center", fontsize=MIN_FONT_PT
+    )
     if show_x0:
         axes[1, 0].text(
-            -0.08, 0.5, "pred x_0", transform=axes[1, 0].transAxes, ha="right", va="center", fontsize=9
+            -0.08,
+            0.5,
+            r"pred. $x_0$",
+            transform=axes[1, 0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=MIN_FONT_PT,
         )
     if title is not None:
         fig.suptitle(title)
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# The course's figure style
+# ----------------------------------------------------------------------------------------------
+
+#: The smallest resolution of a still (a figure stored in a chapter), in dots per inch.
+STILL_DPI = 100
+#: The smallest text in a course figure, in points (at 100 dpi, 14 pixels: readable in JupyterLab).
+MIN_FONT_PT = 10
+#: The most panels (axes) a still may hold; a colorbar is part of its panel.
+MAX_PANELS = 6
+
+#: The course's rcParams. ``course_style()`` applies them.
+COURSE_RC = {
+    "figure.dpi": STILL_DPI,
+    "savefig.dpi": "figure",
+    "font.size": MIN_FONT_PT,
+    "axes.titlesize": 11,
+    "axes.labelsize": MIN_FONT_PT,
+    "xtick.labelsize": MIN_FONT_PT,
+    "ytick.labelsize": MIN_FONT_PT,
+    "legend.fontsize": MIN_FONT_PT,
+    "legend.title_fontsize": MIN_FONT_PT,
+    "figure.titlesize": 12,
+    "legend.framealpha": 0.9,
+    "mathtext.fontset": "dejavusans",
+    "axes.formatter.use_mathtext": True,
+    "image.interpolation": "nearest",
+}
+
+
+class course_style:
+    """Apply the course's figure style (:data:`COURSE_RC`) now; used in a ``with`` block, undo it at the
+    end of the block.
+
+    ``course_style()`` at the top of a chapter styles every figure after it; ``with course_style():``
+    styles what is drawn inside the block (the widgets' stills do this) and leaves the reader's
+    rcParams as they were. Returns the context object.
+    """
+
+    def __init__(self):
+        import matplotlib as mpl
+
+        self._saved = {k: mpl.rcParams[k] for k in COURSE_RC}
+        mpl.rcParams.update(COURSE_RC)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        import matplotlib as mpl
+
+        mpl.rcParams.update(self._saved)
+        return False
+
+    def __repr__(self):
+        return "course_style()"
+
+    def _ipython_display_(self):
+        """Nothing to show: ``course_style()`` as a cell's last line leaves no output."""
+
+
+def still_figure(figsize, **kwargs):
+    """A new pyplot figure in the course style, at :data:`STILL_DPI` (``plt.show()`` stores it in a
+    notebook; a Figure made outside pyplot would be left out). ``kwargs`` go to ``plt.figure``; call it
+    inside ``with course_style():`` so that the text made next takes the style's sizes."""
+    import matplotlib.pyplot as plt
+
+    kwargs.setdefault("dpi", STILL_DPI)
+    return plt.figure(figsize=figsize, **kwargs)
+
+
+_NUMBER = re.compile(r"^[\s\d.,eE+\-\u2212^{}()]*\d[\s\d.,eE+\-\u2212^{}()]*$")
+
+
+def _plain(label: str) -> str:
+    for token in ("$", "\\mathdefault", "\\times", "\\cdot"):
+        label = label.replace(token, "")
+    return label.strip()
+
+
+def _numeric(labels) -> bool:
+    texts = [_plain(t.get_text()) for t in labels if t.get_visible() and t.get_text()]
+    return bool(texts) and all(_NUMBER.match(t) for t in texts)
+
+
+def _is_panel(ax) -> bool:
+    return ax.get_visible() and getattr(ax, "_colorbar", None) is None
+
+
+def _data_points(ax):
+    """Display coordinates of the lines' and scatter points' data of ``ax`` (segments densified)."""
+    from matplotlib.collections import PathCollection
+
+    pts = []
+    for line in ax.get_lines():
+        if not line.get_visible() or line.get_transform() != ax.transData:
+            continue
+        xy = np.column_stack([np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)])
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        if len(xy) == 0:
+            continue
+        d = ax.transData.transform(xy)
+        if len(d) > 1:  # points along each segment, a few pixels apart
+            steps = np.linspace(0.0, 1.0, 9)[:-1, None]
+            d = np.concatenate([(a + steps * (b - a)) for a, b in zip(d[:-1], d[1:])] + [d[-1:]])
+        pts.append(d)
+    for c in ax.collections:
+        if isinstance(c, PathCollection) and c.get_visible() and c.get_offset_transform() == ax.transData:
+            off = np.asarray(c.get_offsets(), float)
+            off = off[np.isfinite(off).all(axis=1)] if off.ndim == 2 else off[:0]
+            if len(off):
+                pts.append(ax.transData.transform(off))
+    return np.concatenate(pts) if pts else np.zeros((0, 2))
+
+
+def _off_the_axes(ax) -> list:
+    """Lines whose data leave the axes' y range where their x lies in the x range (a curve cut off)."""
+    out = []
+    x0, x1 = sorted(ax.get_xlim())
+    y0, y1 = sorted(ax.get_ylim())
+    log = ax.get_yscale() == "log"
+    for line in ax.get_lines():
+        if not line.get_visible() or line.get_transform() != ax.transData:
+            continue
+        x = np.asarray(line.get_xdata(), float)
+        y = np.asarray(line.get_ydata(), float)
+        keep = np.isfinite(x) & np.isfinite(y) & (x >= x0) & (x <= x1)
+        if log:
+            keep &= y > 0
+            y, lo, hi = np.log10(np.where(keep, y, 1.0)), np.log10(y0), np.log10(y1)
+        else:
+            lo, hi = y0, y1
+        slack = 1e-3 * (hi - lo)
+        if keep.any() and ((y[keep] > hi + slack).any() or (y[keep] < lo - slack).any()):
+            out.append(line.get_label())
+    return out
+
+
+def style_problems(fig, min_dpi: int = STILL_DPI, max_panels: int = MAX_PANELS) -> list:
+    """What ``fig`` breaks of the course's figure style, one line each ([] when nothing).
+
+    Checked: the figure is pyplot's (so ``plt.show()`` stores it in a notebook); its dpi is at least
+    ``min_dpi``; every visible text (titles, labels, tick labels, legends) is at least
+    :data:`MIN_FONT_PT`; at most ``max_panels`` panels (colorbars excluded); an axis with numeric tick
+    labels has a label; no legend covers a line's or a scatter's data; no curve runs off its axes'
+    y range. A still that pastes widget frames (:func:`ddpm_lib.course.widgets.framework.static_only`)
+    carries ``fig.frame_style`` (the frames' dpi, smallest font and panels), checked the same way.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    problems = []
+    if getattr(fig.canvas, "manager", None) is None or not plt.fignum_exists(getattr(fig, "number", -1)):
+        problems.append("not a pyplot figure: plt.show() would store nothing (make it with plt.figure)")
+    if fig.dpi < min_dpi:
+        problems.append(f"dpi {fig.dpi:g} < {min_dpi}")
+    fig.canvas.draw()  # ticks and their labels exist after a draw
+    small = sorted(
+        {
+            (round(t.get_fontsize(), 1), t.get_text()[:30])
+            for t in fig.findobj(Text)
+            if t.get_visible() and t.get_text().strip() and t.get_fontsize() < MIN_FONT_PT - 1e-9
+        }
+    )
+    if small:
+        problems.append(f"text below {MIN_FONT_PT} pt: {small[:5]}{' ...' if len(small) > 5 else ''}")
+    panels = [ax for ax in fig.axes if _is_panel(ax)]
+    frames = getattr(fig, "frame_style", None)
+    n_panels = frames["panels"] if frames else len(panels)
+    if n_panels > max_panels:
+        problems.append(f"{n_panels} panels > {max_panels}")
+    if frames:
+        if frames["dpi"] < min_dpi:
+            problems.append(f"frames drawn at {frames['dpi']:g} dpi < {min_dpi}")
+        if frames["min_font_pt"] < MIN_FONT_PT - 1e-9:
+            problems.append(f"frames hold text of {frames['min_font_pt']:g} pt < {MIN_FONT_PT}")
+    for i, ax in enumerate(panels):
+        name = f"panel {i} ({ax.get_title()[:30]!r})"
+        for axis, label in ((ax.xaxis, ax.get_xlabel()), (ax.yaxis, ax.get_ylabel())):
+            if axis.get_visible() and ax.axison and _numeric(axis.get_ticklabels()) and not label.strip():
+                problems.append(f"{name}: a numeric {axis.axis_name} axis without a label")
+        legend = ax.get_legend()
+        if legend is not None and legend.get_visible():
+            box = legend.get_window_extent()
+            pts = _data_points(ax)
+            inside = (pts[:, 0] > box.x0) & (pts[:, 0] < box.x1) & (pts[:, 1] > box.y0) & (pts[:, 1] < box.y1)
+            if inside.any():
+                problems.append(f"{name}: the legend covers {int(inside.sum())} points of data")
+        cut = _off_the_axes(ax)
+        if cut:
+            problems.append(f"{name}: curves run off the axes: {cut}")
+    return problems

@@ -165,3 +165,96 @@ def test_save_image_grid_scale_repeats_pixels_exactly(tmp_path):
     assert np.array_equal(four[::4, ::4], one)
     with pytest.raises(ValueError, match="scale must be an integer in 1..16"):
         viz.save_image_grid(x, tmp_path / "c.png", scale=0)
+
+
+# ---- the course's figure style ---------------------------------------------------------------
+
+
+def test_course_style_applies_now_and_a_with_block_restores():
+    import matplotlib as mpl
+
+    old = {k: mpl.rcParams[k] for k in viz.COURSE_RC}
+    try:
+        mpl.rcParams["font.size"] = 7.0
+        with viz.course_style():
+            assert (
+                mpl.rcParams["font.size"] == viz.MIN_FONT_PT and mpl.rcParams["figure.dpi"] == viz.STILL_DPI
+            )
+        assert mpl.rcParams["font.size"] == 7.0
+        viz.course_style()  # called, not entered: the style stays (a chapter's first cell)
+        assert mpl.rcParams["font.size"] == viz.MIN_FONT_PT
+    finally:
+        mpl.rcParams.update(old)
+
+
+def _good_still():
+    with viz.course_style():
+        fig = viz.still_figure((6, 3))
+        ax = fig.add_subplot(1, 1, 1)
+        x = np.linspace(0, 1, 50)
+        ax.plot(x, x**2, label="x^2")
+        ax.set(xlabel="x", ylabel="y", ylim=(0, 1.5))
+        ax.legend(loc="upper left")
+    return fig
+
+
+def test_style_problems_accepts_a_figure_that_keeps_the_style():
+    fig = _good_still()
+    assert viz.style_problems(fig) == []
+    plt.close(fig)
+
+
+def test_style_problems_names_each_breach():
+    from matplotlib.figure import Figure
+
+    # not pyplot's: plt.show() would store nothing (chapter 06's missing still)
+    fig = Figure(figsize=(4, 3), dpi=100)
+    fig.add_subplot(1, 1, 1).set_axis_off()
+    assert any("not a pyplot figure" in p for p in viz.style_problems(fig))
+    # dpi below 100, and text below 10 pt
+    fig = _good_still()
+    fig.set_dpi(72)
+    fig.axes[0].set_title("small", fontsize=7)
+    problems = viz.style_problems(fig)
+    assert any("dpi 72 < 100" in p for p in problems) and any("below 10 pt" in p for p in problems)
+    plt.close(fig)
+    # more than six panels
+    fig, axes = plt.subplots(2, 4)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    assert any("8 panels > 6" in p for p in viz.style_problems(fig))
+    plt.close(fig)
+    # a numeric axis without a label
+    fig = _good_still()
+    fig.axes[0].set_xlabel("")
+    assert any("numeric x axis without a label" in p for p in viz.style_problems(fig))
+    plt.close(fig)
+    # a legend over the data: the curve passes through the upper left corner
+    fig = _good_still()
+    ax = fig.axes[0]
+    ax.plot([0, 1], [1.5, 0], label="through the corner")
+    ax.legend(loc="upper left")
+    assert any("legend covers" in p for p in viz.style_problems(fig))
+    plt.close(fig)
+    # a curve cut off at the top of its axes (chapter 04's posterior was)
+    fig = _good_still()
+    fig.axes[0].set_ylim(0, 0.5)
+    fig.axes[0].get_legend().remove()
+    assert any("run off the axes" in p for p in viz.style_problems(fig))
+    plt.close(fig)
+
+
+def test_trajectory_strip_labels_keep_the_minimum_size():
+    s = dl.NoiseSchedule.linear(20, beta_end=0.5)
+    _, traj = dl.GaussianDiffusion(s).sample(
+        lambda x, t: torch.zeros_like(x),
+        (1, 1, 8, 8),
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+        record=[20, 0],
+    )
+    fig = viz.trajectory_strip(traj)
+    fig.canvas.draw()
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip()]
+    assert min(sizes) >= viz.MIN_FONT_PT
+    plt.close("all")

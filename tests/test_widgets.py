@@ -11,6 +11,7 @@ import torch
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
+from ddpm_lib import viz  # noqa: E402
 from ddpm_lib.course import widgets as W  # noqa: E402
 
 # per-step budget on a loaded 2-core machine (the widgets aim at about 0.1 s unloaded)
@@ -97,13 +98,40 @@ def test_posterior_explorer():
     assert "beta~" in box.readout.value
 
 
-@pytest.mark.parametrize("make", [W.forward_explorer, W.reverse_kernel_explorer, W.posterior_explorer])
-def test_static_fallback(make):
+@pytest.mark.parametrize(
+    "make, panels",
+    [(W.forward_explorer, 2), (W.reverse_kernel_explorer, 4), (W.posterior_explorer, 5)],
+)
+def test_static_fallback_is_a_still_in_the_course_style(make, panels):
+    import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
     fig = make(static=True)
     assert isinstance(fig, Figure)
-    assert len(fig.axes) >= 3
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == panels
+    assert viz.style_problems(fig) == []
+    plt.close(fig)
+
+
+def test_stills_of_the_chapters_settings_keep_the_style():
+    # the settings chapters 01, 03 and 04 pass, partial (the other controls keep their values)
+    import matplotlib.pyplot as plt
+
+    box = W.forward_explorer(t=100)
+    for settings in (
+        [dict(t=100), dict(t=1000), dict(t=1000, beta_T=0.002)],
+        [dict(t=500, schedule=s) for s in ("linear", "cosine", "quadratic")] + [dict(T=100, t=100)],
+    ):
+        fig = box.static_figure(settings)
+        assert viz.style_problems(fig) == []
+        labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        assert len(labels) == len(settings) and all("alpha" in lab for lab in labels)
+        plt.close(fig)
+    with pytest.raises(ValueError, match="1 to 6 settings"):
+        box.static_figure([dict(t=v) for v in range(1, 8)])
+    fig = W.posterior_explorer().static_figure([dict(t=1), dict(t=2)])  # t = 1: the prior is a point mass
+    assert viz.style_problems(fig) == []
+    plt.close(fig)
 
 
 def test_box_display_bundle_has_png():
@@ -114,7 +142,8 @@ def test_box_display_bundle_has_png():
     assert "posterior_explorer" in data["text/plain"]
     from matplotlib.figure import Figure
 
-    assert isinstance(box.static_figure(), Figure)
+    fig = box.static_figure()
+    assert isinstance(fig, Figure) and viz.style_problems(fig) == []
 
 
 @pytest.mark.slow
@@ -144,3 +173,45 @@ def test_every_public_name_resolves_and_explorers_live_one_per_module():
     assert W.Explorer is fw.Explorer and W.Blitter is fw.Blitter
     with pytest.raises(AttributeError, match="no attribute"):
         W.no_such_explorer
+
+
+class _FramesOn:
+    """A drawer on one figure (as chapter 07's): a marker moved along a line per frame."""
+
+    def __init__(self, dpi, fontsize):
+        from ddpm_lib.course.widgets.framework import new_figure
+
+        self.fig = new_figure((4, 2.5), dpi)
+        ax = self.fig.add_subplot(1, 1, 1)
+        ax.plot([0, 1], [0, 1])
+        ax.set_xlabel("x", fontsize=fontsize)
+        ax.set_ylabel("y", fontsize=fontsize)
+        ax.tick_params(labelsize=fontsize)
+        (self.mark,) = ax.plot([0], [0], "o")
+        self.blit = W.Blitter(self.fig, [self.mark])
+
+    def __call__(self, v):
+        self.mark.set_data([v], [v])
+        return self.blit.frame(), f"v = {v}"
+
+
+def test_a_still_of_pasted_frames_is_checked_by_the_frames_it_pastes():
+    import ipywidgets as ipw
+    import matplotlib.pyplot as plt
+
+    def still_of(dpi, fontsize, n):
+        ex = W.Explorer(
+            _FramesOn(dpi, fontsize),
+            {"v": ipw.FloatSlider(value=0.5, min=0, max=1)},
+            static_settings=[dict(v=v) for v in (0.1, 0.5, 0.9)[:n]],
+        )
+        return ex.static_figure()
+
+    fig = still_of(100, 10, 3)
+    assert fig.frame_style["panels"] == 3 and viz.style_problems(fig) == []
+    assert [t.get_text() for t in fig.texts] == ["v = 0.1", "v = 0.5", "v = 0.9"]
+    plt.close(fig)
+    problems = viz.style_problems(still_of(72, 7, 3))
+    assert any("frames drawn at 72 dpi" in p for p in problems)
+    assert any("frames hold text of 7 pt" in p for p in problems)
+    plt.close("all")

@@ -25,10 +25,15 @@ def test_decoder_explorer():
     assert (
         "most likely value k = 178" in box.readout.value or "most likely value k = 179" in box.readout.value
     )
-    fig = box.static_figure()
-    assert len(fig.axes) == 3
+    from ddpm_lib.viz import style_problems
+
+    fig = (
+        box.static_figure()
+    )  # a panel per setting: near -1, on a grid value at sigma 0.01 and 0.003, beyond +1
+    assert len(fig.axes) == 4 and style_problems(fig) == []
+    assert "-\\log_2 P$ = 0.31 bits" in fig.axes[2].get_title()  # on a grid value, sigma = 0.003: P = 0.809
     fig2 = decoder_explorer(static=True)
-    assert len(fig2.axes) == 3
+    assert len(fig2.axes) == 4 and style_problems(fig2) == []
     with pytest.raises(ValueError, match="sigma must be"):
         decoder_explorer(sigma=0.0)
     with pytest.raises(ValueError, match="mu must be"):

@@ -145,10 +145,15 @@ def test_explorer_controls_change_the_picture(box):
 def test_explorer_static_fallback(setup, box):
     from matplotlib.figure import Figure
 
+    from ddpm_lib.viz import style_problems
+
     fig = box.static_figure()
-    assert isinstance(fig, Figure) and len(fig.axes) == 1 + 4  # a mid t, then t = 0 for each region
+    # one mosaic: a row per setting and image (a mid t, then t = 0 for each region), 5 pictures a row
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    assert len(fig.axes[0].get_yticklabels()) == (1 + 4) * 2 and len(fig.axes[0].get_xticklabels()) == 5
+    assert style_problems(fig) == []
     fig2 = I.inpainting_explorer(run=setup[2], static=True)
-    assert isinstance(fig2, Figure) and len(fig2.axes) == 5
+    assert isinstance(fig2, Figure) and len(fig2.axes) == 1 and style_problems(fig2) == []
     bundle = box._repr_mimebundle_()
     assert "image/png" in bundle and "inpainting_explorer widget" in bundle["text/plain"]
 

@@ -19,6 +19,7 @@ pytest.importorskip("matplotlib")
 import ddpm_lib as dl  # noqa: E402
 from ddpm_lib.course import widgets as W  # noqa: E402
 from ddpm_lib.course.widgets import reconstruction as R  # noqa: E402
+from ddpm_lib.viz import style_problems  # noqa: E402
 
 STEP_BUDGET_S = 0.5  # per slider step on a loaded 2-core machine (a cache lookup in these widgets)
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -99,11 +100,13 @@ def test_reverse_process_explorer_static(trajectory, schedule):
     fig = W.reverse_process_explorer(trajectory, schedule, static=True, index=1)
     ax = fig.axes[0]
     assert len(ax.get_xticklabels()) == 10 and len(ax.get_yticklabels()) == 3  # ten default t; x_t, eps, x_0
+    assert style_problems(fig) == []
     box = W.reverse_process_explorer(trajectory, schedule)
     fig = box.static_figure(ts=[1000, 498, 0])  # snapped to recorded timesteps
     ax = fig.axes[0]
-    assert [l.get_text() for l in ax.get_xticklabels()] == ["t=1000", "t=500", "t=0"]
+    assert [l.get_text() for l in ax.get_xticklabels()] == ["1000", "500", "0"]
     assert len(ax.get_yticklabels()) == 3 * 3  # three images
+    assert len(fig.axes) == 1 and style_problems(fig) == []
     with pytest.raises(ValueError, match="index must be in 0..2"):
         box.static_figure(index=3)
 
@@ -193,10 +196,12 @@ def test_reconstruction_explorer(rgrid):
     _move(box, "t", [50, 1000])
     box.set(t=60)  # snaps to the grid's t
     assert c.value == 50 and "t = 50 " in box.readout.value and "mean squared distance" in box.readout.value
-    fig = box.static_figure(index=1)
-    assert len(fig.axes) == 3 * (2 + 2)
+    fig = box.static_figure(index=1)  # one mosaic: a row per t; x_0, x_t and the 2 draws
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1 and len(ax.get_yticklabels()) == 3 and len(ax.get_xticklabels()) == 2 + 2
+    assert style_problems(fig) == []
     fig = W.reconstruction_explorer(rgrid, static=True)
-    assert len(fig.axes) == 3 * 4
+    assert len(fig.axes) == 1 and style_problems(fig) == []
     with pytest.raises(ValueError, match="t must lie in 50..1000"):
         W.reconstruction_explorer(rgrid, t=10)
     with pytest.raises(ValueError, match="index must be in 0..1"):
@@ -255,8 +260,10 @@ def test_interpolation_explorer(igrid):
     _move(box, "t", [400, 100])
     box.set(lam=0.7, t=390)  # snapped to the grid's values
     assert "t = 400, lambda = 0.75" in box.readout.value
-    fig = box.static_figure()
-    assert len(fig.axes) == 2 * (5 + 2)
+    fig = box.static_figure()  # one mosaic: a row per t; x_0, the 5 lambdas, x'_0
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1 and len(ax.get_yticklabels()) == 2 and len(ax.get_xticklabels()) == 5 + 2
+    assert style_problems(fig) == []
     with pytest.raises(ValueError, match="lam must lie in \\[0, 1\\]"):
         W.interpolation_explorer(igrid, lam=2.0)
     with pytest.raises(ValueError, match="pair must be in 0..0"):

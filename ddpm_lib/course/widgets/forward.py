@@ -15,7 +15,7 @@ import torch
 
 from ...diffusion import GaussianDiffusion
 from ...schedules import NoiseSchedule
-from .framework import Blitter, default_images, explorer, new_figure, static_only
+from .framework import FRAME_DPI, Blitter, default_images, explorer, new_figure, to_pixels, vary_titles
 
 __all__ = ["forward_explorer"]
 
@@ -32,14 +32,14 @@ class _ForwardDrawer:
         self.x0_sq = float((self.images**2).mean())
         self._sched_cache: OrderedDict = OrderedDict()
         n = self.images.shape[0]
-        fig = self.fig = new_figure((9.0, 5.2), dpi)
+        fig = self.fig = new_figure((9.0, 5.6), dpi)
         gs = fig.add_gridspec(
             2,
             max(n, 1) + 2,
             height_ratios=[1.0, 0.85],
-            hspace=0.45,
-            wspace=0.35,
-            left=0.06,
+            hspace=0.5,
+            wspace=0.45,
+            left=0.08,
             right=0.98,
             top=0.88,
             bottom=0.1,
@@ -61,23 +61,23 @@ class _ForwardDrawer:
         ax.set_xlim(-3, 3)
         ax.set_ylim(-3, 3)
         ax.set_aspect("equal")
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=10)
         half = (n + 2) // 2
         self.ax_ab = fig.add_subplot(gs[1, :half])
         self.ax_snr = fig.add_subplot(gs[1, half:])
         (self.l_ab,) = self.ax_ab.plot([], [], c="C0")
         (self.m_ab,) = self.ax_ab.plot([], [], "o", c="C3", ms=5)
         self.ax_ab.set_ylim(-0.03, 1.03)
-        self.ax_ab.set_title(r"$\bar\alpha_t$", fontsize=9)
+        self.ax_ab.set_ylabel(r"$\bar\alpha_t$", fontsize=10)
         (self.l_snr,) = self.ax_snr.plot([], [], c="C1")
         (self.m_snr,) = self.ax_snr.plot([], [], "o", c="C3", ms=5)
         self.ax_snr.set_yscale("log")
-        self.ax_snr.set_title(r"SNR$(t) = \bar\alpha_t / (1 - \bar\alpha_t)$", fontsize=9)
+        self.ax_snr.set_ylabel(r"SNR$(t) = \bar\alpha_t / (1 - \bar\alpha_t)$", fontsize=10)
         for a in (self.ax_ab, self.ax_snr):
-            a.set_xlabel("t", fontsize=8)
-            a.tick_params(labelsize=7)
-        self.suptitle = fig.suptitle("", fontsize=10)
-        self.title_pts = ax.set_title("", fontsize=9)
+            a.set_xlabel(r"$t$", fontsize=10)
+            a.tick_params(labelsize=10)
+        self.suptitle = fig.suptitle("", fontsize=11)
+        self.title_pts = ax.set_title("", fontsize=10)
         # the suptitle changes only with the schedule, so it is drawn with the static background; the one
         # text that changes with t is short and plain (no mathtext to parse per frame): text is the costly part
         self.blit = Blitter(fig, self.img_artists + [self.scatter, self.m_ab, self.m_snr, self.title_pts])
@@ -142,6 +142,79 @@ class _ForwardDrawer:
         return png, html
 
 
+_NAMES = {"beta_1": r"$\beta_1$", "beta_T": r"$\beta_T$", "schedule": None}
+MAX_STILL_SETTINGS = 6
+
+
+def _forward_still(drawer: _ForwardDrawer, settings, titles):
+    """The still: x_t of every image for each setting (one mosaic, a row per setting, at most 6), and
+    alpha_bar_t of each schedule against t / T with a numbered mark at each setting's t and L_T in
+    the legend. Two panels."""
+    from ...viz import course_style, still_figure
+
+    settings = list(settings)
+    titles = vary_titles(settings, _NAMES) if titles is None else list(titles)
+    if not 1 <= len(settings) <= MAX_STILL_SETTINGS:
+        raise ValueError(f"the still shows 1 to {MAX_STILL_SETTINGS} settings, got {len(settings)}")
+    n_img = max(drawer.images.shape[0], 1)
+    H, W = drawer.images.shape[2:]
+    rows, marks, curves = [], [], {}
+    for st in settings:
+        T = int(st["T"])
+        t = int(min(max(int(st["t"]), 1), T))
+        s, d = drawer.schedule(st["schedule"], T, float(st["beta_1"]), float(st["beta_T"]))
+        xt = d.q_sample(
+            drawer.images, torch.full((drawer.images.shape[0],), t, dtype=torch.long), drawer.img_noise
+        )
+        rows.append([to_pixels(im.clamp(-1, 1).numpy()) for im in xt])
+        key = (s.name, T, float(s.betas[1]), float(s.betas[-1]))
+        if key not in curves:
+            lt = s.prior_kl(drawer.x0_sq) / _LN2
+            curves[key] = (
+                s,
+                f"{s.name}, T = {T}, " + r"$\beta_T$" + f" = {float(s.betas[-1]):.3g}: "
+                r"$L_T$" + f" = {lt:.2g} bits/dim",
+            )
+        marks.append((key, t, float(s.alpha_bars[t])))
+    n = len(settings)
+    cell, pad = 1.0, 2
+    with course_style():
+        fig = still_figure((9.8, max(cell * n + 1.9, 3.6)), layout="constrained")
+        a_img, a_ab = fig.subplots(1, 2, width_ratios=[n_img * cell + 1.6, 3.6])
+        mosaic = np.full((n * (H + pad) + pad, n_img * (W + pad) + pad, 3), 255, np.uint8)
+        for i, row in enumerate(rows):
+            for j, a in enumerate(row):
+                y, x = pad + i * (H + pad), pad + j * (W + pad)
+                mosaic[y : y + H, x : x + W] = a
+        a_img.imshow(mosaic, interpolation="nearest")
+        a_img.set_yticks([pad + i * (H + pad) + H / 2 for i in range(n)])
+        a_img.set_yticklabels(
+            [
+                f"{i + 1}: {title}\n" + r"$\bar\alpha_t$" + f" = {ab:.3g}"
+                for i, (title, (_, _, ab)) in enumerate(zip(titles, marks))
+            ]
+        )
+        a_img.set_xticks([])
+        a_img.tick_params(length=0)
+        for sp in a_img.spines.values():
+            sp.set_visible(False)
+        a_img.set_title(r"$x_t$ ($\epsilon$ fixed)")
+        colors = {}
+        for j, (key, (s, label)) in enumerate(curves.items()):
+            colors[key] = f"C{j}"
+            a_ab.plot(np.arange(0, s.T + 1) / s.T, s.alpha_bars.numpy(), c=colors[key], label=label)
+        for i, (key, t, ab) in enumerate(marks):
+            a_ab.plot([t / key[1]], [ab], "o", c=colors[key], ms=7, mec="k", mew=0.6)
+            a_ab.annotate(str(i + 1), (t / key[1], ab), xytext=(6, 3), textcoords="offset points")
+        a_ab.set(xlim=(0, 1.08), ylim=(-0.03, 1.05), xlabel=r"$t / T$", ylabel=r"$\bar\alpha_t$")
+        a_ab.set_title(r"$\bar\alpha_t$ of each schedule; dots: the rows")
+        a_ab.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+        fig.suptitle(
+            r"Forward process: $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, \epsilon$"
+        )
+    return fig
+
+
 def forward_explorer(
     images=None,
     points=None,
@@ -154,7 +227,7 @@ def forward_explorer(
     beta_T: float = 0.02,
     t: int | None = None,
     seed: int = 0,
-    dpi: int = 72,
+    dpi: int = FRAME_DPI,
     static: bool = False,
 ):
     """Scrub the forward process: x_t = q_sample(x_0, t, eps) with eps fixed (DDPM Eq. 4).
@@ -168,8 +241,10 @@ def forward_explorer(
     :param points: an (M, 2) tensor; default: ``n_points`` swiss-roll points (seeded).
     :param T, schedule, beta_1, beta_T, t: the controls' initial values (t defaults to T // 4).
     :param seed: seeds the points and the fixed noise.
-    :param static: return a matplotlib Figure of a few settings instead of the widget.
-    :return: an ``ExplorerBox`` with ``controls`` t, schedule, beta_1, beta_T, T (see the module doc).
+    :param static: return the still (a pyplot Figure of a few settings) instead of the widget.
+    :return: an ``ExplorerBox`` with ``controls`` t, schedule, beta_1, beta_T, T (see the module doc);
+        its ``static_figure(settings)`` draws the still of up to 6 settings: x_t of the images in one
+        mosaic (a row per setting) beside alpha_bar_t of each schedule with a mark at each t.
     """
     from ...data import swiss_roll
 
@@ -190,7 +265,7 @@ def forward_explorer(
         for tt in sorted({max(1, T // 20), T // 4, T // 2, T})
     ]
     if static:
-        return static_only(drawer, settings)
+        return _forward_still(drawer, settings, None)
 
     import ipywidgets as W
 
@@ -245,5 +320,6 @@ def forward_explorer(
         controls,
         on_change=on_change,
         static_settings=settings,
+        still=lambda full, titles: _forward_still(drawer, full, titles),
         title="<b>Forward process</b>: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, eps fixed",
     )

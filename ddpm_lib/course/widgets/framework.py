@@ -3,8 +3,15 @@
 Every explorer of the course (one module each in this package) is a drawing function
 ``draw(**values) -> (png_bytes, readout_html)`` handed to :func:`explorer`, which returns an
 ipywidgets container (an ``ExplorerBox``, a ``VBox``). With ``static=True`` each explorer returns
-a matplotlib Figure instead (:func:`static_only`), a few representative settings side by side
-(for a static page, or a machine with no front end).
+a matplotlib Figure instead, its *still*: a few representative settings in one picture (for a static
+page, or a machine with no front end).
+
+Stills keep the course's figure style (:func:`ddpm_lib.viz.course_style`, checked by
+:func:`ddpm_lib.viz.style_problems`): pyplot figures (so ``plt.show()`` stores them in a notebook) at
+100 dpi, text of 10 pt or more, labelled axes, legends off the data, at most 6 panels. Each explorer
+draws its own still (``still=`` of :class:`Explorer`; :func:`mosaic_still` for pictures of images);
+:func:`static_only` pastes whole frames one under another for an explorer without one. Frames are
+drawn at :data:`FRAME_DPI` with the same text sizes.
 
 How they stay fast: every picture is a PNG drawn by one persistent matplotlib figure whose
 artists are updated in place (:class:`Blitter`), or pasted together with Pillow
@@ -21,7 +28,7 @@ The returned box has, for tests and homework:
     box.png           the current picture, PNG bytes (same as ``box.image.value``)
     box.set(**values) set several controls at once (one redraw)
     box.render(**values) the PNG for a setting, without touching the controls (cached)
-    box.static_figure() a matplotlib Figure of a few settings side by side
+    box.static_figure() the still: a pyplot Figure of a few settings (end the cell with ``plt.show()``)
 
 Shown where no widget front end runs (nbconvert, GitHub), the box falls back to its current
 picture: its display bundle carries an ``image/png`` beside the widget view.
@@ -48,15 +55,22 @@ __all__ = [
     "explorer",
     "new_figure",
     "static_only",
+    "mosaic_still",
+    "vary_titles",
+    "FRAME_DPI",
     "prefetch_in_background",
     "default_images",
     "ImageGrid",
     "to_pixels",
     "pil_font",
+    "FRAME_FONT_PX",
     "nearest",
     "steps_slider",
 ]
 
+
+#: The resolution of the explorers' frames (the pictures in the widget and in its fallback PNG).
+FRAME_DPI = 100
 
 # ----------------------------------------------------------------------------------------------
 # The explorer: controls -> cached PNG frames in a widgets.Image
@@ -121,6 +135,10 @@ class Explorer:
     :param cache_size: how many frames to keep (least recently used are dropped).
     :param on_change: optional ``on_change(explorer, name, value)`` called before a redraw
         (to adjust other controls, e.g. a slider's range).
+    :param static_settings: the settings the still shows by default (default: the current one).
+    :param still: optional ``still(settings, titles) -> Figure`` drawing the still of complete
+        settings (every control named) in the course style, titled by ``titles`` (None: its own, e.g.
+        :func:`vary_titles`); without it, :func:`static_only` pastes the frames one under another.
     """
 
     def __init__(
@@ -131,6 +149,7 @@ class Explorer:
         cache_size: int = 512,
         on_change: Callable | None = None,
         static_settings: Sequence[dict] = (),
+        still: Callable | None = None,
     ):
         import ipywidgets as W
 
@@ -140,6 +159,7 @@ class Explorer:
         self.controls = dict(controls)
         self.on_change = on_change
         self.static_settings = list(static_settings)
+        self.still = still
         self._hold = False
         png, html = self.render_full(**self.values())
         self.image = W.Image(value=png, format="png", layout=W.Layout(max_width="100%"))
@@ -216,10 +236,14 @@ class Explorer:
         return cb
 
     def static_figure(self, settings: Sequence[dict] | None = None, titles: Sequence[str] | None = None):
-        """A matplotlib Figure of the frames for a few settings (default: the widget's
-        representative ones), stacked top to bottom."""
-        settings = list(settings if settings is not None else self.static_settings) or [self.values()]
-        return static_only(lambda **s: (self.render(**s), ""), settings, titles)
+        """The still: a pyplot Figure of a few settings (default: the widget's representative ones).
+        A setting may name only some controls; the others take their current values. The titles
+        default to the controls that differ between the settings (:func:`vary_titles`)."""
+        given = list(settings if settings is not None else self.static_settings) or [self.values()]
+        full = [{**self.values(), **s} for s in given]
+        if self.still is not None:
+            return self.still(full, None if titles is None else list(titles))
+        return static_only(self._draw, full, list(titles) if titles is not None else vary_titles(given))
 
 
 def _snap_to_option(control, v):
@@ -278,20 +302,113 @@ def explorer(name, draw, controls, **kw):
     return ex.box
 
 
-def static_only(drawer, settings, titles=None):
-    """The static figure without ipywidgets: frames drawn by ``drawer`` stacked vertically."""
-    import matplotlib.image as mpimg
+def vary_titles(settings: Sequence[dict], names: dict | None = None) -> list:
+    """A title per setting naming the values that differ between the settings (all of them when
+    none differ): ``[{t: 1, T: 100}, {t: 50, T: 100}]`` -> ``["t = 1", "t = 50"]``. ``names`` maps a
+    control to the name shown (mathtext welcome), or to None to show its value alone."""
+    names = names or {}
+    settings = list(settings)
+    keys = list(dict.fromkeys(k for s in settings for k in s))
+    vary = [k for k in keys if len({_fmt(s.get(k)) for s in settings}) > 1] or keys
 
-    frames = [mpimg.imread(io.BytesIO(drawer(**s)[0]), format="png") for s in settings]
-    h = sum(f.shape[0] for f in frames)
-    w = max(f.shape[1] for f in frames)
-    fig = new_figure((w / 80, h / 80 + 0.3 * len(frames)), 80)
-    for i, (f, s) in enumerate(zip(frames, settings)):
-        ax = fig.add_subplot(len(frames), 1, i + 1)
-        ax.imshow(f)
-        ax.set_axis_off()
-        ax.set_title(titles[i] if titles else ", ".join(f"{k} = {_fmt(v)}" for k, v in s.items()), fontsize=9)
-    fig.tight_layout()
+    def part(k, v):
+        name = names.get(k, k)
+        return _fmt(v) if name is None else f"{name} = {_fmt(v)}"
+
+    return [", ".join(part(k, s[k]) for k in vary if k in s) for s in settings]
+
+
+def static_only(drawer, settings, titles=None):
+    """The still of an explorer without its own: the frames ``drawer(**s)[0]`` for ``settings``, one
+    under another at one image pixel per screen pixel, in a pyplot figure at :data:`FRAME_DPI`.
+
+    Draw the frames at :data:`FRAME_DPI` with text of 10 pt or more. When ``drawer`` has the figure
+    it draws frames on (``drawer.fig``), the still carries ``frame_style`` (the frames' dpi, smallest
+    text and panels in all) for :func:`ddpm_lib.viz.style_problems`.
+    """
+    import matplotlib.image as mpimg
+    from matplotlib.text import Text
+
+    from ...viz import MIN_FONT_PT, course_style, still_figure
+
+    frames, fonts, panels = [], [], 0
+    frame_fig = getattr(drawer, "fig", None)
+    for s in settings:
+        frames.append(mpimg.imread(io.BytesIO(drawer(**s)[0]), format="png"))
+        if frame_fig is not None:
+            panels += sum(1 for ax in frame_fig.axes if ax.get_visible())
+            fonts += [t.get_fontsize() for t in frame_fig.findobj(Text) if t.get_visible() and t.get_text()]
+    titles = list(titles) if titles is not None else vary_titles(settings)
+    dpi = FRAME_DPI
+    title_in = 0.3
+    h = sum(f.shape[0] for f in frames) / dpi + title_in * len(frames)
+    w = max(f.shape[1] for f in frames) / dpi
+    with course_style():
+        fig = still_figure((w, h), dpi=dpi)
+        y = 1.0
+        for f, title in zip(frames, titles):
+            fh = f.shape[0] / dpi / h
+            y -= title_in / h
+            fig.text(0.5, y + 0.25 * title_in / h, title, ha="center", va="bottom", fontsize=MIN_FONT_PT + 1)
+            y -= fh
+            ax = fig.add_axes((0.0, y, f.shape[1] / dpi / w, fh))
+            ax.imshow(f, interpolation="nearest")
+            ax.set_axis_off()
+    if frame_fig is not None:
+        fig.frame_style = {
+            "dpi": float(frame_fig.dpi),
+            "min_font_pt": min(fonts, default=MIN_FONT_PT),
+            "panels": panels,
+        }
+    return fig
+
+
+def mosaic_still(
+    cells,
+    row_labels: Sequence[str] = (),
+    col_labels: Sequence[str] = (),
+    title: str = "",
+    cell_inches: float = 0.72,
+    pad: int = 2,
+    note: str = "",
+):
+    """A still of one panel: a mosaic of images, ``cells[r][c]`` an (H, W, 3) uint8 array or None
+    (left white), rows and columns named by ``row_labels`` and ``col_labels`` (tick labels, 10 pt),
+    a ``title`` above and a ``note`` below. Each image is ``cell_inches`` wide at 100 dpi. Returns a
+    pyplot Figure in the course style."""
+    from ...viz import course_style, still_figure
+
+    shapes = [a.shape for row in cells for a in row if a is not None]
+    if not shapes:
+        raise ValueError("mosaic_still needs at least one image")
+    H, W = shapes[0][:2]
+    R, C = len(cells), max(len(row) for row in cells)
+    mosaic = np.full((R * (H + pad) + pad, C * (W + pad) + pad, 3), 255, np.uint8)
+    for r, row in enumerate(cells):
+        for c, a in enumerate(row):
+            if a is not None:
+                y, x = pad + r * (H + pad), pad + c * (W + pad)
+                mosaic[y : y + H, x : x + W] = a
+    longest = max((len(s.split("\n")[0]) for s in row_labels), default=0)
+    label_in = 0.09 * longest + 0.3
+    width = C * cell_inches + label_in + 0.3
+    height = R * cell_inches + (0.45 if col_labels else 0.1) + (0.45 if title else 0) + (0.4 if note else 0)
+    with course_style():
+        fig = still_figure((width, height), layout="constrained")
+        ax = fig.add_subplot(1, 1, 1)
+        ax.imshow(mosaic, interpolation="nearest")
+        ax.set_xticks([pad + c * (W + pad) + W / 2 for c in range(len(col_labels))])
+        ax.set_xticklabels(list(col_labels))
+        ax.xaxis.tick_top()
+        ax.set_yticks([pad + r * (H + pad) + H / 2 for r in range(len(row_labels))])
+        ax.set_yticklabels(list(row_labels))
+        ax.tick_params(length=0)
+        for sp in ax.spines.values():
+            sp.set_visible(False)
+        if title:
+            fig.suptitle(title)
+        if note:
+            ax.set_xlabel(note)
     return fig
 
 
@@ -374,6 +491,10 @@ def default_images(n: int = 4) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
+#: Text in frames drawn with Pillow, in pixels: 10 pt at :data:`FRAME_DPI`.
+FRAME_FONT_PX = 14
+
+
 def pil_font(size: int):
     """Pillow's default font at ``size`` pixels (a fixed bitmap font before Pillow 10.1)."""
     from PIL import ImageFont
@@ -414,26 +535,26 @@ class ImageGrid:
 
         self.scale, self.gap = int(scale), int(gap)
         self.h, self.w = int(shape[1]) * self.scale, int(shape[2]) * self.scale
-        self.top = (18 if header else 0) + (16 if col_titles else 0)
-        self.left = 70 if row_titles else 0
+        self.top = (22 if header else 0) + (19 if col_titles else 0)
+        self.left = 90 if row_titles else 0
         self.nrows, self.ncols = int(nrows), int(ncols)
         H = self.top + self.nrows * (self.h + self.gap) + self.gap
         W = self.left + self.ncols * (self.w + self.gap) + self.gap
         self.template = Image.new("RGB", (W, H), (255, 255, 255))
         draw = ImageDraw.Draw(self.template)
-        font = pil_font(11)
+        font = pil_font(FRAME_FONT_PX)
         for c, title in enumerate(col_titles):
             draw.text(
-                (self.left + self.gap + c * (self.w + self.gap), self.top - 15),
+                (self.left + self.gap + c * (self.w + self.gap), self.top - 18),
                 title,
                 fill=(40, 40, 40),
                 font=font,
             )
         for r, title in enumerate(row_titles):
             draw.text(
-                (2, self.top + r * (self.h + self.gap) + self.h // 2 - 6), title, fill=(40, 40, 40), font=font
+                (2, self.top + r * (self.h + self.gap) + self.h // 2 - 7), title, fill=(40, 40, 40), font=font
             )
-        self.header_font = pil_font(12)
+        self.header_font = pil_font(FRAME_FONT_PX)
 
     def cell_origin(self, r: int, c: int) -> tuple:
         return self.left + self.gap + c * (self.w + self.gap), self.top + r * (self.h + self.gap)

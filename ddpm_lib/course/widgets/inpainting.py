@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .framework import default_images, explorer, pil_font, static_only
+from .framework import FRAME_FONT_PX, default_images, explorer, mosaic_still, pil_font
 
 __all__ = ["REGIONS", "make_mask", "InpaintingRun", "inpainting_trajectories", "inpainting_explorer"]
 
@@ -212,48 +212,60 @@ class _InpaintDrawer:
         self.run = run
         self.scale = int(scale)
         N, C, H, W = run.images.shape
-        self.h, self.w, self.gap, self.top = H * self.scale, W * self.scale, 6, 40
+        self.h, self.w, self.gap, self.top = H * self.scale, W * self.scale, 6, 46
         self.template = Image.new(
             "RGB",
             (len(self.COLS) * (self.w + self.gap) + self.gap, self.top + N * (self.h + self.gap)),
             (255, 255, 255),
         )
         draw = ImageDraw.Draw(self.template)
-        font = pil_font(11)
+        font = pil_font(FRAME_FONT_PX)
         for c, title in enumerate(self.COLS):
             draw.text(
-                (self.gap + c * (self.w + self.gap), self.top - 15), title, fill=(40, 40, 40), font=font
+                (self.gap + c * (self.w + self.gap), self.top - 19), title, fill=(40, 40, 40), font=font
             )
-        self.header_font = pil_font(12)
+        self.header_font = pil_font(FRAME_FONT_PX)
         self.t_index = {int(t): k for k, t in enumerate(run.timesteps.tolist())}
 
     def _up(self, a: np.ndarray) -> np.ndarray:
         return np.repeat(np.repeat(a, self.scale, axis=0), self.scale, axis=1)
 
-    def __call__(self, region, size, t):
-        from PIL import Image, ImageDraw
-
+    def cells(self, region, size, t):
+        """(rows of the 5 pictures per image as (H, W, 3) uint8, the hole mask, the step index k)."""
         run = self.run
         m = run.index(region, size)
         if int(t) not in self.t_index:
             raise ValueError(f"t = {t} was not recorded; recorded: {sorted(self.t_index)}")
         k = self.t_index[int(t)]
         hole = run.masks[m, 0].numpy() == 0
-        canvas = self.template.copy()
-        draw = ImageDraw.Draw(canvas)
-        mses, fills = [], []
+        rows = []
         for n in range(run.images.shape[0]):
             x0 = run.images[n]
             masked = _pixels(x0)
             masked[hole] = _HOLE_RGB
             pred = run.pred_x0[k, m, n] if int(t) > 0 else run.x_t[k, m, n]
-            cells = [
-                _pixels(x0),
-                masked,
-                _pixels(run.x_t[k, m, n].clamp(-1, 1)),
-                _pixels(pred.clamp(-1, 1)),
-                _pixels(run.result[m, n].clamp(-1, 1)),
-            ]
+            rows.append(
+                [
+                    _pixels(x0),
+                    masked,
+                    _pixels(run.x_t[k, m, n].clamp(-1, 1)),
+                    _pixels(pred.clamp(-1, 1)),
+                    _pixels(run.result[m, n].clamp(-1, 1)),
+                ]
+            )
+        return rows, hole, k
+
+    def __call__(self, region, size, t):
+        from PIL import Image, ImageDraw
+
+        run = self.run
+        m = run.index(region, size)
+        rows, hole, k = self.cells(region, size, t)
+        canvas = self.template.copy()
+        draw = ImageDraw.Draw(canvas)
+        mses, fills = [], []
+        for n, cells in enumerate(rows):
+            x0 = run.images[n]
             y = self.top + n * (self.h + self.gap)
             for c, a in enumerate(cells):
                 canvas.paste(Image.fromarray(self._up(a)), (self.gap + c * (self.w + self.gap), y))
@@ -275,6 +287,29 @@ class _InpaintDrawer:
             f"(averaged over {len(mses)} image{'s' if len(mses) > 1 else ''})</code>"
         )
         return buf.getvalue(), html
+
+
+def _inpainting_still(drawer: _InpaintDrawer, settings, titles):
+    """The still: one mosaic, a row per setting and image (original, masked input with the hole in red,
+    x_t, predicted x_0, restored x_0), each row named by its setting."""
+    cells, labels = [], []
+    for i, st in enumerate(settings):
+        rows, hole, _ = drawer.cells(st["region"], st["size"], st["t"])
+        name = (
+            titles[i]
+            if titles is not None
+            else f"{st['region']}, {st['size']:.0%} hidden, t = {int(st['t'])}"
+        )
+        for n, row in enumerate(rows):
+            cells.append(row)
+            labels.append(name + (f" ({n})" if len(rows) > 1 else ""))
+    return mosaic_still(
+        cells,
+        labels,
+        ["original", "masked input", "$x_t$", "predicted $x_0$", "restored $x_0$"],
+        title=f"Inpainting ({drawer.run.steps} respaced steps): the known pixels fixed, the hole (red) sampled",
+        cell_inches=1.0,
+    )
 
 
 def inpainting_explorer(
@@ -304,7 +339,8 @@ def inpainting_explorer(
         cost is len(regions) x len(sizes) x N x steps network calls.
     :param run: an :class:`InpaintingRun` computed before (then model, diffusion and images are not used).
     :param scale: pixels per image pixel.
-    :param static: return a matplotlib Figure of a few settings instead of the widget.
+    :param static: return the still (a pyplot Figure: one mosaic, a row per setting and image) instead
+        of the widget.
     :return: an ``ExplorerBox`` with ``controls`` region (Dropdown), size and t (SelectionSliders).
     """
     if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 16:
@@ -352,7 +388,7 @@ def inpainting_explorer(
         dict(region=r, size=big, t=0) for r in regions_run
     ]
     if static:
-        return static_only(drawer, settings)
+        return _inpainting_still(drawer, settings, None)
     import ipywidgets as W
 
     controls = {  # t first: the slider a reader reaches first
@@ -372,6 +408,7 @@ def inpainting_explorer(
         drawer,
         controls,
         static_settings=settings,
+        still=lambda full, titles: _inpainting_still(drawer, full, titles),
         title="<b>Inpainting</b>: each reverse step times r(x_t), a delta on the known pixels "
         "(known pixels: a fresh sample of q(x_t | x_0); the hole: the reverse process)",
     )

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .framework import ImageGrid, explorer, nearest, new_figure, steps_slider, to_pixels
+from .framework import ImageGrid, explorer, mosaic_still, nearest, steps_slider, to_pixels
 
 __all__ = [
     "ReconstructionGrid",
@@ -314,24 +314,19 @@ def _static_reconstruction(frames: _ReconstructionFrames, index: int = 0):
     g = frames.grid
     if not 0 <= int(index) < frames.B:
         raise ValueError(f"index must be in 0..{frames.B - 1}, got {index}")
-    M, D = len(frames.ts), frames.D
-    fig = new_figure((1.1 * (D + 2) + 0.8, 1.1 * M + 0.6), 80)
-    axes = np.asarray(fig.subplots(M, D + 2, squeeze=False))
-    for m, t in enumerate(frames.ts):
-        cells = [g.x0[index], g.x_t[m, 0, index], *[g.samples[m, j, index] for j in range(D)]]
-        for c, a in enumerate(cells):
-            ax = axes[m, c]
-            ax.imshow(to_pixels(a.float().numpy()), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if m == 0:
-                ax.set_title(["x_0", "x_t"][c] if c < 2 else f"draw {c - 1}", fontsize=9)
-        axes[m, 0].set_ylabel(f"t = {t}", fontsize=9)
-    fig.suptitle(
-        "Reconstruction: x_0 -> x_t ~ q(x_t | x_0) -> reverse process, several draws per t", fontsize=10
+    D = frames.D
+    cells = [
+        [to_pixels(a.float().numpy()) for a in (g.x0[index], g.x_t[m, 0, index], *g.samples[m, :, index])]
+        for m in range(len(frames.ts))
+    ]
+    return mosaic_still(
+        cells,
+        [f"t = {t}" for t in frames.ts],
+        ["$x_0$", "$x_t$ (draw 1)"] + [f"draw {j + 1}" for j in range(D)],
+        title=r"Reconstruction: $x_0 \to x_t \sim q(x_t \mid x_0) \to$ reverse process, "
+        f"{D} draws per $t$",
+        cell_inches=0.9,
     )
-    fig.tight_layout()
-    return fig
 
 
 def reconstruction_explorer(
@@ -356,7 +351,7 @@ def reconstruction_explorer(
         (default: three Fashion-MNIST test images), ``ts``, ``n_draws``, ``steps`` and ``seed``.
     :param t: the slider's initial value (default: the middle of ``ts``), snapped to the grid's t; the
         slider steps through the grid's t only, and ``box.set(t=...)`` snaps.
-    :param static: return a matplotlib Figure (rows: t; image ``index``) instead of the widget.
+    :param static: return the still (a pyplot Figure, one mosaic: rows t; image ``index``) instead of the widget.
     :return: an ``ExplorerBox`` with ``controls`` {"t": SelectionSlider}.
     """
     if not isinstance(grid, ReconstructionGrid):
@@ -439,27 +434,18 @@ def _static_interpolation(grid: InterpolationGrid, pair: int = 0):
     M, L, B = grid.samples.shape[:3]
     if not 0 <= int(pair) < B:
         raise ValueError(f"pair must be in 0..{B - 1}, got {pair}")
-    fig = new_figure((0.95 * (L + 2) + 0.8, 1.05 * M + 0.7), 80)
-    axes = np.asarray(fig.subplots(M, L + 2, squeeze=False))
-    for m, t in enumerate(grid.ts.tolist()):
-        cells = [grid.x0_a[pair], *[grid.samples[m, li, pair] for li in range(L)], grid.x0_b[pair]]
-        for c, a in enumerate(cells):
-            ax = axes[m, c]
-            ax.imshow(to_pixels(a.float().numpy()), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if m == 0:
-                ax.set_title(
-                    "x_0" if c == 0 else ("x'_0" if c == L + 1 else f"λ={grid.lambdas[c - 1]:.3g}"),
-                    fontsize=8,
-                )
-        axes[m, 0].set_ylabel(f"t = {t}", fontsize=9)
-    fig.suptitle(
-        "Interpolation in x_t space: decode (1 - λ) x_t + λ x'_t (same reverse-process noise for every λ)",
-        fontsize=10,
+    cells = [
+        [to_pixels(a.float().numpy()) for a in (grid.x0_a[pair], *grid.samples[m, :, pair], grid.x0_b[pair])]
+        for m in range(M)
+    ]
+    return mosaic_still(
+        cells,
+        [f"t = {t}" for t in grid.ts.tolist()],
+        ["$x_0$"] + [f"{v:.3g}" for v in grid.lambdas.tolist()] + ["$x'_0$"],
+        title=r"Interpolation in $x_t$ space: decode $(1 - \lambda)\, x_t + \lambda\, x'_t$",
+        note=r"columns: $\lambda$ (the same reverse-process noise for every $\lambda$)",
+        cell_inches=0.72,
     )
-    fig.tight_layout()
-    return fig
 
 
 def interpolation_explorer(
@@ -486,7 +472,7 @@ def interpolation_explorer(
     :param t, lam: the sliders' initial values, snapped to the grid's values; the sliders step through
         the grid's values only, and ``box.set(...)`` snaps.
     :param pair: which pair of the grid's images to show.
-    :param static: return a matplotlib Figure (rows: t, columns: lambda) instead of the widget.
+    :param static: return the still (a pyplot Figure, one mosaic: rows t, columns lambda) instead of the widget.
     :return: an ``ExplorerBox`` with ``controls`` {"lam": FloatSlider, "t": IntSlider}.
     """
     if not isinstance(grid, InterpolationGrid):

@@ -22,7 +22,7 @@ from ...mixtures import (
     moment_match,
     true_reverse_kernel,
 )
-from .framework import Blitter, explorer, new_figure, prefetch_in_background, static_only
+from .framework import FRAME_DPI, Blitter, explorer, new_figure, prefetch_in_background
 
 __all__ = ["reverse_kernel_explorer"]
 
@@ -51,51 +51,60 @@ class _ReverseDrawer:
         self.means, self.stds, self.weights = means, stds, weights
         self.grid = np.asarray(grid, dtype=np.float64)
         k = len(self.x_ts)
-        fig = self.fig = new_figure((2.5 * (k + 1), 3.2), dpi)
+        fig = self.fig = new_figure((2.4 * (k + 1), 3.9), dpi)
         axes = fig.subplots(1, k + 1)
-        fig.subplots_adjust(left=0.03, right=0.99, top=0.74, bottom=0.16, wspace=0.2)
+        fig.subplots_adjust(left=0.02, right=0.99, top=0.66, bottom=0.15, wspace=0.12)
         self.ax0 = axes[0]
         g = self.grid
         prior = mixture_pdf(g, means, stds, weights)
-        self.ax0.plot(g, prior, c="C0", label="q(x^{t-1})")
-        (self.l_marg,) = self.ax0.plot(g, g * 0, c="C1", label="q(x^t)")
+        self.ax0.plot(g, prior, c="C0", label=r"$q(x^{t-1})$")
+        (self.l_marg,) = self.ax0.plot(g, g * 0, c="C1", label=r"$q(x^t)$")
         for i, x in enumerate(self.x_ts):
             self.ax0.axvline(x, c=f"C{i + 2}", ls=":", lw=1.2)
         pad = 3.5 * float(np.max(stds)) + 1
         lo, hi = float(np.min(means)) - pad, float(np.max(means)) + pad
         self.ax0.set_xlim(max(lo, g[0]), min(hi, g[-1]))
-        self.ax0.set_ylim(0, 1.15 * float(prior.max()))
-        self.ax0.legend(fontsize=7, loc="upper left")
-        self.ax0.set_title("q(x^{t-1}), q(x^t); dotted: x^t", fontsize=8)
+        self.ax0.set_ylim(0, 2.0 * float(prior.max()))  # headroom: the legend sits above the curves
+        self.ax0.set_title("data and noised data;\ndotted: the values of $x^t$", fontsize=10)
         self.ax0.set_yticks([])
-        self.ax0.tick_params(labelsize=7)
+        self.ax0.set_xlabel(r"$x$", fontsize=10)
+        self.ax0.tick_params(labelsize=10)
         self.z = np.linspace(-self.ZMAX, self.ZMAX, 801)
         self.lines, self.titles = [], []
         for i, (ax, x) in enumerate(zip(axes[1:], self.x_ts)):
-            ax.plot(
-                self.z, gaussian_pdf(self.z, 0.0, 1.0), c="k", ls="--", lw=1, label="Gaussian, same mean/var"
-            )
+            ax.plot(self.z, gaussian_pdf(self.z, 0.0, 1.0), c="k", ls="--", lw=1, label="Gaussian")
             (lt,) = ax.plot(self.z, self.z * 0, c=f"C{i + 2}", lw=2, label="true kernel")
             ax.set_xlim(-self.ZMAX, self.ZMAX)
             ax.set_ylim(0, self.YMAX)
             ax.set_yticks([])
-            ax.tick_params(labelsize=7)
-            ax.set_xlabel("(x^{t-1} - mean) / sd", fontsize=7)
-            ax.set_title(f"x^t = {x:+.2f}", fontsize=8, pad=13)  # fixed: drawn once, in the background
+            ax.tick_params(labelsize=10)
+            ax.set_xlabel("$z$ = (x$^{t-1}$ - mean) / sd", fontsize=10)
+            ax.set_title(f"$x^t$ = {x:+.2f}", fontsize=10, pad=30)  # fixed: drawn once, in the background
             self.titles.append(
-                ax.text(0.5, 1.015, "", transform=ax.transAxes, ha="center", va="bottom", fontsize=7)
+                ax.text(0.5, 1.015, "", transform=ax.transAxes, ha="center", va="bottom", fontsize=10)
             )  # the numbers, redrawn per frame
             self.lines.append(lt)
-        axes[1].legend(fontsize=6, loc="upper right", framealpha=0.6)
+        # one legend, over the data panel's headroom, for every panel (none over a redrawn curve)
+        from matplotlib.lines import Line2D
+
+        self.ax0.legend(
+            handles=self.ax0.get_lines()[:2] + axes[1].get_lines()[:1] + [Line2D([], [], c="0.35", lw=2)],
+            labels=[r"$q(x^{t-1})$", r"$q(x^t)$", "Gaussian", "true kernel"],
+            fontsize=10,
+            loc="upper center",
+            ncol=2,
+            handlelength=1.2,
+            columnspacing=0.8,
+        )
         fig.text(
             0.5,
             0.985,
-            "true reverse kernel q(x^(t-1) | x^t) vs its moment-matched Gaussian:",
-            ha="right",
+            "true reverse kernel q(x$^{t-1}$ | x$^t$) vs the Gaussian of its mean and variance",
+            ha="center",
             va="top",
-            fontsize=10,
+            fontsize=11,
         )
-        self.suptitle = fig.text(0.505, 0.985, "", ha="left", va="top", fontsize=10)
+        self.suptitle = fig.text(0.5, 0.915, "", ha="center", va="top", fontsize=11)
         self.blit = Blitter(fig, [self.l_marg, *self.lines, *self.titles, self.suptitle])
 
     def compute(self, beta):
@@ -155,7 +164,7 @@ class _ReverseDrawer:
         for lt, title, (x, p, m, v, kl) in zip(self.lines, self.titles, res):
             sd = math.sqrt(v)
             lt.set_ydata(np.interp(m + sd * self.z, g, p, left=0.0, right=0.0) * sd)
-            title.set_text(f"KL = {kl:.2g} nats, mean {m:+.2f}, sd {sd:.2g}")
+            title.set_text(f"KL = {kl:.2g} nats\nmean {m:+.2f}, sd {sd:.2g}")
         worst = max(r[4] for r in res)
         self.suptitle.set_text(f"beta = {beta:.3g}, largest KL = {worst:.2g} nats")
         html = (
@@ -169,6 +178,79 @@ class _ReverseDrawer:
         return self.blit.frame(), html
 
 
+_BETA_COLORS = ("C0", "C1", "C3", "C4")
+
+
+def _reverse_still(drawer: _ReverseDrawer, settings, titles):
+    """The still for up to 4 values of beta: left, the data q(x^{t-1}) and the noised data q(x^t) of
+    each beta, with the values of x^t dotted; then one panel per x^t with the standardized true
+    kernel of every beta over the standard Gaussian (the moment-matched Gaussian), KL in the title."""
+    from ...viz import course_style, still_figure
+
+    betas = [float(s["beta"]) for s in settings]
+    if not 1 <= len(betas) <= len(_BETA_COLORS):
+        raise ValueError(f"the still shows 1 to {len(_BETA_COLORS)} values of beta, got {len(betas)}")
+    labels = list(titles) if titles is not None else [r"$\beta$" + f" = {b:.3g}" for b in betas]
+    g, z = drawer.grid, drawer.z
+    results = [drawer.compute(b) for b in betas]
+    k = len(drawer.x_ts)
+    with course_style():
+        fig = still_figure((9.8, 3.9), layout="constrained")
+        axes = fig.subplots(1, k + 1, sharey=False)
+        a0 = axes[0]
+        prior = mixture_pdf(g, drawer.means, drawer.stds, drawer.weights)
+        a0.plot(g, prior, c="k", lw=2, label=r"data $q(x^{t-1})$")
+        for b, c, lab in zip(betas, _BETA_COLORS, labels):
+            marg = mixture_pdf(g, drawer.means, drawer.stds, drawer.weights, math.sqrt(1 - b), b)
+            a0.plot(g, marg, c=c, lw=1.2, label=lab)
+        for x in drawer.x_ts:
+            a0.axvline(x, c="0.4", ls=":", lw=1)
+        pad = 3.5 * float(np.max(drawer.stds)) + 1
+        a0.set_xlim(
+            max(float(np.min(drawer.means)) - pad, g[0]), min(float(np.max(drawer.means)) + pad, g[-1])
+        )
+        a0.set_ylim(0, 1.08 * float(prior.max()))
+        a0.set(xlabel=r"$x$", ylabel="density")
+        a0.set_title("data, noised data $q(x^t)$\n(dotted: the $x^t$ below)")
+        for i, (ax, x) in enumerate(zip(axes[1:], drawer.x_ts)):
+            ax.plot(
+                z,
+                gaussian_pdf(z, 0.0, 1.0),
+                c="k",
+                ls="--",
+                lw=1.2,
+                zorder=3,
+                label="Gaussian, same mean and variance",
+            )
+            kls = []
+            for res, c in zip(results, _BETA_COLORS):
+                _, p, m, v, kl = res[i]
+                sd = math.sqrt(v)
+                ax.plot(z, np.interp(m + sd * z, g, p, left=0.0, right=0.0) * sd, c=c, lw=1.6)
+                kls.append(f"{kl:.2g}")
+            ax.set_xlim(-drawer.ZMAX, drawer.ZMAX)
+            top = max(float(np.max(line.get_ydata())) for line in ax.get_lines())
+            ax.set_ylim(0, max(0.45, 1.05 * top))
+            ax.set_xlabel(r"$z = (x^{t-1} - $mean$) / $sd")
+            ax.set_ylabel("density of $z$" if i == 0 else "")
+            if i > 0:
+                ax.tick_params(labelleft=False)
+            ax.set_title(f"$x^t$ = {x:+.2f}; KL in nats:\n" + ", ".join(kls))
+        handles = a0.get_lines()[: 1 + len(betas)] + [axes[1].get_lines()[0]]
+        fig.legend(
+            handles=handles,
+            labels=[h.get_label() for h in handles],
+            loc="outside lower center",
+            ncol=len(handles),
+            frameon=False,
+        )
+        fig.suptitle(
+            r"True reverse kernel $q(x^{t-1} \mid x^t)$ against the Gaussian of its mean and variance"
+            " (KL in the order of the legend)"
+        )
+    return fig
+
+
 def reverse_kernel_explorer(
     *,
     means=DEFAULT_MIXTURE["means"],
@@ -177,7 +259,7 @@ def reverse_kernel_explorer(
     x_ts=(-1.0, 0.3, 1.2),
     beta: float = 0.01,
     grid=None,
-    dpi: int = 72,
+    dpi: int = FRAME_DPI,
     static: bool = False,
 ):
     """The true reverse kernel q(x^{t-1} | x^t) of one forward step on a 1-D mixture, against the
@@ -189,8 +271,10 @@ def reverse_kernel_explorer(
     :param x_ts: the values of x^t conditioned on (one panel each).
     :param beta: the slider's initial value.
     :param grid: the grid of x^{t-1} (default: 4001 points on [-5, 5]).
-    :param static: return a matplotlib Figure for beta = 0.001, 0.05, 0.5 instead.
-    :return: an ``ExplorerBox`` with ``controls`` {"beta": FloatLogSlider}.
+    :param static: return the still (a pyplot Figure) for beta = 0.001, 0.05, 0.5 instead.
+    :return: an ``ExplorerBox`` with ``controls`` {"beta": FloatLogSlider}; its ``static_figure(settings)``
+        draws the still of up to 4 values of beta: the data and noised data, and for each x^t the
+        standardized kernels of every beta over the Gaussian (4 panels).
     """
     grid = np.linspace(-5, 5, 4001) if grid is None else np.asarray(grid, dtype=np.float64)
     lo, hi, step = -3.0, math.log10(0.95), 0.05  # the slider: beta = 10**e, e from lo to hi in steps of step
@@ -198,7 +282,7 @@ def reverse_kernel_explorer(
     drawer = _ReverseDrawer(x_ts, means, stds, weights, grid, dpi, log_grid=(lo, step, n))
     settings = [dict(beta=b) for b in (0.001, 0.05, 0.5)]
     if static:
-        return static_only(drawer, settings)
+        return _reverse_still(drawer, settings, None)
     import ipywidgets as W
 
     controls = {
@@ -219,6 +303,7 @@ def reverse_kernel_explorer(
         drawer,
         controls,
         static_settings=settings,
+        still=lambda full, titles: _reverse_still(drawer, full, titles),
         title="<b>True reverse kernel</b> q(x^{t-1}|x^t) ∝ q(x^t|x^{t-1}) q(x^{t-1}) on a grid",
     )
     prefetch_in_background(

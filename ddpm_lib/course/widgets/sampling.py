@@ -21,7 +21,7 @@ import torch
 
 from ...sampling import check_trajectory, predicted_eps, schedule_of
 from ...trajectories import load_trajectory
-from .framework import ImageGrid, explorer, nearest, new_figure, steps_slider, to_pixels
+from .framework import ImageGrid, explorer, mosaic_still, nearest, steps_slider, to_pixels
 
 __all__ = ["reverse_process_explorer"]
 
@@ -138,41 +138,26 @@ def _static_reverse(frames: _ReverseProcessFrames, ts=None, index=None):
         if not 0 <= int(index) < frames.B:
             raise ValueError(f"index must be in 0..{frames.B - 1}, got {index}")
         images = [int(index)]
-    K = len(ts)
     kidx = [frames.ts.index(t) for t in ts]
-    # one mosaic, one imshow: rows x_t, pred eps, pred x_0 for each image; columns the timesteps
-    C, H, Wd = frames.xs.shape[2:]
-    pad = 3
-    rows = 3 * len(images)
-    mosaic = np.full((rows * (H + pad) + pad, K * (Wd + pad) + pad, 3), 255, np.uint8)
+    # one mosaic, one panel: rows x_t, pred eps, pred x_0 for each image; columns the timesteps
     sources = ((frames.xs, -1, 1), (frames.eps, -EPS_RANGE, EPS_RANGE), (frames.x0s, -1, 1))
-    for i, b in enumerate(images):
+    cells, row_labels = [], []
+    names = (r"$x_t$", r"pred. $\epsilon$", r"pred. $x_0$")
+    for b in images:
         for r, (arr, lo, hi) in enumerate(sources):
-            for j, k in enumerate(kidx):
-                a = arr[k, b]
-                if np.isfinite(a).all():
-                    y, x = pad + (3 * i + r) * (H + pad), pad + j * (Wd + pad)
-                    mosaic[y : y + H, x : x + Wd] = to_pixels(a, lo, hi)
-    fig = new_figure((0.62 * K + 1.0, 0.62 * rows + 0.7), 80)
-    ax = fig.add_axes((0.1, 0.02, 0.88, 0.86))
-    ax.imshow(mosaic, interpolation="nearest")
-    ax.set_xticks([pad + j * (Wd + pad) + Wd / 2 for j in range(K)])
-    ax.set_xticklabels([f"t={t}" for t in ts], fontsize=7)
-    ax.xaxis.tick_top()
-    labels = ("x_t", "pred eps", "pred x_0")
-    ax.set_yticks([pad + q * (H + pad) + H / 2 for q in range(rows)])
-    ax.set_yticklabels(
-        [
-            labels[q % 3] + (f" ({images[q // 3]})" if len(images) > 1 and q % 3 == 0 else "")
-            for q in range(rows)
-        ],
-        fontsize=7,
+            cells.append(
+                [to_pixels(arr[k, b], lo, hi) if np.isfinite(arr[k, b]).all() else None for k in kidx]
+            )
+            row_labels.append(names[r] + (f" ({b})" if len(images) > 1 and r == 0 else ""))
+    return mosaic_still(
+        cells,
+        row_labels,
+        [f"{t}" for t in ts],
+        title=r"Reverse process (Algorithm 2): $x_t$, predicted noise, predicted $x_0$ as $t$ falls",
+        cell_inches=0.62,
+        note=r"columns: $t$; pred. $\epsilon$ shown from "
+        + f"-{EPS_RANGE:g} (black) to +{EPS_RANGE:g} (white)",
     )
-    ax.tick_params(length=0)
-    for sp in ax.spines.values():
-        sp.set_visible(False)
-    fig.suptitle("Reverse process (Algorithm 2): x_t, predicted noise, predicted x_0 as t falls", fontsize=9)
-    return fig
 
 
 def reverse_process_explorer(
@@ -194,7 +179,7 @@ def reverse_process_explorer(
     :param t: the slider's initial value (default: the largest recorded t), snapped to the nearest
         recorded t. The slider steps through the recorded t only (e.g. every 10th, then every step
         below 20), so each step shows a new state; ``box.set(t=...)`` takes any t and snaps it.
-    :param static: return a matplotlib Figure (columns: a few recorded t) instead of the widget.
+    :param static: return the still (a pyplot Figure, one mosaic: a few recorded t as columns) instead of the widget.
     :param static_ts, index: the static figure's timesteps (snapped to recorded ones) and image (default all).
     :return: an ``ExplorerBox`` with ``controls`` {"t": SelectionSlider}; ``box.static_figure()`` draws
         the static figure.
