@@ -62,7 +62,7 @@ from .checkpoints import (  # noqa: E402
     load_checkpoint,
     save_checkpoint,
 )
-from .metrics import mmd_rbf, sliced_wasserstein  # noqa: E402
+from .metrics import mmd_rbf, sliced_w1_ratio, sliced_w1_ratios, sliced_wasserstein  # noqa: E402
 
 __all__ += [
     "MLP",
@@ -76,6 +76,8 @@ __all__ += [
     "load_checkpoint",
     "save_checkpoint",
     "mmd_rbf",
+    "sliced_w1_ratio",
+    "sliced_w1_ratios",
     "sliced_wasserstein",
 ]
 

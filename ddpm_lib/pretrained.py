@@ -10,7 +10,7 @@ top-level key ``"pretrained"``::
         "sha256": "...", "size": 123456,
         "command": "python -m ddpm_lib.classifier train ...",        # the exact command that made it
         "description": "...",
-        "metrics": {...},                                            # copied from the checkpoint's config
+        "metrics": {...},            # a ddpm-evaluate --json result (register --evaluation), else the config's
         "model_class": "FashionClassifier", "data": {...}
       }
     }
@@ -22,7 +22,7 @@ Register a new one (atomically rewrites registry.json; the file must lie under t
 with the command line :mod:`ddpm_lib.cli.pretrained` (``python -m ddpm_lib.pretrained`` runs it too):
 
     ddpm-pretrained register NAME data/checkpoints/FILE.safetensors \\
-        --command "python -m ddpm_lib.train ..." --description "..."
+        --command "python -m ddpm_lib.train ..." --description "..." [--evaluation EVAL.json]
     ddpm-pretrained list
     ddpm-pretrained verify [NAME ...]
 """
@@ -60,6 +60,7 @@ __all__ = [
     "load_model",
     "list_pretrained",
     "register_pretrained",
+    "evaluation_metrics",
     "verify_pretrained",
     "pretrained_path",
     "is_pretrained_name",
@@ -315,13 +316,19 @@ def _registry_for_update():
 
 
 def register_pretrained(
-    name: str, path, command: Optional[str] = None, description: str = "", overwrite: bool = True
+    name: str,
+    path,
+    command: Optional[str] = None,
+    description: str = "",
+    overwrite: bool = True,
+    metrics: Optional[dict] = None,
 ) -> dict:
     """Add (or replace) ``name`` in registry.json's "pretrained" table; return the entry.
 
     ``path`` must be a ddpm_lib checkpoint under the data folder (it is loaded once to check it
-    and to read its config). sha256 and size are computed here; ``metrics`` are copied from the
-    checkpoint's config. ``command`` is the exact command that made the file (default: the
+    and to read its config). sha256 and size are computed here; ``metrics`` are what was measured
+    of the file (:func:`evaluation_metrics` of a ``ddpm-evaluate --json`` result), by default those
+    of the checkpoint's config. ``command`` is the exact command that made the file (default: the
     config's "command"). The registry is rewritten atomically under a lock, keeping its other keys.
     """
     if (
@@ -353,7 +360,7 @@ def register_pretrained(
         "size": path.stat().st_size,
         "command": command,
         "description": description,
-        "metrics": cfg.get("metrics") or {},
+        "metrics": dict(metrics) if metrics is not None else (cfg.get("metrics") or {}),
         "model_class": cfg.get("model_class"),
         "data": {k: v for k, v in cfg["data"].items() if k in ("dataset", "shape")}
         if isinstance(cfg.get("data"), dict)
@@ -367,6 +374,25 @@ def register_pretrained(
         table[name] = entry
         reg[REGISTRY_KEY] = {k: table[k] for k in sorted(table)}
     return entry
+
+
+def evaluation_metrics(result: dict, path) -> dict:
+    """The measurements of a ``ddpm-evaluate --json`` result (:func:`ddpm_lib.evaluate.evaluate_checkpoint`),
+    as a registry entry's metrics: its "bpd", "fcd" and "points" tables, and the command that measured
+    them ("evaluated_by"). Refuses a result that measured another file than ``path`` (by sha256).
+    """
+    if not isinstance(result, dict) or "sha256" not in result:
+        raise ValueError("not a ddpm-evaluate result: it has no 'sha256' of the file it measured")
+    actual = sha256_file(Path(path))
+    if result["sha256"] != actual:
+        raise ValueError(
+            f"the evaluation measured another file (sha256 {result['sha256']}), not {path} (sha256 {actual}): "
+            f"evaluate this file and register again"
+        )
+    tables = {k: result[k] for k in ("bpd", "fcd", "points") if k in result}
+    if not tables:
+        raise ValueError("the evaluation holds no measurement (bpd, fcd or points)")
+    return ({"evaluated_by": result["command"]} if result.get("command") else {}) | tables
 
 
 def register_file(path, description: str, source: str, licence: str) -> dict:

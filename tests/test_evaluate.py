@@ -175,4 +175,7 @@ def test_cli_bpd_and_fcd_end_to_end(tiny_ckpt, tmp_path, capsys):
     assert json.loads((tmp_path / "b.json").read_text())["bpd"]["mean"] == b["mean"]
     # nothing asked: a usage error (exit 2), one line
     assert main([str(path)]) == 2
-    assert capsys.readouterr().err == "error: nothing to evaluate: ask for --bpd and/or --fid-samples N\n"
+    assert (
+        capsys.readouterr().err
+        == "error: nothing to evaluate: ask for --bpd, --fid-samples N and/or --points N\n"
+    )

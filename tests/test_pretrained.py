@@ -1,4 +1,4 @@
-"""Registered pretrained checkpoints: register, verify by sha256, load; clear refusals."""
+"""Registered pretrained checkpoints: register (with measured metrics), verify by sha256, load; clear refusals."""
 
 import json
 import shutil
@@ -10,9 +10,11 @@ from tiny_runs import tiny_unet
 from ddpm_lib import NoiseSchedule, GaussianDiffusion
 from ddpm_lib import pretrained as P
 from ddpm_lib.checkpoints import save_checkpoint
+from ddpm_lib.cli.evaluate import main as evaluate_main
 from ddpm_lib.cli.pretrained import main
 from ddpm_lib.data import REPO_DATA_DIR, DataIntegrityError
-from ddpm_lib.nets import UNet
+from ddpm_lib.evaluate import point_metrics
+from ddpm_lib.nets import MLP, UNet
 
 torch.set_num_threads(1)
 
@@ -154,3 +156,64 @@ def test_shipped_registry_entries_verify():
         assert e["path"].startswith("checkpoints/") and e["command"].strip(), name
         assert (REPO_DATA_DIR / e["path"]).stat().st_size == e["size"], name
         assert P.sha256_file(REPO_DATA_DIR / e["path"]) == e["sha256"], name
+
+
+def tiny_roll_checkpoint(path, T=10):
+    """A tiny untrained MLP for the swiss roll (2-D points), T = 10."""
+    torch.manual_seed(0)
+    model = MLP(hidden=16, layers=1, time_dim=8)
+    d = GaussianDiffusion(NoiseSchedule.linear(T=T, beta_start=0.1, beta_end=0.7), decoder="gaussian")
+    cfg = {
+        "diffusion": d.config(),
+        "data": {"dataset": "swiss-roll", "shape": [2]},
+        "command": "made by a test",
+    }
+    save_checkpoint(path, model, config=cfg, ema_model=model, step=1)
+    return model, d
+
+
+def test_points_evaluation_becomes_the_registered_metrics(data_dir, tmp_path, capsys):
+    """ddpm-evaluate --points measures a 2-D model; register --evaluation stores it, for this file only."""
+    path = data_dir / "checkpoints" / "roll.safetensors"
+    model, d = tiny_roll_checkpoint(path)
+    out = tmp_path / "eval.json"
+    argv = [
+        str(path),
+        "--points",
+        "300",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--json",
+        str(out),
+    ]
+    assert evaluate_main(argv) == 0
+    assert "300 samples (ancestral, 10 steps): sliced W1 to the data" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    q = res["points"]
+    assert res["command"] == "python -m ddpm_lib.evaluate " + " ".join(argv)
+    want = point_metrics(model.eval(), d, "swiss-roll", 300, seed=3)  # the library call the command makes
+    assert {k: q[k] for k in want} == json.loads(json.dumps(want))
+    assert q["sampler"] == {"method": "ancestral", "steps": 10, "seed": 3} and q["n"] == 300
+    assert q["w1_ratio"] == pytest.approx(q["sliced_w1_samples"] / q["sliced_w1_data"], rel=1e-12)
+    assert q["w1_ratio"] > 2 and q["sliced_w1_noise"] > q["sliced_w1_data"]  # untrained: far from the data
+
+    assert main(["register", "roll", str(path), "--evaluation", str(out), "--description", "d"]) == 0
+    e = P.list_pretrained()["roll"]
+    assert e["metrics"] == {"evaluated_by": res["command"], "points": q} and e["command"] == "made by a test"
+    # an evaluation of another file is refused (exit 2, one line), and the registry keeps what it had
+    other = data_dir / "checkpoints" / "other.safetensors"
+    tiny_roll_checkpoint(other, T=12)
+    capsys.readouterr()
+    assert main(["register", "other", str(other), "--evaluation", str(out)]) == 2
+    assert "the evaluation measured another file" in capsys.readouterr().err
+    assert "other" not in P.list_pretrained()
+    with pytest.raises(ValueError, match="no measurement"):
+        P.evaluation_metrics({"sha256": P.sha256_file(path)}, path)
+    # an image model has no --points
+    image = data_dir / "checkpoints" / "tiny.safetensors"
+    tiny_diffusion_checkpoint(image)
+    assert evaluate_main([str(image), "--points", "10", "--device", "cpu", "--no-progress"]) == 2
+    assert "--points is for models of 2-D points" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import sys
 
 from ..data import data_dir_problem
 from ..pretrained import (
+    evaluation_metrics,
     list_pretrained,
     pretrained_path,
     register_pretrained,
@@ -63,6 +64,13 @@ def build_parser():
         help="the exact command that made the checkpoint (default: the one its config records)",
     )
     r.add_argument("--description", default="")
+    r.add_argument(
+        "--evaluation",
+        default=None,
+        metavar="EVAL.json",
+        help="a ddpm-evaluate --json result of this very file (checked by sha256): its measurements "
+        "become the entry's metrics (default: the metrics in the checkpoint's config)",
+    )
     return p
 
 
@@ -107,7 +115,11 @@ def main(argv=None) -> int:
             for n, sha in verify_pretrained(args.names or None).items():
                 print(f"ok  {sha}  {n}")
         else:
-            e = register_pretrained(args.name, args.path, args.command, args.description)
+            metrics = None
+            if args.evaluation:
+                with open(args.evaluation, encoding="utf-8") as f:
+                    metrics = evaluation_metrics(json.load(f), args.path)
+            e = register_pretrained(args.name, args.path, args.command, args.description, metrics=metrics)
             print(f"registered {args.name!r} in {registry_path()}: {json.dumps(e, indent=2)}")
 
     return run(body)
