@@ -67,6 +67,7 @@ __all__ = [
     "verify_registry",
     "make_fashion_mnist_subset",
     "DataIntegrityError",
+    "ImageLayoutError",
     "DownloadError",
     "iterate_minibatches",
     "infinite_minibatches",
@@ -429,6 +430,12 @@ class DataIntegrityError(ValueError):
     """A data file whose size or sha256 is not the one the registry lists."""
 
 
+class ImageLayoutError(ValueError):
+    """A user's own images that do not fit together or are not 8-bit (sizes, dtype, shape, the
+    arrays of an .npz): the files are readable, the request is wrong, so the command line reports a
+    usage error (exit 2), not a damaged file (exit 1). Taught in chapter 13."""
+
+
 class DownloadError(FileNotFoundError):
     """Files that were not found, and whose download failed (the network, a server): the message
     says where they were looked for and what failed."""
@@ -730,7 +737,7 @@ def _as_nchw(a: np.ndarray, where: str) -> np.ndarray:
         return a
     if a.ndim == 4 and a.shape[3] in (1, 3):
         return a.transpose(0, 3, 1, 2)
-    raise ValueError(
+    raise ImageLayoutError(
         f"{where}: images of shape {a.shape}; give (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3"
     )
 
@@ -745,7 +752,9 @@ def load_image_files(path) -> torch.Tensor:
         ``.npz`` / ``.npy`` file holding a uint8 array (N, H, W), (N, H, W, C) or (N, C, H, W)
         (an ``.npz`` under the key ``images``, or its only array). Never unpickled.
     :raises FileNotFoundError: when ``path`` does not exist or holds no image files.
-    :raises ValueError: naming the file, for images of another size, dtype or layout.
+    :raises ImageLayoutError: naming the file, for images of another size, dtype or layout (a
+        ValueError).
+    :raises ValueError: for a numpy file that cannot be read.
     """
     p = Path(path)
     if not p.exists():
@@ -763,7 +772,7 @@ def load_image_files(path) -> torch.Tensor:
                 if size is None:
                     size, mode = im.size, m
                 if im.size != size:
-                    raise ValueError(
+                    raise ImageLayoutError(
                         f"{f}: {im.size[0]}x{im.size[1]} pixels, the first image has {size[0]}x{size[1]}"
                     )
                 arrays.append(np.asarray(im.convert(mode)))
@@ -773,18 +782,18 @@ def load_image_files(path) -> torch.Tensor:
             with np.load(p, allow_pickle=False) as z:
                 keys = list(z.keys())
                 if "images" not in keys and len(keys) != 1:
-                    raise ValueError(f"{p}: holds {keys}; name the array 'images' (or store only one)")
+                    raise ImageLayoutError(f"{p}: holds {keys}; name the array 'images' (or store only one)")
                 a = z["images" if "images" in keys else keys[0]]
         elif p.suffix == ".npy":
             a = np.load(p, allow_pickle=False)
         else:
-            raise ValueError(f"{p}: give a folder of image files or an .npz / .npy file")
+            raise ImageLayoutError(f"{p}: give a folder of image files or an .npz / .npy file")
     except (OSError, EOFError) as e:
         raise ValueError(f"{p}: cannot read it as a numpy file ({e})") from None
     if a.dtype != np.uint8:
-        raise ValueError(f"{p}: images of dtype {a.dtype}; store 8-bit images (uint8, 0..255)")
+        raise ImageLayoutError(f"{p}: images of dtype {a.dtype}; store 8-bit images (uint8, 0..255)")
     if len(a) == 0:
-        raise ValueError(f"{p}: holds no images")
+        raise ImageLayoutError(f"{p}: holds no images")
     return torch.from_numpy(np.ascontiguousarray(_as_nchw(a, str(p))))
 
 

@@ -20,8 +20,10 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors import SafetensorError
 from test_cli import call
 from test_crafted_checkpoints import rewrite_config, roll_run  # noqa: F401 - roll_run is a fixture
@@ -85,6 +87,9 @@ def files(tmp_path_factory) -> Path:
     )
     images = (FMNIST / "train-10k-images-idx3-ubyte.gz").read_bytes()
     (fm / "train-10k-images-idx3-ubyte.gz").write_bytes(images[:100_000])
+    (d / "mixed-sizes").mkdir()  # a user's own images, readable but of two sizes
+    for name, shape in {"a.png": (16, 16), "b.png": (8, 16)}.items():
+        Image.fromarray(np.zeros(shape, np.uint8)).save(d / "mixed-sizes" / name)
     (d / "cifar10").mkdir()
     (d / "cifar10" / "cifar-10-python.tar.gz").write_bytes(os.urandom(5000))
     for name, text in {"config-list": "[1, 2]", "config-null": "null"}.items():
@@ -334,6 +339,17 @@ CASES = {
         None,
         2,
         ["argument --subset: must be a positive integer", "got -9998"],
+    ),
+    "train-own-images-of-two-sizes": (  # the files are sound, the request is not: a usage error
+        "ddpm-train",
+        ["--dataset", "images", "--model", "unet", "--data-root", "{tmp}/mixed-sizes"]
+        + ["--out-dir", "{tmp}/run-mixed", *NOT_TRAINED],
+        None,
+        2,
+        [
+            "dataset 'images' with data_root '{tmp}/mixed-sizes'",
+            "b.png: 16x8 pixels, the first image has 16x16",
+        ],
     ),
     "train-data-root-missing": (  # was ignored: the shipped data were used
         "ddpm-train",

@@ -742,14 +742,16 @@ def test_own_images_are_checked_with_the_file_named(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from ddpm_lib.data import load_image_files
+    from ddpm_lib.data import ImageLayoutError, load_image_files
 
     src = tmp_path / "imgs"
     src.mkdir()
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(src / "a.png")
     Image.fromarray(np.zeros((8, 16), np.uint8)).save(src / "b.png")
-    with pytest.raises(ValueError, match=r"b\.png: 16x8 pixels, the first image has 16x16"):
+    with pytest.raises(ImageLayoutError, match=r"b\.png: 16x8 pixels, the first image has 16x16"):
         load_image_files(src)
+    with pytest.raises(ConfigError, match=r"data_root '.*imgs': .*b\.png: 16x8 pixels"):
+        Trainer(_own(tmp_path / "run-mixed", data_root=str(src)))  # a usage error, not bad data
     np.save(tmp_path / "f.npy", np.zeros((2, 16, 16), np.float32))
     with pytest.raises(ValueError, match="dtype float32; store 8-bit images"):
         load_image_files(tmp_path / "f.npy")

@@ -76,6 +76,8 @@ def load_images(cfg: TrainConfig) -> torch.Tensor:
         raise
     except ConfigError:
         raise
+    except D.ImageLayoutError as e:  # readable files that do not make a training set: a usage error
+        raise ConfigError(f"dataset {cfg.dataset!r} with data_root {cfg.data_root!r}: {e}") from None
     except (ValueError, OSError, pickle.UnpicklingError) as e:
         # a corrupt, crafted or unreadable data file: one line for the command line (the loader's
         # message names the file), not a traceback, and a failure (exit 1), as ddpm-data verify
