@@ -25,7 +25,8 @@
 # - run the forward process on the swiss roll and on Fashion-MNIST, watch it reach $\mathcal N(0, I)$, and derive
 #   how it moves the data's variance to 1.
 #
-# **CPU time:** about 15 s on a 2-core CPU, most of it importing PyTorch and drawing (budget: 45 s).
+# **Reading time:** about 45 minutes, plus the exercises. **CPU time:** about 15 s on a 2-core CPU, most of it
+# importing PyTorch and drawing (budget: 45 s).
 
 # %%
 import math
@@ -301,8 +302,8 @@ plt.show()
 # decoder $p_\theta(x_{t-1} \mid x_t) = \mathcal N(c_t x_t, v_t)$, $p_\theta(x_0)$ is again a Gaussian we can
 # write down: starting from variance 1 at $x_T$, each decoder step maps a variance $V$ to $c_t^2 V + v_t$. We
 # estimate the bound by sampling trajectories from the fixed encoder with `GaussianDiffusion.q_step` (one
-# forward step, DDPM Eq. 2), and the likelihood itself by averaging the weights (importance sampling, the
-# subject of chapter 02).
+# forward step, DDPM Eq. 2), and the likelihood itself by averaging the weights (importance sampling, as in
+# section 1; chapter 02 returns to it).
 
 # %%
 betas4 = [0.1, 0.2, 0.3, 0.4]  # a short, coarse forward chain (x_4 keeps some signal, which is fine here)

@@ -25,7 +25,8 @@
 #   Monte Carlo, and see why DDPM's schedule makes it about $10^{-5}$ bits per dimension;
 # - implement `q_sample` yourself, and decide how many steps $T$ a schedule needs for a given $L_T$.
 #
-# **CPU time:** about 15 s on a 2-core CPU, most of it importing PyTorch and drawing (budget: 45 s).
+# **Reading time:** about 45 minutes, plus the exercises. **CPU time:** about 15 s on a 2-core CPU, most of it
+# importing PyTorch and drawing (budget: 45 s).
 
 # %%
 import math
@@ -78,9 +79,8 @@ plt.show()
 # Up to about $t = 150$ the two fans are apart: $x_t$ still tells which $x_0$ it came from. Then they overlap more
 # and more, and from about $t = 500$ on they nearly coincide: $x_t$ says almost nothing about $x_0$. This chapter
 # derives the fan: $q(x_t \mid x_0)$ is a Gaussian whose mean and variance depend on $t$ only through one number,
-# $\bar\alpha_t$, so any $x_t$ is one Gaussian draw away from $x_0$ (DDPM Eq. 4). That shortcut is what makes
-# training cheap (Algorithm 1 picks a random $t$ and needs $x_t$ at once), and the same number $\bar\alpha_t$ tells
-# how fast a schedule destroys the signal and how close $x_T$ comes to the prior $\mathcal N(0, I)$.
+# $\bar\alpha_t$, so any $x_t$ is one Gaussian draw away from $x_0$ (DDPM Eq. 4), and the same number tells how fast
+# a schedule destroys the signal and how close $x_T$ comes to the prior $\mathcal N(0, I)$.
 
 # %% [markdown]
 # ## 1. Derivation: from one step to any step
