@@ -287,3 +287,108 @@ def _shift(eps, x_t, t, s, z):
     be_m1 = _b(s.betas[tm1], x_t)
     mean = (x_t - be_m1 / (1 - ab).sqrt() * eps) / al.sqrt()
     return mean + _b((t > 1).double(), x_t) * be.sqrt() * z
+
+
+# ---- chapter 01 ----
+def elbo_ok(x, m, s2, w, b, sigma2, kl_sign=-1, spread=True, minus_one=True):
+    sq = (x - w * m - b) ** 2 + (w**2 * s2 if spread else 0)
+    recon = -0.5 * torch.log(2 * math.pi * sigma2) - sq / (2 * sigma2)
+    kl = 0.5 * (m**2 + s2 - (1 if minus_one else 0) - torch.log(s2))
+    return recon + kl_sign * kl
+
+
+def test_gaussian_elbo():
+    eq = "chapter 01, section 1"
+    assert _run("gaussian_elbo", elbo_ok).passed
+    assert_rejected(_run("gaussian_elbo", lambda *a: elbo_ok(*a, kl_sign=1)), eq, "KL term is subtracted")
+    assert_rejected(_run("gaussian_elbo", lambda *a: elbo_ok(*a, spread=False)), eq, "w^2 s2 / (2 sigma2)")
+    assert_rejected(_run("gaussian_elbo", lambda *a: elbo_ok(*a, minus_one=False)), eq, "the -1")
+    assert_rejected(
+        _run(
+            "gaussian_elbo",
+            lambda x, m, s2, w, b, sig2: elbo_ok(x, m, s2, w, b, sig2) + 0.25 * torch.log(sig2),
+        ),
+        eq,
+        "not sigma",
+    )
+    r = _run("gaussian_elbo", lambda *a: (_ for _ in ()).throw(NotImplementedError("exercise")))
+    assert_rejected(r, eq, "not implemented yet")
+
+
+def fstep(x_prev, beta, noise, sq_x=True, sq_b=True):
+    b = _b(beta, x_prev)
+    return ((1 - b).sqrt() if sq_x else 1 - b) * x_prev + (b.sqrt() if sq_b else b) * noise
+
+
+def test_forward_step():
+    eq = "DDPM Eq. 2"
+    assert _run("forward_step", fstep).passed
+    assert_rejected(_run("forward_step", lambda *a: fstep(*a, sq_b=False)), eq, "square root sqrt(beta_t)")
+    assert_rejected(_run("forward_step", lambda *a: fstep(*a, sq_x=False)), eq, "not 1 - beta_t")
+    assert_rejected(_run("forward_step", lambda x, b, n: x + _b(b, x).sqrt() * n), eq, "variance grows")
+    # no reshape: (B,) against (B, 1, 4, 4) does not broadcast, and the message says how to fix it
+    assert_rejected(
+        _run("forward_step", lambda x, b, n: (1 - b).sqrt() * x + b.sqrt() * n), eq, "(B, 1, ..., 1)"
+    )
+
+
+def chain_var(v0, beta, t, power=1.0):
+    keep = (1 - beta) ** (t * power)
+    return keep * v0 + 1 - keep
+
+
+def test_chain_variance():
+    eq = "Var(x_t) = (1 - beta) Var(x_(t-1)) + beta"
+    assert _run("chain_variance", chain_var).passed
+    # the checker's closed form against a Monte Carlo run of the chain
+    g = torch.Generator().manual_seed(0)
+    x = 1.7 * torch.randn(400_000, generator=g, dtype=torch.float64)
+    for _ in range(12):
+        x = math.sqrt(1 - 0.1) * x + math.sqrt(0.1) * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    exact = float(chain_var(torch.tensor(1.7**2), torch.tensor(0.1), torch.tensor(12)))
+    assert abs(float(x.var()) - exact) < 4 * exact * math.sqrt(2 / len(x))
+    assert_rejected(_run("chain_variance", lambda v0, b, t: v0 + t * b), eq, "multiplies the variance")
+    assert_rejected(_run("chain_variance", lambda v0, b, t: (1 - b) ** t * v0 + t * b), eq, "geometric sum")
+    assert_rejected(_run("chain_variance", lambda *a: chain_var(*a, power=0.5)), eq, "its square")
+    assert_rejected(_run("chain_variance", lambda v0, b, t: (1 - b) ** t * v0), eq, "noise is missing")
+    assert_rejected(_run("chain_variance", lambda v0, b, t: chain_var(v0, b, t - 1)), eq, "the power t")
+
+
+# ---- chapter 03 ----
+def lt_bits(ab, sq):
+    return 0.5 * (ab * sq - ab - torch.log1p(-ab)) / math.log(2)
+
+
+def test_prior_term_bits():
+    eq = "in bits"
+    assert _run("prior_term_bits", lt_bits).passed
+    assert _run(
+        "prior_term_bits", lambda ab, sq: 0.5 * (ab * sq - ab - torch.log(1 - ab)) / math.log(2)
+    ).passed
+    assert_rejected(_run("prior_term_bits", lambda ab, sq: lt_bits(ab, sq) * math.log(2)), eq, "in nats")
+    r = _run("prior_term_bits", lambda ab, sq: 0.5 * ab * sq / math.log(2))
+    assert_rejected(r, eq, "the approximation")
+    assert "relative error" in r.message and "tolerance 1e-06" in r.message
+    assert_rejected(_run("prior_term_bits", lambda ab, sq: 2 * lt_bits(ab, sq)), eq, "factor 1/2")
+    assert_rejected(_run("prior_term_bits", lambda ab, sq: 784 * lt_bits(ab, sq)), eq, "784 pixels")
+
+
+def smallest_T_ok(target, sq, b1, bT, unit=1.0, shift=0):
+    T = 2
+    while checks._lt_bits_linear(T, sq, b1, bT) * unit > target:
+        T += 1
+    return T + shift
+
+
+def test_smallest_T():
+    eq = "the smallest T"
+    r = _run("smallest_T", smallest_T_ok)
+    assert r.passed and "T = 1068" in r.message, r.message
+    assert_rejected(_run("smallest_T", lambda *a: smallest_T_ok(*a, unit=math.log(2))), eq, "in nats")
+    r = _run("smallest_T", lambda *a: smallest_T_ok(*a, shift=-1))
+    assert_rejected(r, eq, "more steps are needed")
+    assert "one step short" in r.message and "1068" not in r.message  # the answer is not given away
+    assert_rejected(_run("smallest_T", lambda *a: smallest_T_ok(*a, shift=1)), eq, "fewer steps suffice")
+    est = lambda t, sq, b1, bT: math.ceil(2 * math.log(sq / (2 * math.log(2) * t)) / (b1 + bT))  # noqa: E731
+    assert_rejected(_run("smallest_T", est), eq, "first guess")
+    assert_rejected(_run("smallest_T", lambda *a: 1000.5), eq, "whole number")

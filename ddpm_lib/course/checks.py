@@ -37,6 +37,12 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
   ||mu~ - mu_theta||^2 = w_t ||eps - eps_theta||^2 under Eq. 11 (DDPM Eqs. 8-12; chapter 10);
 - ``optimal_variance``: ``fn(mean_q, var_q, mean_theta) -> v``, the variance minimizing the Gaussian KL of Eq. 5
   for a given mean, var_q + (mean_q - mean_theta)^2 (a learned diagonal Sigma; chapter 10).
+- ``gaussian_elbo``: ``fn(x, m, s2, w, b, sigma2) -> ELBO`` of the 1-D linear-Gaussian VAE, elementwise (chapter 01);
+- ``forward_step``: ``fn(x_prev, beta, noise) -> x_t``, one step of the forward chain (DDPM Eq. 2; chapter 01);
+- ``chain_variance``: ``fn(v0, beta, t) -> Var(x_t)`` after t steps with a constant beta (chapter 01);
+- ``prior_term_bits``: ``fn(alpha_bar_T, x0_sq_mean) -> L_T`` in bits per dimension, exact (chapter 03);
+- ``smallest_T``: ``fn(target_bits, x0_sq_mean, beta_1, beta_T) -> T``, the fewest linear-schedule steps whose
+  L_T meets the target (chapter 03).
 
 Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
 ``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
@@ -84,6 +90,11 @@ __all__ = [
     "check_ddim_step",
     "check_cosine_schedule",
     "check_schedule_design",
+    "check_gaussian_elbo",
+    "check_forward_step",
+    "check_chain_variance",
+    "check_prior_term_bits",
+    "check_smallest_T",
 ]
 
 PASS, FAIL = "✓", "✗"
@@ -1742,3 +1753,314 @@ def check_entropy_bounds(fn) -> tuple:
     return False, f"{FAIL} entropy_bounds is off: it should be {_ENTROPY_EQ}; " + "; ".join(
         parts
     ) + "." + hint
+
+
+# ---- chapter 01 ----
+_ELBO_EQ = (
+    "ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)) with E_q[log p(x|z)] = -1/2 log(2 pi sigma2) - "
+    "((x - w m - b)^2 + w^2 s2) / (2 sigma2) and KL(N(m, s2) || N(0, 1)) = 1/2 (m^2 + s2 - 1 - log s2), "
+    "elementwise; it equals log p(x) - KL(q(z|x) || p(z|x)) (chapter 01, section 1)"
+)
+
+
+@_checker("gaussian_elbo", _ELBO_EQ)
+def check_gaussian_elbo(fn) -> tuple:
+    """``fn(x, m, s2, w, b, sigma2) -> ELBO`` elementwise, for the 1-D linear-Gaussian model p(z) = N(0, 1),
+    p(x|z) = N(w z + b, sigma2) and the encoder q(z|x) = N(m, s2); compared with Route 2,
+    log p(x) - KL(q(z|x) || p(z|x)), on 50 random settings."""
+    g = _gen(11)
+    x, m, w, b = (torch.randn(50, generator=g, dtype=torch.float64) for _ in range(4))
+    s2, sig2 = (torch.rand(50, generator=g, dtype=torch.float64) * 2 + 0.05 for _ in range(2))
+    got = _tensor("gaussian_elbo", _call("gaussian_elbo", fn, x, m, s2, w, b, sig2), (50,), "the ELBO")
+    post_m, post_v = w * (x - b) / (w**2 + sig2), sig2 / (w**2 + sig2)
+    expected = gaussian_log_likelihood(x, b, torch.log(w**2 + sig2)) - normal_kl(
+        m, s2.log(), post_m, post_v.log()
+    )
+    ok = _close(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} gaussian_elbo matches {_ELBO_EQ}"
+    recon = -0.5 * torch.log(2 * math.pi * sig2) - ((x - w * m - b) ** 2 + w**2 * s2) / (2 * sig2)
+    kl = 0.5 * (m**2 + s2 - 1 - torch.log(s2))
+    candidates = [
+        (recon + kl, "the KL term is subtracted: ELBO = reconstruction - KL(q(z|x) || p(z)).", None),
+        (
+            recon + w**2 * s2 / (2 * sig2) - kl,
+            "the term -w^2 s2 / (2 sigma2) is missing: under z = m + s eps, E_q[(x - w z - b)^2] = "
+            "(x - w m - b)^2 + w^2 s2, so the encoder's spread adds to the squared error.",
+            None,
+        ),
+        (
+            recon - 0.5 * (m**2 + s2 - torch.log(s2)),
+            "the -1 in the KL is missing (check: KL(N(0, 1) || N(0, 1)) = 0).",
+            None,
+        ),
+        (
+            recon - 0.5 * (m**2 + s2 - 1 + torch.log(s2)),
+            "the sign of log s2 in the KL: it is 1/2 (m^2 + s2 - 1 - log s2).",
+            None,
+        ),
+        (
+            recon + 0.25 * torch.log(sig2) - kl,
+            "the normalizer is -1/2 log(2 pi sigma2), with the variance sigma2 inside the log (not sigma).",
+            None,
+        ),
+    ]
+    i = int((~ok).nonzero()[0])
+    detail = (
+        f"at x = {_fmt(x[i])}, m = {_fmt(m[i])}, s2 = {_fmt(s2[i])}, w = {_fmt(w[i])}, b = {_fmt(b[i])}, "
+        f"sigma2 = {_fmt(sig2[i])} yours is {_fmt(got[i])} (expected {_fmt(expected[i])})"
+    )
+    return _off("gaussian_elbo", _ELBO_EQ, detail, got, candidates)
+
+
+_FWD_STEP_EQ = (
+    "x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps, with one beta_t per example reshaped to "
+    "(B, 1, ..., 1) (DDPM Eq. 2, reparameterized)"
+)
+
+
+@_checker("forward_step", _FWD_STEP_EQ)
+def check_forward_step(fn) -> tuple:
+    """``fn(x_prev, beta, noise) -> x_t``: x_prev and noise of shape (B, ...), beta of shape (B,); compared
+    with ``GaussianDiffusion.q_step`` on a coarse schedule (betas up to 0.2, so every slip shows)."""
+    s = _schedule()
+    g = _gen(12)
+    t = torch.tensor([1, 10, 30, 50, 99, 100])
+    x_prev = torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64)
+    eps = torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64)
+    beta = s.betas[t]
+    got = _tensor("forward_step", _call("forward_step", fn, x_prev, beta, eps), x_prev.shape, "x_t")
+    expected = GaussianDiffusion(s).q_step(x_prev, t, eps)
+    ok = _per_example_ok(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} forward_step matches {_FWD_STEP_EQ}"
+    bb = _bcast(beta, x_prev)
+    candidates = [
+        (
+            (1 - bb).sqrt() * x_prev + bb * eps,
+            "beta_t is the variance of the added noise: multiply eps by its square root sqrt(beta_t).",
+            None,
+        ),
+        (
+            (1 - bb) * x_prev + bb.sqrt() * eps,
+            "scale x_{t-1} by sqrt(1 - beta_t), not 1 - beta_t: then the variance stays 1 for unit-variance data.",
+            None,
+        ),
+        (
+            x_prev + bb.sqrt() * eps,
+            "x_{t-1} must be scaled by sqrt(1 - beta_t) (without it the variance grows at every step).",
+            None,
+        ),
+    ]
+    i = int((~ok).nonzero()[0])
+    detail = f"at beta_t = {_fmt(beta[i])} your x_t[{i}] is {_fmt(got[i])} (expected {_fmt(expected[i])})"
+    return _off("forward_step", _FWD_STEP_EQ, detail, got, candidates)
+
+
+_CHAINVAR_EQ = (
+    "Var(x_t) = (1 - beta)^t v0 + 1 - (1 - beta)^t, from Var(x_t) = (1 - beta) Var(x_(t-1)) + beta "
+    "for x_t = sqrt(1 - beta) x_(t-1) + sqrt(beta) eps with eps independent of x_(t-1)"
+)
+
+
+_CHAINVAR_TASK = (
+    "Var(x_t) after t steps of x_t = sqrt(1 - beta) x_(t-1) + sqrt(beta) eps, eps independent of x_(t-1): "
+    "solve the recursion Var(x_t) = (1 - beta) Var(x_(t-1)) + beta from Var(x_0) = v0"
+)
+
+
+@_checker("chain_variance", _CHAINVAR_TASK)
+def check_chain_variance(fn) -> tuple:
+    """``fn(v0, beta, t) -> Var(x_t)`` elementwise: 1-D data of variance v0, t steps of a chain with a constant
+    beta (t = 0 gives v0). Tensors of shape (40,), t a LongTensor."""
+    g = _gen(13)
+    n = 40
+    v0 = torch.rand(n, generator=g, dtype=torch.float64) * 4 + 0.05
+    beta = torch.rand(n, generator=g, dtype=torch.float64) * 0.3 + 0.01
+    t = torch.randint(0, 41, (n,), generator=g)
+    t[:3] = torch.tensor([0, 1, 2])
+    got = _tensor("chain_variance", _call("chain_variance", fn, v0, beta, t), (n,), "the variance")
+    keep = (1 - beta) ** t
+    expected = keep * v0 + 1 - keep
+    ok = _close(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} chain_variance matches {_CHAINVAR_EQ}"
+    half = (1 - beta) ** (t / 2)
+    candidates = [
+        (
+            v0 + t * beta,
+            "each step also multiplies the variance that is already there by (1 - beta): "
+            "Var(x_t) = (1 - beta) Var(x_(t-1)) + beta.",
+            None,
+        ),
+        (
+            keep * v0 + t * beta,
+            "the noise added at step s is shrunk by the t - s steps after it: the noise variance is "
+            "beta (1 + (1 - beta) + ... + (1 - beta)^(t-1)), a geometric sum.",
+            None,
+        ),
+        (
+            half * v0 + 1 - half,
+            "the factor sqrt(1 - beta) multiplies x, so (1 - beta), its square, multiplies the variance.",
+            None,
+        ),
+        (keep * v0, "the added noise is missing: each step adds beta to the variance.", None),
+        (
+            (1 - beta) ** (t - 1) * v0 + 1 - (1 - beta) ** (t - 1),
+            "t steps give the power t (check t = 1: (1 - beta) v0 + beta).",
+            None,
+        ),
+    ]
+    i = int((~ok).nonzero()[0])
+    detail = (
+        f"for v0 = {_fmt(v0[i])}, beta = {_fmt(beta[i])}, t = {int(t[i])} yours is {_fmt(got[i])} "
+        f"(expected {_fmt(expected[i])})"
+    )
+    return _off("chain_variance", _CHAINVAR_TASK, detail, got, candidates)
+
+
+# ---- chapter 03 ----
+_LT_BITS_EQ = (
+    "L_T per dimension in bits = 1/2 (abar_T E[x_0^2] - abar_T - log(1 - abar_T)) / ln 2, the average over "
+    "the data of KL(N(sqrt(abar_T) x_0, 1 - abar_T) || N(0, 1)), elementwise (exact, not the "
+    "approximation for small abar_T)"
+)
+
+
+@_checker("prior_term_bits", _LT_BITS_EQ)
+def check_prior_term_bits(fn) -> tuple:
+    """``fn(alpha_bar_T, x0_sq_mean) -> L_T`` in bits per dimension, elementwise (broadcasting); compared with
+    ``NoiseSchedule.prior_kl`` on nine schedules (linear, quadratic, cosine at T = 10, 100, 1000) and three
+    values of E[x_0^2], to relative 1e-6 (so the small-abar_T approximation, off by about abar_T / 2
+    relative, is refused)."""
+    ln2 = math.log(2.0)
+    makers = [NoiseSchedule.linear, NoiseSchedule.quadratic, NoiseSchedule.cosine]
+    schedules = [mk(T=T, warn=False) for mk in makers for T in (10, 100, 1000)]
+    sq = torch.tensor([0.68, 0.25, 1.0], dtype=torch.float64)
+    ab = torch.tensor([float(s.alpha_bars[-1]) for s in schedules], dtype=torch.float64)
+    expected = torch.tensor(
+        [[s.prior_kl(float(v)) / ln2 for v in sq] for s in schedules], dtype=torch.float64
+    )
+    got = _tensor(
+        "prior_term_bits", _call("prior_term_bits", fn, ab[:, None], sq[None, :]), expected.shape, "L_T"
+    )
+    rtol = 1e-6
+    ok = _close(got, expected, rtol=rtol, atol=1e-300)
+    if bool(ok.all()):
+        return True, f"{PASS} prior_term_bits matches {_LT_BITS_EQ}"
+    A, S = ab[:, None], sq[None, :]
+    nats = expected * ln2
+    approx = 0.5 * A * S / ln2
+    candidates = [
+        (
+            nats,
+            "that is L_T in nats; divide by ln 2 for bits (your values are ln 2 = 0.693 times the expected).",
+            None,
+        ),
+        (
+            approx,
+            "that is the approximation 1/2 abar_T E[x_0^2] / ln 2 for abar_T << 1; the exercise asks for the "
+            "exact value, -abar_T - log(1 - abar_T) included (use torch.log1p(-abar_T) for accuracy).",
+            None,
+        ),
+        (
+            approx * ln2,
+            "that is the small-abar_T approximation, in nats: the exact value in bits is asked.",
+            None,
+        ),
+        (2 * expected, "the factor 1/2 is missing.", None),
+        (expected * 784, "per dimension: do not sum over the 784 pixels of an image.", None),
+    ]
+    i, j = (int(k) for k in (~ok).nonzero()[0])
+    rel = abs(float(got[i, j] / expected[i, j]) - 1) if float(expected[i, j]) != 0 else float("inf")
+    detail = (
+        f"for abar_T = {_fmt(ab[i])}, E[x_0^2] = {_fmt(sq[j])} yours is {_fmt(got[i, j], 7)} (expected "
+        f"{_fmt(expected[i, j], 7)}: relative error {rel:.1e}, tolerance {rtol:.0e})"
+    )
+    return _off("prior_term_bits", _LT_BITS_EQ, detail, got, candidates)
+
+
+_SMALLEST_T_EQ = (
+    "the smallest T for which the linear schedule from beta_1 to beta_T over T steps has "
+    "L_T = 1/2 (abar_T E[x_0^2] - abar_T - log(1 - abar_T)) / ln 2 <= the target, in bits per dimension "
+    "(L_T falls as T grows)"
+)
+
+
+def _lt_bits_linear(T: int, x0_sq: float, beta_1: float, beta_T: float) -> float:
+    s = NoiseSchedule.linear(T=T, beta_start=beta_1, beta_end=beta_T, warn=False)
+    return s.prior_kl(x0_sq) / math.log(2.0)
+
+
+def _smallest_T(target: float, x0_sq: float, beta_1: float, beta_T: float) -> int:
+    lo, hi = 2, 2
+    while _lt_bits_linear(hi, x0_sq, beta_1, beta_T) > target:
+        hi *= 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _lt_bits_linear(mid, x0_sq, beta_1, beta_T) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@_checker("smallest_T", _SMALLEST_T_EQ)
+def check_smallest_T(fn) -> tuple:
+    """``fn(target_bits, x0_sq_mean, beta_1, beta_T) -> T`` (an int): the smallest number of steps of the linear
+    schedule with those ends whose L_T is at most ``target_bits`` bits per dimension. Tried on three cases,
+    the first DDPM's ends, Fashion-MNIST's E[x_0^2] = 0.68 and DDPM's L_T of 1e-5 bits/dim."""
+    cases = [(1e-5, 0.68, 1e-4, 0.02), (1e-3, 0.68, 1e-4, 0.02), (1e-4, 1.0, 1e-3, 0.05)]
+    answers = []
+    for target, sq, b1, bT in cases:
+        where = f"for target {target:g} bits/dim, E[x_0^2] = {sq}, beta_1 = {b1:g}, beta_T = {bT:g}"
+        out = _call("smallest_T", fn, target, sq, b1, bT)
+        if out is None:
+            raise _Wrong("returned None: did you forget `return`?")
+        try:
+            T = int(out)
+        except (TypeError, ValueError, RuntimeError):
+            raise _Wrong(f"returned a {type(out).__name__}, expected an integer T.") from None
+        if T != float(out):
+            raise _Wrong(f"{where} it returned {out}, not a whole number of steps.")
+        want = _smallest_T(target, sq, b1, bT)
+        answers.append(want)
+        if T == want:
+            continue
+        hints = []
+        if T == _smallest_T(target / math.log(2.0), sq, b1, bT):
+            hints.append(
+                "your L_T is in nats while the target is in bits: divide the nats by ln 2 (or compare with "
+                "target * ln 2)."
+            )
+        if T == want - 1:
+            hints.append(
+                "one step short: the smallest T with L_T <= target is asked, not the largest above it."
+            )
+        if T == want + 1:
+            hints.append("one step too many: T - 1 already meets the target.")
+        est = math.ceil(2 * math.log(sq / (2 * math.log(2.0) * target)) / (b1 + bT))
+        if T == est:
+            hints.append(
+                "that is the estimate from abar_T ~ exp(-T (beta_1 + beta_T) / 2) and L_T ~ abar_T E[x_0^2] / "
+                "(2 ln 2): a good first guess, but the exact L_T of NoiseSchedule.linear(...) decides."
+            )
+        if not 1 <= T <= 10**6:
+            raise _Wrong(f"{where} it returned T = {T}; a number of steps is a positive integer.")
+        # say which way the answer is off, not the answer (the exercise is to find it)
+        lt = _lt_bits_linear(T, sq, b1, bT)
+        if lt > target:
+            why = f"L_T = {_fmt(lt)} bits/dim there is above the target: more steps are needed"
+        else:
+            why = (
+                f"L_T = {_fmt(lt)} bits/dim there meets the target, but so does T = {T - 1} "
+                f"(L_T = {_fmt(_lt_bits_linear(T - 1, sq, b1, bT))}): fewer steps suffice"
+            )
+        return False, (
+            f"{FAIL} smallest_T is off: it should be {_SMALLEST_T_EQ}; {where} yours is T = {T}: {why}."
+            + (" Likely mistake: " + " ".join(hints) if hints else "")
+        )
+    return True, (
+        f"{PASS} smallest_T matches {_SMALLEST_T_EQ}: T = {answers[0]} for DDPM's ends, Fashion-MNIST and "
+        f"1e-5 bits/dim (T = {answers[1]} for 1e-3 bits/dim)"
+    )
