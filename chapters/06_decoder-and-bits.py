@@ -25,7 +25,7 @@
 #   estimate it without bias for the shipped Fashion-MNIST U-Net with far fewer than $T$ network calls;
 # - read the bound as a code in two parts: the rate $L_T + \dots + L_1$ and the distortion $L_0$.
 #
-# **Reading time:** about 50 minutes. **CPU time:** about 20 s on an uncontended 2-core CPU, most of it about
+# **Reading time:** about an hour. **CPU time:** about 20 s on an uncontended 2-core CPU, most of it about
 # 100 passes of the U-Net (budget: 55 s).
 
 # %%
@@ -222,8 +222,9 @@ print(f"uniform over 256 values: -log2 P = {-math.log2(1 / 256):.0f} bits")
 # ### A picture: three decoders
 #
 # The bars are the 256 probabilities $P(k)$ divided by the bin width $2/255$ (so they are on the scale
-# of the density, the grey curve). In the middle panel most of the Gaussian lies below $-1$: the
-# first bin, open to $-\infty$, takes it all. On the right the mean lies beyond $+1$ and the last bin
+# of the density, the grey curve). In the middle panel the mean sits just above $-1$ and about a sixth of
+# the Gaussian lies below $-1$: the first bin, open to $-\infty$, takes all of it (27% of the mass in all, the
+# title). On the right the mean lies beyond $+1$ and the last bin
 # collects more than half the mass.
 
 # %%
@@ -252,8 +253,8 @@ plt.show()
 # %% [markdown]
 # ### Widget: move the mean and the width
 #
-# Drag $\mu$ across an edge and watch the edge bin take the mass; shrink $\sigma$ below the bin
-# width $2/255 \approx 0.008$ and one bin takes (almost) everything, so $-\log_2 P$ falls towards 0 bits.
+# Drag $\mu$ across an edge and watch the edge bin take the mass; shrink $\sigma$ well below the
+# bin's half-width $1/255 \approx 0.004$ and one bin takes (almost) everything, so $-\log_2 P$ falls towards 0 bits.
 # The right panel zooms on the 25 bins around the value nearest $\mu$ (`ddpm_lib.course.widgets.decoder.decoder_explorer`).
 
 # %% tags=["nbval-ignore-output"]
@@ -532,8 +533,8 @@ plt.show()
 # %% [markdown]
 # ### 4.2 An unbiased estimate with far fewer network calls
 #
-# The full bound calls the network $T = 1000$ times per image: about 40 s per image for the U-Net on
-# this CPU. The sum of the middle terms can be estimated without bias from a sample of $t$. Split
+# The full bound calls the network $T = 1000$ times per image: about 80 s per image for the U-Net on
+# one core of this CPU (the measurement stored with the checkpoint, section 4.3: 625 s for 8 images). The sum of the middle terms can be estimated without bias from a sample of $t$. Split
 # $\{2, \dots, T\}$ into strata $S_1, \dots, S_H$ of $N_h$ consecutive values (narrow at small $t$, where
 # the terms are large and change fast; wide at large $t$), draw $n_h = 2$ values $t_{h1}, t_{h2}$
 # uniformly from each stratum (with replacement, each with its own $x_t \sim q(x_t \mid x_0)$), and set
