@@ -14,9 +14,9 @@
 # $p_\theta(x_{t-1} \mid x_t)$. This chapter follows Ho et al. 2020, Sec. 3.2, from there to the loss everybody
 # trains with: fix the reverse variances, and $L_{t-1}$ becomes a squared error between means; write the mean
 # through the noise $\epsilon$, and it becomes a weighted squared error between noises; drop the weights, and it
-# is DDPM's $L_\text{simple}$. As the study notes put it: all the mathematics above ends in a loss that is simply the
-# squared difference between the true and the predicted noise; the mathematics is what tells us how to
-# *sample*. Then we train a small network with Algorithm 1 and sample with Algorithm 2, here, on a CPU.
+# is DDPM's $L_\text{simple}$. All the mathematics ends in a loss that is simply the squared difference between the
+# true and the predicted noise; what the mathematics adds is how to *sample* with the network it trains. Then we
+# train a small network with Algorithm 1 and sample with Algorithm 2, here, on a CPU.
 #
 # **Learning goals.** After this chapter you can
 # - fix the reverse variances to $\sigma_t^2 = \beta_t$ or $\sigma_t^2 = \tilde\beta_t$, and say when each is optimal and why
@@ -27,7 +27,10 @@
 # - say what dropping the weight ($L_\text{simple}$, Eq. 14) does to each $t$;
 # - run Algorithms 1 and 2 on the swiss roll and measure the samples against the data.
 #
-# **CPU time:** about 45 s on a 2-core CPU, most of it training the network and sampling 4,000 points (budget: 60 s).
+# - see the weight in $x_0$ space as a difference of signal-to-noise ratios, and the noise prediction as a scaled score.
+#
+# **Reading time:** about an hour. **CPU time:** about 50 s on a 2-core CPU, most of it training the network and
+# sampling 4,000 points (budget: 60 s).
 
 # %%
 import copy
@@ -40,7 +43,9 @@ import ddpm_lib as dl
 from ddpm_lib.course import checks
 from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
 from ddpm_lib.train import ema_update  # theta_ema <- d theta_ema + (1 - d) theta (chapter 08)
+from ddpm_lib.viz import course_style
 
+course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
 
 
 def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -51,6 +56,46 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 # The schedule of this chapter's experiments, as in configs/swiss_roll.toml and the shipped swiss-roll model
 s = dl.NoiseSchedule.linear(T=200, beta_start=1e-4, beta_end=0.1)
 ddpm = dl.NoiseSchedule.linear(T=1000, beta_start=1e-4, beta_end=0.02)  # DDPM's, for comparison
+
+# %% [markdown]
+# ## The idea in one picture
+#
+# Training (Algorithm 1) takes a data point $x_0$, adds Gaussian noise $\epsilon$ scaled to the step $t$, and asks a
+# network $\epsilon_\theta(x_t, t)$ to tell, from the noisy point $x_t$ alone, which noise was added: a regression onto
+# $\epsilon$ with a squared error. On the left, swiss-roll points (red) and where the noise moved them at $t = 20$
+# (blue; grey lines join each pair). A network that does this well knows, at every point of the plane, which way
+# the data lie: on the right, the arrows $-\sqrt{1 - \bar\alpha_t}\,\epsilon_\theta(x_t, t)$ of the shipped
+# `swiss-roll-mlp` model (a small network trained on this data), drawn at half length on a grid, all point back
+# towards the spiral.
+# Sampling (Algorithm 2) follows such arrows from pure noise, step by step. This chapter derives why the bound of
+# chapters 02-04 reduces to exactly this regression, and what is lost by the simplification.
+
+# %%
+shipped = dl.load_pretrained("swiss-roll-mlp")  # a trained eps_theta for this schedule (section 7 measures it)
+g = torch.Generator().manual_seed(0)
+t_pic = 20
+x0_pic = dl.swiss_roll(150, generator=g).double()
+xt_pic = s.sqrt_alpha_bars[t_pic] * x0_pic + s.sqrt_one_minus_alpha_bars[t_pic] * torch.randn(150, 2, generator=g,
+                                                                                                  dtype=torch.float64)
+u = torch.linspace(-2, 2, 13)
+grid_xy = torch.stack(torch.meshgrid(u, u, indexing="xy"), -1).reshape(-1, 2)
+with torch.no_grad():
+    arrows = -s.sqrt_one_minus_alpha_bars[t_pic].item() * shipped.model(grid_xy, torch.full((len(grid_xy),), t_pic))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.6))
+for a, b in zip(x0_pic, xt_pic):
+    ax1.plot([a[0], b[0]], [a[1], b[1]], color="0.75", lw=0.6)
+ax1.scatter(x0_pic[:, 0], x0_pic[:, 1], s=6, color="C3", label="data $x_0$")
+ax1.scatter(xt_pic[:, 0], xt_pic[:, 1], s=6, color="C0", label=f"noisy $x_t$, t = {t_pic}")
+ax1.set(title=r"training: predict the noise $\epsilon$ from $x_t$", xlabel="$x^{(1)}$", ylabel="$x^{(2)}$")
+ax1.legend(loc="lower left", bbox_to_anchor=(0, 1.08), ncol=2, frameon=False)
+ax2.scatter(x0_pic[:, 0], x0_pic[:, 1], s=6, color="C3", alpha=0.5)
+ax2.quiver(grid_xy[:, 0], grid_xy[:, 1], arrows[:, 0], arrows[:, 1], angles="xy", scale_units="xy", scale=2, width=0.004,
+           color="0.2")  # drawn at half length
+ax2.set(title=r"a trained network: $-\sqrt{1 - \bar\alpha_t}\,\epsilon_\theta(x, t)$", xlabel="$x^{(1)}$", ylabel="$x^{(2)}$")
+for ax in (ax1, ax2):
+    ax.set(xlim=(-2.3, 2.3), ylim=(-2.3, 2.3), aspect="equal")
+fig.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## 1. What is left to learn: fixed $\beta_t$, fixed $\sigma_t^2$
@@ -102,7 +147,8 @@ for tt in (5, 20, 100):
 print(f"(the ratios have a relative Monte Carlo error of about sqrt(2/N) = {math.sqrt(2 / N):.3f})")
 
 # %% [markdown]
-# Why the choice matters little: the two differ only at small $t$. $\tilde\beta_t / \beta_t = (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t)$
+# Why the choice matters little: the two differ only over the early part of the chain (below: the first 17% of
+# DDPM's steps, the first 40% of the swiss-roll schedule's). $\tilde\beta_t / \beta_t = (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t)$
 # climbs to 1 over the early steps (chapter 04's picture), where $\beta_t$ itself is smallest, so either way these steps
 # add little noise. Real data sit between the two extremes, and Section 7 samples the same trained network with both
 # choices and measures the difference.
@@ -147,8 +193,8 @@ for variance in ("fixed_large", "fixed_small"):
 # %% [markdown]
 # ## 3. Substituting $x_t(x_0, \epsilon)$ (Eqs. 9-10)
 #
-# Reparameterize Eq. 4 as $x_t(x_0, \epsilon) = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, \epsilon$ with $\epsilon \sim \mathcal N(0, I)$ (the study
-# notes' substitution), and solve it for $x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon) / \sqrt{\bar\alpha_t}$. Put that into Eq. 7's
+# Reparameterize Eq. 4 as $x_t(x_0, \epsilon) = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, \epsilon$ with $\epsilon \sim \mathcal N(0, I)$,
+# and solve it for $x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon) / \sqrt{\bar\alpha_t}$. Put that into Eq. 7's
 # $\tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\beta_t}{1 - \bar\alpha_t} x_0 + \frac{\sqrt{\alpha_t}(1 - \bar\alpha_{t-1})}{1 - \bar\alpha_t} x_t$, using
 # $\sqrt{\bar\alpha_{t-1}} / \sqrt{\bar\alpha_t} = 1 / \sqrt{\alpha_t}$:
 # $$\tilde\mu_t = \frac{\beta_t}{\sqrt{\alpha_t}(1 - \bar\alpha_t)}\big(x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon\big) + \frac{\sqrt{\alpha_t}(1 - \bar\alpha_{t-1})}{1 - \bar\alpha_t} x_t .$$
@@ -178,8 +224,7 @@ print(f"Eq. 7 with x_0 vs 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps):
 #   = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1 - \bar\alpha_t}}\,\epsilon_\theta(x_t, t)\Big).$$
 # Sampling $x_{t-1} \sim p_\theta(x_{t-1} \mid x_t) = \mathcal N(\mu_\theta, \sigma_t^2 I)$ is then, reparameterized (**Algorithm 2, line 4**),
 # $$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{1 - \alpha_t}{\sqrt{1 - \bar\alpha_t}}\,\epsilon_\theta(x_t, t)\Big) + \sigma_t z, \qquad z \sim \mathcal N(0, I),$$
-# with $z = 0$ at $t = 1$ (the last step returns the mean). The paper notes the resemblance to Langevin dynamics:
-# $\epsilon_\theta$ plays the role of a learned gradient of the data density, $\epsilon_\theta(x_t, t) \approx -\sqrt{1 - \bar\alpha_t}\,\nabla_{x_t}\log q(x_t)$.
+# with $z = 0$ at $t = 1$ (the last step returns the mean).
 #
 # In `ddpm_lib`, a `GaussianDiffusion(..., prediction="eps")` reads the network's output as $\epsilon_\theta$:
 # `p_mean_variance` forms the mean through the predicted $x_0$ and Eq. 7 (the first form above), `mean_from_eps`
@@ -199,14 +244,50 @@ print(f"p_sample vs Algorithm 2, line 4:                    max relative diff "
       f"{below(rel_diff(d.p_sample(eps_theta, x_t, t, z), by_hand + sigma * z))}")
 
 # %% [markdown]
+# ### A bridge to the score view
+#
+# The *score* of a density $p$ is the gradient of its logarithm, $\nabla_x \log p(x)$: a vector field that points
+# uphill in probability, towards where the data are likely (the arrows of the opening picture). For one step of the
+# forward process it is known in closed form: $q(x_t \mid x_0) = \mathcal N(\sqrt{\bar\alpha_t}\, x_0, (1 - \bar\alpha_t) I)$ has the score
+# $-(x_t - \sqrt{\bar\alpha_t}\, x_0) / (1 - \bar\alpha_t) = -\epsilon / \sqrt{1 - \bar\alpha_t}$. So the noise that training asks for is, exactly,
+# $$\epsilon = -\sqrt{1 - \bar\alpha_t}\;\nabla_{x_t} \log q(x_t \mid x_0).$$
+# The network sees only $x_t$, and the best it can do in mean square is $\mathbb E[\epsilon \mid x_t]$; averaging the identity
+# over $x_0$ given $x_t$ turns the score of $q(x_t \mid x_0)$ into that of the marginal $q(x_t)$:
+# $\mathbb E[\epsilon \mid x_t] = -\sqrt{1 - \bar\alpha_t}\,\nabla_{x_t} \log q(x_t)$ (Vincent 2011). Predicting the noise is therefore learning
+# the score of the noised data at every noise level, up to the factor $-\sqrt{1 - \bar\alpha_t}$: *denoising score
+# matching*. And Algorithm 2's step, a move along $-\epsilon_\theta$ (uphill in $\log q$) plus fresh Gaussian noise, has the
+# form of *Langevin dynamics*, a sampler that follows the score of a density with added noise; DDPM (Sec. 3.2) points
+# out this resemblance, and score-based models (Song & Ermon 2019) start from it. Both identities, checked: the
+# first with automatic differentiation of $\log q(x_t \mid x_0)$ on the swiss roll; the second on Gaussian data
+# $x_0 \sim \mathcal N(0.3, 0.5^2)$, where $q(x_t)$ and the best predictor $\mathbb E[\epsilon \mid x_t]$ are known in closed form
+# (`dl.GaussianData`).
+
+# %%
+g_score = torch.Generator().manual_seed(5)
+t_s = torch.randint(1, s.T + 1, (B,), generator=g_score)
+sab, s1ab = s.sqrt_alpha_bars[t_s][:, None], s.sqrt_one_minus_alpha_bars[t_s][:, None]
+x0_s = dl.swiss_roll(B, generator=g_score).double()
+eps_s = torch.randn(B, 2, generator=g_score, dtype=torch.float64)
+xt_s = (sab * x0_s + s1ab * eps_s).requires_grad_(True)
+log_q = dl.gaussian_log_likelihood(xt_s, sab * x0_s, 2 * s1ab.log())  # log q(x_t | x_0), per coordinate
+score = torch.autograd.grad(log_q.sum(), xt_s)[0]
+print(f"eps vs -sqrt(1 - abar_t) * score of q(x_t | x_0) (swiss roll):  max relative diff "
+      f"{below(rel_diff(-s1ab * score, eps_s))}")
+gauss = dl.GaussianData(dim=2, mean=0.3, std=0.5)
+xt_g = (sab * gauss.sample(B, generator=g_score, dtype=torch.float64) + s1ab * eps_s).requires_grad_(True)
+score_g = torch.autograd.grad(gauss.marginal_log_prob(xt_g, s.alpha_bars[t_s]).sum(), xt_g)[0]
+print(f"E[eps | x_t] vs -sqrt(1 - abar_t) * score of q(x_t) (Gaussian data): max relative diff "
+      f"{below(rel_diff(-s1ab * score_g, gauss.optimal_eps(xt_g.detach(), s.alpha_bars[t_s])))}")
+
+# %% [markdown]
 # ## 5. The loss on $\epsilon$ (Eq. 12), and dropping its weight (Eq. 14)
 #
 # With Eq. 11, $\tilde\mu_t - \mu_\theta = \frac{1}{\sqrt{\alpha_t}}\frac{\beta_t}{\sqrt{1 - \bar\alpha_t}}(\epsilon_\theta - \epsilon)$: the $x_t$ terms cancel. Squared and
 # divided by $2\sigma_t^2$, Eq. 10 becomes **DDPM Eq. 12**:
 # $$L_{t-1} - C = \mathbb E_{x_0, \epsilon}\Big[\underbrace{\frac{\beta_t^2}{2\sigma_t^2\alpha_t(1 - \bar\alpha_t)}}_{w_t}
 #   \big\|\epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon, t\big)\big\|^2\Big].$$
-# Training $\mu_\theta$ by the bound is the same as training $\epsilon_\theta$ to predict the noise, weighted by $w_t$ (a form of
-# denoising score matching, the paper notes). `d.eps_mse_weight(t)` is $w_t$. The check is exact: for *any*
+# Training $\mu_\theta$ by the bound is the same as training $\epsilon_\theta$ to predict the noise, weighted by $w_t$: denoising
+# score matching, in the words of the bridge above. `d.eps_mse_weight(t)` is $w_t$. The check is exact: for *any*
 # $\epsilon_\theta$ (below, an untrained network), the closed-form KL of the bound, minus $C_t$, equals $w_t\|\epsilon - \epsilon_\theta\|^2$
 # example by example.
 
@@ -225,6 +306,29 @@ for variance in ("fixed_large", "fixed_small"):
     eq12 = dv.eps_mse_weight(t) * ((eps - out) ** 2).sum(dim=1)
     print(f"sigma_t^2 = {'beta_t ' if variance == 'fixed_large' else 'beta~_t'}: KL - C vs w_t ||eps - eps_theta||^2, "
           f"max relative diff {below(rel_diff((kl - C)[t2], eq12[t2]))} over {int(t2.sum())} draws")
+
+# %% [markdown]
+# **The same weight in $x_0$ space: a drop in the signal-to-noise ratio.** A noise prediction is also a prediction of
+# the data: solving $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon$ for $x_0$ with $\epsilon_\theta$ in place of $\epsilon$ gives
+# $\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon_\theta) / \sqrt{\bar\alpha_t}$ (`p_mean_variance` returns it as `pred_x0`). Each term of the
+# bound is then also a weighted squared error of the predicted data, $L_{t-1} - C = \lambda_t \|x_0 - \hat x_0\|^2$, and with
+# $\sigma_t^2 = \tilde\beta_t$ its weight takes a strikingly simple form in the signal-to-noise ratio
+# $\mathrm{SNR}(t) = \bar\alpha_t / (1 - \bar\alpha_t)$ of chapter 03 (the schedule's table `s.snr`):
+# $$\lambda_t = \tfrac12\big(\mathrm{SNR}(t-1) - \mathrm{SNR}(t)\big).$$
+# A step weighs in the bound as much as the signal-to-noise ratio drops across it. Summed over $t = 2, \dots, T$ the
+# weights telescope to $\tfrac12(\mathrm{SNR}(1) - \mathrm{SNR}(T))$, whatever the schedule does in between (Kingma et al. 2021
+# build their variational diffusion models on this). Exercise 5.3 asks you to derive $\lambda_t$ for any fixed
+# $\sigma_t^2$. The check, with the same untrained network and draws as above:
+
+# %%
+d_small = dl.GaussianDiffusion(s, prediction="eps", variance="fixed_small", decoder="gaussian")
+post = d_small.q_posterior(x0, x_t, t)
+pm = d_small.p_mean_variance(out, x_t, t)
+kl = dl.normal_kl(post.mean, post.log_variance, pm["mean"], pm["log_variance"]).sum(dim=1)  # C_t = 0 for beta~_t
+x0_sq_err = ((x0 - pm["pred_x0"]) ** 2).sum(dim=1)
+lam = 0.5 * (s.snr[(t - 1).clamp(min=1)] - s.snr[t])  # t >= 2 only: SNR(0) is infinite
+print(f"sigma_t^2 = beta~_t: KL vs 1/2 (SNR(t-1) - SNR(t)) ||x_0 - x0_hat||^2, max relative diff "
+      f"{below(rel_diff(kl[t2], (lam * x0_sq_err)[t2]))} over {int(t2.sum())} draws")
 
 # %% [markdown]
 # **$L_\text{simple}$ (DDPM Eq. 14).** DDPM then drops $w_t$ and trains on
@@ -248,17 +352,17 @@ for ax, (name, sch) in zip(axes, (("DDPM's schedule, T = 1000", ddpm), ("swiss-r
               f"(10% under L_simple)")
     ax.axhline(1.0, color="k", ls="--", lw=1, label=r"$L_\mathrm{simple}$: 1 for every $t$")
     ax.set(xlabel="t", ylabel="weight of $\\|\\epsilon - \\epsilon_\\theta\\|^2$ in term $t$", title=name)
-    ax.legend(fontsize=8)
+    ax.legend()
 fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The bound's weight $w_t$ is largest at the first steps and falls by one to two orders of magnitude towards the
-# middle of the chain. $L_\text{simple}$ flattens it: relative to the bound it down-weights the small-$t$ terms and
+# The bound's weight $w_t$ is largest at the first steps, falls by one to two orders of magnitude within the first
+# third of the chain, and rises again towards $t = T$. $L_\text{simple}$ flattens it: relative to the bound it down-weights the small-$t$ terms and
 # up-weights the large-$t$ ones. In the paper's words, the small-$t$ terms "train the network to denoise data with very
 # small amounts of noise, so it is beneficial to down-weight them so that the network can focus on more difficult
-# denoising tasks at larger $t$" (the study notes say the same: denoising large noise is harder and deserves more of
-# the network's attention). The paper reports better samples from this reweighting, at the price of a worse bound in
+# denoising tasks at larger $t$" (denoising a large noise is the harder task, so it gets more of the network's
+# attention). The paper reports better samples from this reweighting, at the price of a worse bound in
 # bits (chapter 10 measures both). Section 7 shows the reweighting on a trained network, term by term.
 #
 # ## 6. Algorithm 1, live on the swiss roll
@@ -359,13 +463,11 @@ print(f"Algorithm 2 written out vs d.sample with the same seed: max |diff| {belo
 # both.
 
 # %%
-shipped = dl.load_pretrained("swiss-roll-mlp")
 print(f"shipped model: {shipped.entry['description']}")
 same_schedule = torch.allclose(shipped.diffusion.schedule.betas, s.betas, rtol=1e-15, atol=0)  # bits differ by CPU
 print(f"  its schedule is ours (to float64 round-off): {same_schedule}; made by: {shipped.entry['command']}")
 stored = shipped.entry["metrics"]["points"]  # measured by the command printed with it: the same function, same n
 print(f"  measured by: {shipped.entry['metrics']['evaluated_by']}")
-d_small = dl.GaussianDiffusion(s, prediction="eps", variance="fixed_small", decoder="gaussian")
 samples_small, _ = algorithm2(model, d_small, n, seed=2)
 rows = [("starting noise x_T", kept[s.T]), ("our network, sigma_t^2 = beta_t", samples),
         ("our network, sigma_t^2 = beta~_t", samples_small)]
@@ -379,21 +481,26 @@ print(f"  {'fresh data (the floor)':<44}{r['w1_floor']:.3f}       1")
 
 # %% [markdown]
 # The picture shows the first 1,000 of each set of points (all 4,000 make a solid band), beside 1,000 samples of the
-# shipped model drawn with our seeds.
+# shipped model drawn with our seeds; the samples with $\sigma_t^2 = \tilde\beta_t$ look the same as those with $\beta_t$ (their
+# ratio in the table is too) and are left out.
 
 # %%
 m = 1000
 samples_shipped, _ = algorithm2(shipped.model, shipped.diffusion, m, seed=2)
 data_again = dl.swiss_roll(m, generator=torch.Generator().manual_seed(11))
-fig, axes = plt.subplots(2, 4, figsize=(12, 6.2), sharex=True, sharey=True)
-panels = [(kept[s.T], f"x_T = noise (t = {s.T})"), (kept[50], "x_50"), (kept[20], "x_20"), (kept[5], "x_5"),
-          (data_again, "data (fresh points)"), (samples, r"our network: $x_0$, $\sigma_t^2 = \beta_t$"),
-          (samples_small, r"our network: $x_0$, $\sigma_t^2 = \tilde\beta_t$"), (samples_shipped, "shipped model: $x_0$")]
+fig, axes = plt.subplots(2, 3, figsize=(10, 7), sharex=True, sharey=True)
+panels = [(kept[s.T], f"$x_T$ = noise (t = {s.T})"), (kept[20], "$x_{20}$"), (kept[5], "$x_5$"),
+          (data_again, "data (fresh points)"), (samples, r"our network: $x_0$ ($\sigma_t^2 = \beta_t$)"),
+          (samples_shipped, "shipped model: $x_0$")]
 for ax, (x, title) in zip(axes.flat, panels):
     ax.scatter(x[:m, 0], x[:m, 1], s=2, alpha=0.5, color="C3" if "data" in title else "C0")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title)
     ax.set(xlim=(-2.2, 2.2), ylim=(-2.2, 2.2), aspect="equal")
-fig.suptitle(f"Algorithm 2 ({m} points each): the reverse process from noise (top), and the end results against the data (bottom)")
+for ax in axes[-1]:
+    ax.set_xlabel("$x^{(1)}$")
+for ax in axes[:, 0]:
+    ax.set_ylabel("$x^{(2)}$")
+fig.suptitle(f"Algorithm 2, {m} points each: from noise (top) to samples, against the data (bottom)")
 fig.tight_layout()
 plt.show()
 
@@ -428,7 +535,7 @@ fig, ax = plt.subplots(figsize=(8, 3.2))
 ax.semilogy(ts, simple_share, label=r"$L_\mathrm{simple}$: $\|\epsilon - \epsilon_\theta\|^2$ per $t$")
 ax.semilogy(ts, bound_share, label=r"bound: $w_t \|\epsilon - \epsilon_\theta\|^2$ per $t$ ($\sigma_t^2 = \beta_t$)")
 ax.set(xlabel="t", ylabel="share of the total", title="where each objective puts its weight, for the trained network")
-ax.legend(fontsize=8)
+ax.legend()
 fig.tight_layout()
 plt.show()
 q = s.T // 4
@@ -497,6 +604,32 @@ def p_sample_step_noisy_end(eps_pred, x_t, t, schedule, noise):
 checks.check("p_sample_step", p_sample_step_noisy_end)
 
 # %% [markdown]
+# **Exercise 5.3 (derive: the weight in $x_0$ space).** Section 5 stated, and checked numerically, that with
+# $\sigma_t^2 = \tilde\beta_t$ the bound's term is $L_{t-1} - C = \frac12\big(\mathrm{SNR}(t-1) - \mathrm{SNR}(t)\big)\,\|x_0 - \hat x_0\|^2$, where
+# $\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon_\theta) / \sqrt{\bar\alpha_t}$. Derive the weight $\lambda_t$ in
+# $L_{t-1} - C = \lambda_t\|x_0 - \hat x_0\|^2$ for *any* fixed variance $\sigma_t^2$, and write `x0_mse_weight(t, schedule, sigma2)`
+# returning it for `t` a LongTensor $(B,)$ in $2..T$ and `sigma2` the $(B,)$ variances at those $t$. Two routes work:
+# write $\epsilon - \epsilon_\theta$ in terms of $x_0 - \hat x_0$ (both come from the same $x_t$) and use Eq. 12; or write
+# $\tilde\mu_t - \mu_\theta$ through Eq. 7, since $\mu_\theta$ is Eq. 7 with $\hat x_0$ in place of $x_0$, and use Eq. 8. Then check that your
+# formula gives the SNR form for $\tilde\beta_t$, and decide: at small $t$, which of the two variances of section 1 puts
+# more weight on an error in $x_0$, and by what factor at $t = 2$ for the swiss-roll schedule (section 1 printed
+# $\tilde\beta_2 / \beta_2$)?
+
+
+# %% tags=["solution"]
+def x0_mse_weight(t, schedule, sigma2):
+    """lambda_t with L_(t-1) - C = lambda_t ||x_0 - x0_hat||^2 for a fixed reverse variance sigma2 (t >= 2)."""
+    # BEGIN SOLUTION
+    # mu~_t - mu_theta = c_t (x_0 - x0_hat) with c_t = sqrt(abar_(t-1)) beta_t / (1 - abar_t), Eq. 7's coefficient
+    c = schedule.alpha_bars[t - 1].sqrt() * schedule.betas[t] / (1 - schedule.alpha_bars[t])
+    return c**2 / (2 * sigma2)
+    # END SOLUTION
+
+
+# %%
+checks.check("x0_mse_weight", x0_mse_weight)
+
+# %% [markdown]
 # ## Summary
 #
 # - With $\beta_t$ fixed, $L_T$ is a constant. DDPM fixes $\sigma_t^2$ too: $\beta_t$ is optimal for $x_0 \sim \mathcal N(0, I)$,
@@ -507,6 +640,9 @@ checks.check("p_sample_step", p_sample_step_noisy_end)
 #   $x_{t-1} = \mu_\theta + \sigma_t z$ (Algorithm 2).
 # - Then $L_{t-1} - C = w_t\,\mathbb E\|\epsilon - \epsilon_\theta\|^2$ with $w_t = \frac{\beta_t^2}{2\sigma_t^2\alpha_t(1 - \bar\alpha_t)}$ (Eq. 12), exactly, for any
 #   $\epsilon_\theta$. $L_\text{simple}$ (Eq. 14) drops $w_t$: it shifts weight from the easy small-$t$ terms to the harder large-$t$ ones.
+# - In $x_0$ space, with $\sigma_t^2 = \tilde\beta_t$, the weight is $\frac12(\mathrm{SNR}(t-1) - \mathrm{SNR}(t))$: the drop of the signal-to-noise ratio
+#   across the step. The noise is a scaled score, $\epsilon = -\sqrt{1 - \bar\alpha_t}\,\nabla_{x_t}\log q(x_t \mid x_0)$, so predicting it is denoising
+#   score matching, and Algorithm 2 resembles Langevin dynamics.
 # - Algorithm 1 trained an MLP on the swiss roll in 2,500 steps on a CPU; Algorithm 2 turned noise into a spiral whose
 #   sliced Wasserstein distance to the data is a small fraction of the noise's, and about 1.4 times that of fresh data
 #   at 4,000 points; the shipped model, trained longer, comes to about 1.1.

@@ -321,6 +321,86 @@ class GaussianData:
 
         return model
 
+    def bound_terms(self, schedule, variance: str = "fixed_large", x0: torch.Tensor | None = None):
+        """
+        The expected terms E[L_j], j = 0..T, of DDPM's bound (Eq. 5) for the best eps-model
+        (:meth:`eps_model`) and a fixed reverse variance, in closed form, in nats per dimension.
+
+        With c_t = sqrt(abar_(t-1)) beta_t / (1 - abar_t), mu~_t - mu_theta = c_t (x_0 - E[x_0 | x_t]), so
+        E[L_(t-1)] = 1/2 (log(sigma_t^2 / beta~_t) + beta~_t / sigma_t^2 + c_t^2 e_t / sigma_t^2 - 1), where
+        e_t = E[(x_0 - E[x_0 | x_t])^2]; L_0 = 1/2 (log(2 pi sigma_1^2) + e_1 / sigma_1^2) (a Gaussian density
+        decoder, ``decoder="gaussian"``); L_T = KL(q(x_T | x_0) || N(0, I)). The variances and tables come from
+        :class:`~ddpm_lib.diffusion.GaussianDiffusion`.
+
+        :param schedule: a :class:`~ddpm_lib.schedules.NoiseSchedule`.
+        :param variance: ``"fixed_large"`` (sigma_t^2 = beta_t) or ``"fixed_small"`` (beta~_t).
+        :param x0: None to average over the data as well (a [T + 1] tensor), or [N x ...] examples to
+            average over x_t only, given each example (an [N x (T + 1)] tensor).
+        :return: float64 nats per dimension (averaged over the ``dim`` coordinates); column j is L_j.
+
+        Taught in chapter 06.
+        """
+        from .diffusion import GaussianDiffusion
+
+        if variance not in ("fixed_large", "fixed_small"):
+            raise ValueError(f"variance must be 'fixed_large' or 'fixed_small', got {variance!r}")
+        dd = GaussianDiffusion(schedule, variance=variance, decoder="gaussian")
+        T, s2 = schedule.T, self.std**2
+        t = torch.arange(1, T + 1)
+        ab = schedule.alpha_bars[t]
+        k = ab.sqrt() * s2 / (ab * s2 + 1 - ab)  # E[x_0 | x_t] = m + k_t (x_t - sqrt(abar_t) m)
+        if x0 is None:  # over the data: E (x_0 - m)^2 = s^2, E x_0^2 = m^2 + s^2 (per coordinate)
+            dev2 = torch.tensor([[s2]], dtype=torch.float64)
+            sq = (self._m**2).mean().reshape(1) + s2
+        else:
+            x = torch.as_tensor(x0).to(torch.float64)
+            x = x.reshape(x.shape[0], -1) if x.ndim > 1 else x
+            m = self._event(x.reshape(x.shape[0], -1)).reshape(-1)
+            dev2, sq = ((x - m) ** 2).mean(1, keepdim=True), (x**2).mean(1)
+        err = (1 - k * ab.sqrt()) ** 2 * dev2 + k**2 * (1 - ab)  # E[(x_0 - E[x_0 | x_t])^2 | x_0], [N x T]
+        var, logvar = (v[:, 0] for v in dd.model_variance(torch.zeros(T, 1, dtype=torch.float64), t))
+        c, bt = schedule.posterior_mean_coef1[t], schedule.posterior_variance[t]
+        L = torch.empty(err.shape[0], T + 1, dtype=torch.float64)
+        L[:, 0] = 0.5 * (math.log(2 * math.pi) + logvar[0] + err[:, 0] / var[0])
+        L[:, 1:T] = 0.5 * (
+            logvar[1:] - bt[1:].log() + bt[1:] / var[1:] + c[1:] ** 2 * err[:, 1:] / var[1:] - 1
+        )
+        abT = schedule.alpha_bars[T]
+        L[:, T] = 0.5 * (-torch.log1p(-abT) + (1 - abT) + abT * sq - 1)
+        return L[0] if x0 is None else L
+
+    def model_cross_entropy(self, schedule, variance: str = "fixed_large") -> float:
+        """
+        E_q[-log p_theta(x_0)] in nats per dimension for the best eps-model and a fixed reverse variance:
+        each reverse step is affine, x_(t-1) = A_t x_t + B_t + sigma_t z, so the model's own p_theta(x_0) is
+        Gaussian, found by propagating a mean and a variance from N(0, 1) at t = T, the decoder
+        p_theta(x_0 | x_1) = N(mu_theta(x_1, 1), sigma_1^2) included. It lies between the data's entropy and
+        the bound.
+
+        :param schedule: a :class:`~ddpm_lib.schedules.NoiseSchedule`.
+        :param variance: ``"fixed_large"`` or ``"fixed_small"``.
+        :return: a float, nats per dimension (averaged over the ``dim`` coordinates).
+
+        Taught in chapter 06.
+        """
+        from .diffusion import GaussianDiffusion
+
+        if variance not in ("fixed_large", "fixed_small"):
+            raise ValueError(f"variance must be 'fixed_large' or 'fixed_small', got {variance!r}")
+        dd = GaussianDiffusion(schedule, variance=variance, decoder="gaussian")
+        model = self.eps_model(schedule.alpha_bars)
+        T = schedule.T
+        t = torch.arange(1, T + 1)
+        at0 = torch.zeros(T, self.dim, dtype=torch.float64)
+        at1 = at0 + 1
+        p0, p1 = dd.p_mean_variance(model(at0, t), at0, t), dd.p_mean_variance(model(at1, t), at1, t)
+        B, A, var = p0["mean"], p1["mean"] - p0["mean"], p0["variance"][:, 0]
+        mp, vp = torch.zeros(self.dim, dtype=torch.float64), torch.ones(self.dim, dtype=torch.float64)
+        for j in range(T - 1, -1, -1):  # t = T, ..., 1
+            mp, vp = A[j] * mp + B[j], A[j] ** 2 * vp + var[j]
+        ce = 0.5 * (torch.log(2 * math.pi * vp) + ((self._m - mp) ** 2 + self.std**2) / vp)
+        return float(ce.mean())
+
 
 # ----------------------------------------------------------------------------------------------
 # IDX files

@@ -392,3 +392,61 @@ def test_smallest_T():
     est = lambda t, sq, b1, bT: math.ceil(2 * math.log(sq / (2 * math.log(2) * t)) / (b1 + bT))  # noqa: E731
     assert_rejected(_run("smallest_T", est), eq, "first guess")
     assert_rejected(_run("smallest_T", lambda *a: 1000.5), eq, "whole number")
+
+
+# ---- chapter 05 ----
+def _x0_weight(t, s, sigma2):
+    c = s.alpha_bars[t - 1].sqrt() * s.betas[t] / (1 - s.alpha_bars[t])
+    return c**2 / (2 * sigma2)
+
+
+def test_x0_mse_weight():
+    eq = "1/2 (SNR(t-1) - SNR(t))"
+    assert _run("x0_mse_weight", _x0_weight).passed
+    # the same weight written as Eq. 12's w_t times SNR(t)
+    w_snr = lambda t, s, v: s.betas[t] ** 2 / (2 * v * s.alphas[t] * (1 - s.alpha_bars[t])) * s.snr[t]  # noqa: E731
+    assert _run("x0_mse_weight", w_snr).passed
+    w_eps = lambda t, s, v: s.betas[t] ** 2 / (2 * v * s.alphas[t] * (1 - s.alpha_bars[t]))  # noqa: E731
+    assert_rejected(_run("x0_mse_weight", w_eps), eq, "multiply by SNR(t)")
+    assert_rejected(
+        _run("x0_mse_weight", lambda t, s, v: w_eps(t, s, v) / s.snr[t]), eq, "divide the other way"
+    )
+    assert_rejected(_run("x0_mse_weight", lambda t, s, v: w_eps(t, s, v) * s.snr[t].sqrt()), eq, "not sqrt")
+    r = _run("x0_mse_weight", lambda t, s, v: 0.5 * (s.snr[t - 1] - s.snr[t]))
+    assert_rejected(r, eq, "only for sigma_t^2 = beta~_t")
+    assert "with sigma_t^2 = beta_t," in r.message and "relative tolerance" in r.message
+    assert_rejected(_run("x0_mse_weight", lambda t, s, v: 2 * _x0_weight(t, s, v)), eq, "factor 1/2")
+    assert_rejected(
+        _run("x0_mse_weight", lambda t, s, v: _x0_weight((t - 1).clamp(min=2), s, v)), eq, "shifted"
+    )
+    half = lambda t, s, v: s.alpha_bars[t - 1] * s.betas[t] / (2 * v * (1 - s.alpha_bars[t]))  # noqa: E731
+    assert_rejected(_run("x0_mse_weight", half), eq, "square the whole coefficient")
+
+    def stub(t, s, v):
+        raise NotImplementedError("exercise")
+
+    assert_rejected(_run("x0_mse_weight", stub), eq, "not implemented yet")
+
+
+# ---- chapter 06 ----
+def _sigma_for_bits(bits):
+    return 1 / (255 * torch.special.ndtri(torch.tensor((1 + 2.0**-bits) / 2, dtype=torch.float64)))
+
+
+def test_sigma_for_bits():
+    eq = "2 Phi(1/(255 sigma)) - 1"
+    r = _run("sigma_for_bits", _sigma_for_bits)
+    assert r.passed, r.message
+    assert _run("sigma_for_bits", lambda b: float(_sigma_for_bits(b))).passed
+    nats = lambda b: 1 / (255 * torch.special.ndtri(torch.tensor((1 + math.exp(-b)) / 2)).double())  # noqa: E731
+    assert_rejected(_run("sigma_for_bits", nats), eq, "not nats")
+    assert_rejected(_run("sigma_for_bits", lambda b: 2 * _sigma_for_bits(b)), eq, "half-width 1/255")
+    assert_rejected(_run("sigma_for_bits", lambda b: _sigma_for_bits(b) / 2), eq, "not 1/(2 * 255)")
+    assert_rejected(_run("sigma_for_bits", lambda b: _sigma_for_bits(b) ** 2), eq, "variance")
+    r = _run("sigma_for_bits", lambda b: (1.0, 2.0))
+    assert_rejected(r, eq, "return one number")
+
+    def stub(bits):
+        raise NotImplementedError("exercise")
+
+    assert_rejected(_run("sigma_for_bits", stub), eq, "not implemented yet")

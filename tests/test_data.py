@@ -471,3 +471,54 @@ def test_iterate_minibatches():
     it = D.infinite_minibatches(x, 4, generator=torch.Generator().manual_seed(0))
     got = [next(it) for _ in range(7)]  # past several epochs
     assert all(b.shape == (4,) for b in got)
+
+
+def test_gaussian_data_bound_terms_match_monte_carlo_and_bracket_the_nll():
+    import ddpm_lib as dl
+
+    gd = D.GaussianData(dim=4, mean=torch.tensor([0.3, -0.2, 0.0, 0.5]), std=0.5)
+    sch = dl.NoiseSchedule.linear(T=40, beta_start=2.5e-3, beta_end=0.5)
+    g = torch.Generator().manual_seed(0)
+    H = 0.5 * math.log(2 * math.pi * math.e * 0.25)  # entropy per dimension, nats
+    for variance in ("fixed_large", "fixed_small"):
+        closed = gd.bound_terms(sch, variance)
+        assert closed.shape == (sch.T + 1,)
+        d = dl.GaussianDiffusion(sch, variance=variance, decoder="gaussian")
+        x0 = gd.sample(4000, generator=g, dtype=torch.float64)
+        mc = d.vlb_terms(gd.eps_model(sch.alpha_bars), x0, generator=g) / gd.dim  # [N x (T + 1)]
+        given = gd.bound_terms(sch, variance, x0)
+        assert given.shape == (4000, sch.T + 1)
+        diff = (mc - given).sum(1)  # only x_t's noise is left
+        assert abs(diff.mean().item()) < 4 * diff.std().item() / math.sqrt(len(diff))
+        assert abs(given.sum(1).mean().item() - closed.sum().item()) < 4 * given.sum(
+            1
+        ).std().item() / math.sqrt(4000)
+        # the model's own cross-entropy lies between the entropy of the data and the bound
+        ce = gd.model_cross_entropy(sch, variance)
+        assert H - 1e-9 <= ce <= closed.sum().item()
+    # examples whose squared deviations average exactly s^2 (and squares m^2 + s^2) give the data average
+    one = D.GaussianData(dim=2, mean=0.3, std=0.5)
+    x0 = torch.tensor([[0.8, -0.2]], dtype=torch.float64)  # m + s, m - s
+    torch.testing.assert_close(
+        one.bound_terms(sch, "fixed_large", x0)[0], one.bound_terms(sch, "fixed_large")
+    )
+    with pytest.raises(ValueError, match="variance"):
+        one.bound_terms(sch, "learned")
+
+
+def test_gaussian_data_model_cross_entropy_against_sampling():
+    import ddpm_lib as dl
+
+    gd = D.GaussianData(dim=2, mean=torch.tensor([0.4, -0.3]), std=0.6)
+    sch = dl.NoiseSchedule.linear(T=20, beta_start=5e-3, beta_end=0.6)
+    d = dl.GaussianDiffusion(sch, variance="fixed_small", decoder="gaussian")
+    model = gd.eps_model(sch.alpha_bars)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(200_000, 2, generator=g, dtype=torch.float64)
+    for tt in range(sch.T, 0, -1):  # the reverse chain with the decoder's noise at t = 1 as well
+        t = torch.full((len(x),), tt)
+        pm = d.p_mean_variance(model(x, t), x, t)
+        x = pm["mean"] + pm["variance"].sqrt() * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    mp, vp = x.mean(0), x.var(0)
+    ce = 0.5 * (torch.log(2 * math.pi * vp) + ((gd._m - mp) ** 2 + 0.36) / vp)
+    assert abs(gd.model_cross_entropy(sch, "fixed_small") - ce.mean().item()) < 2e-3

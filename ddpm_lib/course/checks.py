@@ -43,6 +43,10 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
 - ``prior_term_bits``: ``fn(alpha_bar_T, x0_sq_mean) -> L_T`` in bits per dimension, exact (chapter 03);
 - ``smallest_T``: ``fn(target_bits, x0_sq_mean, beta_1, beta_T) -> T``, the fewest linear-schedule steps whose
   L_T meets the target (chapter 03).
+- ``x0_mse_weight``: ``fn(t, schedule, sigma2) -> lambda`` (B,), the weight of L_(t-1) on ||x_0 - x0_theta||^2
+  for a fixed variance sigma_t^2, 1/2 (SNR(t-1) - SNR(t)) when sigma_t^2 = beta~_t (DDPM Eqs. 7-12; chapter 05);
+- ``sigma_for_bits``: ``fn(bits) -> sigma``, the decoder's sigma at which a value it is centred on costs
+  ``bits`` bits (DDPM Eq. 13; chapter 06).
 
 Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
 ``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
@@ -95,6 +99,8 @@ __all__ = [
     "check_chain_variance",
     "check_prior_term_bits",
     "check_smallest_T",
+    "check_x0_mse_weight",
+    "check_sigma_for_bits",
 ]
 
 PASS, FAIL = "✓", "✗"
@@ -2063,4 +2069,116 @@ def check_smallest_T(fn) -> tuple:
     return True, (
         f"{PASS} smallest_T matches {_SMALLEST_T_EQ}: T = {answers[0]} for DDPM's ends, Fashion-MNIST and "
         f"1e-5 bits/dim (T = {answers[1]} for 1e-3 bits/dim)"
+    )
+
+
+# ---- chapter 05 ----
+_X0_W_EQ = (
+    "the weight lambda_t with L_(t-1) - C = lambda_t ||x_0 - x0_theta||^2 for a fixed variance sigma_t^2: "
+    "lambda_t = c_t^2 / (2 sigma_t^2) with c_t = sqrt(abar_(t-1)) beta_t / (1 - abar_t) (mu~_t - mu_theta = "
+    "c_t (x_0 - x0_theta)), i.e. Eq. 12's w_t times SNR(t) = abar_t / (1 - abar_t); for sigma_t^2 = beta~_t it is "
+    "1/2 (SNR(t-1) - SNR(t)) (DDPM Eqs. 7, 8 and 12)"
+)
+
+
+@_checker("x0_mse_weight", _X0_W_EQ)
+def check_x0_mse_weight(fn) -> tuple:
+    """``fn(t, schedule, sigma2) -> lambda`` of shape (B,): the weight of the bound's term L_(t-1) on the
+    squared error of the predicted x_0, for t in 2..T and the reverse variances ``sigma2`` (B,) at those t.
+    Checked with sigma_t^2 = beta_t, beta~_t and a value between them (relative tolerance 1e-5)."""
+    s = _schedule()
+    t = torch.tensor([2, 3, 10, 37, 64, 100])
+    b, a, ab, ab1 = s.betas[t], s.alphas[t], s.alpha_bars[t], s.alpha_bars[t - 1]
+    snr, snr1 = s.snr[t], s.snr[t - 1]
+    for label, sigma2 in (
+        ("beta~_t", s.posterior_variance[t]),
+        ("beta_t", b),
+        ("sqrt(beta_t beta~_t)", (b * s.posterior_variance[t]).sqrt()),
+    ):
+        got = _tensor("x0_mse_weight", _call("x0_mse_weight", fn, t, s, sigma2.clone()), t.shape, "lambda")
+        expected = s.posterior_mean_coef1[t] ** 2 / (2 * sigma2)
+        ok = _close(got, expected)
+        if bool(ok.all()):
+            continue
+        i = int((~ok).nonzero()[0])
+        w_eps = b**2 / (2 * sigma2 * a * (1 - ab))
+        tm1 = t - 1
+        cands = [
+            (
+                w_eps,
+                "that is Eq. 12's weight of ||eps - eps_theta||^2; in x_0 space eps - eps_theta = "
+                "sqrt(SNR(t)) (x0_theta - x_0), so multiply by SNR(t) = abar_t / (1 - abar_t).",
+                None,
+            ),
+            (w_eps / snr, "divide the other way: ||eps - eps_theta||^2 = SNR(t) ||x_0 - x0_theta||^2.", None),
+            (w_eps * snr.sqrt(), "square the factor: SNR(t), not sqrt(SNR(t)).", None),
+            (
+                0.5 * (snr1 - snr),
+                "1/2 (SNR(t-1) - SNR(t)) holds only for sigma_t^2 = beta~_t; for another sigma_t^2 it is "
+                "scaled by beta~_t / sigma_t^2.",
+                None,
+            ),
+            (2 * expected, "the KL carries 1 / (2 sigma_t^2): the factor 1/2 is missing.", None),
+            (
+                s.posterior_mean_coef1[tm1.clamp(min=2)] ** 2 / (2 * sigma2),
+                "t is shifted by one: use the tables at t (and abar_(t-1) where the posterior mean has it).",
+                None,
+            ),
+            (
+                ab1 * b / (2 * sigma2 * (1 - ab)),
+                "c_t is sqrt(abar_(t-1)) beta_t / (1 - abar_t): square the whole coefficient, (1 - abar_t) too.",
+                None,
+            ),
+        ]
+        return _off(
+            "x0_mse_weight",
+            _X0_W_EQ,
+            f"with sigma_t^2 = {label}, at t = {int(t[i])} yours is {_fmt(got[i])}, expected {_fmt(expected[i])} "
+            f"(relative tolerance {RTOL:g})",
+            got,
+            cands,
+        )
+    return True, f"{PASS} x0_mse_weight matches {_X0_W_EQ}"
+
+
+# ---- chapter 06 ----
+_SHARP_EQ = (
+    "the sigma at which a decoder centred on an interior grid value gives it -log2 P = bits: "
+    "P = Phi(1/(255 sigma)) - Phi(-1/(255 sigma)) = 2 Phi(1/(255 sigma)) - 1 (DDPM Eq. 13, a bin of half-width "
+    "1/255), so sigma = 1 / (255 Phi^-1((1 + 2^-bits) / 2))"
+)
+
+
+@_checker("sigma_for_bits", _SHARP_EQ)
+def check_sigma_for_bits(fn) -> tuple:
+    """``fn(bits) -> sigma`` for a float ``bits`` > 0: the standard deviation of the discretized decoder
+    (mean exactly on an interior value x_k) at which x_k's code length -log2 P(k) is ``bits``. Checked at
+    several values of bits (relative tolerance 1e-5)."""
+    bits = torch.tensor([0.01, 0.1, 0.5, 1.0, 3.0], dtype=torch.float64)
+    got = torch.empty_like(bits)
+    for j, b in enumerate(bits.tolist()):
+        out = _call("sigma_for_bits", fn, b)
+        try:
+            got[j] = float(torch.as_tensor(out, dtype=torch.float64).reshape(()))
+        except (TypeError, ValueError, RuntimeError):
+            raise _Wrong(f"returned {type(out).__name__} for bits = {b}; return one number, sigma.") from None
+    nd = torch.special.ndtri
+    expected = 1 / (255 * nd((1 + 2.0**-bits) / 2))
+    ok = _close(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} sigma_for_bits matches {_SHARP_EQ}"
+    i = int((~ok).nonzero()[0])
+    cands = [
+        (1 / (255 * nd((1 + torch.exp(-bits)) / 2)), "bits, not nats: P = 2^-bits, not e^-bits.", None),
+        (2 * expected, "the bin of x_k is x_k +- 1/255 (half-width 1/255, width 2/255).", None),
+        (expected / 2, "the bin of x_k is x_k +- 1/255: its half-width is 1/255, not 1/(2 * 255).", None),
+        (expected**2, "that is a variance; the question asks for sigma, a standard deviation.", None),
+    ]
+    return _off(
+        "sigma_for_bits",
+        _SHARP_EQ,
+        f"for bits = {bits[i].item():g} yours is {_fmt(got[i])}, expected {_fmt(expected[i])} "
+        f"(relative tolerance {RTOL:g})",
+        got,
+        cands,
     )
