@@ -124,6 +124,7 @@ __all__ = [
     "ChapterStats",
     "chapter_stats",
     "book_stats",
+    "percent_cells",
     "student_edition",
     "student_notebook",
     "student_cleared_cells",
@@ -1145,26 +1146,51 @@ def _cell_lines(src: str) -> int:
     return len(lines)
 
 
+_PERCENT_RE = re.compile(r"^# %%(?P<md> \[markdown\])?(?:.*?\btags=(?P<tags>\[[^\]]*\]))?.*$")
+
+
+def percent_cells(text: str) -> list:
+    """The cells of a py:percent file as ``(cell_type, source, tags)``, for counting (markdown sources keep
+    their ``# `` prefixes; the YAML header is not a cell). A light reader, so that ``stats`` does not
+    import jupytext; tests/test_book.py checks that it finds jupytext's cells in every chapter."""
+    cells, kind, tags, lines = [], None, [], []
+    for line in text.splitlines():
+        m = _PERCENT_RE.match(line)
+        if m:
+            if kind is not None:
+                cells.append((kind, "\n".join(lines).strip("\n"), tags))
+            kind, lines = ("markdown" if m.group("md") else "code"), []
+            tags = json.loads(m.group("tags")) if m.group("tags") else []
+        elif kind is not None:
+            lines.append(line)
+    if kind is not None:
+        cells.append((kind, "\n".join(lines).strip("\n"), tags))
+    return cells
+
+
 def chapter_stats(chapter: Chapter, timings: Optional[dict] = None) -> ChapterStats:
     """Measure ``chapter``: prose words, code lines, the longest code cell, figures, exercises and the
     recorded execution time (see :class:`ChapterStats`). ``timings``: the contents of timings.json
     (default: read from the chapters folder). The cells are read from the .py (the source)
     when it exists, else from the .ipynb; figures are counted in the .ipynb's stored outputs."""
     if chapter.py_exists:
-        nb = _read_py(chapter)
+        cells = percent_cells(chapter.py_path.read_text(encoding="utf-8"))
     elif chapter.ipynb_exists:
-        nb = _read_ipynb(chapter.ipynb_path)
+        nb = json.loads(chapter.ipynb_path.read_text(encoding="utf-8"))
+        cells = [
+            (c.get("cell_type"), _join(c.get("source")), c.get("metadata", {}).get("tags", []))
+            for c in nb.get("cells", [])
+        ]
     else:
         raise BookError(
             f"chapter {chapter.label}: neither {chapter.py_path.name} nor {chapter.ipynb_path.name} exists"
         )
     words = code_cells = code_lines = exercises = 0
     longest, long_cells = (0, 0), []
-    for i, cell in enumerate(nb.cells):
-        src = _join(cell.source)
-        if cell.cell_type == "markdown":
+    for i, (kind, src, tags) in enumerate(cells):
+        if kind == "markdown":
             words += len(_WORD_RE.findall(src))
-        elif cell.cell_type == "code" and src.strip():
+        elif kind == "code" and src.strip():
             n = _cell_lines(src)
             code_cells += 1
             code_lines += sum(1 for line in src.splitlines() if line.strip())
@@ -1172,11 +1198,11 @@ def chapter_stats(chapter: Chapter, timings: Optional[dict] = None) -> ChapterSt
                 longest = (n, i + 1)
             if n > LONG_CELL_LINES:
                 long_cells.append(i + 1)
-            exercises += SOLUTION_TAG in cell.metadata.get("tags", [])
+            exercises += SOLUTION_TAG in tags
     figures = 0
-    if chapter.ipynb_exists:
-        for cell in _read_ipynb(chapter.ipynb_path).cells:
-            for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+    if chapter.ipynb_exists:  # plain JSON: nbformat's validation of a notebook full of images is slow
+        for cell in json.loads(chapter.ipynb_path.read_text(encoding="utf-8")).get("cells", []):
+            for o in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
                 data = o.get("data", {})
                 figures += any(m in data for m in ("image/png", "image/jpeg", "image/svg+xml"))
     if timings is None:
