@@ -363,6 +363,45 @@ def test_times_on_a_busy_machine_are_not_measurements(tiny):
     assert B.contended({"seconds": 1.0, "contended": "other jobs ran"})
 
 
+# ---- stats ---------------------------------------------------------------------------------
+def test_stats_on_the_fixture(tiny):
+    tiny.timings_path.write_text(
+        json.dumps(
+            {
+                "basics": {"seconds": 3.25, "machine": "test", "date": "2025-01-01"},
+                "slider": {"seconds": 9.0, "machine": "test", "date": "2025-01-01", "load": 7.5, "cpus": 2},
+            }
+        )
+    )
+    basics, slider = (B.chapter_stats(c) for c in tiny.chapters)
+    # 01_basics: "# Basics" + a sentence with inline LaTeX (12 tokens holding a letter or a digit); code cells
+    # of 5, 6, 1 and 2 lines (13 non-blank: blank lines inside a cell do not count), the longest is cell 3
+    assert (basics.words, basics.code_cells, basics.code_lines) == (12, 4, 13)
+    assert basics.longest_cell == (6, 3) and basics.long_cells == () and basics.figures == 0
+    assert basics.exercises == 1 and basics.seconds == 3.25 and not basics.contended
+    assert basics.reading_minutes == pytest.approx(12 / 150 + 4 * 1.0 + 10.0)
+    assert slider.longest_cell == (13, 3) and slider.seconds == 9.0 and slider.contended
+    # a figure stored in the .ipynb and a 45-line cell in the .py are seen
+    nb = read(tiny.chapter("slider").ipynb_path)
+    nb.cells[-1].outputs.append(
+        nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
+    )
+    write(nb, tiny.chapter("slider").ipynb_path)
+    py = tiny.chapter("slider").py_path
+    py.write_text(py.read_text() + "\n# %%\n" + "".join(f"a{i} = {i}\n" for i in range(45)))
+    slider = B.chapter_stats(tiny.chapter("slider"))
+    assert slider.figures == 1 and slider.long_cells == (5,) and slider.longest_cell == (45, 5)
+    assert slider.reading_minutes == pytest.approx(19 / 150 + 4 + 1)
+    rc, out = cli(tiny, "stats")
+    assert rc == 0
+    assert re.search(r"01 basics\s+12\s+13\s+6 @ 3\s+0\s+0\s+1\s+3\.2\s+14 min", out), out
+    assert re.search(r"02 slider\s+19\s+57\s+45 @ 5\s+1\s+1\s+0\s+9\.0\*\s+5 min", out), out
+    assert "code cells over 40 lines: 02 cell 5" in out and "words / 150 a minute" in out
+    rc, out = cli(tiny, "stats", "1")
+    assert rc == 0 and "01 basics" in out and "02 slider" not in out and "total" not in out
+    assert cli(tiny, "stats", "nope")[0] == 2
+
+
 # ---- student edition -------------------------------------------------------------------------
 def test_student_edition_stubs_solutions_and_drops_solution_only_cells(tiny, tmp_path):
     out = tmp_path / "student"
@@ -382,10 +421,13 @@ def test_student_edition_stubs_solutions_and_drops_solution_only_cells(tiny, tmp
         '    raise NotImplementedError("exercise: implement add_one")'
     )
     assert "ddpm_course" not in nb.metadata
-    # no code cell keeps a stored output (a check cell would show the reference solution's result)
-    assert code_cells(ref)[0].outputs and all(
-        c.outputs == [] and c.execution_count is None for c in code_cells(nb)
-    )
+    # the reference outputs stay, except the exercise's and the check cell's (it uses add_one)
+    kept, cleared = code_cells(nb)[0], code_cells(nb)[-1]
+    assert kept.outputs == code_cells(ref)[0].outputs and kept.execution_count == 1
+    assert "add_one(2)" in cleared.source and cleared.outputs == [] and cleared.execution_count is None
+    assert B.student_cleared_cells(ref) == [3, 5]
+    slider = read(out / "chapters" / "02_slider.ipynb")
+    assert all(c.outputs for c in code_cells(slider)[1:])  # no exercise there: every output kept
     # the .py is the student notebook in percent format, and pairs with it
     py = (out / "chapters" / "01_basics.py").read_text()
     assert 'raise NotImplementedError("exercise: implement add_one")' in py and "y = x + 1" not in py
@@ -393,6 +435,40 @@ def test_student_edition_stubs_solutions_and_drops_solution_only_cells(tiny, tmp
     assert (out / "chapters" / "02_slider.ipynb").is_file()
     with pytest.raises(B.BookError, match="elsewhere"):
         B.student_edition(tiny, tiny.root, quiet=True)
+
+
+def _nb(*cells):
+    """A notebook of code cells given as (source, tags), each with one stored output."""
+    nb = nbformat.v4.new_notebook()
+    for i, (src, tags) in enumerate(cells):
+        c = nbformat.v4.new_code_cell(src, metadata={"tags": tags} if tags else {}, execution_count=i + 1)
+        c.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"out {i + 1}\n")]
+        nb.cells.append(c)
+    return nb
+
+
+def test_student_edition_clears_exactly_what_depends_on_an_exercise():
+    nb = _nb(
+        ("import torch\nx = torch.ones(3)\nprint(x)", []),  # 1: reference code, kept
+        (  # 2: the exercise (its locals `y`, `z` are not names of the notebook)
+            "def f(v):\n    # BEGIN SOLUTION\n    y = v + 1\n    return y\n    # END SOLUTION\n\nanswer = 2",
+            ["solution"],
+        ),
+        ("checks.check('f', f)", []),  # 3: the check cell: cleared
+        ("y = x * 2\nprint(y)", []),  # 4: a `y` of its own: kept
+        ("r = f(x)\nprint(r.sum())", []),  # 5: uses f: cleared, and taints r
+        ("print([r for r in range(3)], x)", []),  # 6: r is the comprehension's own: kept
+        ("print(r)", []),  # 7: through r: cleared
+        ("r = torch.zeros(2)\nprint(r)", []),  # 8: r bound again by reference code: kept
+        ("print(r, answer)", []),  # 9: answer comes from the exercise cell: cleared
+        ("def g(answer):\n    return answer + 1\nprint(g(1))", []),  # 10: answer is g's argument: kept
+        ("checks.check('f', lambda v: v - 1)  # a deliberately wrong f, shown failing", []),  # 11: kept
+        ("%%time\nf(x)", []),  # 12: a magic does not parse: every identifier counts, f among them
+    )
+    assert B.student_cleared_cells(nb) == [2, 3, 5, 7, 9, 12]
+    snb = B.student_notebook(nb)
+    assert [bool(c.outputs) for c in snb.cells] == [i not in (2, 3, 5, 7, 9, 12) for i in range(1, 13)]
+    assert snb.cells[1].metadata["tags"] == ["exercise"] and "NotImplementedError" in snb.cells[1].source
 
 
 def test_stub_source_hints_and_errors():
@@ -445,6 +521,43 @@ def test_real_book_student_edition(tmp_path):
     src = "\n".join(c.source for c in nb.cells)
     assert 'raise NotImplementedError("exercise: implement alpha_bars_from_betas")' in src
     assert "torch.cumprod(alphas, dim=0)" not in src
+    ref = read(REAL.chapter("start-here").ipynb_path)
+    # cleared: each exercise cell and its check cell (the cell after it), nothing else
+    sol = [i for i, c in enumerate(ref.cells, 1) if "solution" in c.metadata.get("tags", [])]
+    cleared = B.student_cleared_cells(ref)
+    assert len(sol) >= 2 and cleared == sorted(sol + [i + 1 for i in sol])
+    assert len(nb.cells) == len(ref.cells)  # no solution-only cell in chapter 00
+    for i, (c, r) in enumerate(zip(nb.cells, ref.cells), 1):
+        if c.cell_type == "code":
+            assert c.outputs == ([] if i in cleared else r.outputs), f"cell {i}"
+    assert sum(bool(c.outputs) for c in code_cells(nb)) >= 6  # the map, the checks' demos, the figure, ...
+
+
+@pytest.mark.parametrize("chapter", EXISTING, ids=[c.stem for c in EXISTING])
+def test_stats_reads_the_cells_jupytext_reads(chapter):
+    nb = B._read_py(chapter)
+    light = B.percent_cells(chapter.py_path.read_text(encoding="utf-8"))
+    assert [k for k, _, _ in light] == [c.cell_type for c in nb.cells]
+    assert [t for _, _, t in light] == [c.metadata.get("tags", []) for c in nb.cells]
+    for (kind, src, _), c in zip(light, nb.cells):
+        if kind == "code":
+            assert src.strip() == c.source.strip()
+        else:  # the markdown keeps its "# " prefixes: the same words
+            assert B._WORD_RE.findall(src) == B._WORD_RE.findall(c.source)
+
+
+def test_glossary_terms_are_taught_where_it_says_and_render_as_a_table():
+    from ddpm_lib.course import glossary
+
+    assert glossary.missing(REAL) == [], "glossary terms not found in their chapters"
+    lines = glossary.markdown(REAL).splitlines()
+    assert len(lines) == len(glossary.TERMS) + 2
+    assert all(
+        len(re.findall(r"(?<!\\)\|", line)) == 4 for line in lines
+    )  # 3 cells: bars in text are escaped
+    assert "| SNR (signal-to-noise ratio) | SNR(t) = abar_t / (1 - abar_t)" in glossary.markdown(REAL)
+    row = next(line for line in lines if line.startswith("| mu\\~_t"))
+    assert row.endswith(f"| {REAL.chapter('posterior-and-kl').number:02d} |")
 
 
 def test_real_book_prints_only_numbers_that_replay_on_any_cpu():

@@ -55,6 +55,95 @@ def test_check_value():
     assert checks.check_value("abar_T", 0.25, 0.25, equation="Eq. 4", verbose=False).passed
     r = checks.check_value("abar_T", 0.3, 0.25, equation="Eq. 4", verbose=False)
     assert not r.passed and "Eq. 4" in r.message and "0.3000" in r.message
+    # no slip fits a 20% error: the message names none
+    assert (
+        "relative error 2.0e-01, tolerance rtol 1e-06, atol 1e-08." in r.message and "slip" not in r.message
+    )
+
+
+def test_check_value_calls_a_function_and_reports_an_unfinished_exercise():
+    assert _value(lambda: torch.tensor([1.0, 2.0]) * 2, [2.0, 4.0]).passed
+
+    def stub():
+        raise NotImplementedError("exercise: implement it")
+
+    r = _value(stub, 1.0)
+    assert not r.passed and "not implemented yet" in r.message and "It should be Eq. X." in r.message
+    r = _value(lambda: 1 / 0, 1.0)
+    assert not r.passed and "raised ZeroDivisionError" in r.message
+
+
+def _value(value, expected, **tol):
+    return checks.check_value("v", value, expected, equation="Eq. X", verbose=False, **tol)
+
+
+def test_check_value_states_the_relative_error_and_the_tolerance():
+    r = _value(7.278e-06, 7.279e-06, rtol=1e-6, atol=0.0)
+    assert not r.passed
+    assert "yours 7.278e-06, expected 7.279e-06: relative error 1.4e-04, tolerance rtol 1e-06." in r.message
+    # enough digits that the two numbers differ on the page
+    assert (
+        "yours 0.250000100, expected 0.250000000: relative error 4.0e-07, tolerance rtol 1e-09, atol 1e-08."
+        in _value(0.2500001, 0.25, rtol=1e-9).message
+    )
+    # a tensor: the element furthest outside the tolerance
+    r = _value([1.976e-05, 7.278e-06], [1.976e-05, 7.279e-06], rtol=1e-9, atol=1e-15)
+    assert "yours [1.976e-05, 7.278e-06], expected [1.976e-05, 7.279e-06]" in r.message
+    assert (
+        "worst element 1: yours 7.278e-06, expected 7.279e-06, relative error 1.4e-04; tolerance rtol 1e-09, "
+        in (r.message)
+    )
+    r = _value([[0.5, 1.0], [2.0, 0.0]], [[0.5, 1.0], [2.0, 0.1]])
+    assert "worst element (1, 1): yours 0.0000, expected 0.1000, relative error 1.0e+00" in r.message
+    assert "absolute error 1.0e-03 where 0 is expected" in _value(1e-3, 0.0).message
+    assert "yours is nan" in _value(float("nan"), 1.0).message
+    assert "tolerance atol 1e-04" in _value(1.0, 2.0, rtol=0.0, atol=1e-4).message
+
+
+def test_check_value_names_the_common_slips():
+    ln2 = math.log(2)
+    r = _value(3.0 * ln2, 3.0)  # nats where bits are asked
+    assert "times ln 2: nats vs bits?" in r.message and "the expected one is in bits" in r.message
+    r = _value(torch.tensor([1.5, 2.5]) / ln2, torch.tensor([1.5, 2.5]))  # bits where nats are asked
+    assert "divided by ln 2: nats vs bits?" in r.message and "the expected one is in nats" in r.message
+    assert "opposite sign: a sign slip" in _value(-0.7, 0.7).message
+    assert "twice the expected value: a factor of 2" in _value([2.0, 6.0], [1.0, 3.0]).message
+    assert "half the expected value: a factor of 2" in _value(1.5, 3.0).message
+    r = _value([1.976e-05, 7.278e-06], [1.976e-05, 7.279e-06], rtol=1e-9, atol=1e-15)
+    assert (
+        "close (within 0.014%, outside the tolerance): an approximation where the exact value is asked?"
+        in (r.message)
+    )
+    assert "float32 round-off" not in r.message
+    r = _value(
+        torch.tensor(0.1, dtype=torch.float32), 0.1, rtol=1e-12, atol=0.0
+    )  # float32 for a float64 value
+    assert (
+        "close (within 1.5e-08 relative" in r.message and "float32 round-off: compute in float64" in r.message
+    )
+    assert "slip" not in _value(1.1, 1.0).message  # 10%: not close, and no factor fits
+    # zeros in the expected value must stay zeros for a ratio to fit
+    assert "twice" not in _value([2.0, 1.0], [1.0, 0.0]).message
+
+
+def test_checkers_state_the_tolerance_and_name_a_slip_when_no_mistake_fits():
+    r = _run("q_sample", q_alpha)  # a listed mistake: named, with the worst element and the tolerance
+    assert (
+        "; worst element (3, 0, 1): yours 0.5493, expected -0.0901, relative error 7.1e+00; tolerance rtol "
+        in (r.message)
+    )
+    assert "tolerance rtol 1e-05, atol 1e-06. Likely mistake: you used alpha_t" in r.message
+    assert "Likely slip" not in r.message
+    r = _run("normal_kl", lambda *a: kl_ok(*a) / math.log(2))  # the KL in bits
+    assert "relative error" in r.message and "divided by ln 2: nats vs bits?" in r.message
+    r = _run("normal_kl", lambda *a: -kl_ok(*a))
+    assert "opposite sign" in r.message
+    r = _run(
+        "posterior", lambda x0, x_t, t, s: (post_ok(x0, x_t, t, s)[0] * 1.001, post_ok(x0, x_t, t, s)[1])
+    )
+    assert "the mean's worst element" in r.message and "close (within 0.1%" in r.message
+    r = _run("p_sample_step", lambda *a: step(*a, noise_at_1=True))
+    assert "tolerance rtol 1e-05, atol 1e-06. Likely mistake: at t = 1" in r.message
 
 
 # ---- alpha_bars ------------------------------------------------------------------------------

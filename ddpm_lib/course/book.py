@@ -14,6 +14,9 @@ Command line (``python -m ddpm_lib.course.book [--book PATH] COMMAND``)::
                               .ipynb holds the outputs of a clean execution of exactly these inputs;
                               --allow-missing skips chapters that have neither file yet
     times                     recorded execution times against budget_s, total_budget_s, theory_budget_s
+    stats [ID ...]            per chapter: prose words, code lines, the longest code cell, cells over 40
+                              lines, figures, exercises, the recorded time and an estimated reading time
+                              (the rule: :data:`READING_WORDS_PER_MINUTE`)
     replay [ID ...] [--cpu NAME ...]
                               ``pytest --nbval`` on the chapters (default: all) with this machine computing
                               as itself (``native``) and as the other CPUs of :data:`SIMULATED_CPUS`; exit 1
@@ -62,12 +65,16 @@ Tags the tools understand:
   markers outside a ``solution`` cell, is an error that ``check`` reports.
 * ``solution-only``: a cell that the student edition drops entirely (e.g. a cell that demonstrates
   the finished solution).
-* In the student edition every code cell starts without stored outputs (a check cell would otherwise
-  show the reference solution's result under an empty exercise); the student runs the chapter.
+* The student edition keeps the reference outputs of every code cell except the exercise cells (the
+  ``solution`` cells, stubbed) and the cells that use what an exercise defines, directly or through a
+  variable computed from it (followed through the notebook by the cells' ast): the check cells and
+  what depends on the student's answer. Those start empty, since kept they would show the reference
+  solution's result under an empty exercise. :func:`student_cleared_cells` lists them.
 * ``raises-exception`` and ``skip-execution``: as nbclient and nbval define them.
 
 Everything is importable: :func:`load_book`, :func:`list_chapters`, :func:`sync_chapter`,
-:func:`execute_chapter`, :func:`check_book`, :func:`book_times`, :func:`student_edition`,
+:func:`execute_chapter`, :func:`check_book`, :func:`book_times`, :func:`chapter_stats`,
+:func:`book_stats`, :func:`student_edition`,
 :func:`normalize_notebook`, :func:`render_py`, :func:`fragile_outputs`, :func:`replay_chapter`,
 :func:`replay_chapters`.
 """
@@ -114,8 +121,13 @@ __all__ = [
     "normalize_notebook",
     "check_book",
     "book_times",
+    "ChapterStats",
+    "chapter_stats",
+    "book_stats",
+    "percent_cells",
     "student_edition",
     "student_notebook",
+    "student_cleared_cells",
     "EXECUTION_ENV",
     "PROGRESS_PATTERNS",
     "SIMULATED_CPUS",
@@ -1075,6 +1087,193 @@ def book_times(book: Book, *, out=None) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------------
+# stats: how long a chapter is to read
+# ---------------------------------------------------------------------------------------------
+#: The reading-time rule (the course's own estimate, not a measurement): prose at 150 words a minute, a
+#: common figure for careful reading of technical text (ordinary prose is read faster, 200-300 a minute);
+#: one minute per code cell (read it, run it, compare its output); one minute per stored figure; ten
+#: minutes per exercise (a `solution` cell). The per-cell, per-figure and per-exercise minutes are
+#: guesses a reader's own pace may halve or double.
+READING_WORDS_PER_MINUTE = 150
+MINUTES_PER_CODE_CELL = 1.0
+MINUTES_PER_FIGURE = 1.0
+MINUTES_PER_EXERCISE = 10.0
+LONG_CELL_LINES = 40  # a code cell longer than this is over the course's limit
+_WORD_RE = re.compile(r"\S*[^\W_]\S*")  # a whitespace-separated token holding a letter or a digit
+
+
+@dataclass(frozen=True)
+class ChapterStats:
+    """What :func:`chapter_stats` measures of one chapter (cell numbers count all cells from 1, as
+    ``check`` does).
+
+    ``words``: prose words (tokens holding a letter or digit in markdown cells, inline math counting
+    as the tokens it has); ``code_lines``: non-blank lines of code cells; ``longest_cell``: (lines,
+    cell number) of the longest code cell, its lines counted from its first to its last non-blank
+    line; ``long_cells``: cell numbers of code cells over :data:`LONG_CELL_LINES` lines; ``figures``:
+    stored image outputs (PNG, JPEG, SVG) in the .ipynb; ``exercises``: cells tagged ``solution``;
+    ``seconds``: the execution time recorded in timings.json (None when not measured) and ``contended``
+    whether it was taken on a busy machine."""
+
+    chapter: Chapter
+    words: int
+    code_cells: int
+    code_lines: int
+    longest_cell: tuple
+    long_cells: tuple
+    figures: int
+    exercises: int
+    seconds: Optional[float] = None
+    contended: bool = False
+
+    @property
+    def reading_minutes(self) -> float:
+        """The estimated reading time in minutes, by the rule of :data:`READING_WORDS_PER_MINUTE`."""
+        return (
+            self.words / READING_WORDS_PER_MINUTE
+            + MINUTES_PER_CODE_CELL * self.code_cells
+            + MINUTES_PER_FIGURE * self.figures
+            + MINUTES_PER_EXERCISE * self.exercises
+        )
+
+
+def _cell_lines(src: str) -> int:
+    lines = src.strip("\n").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    return len(lines)
+
+
+_PERCENT_RE = re.compile(r"^# %%(?P<md> \[markdown\])?(?:.*?\btags=(?P<tags>\[[^\]]*\]))?.*$")
+
+
+def percent_cells(text: str) -> list:
+    """The cells of a py:percent file as ``(cell_type, source, tags)``, for counting (markdown sources keep
+    their ``# `` prefixes; the YAML header is not a cell). A light reader, so that ``stats`` does not
+    import jupytext; tests/test_book.py checks that it finds jupytext's cells in every chapter."""
+    cells, kind, tags, lines = [], None, [], []
+    for line in text.splitlines():
+        m = _PERCENT_RE.match(line)
+        if m:
+            if kind is not None:
+                cells.append((kind, "\n".join(lines).strip("\n"), tags))
+            kind, lines = ("markdown" if m.group("md") else "code"), []
+            tags = json.loads(m.group("tags")) if m.group("tags") else []
+        elif kind is not None:
+            lines.append(line)
+    if kind is not None:
+        cells.append((kind, "\n".join(lines).strip("\n"), tags))
+    return cells
+
+
+def chapter_stats(chapter: Chapter, timings: Optional[dict] = None) -> ChapterStats:
+    """Measure ``chapter``: prose words, code lines, the longest code cell, figures, exercises and the
+    recorded execution time (see :class:`ChapterStats`). ``timings``: the contents of timings.json
+    (default: read from the chapters folder). The cells are read from the .py (the source)
+    when it exists, else from the .ipynb; figures are counted in the .ipynb's stored outputs."""
+    if chapter.py_exists:
+        cells = percent_cells(chapter.py_path.read_text(encoding="utf-8"))
+    elif chapter.ipynb_exists:
+        nb = json.loads(chapter.ipynb_path.read_text(encoding="utf-8"))
+        cells = [
+            (c.get("cell_type"), _join(c.get("source")), c.get("metadata", {}).get("tags", []))
+            for c in nb.get("cells", [])
+        ]
+    else:
+        raise BookError(
+            f"chapter {chapter.label}: neither {chapter.py_path.name} nor {chapter.ipynb_path.name} exists"
+        )
+    words = code_cells = code_lines = exercises = 0
+    longest, long_cells = (0, 0), []
+    for i, (kind, src, tags) in enumerate(cells):
+        if kind == "markdown":
+            words += len(_WORD_RE.findall(src))
+        elif kind == "code" and src.strip():
+            n = _cell_lines(src)
+            code_cells += 1
+            code_lines += sum(1 for line in src.splitlines() if line.strip())
+            if n > longest[0]:
+                longest = (n, i + 1)
+            if n > LONG_CELL_LINES:
+                long_cells.append(i + 1)
+            exercises += SOLUTION_TAG in tags
+    figures = 0
+    if chapter.ipynb_exists:  # plain JSON: nbformat's validation of a notebook full of images is slow
+        for cell in json.loads(chapter.ipynb_path.read_text(encoding="utf-8")).get("cells", []):
+            for o in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+                data = o.get("data", {})
+                figures += any(m in data for m in ("image/png", "image/jpeg", "image/svg+xml"))
+    if timings is None:
+        path = chapter.chapters_dir / TIMINGS_FILE
+        timings = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    rec = timings.get(chapter.id, {})
+    return ChapterStats(
+        chapter=chapter,
+        words=words,
+        code_cells=code_cells,
+        code_lines=code_lines,
+        longest_cell=longest,
+        long_cells=tuple(long_cells),
+        figures=figures,
+        exercises=exercises,
+        seconds=rec.get("seconds"),
+        contended=bool(rec) and contended(rec),
+    )
+
+
+def book_stats(book: Book, keys=None, *, out=None) -> list:
+    """Print a table of :func:`chapter_stats` for the named chapters (default: every chapter with a file)
+    and the totals; returns the :class:`ChapterStats` list."""
+    timings = read_timings(book)
+    chapters = [c for c in book.select(keys) if keys or c.py_exists or c.ipynb_exists]
+    stats = [chapter_stats(c, timings) for c in chapters]
+    head = (
+        f"{'chapter':<36} {'words':>6} {'code':>5} {'longest':>12} {'>40':>4} {'figs':>4} {'ex':>3} "
+        f"{'CPU s':>6} {'read':>6}"
+    )
+    lines = [head]
+    for s in stats:
+        cpu = "-" if s.seconds is None else f"{s.seconds:.1f}" + ("*" if s.contended else "")
+        longest = f"{s.longest_cell[0]} @ {s.longest_cell[1]}" if s.code_cells else "-"
+        lines.append(
+            f"{s.chapter.label:<36} {s.words:>6,} {s.code_lines:>5} {longest:>12} {len(s.long_cells):>4} "
+            f"{s.figures:>4} {s.exercises:>3} {cpu:>6} {_minutes(s.reading_minutes):>6}"
+        )
+    if len(stats) > 1:
+        cpu = sum(s.seconds or 0.0 for s in stats)
+        lines.append(
+            f"{'total':<36} {sum(s.words for s in stats):>6,} {sum(s.code_lines for s in stats):>5} {'':>12} "
+            f"{sum(len(s.long_cells) for s in stats):>4} {sum(s.figures for s in stats):>4} "
+            f"{sum(s.exercises for s in stats):>3} {cpu:>6.1f} {_minutes(sum(s.reading_minutes for s in stats)):>6}"
+        )
+    long = [
+        f"{s.chapter.number:02d} cell{'s' if len(s.long_cells) > 1 else ''} "
+        + ", ".join(str(i) for i in s.long_cells)
+        for s in stats
+        if s.long_cells
+    ]
+    if long:
+        lines.append(f"code cells over {LONG_CELL_LINES} lines: " + "; ".join(long))
+    lines += [
+        "words: prose in markdown cells; code: non-blank code lines; longest: lines @ cell number (all cells "
+        f"counted from 1); >40: code cells over {LONG_CELL_LINES} lines; figs: stored figures; ex: exercises; "
+        "CPU s: timings.json (* taken on a busy machine)",
+        f"read: estimated reading time = words / {READING_WORDS_PER_MINUTE} a minute + "
+        f"{MINUTES_PER_CODE_CELL:g} min a code cell + {MINUTES_PER_FIGURE:g} min a figure + "
+        f"{MINUTES_PER_EXERCISE:g} min an exercise (the course's own estimate)",
+    ]
+    print("\n".join(lines), file=out or sys.stdout)
+    return stats
+
+
+def _minutes(m: float) -> str:
+    m = int(round(m))
+    return f"{m} min" if m < 60 else f"{m // 60}h{m % 60:02d}"
+
+
+# ---------------------------------------------------------------------------------------------
 # student edition
 # ---------------------------------------------------------------------------------------------
 def _stub_source(src: str) -> str:
@@ -1112,19 +1311,86 @@ def _stub_source(src: str) -> str:
     return "\n".join(out)
 
 
+def _names(src: str) -> tuple:
+    """(names a cell binds at its top level, names it reads from earlier cells), by Python's ast,
+    statement by statement (a name the cell has bound already is its own). Names bound inside a
+    function, lambda, class or comprehension (its arguments and locals) are neither; a read inside a
+    function body counts (the function reads that global when called). A cell that does not parse (an
+    IPython magic) falls back to every identifier in it, for both."""
+    import ast
+
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        words = set(re.findall(r"[A-Za-z_]\w*", src))
+        return words, words
+    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+    comps = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+    def visit(node, nested: bool, stores: set, loads: set, local: set):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            (local if nested else stores).add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = {(a.asname or a.name).split(".")[0] for a in node.names}
+            (local if nested else stores).update(names)
+        elif isinstance(node, ast.arg):
+            local.add(node.arg)
+        elif isinstance(node, ast.Name):
+            if isinstance(node.ctx, ast.Load):
+                loads.add(node.id)
+            else:
+                (local if nested else stores).add(node.id)
+        inner = nested or isinstance(node, scopes + comps)
+        for child in ast.iter_child_nodes(node):
+            visit(child, inner, stores, loads, local)
+
+    defined, used = set(), set()
+    for stmt in tree.body:  # in order: what a statement reads is evaluated before what it binds
+        stores, loads, local = set(), set(), set()
+        visit(stmt, False, stores, loads, local)
+        used |= loads - (local - stores) - defined
+        defined |= stores
+    return defined, used
+
+
+def student_cleared_cells(nb) -> list:
+    """The numbers (all cells counted from 1) of the cells whose outputs the student edition clears: the
+    ``solution`` cells and every later code cell that reads a name an exercise defines or a name computed
+    from one (see :func:`student_notebook`). ``solution-only`` cells, dropped, are not listed."""
+    cleared, tainted = [], set()  # tainted: names whose value comes from an exercise
+    for i, cell in enumerate(nb.cells):
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type != "code" or SOLUTION_ONLY_TAG in tags:
+            continue
+        defined, used = _names(_join(cell.source))
+        if SOLUTION_TAG in tags or used & tainted:
+            cleared.append(i + 1)
+            tainted |= defined
+        else:
+            tainted -= defined  # bound again by reference code: no longer the student's
+    return cleared
+
+
 def student_notebook(nb):
     """A copy of ``nb`` with solutions stubbed and solution-only cells dropped (see module docstring).
-    Every code cell's stored output is cleared: kept, a check cell would show the reference solution's
-    "✓" under an empty exercise."""
+
+    The reference outputs stay, except in the cells whose output would come from the reference
+    solution (:func:`student_cleared_cells`): the ``solution`` cells themselves (now ``exercise``) and
+    every later code cell that reads a name an exercise defines or a name computed from one (followed
+    through the notebook by the cells' ast): the check cells that pass the student's function to a
+    checker, and whatever uses its results. Kept, such a cell would show the reference solution's result
+    under an empty exercise. A cell that shows a checker on a deliberately wrong function written in
+    the chapter keeps its output."""
     import nbformat
 
     nb = copy.deepcopy(nb)
+    clear = set(student_cleared_cells(nb))
     cells = []
     for i, cell in enumerate(nb.cells):
         tags = cell.metadata.get("tags", [])
         if SOLUTION_ONLY_TAG in tags:
             continue
-        if cell.cell_type == "code":
+        if i + 1 in clear:
             cell.outputs = []
             cell.execution_count = None
         if SOLUTION_TAG in tags:
@@ -1132,9 +1398,6 @@ def student_notebook(nb):
                 cell.source = _stub_source(_join(cell.source))
             except BookError as e:
                 raise BookError(f"cell {i + 1} (tagged `solution`): {e}") from None
-            if cell.cell_type == "code":
-                cell.outputs = []
-                cell.execution_count = None
             cell.metadata["tags"] = [EXERCISE_TAG if tag == SOLUTION_TAG else tag for tag in tags]
         cells.append(cell)
     nb.cells = cells
@@ -1224,6 +1487,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
     p.add_argument("--allow-missing", action="store_true", help="skip chapters that have no files yet")
     sub.add_parser("times", help="recorded execution times against the budgets")
+    p = sub.add_parser("stats", help="words, code lines, longest cell, figures and reading time per chapter")
+    p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems (default: all)")
     p = sub.add_parser("replay", help="pytest --nbval on the chapters, natively and as other CPUs compute")
     p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems (default: all)")
     p.add_argument(
@@ -1265,6 +1530,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "times":
             ok, _ = book_times(book)
             return 0 if ok else 1
+        if args.command == "stats":
+            book_stats(book, args.ids)
+            return 0
         if args.command == "replay":
             failures = replay_chapters(book, args.ids or None, args.cpu or tuple(SIMULATED_CPUS))
             for cpu, label, output in failures:

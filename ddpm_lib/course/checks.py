@@ -56,7 +56,10 @@ Adding a checker (in this module): write ``body(fn) -> (passed, message)`` decor
 ``_call(name, fn, *args)`` (its errors become messages), convert its result with ``_tensor``, compare
 with the library on inputs drawn from a fixed-seed ``_gen(seed)``, and on a mismatch build the
 message from the values at one failing timestep plus ``_hints(got, candidates)``, where each candidate
-is ``(the result a known mistake gives, its hint, mask of examples or None)``. For a number or tensor
+is ``(the result a known mistake gives, its hint, mask of examples or None)``; pass ``expected=`` (and
+the tolerance used) to ``_off`` so that the message also gives the worst element's relative error
+against the tolerance and, when no candidate fits, the common slip that does (``_slips``: nats vs bits,
+a flipped sign, a factor of 2, close but not exact). For a number or tensor
 the student computed, :func:`check_value` needs no new checker. Every checker needs a test in
 tests/test_checks.py that it accepts the right answer and rejects each listed mistake.
 """
@@ -202,7 +205,24 @@ def check_value(
     verbose: bool = True,
     raise_on_failure: bool = False,
 ) -> CheckResult:
-    """Compare a number or tensor a student computed with the expected one (for value exercises)."""
+    """Compare a number or tensor a student computed with the expected one (for value exercises).
+
+    Passes when every element is within ``atol + rtol * |expected|`` (NaN equals NaN). A failure says
+    what it should be, yours against the expected value with the relative error and the tolerance
+    (``yours 7.278e-06, expected 7.279e-06: relative error 1.4e-04, tolerance rtol 1e-06, atol 1e-08``;
+    for a tensor, the worst element), and names the common slip it fits (:func:`_slips`): a ratio of
+    ln 2 (nats vs bits), a flipped sign, a factor of 2, or a value within a few percent (an
+    approximation where the exact value is asked).
+
+    ``value`` may be a function of no arguments that computes it (``lambda: my_fn(x)``): it is called
+    here, so an exercise not done yet (NotImplementedError) or failing gets a message, not a traceback."""
+    if callable(value):
+        try:
+            value = _call(name, value)
+        except _Wrong as e:
+            return _finish(
+                name, False, f"{FAIL} {name}: {e} It should be {equation}.", verbose, raise_on_failure
+            )
     try:
         got = torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError):
@@ -219,11 +239,13 @@ def check_value(
         return _finish(name, False, msg, verbose, raise_on_failure)
     if torch.allclose(got, exp, rtol=rtol, atol=atol, equal_nan=True):
         return _finish(name, True, f"{PASS} {name} matches {equation}", verbose, raise_on_failure)
-    g, e = (_fmt(x) for x in (got, exp))
+    digits = _digits(got, exp)
+    g, e = (_fmt(x, digits) for x in (got, exp))
     return _finish(
         name,
         False,
-        f"{FAIL} {name} is off: it should be {equation}; yours is {g} (expected {e})",
+        f"{FAIL} {name} is off: it should be {equation}; yours {g}, expected {e}: "
+        f"{_tolerance_text(got, exp, rtol, atol)}." + _slip_text(got, exp, rtol, atol),
         verbose,
         raise_on_failure,
     )
@@ -238,6 +260,117 @@ def _fmt(x, digits: int = 4) -> str:
     flat = x.flatten()
     body = ", ".join(_fmt(v, digits) for v in flat[:4])
     return f"[{body}{', ...' if flat.numel() > 4 else ''}]"
+
+
+def _worst(got: torch.Tensor, exp: torch.Tensor, rtol: float, atol: float) -> int:
+    """The flat index of the element furthest outside the tolerance (a non-finite one first)."""
+    g, e = got.flatten(), exp.flatten()
+    excess = (g - e).abs() / (atol + rtol * e.abs()).clamp(min=1e-300)
+    bad = ~(torch.isfinite(g) == torch.isfinite(e))
+    excess = torch.where(bad | torch.isnan(excess), torch.full_like(excess, math.inf), excess)
+    same_nan = torch.isnan(g) & torch.isnan(e)
+    excess = torch.where(same_nan, torch.zeros_like(excess), excess)
+    return int(excess.argmax())
+
+
+def _rel_error(got: torch.Tensor, exp: torch.Tensor, i: int) -> float:
+    g, e = float(got.flatten()[i]), float(exp.flatten()[i])
+    return abs(g - e) / abs(e) if e != 0 else math.inf
+
+
+def _digits(got: torch.Tensor, exp: torch.Tensor, rtol: float = 0.0, atol: float = 0.0) -> int:
+    """Enough significant digits that the worst element of ``got`` and ``exp`` print differently."""
+    rel = _rel_error(got, exp, _worst(got, exp, max(rtol, 1e-300), atol))
+    if not math.isfinite(rel) or rel <= 0:
+        return 4
+    return int(min(12, max(4, math.ceil(-math.log10(rel)) + 2)))
+
+
+def _tol(rtol: float, atol: float) -> str:
+    parts = [f"rtol {rtol:.0e}"] if rtol else []
+    parts += [f"atol {atol:.0e}"] if atol or not rtol else []
+    return "tolerance " + ", ".join(parts)
+
+
+def _tolerance_text(got: torch.Tensor, exp: torch.Tensor, rtol: float, atol: float) -> str:
+    """``relative error 1.4e-04, tolerance rtol 1e-06, atol 1e-08`` for one number; for a tensor, the
+    element furthest outside the tolerance (``worst element (1, 0): yours 0.5493, expected -0.0901,
+    relative error 7.1e+00; tolerance ...``)."""
+    got, exp = got.double(), exp.double()
+    i = _worst(got, exp, rtol, atol)
+    g, e = float(got.flatten()[i]), float(exp.flatten()[i])
+    if not math.isfinite(g):
+        err = f"yours is {g}"
+    elif e == 0:
+        err = f"absolute error {abs(g):.1e} where 0 is expected"
+    else:
+        err = f"relative error {_rel_error(got, exp, i):.1e}"
+    if got.numel() == 1:
+        return f"{err}, {_tol(rtol, atol)}"
+    idx = tuple(int(v) for v in torch.unravel_index(torch.tensor(i), got.shape))
+    d = _digits(got.flatten()[i : i + 1], exp.flatten()[i : i + 1])
+    where = idx if len(idx) > 1 else idx[0]
+    err = err.replace(f"yours is {g}", "not finite")
+    return f"worst element {where}: yours {_fmt(g, d)}, expected {_fmt(e, d)}, {err}; {_tol(rtol, atol)}"
+
+
+def _slip_text(got: torch.Tensor, exp: torch.Tensor, rtol: float = RTOL, atol: float = ATOL) -> str:
+    """`` Likely slip: ...`` for the slips of :func:`_slips`, or an empty string."""
+    slips = _slips(got, exp, rtol, atol)
+    return (" Likely slip: " + " ".join(slips)) if slips else ""
+
+
+#: a value within this relative distance of the expected one (but outside the tolerance) is "close"
+CLOSE_RTOL = 0.05
+
+
+def _slips(got: torch.Tensor, exp: torch.Tensor, rtol: float = RTOL, atol: float = ATOL) -> list:
+    """The common slips that ``got`` fits against ``exp`` (shapes equal), as sentences: a ratio of ln 2
+    either way (nats vs bits), a flipped sign, a factor of 2 either way, or every element within
+    :data:`CLOSE_RTOL` (an approximation, or float32, where the exact value is asked)."""
+    got, exp = got.double().flatten(), exp.double().flatten()
+    nz = exp != 0
+    if not bool(torch.isfinite(got).all()) or not bool(torch.isfinite(exp).all()) or not bool(nz.any()):
+        return []
+    tol = max(rtol, 1e-6)  # a slip made in exact arithmetic gives the ratio to about float64 round-off
+
+    def ratio_is(c: float) -> bool:
+        return bool(torch.isclose(got[nz], c * exp[nz], rtol=tol, atol=0).all()) and bool(
+            (got[~nz].abs() <= atol).all()
+        )
+
+    ln2 = math.log(2)
+    if ratio_is(ln2):
+        return [
+            "yours is the expected value times ln 2: nats vs bits? (a value in nats divided by ln 2 is in bits; "
+            "the expected one is in bits)"
+        ]
+    if ratio_is(1 / ln2):
+        return [
+            "yours is the expected value divided by ln 2: nats vs bits? (bits times ln 2 are nats; the expected "
+            "one is in nats)"
+        ]
+    if ratio_is(-1.0):
+        return [
+            "yours has the opposite sign: a sign slip (log p for -log p, or a difference taken the wrong way)?"
+        ]
+    if ratio_is(2.0):
+        return ["yours is twice the expected value: a factor of 2 (a missing 1/2)?"]
+    if ratio_is(0.5):
+        return ["yours is half the expected value: a factor of 2 (a 1/2 too many)?"]
+    rel = ((got[nz] - exp[nz]).abs() / exp[nz].abs()).max()
+    if bool((got[~nz].abs() <= atol).all()) and float(rel) <= CLOSE_RTOL:
+        fp32 = (
+            " (a relative error this small is float32 round-off: compute in float64)"
+            if float(rel) <= 2 * torch.finfo(torch.float32).eps
+            else ""
+        )
+        within = f"{100 * float(rel):.2g}%" if float(rel) >= 1e-4 else f"{float(rel):.1e} relative"
+        return [
+            f"close (within {within}, outside the tolerance): an approximation where the exact value is "
+            f"asked?{fp32}"
+        ]
+    return []
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -324,10 +457,27 @@ def _hints(got: torch.Tensor, candidates, where_fail: Optional[torch.Tensor] = N
     return (" Likely mistake: " + " ".join(found)) if found else ""
 
 
-def _off(name: str, equation: str, detail: str, got: torch.Tensor, candidates) -> tuple:
+def _off(
+    name: str,
+    equation: str,
+    detail: str,
+    got: torch.Tensor,
+    candidates,
+    expected: Optional[torch.Tensor] = None,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+) -> tuple:
     """A failed check's ``(False, message)``: what it should compute, where the student's result
-    differs (``detail``), and the likely mistakes among ``candidates`` that ``got`` matches."""
-    return False, f"{FAIL} {name} is off: it should be {equation}; {detail}." + _hints(got, candidates)
+    differs (``detail``), and the likely mistakes among ``candidates`` that ``got`` matches. With
+    ``expected`` (the right result, shaped as ``got``), also the largest relative error against the
+    tolerance (``rtol``, ``atol``: the ones the check used) and, when no candidate matches, the common
+    slip it fits (:func:`_slips`: nats vs bits, a sign, a factor of 2, close but not exact)."""
+    hint = _hints(got, candidates)
+    tol = ""
+    if expected is not None and tuple(expected.shape) == tuple(got.shape):
+        tol = "; " + _tolerance_text(got, expected, rtol, atol)
+        hint = hint or _slip_text(got, expected, rtol, atol)
+    return False, f"{FAIL} {name} is off: it should be {equation}; {detail}{tol}." + hint
 
 
 def _check_deterministic(name: str, fn, args, first: torch.Tensor, shape) -> None:
@@ -398,6 +548,7 @@ def check_alpha_bars(fn) -> tuple:
         f"your alpha_bars[{bad}] = {_fmt(got[bad])} (expected {_fmt(expected[bad])})",
         got,
         candidates,
+        expected=expected,
     )
 
 
@@ -481,7 +632,7 @@ def check_q_sample(fn) -> tuple:
             None,
         ),
     ]
-    return _off("q_sample", _Q_EQ, "; ".join(parts), got, candidates)
+    return _off("q_sample", _Q_EQ, "; ".join(parts), got, candidates, expected=expected)
 
 
 # ---- posterior: DDPM Eqs. 6-7 ------------------------------------------------------------------
@@ -547,6 +698,10 @@ def check_posterior(fn) -> tuple:
         )
     if not bool(ok_v[i]):
         parts.append(f"your variance at t={ti} is {_fmt(var[i].mean())} (expected beta~_{ti} = {_fmt(ev)})")
+    if not bool(ok_m.all()):
+        parts.append("the mean's " + _tolerance_text(mean, ref.mean, RTOL, ATOL))
+    if not bool(ok_v.all()):
+        parts.append("the variance's " + _tolerance_text(var, ref.variance, RTOL, ATOL))
     B = lambda tab, tt=t: _bcast(tab[tt], x0).expand_as(x0)  # noqa: E731
     ab, al, be = s.alpha_bars, s.alphas, s.betas
     abp = torch.cat([torch.ones(1, dtype=torch.float64), s.alpha_bars[:-1]])  # abar_{t-1}
@@ -604,9 +759,9 @@ def check_posterior(fn) -> tuple:
     ]
     hint = ""
     if not bool(ok_m.all()):
-        hint += _hints(mean, mean_cands)
+        hint += _hints(mean, mean_cands) or _slip_text(mean, ref.mean)
     if not bool(ok_v.all()):
-        hint += _hints(var, var_cands)
+        hint += _hints(var, var_cands) or _slip_text(var, ref.variance)
     return False, f"{FAIL} posterior is off: it should be {_POST_EQ}; " + "; ".join(parts) + "." + hint
 
 
@@ -673,7 +828,7 @@ def check_normal_kl(fn) -> tuple:
             None,
         ),
     ]
-    return _off("normal_kl", _KL_EQ, "; ".join(parts), got, candidates)
+    return _off("normal_kl", _KL_EQ, "; ".join(parts), got, candidates, expected=expected)
 
 
 # ---- discretized decoder: DDPM Eq. 13 --------------------------------------------------------------
@@ -769,7 +924,7 @@ def check_discretized_log_likelihood(fn) -> tuple:
             None,
         ),
     ]
-    return _off("discretized_log_likelihood", _DEC_EQ, "; ".join(parts), got, candidates)
+    return _off("discretized_log_likelihood", _DEC_EQ, "; ".join(parts), got, candidates, expected=exact)
 
 
 # ---- one sampling step: Algorithm 2, line 4 -----------------------------------------------------------
@@ -872,7 +1027,8 @@ def check_p_sample_step(fn) -> tuple:
                 None,
             ),
         ]
-    return _off("p_sample_step", _STEP_EQ, msg, got, candidates)
+    nearer = exp_large if (got - exp_large).abs().max() <= (got - exp_small).abs().max() else exp_small
+    return _off("p_sample_step", _STEP_EQ, msg, got, candidates, expected=nearer)
 
 
 # ---- the mean through the predicted noise: DDPM Eq. 11 (chapter 05) -------------------------------------
@@ -954,7 +1110,7 @@ def check_mean_from_eps(fn) -> tuple:
             t > 1,
         ),
     ]
-    return _off("mean_from_eps", _EPS_MEAN_EQ, msg, got, candidates)
+    return _off("mean_from_eps", _EPS_MEAN_EQ, msg, got, candidates, expected=expected)
 
 
 # ---- the sinusoidal time embedding (DDPM Sec. 4 and Appendix B; Vaswani et al. 2017, Sec. 3.5) ---------
@@ -1067,7 +1223,8 @@ def check_timestep_embedding(fn) -> tuple:
             if bool(_close(got[sel], cand[sel], **tol).all()):
                 hint = " Likely mistake: " + hnt
                 break
-        return False, f"{FAIL} timestep_embedding is off: it should be {_TEMB_EQ}; {msg}." + hint
+        tol_text = _tolerance_text(got, expected, tol["rtol"], tol["atol"])
+        return False, f"{FAIL} timestep_embedding is off: it should be {_TEMB_EQ}; {msg}; {tol_text}." + hint
     return True, f"{PASS} timestep_embedding matches {_TEMB_EQ}"
 
 
@@ -1175,7 +1332,7 @@ def check_l_simple(fn) -> tuple:
             None,
         ),
     ]
-    return _off("l_simple", _LSIMPLE_EQ, msg, got, candidates)
+    return _off("l_simple", _LSIMPLE_EQ, msg, got, candidates, expected=expected)
 
 
 # ---- respaced betas: sampling on fewer steps (Nichol & Dhariwal 2021, Sec. 4; chapter 09) ------------
@@ -1245,6 +1402,7 @@ def check_respaced_betas(fn) -> tuple:
         f"expected {_fmt(expected[k])}",
         got,
         candidates,
+        expected=expected,
     )
 
 
@@ -1321,6 +1479,7 @@ def check_ddim_step(fn) -> tuple:
         f"for t = {int(t[i])} -> t_prev = {int(t_prev[i])} yours is {_fmt(got[i])}, expected {_fmt(expected[i])}",
         got,
         candidates,
+        expected=expected,
     )
 
 
@@ -1377,6 +1536,7 @@ def check_mu_mse_weight(fn) -> tuple:
         f"at t = {int(t[i])} yours is {_fmt(got[i])}, expected {_fmt(expected[i])}",
         got,
         candidates,
+        expected=expected,
     )
 
 
@@ -1423,7 +1583,8 @@ def check_optimal_variance(fn) -> tuple:
         )
     return False, (
         f"{FAIL} optimal_variance is off: it should be {_OPT_VAR_EQ}; at element {i} yours is "
-        f"{_fmt(got[i])}, expected {_fmt(expected[i])}.{extra}" + hint
+        f"{_fmt(got[i])}, expected {_fmt(expected[i])}; {_tolerance_text(got, expected, RTOL, ATOL)}.{extra}"
+        + (hint or _slip_text(got, expected))
     )
 
 
@@ -1500,6 +1661,7 @@ def check_cosine_schedule(fn) -> tuple:
             f"(expected {_fmt(expected[bad])})",
             got,
             candidates,
+            expected=expected,
         )
     return True, f"{PASS} cosine_schedule matches {_COS_EQ}"
 
@@ -1644,11 +1806,11 @@ def check_perturbed_mean(fn) -> tuple:
                 None,
             )
         )
-    hint = _hints(got, candidates)
+    hint = _hints(got, candidates) or _slip_text(got, exp)
     return False, (
         f"{FAIL} perturbed_mean is off for {name}: it should be {_PERTURB_EQ}; at element {i} "
         f"(mu = {_fmt(mean[i])}, Sigma = {_fmt(var[i[0], 0, 0])}) yours is {_fmt(got[i])}, expected "
-        f"{_fmt(exp[i])}.{hint}"
+        f"{_fmt(exp[i])}; {_tolerance_text(got, exp, RTOL, ATOL)}.{hint}"
     )
 
 
@@ -1689,7 +1851,11 @@ def check_entropy_bounds(fn) -> tuple:
     parts, hint = [], ""
     if not bool(ok_lo.all()):
         k = int((~ok_lo).nonzero()[0])
-        parts.append(f"lower at t = {int(ts[k])} is {_fmt(lower[2 + k])}, expected {_fmt(exp_lo[2 + k])}")
+        parts.append(
+            f"lower at t = {int(ts[k])} is {_fmt(lower[2 + k])}, expected {_fmt(exp_lo[2 + k])} ("
+            + _tolerance_text(lower[2 + k : 3 + k], exp_lo[2 + k : 3 + k], RTOL, ATOL)
+            + ")"
+        )
         hint += _hints(
             lower[2:],
             [
@@ -1725,7 +1891,11 @@ def check_entropy_bounds(fn) -> tuple:
         )
     if not bool(ok_up.all()):
         k = int((~ok_up).nonzero()[0])
-        parts.append(f"upper at t = {int(ts[k])} is {_fmt(upper[2 + k])}, expected {_fmt(exp_up[2 + k])}")
+        parts.append(
+            f"upper at t = {int(ts[k])} is {_fmt(upper[2 + k])}, expected {_fmt(exp_up[2 + k])} ("
+            + _tolerance_text(upper[2 + k : 3 + k], exp_up[2 + k : 3 + k], RTOL, ATOL)
+            + ")"
+        )
         hint += _hints(
             upper[2:],
             [
