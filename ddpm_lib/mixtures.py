@@ -358,8 +358,8 @@ def grid_log_prob(reverse, T: int, x0, grid) -> torch.Tensor:
     """log p(x^0) = log int p(x^{0:T}) dx^{1:T} as T nested 1-D integrals on a grid.
 
     Sohl-Dickstein et al. 2015, Eq. 6: p(x^T) = N(0, 1) on the grid (their Eq. 4); then
-    p(x^{t-1}) = int p(x^{t-1} | x^t) p(x^t) dx^t for t = T..2, each a matrix-vector product (a Riemann sum on a uniform grid, exact to round-off for
-    such smooth integrands); the last step is evaluated at the points x0.
+    p(x^{t-1}) = int p(x^{t-1} | x^t) p(x^t) dx^t for t = T..2, each a matrix-vector product (a
+    Riemann sum on a uniform grid, exact to round-off for such smooth integrands); the last step is evaluated at the points x0.
 
     :param reverse: ``reverse(x_t, t) -> (mean, log_variance)`` of Gaussian kernels (:func:`ideal_reverse`).
     :param grid: a uniform grid of x values, (G,), covering the densities' mass.
@@ -502,7 +502,8 @@ def bound_terms(diffusion, reverse, x0, nodes, weights) -> dict:
 def bound_from_terms(terms: dict) -> torch.Tensor:
     """K from :func:`bound_terms`' pieces, nothing approximated.
 
-    Sohl-Dickstein et al. 2015, Eq. 14 with the cross-entropy -E log pi(x^T) for H_p(X^T) and the t = 1 term kept, K = -kl + H_T - H_1 - cross_T + edge, (M,).
+    Sohl-Dickstein et al. 2015, Eq. 14 with the cross-entropy -E log pi(x^T) for H_p(X^T) and the
+    t = 1 term kept: K = -kl + H_T - H_1 - cross_T + edge, (M,).
 
     Taught in chapter 02.
     """
