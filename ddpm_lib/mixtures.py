@@ -359,7 +359,8 @@ def grid_log_prob(reverse, T: int, x0, grid) -> torch.Tensor:
 
     Sohl-Dickstein et al. 2015, Eq. 6: p(x^T) = N(0, 1) on the grid (their Eq. 4); then
     p(x^{t-1}) = int p(x^{t-1} | x^t) p(x^t) dx^t for t = T..2, each a matrix-vector product (a
-    Riemann sum on a uniform grid, exact to round-off for such smooth integrands); the last step is evaluated at the points x0.
+    Riemann sum on a uniform grid, exact to round-off for such smooth integrands);
+    the last step is evaluated at the points x0.
 
     :param reverse: ``reverse(x_t, t) -> (mean, log_variance)`` of Gaussian kernels (:func:`ideal_reverse`).
     :param grid: a uniform grid of x values, (G,), covering the densities' mass.
