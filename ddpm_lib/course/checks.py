@@ -1909,7 +1909,7 @@ def check_lognormal_gap(fn) -> tuple:
 # ---- chapter 04 ----
 _VARIANCE_CHOICE_EQ = (
     "with the best mean, L_{t-1} = 1/2 (log(sigma^2 / beta~_t) + v* / sigma^2 - 1), smallest at sigma^2 = v* = "
-    "Var[x_{t-1} | x_t]: v* = beta~_t when the data are one point (x_0 is known from x_t), v* = beta_t when the data "
+    "Var[x_{t-1} | x_t]: v* = beta~_t when the data are one point (x_0 is then known), v* = beta_t when the data "
     "are N(0, 1) (the chain is then stationary and reversible, so the reverse step is the forward one mirrored) "
     "(DDPM Sec. 3.2)"
 )
