@@ -9,31 +9,24 @@
 # %% [markdown]
 # # 02 · Sohl-Dickstein's framework: trajectories, Jensen and the bound K
 #
-# Diffusion models were introduced by Sohl-Dickstein, Weiss, Maheswaranathan & Ganguli (2015),
-# *Deep Unsupervised Learning using Nonequilibrium Thermodynamics*. This chapter follows their Section 2
-# and Appendix B step by step: a forward Markov chain that turns data into noise, a learned reverse chain
-# that turns noise into data, the model's probability as an integral over trajectories, and a lower bound
-# $K$ on the log-likelihood that can be computed and trained. Every step is checked on toys where every
-# quantity is known exactly.
-#
-# We write $x^t$ for the paper's $x^{(t)}$; $x^0$ is data, $t = 1, \dots, T$. Equation numbers are the
-# paper's (Sohl-Dickstein Eq. N) unless a line says DDPM.
+# Sohl-Dickstein, Weiss, Maheswaranathan & Ganguli (2015) introduced diffusion models; this chapter follows their
+# Section 2 and Appendix B step by step, checking each step on 1-D toys where every quantity is known exactly.
+# We write $x^t$ for the paper's $x^{(t)}$; $x^0$ is data, $t = 1, \dots, T$; equation numbers are the paper's unless
+# a line says DDPM.
 #
 # **Learning goals.** After this chapter you can
-# - write the forward trajectory $q(x^{0:T})$ and the reverse trajectory $p(x^{0:T})$ (Eqs. 1-5), and say
-#   why the reverse kernel may be taken Gaussian when $\beta_t$ is small (and see it fail when it is not);
-# - write $p(x^0)$ as an importance-sampling integral over forward trajectories (Eqs. 6-9), and say why a
-#   single forward sample becomes enough as $\beta_t \to 0$;
-# - derive the bound $L \ge K$ by Jensen's inequality (Eqs. 10-13), measure its gap, and rewrite $K$ with the
-#   posterior $q(x^{t-1} \mid x^t, x^0)$ into KL divergences plus entropies (Eq. 14), every step of it;
-# - explain the edge effect $p(x^0 \mid x^1)$, why $\beta_t$ may be learned but $\beta_1$ is fixed, and
-#   how $K$ becomes DDPM's $L = L_T + \sum_t L_{t-1} + L_0$.
+# - write the forward and reverse trajectories (Eqs. 1-5), and say why the reverse kernel may be Gaussian when
+#   $\beta_t$ is small (and see it fail when it is not);
+# - write $p(x^0)$ as an importance-sampling integral over forward trajectories (Eqs. 6-9), and say when one
+#   forward sample is enough;
+# - derive the bound $L \ge K$ by Jensen's inequality (Eqs. 10-13) and rewrite $K$ into KL divergences plus
+#   entropies (Eq. 14);
+# - explain the edge effect $p(x^0 \mid x^1)$ and why $\beta_1$ is fixed while $\beta_{2..T}$ may be learned.
 #
-# The chapter has two parts. Sections 1-10 are the derivation; they use nothing from later chapters.
-# The last section, **Measuring the bound**, computes every term of Eq. 14 and needs the posterior of
-# chapter 04: read it after chapter 04.
+# Sections 1-9 are the derivation and use nothing from later chapters. The last section, **Measuring the bound**,
+# computes every term of Eq. 14 with the posterior of chapter 04: read it after chapter 04.
 #
-# **Reading time:** about an hour for sections 1-10, 30 minutes for the last section.
+# **Reading time:** about an hour for sections 1-9, 30 minutes for the last section.
 # **CPU time:** about 15 s on a 2-core CPU: everything is 1-D, exact integrals on grids and a few
 # hundred thousand sampled steps (budget: 45 s).
 
@@ -103,12 +96,8 @@ plt.show()
 # %% [markdown]
 # ## 1. The forward trajectory (Eqs. 1-3)
 #
-# The cast: $x^0$ is a data point, $q$ the forward process that destroys it, $p$ the reverse (generative)
-# process that we learn, and $\pi(y)$ a simple, tractable distribution that the forward process ends in.
-#
-# **A kernel that leaves $\pi$ alone.** The forward process is built from a Markov diffusion kernel
-# $T_\pi(y \mid y'; \beta)$ whose *stationary distribution* is $\pi$ (start from $\pi$, take a step, and you are
-# still distributed as $\pi$):
+# The forward process $q$ is built from a Markov diffusion kernel $T_\pi(y \mid y'; \beta)$ whose *stationary
+# distribution* is a simple $\pi$ (start from $\pi$, take a step, and you are still distributed as $\pi$):
 # $$\pi(y) = \int T_\pi(y \mid y'; \beta)\, \pi(y')\, dy' \qquad \text{(Eq. 1)}$$
 # and each step $t$ applies it with its own *diffusion rate* $\beta_t$:
 # $$q(x^t \mid x^{t-1}) = T_\pi(x^t \mid x^{t-1}; \beta_t) \qquad \text{(Eq. 2)}.$$
@@ -116,19 +105,15 @@ plt.show()
 # and $\pi = \mathcal N(0, I)$. Eq. 1 holds: if $y' \sim \mathcal N(0, 1)$ and $y = \sqrt{1-\beta}\, y' + \sqrt{\beta}\,\epsilon$
 # with $\epsilon \sim \mathcal N(0, 1)$ independent, then $y$ is Gaussian with mean $0$ and variance $(1 - \beta) + \beta = 1$.
 #
-# **Where a point is after $t$ steps.** Each step multiplies the signal by $\sqrt{1 - \beta_s}$ and adds
-# independent noise, so $x^t = \sqrt{\bar\alpha_t}\, x^0 + (\text{Gaussian noise})$ with
-# $\bar\alpha_t = \prod_{s \le t} (1 - \beta_s)$; the noise variance $v_t$ obeys $v_t = (1 - \beta_t) v_{t-1} + \beta_t$, that is
-# $1 - v_t = (1 - \beta_t)(1 - v_{t-1})$, so $v_t = 1 - \bar\alpha_t$. (Chapter 03 derives this properly.) A mixture
-# component $\mathcal N(\mu_k, s_k^2)$ of the data therefore becomes $\mathcal N(\sqrt{\bar\alpha_t}\, \mu_k, \bar\alpha_t s_k^2 + 1 - \bar\alpha_t)$
-# (`M.noised_components`), and as $\bar\alpha_t \to 0$ every point forgets where it started: $q(x^T) \approx \pi$.
+# **After $t$ steps** the signal is multiplied by $\sqrt{\bar\alpha_t}$, $\bar\alpha_t = \prod_{s \le t} (1 - \beta_s)$, and the noise variance
+# $v_t = (1 - \beta_t) v_{t-1} + \beta_t$, i.e. $1 - v_t = (1 - \beta_t)(1 - v_{t-1})$, is $1 - \bar\alpha_t$ (chapter 03 derives this
+# properly). A data component $\mathcal N(\mu_k, s_k^2)$ becomes $\mathcal N(\sqrt{\bar\alpha_t}\, \mu_k, \bar\alpha_t s_k^2 + 1 - \bar\alpha_t)$
+# (`M.noised_components`); as $\bar\alpha_t \to 0$, $q(x^T) \approx \pi$.
 #
-# **The trajectory.** Because each step looks only at the previous state, the joint density of a whole
-# path $x^{0:T} = (x^0, \dots, x^T)$ is the product
+# **The trajectory.** Each step looks only at the previous state, so a whole path has density
 # $$q(x^{0:T}) = q(x^0) \prod_{t=1}^{T} q(x^t \mid x^{t-1}) \qquad \text{(Eq. 3)},$$
-# where $q(x^0)$ is the data distribution. In the paper $\beta_t$ is a model parameter like the network's
-# weights (section 9 below); for now it is fixed. Checked: Eq. 1 on a grid, and the sampled trajectories of
-# the picture against the closed-form mean and variance of $q(x^t)$.
+# where $q(x^0)$ is the data distribution. Checked: Eq. 1 on a grid, and the trajectories of the picture against
+# the closed-form mean and variance of $q(x^t)$.
 
 # %%
 def data_log_prob(x: torch.Tensor, alpha_bar=1.0) -> torch.Tensor:
@@ -166,36 +151,28 @@ print(f"sampled chain vs closed form: largest difference {worst:.1f} standard er
 # %% [markdown]
 # ## 2. The reverse trajectory and the true reverse kernel (Eqs. 4-5)
 #
-# The generative model runs the chain backwards. It starts where the forward process ends,
-# $$p(x^T) = \pi(x^T) \qquad \text{(Eq. 4)},$$
-# and takes $T$ learned steps back to data:
+# The generative model starts where the forward process ends, $p(x^T) = \pi(x^T)$ (Eq. 4), and takes $T$ learned
+# steps back to data:
 # $$p(x^{0:T}) = p(x^T) \prod_{t=1}^{T} p(x^{t-1} \mid x^t) \qquad \text{(Eq. 5)}.$$
-# Which kernels $p(x^{t-1} \mid x^t)$ should it learn? The ideal one is the forward process's own reverse,
-# by Bayes' rule
+# The ideal kernel is the forward process's own reverse, by Bayes' rule
 # $$q(x^{t-1} \mid x^t) = \frac{q(x^t \mid x^{t-1})\, q(x^{t-1})}{q(x^t)},$$
 # which needs the noised data density $q(x^{t-1})$ and is intractable for real data. The paper's key
-# observation (citing Feller 1949): **in the limit of small steps, $\beta_t \to 0$, the reverse of a Gaussian
-# diffusion step is again Gaussian** (for binomial diffusion, again binomial). Heuristically: as a function of
+# observation (citing Feller 1949): **as $\beta_t \to 0$, the reverse of a Gaussian diffusion step is again
+# Gaussian**. Heuristically: as a function of
 # $x^{t-1}$, $q(x^t \mid x^{t-1})$ is a Gaussian of width about $\sqrt{\beta_t}$; over so short a range the
 # smooth factor $q(x^{t-1})$ is close to $e^{\text{linear}}$, and a Gaussian times $e^{\text{linear}}$ is a
 # Gaussian with a shifted mean. So the model takes
 # $$p(x^{t-1} \mid x^t) = \mathcal N\big(x^{t-1};\, \mu_\theta(x^t, t),\, \Sigma_\theta(x^t, t)\big),$$
-# a Gaussian whose mean and covariance a neural network computes (in the paper a multilayer perceptron for
-# its 2-D toys and a convolutional network for images), and learning means learning $\mu_\theta$ and
-# $\Sigma_\theta$. When $\beta_t$ is large the window is wide, the data's structure shows through, and no
-# Gaussian fits.
+# whose mean and covariance a neural network computes (in the paper a multilayer perceptron for its 2-D toys, a
+# convolutional network for images). When $\beta_t$ is large the window is wide and no Gaussian fits.
 #
 # **The best Gaussian.** Among Gaussians $p = \mathcal N(\mu, \sigma^2)$, the one closest to the true kernel in
 # $D_{KL}(q(x^{t-1} \mid x^t)\, \|\, p)$ matches its mean and variance: $\mathbb E_q[-\log p] = \tfrac12 \log 2\pi\sigma^2 +
 # \big(\mathrm{Var}_q + (\mathbb E_q - \mu)^2\big) / 2\sigma^2$ is smallest at $\mu = \mathbb E_q$, $\sigma^2 = \mathrm{Var}_q$.
-# This moment-matched kernel is what a perfectly trained network with free mean and variance would give;
-# we call it the *ideal reverse process* (`M.ideal_reverse`).
-#
-# For mixture data the true kernel is known in closed form: each component $k$ of $q(x^{t-1})$ is Gaussian,
-# so its reverse kernel is Gaussian (Gaussian times Gaussian, completing the square), and the true kernel is
-# their mixture weighted by each component's responsibility for $x^t$, $r_k(x^t) \propto w_k\, q_k(x^t)$
-# (`M.mixture_reverse_kernel`). We check it against Bayes' rule on a grid (`M.true_reverse_kernel`), then
-# measure how far it is from its best Gaussian as $\beta$ grows.
+# We call this moment-matched kernel the *ideal reverse process* (`M.ideal_reverse`). For mixture data the true
+# kernel is a mixture of the components' Gaussian kernels, weighted by each component's responsibility for $x^t$
+# (`M.mixture_reverse_kernel`). We check it against Bayes' rule on a grid, then measure how far it is from its
+# best Gaussian as $\beta$ grows.
 
 # %%
 data_means, data_vars, data_w = M.noised_components(torch.tensor(1.0, dtype=F64))  # q(x^0): the data's components
@@ -238,20 +215,17 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Move $\beta$ in the widget: the left panel shows the data $q(x^{t-1})$ and the noised $q(x^t)$ with three
-# values of $x^t$ (dotted); each other panel shows the true kernel $q(x^{t-1} \mid x^t)$ (coloured) against
-# the Gaussian with its mean and variance (dashed), both standardized so the axes stay put. For small
-# $\beta$ the two coincide; near $\beta = 0.1$ the kernel at $x^t = 0.3$, between two components, turns
-# skewed, and for large $\beta$ it shows all three modes of the data.
+# Move $\beta$ in the widget: left, the data $q(x^{t-1})$ and the noised $q(x^t)$ with three values of $x^t$ (dotted);
+# each other panel, the true kernel $q(x^{t-1} \mid x^t)$ against its moment-matched Gaussian (dashed), standardized.
+# For small $\beta$ they coincide; near $\beta = 0.1$ the kernel at $x^t = 0.3$ turns skewed; for large $\beta$ it
+# shows all three modes of the data.
 
 # %% tags=["nbval-ignore-output"]
 box = widgets.reverse_kernel_explorer()  # widget: slider beta; frames are cached as you move it
 box
 
 # %% [markdown]
-# The same widget at $\beta = 0.001$, $0.05$ and $0.5$, as a static picture (for a page without a kernel): left, the
-# data and its noised version for each $\beta$; then, for each $x^t$, the three standardized kernels over the Gaussian,
-# with their KL in the title.
+# The same widget at $\beta = 0.001$, $0.05$ and $0.5$, as a static picture (KL in each title):
 
 # %%
 box.static_figure()
@@ -279,13 +253,10 @@ plt.show()
 # running the forward chain, compute the *importance weight*
 # $$w(x^{0:T}) = p(x^T) \prod_{t=1}^{T} \frac{p(x^{t-1} \mid x^t)}{q(x^t \mid x^{t-1})},$$
 # and average: $p(x^0) \approx \frac1N \sum_n w(x^{0:T}_{(n)})$, an unbiased Monte Carlo estimate
-# (`M.log_importance_weights`). Every factor is computable: $p$ from the network, $q$ from the fixed Gaussian
-# steps. This is importance sampling with the forward process as the proposal (the paper relates it to
-# annealed importance sampling and the Jarzynski equality).
+# (`M.log_importance_weights`): importance sampling with the forward process as the proposal.
 #
-# **The check.** For the 1-D mixture and the ideal reverse process, $p(x^0)$ can also be computed exactly:
-# Eq. 6 is $T$ nested 1-D integrals, $p(x^{t-1}) = \int p(x^{t-1} \mid x^t)\, p(x^t)\, dx^t$ from $p(x^T) = \pi$ down to
-# $t = 1$, each a matrix-vector product on a grid (`M.grid_log_prob`). We compare the average of $w$ with it.
+# **The check.** In 1-D, Eq. 6 is also $T$ nested integrals, $p(x^{t-1}) = \int p(x^{t-1} \mid x^t)\, p(x^t)\, dx^t$, each a
+# matrix-vector product on a grid (`M.grid_log_prob`): the exact $p(x^0)$ to compare the average of $w$ with.
 
 # %%
 GRID = torch.linspace(-6, 6, 241, dtype=F64)  # for p(x^0); a 4x finer grid gives the same log p (below)
@@ -310,21 +281,17 @@ print(f"importance sampling (Eq. 9) vs exact integral (Eq. 6): largest deviation
 # %% [markdown]
 # ## 4. Why one forward sample suffices in the limit
 #
-# In practice a single forward trajectory per data point is used. Why can one sample be enough? Divide the
-# weight by $p(x^0)$:
+# In practice one forward trajectory per data point is used. Why can one sample be enough? Divide $w$ by $p(x^0)$:
 # $$\frac{w(x^{0:T})}{p(x^0)} = \frac{p(x^{0:T})}{p(x^0)\, q(x^{1:T} \mid x^0)} = \frac{p(x^{1:T} \mid x^0)}{q(x^{1:T} \mid x^0)} .$$
-# The weight compares two distributions over the path $x^{1:T}$ given its end $x^0$: the model's (the reverse
-# chain, conditioned on landing at $x^0$) and the forward chain's. If they are the same, every trajectory has
-# the same weight $w = p(x^0)$: the variance of $w$ is zero and **one** sample gives the integral exactly. They
-# are the same when the reverse kernels are the true reverse of the forward ones and $q(x^T) = \pi$; and by
-# section 2, a Gaussian $p(x^{t-1} \mid x^t)$ can be the true reverse only as $\beta_t \to 0$, that is, as $T \to \infty$
-# for a fixed total amount of noise. The paper calls this a *quasi-static* process, a term from
-# thermodynamics: a process driven so slowly that the system is in equilibrium at every moment, so that
-# running it backwards retraces the same states.
+# The weight compares the model's distribution of paths ending at $x^0$ with the forward chain's. If they are the
+# same, every trajectory has weight $w = p(x^0)$ and **one** sample gives the integral exactly. That needs reverse
+# kernels that are the true reverse of the forward ones (and $q(x^T) = \pi$), which a Gaussian can be only as $\beta_t \to 0$ (section 2):
+# $T \to \infty$ for a fixed total amount of noise. The paper calls this a *quasi-static* process, a term from
+# thermodynamics: driven so slowly that the system is in equilibrium at every moment, so that running it
+# backwards retraces the same states.
 #
-# **Measured.** Keep $\bar\alpha_T = 10^{-3}$ fixed, use the ideal reverse process, and grow $T$. For each $T$ the
-# table gives the variance of $\log w$ over 128 forward trajectories (averaged over 32 data points), and how far
-# the model's $p(x^0)$ is from the data, $D_{KL}(q(x^0) \,\|\, p(x^0))$ (both on the grid).
+# **Measured.** Keep $\bar\alpha_T = 10^{-3}$, use the ideal reverse process, and grow $T$: the variance of $\log w$ over
+# 128 trajectories (averaged over 32 data points), and the model error $D_{KL}(q(x^0) \,\|\, p(x^0))$ on the grid.
 
 # %%
 x0_sweep = sample_data(32, seed=3)
@@ -355,52 +322,42 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The two columns do not move together. The model error $D_{KL}(q(x^0) \| p(x^0))$ falls steadily as $T$ grows,
-# from 0.41 nats at $T = 1$ to 0.003 at $T = 256$: smaller steps, more Gaussian reverse kernels, a better model.
-# Var$[\log w]$ instead *rises*, from 0.0001 at $T = 1$ to 0.15-0.20 for $T = 8$ to 64, and falls only after that:
-# 0.12 at $T = 128$, 0.02 at $T = 256$. The top of the table is the trivial way to make forward and reverse trajectories agree: with
-# $\beta$ near 1 a single step forgets its input, so $x^1$ barely depends on $x^0$ and the weight barely depends on
-# the path; but the model of $x^0$ is then only the best single Gaussian fit of the data (0.41 nats from it).
-# In between, the steps remember $x^0$ while the reverse kernels are still far from Gaussian (section 2's table:
-# KL up to 0.02 nats at $\beta = 0.05$, above 0.03 at $\beta = 0.1$), so which path was taken matters and the weight
-# varies. Only the limit $\beta_t \to 0$ gives both a perfect model and a zero-variance, one-sample estimate; for
-# this data it sets in between $T = 128$ and $256$ ($\beta$ from 0.05 to 0.03).
+# The two columns do not move together. The model error falls steadily, from 0.41 nats at $T = 1$ to 0.003 at
+# $T = 256$. Var$[\log w]$ instead *rises*, from 0.0001 at $T = 1$ to 0.15-0.20 for $T = 8$ to 64, and falls only after
+# that: 0.12 at $T = 128$, 0.02 at $T = 256$. With $\beta$ near 1 a step forgets its input, so the weight barely
+# depends on the path (but the model is only the best single Gaussian). In between, the steps remember $x^0$ while
+# the reverse kernels are still far from Gaussian (section 2's table), so the path matters. Only $\beta_t \to 0$ gives
+# both a perfect model and a one-sample estimate; here it sets in between $T = 128$ and $256$.
 #
 # ## 5. The training objective and Jensen's inequality (Eqs. 10-13)
 #
 # Training maximizes the model log-likelihood of the data,
 # $$L = \int q(x^0) \log p(x^0)\, dx^0 \qquad \text{(Eq. 10)},$$
-# the average of $\log p$ over data points. (Many texts, DDPM among them, minimize the negative of this, the
-# cross-entropy $-L$; we keep the paper's signs, so both $L$ and $K$ are to be maximized.) Insert Eq. 9:
+# to be maximized (DDPM minimizes the cross-entropy $-L$ instead). Insert Eq. 9:
 # $$L = \int q(x^0)\, \log\left[\int q(x^{1:T} \mid x^0)\; p(x^T) \prod_{t=1}^{T} \frac{p(x^{t-1} \mid x^t)}{q(x^t \mid x^{t-1})}\, dx^{1:T}\right] dx^0
 # \qquad \text{(Eq. 11)}.$$
-# The logarithm of an integral does not split into a sum; the logarithm of a product does. **Jensen's
-# inequality** moves the log inside: $\log$ is concave, so for any positive random variable $w$,
+# The log of an integral does not split into a sum; the log of a product does. **Jensen's inequality** moves the
+# log inside: $\log$ is concave, so for any positive random variable $w$,
 # $$\log \mathbb E[w] \;\ge\; \mathbb E[\log w], \qquad \text{with equality exactly when } w \text{ is constant}.$$
 # (The chord of a concave function lies below it: for two values, $\log(\tfrac{a+b}2) \ge \tfrac{\log a + \log b}{2}$.)
 # Applied to the inner expectation for each $x^0$, and combining $q(x^0)\, q(x^{1:T} \mid x^0) = q(x^{0:T})$:
 # $$L \;\ge\; \int q(x^{0:T})\, \log\left[p(x^T) \prod_{t=1}^{T} \frac{p(x^{t-1} \mid x^t)}{q(x^t \mid x^{t-1})}\right] dx^{0:T}
 # \;=\; K \qquad \text{(Eqs. 12-13)}.$$
-# $K$ is an average of a log of a product: a sum of simple terms, each estimated from forward samples. The
-# *Jensen gap* $L - K$ is zero exactly when $w$ does not vary over trajectories, the limit of section 4. A common
-# slip: after switching to the cross-entropy $-L$, the inequality flips too, $-L \le -K$: $-K$ is an **upper**
-# bound on the cross-entropy (and $\log$ of an integral is at least the integral of the log, never at most).
+# $K$ is an average of a log of a product: a sum of simple terms. The *Jensen gap* $L - K$ is zero exactly when $w$
+# does not vary over trajectories, the limit of section 4. A common slip: for the cross-entropy the inequality
+# flips, $-L \le -K$, so $-K$ is an **upper** bound on it.
 #
 # Split the log of the product. The $p(x^T)$ factor depends on $x^T$ only:
 # $$K = \sum_{t=1}^{T} \int q(x^{0:T})\, \log \frac{p(x^{t-1} \mid x^t)}{q(x^t \mid x^{t-1})}\, dx^{0:T} \;-\; H_p(X^T),
 # \qquad H_p(X^T) = -\int q(x^T) \log \pi(x^T)\, dx^T .$$
-# $H_p(X^T)$ is the cross-entropy of the forward process's end with $\pi$; the paper (Appendix B.1) identifies it
-# with the entropy of $\pi$, which it is when $q(x^T) = \pi$. It is a constant for a fixed $\pi$ and fixed $\beta$'s.
+# The paper (Appendix B.1) takes $H_p(X^T)$ to be the entropy of $\pi$, which it is when $q(x^T) = \pi$.
 #
-# **Measured on a Gaussian toy.** Data $x^0 \sim \mathcal N(0.5, 0.5^2)$ in 1-D, $T = 5$ steps, and a reverse
-# process with the best possible mean, $\mu(x^t) = \mathbb E[x^{t-1} \mid x^t]$, and the variance $\beta_t$ of the forward
-# step (DDPM's fixed choice, chapter 05; wider than the true reverse kernel's, so $w$ varies). Why is this mean
-# *affine* in $x^t$? For Gaussian data, $x^{t-1}$ is Gaussian and $x^t = \sqrt{1 - \beta_t}\, x^{t-1} + \sqrt{\beta_t}\,\epsilon$ adds
-# independent Gaussian noise, so the pair $(x^{t-1}, x^t)$ is jointly Gaussian; and for jointly Gaussian variables
-# the best prediction of one from the other is the least-squares line,
-# $\mathbb E[x^{t-1} \mid x^t] = \mathbb E[x^{t-1}] + \frac{\mathrm{Cov}(x^{t-1}, x^t)}{\mathrm{Var}(x^t)} (x^t - \mathbb E[x^t])$ (section 2's completed
-# square gives the same line). With every reverse step affine-Gaussian, $p(x^0)$ is Gaussian and exact
-# (`M.affine_chain_log_prob`: push $\mathcal N(0, 1)$ through the $T$ steps).
+# **Measured on a Gaussian toy.** Data $\mathcal N(0.5, 0.5^2)$, $T = 5$, and a reverse process with the best mean,
+# $\mathbb E[x^{t-1} \mid x^t]$, and variance $\beta_t$ (DDPM's fixed choice; wider than the true kernel's, so $w$ varies).
+# Why is this mean *affine* in $x^t$? For Gaussian data, $x^t = \sqrt{1 - \beta_t}\, x^{t-1} + \sqrt{\beta_t}\,\epsilon$ makes the pair
+# $(x^{t-1}, x^t)$ jointly Gaussian, and for jointly Gaussian variables the best prediction of one from the other is
+# the least-squares line, $\mathbb E[x^{t-1} \mid x^t] = \mathbb E[x^{t-1}] + \frac{\mathrm{Cov}(x^{t-1}, x^t)}{\mathrm{Var}(x^t)} (x^t - \mathbb E[x^t])$. With every
+# step affine-Gaussian, $p(x^0)$ is Gaussian and exact (`M.affine_chain_log_prob`).
 
 # %%
 s_toy = constant_schedule(5)
@@ -425,34 +382,27 @@ print(f"Jensen, log E[w] >= E[log w]: the gap is positive for every x^0 (smalles
       f"{float((log_p_toy - K_mc - 3 * K_se).min()):.3f} nats even 3 standard errors down)")
 
 # %% [markdown]
-# The column "log mean w" is the importance-sampling estimate of $\log p(x^0)$ from 20,000 trajectories (it
-# agrees with the exact value); $K$ is the average of $\log w$, lower by the Jensen gap. The gap is larger for
-# $x^0$ far from the data mean, where the model's trajectories and the forward ones differ more, and it is about
-# 1.2 times $\tfrac12 \mathrm{Var}[\log w]$: Exercise 2.4 shows that the two are equal when $\log w$ is Gaussian.
+# "log mean w", the importance-sampling estimate, agrees with the exact $\log p(x^0)$; $K$, the mean of $\log w$, is
+# lower by the Jensen gap. The gap is larger far from the data mean, and about 1.2 times $\tfrac12 \mathrm{Var}[\log w]$
+# (Exercise 2.4: they are equal when $\log w$ is Gaussian).
 #
 # ## 6. The edge effect: $p(x^0 \mid x^1)$
 #
-# The $t = 1$ term of $K$ is $\mathbb E_q\big[\log p(x^0 \mid x^1) - \log q(x^1 \mid x^0)\big]$. In the rewriting of
-# section 7 every other term becomes a KL divergence against $q(x^{t-1} \mid x^t, x^0)$, the reverse step of the
-# forward process when $x^0$ is known; for $t = 1$ that is $q(x^0 \mid x^1, x^0)$, a point mass at $x^0$, and the KL
-# of a point mass from any density is infinite. There is no step before $x^0$ to smooth it: the first step is
-# an *edge* of the chain and behaves unlike the others, which is what the paper's "to avoid edge effects" refers to.
+# The $t = 1$ term of $K$ is $\mathbb E_q\big[\log p(x^0 \mid x^1) - \log q(x^1 \mid x^0)\big]$. Section 7 turns every other term
+# into a KL divergence against $q(x^{t-1} \mid x^t, x^0)$; for $t = 1$ that is a point mass at $x^0$, and its KL from any
+# density is infinite. The first step is an *edge* of the chain (the paper's "to avoid edge effects").
 #
-# **The paper's choice** (Appendix B.2): fix the last reverse step to the reversal of the first forward step
-# under $\pi$, $p(x^0 \mid x^1) = T_\pi(x^0 \mid x^1; \beta_1) = q(x^1 \mid x^0)\, \pi(x^0) / \pi(x^1)$. This is a proper density,
-# and for Gaussian diffusion it is the forward kernel itself, $\mathcal N(x^0; \sqrt{1 - \beta_1}\, x^1, \beta_1)$, because the
-# kernel is *reversible* with respect to $\pi$ (it satisfies *detailed balance*):
-# $\pi(x^1)\, T_\pi(x^0 \mid x^1) = \pi(x^0)\, T_\pi(x^1 \mid x^0)$. In words: started from $\pi$, a step from $x^0$ to $x^1$ is
-# exactly as likely as the step back, so the chain run backwards in time is the same chain. (Both sides are the
-# density of a pair of standard Gaussians with correlation $\sqrt{1 - \beta_1}$, symmetric in the two.) Then the
-# $t = 1$ term is
+# **The paper's choice** (Appendix B.2): $p(x^0 \mid x^1) = q(x^1 \mid x^0)\, \pi(x^0) / \pi(x^1)$, the reversal of the first step
+# under $\pi$. For Gaussian diffusion this is the forward kernel itself, $\mathcal N(x^0; \sqrt{1 - \beta_1}\, x^1, \beta_1)$, because
+# the kernel is *reversible* with respect to $\pi$ (it satisfies *detailed balance*):
+# $\pi(x^1)\, T_\pi(x^0 \mid x^1) = \pi(x^0)\, T_\pi(x^1 \mid x^0)$. In words: started from $\pi$, a step from $x^0$ to $x^1$ is as
+# likely as the step back, so the chain run backwards is the same chain (both sides are the density of two
+# standard Gaussians with correlation $\sqrt{1 - \beta_1}$). Then the $t = 1$ term is
 # $$\mathbb E_q\left[\log \frac{p(x^0 \mid x^1)}{q(x^1 \mid x^0)}\right] = \mathbb E_q\big[\log \pi(x^0) - \log \pi(x^1)\big]
 # = \tfrac12 \big(\mathbb E[(x^1)^2] - \mathbb E[(x^0)^2]\big) = \tfrac{\beta_1}2 \big(1 - \mathbb E[(x^0)^2]\big)$$
-# per dimension, using $\mathbb E[(x^1)^2] = (1 - \beta_1) \mathbb E[(x^0)^2] + \beta_1$. It is of order $\beta_1$, and the
-# paper drops it; the sum over $t$ then starts at $t = 2$:
-# $K = \sum_{t=2}^{T} \int q \log \frac{p(x^{t-1} \mid x^t)}{q(x^t \mid x^{t-1})} - H_p(X^T)$, and every remaining step has
-# $t \ge 2$. A common slip is to take $p(x^0 \mid x^1) = q(x^1 \mid x^0)$ read as a function of $x^0$: the term is then
-# exactly 0, but that function integrates to $1 / \sqrt{1 - \beta_1}$, not 1 (the check below). DDPM instead
+# per dimension, using $\mathbb E[(x^1)^2] = (1 - \beta_1) \mathbb E[(x^0)^2] + \beta_1$. It is of order $\beta_1$; the paper drops
+# it, and the sum over $t$ starts at $t = 2$. A common slip is to take $p(x^0 \mid x^1) = q(x^1 \mid x^0)$ as a function of
+# $x^0$: the term is then 0, but that function integrates to $1 / \sqrt{1 - \beta_1}$, not 1 (checked below). DDPM
 # keeps the term as a learned decoder, $L_0 = -\log p(x_0 \mid x_1)$ (chapter 06).
 
 # %%
@@ -479,34 +429,30 @@ for name, b1 in (("toy (T = 5)", float(s_toy.betas[1])), ("DDPM", 1e-4)):
 # %% [markdown]
 # ## 7. Rewriting K with the posterior: Eq. 14
 #
-# Each remaining term $\int q(x^{0:T}) \log \frac{p(x^{t-1} \mid x^t)}{q(x^t \mid x^{t-1})}$ would have to be estimated by
-# sampling whole trajectories. The paper rewrites it so that each term is a KL divergence between two
-# Gaussians, known in closed form. Every step, for one $t \ge 2$:
+# Each remaining term would have to be estimated by sampling whole trajectories. The paper rewrites it as a KL
+# divergence between two Gaussians, known in closed form. Every step, for one $t \ge 2$:
 #
 # **(a) Condition on $x^0$ for free.** The forward process is Markov: given $x^{t-1}$, the step to $x^t$ ignores
 # everything earlier, so $q(x^t \mid x^{t-1}) = q(x^t \mid x^{t-1}, x^0)$.
 #
 # **(b) Bayes' rule, with $x^0$ held fixed**, turns the step around:
 # $$q(x^t \mid x^{t-1}, x^0) = \frac{q(x^{t-1} \mid x^t, x^0)\; q(x^t \mid x^0)}{q(x^{t-1} \mid x^0)} .$$
-# The new factor $q(x^{t-1} \mid x^t, x^0)$ is called the **posterior**: the distribution of the earlier state given
-# the later one and the data point. (A note on names: some texts call the forward process $q$ the "prior" and the
-# reverse model $p$ the "posterior"; in this course, as in DDPM, "posterior" always means $q(x^{t-1} \mid x^t, x^0)$.)
-# This is where $x^0$ pays off: $q(x^{t-1} \mid x^t)$ alone is the intractable true reverse kernel of section 2,
-# but the posterior is a Gaussian with a closed form, $\mathcal N(\tilde\mu_t(x^t, x^0), \tilde\beta_t)$, because
-# $q(x^{t-1} \mid x^0)$ (section 1) and $q(x^t \mid x^{t-1})$ are both Gaussian: the same Gaussian-times-Gaussian
-# computation as section 2's kernel for Gaussian data. Chapter 04 derives $\tilde\mu_t$ and $\tilde\beta_t$ (DDPM Eqs. 6-7).
+# The new factor $q(x^{t-1} \mid x^t, x^0)$ is the **posterior**: the earlier state given the later one and the data
+# point. (Some texts call the forward process $q$ the "prior" and the model $p$ the "posterior"; in this course, as in
+# DDPM, "posterior" always means $q(x^{t-1} \mid x^t, x^0)$.) Unlike the intractable $q(x^{t-1} \mid x^t)$ of section 2, it is a
+# Gaussian, $\mathcal N(\tilde\mu_t(x^t, x^0), \tilde\beta_t)$, since $q(x^{t-1} \mid x^0)$ and $q(x^t \mid x^{t-1})$ are Gaussian (chapter 04
+# derives $\tilde\mu_t$ and $\tilde\beta_t$).
 #
 # **(c) Substitute and split the log** into a posterior part and a ratio of marginals:
 # $$\int q(x^{0:T}) \log \frac{p(x^{t-1} \mid x^t)}{q(x^t \mid x^{t-1})}
 # = \int q(x^{0:T}) \log \frac{p(x^{t-1} \mid x^t)}{q(x^{t-1} \mid x^t, x^0)}
 # + \int q(x^{0:T}) \log q(x^{t-1} \mid x^0) - \int q(x^{0:T}) \log q(x^t \mid x^0) .$$
 #
-# **(d) The ratio terms are conditional entropies.** The integrand of $\int q(x^{0:T}) \log q(x^t \mid x^0)$ depends on
-# $(x^0, x^t)$ only, so the other variables integrate out: it equals $\int q(x^0, x^t) \log q(x^t \mid x^0) = -H_q(X^t \mid X^0)$.
-# The second line of (c) is therefore $H_q(X^t \mid X^0) - H_q(X^{t-1} \mid X^0)$.
+# **(d) The ratio terms are conditional entropies.** $\int q(x^{0:T}) \log q(x^t \mid x^0)$ depends on $(x^0, x^t)$ only, so it
+# equals $\int q(x^0, x^t) \log q(x^t \mid x^0) = -H_q(X^t \mid X^0)$: the last two terms of (c) are $H_q(X^t \mid X^0) - H_q(X^{t-1} \mid X^0)$.
 #
-# **(e) The posterior part is a KL divergence.** Its integrand depends on $(x^0, x^{t-1}, x^t)$; factor
-# $q(x^0, x^{t-1}, x^t) = q(x^0, x^t)\, q(x^{t-1} \mid x^t, x^0)$ and do the $x^{t-1}$ integral first:
+# **(e) The posterior part is a KL divergence.** Factor $q(x^0, x^{t-1}, x^t) = q(x^0, x^t)\, q(x^{t-1} \mid x^t, x^0)$ and do the
+# $x^{t-1}$ integral first:
 # $$\int q(x^0, x^t) \int q(x^{t-1} \mid x^t, x^0) \log \frac{p(x^{t-1} \mid x^t)}{q(x^{t-1} \mid x^t, x^0)}\, dx^{t-1}\, dx^0\, dx^t
 # = -\int q(x^0, x^t)\; D_{KL}\big(q(x^{t-1} \mid x^t, x^0)\, \|\, p(x^{t-1} \mid x^t)\big)\, dx^0\, dx^t .$$
 #
@@ -515,15 +461,12 @@ for name, b1 in (("toy (T = 5)", float(s_toy.betas[1])), ("DDPM", 1e-4)):
 # $-H_p(X^T)$ of section 5:
 # $$\boxed{K = -\sum_{t=2}^{T} \int q(x^0, x^t)\, D_{KL}\big(q(x^{t-1} \mid x^t, x^0)\, \|\, p(x^{t-1} \mid x^t)\big)\, dx^0\, dx^t
 # \;+\; H_q(X^T \mid X^0) - H_q(X^1 \mid X^0) - H_p(X^T)} \qquad \text{(Eq. 14)}.$$
-# For Gaussian diffusion the entropies are closed-form: $q(x^t \mid x^0)$ has variance $1 - \bar\alpha_t$ (section 1),
-# so $H_q(X^t \mid X^0) = \tfrac12 \log\big(2\pi e (1 - \bar\alpha_t)\big)$ per dimension, whatever the data. And each KL term
-# is an integral over $(x^0, x^t)$ only: the expectation over $x^{t-1}$ is done exactly, in closed form. Replacing a
-# sampled quantity by its conditional expectation, computed exactly, keeps its mean and removes part of its
-# variance; statisticians call this **Rao-Blackwellization** (chapter 04 measures the gain). The paper's
-# reference implementation computes exactly these pieces: a Gaussian KL plus three Gaussian entropies,
-# $\tfrac12(1 + \log 2\pi) + \tfrac12 \log \beta_1$ for $H_q(X^1 \mid X^0)$, $\tfrac12(1 + \log 2\pi) + \tfrac12 \log(1 - \bar\alpha_T)$
-# for $H_q(X^T \mid X^0)$ and $\tfrac12(1 + \log 2\pi)$ for $H_p(X^T)$. The entropy of $q(x^T \mid x^0)$, checked by Monte Carlo
-# on the Gaussian toy (the KL terms are measured in the last section, after chapter 04):
+# The entropies are closed-form: $q(x^t \mid x^0)$ has variance $1 - \bar\alpha_t$ (section 1), so
+# $H_q(X^t \mid X^0) = \tfrac12 \log\big(2\pi e (1 - \bar\alpha_t)\big)$ per dimension, whatever the data. Each KL term is an integral
+# over $(x^0, x^t)$ only: the expectation over $x^{t-1}$ is done exactly. Replacing a sampled quantity by its
+# conditional expectation, computed exactly, keeps its mean and removes part of its variance: this is
+# **Rao-Blackwellization** (chapter 04 measures the gain). The entropy of $q(x^T \mid x^0)$, checked by Monte Carlo on
+# the toy (the KL terms are measured in the last section):
 
 # %%
 B = 10_000
@@ -536,53 +479,22 @@ print(f"H_q(X^T|X^0) = 1/2 log(2 pi e (1 - abar_T)) = {H_T:.4f}; Monte Carlo -E 
       f"{float(mc_H.mean()):.4f} +- {float(mc_H.std()) / math.sqrt(B):.4f}")
 
 # %% [markdown]
-# ## 8. From K to DDPM's L
+# ## 8. $\beta_t$ is learnable, $\beta_1$ is fixed
 #
-# DDPM (Ho et al. 2020, Eq. 5) writes the same bound with the opposite sign, as a loss $L = -K$ (per data point),
-# and keeps every term:
-# $$L = \underbrace{D_{KL}(q(x_T \mid x_0) \,\|\, p(x_T))}_{L_T} + \sum_{t=2}^{T} \underbrace{D_{KL}(q(x_{t-1} \mid x_t, x_0) \,\|\, p_\theta(x_{t-1} \mid x_t))}_{L_{t-1}}
-# \underbrace{- \log p_\theta(x_0 \mid x_1)}_{L_0} .$$
-# Term by term against Eq. 14: the KL terms are the same; $L_T = -H_q(X^T \mid X^0) + H_p(X^T)$ exactly, when
-# $H_p(X^T)$ is the cross-entropy $-\mathbb E \log \pi(x^T)$ (since $D_{KL}(q \| \pi) = \mathbb E_q \log q - \mathbb E_q \log \pi$); and
-# $L_0$ takes the place of $H_q(X^1 \mid X^0)$ and of the dropped $t = 1$ term: $L_0 = H_q(X^1 \mid X^0) - (\text{edge term})$,
-# so with the slip of section 6, $p(x^0 \mid x^1) = q(x^1 \mid x^0)$, $L_0$ would be exactly $H_q(X^1 \mid X^0)$. Chapter 04
-# derives the posterior and these KL terms in DDPM's notation; the last section measures each identity.
+# In the paper $\beta_{2..T}$ are learned by gradient ascent on $K$, and $\beta_1$ is fixed "to prevent overfitting". So
+# $H_q(X^T \mid X^0)$ and the KL terms of Eq. 14 move with the $\beta$'s. To differentiate a sampled $K$, the paper freezes
+# the noise (as in Kingma & Welling's reparameterization): $x^t = \sqrt{\bar\alpha_t}\, x^0 + \sqrt{1 - \bar\alpha_t}\, \epsilon$ with $\epsilon$
+# drawn once, so $K$ is a smooth function of $\beta$. With $T = 2$, a small $\beta_2$ leaves $q(x^2)$ far from $\pi$ and a
+# large one asks one Gaussian step to undo all the noise: $K$ has a maximum in between. Why not learn $\beta_1$?
+# Training data are a finite set of points; with a tiny $\beta_1$ the last step learns to snap $x^1$ to the nearest
+# training point, $K$ on them grows without bound and $K$ on new points collapses. The last section measures both.
 #
-# ## 9. $\beta_t$ is learnable, $\beta_1$ is fixed
+# ## 9. Exercises
 #
-# In the paper the diffusion rates are parameters too: $\beta_{2..T}$ are learned by gradient ascent on $K$, and
-# $\beta_1$ is fixed to a small constant "to prevent overfitting". So the entropy terms of Eq. 14 are not constants:
-# $H_q(X^T \mid X^0) = \tfrac12 \log 2\pi e (1 - \bar\alpha_T)$ moves with every $\beta_t$, and so do the KL terms
-# (only $H_q(X^1 \mid X^0)$, which depends on $\beta_1$ alone, and $H(\pi)$ stay put). To differentiate a sampled $K$
-# with respect to $\beta$, the paper holds the noise fixed ("frozen noise", as in the reparameterization of
-# Kingma & Welling): $x^t = \sqrt{\bar\alpha_t}\, x^0 + \sqrt{1 - \bar\alpha_t}\, \epsilon$ with $\epsilon$ drawn once, so $K$ is a
-# smooth function of $\beta$.
-#
-# Two effects decide $\beta_2$ in a two-step chain with $\beta_1$ fixed: a small $\beta_2$ leaves $q(x^2)$ far from $\pi$;
-# a large one asks a single Gaussian step to undo almost all the noise. $K$ has a maximum in between. And why
-# not learn $\beta_1$ too? The data a model is trained on are a finite set of points. With a tiny $\beta_1$ the best
-# last step $p(x^0 \mid x^1)$ learns to snap $x^1$ to the nearest training point: $K$ on the training points grows
-# without bound while $K$ on new points collapses. A $\beta_1$ fixed at a small but finite value keeps the last
-# step from memorizing the training set. The last section measures both.
-#
-# ## 10. The approximations
-#
-# The derivation made four approximations on the way; the last section gives each a number.
-#
-# 1. **Finite $T$: $x^T$ is not exactly $\pi$.** Then $p(x^T) = \pi$ mismatches $q(x^T)$, and the cross-entropy
-#    $-\mathbb E \log \pi(x^T)$ is not the entropy $H(\pi)$ that Eq. 14 uses.
-# 2. **$\beta_t$ does not go to 0.** (a) The true reverse kernel is not Gaussian (section 2); (b) the one-sample
-#    estimate of $p(x^0)$ through trajectories is not exact (section 4); (c) Jensen's inequality is not an equality.
-# 3. **The network does not fit the mean and variance exactly.**
-# 4. **The special last step** $p(x^0 \mid x^1) = T_\pi(x^0 \mid x^1)$ drops the $t = 1$ term (section 6).
-#
-# ## 11. Exercises
-#
-# **Exercise 2.1 (the KL of Eq. 14).** Write `my_normal_kl(mean1, logvar1, mean2, logvar2)`, the KL divergence
-# $D_{KL}(\mathcal N(\mu_1, \sigma_1^2) \,\|\, \mathcal N(\mu_2, \sigma_2^2))$ elementwise, from variances given as logs:
-# $$D_{KL} = \tfrac12\left(\log \sigma_2^2 - \log \sigma_1^2 + \frac{\sigma_1^2 + (\mu_1 - \mu_2)^2}{\sigma_2^2} - 1\right).$$
-# (Derive it: $\mathbb E_{\mathcal N(\mu_1, \sigma_1^2)}[\log \mathcal N(x; \mu_1, \sigma_1^2) - \log \mathcal N(x; \mu_2, \sigma_2^2)]$, using
-# $\mathbb E[(x - \mu_2)^2] = \sigma_1^2 + (\mu_1 - \mu_2)^2$.)
+# **Exercise 2.1 (derive the KL of Eq. 14).** Write `my_normal_kl(mean1, logvar1, mean2, logvar2)`, the KL divergence
+# $D_{KL}(\mathcal N(\mu_1, \sigma_1^2) \,\|\, \mathcal N(\mu_2, \sigma_2^2))$ elementwise, from variances given as logs. Derive it as
+# $\mathbb E_{\mathcal N(\mu_1, \sigma_1^2)}[\log \mathcal N(x; \mu_1, \sigma_1^2) - \log \mathcal N(x; \mu_2, \sigma_2^2)]$, using
+# $\mathbb E[(x - \mu_2)^2] = \sigma_1^2 + (\mu_1 - \mu_2)^2$ (chapter 04 gives the result).
 
 # %% tags=["solution"]
 def my_normal_kl(mean1, logvar1, mean2, logvar2):
@@ -659,26 +571,17 @@ checks.check("lognormal_gap", lognormal_gap)
 # %% [markdown]
 # ## Summary
 #
-# - The forward trajectory $q(x^{0:T}) = q(x^0) \prod_t \mathcal N(x^t; \sqrt{1-\beta_t}\, x^{t-1}, \beta_t)$ turns data into
-#   $\pi = \mathcal N(0, I)$; the reverse trajectory $p(x^{0:T}) = \pi(x^T) \prod_t p(x^{t-1} \mid x^t)$ turns it back. Its
-#   kernels may be Gaussian because the true reverse kernel is nearly Gaussian for small $\beta_t$ (and visibly not for
-#   large $\beta_t$: the widget).
-# - $p(x^0)$ is an integral over trajectories, and with the forward process as proposal an average of importance
-#   weights $w$ (Eq. 9). As $\beta_t \to 0$ the forward and reverse trajectory distributions can coincide and one
-#   sample suffices; measured on the mixture, the model error falls with $T$ while Var$[\log w]$ first rises and
-#   falls only once the steps are small ($T \gtrsim 128$ there).
-# - Jensen's inequality gives $L \ge K = \mathbb E_q[\log w]$ (Eqs. 10-13); the gap is $\tfrac12 \mathrm{Var}[\log w]$ when
-#   $\log w$ is Gaussian. For the cross-entropy $-L$ the bound is an upper bound.
-# - With the edge step fixed (detailed balance makes $T_\pi$ its own reversal) and the posterior
-#   $q(x^{t-1} \mid x^t, x^0)$ brought in (Markov, Bayes, telescoping),
-#   $K = -\sum_{t \ge 2} \mathbb E\, D_{KL}(q(x^{t-1} \mid x^t, x^0) \| p(x^{t-1} \mid x^t)) + H_q(X^T \mid X^0) - H_q(X^1 \mid X^0) - H_p(X^T)$
-#   (Eq. 14): Gaussian KLs and entropies in closed form; DDPM's $L$ is $-K$ with the edge kept as $L_0$.
-# - $\beta_{2..T}$ can be learned by gradient ascent on $K$ with frozen noise; $\beta_1$ stays fixed, or the last step
-#   memorizes the training set.
+# - Forward trajectories $q(x^{0:T})$ turn data into $\pi = \mathcal N(0, I)$; the reverse trajectory $p(x^{0:T})$ may use
+#   Gaussian kernels because the true reverse kernel is nearly Gaussian for small $\beta_t$ (and visibly not for large).
+# - $p(x^0)$ is an average of importance weights over forward trajectories (Eq. 9); one sample suffices only as
+#   $\beta_t \to 0$. Measured: the model error falls with $T$, while Var$[\log w]$ first rises.
+# - Jensen gives $L \ge K = \mathbb E_q[\log w]$ (Eqs. 10-13), with gap $\tfrac12 \mathrm{Var}[\log w]$ when $\log w$ is Gaussian.
+# - With the edge step fixed (detailed balance) and the posterior brought in (Markov, Bayes, telescoping), $K$ is
+#   minus a sum of Gaussian KLs plus entropies (Eq. 14). $\beta_{2..T}$ can be learned; $\beta_1$ stays fixed.
 #
 # **Next:** chapter 03 computes $q(x_t \mid x_0)$ in closed form (DDPM's $\bar\alpha_t$), the shortcut that makes each
 # term of the bound cheap to sample; chapter 04 derives the posterior $q(x_{t-1} \mid x_t, x_0)$ used in Eq. 14 and
-# DDPM's $L = L_T + \sum_t L_{t-1} + L_0$ in detail. After chapter 04, come back for the last section.
+# DDPM's $L = L_T + \sum_t L_{t-1} + L_0$. After chapter 04, come back for the last section.
 
 # %% [markdown]
 # ## Measuring the bound (read after chapter 04)
@@ -686,14 +589,14 @@ checks.check("lognormal_gap", lognormal_gap)
 # **Read this part after chapter 04.** It uses two things chapter 04 derives: the posterior
 # $q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t)$ (DDPM Eqs. 6-7; `d.q_posterior` in the library) and DDPM's bound
 # $L = L_T + \sum_t L_{t-1} + L_0$ term by term (`d.vlb_terms`). With them, every piece of Eq. 14 is computed
-# exactly, and each claim of sections 4-10 gets its number.
+# exactly, and each claim of sections 4-8 gets its number.
 #
 # **How the pieces are computed** (`M.bound_terms`). Each piece of Eq. 14 is an expectation over $(x^0, x^t)$ for
 # one $t$: given $x^0$, a 1-D integral over $x^t = \sqrt{\bar\alpha_t}\, x^0 + \sqrt{1 - \bar\alpha_t}\, \epsilon$ with
 # $\epsilon \sim \mathcal N(0, 1)$. We do each integral by **Gauss-Hermite quadrature**: a weighted sum of the integrand
 # at $n$ fixed values of $\epsilon$ (`M.gauss_hermite(n)`), chosen so that the sum equals $\mathbb E[f(\epsilon)]$ exactly
 # whenever $f$ is a polynomial of degree below $2n$, and very nearly for smooth $f$. For the Gaussian toy every
-# integrand is a polynomial in $\epsilon$, so 16 nodes are exact. Fixed nodes are also "frozen noise" (section 9):
+# integrand is a polynomial in $\epsilon$, so 16 nodes are exact. Fixed nodes are also "frozen noise" (section 8):
 # $K$ becomes a smooth function of the $\beta$'s. `M.bound_from_terms` adds the pieces up with nothing dropped: the
 # $t = 1$ term kept and the cross-entropy $-\mathbb E \log \pi(x^T)$ for $H_p(X^T)$.
 #
@@ -702,6 +605,7 @@ checks.check("lognormal_gap", lognormal_gap)
 # $\sigma_t^2 = \beta_t$. First the edge of section 6 in DDPM's tables, and step (b) of section 7 pointwise:
 
 # %%
+GRID = torch.linspace(-6, 6, 241, dtype=F64)  # as in section 3
 gdata = dl.GaussianData(dim=1, mean=0.5, std=0.5)
 s_toy = constant_schedule(5)
 d_toy = dl.GaussianDiffusion(s_toy, prediction="mean", variance="fixed_large", decoder="gaussian")
@@ -782,7 +686,7 @@ for T in (1, 2, 4, 8, 16, 32, 64, 128, 256):
                "mc_vs_exact": float((log_w.mean(1) - K).mean() / (log_w.var(1).sum() / 128).sqrt() * len(K))}
 print("   T     Var[log w]   Jensen gap   gap/(Var/2)   skewness of log w")
 for T, r in gaps.items():
-    print(f"{T:4d}   {r['var']:9.4f}   {r['gap']:9.4f}    {r['gap'] / (r['var'] / 2):8.2f}      {r['skew']:+6.1f}")
+    print(f"{T:4d}   {r['var']:9.4f}   {r['gap']:9.4f}    {r['gap'] / (r['var'] / 2):8.2f}      {round(r['skew'], 1) + 0.0:+6.1f}")  # + 0.0: no "-0.0"
 print(f"smallest gap over all T and x^0: {min(r['min_gap'] for r in gaps.values()):.2e} (Jensen: never negative)")
 print(f"K from sampled trajectories vs K from Eq. 14's 1-D integrals (averaged over the 32 points): largest "
       f"difference over T {max(abs(r['mc_vs_exact']) for r in gaps.values()):.1f} standard errors")
@@ -796,8 +700,17 @@ print(f"K from sampled trajectories vs K from Eq. 14's 1-D integrals (averaged o
 # Var$[\log w]$ but hardly moves $\log \mathbb E[w]$, which the large weights dominate, so the gap stays well below
 # $\tfrac12 \mathrm{Var}[\log w]$. The sampled and the exact $K$ agree within Monte Carlo error.
 #
-# **From $K$ to DDPM's $L$** (section 8), for the toy at $x^0 = 0.5$ and for the same Gaussian data under DDPM's own
-# schedule ($T = 1000$, linear from $10^{-4}$ to $0.02$):
+# ### From K to DDPM's L
+#
+# DDPM (Ho et al. 2020, Eq. 5) writes the same bound with the opposite sign, as a loss $L = -K$ (per data point),
+# and keeps every term:
+# $$L = \underbrace{D_{KL}(q(x_T \mid x_0) \,\|\, p(x_T))}_{L_T} + \sum_{t=2}^{T} \underbrace{D_{KL}(q(x_{t-1} \mid x_t, x_0) \,\|\, p_\theta(x_{t-1} \mid x_t))}_{L_{t-1}}
+# \underbrace{- \log p_\theta(x_0 \mid x_1)}_{L_0} .$$
+# Term by term against Eq. 14: the KL terms are the same; $L_T = -H_q(X^T \mid X^0) + H_p(X^T)$ exactly, when
+# $H_p(X^T)$ is the cross-entropy $-\mathbb E \log \pi(x^T)$ (since $D_{KL}(q \| \pi) = \mathbb E_q \log q - \mathbb E_q \log \pi$); and
+# $L_0$ takes the place of $H_q(X^1 \mid X^0)$ and of the dropped $t = 1$ term: $L_0 = H_q(X^1 \mid X^0) - (\text{edge term})$,
+# so with the slip of section 6, $p(x^0 \mid x^1) = q(x^1 \mid x^0)$, $L_0$ would be exactly $H_q(X^1 \mid X^0)$. The numbers, for the toy at
+# $x^0 = 0.5$ and for the same data under DDPM's schedule ($T = 1000$, linear from $10^{-4}$ to $0.02$):
 
 # %%
 s_ddpm = dl.NoiseSchedule.linear(T=1000)
@@ -819,7 +732,7 @@ for name, d, rev in (("toy, T = 5", d_toy, rev_toy), ("DDPM schedule, T = 1000",
 # $\beta_1 = 0.75$, by 0.0004 nats with DDPM's $\beta_1 = 10^{-4}$. Under DDPM's schedule the Jensen gap is about ten
 # times smaller than with the toy's five large steps.
 #
-# **Learning $\beta_2$** (section 9). The mixture with $T = 2$ and $\beta_1 = 0.01$ fixed, and the ideal reverse process
+# **Learning $\beta_2$** (section 8). The mixture with $T = 2$ and $\beta_1 = 0.01$ fixed, and the ideal reverse process
 # re-fitted at every $\beta_2$ (as joint training of network and $\beta$ would do):
 
 # %%
@@ -845,7 +758,7 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Why $\beta_1$ stays fixed** (section 9). The same $T = 2$ model, trained on 8 points (their empirical
+# **Why $\beta_1$ stays fixed** (section 8). The same $T = 2$ model, trained on 8 points (their empirical
 # distribution: each point a very narrow Gaussian), $\beta_2 = 0.9$, and a shrinking $\beta_1$:
 
 # %%
@@ -860,11 +773,21 @@ for b1 in (0.3, 0.1, 0.03, 0.01, 0.003, 0.001):
     print(f"{b1:<8g}   {k_train:+10.3f}                {k_held:+12.4g}")
 
 # %% [markdown]
-# **The approximations of section 10, in numbers.**
+# ### The approximations, each with a number
+#
+# The derivation made four approximations on the way.
+#
+# 1. **Finite $T$: $x^T$ is not exactly $\pi$.** Then $p(x^T) = \pi$ mismatches $q(x^T)$, and the cross-entropy
+#    $-\mathbb E \log \pi(x^T)$ is not the entropy $H(\pi)$ that Eq. 14 uses.
+# 2. **$\beta_t$ does not go to 0.** (a) The true reverse kernel is not Gaussian (section 2); (b) the one-sample
+#    estimate of $p(x^0)$ through trajectories is not exact (section 4); (c) Jensen's inequality is not an equality.
+# 3. **The network does not fit the mean and variance exactly.**
+# 4. **The special last step** $p(x^0 \mid x^1) = T_\pi(x^0 \mid x^1)$ drops the $t = 1$ term (section 6).
 
 # %%
 ab_16 = float(constant_schedule(16).alpha_bars[-1])
-q_T_grid = data_log_prob(GRID[:, None], ab_16).exp()
+means_T, vars_T, w_T = M.noised_components(torch.tensor(ab_16, dtype=F64))  # q(x^T) of the mixture, T = 16
+q_T_grid = M.mixture_log_prob(GRID, means_T[:, None], vars_T.sqrt()[:, None], w_T).exp()
 pi_grid = dl.gaussian_log_likelihood(GRID, 0.0, 0.0).exp()
 kl_T = float(torch.trapezoid(q_T_grid * (q_T_grid.log() - pi_grid.log()), GRID))
 print(f"1. x^T is not pi: mixture, abar_T = {ab_16:.0e}: KL(q(x^T) || pi) = {kl_T:.1e} nats; "
@@ -897,4 +820,4 @@ print(f"4. the edge: the dropped t = 1 term with p(x^0|x^1) = T_pi is beta_1 (1 
 # **What this part measured.** Eq. 14 and DDPM's $-L$ give the same $K$ as the trajectory average; the Jensen gap is
 # never negative and is not $\tfrac12\mathrm{Var}[\log w]$ when $\log w$ is far from Gaussian; $L_T$, the KL terms and $L_0$
 # match Eq. 14's entropies term by term; $K$ has a best $\beta_2$; a learned $\beta_1$ would memorize the training set;
-# and each approximation of section 10 has a size. **Next:** chapter 05 turns each $L_{t-1}$ into a squared error.
+# and each approximation has a size. **Next:** chapter 05 turns each $L_{t-1}$ into a squared error.
