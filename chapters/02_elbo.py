@@ -9,10 +9,8 @@
 # %% [markdown]
 # # 02 · Sohl-Dickstein's framework: trajectories, Jensen and the bound K
 #
-# Sohl-Dickstein, Weiss, Maheswaranathan & Ganguli (2015) introduced diffusion models; this chapter follows their
-# Section 2 and Appendix B step by step, checking each step on 1-D toys where every quantity is known exactly.
-# We write $x^t$ for the paper's $x^{(t)}$; $x^0$ is data, $t = 1, \dots, T$; equation numbers are the paper's unless
-# a line says DDPM.
+# This chapter follows Sohl-Dickstein et al. (2015), Section 2 and Appendix B, checking each step on 1-D toys where
+# every quantity is known exactly. We write $x^t$ for their $x^{(t)}$ ($x^0$ is data) and use their equation numbers.
 #
 # **Learning goals.** After this chapter you can
 # - write the forward and reverse trajectories (Eqs. 1-5), and say why the reverse kernel may be Gaussian when
@@ -27,8 +25,7 @@
 # computes every term of Eq. 14 with the posterior of chapter 04: read it after chapter 04.
 #
 # **Reading time:** about an hour for sections 1-9, 30 minutes for the last section.
-# **CPU time:** about 15 s on a 2-core CPU: everything is 1-D, exact integrals on grids and a few
-# hundred thousand sampled steps (budget: 45 s).
+# **CPU time:** about 15 s on a 2-core CPU (budget: 45 s).
 
 # %%
 import math
@@ -160,8 +157,7 @@ print(f"sampled chain vs closed form: largest difference {worst:.1f} standard er
 # observation (citing Feller 1949): **as $\beta_t \to 0$, the reverse of a Gaussian diffusion step is again
 # Gaussian**. Heuristically: as a function of
 # $x^{t-1}$, $q(x^t \mid x^{t-1})$ is a Gaussian of width about $\sqrt{\beta_t}$; over so short a range the
-# smooth factor $q(x^{t-1})$ is close to $e^{\text{linear}}$, and a Gaussian times $e^{\text{linear}}$ is a
-# Gaussian with a shifted mean. So the model takes
+# smooth $q(x^{t-1})$ is close to $e^{\text{linear}}$, and a Gaussian times that is a shifted Gaussian. So the model takes
 # $$p(x^{t-1} \mid x^t) = \mathcal N\big(x^{t-1};\, \mu_\theta(x^t, t),\, \Sigma_\theta(x^t, t)\big),$$
 # whose mean and covariance a neural network computes (in the paper a multilayer perceptron for its 2-D toys, a
 # convolutional network for images). When $\beta_t$ is large the window is wide and no Gaussian fits.
@@ -339,8 +335,7 @@ plt.show()
 # The log of an integral does not split into a sum; the log of a product does. **Jensen's inequality** moves the
 # log inside: $\log$ is concave, so for any positive random variable $w$,
 # $$\log \mathbb E[w] \;\ge\; \mathbb E[\log w], \qquad \text{with equality exactly when } w \text{ is constant}.$$
-# (The chord of a concave function lies below it: for two values, $\log(\tfrac{a+b}2) \ge \tfrac{\log a + \log b}{2}$.)
-# Applied to the inner expectation for each $x^0$, and combining $q(x^0)\, q(x^{1:T} \mid x^0) = q(x^{0:T})$:
+# (A chord of a concave function lies below it.) Applied to the inner expectation, with $q(x^0)\, q(x^{1:T} \mid x^0) = q(x^{0:T})$:
 # $$L \;\ge\; \int q(x^{0:T})\, \log\left[p(x^T) \prod_{t=1}^{T} \frac{p(x^{t-1} \mid x^t)}{q(x^t \mid x^{t-1})}\right] dx^{0:T}
 # \;=\; K \qquad \text{(Eqs. 12-13)}.$$
 # $K$ is an average of a log of a product: a sum of simple terms. The *Jensen gap* $L - K$ is zero exactly when $w$
@@ -509,10 +504,9 @@ checks.check("normal_kl", my_normal_kl)
 
 
 # %% [markdown]
-# **Exercise 2.2 (the entropy terms of Eq. 14).** For 1-D Gaussian diffusion with $\pi = \mathcal N(0, 1)$, write
-# `entropy_terms(schedule)` that returns $H_q(X^T \mid X^0) - H_q(X^1 \mid X^0) - H_p(X^T)$ in nats, with $H_p(X^T)$ the
-# entropy of $\pi$ as in the paper. Use only the schedule's tables (`schedule.betas`, `schedule.alpha_bars`, paper
-# indexing) and $H(\mathcal N(\mu, \sigma^2)) = \tfrac12 \log(2\pi e \sigma^2)$.
+# **Exercise 2.2 (the entropy terms of Eq. 14).** Write `entropy_terms(schedule)` returning
+# $H_q(X^T \mid X^0) - H_q(X^1 \mid X^0) - H_p(X^T)$ in nats for 1-D Gaussian diffusion, with $H_p(X^T)$ the entropy of
+# $\pi = \mathcal N(0, 1)$, from `schedule.betas` and `schedule.alpha_bars` (paper indexing).
 
 # %% tags=["solution"]
 def entropy_terms(schedule):
@@ -530,12 +524,10 @@ checks.check("entropy_terms", entropy_terms)
 
 
 # %% [markdown]
-# **Exercise 2.3 (two estimates from the same trajectories).** Given log importance weights `log_w` of shape
-# `(M, n)` ($n$ forward trajectories for each of $M$ data points), return the pair
-# `(log_p_estimate, K_estimate)`, each of shape `(M,)`: the importance-sampling estimate $\log \frac1n \sum_n w$ of
-# $\log p(x^0)$ (Eq. 9) and the Monte Carlo estimate $\frac1n \sum_n \log w$ of $K$ (Eq. 12). The weights span many
-# orders of magnitude: compute the first without forming $w = e^{\log w}$ (subtract the largest $\log w$ first).
-# The checker tries weights near $e^{-800}$, which underflow to 0 in float64.
+# **Exercise 2.3 (two estimates from the same trajectories).** Given log weights `log_w` of shape `(M, n)` ($n$
+# trajectories for each of $M$ data points), return `(log_p_estimate, K_estimate)`, each `(M,)`: $\log \frac1n \sum_n w$
+# (Eq. 9) and $\frac1n \sum_n \log w$ (Eq. 12). The checker uses weights near $e^{-800}$, which underflow to 0 in float64:
+# subtract the largest $\log w$ before exponentiating.
 
 # %% tags=["solution"]
 def two_estimates(log_w):
@@ -571,10 +563,9 @@ checks.check("lognormal_gap", lognormal_gap)
 # %% [markdown]
 # ## Summary
 #
-# - Forward trajectories $q(x^{0:T})$ turn data into $\pi = \mathcal N(0, I)$; the reverse trajectory $p(x^{0:T})$ may use
-#   Gaussian kernels because the true reverse kernel is nearly Gaussian for small $\beta_t$ (and visibly not for large).
+# - The reverse trajectory may use Gaussian kernels because the true reverse kernel is nearly Gaussian for small $\beta_t$.
 # - $p(x^0)$ is an average of importance weights over forward trajectories (Eq. 9); one sample suffices only as
-#   $\beta_t \to 0$. Measured: the model error falls with $T$, while Var$[\log w]$ first rises.
+#   $\beta_t \to 0$ (measured: the model error falls with $T$, while Var$[\log w]$ first rises).
 # - Jensen gives $L \ge K = \mathbb E_q[\log w]$ (Eqs. 10-13), with gap $\tfrac12 \mathrm{Var}[\log w]$ when $\log w$ is Gaussian.
 # - With the edge step fixed (detailed balance) and the posterior brought in (Markov, Bayes, telescoping), $K$ is
 #   minus a sum of Gaussian KLs plus entropies (Eq. 14). $\beta_{2..T}$ can be learned; $\beta_1$ stays fixed.
