@@ -14,8 +14,8 @@
 # Ho et al. 2020 do in their Sec. 2: conditioning the forward process on $x_0$ makes its *reverse* step a
 # Gaussian we can write down, the posterior $q(x_{t-1} \mid x_t, x_0)$; the bound then splits into KL
 # divergences between Gaussians, each computable in closed form, with no Monte Carlo over $x_{t-1}$.
-# That is what the study notes mean by "all the KL divergences above are between Gaussians, so no Monte
-# Carlo is needed, only the Rao-Blackwellized closed form".
+# (Here, as in DDPM, "posterior" always means $q(x_{t-1} \mid x_t, x_0)$; some texts call the forward process $q$ the
+# "prior" and the reverse model $p$ the "posterior".)
 #
 # **Learning goals.** After this chapter you can
 # - rewrite the bound as $L = L_T + \sum_{t>1} L_{t-1} + L_0$ (DDPM Eq. 5), step by step from DDPM Eq. 3;
@@ -24,9 +24,10 @@
 # - derive the KL divergence between two Gaussians, check it by Monte Carlo, and say why the closed form
 #   (Rao-Blackwellization) beats sampling;
 # - check numerically that Eq. 5 and Eq. 3 are the same bound;
-# - implement the posterior and the Gaussian KL yourself.
+# - implement the posterior yourself, and decide which fixed reverse variance, $\beta_t$ or $\tilde\beta_t$, suits which data.
 #
-# **CPU time:** about 10 s on a 2-core CPU, most of it importing PyTorch and drawing (budget: 30 s).
+# **Reading time:** about an hour. **CPU time:** about 10 s on a 2-core CPU, most of it importing PyTorch and
+# drawing (budget: 30 s).
 
 # %%
 import math
@@ -41,7 +42,33 @@ from ddpm_lib.viz import course_style
 
 course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
 
+# %% [markdown]
+# ## The picture first
+#
+# Fix a data point $x_0$ and look at one step of the forward process, from $x_{t-1}$ to $x_t$. Before seeing $x_t$,
+# what we know about $x_{t-1}$ is $q(x_{t-1} \mid x_0)$, a Gaussian (the *prior*, in Bayes' language). Seeing $x_t$ adds a
+# second Gaussian factor in $x_{t-1}$, the *likelihood* $q(x_t \mid x_{t-1})$. Bayes' rule multiplies the two, and **the product of two Gaussians is a Gaussian**,
+# narrower than either and centred between them. That product is the posterior $q(x_{t-1} \mid x_t, x_0)$. Below, DDPM's schedule at $t = 2$ (where the two factors
+# have similar widths), $x_0 = 1$ and one draw of $x_t$:
 
+# %%
+s = dl.NoiseSchedule.linear(T=1000, beta_start=1e-4, beta_end=0.02)  # DDPM's schedule
+d = dl.GaussianDiffusion(s)
+t0, x0_pic = 2, torch.tensor([[1.0]], dtype=torch.float64)
+x_t_pic = d.q_sample(x0_pic, torch.tensor([t0]), noise=torch.tensor([[1.5]], dtype=torch.float64))  # a fixed eps
+xs = torch.linspace(0.96, 1.04, 801, dtype=torch.float64)
+prior = dl.gaussian_log_likelihood(xs, s.alpha_bars[t0 - 1].sqrt() * 1.0, (1 - s.alpha_bars[t0 - 1]).log()).exp()
+lik = dl.gaussian_log_likelihood(x_t_pic[0, 0], s.alphas[t0].sqrt() * xs, s.betas[t0].log()).exp()
+lik = lik / torch.trapezoid(lik, xs)  # normalized as a density in x_{t-1}
+product = prior * lik / torch.trapezoid(prior * lik, xs)
+fig, ax = plt.subplots(figsize=(7, 3.4))
+ax.plot(xs, prior, "C0", label=r"prior $q(x_{t-1} \mid x_0)$")
+ax.plot(xs, lik, "C1", label=r"likelihood $q(x_t \mid x_{t-1})$, in $x_{t-1}$")
+ax.plot(xs, product, "k", lw=2, label=r"posterior $\propto$ their product")
+ax.set(xlabel=r"$x_{t-1}$", ylabel="density", title=r"Two Gaussians multiplied: the posterior at $t = 2$, $x_0 = 1$")
+ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+fig.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## 1. From the bound (Eq. 3) to its KL form (Eq. 5)
@@ -59,9 +86,8 @@ course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, lege
 # $q(x_t \mid x_{t-1}) = q(x_t \mid x_{t-1}, x_0)$: knowing $x_0$ adds nothing once $x_{t-1}$ is known. Bayes' rule
 # in the world where $x_0$ is fixed turns it around:
 # $$q(x_t \mid x_{t-1}, x_0) = \frac{q(x_{t-1} \mid x_t, x_0)\, q(x_t \mid x_0)}{q(x_{t-1} \mid x_0)} .$$
-# For $t = 1$ this is useless: $q(x_0 \mid x_1, x_0)$ is a point mass at $x_0$. So we keep $t = 1$ apart (the
-# notes point out that this form, unlike Sohl-Dickstein's, does not drop the $t = 1$ term at this stage:
-# it becomes $L_0$).
+# For $t = 1$ this is useless: $q(x_0 \mid x_1, x_0)$ is a point mass at $x_0$. So we keep $t = 1$ apart (unlike
+# Sohl-Dickstein's Eq. 14 in chapter 02, this form does not drop the $t = 1$ term: it becomes $L_0$).
 #
 # **Step 2: substitute for $t \ge 2$.**
 # $$L = \mathbb E_q\Big[-\log p(x_T) - \sum_{t \ge 2} \log \frac{p_\theta(x_{t-1} \mid x_t)}{q(x_{t-1} \mid x_t, x_0)}
@@ -124,8 +150,6 @@ course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, lege
 # formulas above, written out from $\beta_t$ and $\bar\alpha_t$:
 
 # %%
-s = dl.NoiseSchedule.linear(T=1000, beta_start=1e-4, beta_end=0.02)  # DDPM's schedule
-d = dl.GaussianDiffusion(s)
 t_all = torch.arange(2, s.T + 1)
 ab, abp, a, b = s.alpha_bars[t_all], s.alpha_bars[t_all - 1], s.alphas[t_all], s.betas[t_all]
 diffs = {
@@ -274,9 +298,12 @@ plt.show()
 #
 # Now everything together, on a 1-D toy where both forms can be computed: data $x_0 \sim \mathcal N(0.5, 0.3^2)$,
 # a short schedule ($T = 20$, $\beta_t$ from 0.01 to 0.5) and, as a stand-in for a trained network, a fixed
-# reverse process: the mean from Eq. 11 (chapter 05) with the noise predictor $\epsilon_\theta(x_t, t) = \sqrt{1 - \bar\alpha_t}\, x_t$
-# (the best one for data $\mathcal N(0, 1)$, so a little wrong for ours), variances $\sigma_t^2 = \beta_t$, and a Gaussian
-# decoder $p_\theta(x_0 \mid x_1)$ for this continuous data.
+# reverse process $p_\theta(x_{t-1} \mid x_t) = \mathcal N(\sqrt{\alpha_t}\, x_t, \beta_t)$, with a Gaussian decoder $p_\theta(x_0 \mid x_1)$ of the
+# same form for this continuous data. It is the exact reverse step for data $\mathcal N(0, 1)$: such data start in the
+# forward chain's stationary distribution, and the Gaussian step is reversible (detailed balance, chapter 02,
+# section 6), so running it backwards is the same step mirrored. For our data it is a little wrong. In the library
+# the "network" outputs this mean (`prediction="mean"`), and `variance="fixed_large"` is the library's name for
+# $\sigma_t^2 = \beta_t$ (chapter 05 compares it with $\tilde\beta_t$).
 #
 # - **Eq. 3, by brute force**: sample whole forward trajectories $x_0 \to x_1 \to \dots \to x_T$ with `q_step`, and
 #   average $-\log p(x_T) - \sum_t [\log p_\theta(x_{t-1} \mid x_t) - \log q(x_t \mid x_{t-1})]$.
@@ -285,12 +312,12 @@ plt.show()
 
 # %%
 toy = dl.NoiseSchedule.linear(T=20, beta_start=0.01, beta_end=0.5)
-toy_d = dl.GaussianDiffusion(toy, prediction="eps", variance="fixed_large", decoder="gaussian")
+toy_d = dl.GaussianDiffusion(toy, prediction="mean", variance="fixed_large", decoder="gaussian")
 
 
 def model(x_t, t):
-    """A stand-in network: the best noise prediction for N(0, 1) data, E[eps | x_t] = sqrt(1 - abar_t) x_t."""
-    return toy.sqrt_one_minus_alpha_bars[t].to(x_t.dtype)[:, None] * x_t
+    """A stand-in network that outputs the reverse mean sqrt(alpha_t) x_t: exact for N(0, 1) data."""
+    return toy.sqrt_alphas[t].to(x_t.dtype)[:, None] * x_t
 
 
 g5 = torch.Generator().manual_seed(5)
@@ -346,9 +373,8 @@ print(f"|diff| of the means {abs(sampled.mean().item() - closed.mean().item()):.
       f"the closed form needs {(sampled.var() / closed.var()).item():.0f}x fewer draws for the same precision")
 
 # %% [markdown]
-# (One caveat, for honesty: summed over all terms, the brute-force Eq. 3 estimate above has the *smaller* spread
-# per example, because its terms share one trajectory and partly cancel, while `vlb_terms` draws a fresh $x_t$
-# for every term and $L_0$, a density, varies a lot. What Eq. 5 buys is that each term stands alone, exact given
+# (One caveat: summed over all terms, the brute-force Eq. 3 estimate above has the *smaller* spread per example,
+# because its terms share one trajectory and partly cancel, while `vlb_terms` draws a fresh $x_t$ for every term. What Eq. 5 buys is that each term stands alone, exact given
 # $(x_0, x_t)$: training can pick one $t$ at random per example (Algorithm 1), which Eq. 3 cannot.)
 #
 # The terms over $t$ for this toy: most of the bound sits at small $t$, where the reverse steps must be precise.
@@ -439,20 +465,45 @@ checks.check("posterior", posterior_slip)
 
 
 # %% [markdown]
-# **Exercise 4.2 (the Gaussian KL).** Write `gaussian_kl(mean1, logvar1, mean2, logvar2)`: the KL divergence
-# $D_{KL}(\mathcal N(m_1, e^{\ell_1}) \,\|\, \mathcal N(m_2, e^{\ell_2}))$ elementwise, from log variances, as derived in Section 4.
+# **Exercise 4.2 (decide: which reverse variance?).** DDPM fixes $\sigma_t^2 = \beta_t$ or $\sigma_t^2 = \tilde\beta_t$. Give the
+# reverse step the best possible mean, $\mathbb E[x_{t-1} \mid x_t]$. Then (Section 4's KL and the law of total variance)
+# $L_{t-1} = \tfrac12\big(\log(\sigma_t^2 / \tilde\beta_t) + v^* / \sigma_t^2 - 1\big)$, where $v^* = \mathrm{Var}[x_{t-1} \mid x_t]$ is the true reverse
+# kernel's variance, and it is smallest at $\sigma_t^2 = v^*$. Decide, for two data sets, which choice gives the smaller
+# $L_{t-1}$ at small $t$: `"one point"` (every $x_0$ equals 0.8) and `"standard normal"` ($x_0 \sim \mathcal N(0, 1)$). Hint: what
+# does $x_t$ tell you about $x_0$ in the first case? For the second, recall how the forward step treats data that are
+# already distributed as $\mathcal N(0, 1)$. Write `variance_choice(data)` returning `"beta"` or `"beta_tilde"`.
 
 
 # %% tags=["solution"]
-def gaussian_kl(mean1, logvar1, mean2, logvar2):
-    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats."""
+def variance_choice(data):
+    """Which fixed reverse variance gives the smaller L_{t-1} at small t: "beta" or "beta_tilde"."""
     # BEGIN SOLUTION
-    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1)
+    return {"one point": "beta_tilde", "standard normal": "beta"}[data]
     # END SOLUTION
 
 
 # %%
-checks.check("normal_kl", gaussian_kl)
+checks.check("variance_choice", variance_choice)
+
+# %% [markdown]
+# The measurement: $L_{t-1}$ in nats per dimension, averaged over 100,000 draws of $(x_0, x_t)$ under DDPM's schedule,
+# with the best mean for each data set ($\tilde\mu_t$ itself for one point; $\sqrt{\alpha_t}\, x_t$ for $\mathcal N(0, 1)$, as in
+# Section 5) and each of the two variances.
+
+# %%
+g6 = torch.Generator().manual_seed(6)
+print("data              t     L_(t-1), sigma^2 = beta_t    L_(t-1), sigma^2 = beta~_t")
+for data in ("one point", "standard normal"):
+    x0s = torch.full((N, 1), 0.8, dtype=torch.float64) if data == "one point" else torch.randn(N, 1, generator=g6,
+                                                                                               dtype=torch.float64)
+    for tt in (2, 10, 100):
+        t = torch.full((N,), tt)
+        x_t = d.q_sample(x0s, t, generator=g6)
+        post = d.q_posterior(x0s, x_t, t)
+        best_mean = post.mean if data == "one point" else s.sqrt_alphas[tt] * x_t  # E[x_{t-1} | x_t]
+        L = [dl.normal_kl(post.mean, post.log_variance, best_mean, v.log()).mean().item()
+             for v in (s.betas[tt], s.posterior_variance[tt])]
+        print(f"{data:<16} {tt:4d}     {L[0]:.4f}                      {L[1]:.4f}")
 
 # %% [markdown]
 # ## Summary
@@ -468,6 +519,8 @@ checks.check("normal_kl", gaussian_kl)
 # - $D_{KL}(\mathcal N(m_1, v_1) \| \mathcal N(m_2, v_2)) = \frac12(\log\frac{v_2}{v_1} + \frac{v_1}{v_2} + \frac{(m_1 - m_2)^2}{v_2} - 1)$, so every
 #   $L_{t-1}$ and $L_T$ is exact given $(x_0, x_t)$: Rao-Blackwellization removes the sampling of $x_{t-1}$ and its variance.
 # - $L_T$ has no parameters when the $\beta_t$ are fixed.
+# - With the best mean, the best fixed variance is the true reverse variance: $\tilde\beta_t$ for data at one point,
+#   $\beta_t$ for data $\mathcal N(0, 1)$ (DDPM Sec. 3.2); between those extremes the two choices differ little.
 #
 # **Next:** chapter 05 fixes the reverse variances $\sigma_t^2$, turns $L_{t-1}$ into a squared error between
 # means, reparameterizes the mean through the noise $\epsilon$, and arrives at DDPM's simple loss; then it trains

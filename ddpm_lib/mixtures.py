@@ -12,6 +12,12 @@ functions; chapter 11 reuses :data:`DEFAULT_MIXTURE` and the mixture densities.
   :func:`gaussian_reverse_kernel`: the same in closed form when q(x^{t-1}) is one Gaussian;
   :func:`moment_match` and :func:`kernel_kl_to_gaussian`: a density's mean and variance on a grid,
   and its KL to the Gaussian with those moments (how far from Gaussian the kernel is).
+- Sohl-Dickstein's bound on a 1-D mixture, computed exactly (chapter 02): :func:`noised_components` and
+  :func:`mixture_reverse_kernel` (q(x^t) and q(x^{t-1} | x^t) in closed form); :func:`ideal_reverse` (the best
+  Gaussian reverse process); :func:`grid_log_prob` (Eq. 6 by nested integrals on a grid) and
+  :func:`affine_chain_log_prob` (the same in closed form for affine means); :func:`log_importance_weights`
+  (Eq. 9 along forward trajectories); :func:`gauss_hermite`, :func:`bound_terms` and :func:`bound_from_terms`
+  (the pieces of Eq. 14 by quadrature, and K from them).
 
 Taught in chapters 02 and 11.
 """
@@ -23,6 +29,8 @@ import math
 import numpy as np
 import torch
 
+from .gaussians import gaussian_entropy, gaussian_log_likelihood, normal_kl
+
 __all__ = [
     "DEFAULT_MIXTURE",
     "mixture_params",
@@ -33,6 +41,15 @@ __all__ = [
     "gaussian_reverse_kernel",
     "moment_match",
     "kernel_kl_to_gaussian",
+    "noised_components",
+    "mixture_reverse_kernel",
+    "ideal_reverse",
+    "grid_log_prob",
+    "log_importance_weights",
+    "affine_chain_log_prob",
+    "gauss_hermite",
+    "bound_terms",
+    "bound_from_terms",
 ]
 
 # the 1-D mixture of chapters 02 and 11 (and of the reverse-kernel explorer)
@@ -237,3 +254,259 @@ def kernel_kl_to_gaussian(grid, density) -> float:
     safe = torch.where(p > 0, p, torch.ones_like(p))
     integrand = torch.where(p > 0, p * (torch.log(safe) - log_q), torch.zeros_like(p))
     return max(float(torch.trapezoid(integrand, g)), 0.0)
+
+
+# ---- Sohl-Dickstein's bound on a 1-D mixture, computed exactly (chapter 02) --------------------------
+def _mix1d(means, stds, weights):
+    means, stds, weights = mixture_params(means, stds, weights)
+    if means.shape[1] != 1:
+        raise ValueError(f"means must describe a 1-D mixture ([K] or [K x 1]), got {tuple(means.shape)}")
+    return means[:, 0], stds[:, 0], weights
+
+
+def noised_components(
+    alpha_bars,
+    means=DEFAULT_MIXTURE["means"],
+    stds=DEFAULT_MIXTURE["stds"],
+    weights=DEFAULT_MIXTURE["weights"],
+):
+    """The K Gaussian components of a noised 1-D mixture q(x^t) = sum_k w_k N(m_k(t), v_k(t)).
+
+    Each component N(mu_k, s_k^2) of the data stays Gaussian under the forward process:
+    m_k(t) = sqrt(abar_t) mu_k and v_k(t) = abar_t s_k^2 + 1 - abar_t (abar_t = prod_{s<=t} (1 - beta_s)).
+
+    :param alpha_bars: abar_t, a number or a tensor of any shape.
+    :return: (means, variances, weights): the first two of shape alpha_bars.shape + (K,), float64;
+        the weights (K,), summing to 1.
+
+    Taught in chapter 02.
+    """
+    mu, sd, w = _mix1d(means, stds, weights)
+    ab = torch.as_tensor(alpha_bars, dtype=torch.float64).unsqueeze(-1)
+    return ab.sqrt() * mu, ab * sd**2 + 1 - ab, w
+
+
+def mixture_reverse_kernel(x_t, beta: float, prior_means, prior_vars, weights):
+    """The true reverse kernel q(x^{t-1} | x^t) in closed form when q(x^{t-1}) is a 1-D mixture.
+
+    With q(x^{t-1}) = sum_k w_k N(prior_means_k, prior_vars_k), Bayes' rule gives a mixture of the
+    components' Gaussian kernels (:func:`gaussian_reverse_kernel`), each weighted by its
+    responsibility for x^t, r_k(x^t) ∝ w_k N(x^t; sqrt(1 - beta) m_k, (1 - beta) v_k + beta):
+
+        q(x^{t-1} | x^t) = sum_k r_k(x^t) N(x^{t-1}; means_k(x^t), variances_k).
+
+    :param x_t: values of x^t, any shape S.
+    :param beta: the step's variance beta_t in (0, 1).
+    :param prior_means: the K component means of q(x^{t-1}), (K,); ``prior_vars`` their variances, (K,).
+    :param weights: the K weights, (K,), summing to 1.
+    :return: (responsibilities, means, variances): the first two of shape S + (K,), the last (K,).
+
+    Taught in chapter 02.
+    """
+    beta = float(beta)
+    x = torch.as_tensor(x_t, dtype=torch.float64).unsqueeze(-1)
+    prior_means = torch.as_tensor(prior_means, dtype=torch.float64)
+    prior_vars = torch.as_tensor(prior_vars, dtype=torch.float64)
+    means, variances = gaussian_reverse_kernel(x, beta, prior_means, prior_vars.sqrt())
+    var_t = (1 - beta) * prior_vars + beta  # q_k(x^t)
+    log_r = (
+        torch.log(torch.as_tensor(weights, dtype=torch.float64))
+        - 0.5 * (x - math.sqrt(1 - beta) * prior_means) ** 2 / var_t
+        - 0.5 * torch.log(2 * math.pi * var_t)
+    )
+    return torch.softmax(log_r, -1), means, variances
+
+
+def ideal_reverse(
+    schedule,
+    means=DEFAULT_MIXTURE["means"],
+    stds=DEFAULT_MIXTURE["stds"],
+    weights=DEFAULT_MIXTURE["weights"],
+    variance: str = "matched",
+):
+    """The best Gaussian reverse process p(x^{t-1} | x^t) for 1-D mixture data, for every t.
+
+    Its mean is that of the true reverse kernel, E[x^{t-1} | x^t] (:func:`mixture_reverse_kernel`); its
+    variance is the kernel's own (``variance="matched"``: the Gaussian closest to the true kernel in
+    KL, what a perfectly trained network with a free mean and variance gives) or beta_t
+    (``variance="beta"``: DDPM's fixed sigma_t^2 = beta_t with the best mean). For one Gaussian
+    component the mean is affine in x^t.
+
+    :param schedule: a NoiseSchedule (``betas`` and ``alpha_bars``, paper indexing).
+    :return: ``reverse(x_t, t) -> (mean, log_variance)``, both shaped like x_t, for t in 1..T.
+
+    Taught in chapter 02.
+    """
+    if variance not in ("matched", "beta"):
+        raise ValueError(f"variance must be 'matched' or 'beta', got {variance!r}")
+    comp_means, comp_vars, w = noised_components(schedule.alpha_bars, means, stds, weights)  # row t: q(x^t)
+
+    def reverse(x_t, t: int):
+        if not 1 <= int(t) <= schedule.T:
+            raise ValueError(f"t must lie in 1..{schedule.T}, got {t}")
+        beta = float(schedule.betas[t])
+        r, m, v = mixture_reverse_kernel(x_t, beta, comp_means[t - 1], comp_vars[t - 1], w)
+        mean = (r * m).sum(-1)
+        if variance == "beta":
+            return mean, torch.full_like(mean, math.log(beta))
+        return mean, (r * (v + (m - mean.unsqueeze(-1)) ** 2)).sum(-1).log()
+
+    return reverse
+
+
+def grid_log_prob(reverse, T: int, x0, grid) -> torch.Tensor:
+    """log p(x^0) = log int p(x^{0:T}) dx^{1:T} as T nested 1-D integrals on a grid.
+
+    Sohl-Dickstein et al. 2015, Eq. 6: p(x^T) = N(0, 1) on the grid (their Eq. 4); then
+    p(x^{t-1}) = int p(x^{t-1} | x^t) p(x^t) dx^t for t = T..2, each a matrix-vector product (a
+    Riemann sum on a uniform grid, exact to round-off for such smooth integrands);
+    the last step is evaluated at the points x0.
+
+    :param reverse: ``reverse(x_t, t) -> (mean, log_variance)`` of Gaussian kernels (:func:`ideal_reverse`).
+    :param grid: a uniform grid of x values, (G,), covering the densities' mass.
+    :param x0: the points, (M,) or (M, 1).
+    :return: log p(x0), (M,), float64.
+
+    Taught in chapter 02.
+    """
+    grid = torch.as_tensor(grid, dtype=torch.float64)
+    dx = grid[1] - grid[0]
+    col = grid[:, None]
+
+    def kernel(at, t):  # p(at | x^t = grid), (len(at), G)
+        mean, log_var = reverse(col, t)
+        return torch.exp(
+            -0.5 * (at - mean.T) ** 2 / log_var.T.exp() - 0.5 * (math.log(2 * math.pi) + log_var.T)
+        )
+
+    p = torch.exp(-0.5 * grid**2) / math.sqrt(2 * math.pi)  # p(x^T) = pi(x^T) = N(0, 1)
+    for t in range(T, 1, -1):
+        p = kernel(col, t) @ p * dx
+    return (kernel(torch.as_tensor(x0, dtype=torch.float64).reshape(-1, 1), 1) @ p * dx).log()
+
+
+def log_importance_weights(schedule, reverse, x0, n: int, generator=None) -> torch.Tensor:
+    """log w(x^{0:T}) (Sohl-Dickstein et al. 2015, Eq. 9's integrand) along n forward trajectories from each x0.
+
+        w = pi(x^T) prod_{t=1}^{T} p(x^{t-1} | x^t) / q(x^t | x^{t-1}),  pi = N(0, 1),
+
+    with x^t = sqrt(1 - beta_t) x^{t-1} + sqrt(beta_t) eps drawn step by step. The mean of w over
+    trajectories is p(x^0); the mean of log w is the bound K (Sohl-Dickstein et al. 2015, Eq. 12).
+
+    :param reverse: ``reverse(x_t, t) -> (mean, log_variance)`` (:func:`ideal_reverse`).
+    :param x0: the data points, (M, 1).
+    :return: (M, n), float64.
+
+    Taught in chapter 02.
+    """
+    x = torch.as_tensor(x0, dtype=torch.float64).reshape(-1, 1).repeat_interleave(n, 0)
+    log_w = torch.zeros(len(x), dtype=torch.float64)
+
+    def log_normal(v, m, lv):
+        return -0.5 * (v - m) ** 2 / lv.exp() - 0.5 * (math.log(2 * math.pi) + lv)
+
+    for t in range(1, schedule.T + 1):
+        beta = schedule.betas[t]
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        x_next = (1 - beta).sqrt() * x + beta.sqrt() * noise  # x^t ~ q(x^t | x^{t-1})
+        mean, log_var = reverse(x_next, t)
+        log_w += log_normal(x, mean, log_var)[:, 0]  # + log p(x^{t-1} | x^t)
+        log_w -= log_normal(x_next, (1 - beta).sqrt() * x, beta.log())[:, 0]  # - log q(x^t | x^{t-1})
+        x = x_next
+    log_w += log_normal(x, 0.0, torch.zeros((), dtype=torch.float64))[:, 0]  # + log pi(x^T)
+    return log_w.reshape(-1, n)
+
+
+def affine_chain_log_prob(reverse, T: int, x0) -> torch.Tensor:
+    """Exact log p(x^0) when every p(x^{t-1} | x^t) = N(a_t x^t + b_t, v_t) (a mean affine in x^t).
+
+    N(0, 1) pushed through T affine-Gaussian steps stays Gaussian: m <- a_t m + b_t,
+    v <- a_t^2 v + v_t. The a_t, b_t and v_t are read off ``reverse`` at x^t = 0 and 1 (so the
+    variance must not depend on x^t: :func:`ideal_reverse` of one Gaussian component).
+
+    :param x0: the points, (M,) or (M, 1).
+    :return: log p(x0), (M,), float64.
+
+    Taught in chapter 02.
+    """
+    m, v = 0.0, 1.0
+    probe = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    for t in range(T, 0, -1):
+        mean, log_var = reverse(probe, t)
+        b, a = float(mean[0]), float(mean[1] - mean[0])
+        m, v = a * m + b, a * a * v + float(log_var[0].exp())
+    x = torch.as_tensor(x0, dtype=torch.float64).reshape(-1)
+    return -0.5 * (x - m) ** 2 / v - 0.5 * math.log(2 * math.pi * v)
+
+
+def gauss_hermite(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes and weights (summing to 1) that integrate against N(0, 1), exact for polynomials of degree < 2n.
+
+    Gauss-Hermite quadrature: E[f(eps)] ~ sum_i weights_i f(nodes_i) for eps ~ N(0, 1).
+
+    :return: (nodes, weights), each (n,), float64.
+
+    Taught in chapter 02.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    nodes, w = np.polynomial.hermite_e.hermegauss(n)
+    return torch.tensor(nodes, dtype=torch.float64), torch.tensor(w / w.sum(), dtype=torch.float64)
+
+
+def bound_terms(diffusion, reverse, x0, nodes, weights) -> dict:
+    """The pieces of the bound K for each data point, Sohl-Dickstein et al. 2015, Eq. 14 plus its t = 1 term, in nats.
+
+    Each piece is an expectation over q(x^0, x^t) for one t: a 1-D integral over
+    x^t = sqrt(abar_t) x^0 + sqrt(1 - abar_t) eps given x^0, done with ``nodes`` and ``weights``
+    (:func:`gauss_hermite`, or Monte Carlo draws with weights 1/n).
+
+    :param diffusion: a GaussianDiffusion (``q_sample``, ``q_posterior`` and its schedule).
+    :param reverse: ``reverse(x_t, t) -> (mean, log_variance)`` of p(x^{t-1} | x^t).
+    :param x0: the data points, (M, 1).
+    :return: a dict of (M,) tensors (the entropies are numbers): ``kl`` = sum_{t>=2} E KL(q(x^{t-1}|x^t, x^0)
+        || p(x^{t-1}|x^t)); ``H_T`` = H_q(X^T|X^0); ``H_1`` = H_q(X^1|X^0); ``cross_T`` = -E log pi(x^T);
+        ``H_pi`` = H(pi); ``edge`` = E[log p(x^0|x^1) - log q(x^1|x^0)] (the t = 1 term).
+
+    Taught in chapter 02.
+    """
+    s = diffusion.schedule
+    x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(-1, 1)
+    M, Q = len(x0), len(nodes)
+    X0 = x0.repeat_interleave(Q, 0)
+    E = nodes.repeat(M)[:, None]
+
+    def average(v):  # E over eps for each x0
+        return (v.reshape(M, Q) * weights).sum(1)
+
+    def at(t):
+        return torch.full((M * Q,), t)
+
+    kl = torch.zeros(M, dtype=torch.float64)
+    for t in range(2, s.T + 1):
+        x_t = diffusion.q_sample(X0, at(t), E)
+        post = diffusion.q_posterior(X0, x_t, at(t))
+        mean, log_var = reverse(x_t, t)
+        kl += average(normal_kl(post.mean, post.log_variance, mean, log_var)[:, 0])
+    mean, log_var = reverse(diffusion.q_sample(X0, at(1), E), 1)
+    H_1 = gaussian_entropy(s.betas[1].log())
+    return {
+        "kl": kl,
+        "H_T": gaussian_entropy(s.log_one_minus_alpha_bars[s.T]),
+        "H_1": H_1,
+        "cross_T": -average(gaussian_log_likelihood(diffusion.q_sample(X0, at(s.T), E), 0.0, 0.0)[:, 0]),
+        "H_pi": gaussian_entropy(torch.tensor(0.0, dtype=torch.float64)),
+        "edge": average(gaussian_log_likelihood(X0, mean, log_var)[:, 0]) + H_1,
+    }
+
+
+def bound_from_terms(terms: dict) -> torch.Tensor:
+    """K from :func:`bound_terms`' pieces, nothing approximated.
+
+    Sohl-Dickstein et al. 2015, Eq. 14 with the cross-entropy -E log pi(x^T) for H_p(X^T) and the
+    t = 1 term kept: K = -kl + H_T - H_1 - cross_T + edge, (M,).
+
+    Taught in chapter 02.
+    """
+    b = terms
+    return -b["kl"] + b["H_T"] - b["H_1"] - b["cross_T"] + b["edge"]

@@ -539,3 +539,68 @@ def test_sigma_for_bits():
         raise NotImplementedError("exercise")
 
     assert_rejected(_run("sigma_for_bits", stub), eq, "not implemented yet")
+
+
+# ---- chapter 02 ----
+def _entropy_terms(s, bits=False, sign=1, with_pi=True, var_T="abar", log_sd=False):
+    def h(v):
+        return (
+            0.5 * math.log(2 * math.pi * math.e * v)
+            if not log_sd
+            else 0.5 * math.log(2 * math.pi * math.e) + 0.25 * math.log(v)
+        )
+
+    v_T = 1 - float(s.alpha_bars[s.T]) if var_T == "abar" else float(s.betas[s.T])
+    out = sign * (h(v_T) - h(float(s.betas[1])) - (h(1.0) if with_pi else 0.0))
+    return out / math.log(2) if bits else out
+
+
+def test_entropy_terms():
+    eq = "Sohl-Dickstein et al. 2015, Eq. 14"
+    assert _run("entropy_terms", _entropy_terms).passed
+    assert_rejected(_run("entropy_terms", lambda s: _entropy_terms(s, bits=True)), eq, "bits")
+    assert_rejected(_run("entropy_terms", lambda s: _entropy_terms(s, sign=-1)), eq, "signs")
+    assert_rejected(_run("entropy_terms", lambda s: _entropy_terms(s, with_pi=False)), eq, "H(pi)")
+    assert_rejected(_run("entropy_terms", lambda s: _entropy_terms(s, var_T="beta")), eq, "1 - abar_T")
+    assert_rejected(_run("entropy_terms", lambda s: _entropy_terms(s, log_sd=True)), eq, "standard deviation")
+    r = _run("entropy_terms", lambda s: (_ for _ in ()).throw(NotImplementedError()))
+    assert not r.passed and "not implemented yet" in r.message
+
+
+def _two(log_w, shift=True, n_div=True, swap=False):
+    top = log_w.max(1, keepdim=True).values if shift else torch.zeros_like(log_w[:, :1])
+    log_p = top[:, 0] + torch.log(torch.exp(log_w - top).sum(1) / (log_w.shape[1] if n_div else 1))
+    return (log_w.mean(1), log_p) if swap else (log_p, log_w.mean(1))
+
+
+def test_two_estimates():
+    eq = "Eq. 9"
+    assert _run("two_estimates", _two).passed
+    assert_rejected(_run("two_estimates", lambda lw: _two(lw, shift=False)), eq, "underflowed")
+    assert_rejected(_run("two_estimates", lambda lw: _two(lw, n_div=False)), eq, "subtract log n")
+    assert_rejected(_run("two_estimates", lambda lw: _two(lw, swap=True)), eq, "swapped")
+    assert_rejected(_run("two_estimates", lambda lw: (lw.mean(1), lw.mean(1))), eq, "mean of log w")
+    assert_rejected(_run("two_estimates", lambda lw: lw.mean(1)), eq, "pair")
+
+
+def test_lognormal_gap():
+    eq = "E[w] = exp(mu + var / 2)"
+    assert _run("lognormal_gap", lambda mu, var: var / 2).passed
+    assert_rejected(_run("lognormal_gap", lambda mu, var: var.sqrt() / 2), eq, "not sd / 2")
+    assert_rejected(_run("lognormal_gap", lambda mu, var: mu + var / 2), eq, "subtract E[log w]")
+    assert_rejected(_run("lognormal_gap", lambda mu, var: var), eq, "factor 1/2")
+    assert_rejected(_run("lognormal_gap", lambda mu, var: -var / 2), eq, "concave")
+
+
+# ---- chapter 04 ----
+def test_variance_choice():
+    eq = "DDPM Sec. 3.2"
+    right = {"one point": "beta_tilde", "standard normal": "beta"}
+    assert _run("variance_choice", right.get).passed
+    r = _run("variance_choice", lambda d: "beta")
+    assert_rejected(r, eq, "knowing x_t adds nothing")
+    r = _run("variance_choice", lambda d: "beta_tilde")
+    assert_rejected(r, eq, "reversible")
+    assert_rejected(_run("variance_choice", lambda d: "small"), eq, 'answer "beta" or "beta_tilde"')
+    r = _run("variance_choice", lambda d: (_ for _ in ()).throw(NotImplementedError()))
+    assert not r.passed and "not implemented yet" in r.message

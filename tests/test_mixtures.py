@@ -168,3 +168,102 @@ def test_reverse_kernel_tensor_in_tensor_out_and_checks():
         M.true_reverse_kernel(g.flip(0), 0.0, 0.1)
     with pytest.raises(ValueError, match="at least 3 points"):
         M.moment_match([0.0, 1.0], [1.0, 1.0])
+
+
+# ---- Sohl-Dickstein's bound on a 1-D mixture (chapter 02) ---------------------------------------------
+from ddpm_lib.diffusion import GaussianDiffusion  # noqa: E402
+from ddpm_lib.schedules import NoiseSchedule  # noqa: E402
+
+F64 = torch.float64
+
+
+def _constant(T, alpha_bar_T=1e-3):
+    return NoiseSchedule.from_betas([1.0 - alpha_bar_T ** (1.0 / T)] * T, name="constant")
+
+
+def test_noised_components_are_the_convolution_of_the_data_with_the_forward_noise():
+    g = torch.linspace(-7, 7, 2801, dtype=F64)
+    ab = 0.3
+    m, v, w = M.noised_components(torch.tensor(ab, dtype=F64))
+    closed = (w * torch.exp(-0.5 * (g[:, None] - m) ** 2 / v) / torch.sqrt(2 * math.pi * v)).sum(-1)
+    q0 = M.mixture_log_prob(g, MIX["means"], MIX["stds"], MIX["weights"]).exp()
+    kern = torch.exp(-0.5 * (g[:, None] - math.sqrt(ab) * g[None]) ** 2 / (1 - ab)) / math.sqrt(
+        2 * math.pi * (1 - ab)
+    )
+    conv = torch.trapezoid(kern * q0[None], g, dim=1)
+    assert float((closed - conv).abs().max()) < 1e-9
+    m1, v1, _ = M.noised_components(torch.ones((), dtype=F64))
+    assert torch.allclose(m1, torch.tensor(MIX["means"], dtype=F64))
+    assert torch.allclose(v1, torch.tensor(MIX["stds"], dtype=F64) ** 2)
+
+
+def test_mixture_reverse_kernel_is_bayes_rule_and_ideal_reverse_its_moments():
+    beta, xt = 0.2, 0.3
+    m0, v0, w = M.noised_components(torch.ones((), dtype=F64))
+    r, means, variances = M.mixture_reverse_kernel(torch.tensor([xt], dtype=F64), beta, m0, v0, w)
+    assert r.shape == (1, 3) and abs(float(r.sum()) - 1) < 1e-12
+    g = torch.linspace(-5, 5, 4001, dtype=F64)
+    closed = (
+        r * torch.exp(-0.5 * (g[:, None] - means) ** 2 / variances) / torch.sqrt(2 * math.pi * variances)
+    ).sum(-1)
+    assert float((closed - M.true_reverse_kernel(g, xt, beta)).abs().max()) < 1e-9
+    s = NoiseSchedule.from_betas([beta], warn=False)
+    mean, log_var = M.ideal_reverse(s)(torch.tensor([xt], dtype=F64), 1)
+    mm, vv = M.moment_match(g, M.true_reverse_kernel(g, xt, beta))
+    assert abs(float(mean[0]) - mm) < 1e-9 and abs(float(log_var[0].exp()) - vv) < 1e-9
+    mean_b, log_var_b = M.ideal_reverse(s, variance="beta")(torch.tensor([xt], dtype=F64), 1)
+    assert float(mean_b[0]) == float(mean[0]) and abs(float(log_var_b[0].exp()) - beta) < 1e-15
+    with pytest.raises(ValueError, match="variance must be"):
+        M.ideal_reverse(s, variance="large")
+    with pytest.raises(ValueError, match="t must lie in 1..1"):
+        M.ideal_reverse(s)(torch.zeros(1, dtype=F64), 2)
+
+
+def test_grid_log_prob_and_affine_chain_agree_for_gaussian_data_and_integrate_to_one():
+    s = _constant(5)
+    rev = M.ideal_reverse(s, means=[0.5], stds=[0.5], weights=None, variance="beta")
+    x0 = torch.tensor([[-0.5], [0.5], [1.5]], dtype=F64)
+    grid = torch.linspace(-6, 6, 241, dtype=F64)
+    assert (
+        float((M.grid_log_prob(rev, s.T, x0, grid) - M.affine_chain_log_prob(rev, s.T, x0)).abs().max())
+        < 1e-8
+    )
+    total = float(M.grid_log_prob(M.ideal_reverse(s), s.T, grid, grid).exp().sum() * (grid[1] - grid[0]))
+    assert abs(total - 1) < 1e-6
+
+
+def test_importance_weights_average_to_p_and_their_log_to_the_quadrature_bound():
+    s = _constant(4)
+    rev = M.ideal_reverse(s)
+    x0 = torch.tensor([[-1.0], [0.4]], dtype=F64)
+    log_w = M.log_importance_weights(s, rev, x0, 20_000, torch.Generator().manual_seed(0))
+    assert log_w.shape == (2, 20_000)
+    log_p = M.grid_log_prob(rev, s.T, x0, torch.linspace(-6, 6, 241, dtype=F64))
+    ratio = (log_w - log_p[:, None]).exp()
+    assert float(((ratio.mean(1) - 1) / (ratio.std(1) / math.sqrt(20_000))).abs().max()) < 4
+    K = M.bound_from_terms(
+        M.bound_terms(GaussianDiffusion(s, decoder="gaussian"), rev, x0, *M.gauss_hermite(32))
+    )
+    z = (log_w.mean(1) - K) / (log_w.std(1) / math.sqrt(20_000))
+    assert float(z.abs().max()) < 4 and bool((K < log_p).all())  # Jensen
+
+
+def test_one_step_weight_is_the_formula_and_gauss_hermite_integrates_moments():
+    s = NoiseSchedule.from_betas([0.3], warn=False)
+    rev = M.ideal_reverse(s, variance="beta")
+    x0 = torch.tensor([[0.7]], dtype=F64)
+    log_w = M.log_importance_weights(s, rev, x0, 3, torch.Generator().manual_seed(1))
+    eps = torch.randn((3, 1), generator=torch.Generator().manual_seed(1), dtype=F64)
+    x1 = math.sqrt(0.7) * 0.7 + math.sqrt(0.3) * eps
+    mean, log_var = rev(x1, 1)
+
+    def ln(v, m, var):
+        return -0.5 * (v - m) ** 2 / var - 0.5 * torch.log(2 * math.pi * torch.as_tensor(var, dtype=F64))
+
+    expected = ln(x1, 0.0, 1.0) + ln(0.7, mean, log_var.exp()) - ln(x1, math.sqrt(0.7) * 0.7, 0.3)
+    assert torch.allclose(log_w[0], expected[:, 0], rtol=0, atol=1e-10)
+    nodes, weights = M.gauss_hermite(8)
+    assert abs(float((weights * nodes**2).sum()) - 1) < 1e-12
+    assert abs(float((weights * nodes**4).sum()) - 3) < 1e-12
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        M.gauss_hermite(0)

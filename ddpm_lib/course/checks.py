@@ -47,6 +47,13 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
   for a fixed variance sigma_t^2, 1/2 (SNR(t-1) - SNR(t)) when sigma_t^2 = beta~_t (DDPM Eqs. 7-12; chapter 05);
 - ``sigma_for_bits``: ``fn(bits) -> sigma``, the decoder's sigma at which a value it is centred on costs
   ``bits`` bits (DDPM Eq. 13; chapter 06).
+- ``entropy_terms``: ``fn(schedule) -> float``, H_q(X^T|X^0) - H_q(X^1|X^0) - H_p(X^T) of Sohl-Dickstein et al.
+  2015, Eq. 14 (chapter 02);
+- ``two_estimates``: ``fn(log_w) -> (log_p, K)``, the estimates of log p(x^0) (Eq. 9) and K (Eq. 12) from log
+  importance weights (M, n) (chapter 02);
+- ``lognormal_gap``: ``fn(mu, var) -> gap``, the Jensen gap log E[w] - E[log w] of a log-normal weight (chapter 02);
+- ``variance_choice``: ``fn(data) -> "beta" | "beta_tilde"``, which fixed reverse variance gives the smaller
+  L_{t-1} at small t for one-point data and for N(0, 1) data (DDPM Sec. 3.2; chapter 04).
 
 Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
 ``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
@@ -104,6 +111,10 @@ __all__ = [
     "check_smallest_T",
     "check_x0_mse_weight",
     "check_sigma_for_bits",
+    "check_entropy_terms",
+    "check_two_estimates",
+    "check_lognormal_gap",
+    "check_variance_choice",
 ]
 
 PASS, FAIL = "✓", "✗"
@@ -2352,3 +2363,187 @@ def check_sigma_for_bits(fn) -> tuple:
         got,
         cands,
     )
+
+
+# ---- chapter 02 ----
+_ENTROPY_TERMS_EQ = (
+    "H_q(X^T|X^0) - H_q(X^1|X^0) - H_p(X^T) per dimension in nats, with H(N(m, v)) = 1/2 log(2 pi e v): "
+    "v = 1 - abar_T, beta_1 and 1 (Sohl-Dickstein et al. 2015, Eq. 14, pi = N(0, 1))"
+)
+
+
+@_checker("entropy_terms", _ENTROPY_TERMS_EQ)
+def check_entropy_terms(fn) -> tuple:
+    """``fn(schedule) -> float``: the entropy terms of Sohl-Dickstein et al. 2015, Eq. 14 for 1-D Gaussian diffusion
+    (chapter 02, Exercise 2.2). Tried on a short constant schedule and on DDPM's linear one."""
+    h = lambda v: 0.5 * math.log(2 * math.pi * math.e * v)  # noqa: E731
+    for s in (NoiseSchedule.from_betas([0.3] * 5, warn=False), NoiseSchedule.linear(T=1000)):
+        out = _call("entropy_terms", fn, s)
+        if isinstance(out, (int, float)):  # a Python float: keep all its digits
+            out = torch.tensor(float(out), dtype=torch.float64)
+        got = _tensor("entropy_terms", out, (), "the result")
+        ab_T, b1, b_T = float(s.alpha_bars[s.T]), float(s.betas[1]), float(s.betas[s.T])
+        expected = h(1 - ab_T) - h(b1) - h(1.0)
+        if abs(float(got) - expected) <= 1e-9 + 1e-9 * abs(expected):
+            continue
+        tg = torch.tensor(float(got), dtype=torch.float64)
+        candidates = [
+            (
+                torch.tensor(expected / math.log(2), dtype=torch.float64),
+                "that is in bits: use the natural log (nats).",
+                None,
+            ),
+            (
+                torch.tensor(-expected, dtype=torch.float64),
+                "the signs: + H_q(X^T|X^0), - H_q(X^1|X^0), - H_p(X^T).",
+                None,
+            ),
+            (torch.tensor(h(1 - ab_T) - h(b1)), "H_p(X^T) = H(pi) = 1/2 log(2 pi e) is missing.", None),
+            (
+                torch.tensor(h(b_T) - h(b1) - h(1.0)),
+                "H_q(X^T|X^0) uses the variance of q(x^T|x^0), 1 - abar_T, not beta_T.",
+                None,
+            ),
+            (
+                torch.tensor(h(1 - ab_T) - h(float(s.betas[0]) if float(s.betas[0]) > 0 else 1.0) - h(1.0)),
+                "paper indexing: beta_1 is schedule.betas[1] (betas[0] is a placeholder).",
+                None,
+            ),
+            (
+                torch.tensor(
+                    0.25 * (math.log(1 - ab_T) - math.log(b1)) - 0.5 * math.log(2 * math.pi * math.e)
+                ),
+                "the entropy takes the log of the variance, not of the standard deviation.",
+                None,
+            ),
+        ]
+        return _off(
+            "entropy_terms",
+            _ENTROPY_TERMS_EQ,
+            f"for {s} yours is {_fmt(tg)}, expected {_fmt(expected)}",
+            tg,
+            candidates,
+        )
+    return True, f"{PASS} entropy_terms matches {_ENTROPY_TERMS_EQ}"
+
+
+_TWO_EST_EQ = (
+    "(log (1/n) sum_n exp(log w_n), (1/n) sum_n log w_n) over the last axis: the estimates of log p(x^0) "
+    "(Sohl-Dickstein et al. 2015, Eq. 9) and of K (their Eq. 12), the first computed as "
+    "max + log mean exp(log w - max)"
+)
+
+
+@_checker("two_estimates", _TWO_EST_EQ)
+def check_two_estimates(fn) -> tuple:
+    """``fn(log_w) -> (log_p, K)``, log_w of shape (M, n), each result (M,) (chapter 02, Exercise 2.3). The weights
+    lie near exp(-800), which underflows to 0 in float64: only the shifted form survives."""
+    g = _gen(41)
+    log_w = -800.0 + 2.0 * torch.randn(4, 500, generator=g, dtype=torch.float64)
+    out = _call("two_estimates", fn, log_w)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise _Wrong(f"returned a {type(out).__name__}; return a pair (log_p_estimate, K_estimate).")
+    log_p = _tensor("two_estimates", out[0], (4,), "log_p_estimate")
+    K = _tensor("two_estimates", out[1], (4,), "K_estimate")
+    exp_p = torch.logsumexp(log_w, 1) - math.log(log_w.shape[1])
+    exp_K = log_w.mean(1)
+    ok_p, ok_K = _close(log_p, exp_p, rtol=1e-9, atol=1e-9), _close(K, exp_K, rtol=1e-9, atol=1e-9)
+    if bool(ok_p.all()) and bool(ok_K.all()):
+        return True, f"{PASS} two_estimates matches {_TWO_EST_EQ}"
+    if not bool(torch.isfinite(log_p).all()):
+        return False, (
+            f"{FAIL} two_estimates: your log_p_estimate is {_fmt(log_p)}: exp(log w) underflowed to 0 "
+            f"(log w is near -800). Subtract the largest log w before exp and add it back after the log. "
+            f"It should compute {_TWO_EST_EQ}."
+        )
+    if bool(_close(log_p, exp_K).all()) and bool(_close(K, exp_p).all()):
+        return (
+            False,
+            f"{FAIL} two_estimates: the pair is swapped: return (log_p_estimate, K_estimate). "
+            f"It should compute {_TWO_EST_EQ}.",
+        )
+    bad, got, exp = ("log_p_estimate", log_p, exp_p) if not bool(ok_p.all()) else ("K_estimate", K, exp_K)
+    candidates = [
+        (torch.logsumexp(log_w, 1), "the mean divides by n: subtract log n from the logsumexp.", None),
+        (
+            log_w.max(1).values,
+            "the largest log w alone is not the estimate: add log mean exp(log w - max).",
+            None,
+        ),
+        (exp_K, "that is the mean of log w (K); log p needs the log of the mean of w.", None),
+        (exp_p, "that is log mean w (the estimate of log p); K is the mean of log w.", None),
+    ]
+    return _off(
+        "two_estimates", _TWO_EST_EQ, f"your {bad} is {_fmt(got)}, expected {_fmt(exp)}", got, candidates
+    )
+
+
+_LOGNORMAL_EQ = (
+    "log E[w] - E[log w] for log w ~ N(mu, var): E[w] = exp(mu + var / 2) (complete the square), so the gap "
+    "is var / 2, whatever mu"
+)
+
+
+@_checker("lognormal_gap", _LOGNORMAL_EQ)
+def check_lognormal_gap(fn) -> tuple:
+    """``fn(mu, var) -> gap`` elementwise (chapter 02, Exercise 2.4): the Jensen gap of a log-normal weight. The
+    expected value is computed here by Gauss-Hermite quadrature of E[exp(X)], not from the formula."""
+    import numpy as np
+
+    mu = torch.tensor([-3.0, 0.0, 0.5, 2.0, -800.0], dtype=torch.float64)
+    var = torch.tensor([0.04, 0.5, 1.0, 0.2, 0.3], dtype=torch.float64)
+    got = _tensor("lognormal_gap", _call("lognormal_gap", fn, mu, var), mu.shape, "the gap")
+    nodes, w = np.polynomial.hermite_e.hermegauss(60)
+    nodes, w = torch.tensor(nodes), torch.tensor(w / w.sum())
+    log_mean_w = torch.logsumexp(var.sqrt()[:, None] * nodes + w.log(), 1) + mu  # log E[exp(mu + sd * eps)]
+    expected = log_mean_w - mu
+    ok = _close(got, expected, rtol=1e-8, atol=1e-10)
+    if bool(ok.all()):
+        return True, f"{PASS} lognormal_gap matches {_LOGNORMAL_EQ}"
+    i = int((~ok).nonzero()[0])
+    candidates = [
+        (var.sqrt() / 2, "var is the variance: the gap is var / 2, not sd / 2.", None),
+        (mu + var / 2, "that is log E[w]; subtract E[log w] = mu.", None),
+        (var, "the factor 1/2: E[exp(X)] = exp(mu + var / 2).", None),
+        (-var / 2, "the sign: log is concave, so log E[w] >= E[log w] and the gap is >= 0.", None),
+    ]
+    return _off(
+        "lognormal_gap",
+        _LOGNORMAL_EQ,
+        f"at mu = {_fmt(mu[i])}, var = {_fmt(var[i])} yours is {_fmt(got[i])}, expected {_fmt(expected[i])}",
+        got,
+        candidates,
+    )
+
+
+# ---- chapter 04 ----
+_VARIANCE_CHOICE_EQ = (
+    "with the best mean, L_{t-1} = 1/2 (log(sigma^2 / beta~_t) + v* / sigma^2 - 1), smallest at sigma^2 = v* = "
+    "Var[x_{t-1} | x_t]: v* = beta~_t when the data are one point (x_0 is then known), v* = beta_t when the data "
+    "are N(0, 1) (the chain is then stationary and reversible, so the reverse step is the forward one mirrored) "
+    "(DDPM Sec. 3.2)"
+)
+
+
+@_checker("variance_choice", _VARIANCE_CHOICE_EQ)
+def check_variance_choice(fn) -> tuple:
+    """``fn(data) -> "beta" or "beta_tilde"`` for data in ("one point", "standard normal") (chapter 04, Exercise 4.2):
+    which fixed reverse variance sigma_t^2 gives the smaller KL term L_{t-1} at small t, with the best reverse mean."""
+    expected = {"one point": "beta_tilde", "standard normal": "beta"}
+    wrong = []
+    for data, answer in expected.items():
+        got = _call("variance_choice", fn, data)
+        if got not in ("beta", "beta_tilde"):
+            raise _Wrong(f'returned {got!r} for {data!r}; answer "beta" or "beta_tilde".')
+        if got != answer:
+            wrong.append((data, got, answer))
+    if not wrong:
+        return True, f"{PASS} variance_choice matches {_VARIANCE_CHOICE_EQ}"
+    why = {
+        "one point": "if every data point is the same x_0, knowing x_t adds nothing about x_0, so the reverse step "
+        "is exactly the posterior N(mu~_t, beta~_t).",
+        "standard normal": "for data N(0, 1) the forward chain starts in its stationary distribution and is "
+        "reversible (detailed balance), so q(x_{t-1} | x_t) = N(sqrt(alpha_t) x_t, beta_t): variance beta_t.",
+    }
+    detail = "; ".join(f"for {d!r} you chose {g!r}: {why[d]}" for d, g, _ in wrong)
+    return False, f"{FAIL} variance_choice is off: {detail} It should follow {_VARIANCE_CHOICE_EQ}."
