@@ -81,7 +81,8 @@
         // the values the picture shows: the key's, or those the controls moved to (f[2])
         inputs[i].value.textContent = f.length > 2 ? f[2][i] : c.labels[shown[i]];
       });
-      note.textContent = exact ? "" : "(that combination was not exported: the nearest one is shown)";
+      note.textContent = exact ? "" : "(that combination was not drawn in advance: the nearest one is shown)";
+      note.hidden = exact;
     }
 
     table.controls.forEach(function (c, i) {
@@ -111,6 +112,7 @@
       input.setAttribute("aria-label", c.description);
       var value = document.createElement("span");
       value.className = "ddpm-value";
+      if (c.kind === "select") value.hidden = true;  // a select shows its value itself
       label.appendChild(input);
       label.appendChild(value);
       controls.appendChild(label);
