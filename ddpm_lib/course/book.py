@@ -22,6 +22,9 @@ Command line (``python -m ddpm_lib.course.book [--book PATH] COMMAND``)::
                               as itself (``native``) and as the other CPUs of :data:`SIMULATED_CPUS`; exit 1
                               unless every stored output replays under every one
     student OUTDIR            write the student edition (solutions replaced by stubs) to OUTDIR
+    html [OUTDIR]             build the static website of the executed chapters in OUTDIR (default
+                              _build/html): offline, math rendered, each explorer a scrubber over
+                              frames drawn in advance (ddpm_lib.course.site)
 
 ``--book PATH`` (a book.toml or the folder holding one) defaults to the book.toml at the root of
 the repository this package lives in. ID is a chapter's id (``start-here``), its number (``0``
@@ -1500,6 +1503,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser("student", help="write the student edition (solutions replaced by stubs)")
     p.add_argument("outdir")
     p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
+    p = sub.add_parser(
+        "html", help="build the static website of the executed chapters (offline, sliders included)"
+    )
+    p.add_argument("outdir", nargs="?", help="where (default: _build/html beside book.toml)")
+    p.add_argument(
+        "--no-frames", action="store_true", help="no scrubbers: each explorer shows its stored picture"
+    )
+    p.add_argument(
+        "--only", nargs="+", metavar="ID", help="build only these chapters (ids, numbers or stems)"
+    )
     args = parser.parse_args(argv)
 
     def body():
@@ -1541,6 +1554,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1 if failures else 0
         if args.command == "student":
             student_edition(book, args.outdir, args.ids)
+            return 0
+        if args.command == "html":
+            from .site import build_site
+
+            build_site(book, args.outdir, args.only, frames=not args.no_frames)
             return 0
         return 2  # pragma: no cover
 

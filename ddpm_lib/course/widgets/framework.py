@@ -282,6 +282,9 @@ def _box_class():
                 return f"<{self.explorer.name} widget; controls: {', '.join(self.controls)}>"
 
             def _repr_mimebundle_(self, **kwargs):
+                from .export import export_if_requested
+
+                export_if_requested(self.explorer)  # frames for the static edition, when asked
                 data = super()._repr_mimebundle_(**kwargs)
                 data["text/plain"] = repr(self)
                 data["image/png"] = base64.b64encode(self.image.value).decode("ascii")
