@@ -17,6 +17,7 @@ import nbformat
 import pytest
 
 from ddpm_lib.course import book as B
+from ddpm_lib.course.commands import main
 
 FIXTURE = Path(__file__).parent / "fixtures" / "book"
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ def cli(book, *args):
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        rc = B.main(["--book", str(book.path), *args])
+        rc = main(["--book", str(book.path), *args])
     return rc, out.getvalue()
 
 

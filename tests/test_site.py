@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ddpm_lib.course import book as B
+from ddpm_lib.course.commands import main
 from ddpm_lib.course import site as S
 from ddpm_lib.course.widgets import export as E
 
@@ -132,7 +133,10 @@ def test_the_site_has_a_page_per_chapter_offline_with_links_and_a_search_index(t
     chapter = (out / "00_math.html").read_text()
     assert "_static/mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full" in chapter
     assert 'href="01_explorer.html"' in chapter  # the link to the next chapter's notebook, rewritten
-    assert re.search(r'<a href="01_explorer.html" rel="next"', chapter) and 'href="chapters/00_math.ipynb"' in chapter
+    assert (
+        re.search(r'<a href="01_explorer.html" rel="next"', chapter)
+        and 'href="chapters/00_math.ipynb"' in chapter
+    )
     assert 'href="student/chapters/00_math.ipynb"' in chapter
     assert "40 lines of output" in chapter and "<details" in chapter  # folded
     assert (out / "_static" / "mathjax" / "MathJax.js").is_file()
@@ -164,10 +168,10 @@ def test_the_site_replaces_only_a_site_it_built(tiny, tmp_path):
 
 
 def test_the_command_line_builds_the_site(tiny, tmp_path, capsys):
-    rc = B.main(["--book", str(tiny.path), "html", str(tmp_path / "s"), "--only", "0", "--no-frames"])
+    rc = main(["--book", str(tiny.path), "html", str(tmp_path / "s"), "--only", "0", "--no-frames"])
     assert rc == 0 and (tmp_path / "s" / "00_math.html").is_file()
     assert "built 2 pages" in capsys.readouterr().out
-    rc = B.main(["--book", str(tiny.path), "html", str(tmp_path / "s"), "--only", "nope"])
+    rc = main(["--book", str(tiny.path), "html", str(tmp_path / "s"), "--only", "nope"])
     assert rc == 2
 
 

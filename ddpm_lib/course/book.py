@@ -84,7 +84,6 @@ Everything is importable: :func:`load_book`, :func:`list_chapters`, :func:`sync_
 
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime as _dt
 import difflib
@@ -376,7 +375,8 @@ def _jupytext_config(file: Path):
     return cfg
 
 
-def _read_ipynb(path: Path):
+def read_ipynb(path: Path):
+    """A notebook file as an nbformat v4 node."""
     import nbformat
 
     return nbformat.read(str(path), as_version=4)
@@ -427,7 +427,7 @@ def sync_chapter(chapter: Chapter, *, quiet: bool = False) -> bool:
         raise BookError(f"chapter {chapter.label}: {chapter.py_path} does not exist")
     nb = _read_py(chapter)
     if chapter.ipynb_exists:
-        nb = combine_inputs_with_outputs(nb, _read_ipynb(chapter.ipynb_path), fmt="py:percent")
+        nb = combine_inputs_with_outputs(nb, read_ipynb(chapter.ipynb_path), fmt="py:percent")
     changed = _write_if_changed(chapter.ipynb_path, _ipynb_text(nb))
     if not quiet:
         print(
@@ -435,7 +435,7 @@ def sync_chapter(chapter: Chapter, *, quiet: bool = False) -> bool:
             f"{chapter.py_path.name}"
         )
         py_text = chapter.py_path.read_text(encoding="utf-8")
-        rendered = render_py(_read_ipynb(chapter.ipynb_path), chapter.py_path)
+        rendered = render_py(read_ipynb(chapter.ipynb_path), chapter.py_path)
         if rendered != py_text:
             print(
                 f"{chapter.label}: warning: {chapter.py_path.name} is not in jupytext's canonical form, so "
@@ -448,7 +448,7 @@ def sync_chapter(chapter: Chapter, *, quiet: bool = False) -> bool:
 def canonicalize_py(chapter: Chapter) -> bool:
     """Rewrite the .py as jupytext renders its (just synced) .ipynb: same cells, canonical spacing."""
     sync_chapter(chapter, quiet=True)
-    rendered = render_py(_read_ipynb(chapter.ipynb_path), chapter.py_path)
+    rendered = render_py(read_ipynb(chapter.ipynb_path), chapter.py_path)
     return _write_if_changed(chapter.py_path, rendered)
 
 
@@ -605,7 +605,9 @@ def _normalize_widgets(nb) -> None:
         container["state"] = new_state
 
 
-def _code_hash(nb) -> str:
+def code_hash(nb) -> str:
+    """The sha256 of a notebook's code cells' sources: what ``check`` compares with the hash stored at
+    execution, and what keys the static edition's frame cache."""
     sources = [_join(c.source) for c in nb.cells if c.cell_type == "code"]
     return hashlib.sha256(json.dumps(sources, ensure_ascii=False).encode("utf-8")).hexdigest()
 
@@ -623,7 +625,7 @@ def normalize_notebook(nb, *, record_hash: bool = True):
         md["language_info"].pop("version", None)
     _normalize_widgets(nb)
     if record_hash:
-        md.setdefault(META_KEY, {})[HASH_KEY] = _code_hash(nb)
+        md.setdefault(META_KEY, {})[HASH_KEY] = code_hash(nb)
     return nb
 
 
@@ -710,7 +712,7 @@ def execute_chapter(
         raise BookError(
             f"chapter {chapter.label}: {chapter.ipynb_path} does not exist (and no .py to make it from)"
         )
-    nb = _read_ipynb(chapter.ipynb_path)
+    nb = read_ipynb(chapter.ipynb_path)
     limit = float(timeout) if timeout else default_timeout(chapter)
     start = time.monotonic()
     deadline = start + limit
@@ -922,7 +924,7 @@ def _check_chapter(c: Chapter) -> list:
             f"{c.py_path.name} is not in the percent format (jupytext sees {fmt!r}); cells start with `# %%`"
         )
     try:
-        nb = _read_ipynb(c.ipynb_path)
+        nb = read_ipynb(c.ipynb_path)
     except Exception as e:  # noqa: BLE001 - report any unreadable notebook
         return probs + [f"{c.ipynb_path.name} cannot be read: {e}"]
     if not nb.metadata.get("kernelspec", {}).get("name"):
@@ -984,7 +986,7 @@ def _check_chapter(c: Chapter) -> list:
                 f"{c.ipynb_path.name} was not executed by `python -m ddpm_lib.course.book execute {c.id}` "
                 "(its outputs are not normalised)"
             )
-    elif recorded != _code_hash(nb):
+    elif recorded != code_hash(nb):
         probs.append(
             f"the code of {c.ipynb_path.name} changed since it was executed: its outputs are stale "
             f"(run `python -m ddpm_lib.course.book execute {c.id}`)"
@@ -1436,7 +1438,7 @@ def student_edition(book: Book, outdir, keys=None, *, quiet: bool = False) -> li
         if not c.ipynb_exists:
             skipped.append(f"{c.number:02d}")
             continue
-        snb = student_notebook(_read_ipynb(c.ipynb_path))
+        snb = student_notebook(read_ipynb(c.ipynb_path))
         ipynb, py = chdir / c.ipynb_path.name, chdir / c.py_path.name
         _write_if_changed(ipynb, _ipynb_text(snb))
         _write_if_changed(py, render_py(snb, c.py_path))
@@ -1448,122 +1450,7 @@ def student_edition(book: Book, outdir, keys=None, *, quiet: bool = False) -> li
     return written
 
 
-# ---------------------------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------------------------
-def _print_list(book: Book) -> None:
-    print(f"{book.title}  ({book.path})")
-    print(f"{'#':>2}  {'id':<34} {'track':<9} {'budget':>6}  {'.py':<4}{'.ipynb':<7} title")
-    for c in book.chapters:
-        yn = lambda b: "yes" if b else "-"  # noqa: E731
-        print(
-            f"{c.number:02d}  {c.id:<34} {c.track:<9} {c.budget_s:>5g}s  {yn(c.py_exists):<4}{yn(c.ipynb_exists):<7} "
-            f"{c.title}"
-        )
-    print(f"files: {book.chapters_dir}/<stem>.py and <stem>.ipynb")
+if __name__ == "__main__":  # python -m ddpm_lib.course.book: the ddpm-book command line
+    from .commands import main
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..cli import examples, run
-
-    parser = argparse.ArgumentParser(
-        prog="ddpm-book",
-        description="\n\n".join(__doc__.split("\n\n")[:5]),
-        epilog=examples("ddpm-book list", "ddpm-book check", "ddpm-book student runs/student"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--book", help="book.toml or its folder (default: the repository's)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the chapters of book.toml")
-    p = sub.add_parser("sync", help="update the .ipynb inputs from the .py (keeps outputs and cell ids)")
-    p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
-    p.add_argument(
-        "--canonical", action="store_true", help="also rewrite each .py in jupytext's canonical form"
-    )
-    p = sub.add_parser("execute", help="execute chapters on the CPU and store normalised outputs")
-    p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
-    p.add_argument("--all", action="store_true", help="every chapter that has files")
-    p.add_argument("--timeout", type=float, help="seconds per chapter (default: 5x budget, at least 120)")
-    p = sub.add_parser(
-        "check", help="check that the .py and .ipynb agree and the outputs are from a clean run"
-    )
-    p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
-    p.add_argument("--allow-missing", action="store_true", help="skip chapters that have no files yet")
-    sub.add_parser("times", help="recorded execution times against the budgets")
-    p = sub.add_parser("stats", help="words, code lines, longest cell, figures and reading time per chapter")
-    p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems (default: all)")
-    p = sub.add_parser("replay", help="pytest --nbval on the chapters, natively and as other CPUs compute")
-    p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems (default: all)")
-    p.add_argument(
-        "--cpu",
-        action="append",
-        choices=list(SIMULATED_CPUS),
-        help="replay as this CPU (repeatable; default: every one of " + ", ".join(SIMULATED_CPUS) + ")",
-    )
-    p = sub.add_parser("student", help="write the student edition (solutions replaced by stubs)")
-    p.add_argument("outdir")
-    p.add_argument("ids", nargs="*", help="chapter ids, numbers or stems")
-    p = sub.add_parser(
-        "html", help="build the static website of the executed chapters (offline, sliders included)"
-    )
-    p.add_argument("outdir", nargs="?", help="where (default: _build/html beside book.toml)")
-    p.add_argument(
-        "--no-frames", action="store_true", help="no scrubbers: each explorer shows its stored picture"
-    )
-    p.add_argument(
-        "--only", nargs="+", metavar="ID", help="build only these chapters (ids, numbers or stems)"
-    )
-    args = parser.parse_args(argv)
-
-    def body():
-        book = load_book(args.book)
-        if args.command == "list":
-            _print_list(book)
-            return 0
-        if args.command == "sync":
-            sync_book(book, args.ids, canonical=args.canonical)
-            return 0
-        if args.command == "execute":
-            execute_book(book, args.ids, all_chapters=args.all, timeout=args.timeout)
-            return 0
-        if args.command == "check":
-            problems = check_book(book, args.ids, allow_missing=args.allow_missing)
-            for prob in problems:
-                print(f"FAIL {prob}")
-            n = len(book.select(args.ids))
-            if problems:
-                print(f"check: {len(problems)} problem(s)")
-                return 1
-            skipped = sum(1 for c in book.select(args.ids) if not (c.py_exists or c.ipynb_exists))
-            print(
-                f"check: OK ({n - skipped if args.allow_missing else n} chapter(s) checked"
-                + (f", {skipped} without files skipped)" if args.allow_missing and skipped else ")")
-            )
-            return 0
-        if args.command == "times":
-            ok, _ = book_times(book)
-            return 0 if ok else 1
-        if args.command == "stats":
-            book_stats(book, args.ids)
-            return 0
-        if args.command == "replay":
-            failures = replay_chapters(book, args.ids or None, args.cpu or tuple(SIMULATED_CPUS))
-            for cpu, label, output in failures:
-                print(f"\nFAIL {label} as {cpu}:\n{output}")
-            print(f"replay: {'OK' if not failures else f'{len(failures)} failure(s)'}")
-            return 1 if failures else 0
-        if args.command == "student":
-            student_edition(book, args.outdir, args.ids)
-            return 0
-        if args.command == "html":
-            from .site import build_site
-
-            build_site(book, args.outdir, args.only, frames=not args.no_frames)
-            return 0
-        return 2  # pragma: no cover
-
-    return run(body, codes={BookUsageError: 2, BookError: 1})  # the exit codes of ddpm_lib.cli
-
-
-if __name__ == "__main__":
     sys.exit(main())

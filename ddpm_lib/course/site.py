@@ -7,9 +7,10 @@ turned into HTML by nbconvert with the course's template (``site_assets/template
 of nbconvert's JupyterLab look): MathJax from the site's own copy (the ``jupyter-server-mathjax``
 package's MathJax 2.7), no require.js and no widget manager, so no page asks a network for
 anything. Long printed outputs fold away; figures keep their size. A home page carries the course
-map (each chapter's opening line, reading time and CPU time), a sidebar lists the chapters with a
-search box (a small index of every section, ``_static/search_index.js``), and each page links its
-.ipynb, its .py and the student edition, and says how to run it.
+map (each chapter's opening line, reading time by ``ddpm-book stats``'s rule, and CPU time), a
+sidebar lists the chapters with a search box (a small index of every section,
+``_static/search_index.js``), and each page links its .ipynb, its .py and the student edition,
+and says how to run it.
 
 The explorers (:mod:`ddpm_lib.course.widgets`) need a kernel for their callbacks; on the site each
 becomes a *scrubber*: range inputs and selects over the same controls that swap pre-rendered frames
@@ -46,14 +47,15 @@ from .book import (
     BookError,
     BookUsageError,
     Chapter,
-    _code_hash,
-    _read_ipynb,
+    code_hash,
+    chapter_stats,
+    read_ipynb,
     kernel_env,
     read_timings,
     student_edition,
 )
 
-__all__ = ["SiteReport", "build_site", "explorer_cells", "reading_minutes", "DEFAULT_OUT"]
+__all__ = ["SiteReport", "build_site", "explorer_cells", "DEFAULT_OUT"]
 
 DEFAULT_OUT = Path("_build") / "html"
 ASSETS = Path(__file__).with_name("site_assets")
@@ -112,21 +114,6 @@ def explorer_cells(nb) -> list:
     return found
 
 
-def reading_minutes(nb) -> int:
-    """An estimate of a chapter's reading time: prose at 150 words a minute (technical text read
-    with care), each code cell 30 s and each figure 20 s; at least 1 minute. The course's own rule."""
-    words = sum(len(re.findall(r"\S+", c.source)) for c in nb.cells if c.cell_type == "markdown")
-    code = sum(1 for c in nb.cells if c.cell_type == "code" and c.source.strip())
-    figures = sum(
-        1
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-        if "image/png" in o.get("data", {})
-    )
-    return max(1, round(words / 150 + code * 0.5 + figures / 3))
-
-
 def _opening(nb) -> str:
     """The first paragraph of prose after the chapter's title: its one-line goal on the home page."""
     for c in nb.cells:
@@ -147,7 +134,7 @@ def _frames_key(nb) -> str:
     from .widgets import export
 
     h = hashlib.sha256()
-    h.update(_code_hash(nb).encode())
+    h.update(code_hash(nb).encode())
     h.update(__version__.encode())
     h.update(Path(export.__file__).read_bytes())
     return h.hexdigest()[:16]
@@ -476,10 +463,10 @@ def build_site(book: Book, out=None, keys=None, *, frames: bool = True, quiet: b
     exporter = _exporter()
     search, rows = [], []
     for n, c in enumerate(chapters):
-        nb = _read_ipynb(c.ipynb_path)
+        nb = read_ipynb(c.ipynb_path)
         frame_dirs = chapter_frames(c, nb, cache, quiet=quiet) if frames else []
         page_nb, scripts = _prepare(nb, c, frame_dirs, out, report)
-        minutes = reading_minutes(nb)
+        minutes = round(chapter_stats(c, timings).reading_minutes)  # the rule of ddpm-book stats
         cpu = timings.get(c.id, {}).get("seconds")
         rows.append((c, minutes, cpu, _opening(nb)))
         prev = chapters[n - 1] if n else None
