@@ -650,10 +650,11 @@ def repaint(model, diffusion, x_known, mask, U, generator):
     x = replace(torch.randn(x_known.shape, generator=generator, dtype=x_known.dtype), diffusion.T)
     for tt in range(diffusion.T, 0, -1):
         t = torch.full((x.shape[0],), tt)
-        for u in range(U if tt > 1 else 1):
-            if u > 0:  # back one step: x_t ~ q(x_t | x_(t-1))
-                x = diffusion.q_step(x_prev, t, generator=generator)
+        passes = U if tt > 1 else 1
+        for u in range(passes):
             x_prev = replace(diffusion.p_sample(model(x, diffusion.model_t(t)), x, t, generator=generator), tt - 1)
+            if u < passes - 1:  # back one step, x_t ~ q(x_t | x_(t-1)), and take the step again
+                x = diffusion.q_step(x_prev, t, generator=generator)
         x = x_prev
     return x
     # END SOLUTION

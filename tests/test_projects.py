@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from ddpm_lib import GaussianDiffusion, NoiseSchedule
+from ddpm_lib import GaussianDiffusion
 from ddpm_lib.course import checks
+from ddpm_lib.mixtures import mixture_log_prob
 from ddpm_lib.course.projects import NoisedMixture, guidance_mixture, toy_schedule, train_classifier
 
 
@@ -106,7 +107,12 @@ def test_noised_mixture_eps_is_the_posterior_mean():
     resid = eps - mix.eps_model(x_t, t)
     for f in (x_t[:, :1], x_t[:, 1:], x_t.pow(2).sum(1, keepdim=True)):
         assert (resid * (f - f.mean())).mean(0).abs().max() < 0.01
-    assert math.isclose(float(mix.log_prob(x_t, 20).exp().mean()), float(mix.log_prob(x_t, 20).exp().mean()))
+    # q(x_t) is the mixture with scaled means and widened standard deviations (Eq. 4 per component)
+    ab = float(s.alpha_bars[20])
+    stds = [math.sqrt(ab * v**2 + 1 - ab) for v in (0.2, 0.4)]
+    means = math.sqrt(ab) * mix.means
+    expected = mixture_log_prob(x_t[:100], means, torch.tensor(stds, dtype=torch.float64), (0.3, 0.7))
+    assert torch.allclose(mix.log_prob(x_t[:100], 20), expected, rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="t must lie"):
         mix.class_log_probs(x_t[:3], 51)
 

@@ -37,6 +37,15 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
   ||mu~ - mu_theta||^2 = w_t ||eps - eps_theta||^2 under Eq. 11 (DDPM Eqs. 8-12; chapter 10);
 - ``optimal_variance``: ``fn(mean_q, var_q, mean_theta) -> v``, the variance minimizing the Gaussian KL of Eq. 5
   for a given mean, var_q + (mean_q - mean_theta)^2 (a learned diagonal Sigma; chapter 10).
+- ``ddim_eta_step``: ``fn(eps_pred, x_t, t, t_prev, alpha_bars, eta, noise) -> x_(t_prev)``, DDIM's step with
+  noise level eta (Song et al. 2021, Eqs. 12 and 16; chapter 13's project 13.8);
+- ``noisy_batch``: ``fn(x0, diffusion, generator) -> (x_t, t)``, a noise-conditioned classifier's training input
+  (Algorithm 1, lines 3-4), checked by its statistics; ``noisy_classifier``: a measured target, a classifier
+  ``clf(x_t, t) -> logits`` within 0.05 nats of the exact p(y | x_t) of :mod:`ddpm_lib.course.projects`' mixture;
+  ``guided_eps``: ``fn(eps_pred, x_t, t, y, classifier, alpha_bars, scale) -> eps_hat`` (Dhariwal & Nichol
+  2021, Sec. 4.2) (chapter 13's project 13.9);
+- ``repaint``: ``fn(model, diffusion, x_known, mask, U, generator) -> x_0``, RePaint's resampling loop (Lugmayr
+  et al. 2022, Algorithm 1), a measured target against ``inpaint(..., resample=U)`` (chapter 13's project 13.10).
 
 Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
 ``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
@@ -84,6 +93,11 @@ __all__ = [
     "check_ddim_step",
     "check_cosine_schedule",
     "check_schedule_design",
+    "check_ddim_eta_step",
+    "check_noisy_batch",
+    "check_noisy_classifier",
+    "check_guided_eps",
+    "check_repaint",
 ]
 
 PASS, FAIL = "✓", "✗"

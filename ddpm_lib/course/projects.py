@@ -8,8 +8,12 @@ L_simple, Tweedie's formula), and the exact noise-aware classifier p(y = k | x_t
 probability of the component. Chapter 13's classifier-guidance project measures learned and
 clean-data classifiers against these exact answers.
 
-- :class:`NoisedMixture`: sample labelled points, ``class_log_probs(x, t)``, ``eps_model(x, t)``,
-  ``excess_cross_entropy(classifier, ...)``.
+- :class:`NoisedMixture`: sample labelled points, ``log_prob(x, t)``, ``class_log_probs(x, t)``,
+  ``eps_model(x, t)``, ``excess_cross_entropy(classifier, ...)``;
+- :data:`GUIDANCE_MIXTURE`, :func:`guidance_mixture`: the guidance project's two classes, a narrow and a wide
+  Gaussian; :data:`INPAINTING_MIXTURE`: the two blobs of the ``repaint`` checker;
+- :func:`toy_schedule`: the shipped swiss-roll model's schedule (T = 200, linear 1e-4 to 0.1);
+- :func:`train_classifier`: a small time-conditioned MLP classifier trained on batches that a function makes.
 
 This module is part of the course layer (``ddpm_lib.course``); the core never imports it.
 """
