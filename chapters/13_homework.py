@@ -26,11 +26,9 @@
 # **CPU time:** about a minute on a 2-core CPU (budget: 150 s), most of it in the projects: one small
 # classifier trained for 500 steps, and a few thousand steps of a 2-D network.
 #
-# **How to work.** In the student edition (`python -m ddpm_lib.course.book student OUTDIR` writes it), each
-# cell tagged `exercise` holds a function's signature and docstring and a `raise NotImplementedError(...)`:
-# replace that line with your code and run the check cell below it. Until you do, the check prints
-# `✗ ... not implemented yet`, and the cells that use your function say which exercise they wait for.
-# In this book the reference solutions are filled in.
+# **How to work.** In the student edition (`python -m ddpm_lib.course.book student OUTDIR`), each cell
+# tagged `exercise` holds a signature, a docstring and a `raise NotImplementedError(...)`: replace that line
+# with your code and run the check below it. In this book the reference solutions are filled in.
 #
 # **Three rules that prevent most mistakes.**
 # 1. *Paper indexing*: tables such as `alpha_bars`, `betas`, `alphas` have length $T + 1$ and index $t$
@@ -38,8 +36,8 @@
 # 2. *Broadcasting and dtype*: `t` is a LongTensor of shape `(B,)` and data have shape `(B, ...)`, so
 #    `alpha_bars[t]` has shape `(B,)` and must be reshaped to `(B, 1, ..., 1)`; the tables are float64 and a
 #    float32 network wants float32. The helper `per_example` below does both.
-# 3. *Use the noise you are given*: the checkers pass `noise` (or a `generator`) so that results are
-#    reproducible; a function that draws its own random numbers cannot be checked.
+# 3. *Use the noise you are given*: the checkers pass `noise` (or a `generator`); a function that draws
+#    its own random numbers cannot be checked.
 
 # %%
 import math
@@ -326,12 +324,10 @@ else:
 # - the given $\beta_1$, each $\beta_t$ in $(0, 1)$, and $\beta_t$ never decreasing;
 # - $\prod_t (1 - \beta_t)$ equal to the target (to 0.1%).
 #
-# Any design that meets the specification passes: linear, geometric, or your own. The reference
-# solution keeps DDPM's linear shape and finds $\beta_T$ by bisection ($\bar\alpha_T$ falls as $\beta_T$
-# grows). The open part: which $\bar\alpha_T$ would you choose, and does the shape matter? Below, the
-# reference design is measured on Gaussian data two ways: $L_T$ exactly (`NoiseSchedule.prior_kl`), and
-# the whole bound of the best possible model (`dl.GaussianData.eps_model`, as in chapter 06) by Monte
-# Carlo with `GaussianDiffusion.bits_per_dim`. Try your own designs and targets.
+# Any design that meets the specification passes. The reference solution keeps DDPM's linear shape and
+# finds $\beta_T$ by bisection. Below, it is measured on Gaussian data: $L_T$ exactly
+# (`NoiseSchedule.prior_kl`), and the whole bound of the best possible model (`dl.GaussianData.eps_model`,
+# chapter 06) by Monte Carlo.
 
 
 # %% tags=["solution"]
@@ -372,21 +368,16 @@ else:
     print("finish exercise 13.7 to measure your schedule")
 
 # %% [markdown]
-# Questions to explore (no checker). $L_T$ falls as $\bar\alpha_T$ falls, but with $T$ and $\beta_1$
-# fixed a smaller $\bar\alpha_T$ needs larger steps, and each reverse step of the model becomes less
-# exact: the middle terms grow. The Monte Carlo bound above cannot resolve these differences (they are
-# thousandths of a bit). Chapter 06 (section 4.1) gives every expected term of this bound in closed form:
-# use it to find the $\bar\alpha_T$ that makes the bound smallest for $T = 200$ and for $T = 1000$, and
-# split the answer into $L_T$ and $\sum_t L_{t-1}$. Then keep $\bar\alpha_T$ and change the shape
-# (geometric, or the cosine of 13.6 rescaled): does the shape matter for this bound, and why might a
-# shape that is better for the bound still give worse samples of images?
+# Questions to explore (no checker). A smaller $\bar\alpha_T$ shrinks $L_T$ but needs larger steps, which
+# make the middle terms grow; the Monte Carlo bound above cannot resolve that (thousandths of a bit).
+# With chapter 06's closed-form terms (section 4.1), find the $\bar\alpha_T$ that makes the bound smallest
+# for $T = 200$ and $T = 1000$; then change the shape at fixed $\bar\alpha_T$: does it matter for the bound?
 
 # %% [markdown]
 # ## Part 2: projects
 #
-# Each project asks you to build one piece, checks it, and then uses it on a problem where the answer can
-# be measured. They reuse the shipped swiss-roll network and, for guidance and the inpainting check, a
-# two-blob mixture of Gaussians whose every quantity is known exactly.
+# Each project has you build one piece, checks it, and uses it where the result can be measured: with the
+# shipped swiss-roll network, and with mixtures of two Gaussians whose every quantity is known exactly.
 #
 # ### Project 13.8: DDIM with noise, and the trade-off between steps and quality
 #
@@ -397,10 +388,10 @@ else:
 #   + \sigma z, \qquad \hat x_0 = \frac{x_t - \sqrt{1 - \bar\alpha_t}\, \epsilon_\theta(x_t, t)}{\sqrt{\bar\alpha_t}},$$
 # with $z \sim \mathcal N(0, I)$, and they set the noise through one number $\eta$ (their Eq. 16):
 # $$\sigma = \eta \sqrt{\frac{1 - \bar\alpha_{t'}}{1 - \bar\alpha_t}} \sqrt{1 - \frac{\bar\alpha_t}{\bar\alpha_{t'}}} .$$
-# $\eta = 0$ is chapter 09's deterministic step; at $\eta = 1$, $\sigma^2$ is the variance $\tilde\beta$ of
-# the posterior $q(x_{t'} \mid x_t, x_0)$ of the jump, so on all $T$ steps DDIM with $\eta = 1$ is DDPM's
-# sampler with $\sigma_t^2 = \tilde\beta_t$. The noise term takes its share of the variance: the
-# coefficient of $\epsilon_\theta$ shrinks so that the total variance stays $1 - \bar\alpha_{t'}$.
+# $\eta = 0$ is chapter 09's deterministic step; at $\eta = 1$, $\sigma^2$ is the variance of the posterior
+# $q(x_{t'} \mid x_t, x_0)$ of the jump, so on all $T$ steps it is DDPM's sampler with
+# $\sigma_t^2 = \tilde\beta_t$. The coefficient of $\epsilon_\theta$ shrinks so that the total variance
+# stays $1 - \bar\alpha_{t'}$.
 #
 # Write `ddim_eta_step(eps_pred, x_t, t, t_prev, alpha_bars, eta, noise)`: `t` and `t_prev` are
 # LongTensors `(B,)` with `t_prev < t` (`t_prev` $= 0$ gives $x_0$, with $\bar\alpha_0 = 1$), `noise` is $z$.
@@ -486,7 +477,7 @@ else:
 # predicted noise:
 # $$\hat\epsilon = \epsilon_\theta(x_t, t) - s \sqrt{1 - \bar\alpha_t}\; \nabla_{x_t} \log p(y \mid x_t),$$
 # which any sampler can use in place of $\epsilon_\theta$. With $s = 1$ and the exact $p(y \mid x_t)$, the
-# samples follow $p(x_0 \mid y)$. The classifier must answer for *noisy* $x_t$ at every $t$.
+# samples follow $p(x_0 \mid y)$. The classifier must answer for *noisy* $x_t$.
 #
 # **A problem with exact answers.** The data are two classes in 2-D, a narrow Gaussian ($y = 0$, at
 # $(-1, 0)$, standard deviation 0.15) and a wide one ($y = 1$, at $(1, 0)$, standard deviation 0.5), noised
@@ -629,10 +620,9 @@ else:
 # at $t - 1 \ge 1$, by `x_known` itself at $t - 1 = 0$), and between passes go back with
 # `diffusion.q_step(x_prev, t, generator=generator)`. Draw every random number from `generator`.
 #
-# The checker `repaint` runs your loop on the two blobs at $(-1, -1)$ and $(1, 1)$ (exact $\epsilon$,
-# $T = 50$) with $x_1$ known and $x_2$ to fill, $U = 3$, and counts the *incoherent* fills, $x_2$ on the
-# other side of 0 from $x_1$ (the exact conditional almost never puts it there): yours must be within two
-# points of the library's `inpaint(..., resample=3)`.
+# The checker runs your loop with $U = 3$ on two Gaussian blobs at $(-1, -1)$ and $(1, 1)$ (exact
+# $\epsilon$, $T = 50$), $x_1$ known, and counts the *incoherent* fills, $x_2$ on the other side of 0 from
+# $x_1$: yours must be within 2 percentage points of the library's `inpaint(..., resample=3)`.
 
 
 # %% tags=["solution"]
