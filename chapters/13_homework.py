@@ -586,7 +586,7 @@ if result_guided.passed:
         ax.set(title=title, xlabel="$x_1$", aspect="equal", xlim=(-2.2, 3), ylim=(-2.6, 2.6))
     axes[0].set_ylabel("$x_2$")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, markerscale=4)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     plt.show()
 else:
     print("finish guided_eps to sample with guidance")
