@@ -54,6 +54,15 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
 - ``lognormal_gap``: ``fn(mu, var) -> gap``, the Jensen gap log E[w] - E[log w] of a log-normal weight (chapter 02);
 - ``variance_choice``: ``fn(data) -> "beta" | "beta_tilde"``, which fixed reverse variance gives the smaller
   L_{t-1} at small t for one-point data and for N(0, 1) data (DDPM Sec. 3.2; chapter 04).
+- ``ddim_eta_step``: ``fn(eps_pred, x_t, t, t_prev, alpha_bars, eta, noise) -> x_(t_prev)``, DDIM's step with
+  noise level eta (Song et al. 2021, Eqs. 12 and 16; chapter 13's project 13.8);
+- ``noisy_batch``: ``fn(x0, diffusion, generator) -> (x_t, t)``, a noise-conditioned classifier's training input
+  (Algorithm 1, lines 3-4), checked by its statistics; ``noisy_classifier``: a measured target, a classifier
+  ``clf(x_t, t) -> logits`` within 0.05 nats of the exact p(y | x_t) of :mod:`ddpm_lib.course.projects`' mixture;
+  ``guided_eps``: ``fn(eps_pred, x_t, t, y, classifier, alpha_bars, scale) -> eps_hat`` (Dhariwal & Nichol
+  2021, Sec. 4.2) (chapter 13's project 13.9);
+- ``repaint``: ``fn(model, diffusion, x_known, mask, U, generator) -> x_0``, RePaint's resampling loop (Lugmayr
+  et al. 2022, Algorithm 1), a measured target against ``inpaint(..., resample=U)`` (chapter 13's project 13.10).
 
 Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
 ``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
@@ -115,6 +124,11 @@ __all__ = [
     "check_two_estimates",
     "check_lognormal_gap",
     "check_variance_choice",
+    "check_ddim_eta_step",
+    "check_noisy_batch",
+    "check_noisy_classifier",
+    "check_guided_eps",
+    "check_repaint",
 ]
 
 PASS, FAIL = "✓", "✗"
@@ -2547,3 +2561,361 @@ def check_variance_choice(fn) -> tuple:
     }
     detail = "; ".join(f"for {d!r} you chose {g!r}: {why[d]}" for d, g, _ in wrong)
     return False, f"{FAIL} variance_choice is off: {detail} It should follow {_VARIANCE_CHOICE_EQ}."
+
+
+# ---- chapter 13 ----
+# the projects: DDIM with eta > 0, classifier guidance (a noise-conditioned classifier and the guided eps),
+# RePaint-style resampling; the problems with exact answers live in ddpm_lib.course.projects
+_DDIM_ETA_EQ = (
+    "x_(t_prev) = sqrt(abar_(t_prev)) x0_hat + sqrt(1 - abar_(t_prev) - sigma^2) eps_theta + sigma z, with "
+    "x0_hat = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t) and "
+    "sigma = eta sqrt((1 - abar_(t_prev)) / (1 - abar_t)) sqrt(1 - abar_t / abar_(t_prev)) "
+    "(Song et al. 2021, Eqs. 12 and 16)"
+)
+
+
+@_checker("ddim_eta_step", _DDIM_ETA_EQ)
+def check_ddim_eta_step(fn) -> tuple:
+    """``fn(eps_pred, x_t, t, t_prev, alpha_bars, eta, noise) -> x_(t_prev)``: one DDIM step with
+    eta >= 0 (noise is z, used where sigma > 0); checked at eta = 0, 0.5 and 1."""
+    s = _schedule()
+    d = GaussianDiffusion(s)
+    g = _gen(131)
+    t = torch.tensor([10, 2, 100, 37, 64, 50])
+    t_prev = torch.tensor([5, 1, 80, 36, 0, 25])
+    eps, x_t, z = (torch.randn(6, 2, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    ab = s.alpha_bars.clone()
+    A = lambda tab, tt: _bcast(tab[tt], x_t)  # noqa: E731
+    abt, abp, al_t = A(ab, t), A(ab, t_prev), A(s.alphas, t)
+    x0_hat = (x_t - (1 - abt).sqrt() * eps) / abt.sqrt()
+    for eta in (0.5, 1.0, 0.0):
+        args = (eps, x_t, t, t_prev, ab, eta, z)
+        got = _tensor("ddim_eta_step", _call("ddim_eta_step", fn, *args), x_t.shape, "x_(t_prev)")
+        _check_deterministic("ddim_eta_step", fn, args, got, x_t.shape)
+        expected = d.ddim_step(eps, x_t, t, t_prev, eta=eta, noise=z)
+        ok = _per_example_ok(got, expected)
+        if bool(ok.all()):
+            continue
+        i = int((~ok).nonzero()[0])
+        ratio = (1 - abp) / (1 - abt)
+        sig = eta * (ratio * (1 - abt / abp)).sqrt()
+
+        def step(sigma, direction_var=None):
+            dv = 1 - abp - sigma**2 if direction_var is None else direction_var
+            return abp.sqrt() * x0_hat + dv.clamp(min=0).sqrt() * eps + sigma * z
+
+        candidates = [
+            (
+                step(sig, 1 - abp),
+                "the direction term is sqrt(1 - abar_(t_prev) - sigma^2) eps_theta: the "
+                "noise sigma z takes its share of the variance 1 - abar_(t_prev).",
+                None,
+            ),
+            (
+                abp.sqrt() * x0_hat + (1 - abp - sig**2).clamp(min=0).sqrt() * eps + sig**2 * z,
+                "z is scaled by the standard deviation sigma, not by the variance sigma^2.",
+                None,
+            ),
+            (
+                step(eta * (ratio * (1 - al_t)).sqrt()),
+                "the last factor of sigma is 1 - abar_t / abar_(t_prev) "
+                "(the beta of the whole jump from t to t_prev), not the one-step beta_t = 1 - alpha_t.",
+                None,
+            ),
+            (
+                step(eta * (1 - abt / abp).sqrt()),
+                "sigma^2 is the posterior variance of the jump: "
+                "(1 - abar_(t_prev)) / (1 - abar_t) (1 - abar_t / abar_(t_prev)), times eta^2.",
+                None,
+            ),
+            (
+                step((ratio * (1 - abt / abp)).sqrt()),
+                "sigma is multiplied by eta (eta = 0: deterministic DDIM).",
+                None,
+            ),
+            (
+                step(eta**2 * (ratio * (1 - abt / abp)).sqrt()),
+                "sigma = eta sqrt(...), so sigma^2 has eta^2, not sigma eta^2.",
+                None,
+            ),
+            (d.ddim_step(eps, x_t, t, t_prev, eta=0.0), "no noise term: with eta > 0 add sigma z.", None),
+            (step(sig) - sig * z, "no noise term: with eta > 0 add sigma z.", None),
+        ]
+        return _off(
+            "ddim_eta_step",
+            _DDIM_ETA_EQ,
+            f"with eta = {eta}, for t = {int(t[i])} -> t_prev = {int(t_prev[i])} yours is {_fmt(got[i])}, "
+            f"expected {_fmt(expected[i])}",
+            got,
+            candidates,
+        )
+    return True, f"{PASS} ddim_eta_step matches {_DDIM_ETA_EQ}, at eta = 0, 0.5 and 1"
+
+
+_NOISY_BATCH_EQ = (
+    "t ~ Uniform{1..T} for each example and x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, eps ~ N(0, I) "
+    "(DDPM Algorithm 1, lines 3-4, and Eq. 4): a classifier of x_t is trained on x_t and t"
+)
+
+
+@_checker("noisy_batch", _NOISY_BATCH_EQ)
+def check_noisy_batch(fn) -> tuple:
+    """``fn(x0, diffusion, generator) -> (x_t, t)``: checked by its statistics on 4,000 two-dimensional
+    points (t uniform on 1..T; the implied noise standard normal and independent of x_0)."""
+    d = GaussianDiffusion(_schedule())
+    T, n = d.T, 4000
+    x0 = torch.randn(n, 2, generator=_gen(137)) * 0.7 + 0.3
+    out = _call("noisy_batch", fn, x0, d, _gen(139))
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise _Wrong(f"returned a {type(out).__name__}; return the pair (x_t, t).")
+    x_t = _tensor("noisy_batch", out[0], x0.shape, "x_t")
+    t = torch.as_tensor(out[1])
+    again = _call("noisy_batch", fn, x0, d, _gen(139))
+    if not torch.equal(_tensor("noisy_batch", again[0], x0.shape, "x_t"), x_t):
+        raise _Wrong("gives different results for the same generator: draw t and the noise from `generator`.")
+    if tuple(t.shape) != (n,) or t.is_floating_point():
+        raise _Wrong(
+            f"t must be a LongTensor of shape ({n},), one timestep per example; got "
+            f"{t.dtype} of shape {tuple(t.shape)}."
+        )
+    t = t.long()
+    if bool(torch.equal(x_t, x0.double())):
+        return False, (
+            f"{FAIL} noisy_batch returns the clean x_0: a classifier trained on it is a clean "
+            f"classifier. It should compute {_NOISY_BATCH_EQ}."
+        )
+    if int(t.min()) < 1 or int(t.max()) > T:
+        hint = (
+            " Likely mistake: t counts from 1 (paper indexing), as d.sample_t gives it."
+            if int(t.min()) == 0
+            else ""
+        )
+        return False, (
+            f"{FAIL} noisy_batch is off: t must lie in 1..T = 1..{T}, yours spans "
+            f"{int(t.min())}..{int(t.max())}. It should compute {_NOISY_BATCH_EQ}.{hint}"
+        )
+    mean_t = float(t.double().mean())
+    if int(t.min()) > 3 or int(t.max()) < T - 2 or abs(mean_t - (T + 1) / 2) > 3:
+        return False, (
+            f"{FAIL} noisy_batch is off: t should be uniform on 1..{T} (mean {(T + 1) / 2}); yours "
+            f"spans {int(t.min())}..{int(t.max())} with mean {mean_t:.1f}. It should compute "
+            f"{_NOISY_BATCH_EQ}."
+        )
+    ab = _bcast(d.schedule.alpha_bars[t], x0)
+    r = (x_t - ab.sqrt() * x0.double()) / (1 - ab).sqrt()  # the noise your x_t implies
+    corr = float(((r - r.mean()) * (x0 - x0.mean())).mean() / (r.std() * x0.std()))
+    if abs(float(r.mean())) > 0.06 or abs(float(r.var()) - 1) > 0.08 or abs(corr) > 0.06:
+        al = _bcast(d.schedule.alphas[t], x0)
+        r_al = (x_t - al.sqrt() * x0.double()) / (1 - al).sqrt()
+        hint = ""
+        if abs(float(r_al.mean())) < 0.06 and abs(float(r_al.var()) - 1) < 0.08:
+            hint = " Likely mistake: you used the one-step alpha_t; q(x_t | x_0) takes the product abar_t."
+        return False, (
+            f"{FAIL} noisy_batch is off: the noise your x_t implies, (x_t - sqrt(abar_t) x_0) / "
+            f"sqrt(1 - abar_t), has mean {float(r.mean()):.3f}, variance {float(r.var()):.3f} and "
+            f"correlation {corr:.3f} with x_0 (expected 0, 1 and 0). It should compute "
+            f"{_NOISY_BATCH_EQ}.{hint}"
+        )
+    return True, (
+        f"{PASS} noisy_batch matches {_NOISY_BATCH_EQ}: t uniform on 1..{T}, the implied noise "
+        f"standard normal and independent of x_0"
+    )
+
+
+_NOISY_CLF_TS = (0, 10, 25, 50, 100)
+_NOISY_CLF_TOL = 0.05
+
+
+def check_noisy_classifier(classifier, *, mixture=None, verbose: bool = True, raise_on_failure: bool = False):
+    """A measured target: ``classifier(x_t, t) -> logits (N, K)`` on chapter 13's two-class mixture
+    (:func:`ddpm_lib.course.projects.guidance_mixture`) is within 0.05 nats of the exact p(y | x_t) in
+    cross-entropy at t = 0, 10, 25, 50 and 100 (4,000 labelled draws each); the message reports the
+    excess at each t."""
+    from .projects import guidance_mixture
+
+    name = "noisy_classifier"
+    if not callable(classifier):
+        msg = (
+            f"{FAIL} {name}: pass the classifier itself, a callable classifier(x_t, t) -> logits; got a "
+            f"{type(classifier).__name__}"
+        )
+        return _finish(name, False, msg, verbose, raise_on_failure)
+    mix = mixture or guidance_mixture()
+    try:
+        excess = mix.excess_cross_entropy(classifier, ts=_NOISY_CLF_TS)
+    except NotImplementedError:
+        msg = f"{FAIL} {name}: not implemented yet (it raises NotImplementedError): replace the `raise` with your code."
+        return _finish(name, False, msg, verbose, raise_on_failure)
+    except Exception as e:  # noqa: BLE001 - any error in student code becomes a message
+        first = str(e).splitlines()[0] if str(e) else ""
+        msg = f"{FAIL} {name}: calling classifier(x_t, t) raised {type(e).__name__}: {first}"
+        return _finish(name, False, msg, verbose, raise_on_failure)
+    table = ", ".join(f"t = {t}: {v:.2f}" for t, v in excess.items())
+    target = f"within {_NOISY_CLF_TOL} nats of the exact p(y | x_t) in cross-entropy at every t"
+    if all(v <= _NOISY_CLF_TOL for v in excess.values()):
+        return _finish(
+            name, True, f"{PASS} {name}: {target} (excess nats: {table})", verbose, raise_on_failure
+        )
+    bad = [t for t, v in excess.items() if v > _NOISY_CLF_TOL]
+    hint = ""
+    if excess[0] <= _NOISY_CLF_TOL and bad:
+        hint = (
+            " Likely mistake: it is good on clean data and poor on noisy x_t, like a classifier trained on "
+            "x_0 only: train it on x_t ~ q(x_t | x_0) at random t and give it t."
+        )
+    msg = f"{FAIL} {name} misses the target: {target}; excess nats: {table} (over the target at t = {bad}).{hint}"
+    return _finish(name, False, msg, verbose, raise_on_failure)
+
+
+register("noisy_classifier")(check_noisy_classifier)
+
+_GUIDED_EPS_EQ = (
+    "eps_hat = eps_theta - s sqrt(1 - abar_t) grad_(x_t) log p(y | x_t), with log p(y | x_t) = "
+    "log_softmax(classifier(x_t, t))[y] (Dhariwal & Nichol 2021, Sec. 4.2, with guidance scale s)"
+)
+
+
+def _guidance_test_classifier(mix):
+    # logits = the exact log p(y | x_t) plus a term shared by the classes: the same probabilities, so a
+    # gradient of the raw logit instead of the log-probability shows
+    return lambda x, t: mix.class_log_probs(x, t).to(x.dtype) + 0.7 * x.sum(1, keepdim=True) ** 2
+
+
+@_checker("guided_eps", _GUIDED_EPS_EQ)
+def check_guided_eps(fn) -> tuple:
+    """``fn(eps_pred, x_t, t, y, classifier, alpha_bars, scale) -> eps_hat``: y a LongTensor (B,) of class
+    indices, ``classifier(x_t, t) -> logits (B, K)``."""
+    from .projects import guidance_mixture
+
+    mix = guidance_mixture(_schedule())
+    clf = _guidance_test_classifier(mix)
+    g = _gen(149)
+    t = torch.tensor([1, 10, 30, 50, 80, 100])
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    eps, x_t = (torch.randn(6, 2, generator=g, dtype=torch.float64) for _ in range(2))
+    ab, scale = mix.schedule.alpha_bars.clone(), 2.0
+    got = _tensor("guided_eps", _call("guided_eps", fn, eps, x_t, t, y, clf, ab, scale), x_t.shape, "eps_hat")
+
+    def grad_of(f):
+        x = x_t.detach().requires_grad_(True)
+        (gr,) = torch.autograd.grad(f(x).sum(), x)
+        return gr
+
+    idx = torch.arange(6)
+    grad = grad_of(lambda x: torch.log_softmax(clf(x, t), 1)[idx, y])
+    c = _bcast((1 - ab[t]).sqrt(), x_t)
+    expected = eps - scale * c * grad
+    ok = _per_example_ok(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} guided_eps matches {_GUIDED_EPS_EQ}"
+    i = int((~ok).nonzero()[0])
+    candidates = [
+        (
+            eps + scale * c * grad,
+            "the sign: eps_theta is -sqrt(1 - abar_t) times the score grad log p(x_t), so adding "
+            "grad log p(y | x_t) to the score subtracts it from eps.",
+            None,
+        ),
+        (
+            eps - scale * grad,
+            "the gradient is multiplied by sqrt(1 - abar_t) (eps = -sqrt(1 - abar_t) times the score).",
+            None,
+        ),
+        (eps - scale * c**2 * grad, "the factor is sqrt(1 - abar_t), not 1 - abar_t.", None),
+        (eps - c * grad, "the guidance scale s multiplies the gradient.", None),
+        (
+            eps - scale * c * grad_of(lambda x: clf(x, t)[idx, y]),
+            "take the gradient of log p(y | x_t) = log_softmax(logits)[y], not of the raw logit.",
+            None,
+        ),
+        (
+            eps - scale * c * grad_of(lambda x: torch.log_softmax(clf(x, t), 1)[idx, 1 - y]),
+            "the gradient of the class y you are asked for, log p(y | x_t), indexed per example.",
+            None,
+        ),
+        (
+            eps - scale * _bcast(ab[t].sqrt(), x_t) * grad,
+            "the factor is sqrt(1 - abar_t), not sqrt(abar_t).",
+            None,
+        ),
+    ]
+    return _off(
+        "guided_eps",
+        _GUIDED_EPS_EQ,
+        f"at t = {int(t[i])}, y = {int(y[i])} yours is {_fmt(got[i])}, expected {_fmt(expected[i])}",
+        got,
+        candidates,
+    )
+
+
+_REPAINT_EQ = (
+    "for t = T..1: repeat U times (once at t = 1): x_(t-1) = p_sample of x_t with the known coordinates "
+    "replaced by a draw of q(x_(t-1) | x_known) (x_known itself at t - 1 = 0), and, between repeats, x_t = "
+    "q_step(x_(t-1)) (one forward step, DDPM Eq. 2) (Lugmayr et al. 2022, Algorithm 1)"
+)
+
+
+class _CallCounter:
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def __call__(self, x, t):
+        self.calls += 1
+        return self.model(x, t)
+
+
+def _wrong_side(x: torch.Tensor, x_known: torch.Tensor) -> float:
+    """The fraction of filled x_2 on the other side of 0 from the known x_1: incoherent with the data."""
+    return float((torch.sign(x[:, 1]) != torch.sign(x_known[:, 0])).double().mean())
+
+
+@_checker("repaint", _REPAINT_EQ)
+def check_repaint(fn) -> tuple:
+    """``fn(model, diffusion, x_known, mask, U, generator) -> x_0``, a measured target: on two Gaussian
+    blobs at (-1, -1) and (1, 1) (std 0.3, T = 50, the exact eps-model) with x_1 known and x_2 filled,
+    U = 3, 1,000 points: the known coordinates kept exactly, about U network calls per step, and the
+    fraction of incoherent fills (x_2 on the other side of 0 from x_1) within 0.02 of the library's
+    ``inpaint(..., resample=3)``."""
+    from ..sampling import inpaint
+    from .projects import INPAINTING_MIXTURE, NoisedMixture, toy_schedule
+
+    s = toy_schedule(50)
+    d = GaussianDiffusion(s, variance="fixed_large", decoder="gaussian")
+    mix = NoisedMixture(**INPAINTING_MIXTURE, schedule=s)
+    x_known, _ = mix.sample(1000, _gen(151))
+    mask = torch.tensor([1.0, 0.0])
+    U, T = 3, s.T
+    model = _CallCounter(mix.eps_model)
+    got = _tensor(
+        "repaint", _call("repaint", fn, model, d, x_known, mask, U, _gen(157)), x_known.shape, "x_0"
+    )
+    if not bool(_close(got[:, 0], x_known[:, 0].double(), rtol=0, atol=1e-5).all()):
+        return False, (
+            f"{FAIL} repaint: the known coordinate x_1 must equal x_known's at the end (at t - 1 = 0 "
+            f"the known part is x_known itself). It should compute {_REPAINT_EQ}."
+        )
+    lib = {
+        u: _wrong_side(
+            inpaint(mix.eps_model, d, x_known, mask, generator=_gen(157), progress=False, resample=u), x_known
+        )
+        for u in (1, U)
+    }
+    yours = _wrong_side(got.float(), x_known)
+    report = (
+        f"incoherent fills {yours:.1%} (the library's: {lib[U]:.1%} with U = {U}, {lib[1]:.1%} "
+        f"without resampling); {model.calls} network calls for T = {T}, U = {U}"
+    )
+    if model.calls < (T - 1) * U + 1 or model.calls > T * U:
+        hint = " Likely mistake: U is ignored: each t takes U passes." if model.calls == T else ""
+        return False, (
+            f"{FAIL} repaint is off: it should call the network about U T = {U * T} times "
+            f"({(T - 1) * U + 1} if t = 1 takes one pass); {report}. It should compute "
+            f"{_REPAINT_EQ}.{hint}"
+        )
+    if yours > lib[U] + 0.02:
+        return False, (
+            f"{FAIL} repaint misses the target: {report}. It should compute {_REPAINT_EQ}. Between "
+            "passes, go back one step with q_step from the x_(t-1) you just made, and replace the known "
+            "part after every p_sample."
+        )
+    return True, f"{PASS} repaint matches {_REPAINT_EQ}: {report}"
