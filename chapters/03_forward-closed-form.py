@@ -242,7 +242,7 @@ plt.show()
 # hence the log scale. A look ahead: since $x_t - \sqrt{\bar\alpha_t}\, x_0 = \sqrt{1 - \bar\alpha_t}\, \epsilon$, the gradient of
 # $\log q(x_t \mid x_0)$ with respect to $x_t$ (its *score*) is $-(x_t - \sqrt{\bar\alpha_t}\, x_0) / (1 - \bar\alpha_t)$, so
 # $\epsilon = -\sqrt{1 - \bar\alpha_t}\, \nabla_{x_t} \log q(x_t \mid x_0)$: the noise points, up to a factor, against the
-# direction in which $x_t$ becomes more likely, a link chapter 05 builds on. Three schedules:
+# direction in which $x_t$ becomes more likely, a link chapter 06 builds on. Three schedules:
 # - **linear** (DDPM, Sec. 4): $\beta_t$ linear from $\beta_1 = 10^{-4}$ to $\beta_T = 0.02$, $T = 1000$;
 # - **quadratic** (DDPM's code): $\sqrt{\beta_t}$ linear between the same ends, so the betas stay smaller for longer;
 # - **cosine** (Nichol & Dhariwal 2021, Eq. 17): $\bar\alpha_t = f(t) / f(0)$, $f(t) = \cos^2\!\big(\frac{t/T + s}{1 + s} \frac{\pi}{2}\big)$,

@@ -112,7 +112,7 @@ plt.show()
 #   $\beta_t$ are fixed (chapter 03 computed it: about $10^{-5}$ bits per dimension for DDPM's schedule).
 # - $L_{t-1}$ compares each reverse step $p_\theta$ with the forward process's own reverse step, the
 #   **posterior** $q(x_{t-1} \mid x_t, x_0)$: like with like, both distributions over $x_{t-1}$.
-# - $L_0$ is the decoder's negative log-likelihood (chapter 06 discretizes it for 8-bit images).
+# - $L_0$ is the decoder's negative log-likelihood (chapter 07 discretizes it for 8-bit images).
 #
 # The posterior conditions on $x_0$: without it, $q(x_{t-1} \mid x_t)$ would need the data distribution and is
 # intractable (chapter 02 computed it numerically for a 1-D mixture). With it, it is a Gaussian, as we now show.
@@ -303,7 +303,7 @@ plt.show()
 # forward chain's stationary distribution, and the Gaussian step is reversible (detailed balance, chapter 02,
 # section 6), so running it backwards is the same step mirrored. For our data it is a little wrong. In the library
 # the "network" outputs this mean (`prediction="mean"`), and `variance="fixed_large"` is the library's name for
-# $\sigma_t^2 = \beta_t$ (chapter 05 compares it with $\tilde\beta_t$).
+# $\sigma_t^2 = \beta_t$ (chapter 06 compares it with $\tilde\beta_t$).
 #
 # - **Eq. 3, by brute force**: sample whole forward trajectories $x_0 \to x_1 \to \dots \to x_T$ with `q_step`, and
 #   average $-\log p(x_T) - \sum_t [\log p_\theta(x_{t-1} \mid x_t) - \log q(x_t \mid x_{t-1})]$.
@@ -522,6 +522,6 @@ for data in ("one point", "standard normal"):
 # - With the best mean, the best fixed variance is the true reverse variance: $\tilde\beta_t$ for data at one point,
 #   $\beta_t$ for data $\mathcal N(0, 1)$ (DDPM Sec. 3.2); between those extremes the two choices differ little.
 #
-# **Next:** chapter 05 fixes the reverse variances $\sigma_t^2$, turns $L_{t-1}$ into a squared error between
+# **Next:** chapter 06 fixes the reverse variances $\sigma_t^2$, turns $L_{t-1}$ into a squared error between
 # means, reparameterizes the mean through the noise $\epsilon$, and arrives at DDPM's simple loss; then it trains
 # a network on the swiss roll with Algorithm 1 and samples with Algorithm 2.

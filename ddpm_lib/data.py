@@ -338,7 +338,7 @@ class GaussianData:
             average over x_t only, given each example (an [N x (T + 1)] tensor).
         :return: float64 nats per dimension (averaged over the ``dim`` coordinates); column j is L_j.
 
-        Taught in chapter 06.
+        Taught in chapter 07.
         """
         from .diffusion import GaussianDiffusion
 
@@ -381,7 +381,7 @@ class GaussianData:
         :param variance: ``"fixed_large"`` or ``"fixed_small"``.
         :return: a float, nats per dimension (averaged over the ``dim`` coordinates).
 
-        Taught in chapter 06.
+        Taught in chapter 07.
         """
         from .diffusion import GaussianDiffusion
 
@@ -513,7 +513,7 @@ class DataIntegrityError(ValueError):
 class ImageLayoutError(ValueError):
     """A user's own images that do not fit together or are not 8-bit (sizes, dtype, shape, the
     arrays of an .npz): the files are readable, the request is wrong, so the command line reports a
-    usage error (exit 2), not a damaged file (exit 1). Taught in chapter 13."""
+    usage error (exit 2), not a damaged file (exit 1). Taught in chapter 14."""
 
 
 class DownloadError(FileNotFoundError):
@@ -825,7 +825,7 @@ def _as_nchw(a: np.ndarray, where: str) -> np.ndarray:
 def load_image_files(path) -> torch.Tensor:
     """
     Your own images as a uint8 tensor (N, C, H, W): what ``ddpm-train --dataset images --data-root
-    PATH`` trains on (chapter 13 shows it).
+    PATH`` trains on (chapter 14 shows it).
 
     :param path: a folder of image files (PNG, JPEG, ...; all the same size, read in sorted name
         order; grey images give C = 1, colour ones C = 3, an alpha channel is dropped), or an

@@ -88,7 +88,7 @@ def test_load_book_rejects_bad_manifests(tmp_path):
 def test_real_book_is_found_from_the_package():
     b = B.load_book()
     assert b.path == REPO / "book.toml"
-    assert b.chapters[0].id == "start-here" and len(b.chapters) == 14
+    assert b.chapters[0].id == "start-here" and len(b.chapters) == 15
 
 
 # ---- check -------------------------------------------------------------------------------
@@ -506,7 +506,7 @@ EXISTING = [c for c in REAL.chapters if c.ipynb_path.is_file()]
 
 def test_real_book_check():
     """Every chapter of book.toml exists, is paired, its .py and .ipynb agree, outputs from a clean run."""
-    assert len(EXISTING) == len(REAL.chapters) == 14
+    assert len(EXISTING) == len(REAL.chapters) == 15
     problems = B.check_book(REAL)
     assert problems == [], "\n".join(map(str, problems))
 

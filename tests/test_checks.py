@@ -483,7 +483,7 @@ def test_smallest_T():
     assert_rejected(_run("smallest_T", lambda *a: 1000.5), eq, "whole number")
 
 
-# ---- chapter 05 ----
+# ---- chapter 06 ----
 def _x0_weight(t, s, sigma2):
     c = s.alpha_bars[t - 1].sqrt() * s.betas[t] / (1 - s.alpha_bars[t])
     return c**2 / (2 * sigma2)
@@ -517,7 +517,7 @@ def test_x0_mse_weight():
     assert_rejected(_run("x0_mse_weight", stub), eq, "not implemented yet")
 
 
-# ---- chapter 06 ----
+# ---- chapter 07 ----
 def _sigma_for_bits(bits):
     return 1 / (255 * torch.special.ndtri(torch.tensor((1 + 2.0**-bits) / 2, dtype=torch.float64)))
 

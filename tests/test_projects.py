@@ -1,4 +1,4 @@
-"""Chapter 13's projects: each project checker accepts the reference solution and rejects wrong ones, and
+"""Chapter 14's projects: each project checker accepts the reference solution and rejects wrong ones, and
 ddpm_lib.course.projects' exact mixture is what it claims (its eps-model, its classifier)."""
 
 import math

@@ -23,20 +23,20 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
 - ``discretized_log_likelihood``: ``fn(x, mean, log_scale) -> log p(x)`` elementwise (Eq. 13);
 - ``p_sample_step``: ``fn(eps_pred, x_t, t, schedule, noise) -> x_{t-1}`` (Algorithm 2, line 4).
 - ``mean_from_eps``: ``fn(eps_pred, x_t, t, schedule) -> mu_theta`` (DDPM Eq. 11);
-- ``timestep_embedding``: ``fn(t, dim) -> (B, dim)``, the sinusoidal time embedding (DDPM Sec. 4, chapter 07);
-- ``l_simple``: ``fn(model, x0, t, noise, alpha_bars) -> (B,)``, Algorithm 1's loss per example (Eq. 14, chapter 08).
+- ``timestep_embedding``: ``fn(t, dim) -> (B, dim)``, the sinusoidal time embedding (DDPM Sec. 4, chapter 08);
+- ``l_simple``: ``fn(model, x0, t, noise, alpha_bars) -> (B,)``, Algorithm 1's loss per example (Eq. 14, chapter 09).
 - ``respaced_betas``: ``fn(alpha_bars, timesteps) -> betas`` of a chain on fewer timesteps (Nichol & Dhariwal 2021,
-  Sec. 4; chapter 09);
+  Sec. 4; chapter 10);
 - ``ddim_step``: ``fn(eps_pred, x_t, t, t_prev, alpha_bars) -> x_(t_prev)``, one DDIM step with eta = 0 (Song et al.
-  2021, Eq. 12; chapter 09).
+  2021, Eq. 12; chapter 10).
 - ``cosine_schedule``: ``fn(T, s, max_beta) -> alpha_bars`` (length T + 1), the cosine schedule (Nichol & Dhariwal
-  2021, Eq. 17; chapter 13);
+  2021, Eq. 17; chapter 14);
 - ``schedule_design``: ``fn(T, beta_1, alpha_bar_T) -> betas`` (length T), any nondecreasing schedule with that
-  beta_1 and alpha_bar_T (an open design problem; chapter 13).
+  beta_1 and alpha_bar_T (an open design problem; chapter 14).
 - ``mu_mse_weight``: ``fn(t, schedule) -> w`` (B,), the weight w_t = beta_t^2 / (alpha_t (1 - abar_t)) that makes
-  ||mu~ - mu_theta||^2 = w_t ||eps - eps_theta||^2 under Eq. 11 (DDPM Eqs. 8-12; chapter 10);
+  ||mu~ - mu_theta||^2 = w_t ||eps - eps_theta||^2 under Eq. 11 (DDPM Eqs. 8-12; chapter 11);
 - ``optimal_variance``: ``fn(mean_q, var_q, mean_theta) -> v``, the variance minimizing the Gaussian KL of Eq. 5
-  for a given mean, var_q + (mean_q - mean_theta)^2 (a learned diagonal Sigma; chapter 10).
+  for a given mean, var_q + (mean_q - mean_theta)^2 (a learned diagonal Sigma; chapter 11).
 - ``gaussian_elbo``: ``fn(x, m, s2, w, b, sigma2) -> ELBO`` of the 1-D linear-Gaussian VAE, elementwise (chapter 01);
 - ``forward_step``: ``fn(x_prev, beta, noise) -> x_t``, one step of the forward chain (DDPM Eq. 2; chapter 01);
 - ``chain_variance``: ``fn(v0, beta, t) -> Var(x_t)`` after t steps with a constant beta (chapter 01);
@@ -44,9 +44,9 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
 - ``smallest_T``: ``fn(target_bits, x0_sq_mean, beta_1, beta_T) -> T``, the fewest linear-schedule steps whose
   L_T meets the target (chapter 03).
 - ``x0_mse_weight``: ``fn(t, schedule, sigma2) -> lambda`` (B,), the weight of L_(t-1) on ||x_0 - x0_theta||^2
-  for a fixed variance sigma_t^2, 1/2 (SNR(t-1) - SNR(t)) when sigma_t^2 = beta~_t (DDPM Eqs. 7-12; chapter 05);
+  for a fixed variance sigma_t^2, 1/2 (SNR(t-1) - SNR(t)) when sigma_t^2 = beta~_t (DDPM Eqs. 7-12; chapter 06);
 - ``sigma_for_bits``: ``fn(bits) -> sigma``, the decoder's sigma at which a value it is centred on costs
-  ``bits`` bits (DDPM Eq. 13; chapter 06).
+  ``bits`` bits (DDPM Eq. 13; chapter 07).
 - ``entropy_terms``: ``fn(schedule) -> float``, H_q(X^T|X^0) - H_q(X^1|X^0) - H_p(X^T) of Sohl-Dickstein et al.
   2015, Eq. 14 (chapter 02);
 - ``two_estimates``: ``fn(log_w) -> (log_p, K)``, the estimates of log p(x^0) (Eq. 9) and K (Eq. 12) from log
@@ -55,14 +55,14 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
 - ``variance_choice``: ``fn(data) -> "beta" | "beta_tilde"``, which fixed reverse variance gives the smaller
   L_{t-1} at small t for one-point data and for N(0, 1) data (DDPM Sec. 3.2; chapter 04).
 - ``ddim_eta_step``: ``fn(eps_pred, x_t, t, t_prev, alpha_bars, eta, noise) -> x_(t_prev)``, DDIM's step with
-  noise level eta (Song et al. 2021, Eqs. 12 and 16; chapter 13's project 13.8);
+  noise level eta (Song et al. 2021, Eqs. 12 and 16; chapter 14's project 13.8);
 - ``noisy_batch``: ``fn(x0, diffusion, generator) -> (x_t, t)``, a noise-conditioned classifier's training input
   (Algorithm 1, lines 3-4), checked by its statistics; ``noisy_classifier``: a measured target, a classifier
   ``clf(x_t, t) -> logits`` within 0.05 nats of the exact p(y | x_t) of :mod:`ddpm_lib.course.projects`' mixture;
   ``guided_eps``: ``fn(eps_pred, x_t, t, y, classifier, alpha_bars, scale) -> eps_hat`` (Dhariwal & Nichol
-  2021, Sec. 4.2) (chapter 13's project 13.9);
+  2021, Sec. 4.2) (chapter 14's project 13.9);
 - ``repaint``: ``fn(model, diffusion, x_known, mask, U, generator) -> x_0``, RePaint's resampling loop (Lugmayr
-  et al. 2022, Algorithm 1), a measured target against ``inpaint(..., resample=U)`` (chapter 13's project 13.10).
+  et al. 2022, Algorithm 1), a measured target against ``inpaint(..., resample=U)`` (chapter 14's project 13.10).
 
 Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
 ``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
@@ -1056,7 +1056,7 @@ def check_p_sample_step(fn) -> tuple:
     return _off("p_sample_step", _STEP_EQ, msg, got, candidates, expected=nearer)
 
 
-# ---- the mean through the predicted noise: DDPM Eq. 11 (chapter 05) -------------------------------------
+# ---- the mean through the predicted noise: DDPM Eq. 11 (chapter 06) -------------------------------------
 _EPS_MEAN_EQ = (
     "mu_theta(x_t, t) = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps_theta) (DDPM Eq. 11: Eq. 7's "
     "mu~_t with x_0 = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t))"
@@ -1360,7 +1360,7 @@ def check_l_simple(fn) -> tuple:
     return _off("l_simple", _LSIMPLE_EQ, msg, got, candidates, expected=expected)
 
 
-# ---- respaced betas: sampling on fewer steps (Nichol & Dhariwal 2021, Sec. 4; chapter 09) ------------
+# ---- respaced betas: sampling on fewer steps (Nichol & Dhariwal 2021, Sec. 4; chapter 10) ------------
 _RESPACE_EQ = (
     "beta'_k = 1 - abar_(tau_k) / abar_(tau_(k-1)) for k = 1..K, with tau_0 = 0 and abar_0 = 1: the chain on "
     "the kept timesteps tau_1 < ... < tau_K keeps DDPM Eq. 4's abar_(tau_k) (Nichol & Dhariwal 2021, Sec. 4)"
@@ -1431,7 +1431,7 @@ def check_respaced_betas(fn) -> tuple:
     )
 
 
-# ---- one DDIM step, eta = 0 (Song et al. 2021, Eq. 12; chapter 09) --------------------------------------
+# ---- one DDIM step, eta = 0 (Song et al. 2021, Eq. 12; chapter 10) --------------------------------------
 _DDIM_EQ = (
     "x_(t_prev) = sqrt(abar_(t_prev)) x0_hat + sqrt(1 - abar_(t_prev)) eps_theta, with "
     "x0_hat = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t) (DDPM Eq. 4 solved for x_0) and abar_0 = 1 "
@@ -1508,7 +1508,7 @@ def check_ddim_step(fn) -> tuple:
     )
 
 
-# ---- the weight of the unweighted mu~ loss (DDPM Eqs. 8, 11, 12; chapter 10) ---------------------------------
+# ---- the weight of the unweighted mu~ loss (DDPM Eqs. 8, 11, 12; chapter 11) ---------------------------------
 _MU_W_EQ = (
     "||mu~_t - mu_theta||^2 = w_t ||eps - eps_theta||^2 with w_t = beta_t^2 / (alpha_t (1 - abar_t)), "
     "from Eq. 11's mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps_theta) / sqrt(alpha_t) (DDPM Eqs. 8-12)"
@@ -1565,7 +1565,7 @@ def check_mu_mse_weight(fn) -> tuple:
     )
 
 
-# ---- the best variance for a given mean (the KL of Eq. 5 with a learned diagonal Sigma; chapter 10) ------------
+# ---- the best variance for a given mean (the KL of Eq. 5 with a learned diagonal Sigma; chapter 11) ------------
 _OPT_VAR_EQ = (
     "the variance v that minimizes KL(N(mu_q, var_q) || N(mu_theta, v)) per dimension: "
     "v* = var_q + (mu_q - mu_theta)^2 (set d KL / d v = 0 in the Gaussian KL of DDPM Eq. 5)"
@@ -1613,7 +1613,7 @@ def check_optimal_variance(fn) -> tuple:
     )
 
 
-# ---- the cosine schedule: Nichol & Dhariwal 2021, Eq. 17 (chapter 13) -----------------------------------
+# ---- the cosine schedule: Nichol & Dhariwal 2021, Eq. 17 (chapter 14) -----------------------------------
 _COS_EQ = (
     "alpha_bar_t = f(t) / f(0) with f(t) = cos^2(((t/T + s) / (1 + s)) pi/2), then beta_t = 1 - alpha_bar_t / "
     "alpha_bar_(t-1) clipped at max_beta and alpha_bar_t = prod_(s<=t) (1 - beta_s) again, a table of length "
@@ -1691,7 +1691,7 @@ def check_cosine_schedule(fn) -> tuple:
     return True, f"{PASS} cosine_schedule matches {_COS_EQ}"
 
 
-# ---- an open design problem: a schedule with a given beta_1 and alpha_bar_T (chapter 13) -------------------
+# ---- an open design problem: a schedule with a given beta_1 and alpha_bar_T (chapter 14) -------------------
 _DESIGN_EQ = (
     "a schedule beta_1..beta_T (length T) with the given beta_1, nondecreasing, each in (0, 1), whose "
     "alpha_bar_T = prod_(t=1..T) (1 - beta_t) (DDPM Eq. 4's alpha_bar_T) equals the target"
@@ -1769,7 +1769,7 @@ def check_schedule_design(fn) -> tuple:
     return True, f"{PASS} schedule_design meets the constraints: {_DESIGN_EQ}, for all four targets"
 
 
-# ---- chapter 11: multiplying distributions (Sohl-Dickstein et al. 2015, Sec. 2.5 and 2.6) ----------------
+# ---- chapter 12: multiplying distributions (Sohl-Dickstein et al. 2015, Sec. 2.5 and 2.6) ----------------
 _PERTURB_EQ = (
     "p~(x_{t-1} | x_t) ≈ N(mu + Sigma grad log r(mu), Sigma): the kernel's mean moves by its variance "
     "times the gradient of log r evaluated at the mean mu (Sohl-Dickstein et al. 2015, App. C, Eq. 61)"
@@ -2267,7 +2267,7 @@ def check_smallest_T(fn) -> tuple:
     )
 
 
-# ---- chapter 05 ----
+# ---- chapter 06 ----
 _X0_W_EQ = (
     "the weight lambda_t with L_(t-1) - C = lambda_t ||x_0 - x0_theta||^2 for a fixed variance sigma_t^2: "
     "lambda_t = c_t^2 / (2 sigma_t^2) with c_t = sqrt(abar_(t-1)) beta_t / (1 - abar_t) (mu~_t - mu_theta = "
@@ -2336,7 +2336,7 @@ def check_x0_mse_weight(fn) -> tuple:
     return True, f"{PASS} x0_mse_weight matches {_X0_W_EQ}"
 
 
-# ---- chapter 06 ----
+# ---- chapter 07 ----
 _SHARP_EQ = (
     "the sigma at which a decoder centred on an interior grid value gives it -log2 P = bits: "
     "P = Phi(1/(255 sigma)) - Phi(-1/(255 sigma)) = 2 Phi(1/(255 sigma)) - 1 (DDPM Eq. 13, a bin of half-width "
@@ -2563,7 +2563,7 @@ def check_variance_choice(fn) -> tuple:
     return False, f"{FAIL} variance_choice is off: {detail} It should follow {_VARIANCE_CHOICE_EQ}."
 
 
-# ---- chapter 13 ----
+# ---- chapter 14 ----
 # the projects: DDIM with eta > 0, classifier guidance (a noise-conditioned classifier and the guided eps),
 # RePaint-style resampling; the problems with exact answers live in ddpm_lib.course.projects
 _DDIM_ETA_EQ = (
@@ -2727,7 +2727,7 @@ _NOISY_CLF_TOL = 0.05
 
 
 def check_noisy_classifier(classifier, *, mixture=None, verbose: bool = True, raise_on_failure: bool = False):
-    """A measured target: ``classifier(x_t, t) -> logits (N, K)`` on chapter 13's two-class mixture
+    """A measured target: ``classifier(x_t, t) -> logits (N, K)`` on chapter 14's two-class mixture
     (:func:`ddpm_lib.course.projects.guidance_mixture`) is within 0.05 nats of the exact p(y | x_t) in
     cross-entropy at t = 0, 10, 25, 50 and 100 (4,000 labelled draws each); the message reports the
     excess at each t."""

@@ -102,7 +102,7 @@ TERMS = [
          "elbo", r"quasi-static"),
     Term("Gauss-Hermite quadrature",
          "an exact-for-polynomials rule: an integral against a Gaussian as a weighted sum of f at fixed nodes",
-         "elbo", r"Gauss-Hermite"),
+         "measuring-the-bound", r"Gauss-Hermite"),
     Term("Rao-Blackwellization",
          "replacing a random draw by its exact conditional expectation (a closed-form KL instead of sampling "
          "x_{t-1}): same mean, never more variance",

@@ -1,11 +1,11 @@
-"""What chapter 13's projects build on: a labelled Gaussian mixture under the forward process, exact.
+"""What chapter 14's projects build on: a labelled Gaussian mixture under the forward process, exact.
 
 A mixture of Gaussians noised by DDPM's forward process stays a mixture of Gaussians: component k with
 mean m_k and standard deviation s_k becomes, at step t, N(sqrt(abar_t) m_k, (abar_t s_k^2 + 1 - abar_t) I)
 (DDPM Eq. 4 applied to each component). So everything a diffusion model and a classifier learn on it
 is known in closed form: the density of x_t, the best noise prediction E[eps | x_t] (the minimizer of
 L_simple, Tweedie's formula), and the exact noise-aware classifier p(y = k | x_t), the posterior
-probability of the component. Chapter 13's classifier-guidance project measures learned and
+probability of the component. Chapter 14's classifier-guidance project measures learned and
 clean-data classifiers against these exact answers.
 
 - :class:`NoisedMixture`: sample labelled points, ``log_prob(x, t)``, ``class_log_probs(x, t)``,
@@ -141,7 +141,7 @@ class NoisedMixture:
         return out
 
 
-# the two-class problem of chapter 13's guidance project: a narrow class and a wide one, so that the
+# the two-class problem of chapter 14's guidance project: a narrow class and a wide one, so that the
 # clean classifier's boundary (a circle around the narrow class) is far from the noisy one's
 GUIDANCE_MIXTURE = {"means": ((-1.0, 0.0), (1.0, 0.0)), "stds": (0.15, 0.5), "weights": (0.5, 0.5)}
 # the inpainting project's check: two blobs on the diagonal; a filled x_2 on the wrong side of 0 from the
@@ -173,7 +173,7 @@ def train_classifier(
     embedding) on the mixture's labelled points by cross-entropy with Adam.
 
     ``batch_fn(x0, generator) -> (x, t)`` turns each clean batch into the classifier's input: x_t and t
-    for a noise-conditioned classifier (chapter 13's ``noisy_batch``), or x_0 and zeros for a clean one.
+    for a noise-conditioned classifier (chapter 14's ``noisy_batch``), or x_0 and zeros for a clean one.
     Deterministic for a seed. Returns the classifier in eval mode.
     """
     from ..nets import MLP  # the course layer may import the core; kept local to keep this module light

@@ -7,9 +7,9 @@
 # ---
 
 # %% [markdown]
-# # 13 · Homework: a warm-up and three projects
+# # 14 · Homework: a warm-up and three projects
 #
-# The warm-up has you write the pieces of DDPM that chapters 03-09 derived, each in a few lines and
+# The warm-up has you write the pieces of DDPM that chapters 03-10 derived, each in a few lines and
 # checked against `ddpm_lib`; 13.6 and 13.7 ask for schedules. The three projects then build what the
 # course has not: a DDIM sampler with noise ($\eta > 0$) and its trade-off between steps and quality,
 # classifier guidance with a classifier you train, and RePaint's resampling for inpainting. Each project
@@ -48,7 +48,7 @@ import torch
 import ddpm_lib as dl
 from ddpm_lib.course import checks, projects
 from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
-from ddpm_lib.sampling import ddim_timesteps  # S evenly spaced timesteps of 1..T, ending at T (chapter 09)
+from ddpm_lib.sampling import ddim_timesteps  # S evenly spaced timesteps of 1..T, ending at T (chapter 10)
 from ddpm_lib.viz import course_style
 
 course_style()
@@ -66,10 +66,10 @@ d_roll, s_roll = mlp.diffusion, mlp.diffusion.schedule
 # %% [markdown]
 # ## Part 1: warm-up
 #
-# Five exercises that repeat, in one place, the equations of chapters 03-06 and 09; each says where it
+# Five exercises that repeat, in one place, the equations of chapters 03-07 and 10; each says where it
 # was derived. Then two schedules.
 #
-# ### Exercise 13.1: the forward jump $q(x_t \mid x_0)$ (DDPM Eq. 4, chapter 03)
+# ### Exercise 14.1: the forward jump $q(x_t \mid x_0)$ (DDPM Eq. 4, chapter 03)
 #
 # $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, \epsilon$ with $\bar\alpha_t = \prod_{s=1}^{t} (1 - \beta_s)$.
 # Write `q_sample(x0, t, noise, alpha_bars)`: `x0` of shape `(B, ...)`, `t` a LongTensor `(B,)` in
@@ -104,7 +104,7 @@ def q_sample_with_alpha(x0, t, noise, alpha_bars):
 _ = checks.check("q_sample", q_sample_with_alpha)
 
 # %% [markdown]
-# ### Exercise 13.2: the posterior $q(x_{t-1} \mid x_t, x_0)$ (DDPM Eqs. 6-7, chapter 04)
+# ### Exercise 14.2: the posterior $q(x_{t-1} \mid x_t, x_0)$ (DDPM Eqs. 6-7, chapter 04)
 #
 # $$\tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1 - \bar\alpha_t}\, x_0
 #   + \frac{\sqrt{\alpha_t}\,(1 - \bar\alpha_{t-1})}{1 - \bar\alpha_t}\, x_t, \qquad
@@ -132,7 +132,7 @@ def posterior(x0, x_t, t, schedule):
 result_post = checks.check("posterior", posterior)
 
 # %% [markdown]
-# ### Exercise 13.3: the KL between two Gaussians (the terms of DDPM Eq. 5, chapter 04)
+# ### Exercise 14.3: the KL between two Gaussians (the terms of DDPM Eq. 5, chapter 04)
 #
 # Per coordinate, with variances $v_i = e^{\ell_i}$:
 # $D_{KL}\big(\mathcal N(m_1, v_1) \,\|\, \mathcal N(m_2, v_2)\big)
@@ -152,7 +152,7 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
 result_kl = checks.check("normal_kl", normal_kl)
 
 # %% [markdown]
-# ### Exercise 13.4: the discretized decoder (DDPM Eq. 13, chapter 06)
+# ### Exercise 14.4: the discretized decoder (DDPM Eq. 13, chapter 07)
 #
 # $P(x) = \Phi\big((\delta_+(x) - \mu)/\sigma\big) - \Phi\big((\delta_-(x) - \mu)/\sigma\big)$, with
 # $\delta_\pm(x) = x \pm \tfrac1{255}$ except $\delta_+(1) = \infty$ and $\delta_-(-1) = -\infty$ (the open
@@ -181,7 +181,7 @@ def discretized_log_likelihood(x, mean, log_scale):
 result_dec = checks.check("discretized_log_likelihood", discretized_log_likelihood)
 
 # %% [markdown]
-# ### Exercise 13.5: one step of Algorithm 2 (line 4, chapters 05 and 09)
+# ### Exercise 14.5: one step of Algorithm 2 (line 4, chapters 06 and 10)
 #
 # $x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1 - \bar\alpha_t}}\,\epsilon_\theta(x_t, t)\big)
 #   + \sigma_t z$, with $\sigma_t^2 = \beta_t$ (the checker also accepts $\tilde\beta_t$) and $z = 0$ at $t = 1$.
@@ -272,7 +272,7 @@ else:
     print("finish exercises 13.1-13.3 to compute a term of the bound with your own functions")
 
 # %% [markdown]
-# ### Exercise 13.6: the cosine schedule (Nichol & Dhariwal 2021, Eq. 17)
+# ### Exercise 14.6: the cosine schedule (Nichol & Dhariwal 2021, Eq. 17)
 #
 # DDPM's linear schedule destroys information fast: $\bar\alpha_t$ is already small halfway through.
 # Nichol & Dhariwal define the schedule through $\bar\alpha_t$ instead,
@@ -315,7 +315,7 @@ else:
     print("finish exercise 13.6 to compare your cosine schedule with the linear one")
 
 # %% [markdown]
-# ### Exercise 13.7 (open): design a schedule to a specification
+# ### Exercise 14.7 (open): design a schedule to a specification
 #
 # A schedule is a design choice. Suppose you must keep $\beta_1$ (the noise of the first step, which sets
 # how fine the last denoising step is) and want a given $\bar\alpha_T = \prod_{t=1}^T (1 - \beta_t)$ (how
@@ -327,7 +327,7 @@ else:
 # Any design that meets the specification passes. The reference solution keeps DDPM's linear shape and
 # finds $\beta_T$ by bisection. Below, it is measured on Gaussian data: $L_T$ exactly
 # (`NoiseSchedule.prior_kl`), and the whole bound of the best possible model (`dl.GaussianData.eps_model`,
-# chapter 06) by Monte Carlo.
+# chapter 07) by Monte Carlo.
 
 
 # %% tags=["solution"]
@@ -370,7 +370,7 @@ else:
 # %% [markdown]
 # Questions to explore (no checker). A smaller $\bar\alpha_T$ shrinks $L_T$ but needs larger steps, which
 # make the middle terms grow; the Monte Carlo bound above cannot resolve that (thousandths of a bit).
-# With chapter 06's closed-form terms (section 4.1), find the $\bar\alpha_T$ that makes the bound smallest
+# With chapter 07's closed-form terms (section 4.1), find the $\bar\alpha_T$ that makes the bound smallest
 # for $T = 200$ and $T = 1000$; then change the shape at fixed $\bar\alpha_T$: does it matter for the bound?
 
 # %% [markdown]
@@ -381,14 +381,14 @@ else:
 #
 # ### Project 13.8: DDIM with noise, and the trade-off between steps and quality
 #
-# Chapter 09's DDIM step is deterministic. Song et al. (2021) define a whole family of samplers on any
+# Chapter 10's DDIM step is deterministic. Song et al. (2021) define a whole family of samplers on any
 # subsequence of timesteps, indexed by a noise level $\sigma$ (their Eq. 12, written here from $t$ to an
 # earlier $t'$):
 # $$x_{t'} = \sqrt{\bar\alpha_{t'}}\, \hat x_0 + \sqrt{1 - \bar\alpha_{t'} - \sigma^2}\; \epsilon_\theta(x_t, t)
 #   + \sigma z, \qquad \hat x_0 = \frac{x_t - \sqrt{1 - \bar\alpha_t}\, \epsilon_\theta(x_t, t)}{\sqrt{\bar\alpha_t}},$$
 # with $z \sim \mathcal N(0, I)$, and they set the noise through one number $\eta$ (their Eq. 16):
 # $$\sigma = \eta \sqrt{\frac{1 - \bar\alpha_{t'}}{1 - \bar\alpha_t}} \sqrt{1 - \frac{\bar\alpha_t}{\bar\alpha_{t'}}} .$$
-# $\eta = 0$ is chapter 09's deterministic step; at $\eta = 1$, $\sigma^2$ is the variance of the posterior
+# $\eta = 0$ is chapter 10's deterministic step; at $\eta = 1$, $\sigma^2$ is the variance of the posterior
 # $q(x_{t'} \mid x_t, x_0)$ of the jump, so on all $T$ steps it is DDPM's sampler with
 # $\sigma_t^2 = \tilde\beta_t$. The coefficient of $\epsilon_\theta$ shrinks so that the total variance
 # stays $1 - \bar\alpha_{t'}$.
@@ -470,7 +470,7 @@ else:
 # %% [markdown]
 # ### Project 13.9: classifier guidance, and why the classifier must see noise
 #
-# Chapter 11 multiplied each distribution of the reverse process by a function $r(x_t)$. Classifier
+# Chapter 12 multiplied each distribution of the reverse process by a function $r(x_t)$. Classifier
 # guidance (Dhariwal & Nichol 2021, Sec. 4) takes $r = p(y \mid x_t)^s$: to sample class $y$, add
 # $s\, \nabla_{x_t} \log p(y \mid x_t)$ to the score $\nabla_{x_t} \log p(x_t)$. Since
 # $\epsilon_\theta(x_t, t) \approx -\sqrt{1 - \bar\alpha_t}\, \nabla_{x_t} \log p(x_t)$, this is a change of the
@@ -507,7 +507,7 @@ _ = checks.check("noisy_classifier", clean_clf)
 # $x_t \sim q(x_t \mid x_0)$, and feed the classifier both $x_t$ and $t$. Write
 # `noisy_batch(x0, diffusion, generator)` returning `(x_t, t)`, drawing from `generator`
 # (`diffusion.sample_t` and `diffusion.q_sample` help). `projects.train_classifier` then trains a small MLP
-# (the network of chapter 05, with 2 outputs) on your batches: 500 Adam steps of 256 points.
+# (the network of chapter 06, with 2 outputs) on your batches: 500 Adam steps of 256 points.
 
 
 # %% tags=["solution"]
@@ -606,7 +606,7 @@ else:
 # %% [markdown]
 # ### Project 13.10: RePaint's resampling for inpainting
 #
-# Chapter 11 inpainted by replacement: at every step the known part of $x_{t-1}$ is overwritten by a
+# Chapter 12 inpainted by replacement: at every step the known part of $x_{t-1}$ is overwritten by a
 # fresh draw of $q(x_{t-1} \mid x_{\text{known}})$ and the unknown part follows the reverse process. The
 # unknown part then sees the known one only through one noisy draw per step, and lags behind it.
 # RePaint (Lugmayr et al. 2022, Algorithm 1) repeats each step $U$ times: after the step to $x_{t-1}$, one
@@ -696,7 +696,7 @@ else:
 # not caught up with the known one.
 #
 # *Decide* (no checker): measure $U = 2$ and $U = 10$. Is it better to spend $U$ network calls per step
-# on resampling, or on a model with $U$ times more steps? (Chapter 11 inpaints images the same way with
+# on resampling, or on a model with $U$ times more steps? (Chapter 12 inpaints images the same way with
 # `dl.inpaint(..., resample=U)`.)
 
 # %% [markdown]
@@ -727,5 +727,5 @@ else:
 # - RePaint's resampling makes inpainted points coherent with the known ones: on the swiss roll, $U = 5$
 #   brings the mean distance to the roll from 0.060 to 0.035, near the 0.026 of free samples.
 #
-# This is the last chapter. To go further: chapter 10's ablations (`ddpm-ablations`) train the variants of
+# This is the last chapter. To go further: chapter 11's ablations (`ddpm-ablations`) train the variants of
 # DDPM's Table 2, and the commands above train a model on your own data.

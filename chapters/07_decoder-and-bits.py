@@ -7,9 +7,9 @@
 # ---
 
 # %% [markdown]
-# # 06 · The discretized decoder and the bound in bits per dimension
+# # 07 · The discretized decoder and the bound in bits per dimension
 #
-# Chapters 04 and 05 turned every middle term $L_{t-1}$ of DDPM's bound into a KL divergence between
+# Chapters 04 and 06 turned every middle term $L_{t-1}$ of DDPM's bound into a KL divergence between
 # Gaussians. Two ends remain: the last reverse step $p_\theta(x_0 \mid x_1)$, which must put
 # probability on *8-bit pixel values*, not density on real numbers, and the bookkeeping that turns
 # the whole bound $L = L_T + \sum_{t=2}^{T} L_{t-1} + L_0$ into the number papers report,
@@ -48,7 +48,7 @@ LN2 = math.log(2.0)
 # %% [markdown]
 # ## The idea in one picture
 #
-# The bound of chapters 02-05 is a *code length*: the average number of bits needed to send an image to a receiver
+# The bound of chapters 02-06 is a *code length*: the average number of bits needed to send an image to a receiver
 # who holds the same model. The chain splits the message in two. First the path $x_T, \dots, x_1$, each step coded
 # with the model's reverse step: those bits, $L_T + \dots + L_1$, are the **rate**. The receiver then holds $x_1$, the
 # image under about one grey level of noise, and $L_0 = -\log p_\theta(x_0 \mid x_1)$ pays for the detail still missing:
@@ -266,7 +266,7 @@ box
 # lower edge ($\mu = -0.97$, $\sigma = 0.03$); centred on the grid value $x_{178} = 2 \cdot 178/255 - 1$ with
 # $\sigma = 0.01 \approx \sqrt{\beta_1}$ (the shipped model's $\sigma_1$, section 3) and with $\sigma = 0.003$; and beyond
 # $+1$ ($\mu = 1.1$, $\sigma = 0.1$). Each title gives the edge probabilities and the most likely value's code length
-# $-\log_2 P$, the number Exercise 6.2 asks about.
+# $-\log_2 P$, the number Exercise 7.2 asks about.
 
 # %%
 box.static_figure()
@@ -655,8 +655,8 @@ plt.show()
 # %% [markdown]
 # Most of the bound sits at small $t$: $L_0$, the decoder, is a large part of it, and the KL terms
 # fall steeply as $t$ grows. The same picture explains why DDPM's $L_\text{simple}$, which weights
-# all $t$ alike, gives good samples but not the best bits/dim (chapter 05, and the ablations in
-# chapter 10). To measure the bound with all $T$ terms on more images, run
+# all $t$ alike, gives good samples but not the best bits/dim (chapter 06, and the ablations in
+# chapter 11). To measure the bound with all $T$ terms on more images, run
 # `python -m ddpm_lib.evaluate fashion-mnist-unet --bpd --subset N --seed 0` (on a GPU it takes seconds;
 # it reports the mean, its standard error over images and the split into $L_T$, $\sum L_{t-1}$, $L_0$).
 #
@@ -668,7 +668,7 @@ plt.show()
 #
 # ## 5. Exercises
 #
-# **Exercise 6.1 (the discretized decoder).** Write `discretized_log_likelihood(x, mean, log_scale)`:
+# **Exercise 7.1 (the discretized decoder).** Write `discretized_log_likelihood(x, mean, log_scale)`:
 # for $x$ on the 8-bit grid in $[-1, 1]$, a mean $\mu$ and `log_scale` $= \log\sigma$ (all of the same
 # shape), return $\log P(x)$ elementwise, where (DDPM Eq. 13)
 # $$P(x) = \Phi\!\left(\frac{\delta_+(x) - \mu}{\sigma}\right) - \Phi\!\left(\frac{\delta_-(x) - \mu}{\sigma}\right),
@@ -706,7 +706,7 @@ def closed_edges(x, mean, log_scale):
 checks.check("discretized_log_likelihood", closed_edges)
 
 # %% [markdown]
-# **Exercise 6.2 (derive and decide: how sharp must the decoder be?).** Take the best case for the decoder: its
+# **Exercise 7.2 (derive and decide: how sharp must the decoder be?).** Take the best case for the decoder: its
 # mean sits exactly on an interior grid value $x_k$ (not $\pm 1$). Derive the code length $-\log_2 P(k)$ as a function of
 # $\sigma$, invert it, and write `sigma_for_bits(bits)`: the $\sigma$ at which $-\log_2 P(k)$ equals `bits` (a float;
 # `torch.special.ndtri` is $\Phi^{-1}$). The widget, the still of section 2 ($\sigma = 0.01$ and $0.003$) and
@@ -748,5 +748,5 @@ checks.check("sigma_for_bits", sigma_for_bits)
 # - As a code, the bound is a rate ($L_T + \dots + L_1$, the chain) plus a distortion ($L_0$, the last detail):
 #   1.78 + 1.97 bits/dim for DDPM on CIFAR-10, 2.06 + 1.49 for the shipped Fashion-MNIST U-Net.
 #
-# **Next:** chapter 07 opens the network that computes $\epsilon_\theta(x_t, t)$: the U-Net, its residual
+# **Next:** chapter 08 opens the network that computes $\epsilon_\theta(x_t, t)$: the U-Net, its residual
 # blocks, attention and the sinusoidal time embedding.
