@@ -446,7 +446,7 @@ def gauss_hermite(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
     :return: (nodes, weights), each (n,), float64.
 
-    Taught in chapter 02.
+    Taught in chapter 05.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -468,7 +468,7 @@ def bound_terms(diffusion, reverse, x0, nodes, weights) -> dict:
         || p(x^{t-1}|x^t)); ``H_T`` = H_q(X^T|X^0); ``H_1`` = H_q(X^1|X^0); ``cross_T`` = -E log pi(x^T);
         ``H_pi`` = H(pi); ``edge`` = E[log p(x^0|x^1) - log q(x^1|x^0)] (the t = 1 term).
 
-    Taught in chapter 02.
+    Taught in chapter 05.
     """
     s = diffusion.schedule
     x0 = torch.as_tensor(x0, dtype=torch.float64).reshape(-1, 1)
@@ -506,7 +506,7 @@ def bound_from_terms(terms: dict) -> torch.Tensor:
     Sohl-Dickstein et al. 2015, Eq. 14 with the cross-entropy -E log pi(x^T) for H_p(X^T) and the
     t = 1 term kept: K = -kl + H_T - H_1 - cross_T + edge, (M,).
 
-    Taught in chapter 02.
+    Taught in chapter 05.
     """
     b = terms
     return -b["kl"] + b["H_T"] - b["H_1"] - b["cross_T"] + b["edge"]
