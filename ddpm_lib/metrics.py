@@ -6,7 +6,6 @@ from typing import Callable, Optional
 
 import torch
 
-from .data import swiss_roll
 
 __all__ = ["sliced_wasserstein", "mmd_rbf", "sliced_w1_ratio", "sliced_w1_ratios", "W1_RATIO_DATA_SEED"]
 
@@ -138,7 +137,9 @@ def sliced_w1_ratios(
             raise ValueError("the samples hold NaN or infinite values")
     if isinstance(n_sets, bool) or not isinstance(n_sets, int) or n_sets < 1:
         raise ValueError(f"n_sets must be a positive integer, got {n_sets!r}")
-    draw = swiss_roll if data is None else data
+    if data is None:  # imported here: `python -m ddpm_lib.data` must find ddpm_lib.data not yet imported
+        from .data import swiss_roll as data
+    draw = data
     n, D = sample_sets[0].shape
     dirs = _directions(D, n_projections, torch.Generator().manual_seed(int(projection_seed)))
     projected = [_sorted_projections(x.detach().cpu(), dirs) for x in sample_sets]  # sorted once each

@@ -136,7 +136,6 @@ __all__ = [
     "fragile_outputs",
     "replay_chapter",
     "replay_chapters",
-    "main",
 ]
 
 BOOK_FILE = "book.toml"
