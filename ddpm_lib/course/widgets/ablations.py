@@ -32,6 +32,12 @@ def _bound_curve(run: dict) -> np.ndarray:
     return np.array([[p[0], np.nan if p[1] is None else p[1]] for p in run["bpd_curve"]])
 
 
+def _bound_scale(values) -> str:
+    """log for a positive bound (it falls by orders of magnitude early on), symlog when it reaches 0 or below."""
+    v = np.asarray(values, dtype=float)
+    return "log" if np.nanmin(v) > 0 else "symlog"
+
+
 def _nan(values) -> list:
     return [np.nan if v is None else v for v in values]
 
@@ -86,7 +92,12 @@ def ablation_explorer(table: dict, reference: torch.Tensor, *, static: bool = Fa
         ax_s.set_title("samples (red), data (grey)")
         bc = _bound_curve(run)
         ax_b.plot(bc[:, 0], bc[:, 1], marker=".")
-        ax_b.set(xlabel="step", ylabel="bits/dim", title="bound (500 held-out points)")
+        ax_b.set(
+            xlabel="step",
+            ylabel="bits/dim",
+            title="bound (500 held-out points)",
+            yscale=_bound_scale(bc[:, 1]),
+        )
         c = run["curve"]
         ax_g.semilogy(c["step"], _nan(c["grad_norm_max"]), label="max")
         ax_g.semilogy(c["step"], _nan(c["grad_norm_median"]), label="median")
@@ -106,6 +117,7 @@ def ablation_explorer(table: dict, reference: torch.Tensor, *, static: bool = Fa
             figsize=(9.8, 6.6),
             layout="constrained",
         )
+        lows = []
         for i, st in enumerate(settings):
             run = _run(table, st["row"], st["seed"])
             ax = axes[f"s{i}"]
@@ -116,8 +128,11 @@ def ablation_explorer(table: dict, reference: torch.Tensor, *, static: bool = Fa
             ax.set_title(f"{st['row']}, seed {st['seed']}" if titles is None else titles[i])
             bc = _bound_curve(run)
             axes["b"].plot(bc[:, 0], bc[:, 1], marker=".", c=f"C{i}", label=st["row"])
+            lows.append(np.nanmin(bc[:, 1]))
             axes["g"].semilogy(run["curve"]["step"], _nan(run["curve"]["grad_norm_max"]), c=f"C{i}")
-        axes["b"].set(xlabel="step", ylabel="bits/dim", title="bound (500 held-out points)")
+        axes["b"].set(
+            xlabel="step", ylabel="bits/dim", title="bound (500 held-out points)", yscale=_bound_scale(lows)
+        )
         axes["g"].axhline(clip, color="k", lw=0.6, ls=":")
         axes["g"].set(xlabel="step", ylabel="largest gradient norm", title="per 50 steps; dotted: the clip")
         f.legend(*axes["b"].get_legend_handles_labels(), loc="outside lower center", ncol=3, frameon=False)
