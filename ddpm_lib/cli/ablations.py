@@ -24,7 +24,6 @@ __all__ = ["build_parser", "parse_args", "main", "merge_main"]
 
 EXAMPLES = (
     "ddpm-ablations --steps 10000 --seeds 0 --lr 1e-3 --ema-decay 0.999 --curve-every 1000   # chapter 10's table",
-    "ddpm-ablations --rows eps-simple-fixed --seeds 0 --steps 200 --out runs/ablations",
     "ddpm-ablations --steps 10000 --seeds 0 --lr 1e-3 --ema-decay 0.999 --curve-every 1000 --resume",
     "ddpm-ablations --merge runs/table2.json runs/part.json",
 )
