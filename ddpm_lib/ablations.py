@@ -1,7 +1,7 @@
 """Table 2 of Ho et al. 2020 (DDPM) at small scale: what the network predicts, what it is trained on,
 and whether the reverse variance is fixed or learned.
 
-Taught in chapter 10. The command that made the swiss-roll table of chapter 10 (the table records it,
+Taught in chapter 11. The command that made the swiss-roll table of chapter 11 (the table records it,
 and the seconds each run took; ``--resume`` continues it where a stopped run left it):
 
     ddpm-ablations --steps 10000 --seeds 0 --lr 1e-3 --ema-decay 0.999 --curve-every 1000 --threads 1

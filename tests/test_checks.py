@@ -289,7 +289,7 @@ def _shift(eps, x_t, t, s, z):
     return mean + _b((t > 1).double(), x_t) * be.sqrt() * z
 
 
-# ---- chapter 10 ----
+# ---- chapter 11 ----
 def test_min_eps_loss():
     eq = "the smallest E||eps - eps_theta(x_t)||^2"
     right = lambda ab, s2: ab * s2 / (ab * s2 + 1 - ab)  # noqa: E731
@@ -319,7 +319,7 @@ def test_min_eps_loss():
     )
 
 
-# ---- chapter 11 ----
+# ---- chapter 12 ----
 def test_window_r_t_grad():
     eq = "grad log r_t(x) = -sqrt(abar) (sqrt(abar) x - c)"
     right = lambda x, ab, c, w: -math.sqrt(ab) * (math.sqrt(ab) * x - c) / (w**2 + 1 - ab)  # noqa: E731

@@ -1,5 +1,5 @@
 """``ddpm-ablations`` (``python -m ddpm_lib.ablations``, ``python scripts/ablations.py``): DDPM's
-Table 2 at small scale, the table of chapter 10.
+Table 2 at small scale, the table of chapter 11.
 
 The library is :mod:`ddpm_lib.ablations` (rows, training, scoring, the table's schema); this module
 only parses the flags into an :class:`~ddpm_lib.ablations.AblationSettings` and reports.
@@ -23,7 +23,7 @@ from . import UsageError, device_arg, make_parser, run
 __all__ = ["build_parser", "parse_args", "main", "merge_main"]
 
 EXAMPLES = (
-    "ddpm-ablations --steps 10000 --seeds 0 --lr 1e-3 --ema-decay 0.999 --curve-every 1000   # chapter 10's table",
+    "ddpm-ablations --steps 10000 --seeds 0 --lr 1e-3 --ema-decay 0.999 --curve-every 1000   # chapter 11's table",
     "ddpm-ablations --steps 10000 --seeds 0 --lr 1e-3 --ema-decay 0.999 --curve-every 1000 --resume",
     "ddpm-ablations --merge runs/table2.json runs/part.json",
 )

@@ -1,4 +1,4 @@
-"""Chapter 10's explorer: every run of a stored Table 2 ablation table (:mod:`ddpm_lib.ablations`).
+"""Chapter 11's explorer: every run of a stored Table 2 ablation table (:mod:`ddpm_lib.ablations`).
 
 Pick a row and a seed: the run's samples against the data, its bound during training and its gradient
 norms, all read from the table's JSON (nothing is trained or sampled here). Every frame is drawn when
@@ -64,7 +64,7 @@ def ablation_explorer(table: dict, reference: torch.Tensor, *, static: bool = Fa
     :param static: return the still (a pyplot Figure of three rows' first seeds) instead of the widget.
     :return: an ``ExplorerBox`` with ``controls`` row and seed (Dropdowns); every frame already drawn.
 
-    Taught in chapter 10.
+    Taught in chapter 11.
     """
     import ipywidgets as W
     import matplotlib.pyplot as plt

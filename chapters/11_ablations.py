@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 10 · The paper's ablations at small scale (Table 2)
+# # 11 · The paper's ablations at small scale (Table 2)
 #
 # DDPM did not arrive at "predict the noise, train on $L_\text{simple}$, keep the variance fixed" by
 # derivation alone. Section 4.2 of Ho et al. 2020 tests the alternatives, and Table 2 reports them:
@@ -113,7 +113,7 @@ LN2 = math.log(2.0)
 # which decide the fine detail of a sample, cost the unweighted mean loss almost nothing.
 #
 # At $t = 1$ the bound's term is the decoder's $L_0 = -\log p_\theta(x_0 \mid x_1)$, a Gaussian density
-# here (continuous 2-D data) and the discretized decoder of Eq. 13 for 8-bit images (chapter 06).
+# here (continuous 2-D data) and the discretized decoder of Eq. 13 for 8-bit images (chapter 07).
 #
 # ### 1.2 A learned diagonal variance
 #
@@ -595,7 +595,7 @@ print(f"images' schedule: the unweighted mu~ loss is the bound's weight times 2 
 # when the widget is made, so a choice in the widget is a lookup.
 
 # %%
-from ddpm_lib.course.widgets import ablation_explorer  # noqa: E402  (chapter 10's explorer: a lookup per choice)
+from ddpm_lib.course.widgets import ablation_explorer  # noqa: E402  (chapter 11's explorer: a lookup per choice)
 
 explorer = ablation_explorer(table, ref)
 
@@ -612,7 +612,7 @@ plt.show()
 # %% [markdown]
 # ## 4. Exercises
 #
-# **Exercise 10.1 (the weight of the unweighted mean loss).** Write `mu_mse_weight(t, schedule)` that
+# **Exercise 11.1 (the weight of the unweighted mean loss).** Write `mu_mse_weight(t, schedule)` that
 # returns, for a LongTensor `t` of shape (B,), the factor $w_t$ with
 # $\|\tilde\mu_t - \mu_\theta\|^2 = w_t\,\|\epsilon - \epsilon_\theta\|^2$ when $\mu_\theta$ comes from
 # $\epsilon_\theta$ by Eq. 11. Use the schedule's tables (`schedule.betas`, `.alphas`, `.alpha_bars`, each
@@ -638,7 +638,7 @@ checks.check("mu_mse_weight", lambda t, sch: sch.betas[t] / (2 * sch.alphas[t] *
 
 
 # %% [markdown]
-# **Exercise 10.2 (the best learned variance).** Write `optimal_variance(mean_q, var_q, mean_theta)`:
+# **Exercise 11.2 (the best learned variance).** Write `optimal_variance(mean_q, var_q, mean_theta)`:
 # elementwise, the variance $v$ that minimizes $D_\text{KL}(\mathcal N(\text{mean\_q}, \text{var\_q})\,\|\,
 # \mathcal N(\text{mean\_theta}, v))$, the term a learned diagonal $\Sigma_\theta$ contributes to the bound.
 # The checker also reports the KL your $v$ gives, computed by `dl.normal_kl`.
@@ -655,7 +655,7 @@ def optimal_variance(mean_q, var_q, mean_theta):
 checks.check("optimal_variance", optimal_variance)
 
 # %% [markdown]
-# **Exercise 10.3 (derive: how large is the best possible $\epsilon$-loss at a step?).** A weight on
+# **Exercise 11.3 (derive: how large is the best possible $\epsilon$-loss at a step?).** A weight on
 # $\|\epsilon - \epsilon_\theta\|^2$ is easy to read as "how much this $t$ matters" or "how hard this $t$ is". Find out what
 # the size of the loss itself says. Take data $x_0 \sim \mathcal N(0, s^2 I)$, so that $x_t = \sqrt{\bar\alpha}\,x_0 + \sqrt{1-\bar\alpha}\,\epsilon$ and
 # $\epsilon$ are jointly Gaussian. Derive the smallest $\mathbb E\|\epsilon - \epsilon_\theta(x_t)\|^2$ per dimension that any network can
@@ -680,10 +680,10 @@ checks.check("min_eps_loss", min_eps_loss)
 # $\epsilon$-prediction leaves nearly all of $\epsilon$'s variance. At large $t$, $x_t$ is almost pure noise: $\epsilon$ is easy to
 # read off while $x_0$ is lost. So the size of the $\epsilon$-loss at a step measures how well $\epsilon$ can be told apart from the
 # data there, not how hard the step is for the sampler; and a weight over $t$ says how much each step's error
-# counts in the objective, not how difficult that step is. (Chapter 08 plots the trained U-Net's loss against $t$:
+# counts in the objective, not how difficult that step is. (Chapter 09 plots the trained U-Net's loss against $t$:
 # largest at small $t$, for this reason.)
 #
-# **Exercise 10.4 (open, no checker).** Rerun one row with different settings, e.g. without gradient
+# **Exercise 11.4 (open, no checker).** Rerun one row with different settings, e.g. without gradient
 # clipping, `ddpm-ablations --rows eps-vlb-learned,eps-simple-fixed --grad-clip 0 --steps 2000
 # --out /tmp/noclip.json`, or with a larger learning rate (`--lr`), and compare the instability counts and the
 # gradient norms' max/median with the stored table. Which rows are sensitive to clipping, and why does Section 1.2
@@ -697,7 +697,7 @@ checks.check("min_eps_loss", min_eps_loss)
 #   unweighted mean loss neglects the small $t$ that decide a sample's detail; $L_\text{simple}$ gives the
 #   large $t$ (the noisy end of the chain) more weight, relative to the small $t$, than the bound does. A weight
 #   says how much a step's error counts, not how hard the step is: the $\epsilon$-loss of even the best network is
-#   largest at small $t$, where denoising is easiest (Exercise 10.3).
+#   largest at small $t$, where denoising is easiest (Exercise 11.3).
 # - Which quantity the network outputs does not change the bound's value for the same $\mu_\theta$ (checked
 #   above to rounding), but it changes what is easy to learn, and the samples of the resulting chain.
 # - A learned diagonal variance should equal $\tilde\beta_t + e^2$ for a mean error $e$; it divides the
@@ -705,6 +705,6 @@ checks.check("min_eps_loss", min_eps_loss)
 # - The table is one command, `ddpm-ablations`, stored with its settings, seeds and the library version,
 #   and registered with its sha256; a short rerun reproduces the start of a stored run.
 #
-# **Next:** chapter 11 leaves training behind and uses a trained model for something new: multiplying
+# **Next:** chapter 12 leaves training behind and uses a trained model for something new: multiplying
 # each intermediate distribution by a function $r(x^t)$ to condition the reverse process (inpainting),
 # as in Sohl-Dickstein et al. 2015, Section 2.5.
