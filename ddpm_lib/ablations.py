@@ -1,13 +1,16 @@
 """Table 2 of Ho et al. 2020 (DDPM) at small scale: what the network predicts, what it is trained on,
 and whether the reverse variance is fixed or learned.
 
-Taught in chapter 11. The one command that makes the swiss-roll table of chapter 11 (about 10-15
-minutes on one CPU core):
+Taught in chapter 11. The command that made the swiss-roll table of chapter 11 (the table records it,
+and the seconds each run took; ``--resume`` continues it where a stopped run left it):
 
-    ddpm-ablations
+    ddpm-ablations --steps 10000 --seeds 0 --lr 1e-3 --ema-decay 0.999 --curve-every 1000 --threads 1
 
-(``python -m ddpm_lib.ablations`` and ``python scripts/ablations.py``, the name the stored tables
-record, are the same command; its front end is :mod:`ddpm_lib.cli.ablations`.)
+Plain ``ddpm-ablations`` (2,000 steps, seeds 0, 1, 2, configs/swiss_roll.toml's learning rate and EMA)
+is a quicker table of models that have not converged.
+
+(``python -m ddpm_lib.ablations`` and ``python scripts/ablations.py`` are the same command; its front
+end is :mod:`ddpm_lib.cli.ablations`.)
 
 It trains every variant below with the library's Trainer and the repository's configs/swiss_roll.toml
 (the same MLP, data, optimizer, seeds and steps for every row; only prediction / loss / variance
@@ -21,8 +24,8 @@ sha256 (:func:`load_table` checks them). Small images, on a GPU:
 (``--out`` may also name a folder: the file is then <folder>/<dataset>_table2.json.) Options (the
 fields of :class:`AblationSettings`): ``--rows ID,ID`` a subset of rows, ``--seeds 0,1,2``,
 ``--steps N``, ``--threads N`` (CPU), ``--workers N`` (N runs at once in separate processes;
-every run is seeded, so the numbers do not depend on N; the stored swiss-roll table was made with
-``--workers 3`` on a shared 2-core machine).
+every run is seeded, so the numbers do not depend on N), ``--lr``, ``--ema-decay``, ``--resume`` (keep
+the finished runs of the table at ``--out`` and train the rest).
 
 Rows run apart (one process per row on a GPU, say) are folded into one table, which then says which
 commands made it (``merged``) and drops them from ``not_measured``:
@@ -111,7 +114,7 @@ import torch
 from .data import DataIntegrityError, data_dir, registry_key, swiss_roll, to_uint8, verify_if_registered
 from .diffusion import GaussianDiffusion
 from .evaluate import bits_per_dim_on, fcd, load_test_split
-from .metrics import mmd_rbf, sliced_wasserstein
+from .metrics import mmd_rbf, sliced_w1_ratio, sliced_wasserstein
 from .nets import UNet
 from .pretrained import register_file
 from .sampling import sample_respaced
@@ -309,6 +312,7 @@ class AblationSettings:
     reference_n: int = 10000
     grad_clip: Optional[float] = None
     lr: float = 0.0
+    ema_decay: float = 0.0
     batch_size: int = 0
     data_root: str = ""
     fmnist_split: str = "train"
@@ -322,6 +326,7 @@ class AblationSettings:
     keep_samples: int = 400
     window: int = 50
     out: str = ""
+    resume: bool = False
 
     def resolved(self) -> "AblationSettings":
         """A copy with every default filled in; a value that cannot work raises ConfigError naming its flag."""
@@ -342,6 +347,8 @@ class AblationSettings:
             raise ConfigError(f"unknown row id(s) {', '.join(bad)}; the rows are: {', '.join(ROWS)}")
         if a.steps < 0:
             raise ConfigError(f"--steps must be >= 0, got {a.steps}")
+        if not 0.0 <= a.ema_decay < 1.0:
+            raise ConfigError(f"--ema-decay must be in [0, 1), got {a.ema_decay}")
         for name in ("threads", "workers"):
             if getattr(a, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(a, name)}")
@@ -406,6 +413,8 @@ def base_config(settings: AblationSettings) -> TrainConfig:
         )
     if settings.lr:
         cfg = dataclasses.replace(cfg, lr=settings.lr)
+    if settings.ema_decay:
+        cfg = dataclasses.replace(cfg, ema_decay=settings.ema_decay)
     if settings.T:
         cfg = dataclasses.replace(cfg, T=settings.T)
     if settings.grad_clip is not None:
@@ -485,13 +494,14 @@ class _Eval:
             )
             return {
                 "score": sw(x[finite]) if finite.sum() >= 2 else None,
+                "w1_ratio": sliced_w1_ratio(x[finite])["ratio"] if finite.sum() >= 2 else None,
                 "score_in_range": sw(x[inside]) if inside.sum() >= 2 else None,
                 "mmd": mmd_rbf(x[finite], self.x_ref) if finite.sum() >= 2 else None,
                 "out_of_range": oor,
             }
         oor = float((~finite).float().mean())
         score = fcd(x[finite].clamp(-1, 1), reference=self.x_ref) if finite.sum() >= 2 else None
-        return {"score": score, "score_in_range": score, "mmd": None, "out_of_range": oor}
+        return {"score": score, "score_in_range": score, "mmd": None, "w1_ratio": None, "out_of_range": oor}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -577,6 +587,7 @@ def run_one(
                 score=None,
                 score_in_range=None,
                 mmd=None,
+                w1_ratio=None,
                 out_of_range=None,
                 bpd_curve=bpd_curves[rid],
                 _samples=None,
@@ -594,8 +605,9 @@ def _summary(runs) -> dict:
         ("score", "score"),
         ("score_in_range", "score_in_range"),
         ("mmd", "mmd"),
+        ("w1_ratio", "w1_ratio"),
     ):
-        m, s = _mean_std([r[key] for r in ok])
+        m, s = _mean_std([r.get(key) for r in ok])
         out[f"{name}_mean"], out[f"{name}_std"] = _rnd(m), _rnd(s, 3)
     for key in ("loss_spikes", "grad_spikes", "clipped_frac", "out_of_range"):
         m, _ = _mean_std([r[key] for r in runs if r.get(key) is not None])
@@ -606,6 +618,8 @@ def _summary(runs) -> dict:
 def to_markdown(table: dict) -> str:
     img = table["dataset"] == "fashion_mnist"
     score = "FCD (classifier, not FID)" if img else "sliced W1"
+    ratio = not img and any((r["summary"] or {}).get("w1_ratio_mean") is not None for r in table["rows"])
+    rcol = " W1 / data floor |" if ratio else ""
     unit = "bits/dim, 8-bit pixels" if img else "bits/dim of a density, can be < 0"
     lines = [
         f"# DDPM Table 2 at small scale: {table['dataset']}",
@@ -615,8 +629,9 @@ def to_markdown(table: dict) -> str:
         f"{table['device']}, seeds {table['seeds']}, {table['steps']} steps each"
         + ("" if table["complete"] else "  \n**incomplete: some rows did not finish**"),
         "",
-        f"| row | paper IS | paper FID | bound ({unit}) | {score} | diverged | loss spikes | grad spikes | clipped |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| row | paper IS | paper FID | bound ({unit}) | {score} |{rcol} diverged | loss spikes | grad spikes "
+        "| clipped |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if ratio else ""),
     ]
 
     def pm(m, s, d=3):
@@ -632,13 +647,14 @@ def to_markdown(table: dict) -> str:
         if s is None:
             lines.append(
                 f"| {label} | {row['paper']['IS'] or ''} | {row['paper']['FID'] or ''} | not run yet |"
-                " | | | | |"
+                " | | | | |" + (" |" if ratio else "")
             )
             continue
         lines.append(
             f"| {label} | {row['paper']['IS'] or ''} | {row['paper']['FID'] or ''} | "
             f"{pm(s['bpd_mean'], s['bpd_std'])} | {pm(s['score_mean'], s['score_std'])} | "
-            f"{s['n_diverged']}/{s['n_runs']} | {s['loss_spikes_mean']} | {s['grad_spikes_mean']} | "
+            + (f"{pm(s.get('w1_ratio_mean'), s.get('w1_ratio_std'), 2)} | " if ratio else "")
+            + f"{s['n_diverged']}/{s['n_runs']} | {s['loss_spikes_mean']} | {s['grad_spikes_mean']} | "
             f"{s['clipped_frac_mean']} |"
         )
     lines += ["", f"Paper: {table['paper']['source']}.", "", table["eval"]["notes"], ""]
@@ -794,6 +810,10 @@ def run_table(settings: AblationSettings, command: str = "ddpm-ablations") -> di
     jobs = [
         (rid, seed, [c for c in wanted if ROWS[c][6] == rid]) for rid in trained for seed in settings.seeds
     ]
+    if settings.resume and out is not None and out.is_file():
+        done = _resume_from(table, rows, json.loads(out.read_text(encoding="utf-8")))
+        jobs = [j for j in jobs if not all((r, j[1]) in done for r in [j[0], *j[2]])]
+        print(f"resuming {out}: {len(done)} runs kept, {len(jobs)} to go", flush=True)
 
     def merge(seed, res):
         for k, r in res.items():
@@ -836,6 +856,42 @@ def run_table(settings: AblationSettings, command: str = "ddpm-ablations") -> di
     if out is not None:
         write_table(table, out)
     return table
+
+
+def _resume_from(table: dict, rows: dict, old: dict) -> set:
+    """Copy the finished runs of ``old`` (a table this command wrote before it was stopped) into
+    ``rows`` and ``table["samples"]``; returns the (row id, seed) pairs kept. ``old`` must have been
+    made alike (dataset, steps, seeds, training config but for its data folder and device, evaluation), else
+    ValueError names the difference."""
+    where = (
+        "data_root",
+        "device",
+    )  # where the data lie and what runs them do not change the numbers' meaning
+    for key in ("format", "dataset", "steps", "seeds", "train_config", "window"):
+        was, now = old.get(key), table.get(key)
+        if key == "train_config" and isinstance(was, dict):
+            was, now = ({k: v for k, v in c.items() if k not in where} for c in (was, now))
+        if was != now:
+            if isinstance(was, dict) and isinstance(now, dict):  # name only the fields that differ
+                diff = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+                was, now = ({k: c.get(k) for k in diff} for c in (was, now))
+            raise ValueError(
+                f"--resume: the table on disk has {key} {was!r}, this command {now!r}: "
+                "resume with the same flags, or write elsewhere with --out"
+            )
+    strip = lambda ev: {k: v for k, v in ev.items() if k != "notes"}  # noqa: E731
+    if strip(old.get("eval", {})) != strip(table["eval"]):
+        raise ValueError("--resume: the table on disk was evaluated differently; resume with the same flags")
+    done = set()
+    for r in old.get("rows", []):
+        if r["id"] not in rows or not r.get("runs"):
+            continue
+        rows[r["id"]]["runs"] = r["runs"]
+        rows[r["id"]]["summary"] = _summary(r["runs"])
+        done |= {(r["id"], run["seed"]) for run in r["runs"]}
+        if r["id"] in old.get("samples", {}):
+            table["samples"][r["id"]] = old["samples"][r["id"]]
+    return done
 
 
 def merge_tables(base: dict, parts: list) -> dict:

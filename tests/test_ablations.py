@@ -165,10 +165,12 @@ def test_stored_table_follows_the_schema():
     if not path.is_file():
         pytest.skip("the swiss-roll table has not been made yet")
     t = json.loads(path.read_text())
-    assert t["format"] == 1 and t["complete"] and t["command"].startswith("python scripts/ablations.py")
+    assert t["format"] == 1 and t["complete"] and t["command"].startswith("ddpm-ablations")
+    assert "--resume" not in t["command"]  # a table records the command that makes it from scratch
     assert {r["id"] for r in t["rows"]} == set(abl.ROWS)
     for r in t["rows"]:
         assert len(r["runs"]) == len(t["seeds"]) and r["summary"]["n_runs"] == len(t["seeds"])
+        assert all(run["w1_ratio"] is not None for run in r["runs"] if run["diverged_at"] is None)
 
 
 @pytest.mark.parametrize("name", ["swiss_roll_table2", "fashion_mnist_table2"])
@@ -358,3 +360,37 @@ def test_merge_folds_rows_run_apart_into_one_table(tmp_path, capsys):
         abl.merge_tables(base, [other])
     assert cli.main(["--merge", str(base_path), str(tmp_path / "missing.json")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_resume_keeps_finished_runs_and_ema_decay_is_set(tmp_path, capsys):
+    """--resume trains only the runs missing from the table at --out; a table made otherwise is refused."""
+    out = tmp_path / "t.json"
+    argv = [
+        "--steps",
+        "10",
+        "--seeds",
+        "0",
+        "--curve-every",
+        "0",
+        "--ema-decay",
+        "0.9",
+        *TINY,
+        "--out",
+        str(out),
+    ]
+    assert cli.main(["--rows", "eps-simple-fixed", *argv]) == 0
+    first = json.loads(out.read_text())
+    assert first["train_config"]["ema_decay"] == 0.9 and first["rows"][0]["runs"][0]["w1_ratio"] > 0
+    assert cli.main(["--rows", "eps-simple-fixed,mean-mse-fixed", *argv, "--resume"]) == 0
+    assert "1 runs kept, 1 to go" in capsys.readouterr().out
+    both = json.loads(out.read_text())
+    assert both["complete"] and "--resume" not in both["command"]
+    rows = {r["id"]: r for r in both["rows"]}
+    assert rows["eps-simple-fixed"]["runs"] == first["rows"][0]["runs"] and rows["mean-mse-fixed"]["summary"]
+    assert cli.main(["--rows", "eps-simple-fixed", *argv, "--resume", "--lr", "1e-4"]) == 2
+    assert "--resume: the table on disk has train_config {'lr': 0.002}, this command {'lr': 0.0001}" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        cli.main(["--ema-decay", "1.5", "--out", str(tmp_path / "x.json")])
+    assert "--ema-decay must be in [0, 1)" in capsys.readouterr().err

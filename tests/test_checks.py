@@ -604,3 +604,57 @@ def test_variance_choice():
     assert_rejected(_run("variance_choice", lambda d: "small"), eq, 'answer "beta" or "beta_tilde"')
     r = _run("variance_choice", lambda d: (_ for _ in ()).throw(NotImplementedError()))
     assert not r.passed and "not implemented yet" in r.message
+
+
+# ---- chapter 11 ----
+def test_min_eps_loss():
+    eq = "the smallest E||eps - eps_theta(x_t)||^2"
+    right = lambda ab, s2: ab * s2 / (ab * s2 + 1 - ab)  # noqa: E731
+    r = _run("min_eps_loss", right)
+    assert r.passed and "at alpha_bar = 0.9999" in r.message
+    # the same number by Monte Carlo with the exact E[eps | x_t] of Gaussian data (ddpm_lib.GaussianData)
+    ab = torch.tensor([0.99, 0.5], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = (
+        torch.randn(200_000, 2, generator=g, dtype=torch.float64) * 0.5,
+        torch.randn(200_000, 2, generator=g),
+    )
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps.double()
+    best = (1 - ab).sqrt() * x_t / (ab * 0.25 + 1 - ab)
+    assert torch.allclose(((eps - best) ** 2).mean(0), right(ab, 0.25), rtol=0.02)
+    mistakes = {
+        "share of eps": lambda ab, s2: (1 - ab) / (ab * s2 + 1 - ab),
+        "share of x_t's variance": lambda ab, s2: 1 - ab,
+        "divide by the variance": lambda ab, s2: ab * s2,
+        "prediction of x_0": lambda ab, s2: s2 * (1 - ab) / (ab * s2 + 1 - ab),
+        "beats predicting 0": lambda ab, s2: torch.ones_like(ab),
+    }
+    for hint, fn in mistakes.items():
+        assert_rejected(_run("min_eps_loss", fn), eq, hint)
+    assert_rejected(
+        _run("min_eps_loss", lambda ab, s2: (_ for _ in ()).throw(NotImplementedError)), eq, "not implemented"
+    )
+
+
+# ---- chapter 12 ----
+def test_window_r_t_grad():
+    eq = "grad log r_t(x) = -sqrt(abar) (sqrt(abar) x - c)"
+    right = lambda x, ab, c, w: -math.sqrt(ab) * (math.sqrt(ab) * x - c) / (w**2 + 1 - ab)  # noqa: E731
+    r = _run("window_r_t_grad", right)
+    assert r.passed and "As abar -> 1" in r.message
+    # the same gradient by autograd of log E[r(x_0) | x_t = x], the expectation on a grid of x_0
+    x = torch.tensor([0.3, -1.2], dtype=torch.float64, requires_grad=True)
+    ab, c, w = 0.6, 0.7, 0.5
+    x0 = torch.linspace(-10, 10, 40001, dtype=torch.float64)
+    dens = torch.exp(-0.5 * (x0 - math.sqrt(ab) * x[:, None]) ** 2 / (1 - ab) - 0.5 * (x0 - c) ** 2 / w**2)
+    (g,) = torch.autograd.grad(torch.trapezoid(dens, x0).log().sum(), x)
+    assert torch.allclose(g, right(x.detach(), ab, c, w), rtol=1e-6)
+    mistakes = {
+        "chain rule": lambda x, ab, c, w: -(math.sqrt(ab) * x - c) / (w**2 + 1 - ab),
+        "spread by 1 - abar": lambda x, ab, c, w: -math.sqrt(ab) * (math.sqrt(ab) * x - c) / w**2,
+        "centred at sqrt(abar) x": lambda x, ab, c, w: -math.sqrt(ab) * (x - c) / (w**2 + 1 - ab),
+        "fixed r": lambda x, ab, c, w: -(x - c) / w**2,
+        "the sign": lambda x, ab, c, w: -right(x, ab, c, w),
+    }
+    for hint, fn in mistakes.items():
+        assert_rejected(_run("window_r_t_grad", fn), eq, hint)

@@ -274,3 +274,57 @@ def test_interpolation_explorer(igrid):
             diffusion=dl.GaussianDiffusion(dl.NoiseSchedule.linear(T=1000)),
             images=torch.zeros(2, 1, 28, 28),
         )
+
+
+# ---- ablation_explorer (chapter 11) --------------------------------------------------------------
+
+
+def _toy_table():
+    """A swiss-roll ablation table of two rows and two seeds, in the schema of ddpm_lib.ablations."""
+    g = torch.Generator().manual_seed(0)
+
+    def run(seed, shift):
+        return {
+            "seed": seed,
+            "diverged_at": None,
+            "bpd": 0.5 + shift,
+            "score": 0.02 + shift,
+            "score_in_range": 0.02 + shift,
+            "out_of_range": 0.0,
+            "w1_ratio": 1.1 + shift,
+            "bpd_curve": [[100, 2.0 + shift], [200, 1.0 + shift]],
+            "curve": {"step": [50, 100], "grad_norm_max": [3.0, 2.0], "grad_norm_median": [1.0, None]},
+        }
+
+    rows = [{"id": rid, "runs": [run(s, k + s / 10) for s in (0, 1)]} for k, rid in enumerate(("a", "b"))]
+    samples = {
+        r["id"]: {str(s): (torch.randn(50, 2, generator=g) * (1 + s)).tolist() for s in (0, 1)} for r in rows
+    }
+    return {
+        "dataset": "swiss_roll",
+        "rows": rows,
+        "samples": samples,
+        "seeds": [0, 1],
+        "train_config": {"grad_clip": 1.0},
+    }
+
+
+def test_ablation_explorer():
+    import matplotlib.pyplot as plt
+
+    table, ref = _toy_table(), dl.swiss_roll(100, generator=torch.Generator().manual_seed(1))
+    box = W.ablation_explorer(table, ref)
+    assert set(box.controls) == {"row", "seed"} and "W1 / data floor 1.10" in box.readout.value
+    _move(box, "row", ["b"])
+    _move(box, "seed", [1])
+    fig = W.ablation_explorer(table, ref, static=True)
+    assert not style_problems(fig)
+    plt.close(fig)
+
+
+def test_ablation_explorer_bad_arguments():
+    table = _toy_table()
+    with pytest.raises(ValueError, match="swiss-roll ablation table"):
+        W.ablation_explorer({**table, "dataset": "fashion_mnist"}, torch.zeros(10, 2))
+    with pytest.raises(ValueError, match=r"reference must be \(N, 2\)"):
+        W.ablation_explorer(table, torch.zeros(10, 3))

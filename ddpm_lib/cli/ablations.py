@@ -23,8 +23,8 @@ from . import UsageError, device_arg, make_parser, run
 __all__ = ["build_parser", "parse_args", "main", "merge_main"]
 
 EXAMPLES = (
-    "ddpm-ablations   # the swiss-roll table of chapter 11: about 10-15 minutes of one CPU core",
-    "ddpm-ablations --rows eps-simple-fixed --seeds 0 --steps 200 --out runs/ablations",
+    "ddpm-ablations --steps 10000 --seeds 0 --lr 1e-3 --ema-decay 0.999 --curve-every 1000   # chapter 11's table",
+    "ddpm-ablations --steps 10000 --seeds 0 --lr 1e-3 --ema-decay 0.999 --curve-every 1000 --resume",
     "ddpm-ablations --merge runs/table2.json runs/part.json",
 )
 
@@ -79,6 +79,15 @@ def build_parser(prog: str = "ddpm-ablations") -> argparse.ArgumentParser:
         help="override the config's gradient clipping (global norm; 0: none). Default: the config's 1.0",
     )
     p.add_argument("--lr", type=float, default=0.0, help="override the config's learning rate")
+    p.add_argument(
+        "--ema-decay", type=float, default=0.0, help="override the config's EMA decay (swiss roll: 0.995)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the finished runs of the table at --out (written by this same command before it stopped) "
+        "and train only the rest",
+    )
     p.add_argument("--batch-size", type=int, default=0, help="Fashion-MNIST batch (default 128)")
     p.add_argument("--data-root", default="", help="a folder with the Fashion-MNIST files")
     p.add_argument(
@@ -182,7 +191,8 @@ def main(argv=None, prog: str = "ddpm-ablations") -> int:
     if a.merge:
         return merge_main(a.merge, prog)
     settings = settings_from(p, a)
-    command = prog + ("" if not argv else " " + shlex.join(argv))
+    recorded = [x for x in argv if x != "--resume"]  # the table is what the command without it makes
+    command = prog + ("" if not recorded else " " + shlex.join(recorded))
 
     def work():
         old_threads = torch.get_num_threads()

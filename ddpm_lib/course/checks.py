@@ -63,6 +63,10 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
   2021, Sec. 4.2) (chapter 14's project 13.9);
 - ``repaint``: ``fn(model, diffusion, x_known, mask, U, generator) -> x_0``, RePaint's resampling loop (Lugmayr
   et al. 2022, Algorithm 1), a measured target against ``inpaint(..., resample=U)`` (chapter 14's project 13.10).
+- ``min_eps_loss``: ``fn(alpha_bar, s2) -> loss``, the smallest L_simple per dimension at a step, for data
+  N(0, s2 I): alpha_bar s2 / (alpha_bar s2 + 1 - alpha_bar) (chapter 11: a loss's size is not a step's difficulty).
+- ``window_r_t_grad``: ``fn(x, alpha_bar, c, w) -> grad``, grad log r_t for r_t = E[r(x_0) | x_t] with a Gaussian
+  window r on N(0, 1) data (Sohl-Dickstein et al. 2015, Sec. 2.5; chapter 12).
 
 Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
 ``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
@@ -129,6 +133,8 @@ __all__ = [
     "check_noisy_classifier",
     "check_guided_eps",
     "check_repaint",
+    "check_min_eps_loss",
+    "check_window_r_t_grad",
 ]
 
 PASS, FAIL = "✓", "✗"
@@ -2919,3 +2925,126 @@ def check_repaint(fn) -> tuple:
             "part after every p_sample."
         )
     return True, f"{PASS} repaint matches {_REPAINT_EQ}: {report}"
+
+
+# ---- chapter 11 ----
+# ---- the smallest possible eps-loss at a step, for Gaussian data (chapter 11: loss size is not difficulty) ----
+_MIN_EPS_EQ = (
+    "the smallest E||eps - eps_theta(x_t)||^2 per dimension at a step with alpha_bar, for data N(0, s2 I): "
+    "x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps is Gaussian with variance alpha_bar s2 + 1 - alpha_bar, "
+    "the best predictor is E[eps | x_t] = sqrt(1 - alpha_bar) x_t / (alpha_bar s2 + 1 - alpha_bar), and what "
+    "it leaves is 1 - (1 - alpha_bar) / (alpha_bar s2 + 1 - alpha_bar) = alpha_bar s2 / (alpha_bar s2 + 1 - alpha_bar)"
+)
+
+
+@_checker("min_eps_loss", _MIN_EPS_EQ)
+def check_min_eps_loss(fn) -> tuple:
+    """``fn(alpha_bar, s2) -> loss`` of alpha_bar's shape: the irreducible L_simple per dimension of the best
+    possible network at each step, for data N(0, s2 I) (``alpha_bar`` a float64 tensor in (0, 1), ``s2`` > 0)."""
+    ab = torch.tensor([0.9999, 0.99, 0.9, 0.5, 0.1, 1e-3], dtype=torch.float64)
+    out = {}
+    for s2 in (1.0, 0.25):
+        got = _tensor("min_eps_loss", _call("min_eps_loss", fn, ab, s2), ab.shape, "the loss")
+        v = ab * s2 + 1 - ab
+        expected = ab * s2 / v
+        out[s2] = (got, expected, v)
+        ok = _close(got, expected)
+        if bool(ok.all()):
+            continue
+        i = int((~ok).nonzero()[0])
+        candidates = [
+            (
+                (1 - ab) / v,
+                "that is the share of eps the best predictor explains; the loss is what it leaves: 1 - that.",
+                None,
+            ),
+            (
+                1 - ab,
+                "the best predictor uses x_t: the loss is not the noise's share of x_t's variance.",
+                None,
+            ),
+            (ab * s2, "divide by the variance of x_t, alpha_bar s2 + 1 - alpha_bar.", None),
+            (s2 * (1 - ab) / v, "that is the error of the best prediction of x_0, not of eps.", None),
+            (
+                torch.ones_like(ab),
+                "the best network uses x_t, so it beats predicting 0 (loss 1) wherever x_t says something about eps.",
+                None,
+            ),
+        ]
+        return _off(
+            "min_eps_loss",
+            _MIN_EPS_EQ,
+            f"at alpha_bar = {_fmt(ab[i])}, s2 = {s2:g} yours is {_fmt(got[i])}, expected {_fmt(expected[i])}",
+            got,
+            candidates,
+        )
+    got = out[1.0][0]
+    return True, (
+        f"{PASS} min_eps_loss matches {_MIN_EPS_EQ}. For s2 = 1 it is {_fmt(got[0])} at alpha_bar = 0.9999 (t near 0, "
+        f"where x_t is almost x_0: easy to denoise, yet its small noise is almost impossible to pick out) and "
+        f"{_fmt(got[-1])} at alpha_bar = 0.001 (x_t is almost pure noise: eps is easy to read off, x_0 is lost)"
+    )
+
+
+# ---- chapter 12 ----
+# ---- r_t = E[r(x_0) | x_t] for a Gaussian window on N(0, 1) data (Sohl-Dickstein Sec. 2.5; chapter 12) ----------
+_WINDOW_EQ = (
+    "grad log r_t(x) = -sqrt(abar) (sqrt(abar) x - c) / (w^2 + 1 - abar) for r(x_0) = exp(-(x_0 - c)^2 / (2 w^2)) and "
+    "data N(0, 1): given x_t = x, x_0 ~ N(sqrt(abar) x, 1 - abar), so r_t(x) = E[r(x_0) | x_t = x] is proportional "
+    "to exp(-(sqrt(abar) x - c)^2 / (2 (w^2 + 1 - abar)))"
+)
+
+
+@_checker("window_r_t_grad", _WINDOW_EQ)
+def check_window_r_t_grad(fn) -> tuple:
+    """``fn(x, alpha_bar, c, w) -> grad`` of x's shape: the gradient of log r_t at x, where r_t(x) = E[r(x_0) | x_t = x]
+    for the window r(x_0) = exp(-(x_0 - c)^2 / (2 w^2)) and data N(0, 1) (``x`` a float64 tensor, the rest floats)."""
+    x = torch.linspace(-2.0, 2.0, 9, dtype=torch.float64)
+    c, w = 0.7, 0.5
+    for ab in (0.9, 0.3, 0.999):
+        got = _tensor("window_r_t_grad", _call("window_r_t_grad", fn, x, ab, c, w), x.shape, "the gradient")
+        ra, v = math.sqrt(ab), w**2 + 1 - ab
+        expected = -ra * (ra * x - c) / v
+        ok = _close(got, expected)
+        if bool(ok.all()):
+            continue
+        i = int((~ok).nonzero()[0])
+        candidates = [
+            (
+                -(ra * x - c) / v,
+                "the chain rule: d/dx of (sqrt(abar) x - c)^2 brings out a factor sqrt(abar).",
+                None,
+            ),
+            (
+                -ra * (ra * x - c) / w**2,
+                "x_0 given x_t is spread by 1 - abar too: the width is w^2 + 1 - abar.",
+                None,
+            ),
+            (-ra * (x - c) / v, "x_0 given x_t is centred at sqrt(abar) x, not at x.", None),
+            (
+                -(ab * x - c) / v,
+                "the window's centre c is not scaled: (sqrt(abar) x - c), times sqrt(abar) outside.",
+                None,
+            ),
+            (
+                -(x - c) / w**2,
+                "that is grad log r itself (the paper's fixed r); r_t averages r over x_0 given x_t.",
+                None,
+            ),
+            (
+                ra * (ra * x - c) / v,
+                "the sign: log r_t falls away from the window, so its gradient points back.",
+                None,
+            ),
+        ]
+        return _off(
+            "window_r_t_grad",
+            _WINDOW_EQ,
+            f"at alpha_bar = {ab:g}, x = {_fmt(x[i])} yours is {_fmt(got[i])}, expected {_fmt(expected[i])}",
+            got,
+            candidates,
+        )
+    return True, (
+        f"{PASS} window_r_t_grad matches {_WINDOW_EQ}. As abar -> 1 it becomes grad log r; as abar -> 0 it vanishes "
+        "(x_t then says nothing about x_0)"
+    )

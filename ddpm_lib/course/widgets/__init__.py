@@ -8,6 +8,7 @@ or with ``static=True`` a matplotlib Figure of a few representative settings:
     posterior_explorer()               # .posterior, chapter 04: q(x_{t-1}|x_t, x_0) = N(mu~_t, beta~_t)
     decoder_explorer()                 # .decoder, chapter 07: the discretized decoder's bins
     reverse_process_explorer(traj, s)  # .sampling, chapter 10: scrub t through a stored trajectory
+    ablation_explorer(table, data)     # .ablations, chapter 11: every run of a stored Table 2 table
     inpainting_explorer()              # .inpainting, chapter 12: the mask and t
     reconstruction_explorer()          # .reconstruction, chapter 13: t for reconstruction
     interpolation_explorer()           # .reconstruction, chapter 13: lambda and t for interpolation
@@ -53,6 +54,7 @@ __all__ = [
     "gaussian_reverse_kernel",
     "moment_match",
     "kernel_kl_to_gaussian",
+    "ablation_explorer",
 ]
 
 # The practice track's explorers live in modules imported on first use, so that the theory
@@ -63,6 +65,7 @@ _MODULE_OF = {
     "interpolation_explorer": "reconstruction",  # chapter 13: lambda for interpolation
     "inpainting_explorer": "inpainting",  # chapter 12: the mask and t
     "decoder_explorer": "decoder",  # chapter 07: the discretized decoder's bins
+    "ablation_explorer": "ablations",  # chapter 11: every run of a stored Table 2 table
 }
 
 
