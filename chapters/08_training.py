@@ -26,7 +26,7 @@
 # - measure its loss at each $t$, say why it is largest at small $t$, and why that size says nothing about how hard
 #   or how important a $t$ is (exercise: the error of the predicted $x_0$).
 #
-# **CPU time:** about 60 s on a 2-core CPU (budget: 90 s), about a third of it the live training run.
+# **CPU time:** about 45 s on an otherwise idle 2-core CPU (budget: 90 s).
 
 # %%
 import contextlib

@@ -27,7 +27,7 @@
 #   lost, honestly, on the few samples a CPU can afford;
 # - say what clipping the predicted $x_0$ (`clip_x0`) does to a step, and derive the clipped step's mean (exercise).
 #
-# **CPU time:** about 45 s on a 2-core CPU, nearly all of it in the U-Net (budget: 80 s). The base U-Net costs about
+# **CPU time:** about 35 s on an otherwise idle 2-core CPU, nearly all of it in the U-Net (budget: 80 s). The base U-Net costs about
 # 40 ms per image and step on such a CPU, so live sampling here uses 6 images and at most 20 steps; the full
 # 1000-step chain was sampled once by the library's command line and is loaded from `data/trajectories/`.
 
