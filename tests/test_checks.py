@@ -289,7 +289,7 @@ def _shift(eps, x_t, t, s, z):
     return mean + _b((t > 1).double(), x_t) * be.sqrt() * z
 
 
-# ---- chapter 08 ----
+# ---- chapter 09 ----
 def _l_simple(cast):
     def fn(model, x0, t, noise, alpha_bars):
         ab = alpha_bars[t].view(-1, *[1] * (x0.ndim - 1))
@@ -338,7 +338,7 @@ def test_x0_mse_from_eps_mse():
         assert_rejected(_run("x0_mse_from_eps_mse", fn), eq, hint)
 
 
-# ---- chapter 09 ----
+# ---- chapter 10 ----
 def _clipped_mean(eps, x_t, t, s, clip=(-1, 1), what="x0", swap=False, abar_x0=True):
     ab, abm1 = _b(s.alpha_bars[t], x_t), _b(s.alpha_bars[t - 1], x_t)
     al, be = _b(s.alphas[t], x_t), _b(s.betas[t], x_t)

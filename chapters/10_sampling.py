@@ -7,9 +7,9 @@
 # ---
 
 # %% [markdown]
-# # 09 · Sampling (Algorithm 2): variances, progressive generation, fewer steps
+# # 10 · Sampling (Algorithm 2): variances, progressive generation, fewer steps
 #
-# Chapter 08 trained U-Nets with Algorithm 1: the whole loss is the squared error between the noise that was
+# Chapter 09 trained U-Nets with Algorithm 1: the whole loss is the squared error between the noise that was
 # added and the noise the network predicts. Training is only half of the story: everything derived so far serves
 # the generation step, the computation of $x_{t-1}$ from $x_t$. This chapter runs that step, DDPM's Algorithm 2,
 # with the shipped network: first derived from the reverse process, then checked, then run on a stored 1000-step
@@ -58,11 +58,11 @@ print(f"diffusion: {s.name} schedule, T = {s.T}, beta_1 = {s.betas[1].item():.1e
 print(dl.pretrained.training_record("fashion-mnist-unet"))  # how it was trained, as data/registry.json records it
 
 # %% [markdown]
-# The network is the shipped one that chapter 08 loaded, not the tiny network it trained live: one H200 GPU for
-# 240 s, 2,324 steps of 256 images (about 10 epochs), far from converged; chapter 08 gives the commands that remake
+# The network is the shipped one that chapter 09 loaded, not the tiny network it trained live: one H200 GPU for
+# 240 s, 2,324 steps of 256 images (about 10 epochs), far from converged; chapter 09 gives the commands that remake
 # it on a GPU or a CPU. Its diffusion is DDPM's: $\beta_t$ rises linearly from $10^{-4}$ to $0.02$ over $T = 1000$
 # steps, so that $x_T$ is nearly pure noise ($L_T \approx 0$, chapter 03); the U-Net's parameters are **shared across
-# all $t$**, and $t$ enters through the sinusoidal embedding (chapter 07). One network call $\epsilon_\theta(x_t, t)$ is
+# all $t$**, and $t$ enters through the sinusoidal embedding (chapter 08). One network call $\epsilon_\theta(x_t, t)$ is
 # one step of sampling.
 #
 # **Where this chapter is going.** Here is the best this network does: 64 samples, each drawn with all 1000 steps of
@@ -87,7 +87,7 @@ print(f"{grid_key}: sha256 {sha[:16]}... verified; made by: {dl.data.read_regist
 # The reverse process is a Markov chain of Gaussians (DDPM Eq. 1),
 # $$p_\theta(x_{t-1} \mid x_t) = \mathcal N\big(x_{t-1};\ \mu_\theta(x_t, t),\ \sigma_t^2 I\big), \qquad p(x_T) = \mathcal N(0, I),$$
 # with a **fixed** variance $\sigma_t^2$ (the notes: "the variance is fixed to $\sigma_t^2 I$, $\sigma_t^2 = \beta_t$, not learned";
-# section 3 discusses the alternative $\tilde\beta_t$). Chapter 05 showed that the bound's term $L_{t-1}$ is, up to a
+# section 3 discusses the alternative $\tilde\beta_t$). Chapter 06 showed that the bound's term $L_{t-1}$ is, up to a
 # constant, a weighted squared distance between $\mu_\theta(x_t, t)$ and the posterior mean
 # $$\tilde\mu_t(x_t, x_0) = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1 - \bar\alpha_t}\, x_0 + \frac{\sqrt{\alpha_t}\,(1 - \bar\alpha_{t-1})}{1 - \bar\alpha_t}\, x_t
 # \qquad \text{(DDPM Eq. 7)}.$$
@@ -115,7 +115,7 @@ print(f"{grid_key}: sha256 {sha[:16]}... verified; made by: {dl.data.read_regist
 # 6. **return** $x_0$
 #
 # The last step adds no noise: $x_0 = \mu_\theta(x_1, 1)$ is the mean of the decoder $p_\theta(x_0 \mid x_1)$, the noiseless
-# last step of chapter 06. In `ddpm_lib` one step is `d.p_sample(model_output, x_t, t, z)`, and the loop is
+# last step of chapter 07. In `ddpm_lib` one step is `d.p_sample(model_output, x_t, t, z)`, and the loop is
 # `d.sample(model, shape)`. Here is one step from $x_T$ by hand against the library. The network is called with
 # `d.model_t(t)`, the timestep the network was *trained* with for the schedule's index `t`: on this full schedule it is
 # `t` itself; on a respaced chain of $K$ steps (section 5), index $k$ stands for an original timestep $\tau_k$, and
@@ -531,7 +531,7 @@ plt.show()
 #
 # ## 6. Exercises
 #
-# **Exercise 9.1 (one step of Algorithm 2).** Write `p_sample_step(eps_pred, x_t, t, schedule, noise)` that returns
+# **Exercise 10.1 (one step of Algorithm 2).** Write `p_sample_step(eps_pred, x_t, t, schedule, noise)` that returns
 # $x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1 - \bar\alpha_t}}\,\epsilon_\theta\big) + \sigma_t z$ with $\sigma_t^2 = \beta_t$, and no noise at $t = 1$.
 # `schedule` is a `NoiseSchedule` (tables `betas`, `alphas`, `alpha_bars` of length $T + 1$), `t` a LongTensor $(B,)$.
 
@@ -554,7 +554,7 @@ checks.check("p_sample_step", p_sample_step)
 
 
 # %% [markdown]
-# **Exercise 9.2 (a respaced chain).** Write `respaced_betas(alpha_bars, timesteps)`: given the table $\bar\alpha_0, \dots, \bar\alpha_T$
+# **Exercise 10.2 (a respaced chain).** Write `respaced_betas(alpha_bars, timesteps)`: given the table $\bar\alpha_0, \dots, \bar\alpha_T$
 # (length $T + 1$) and the kept timesteps $\tau_1 < \dots < \tau_K$, return $\beta'_1, \dots, \beta'_K$ (length $K$).
 
 # %% tags=["solution"]
@@ -572,7 +572,7 @@ checks.check("respaced_betas", respaced_betas)
 
 
 # %% [markdown]
-# **Exercise 9.3 (one DDIM step).** Write `ddim_step(eps_pred, x_t, t, t_prev, alpha_bars)` for $\eta = 0$:
+# **Exercise 10.3 (one DDIM step).** Write `ddim_step(eps_pred, x_t, t, t_prev, alpha_bars)` for $\eta = 0$:
 # $\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon_\theta) / \sqrt{\bar\alpha_t}$, then $x_{t_{prev}} = \sqrt{\bar\alpha_{t_{prev}}}\,\hat x_0 + \sqrt{1 - \bar\alpha_{t_{prev}}}\,\epsilon_\theta$.
 # `t` and `t_prev` are LongTensors $(B,)$ with $0 \le t_{prev} < t$.
 
@@ -592,7 +592,7 @@ def ddim_step(eps_pred, x_t, t, t_prev, alpha_bars):
 checks.check("ddim_step", ddim_step)
 
 # %% [markdown]
-# **Exercise 9.4 (derive: the mean of a clipped step).** With `clip_x0=True` the library does not use Eq. 11 for the
+# **Exercise 10.4 (derive: the mean of a clipped step).** With `clip_x0=True` the library does not use Eq. 11 for the
 # mean of $p_\theta(x_{t-1} \mid x_t)$. Work out what it must use instead, from what this course has derived: the
 # predicted $\hat x_0$ (Eq. 4 solved for $x_0$), clipped to $[-1, 1]$, and the posterior $q(x_{t-1} \mid x_t, x_0)$ of chapter 04
 # with $\hat x_0$ in place of $x_0$. Then write `clipped_mean(eps_pred, x_t, t, schedule)` returning that mean (shaped like
@@ -619,7 +619,7 @@ checks.check("clipped_mean", clipped_mean)
 
 # %% [markdown]
 # (The answer to the question: exactly when $\hat x_0$ already lies in $[-1, 1]$, since Eq. 11 *is* Eq. 7's mean at the
-# unclipped $\hat x_0$, chapter 05; clipping changes only the steps whose guess leaves the data's range.)
+# unclipped $\hat x_0$, chapter 06; clipping changes only the steps whose guess leaves the data's range.)
 
 # %% [markdown]
 # ## Summary
@@ -638,6 +638,6 @@ checks.check("clipped_mean", clipped_mean)
 # - `clip_x0` clips each step's guess $\hat x_0$ to $[-1, 1]$ and forms the mean from it (Eq. 7); it matters most for DDIM,
 #   which adds no noise to wash out an overshoot, and on weak networks.
 #
-# **Next:** chapter 10 reproduces the paper's ablations (Table 2) at small scale: predicting $\epsilon$ or $\tilde\mu$, $L_\text{simple}$ or the
-# true bound, fixed or learned variances. Chapter 12 reuses the reverse process from an intermediate $x_t$ to reconstruct
+# **Next:** chapter 11 reproduces the paper's ablations (Table 2) at small scale: predicting $\epsilon$ or $\tilde\mu$, $L_\text{simple}$ or the
+# true bound, fixed or learned variances. Chapter 13 reuses the reverse process from an intermediate $x_t$ to reconstruct
 # and interpolate images.

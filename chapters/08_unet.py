@@ -7,9 +7,9 @@
 # ---
 
 # %% [markdown]
-# # 07 · The U-Net: residual blocks, attention and the time embedding
+# # 08 · The U-Net: residual blocks, attention and the time embedding
 #
-# Chapters 02-06 derived what the network has to predict: the noise $\epsilon$ in
+# Chapters 02-07 derived what the network has to predict: the noise $\epsilon$ in
 # $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, \epsilon$, for every $t = 1, \dots, T$, trained with
 # $L_\text{simple}$ (DDPM Eq. 14). This chapter opens the network itself, $\epsilon_\theta(x_t, t)$: the U-Net of
 # DDPM (Ho et al. 2020, Sec. 4 and Appendix B), as `ddpm_lib.UNet` builds it block for block from the paper's code.
@@ -514,7 +514,7 @@ with torch.no_grad():
 #
 # ## 7. Exercise
 #
-# **Exercise 7.1 (the sinusoidal time embedding).** Write `timestep_embedding(t, dim)`: for a LongTensor `t` of
+# **Exercise 8.1 (the sinusoidal time embedding).** Write `timestep_embedding(t, dim)`: for a LongTensor `t` of
 # shape (B,) holding the paper's timesteps and an even width `dim`, return the (B, dim) float tensor
 # $$\mathrm{emb}(t) = \big[\sin(t\omega_0), \dots, \sin(t\omega_{h-1}), \cos(t\omega_0), \dots, \cos(t\omega_{h-1})\big],
 # \qquad \omega_i = 10000^{-i/(h-1)},\ h = \mathrm{dim}/2 .$$
@@ -569,5 +569,5 @@ checks.check("timestep_embedding", interleaved)
 #   down path; the Fashion-MNIST presets tiny, small and base are 0.28M, 1.6M and 6.5M.
 # - Measured, not assumed: the network is not translation-equivariant.
 #
-# **Next:** chapter 08 trains this network with Algorithm 1 on Fashion-MNIST, live on the CPU with the tiny
+# **Next:** chapter 09 trains this network with Algorithm 1 on Fashion-MNIST, live on the CPU with the tiny
 # preset, and loads the shipped, fully trained one.

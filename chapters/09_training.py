@@ -7,9 +7,9 @@
 # ---
 
 # %% [markdown]
-# # 08 · Training the U-Net on Fashion-MNIST (Algorithm 1)
+# # 09 · Training the U-Net on Fashion-MNIST (Algorithm 1)
 #
-# Chapter 05 ran Algorithm 1 on the swiss roll with a small MLP; chapter 07 built the U-Net. This chapter trains
+# Chapter 06 ran Algorithm 1 on the swiss roll with a small MLP; chapter 08 built the U-Net. This chapter trains
 # the U-Net on images with the library's trainer, `ddpm_lib.train.Trainer`, the same code the command line
 # `python -m ddpm_lib.train` runs on a laptop, a GPU or several GPUs: a short live run on the CPU, the exponential
 # moving average (EMA) of the weights, checkpoints that can be resumed exactly, and then the shipped network (a
@@ -69,7 +69,7 @@ ROOT = book.load_book().root  # the repository: configs/ and data/ live here
 # Averaged over a minibatch, the quantity in line 5 is a Monte Carlo estimate of
 # $$L_\text{simple}(\theta) = \mathbb E_{t, x_0, \epsilon}\Big[\big\|\epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t)\big\|^2\Big]
 # \qquad \text{(DDPM Eq. 14)},$$
-# the variational bound with the weights of its terms dropped (chapter 05); the input to $\epsilon_\theta$ is
+# the variational bound with the weights of its terms dropped (chapter 06); the input to $\epsilon_\theta$ is
 # $x_t$ drawn from $q(x_t \mid x_0)$ in one jump (Eq. 4, chapter 03). Like DDPM's code, the library averages the
 # squared error over the $D = 28 \cdot 28$ pixels instead of summing it (a constant factor).
 #
@@ -100,7 +100,7 @@ print(f"its schedule: beta_1 = {s.betas[1]:.4f}, beta_T = {s.betas[s.T]:.4f}, T 
 # 100 steps of batch 12, a learning rate of $2\cdot10^{-3}$ without warm-up (ten times the paper's: a short run
 # of a small network can afford it), the EMA with a *constant* decay (`ema_warmup = 0`, as in DDPM) so that
 # section 3 can show what that does, and no files written (`out_dir = ""`). Everything else (the tiny U-Net of
-# chapter 07 with dropout 0.1, the linear schedule with $T = 1000$, $L_\text{simple}$, clipping, Adam) is the file's.
+# chapter 08 with dropout 0.1, the linear schedule with $T = 1000$, $L_\text{simple}$, clipping, Adam) is the file's.
 #
 # `Trainer.run` calls a `callback(trainer)` after every step; we use it to keep a few numbers for section 3: a
 # slice of one weight tensor at every step, and a second EMA of the weights with the warm-up. The loss of every
@@ -148,7 +148,7 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The loss falls fast from 1 (the zero-initialized network of chapter 07 predicts $\epsilon_\theta = 0$) and keeps
+# The loss falls fast from 1 (the zero-initialized network of chapter 08 predicts $\epsilon_\theta = 0$) and keeps
 # falling slowly; single steps are noisy because each batch draws 12 fresh $t$'s. The trainer also keeps the loss
 # by ranges of $t$: it is largest at small $t$. Section 6 measures why, on the shipped network.
 
@@ -228,7 +228,7 @@ for name, v in scores.items():
 # weighs all $\theta_k$ almost equally, the poor early ones included). On a long run ($N \gg 1/(1-d)$) none of this
 # matters; the shipped model's run was short, and its record (section 5) says which fix it used.
 #
-# Samples from the live network, 8 images with 25 respaced steps (chapter 09 explains respacing; Algorithm 2 would
+# Samples from the live network, 8 images with 25 respaced steps (chapter 10 explains respacing; Algorithm 2 would
 # take 1000): after 100 steps, noisy blobs. `clip_x0=True`: at every step the sampler forms the network's guess of
 # the clean image, $\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon_\theta(x_t, t)) / \sqrt{\bar\alpha_t}$ (Eq. 4 solved for $x_0$), clips it to
 # $[-1, 1]$, the range of the data, and takes the step's mean from it with Eq. 7's posterior mean (chapter 04);
@@ -367,7 +367,7 @@ else:
 #
 # **Samples from the shipped network**, 8 images with 25 respaced steps, from the same noise as the live samples and
 # with the same noise at every step in both rows: first with $\sigma_t^2 = \tilde\beta_t$, then with the model's setting
-# $\sigma_t^2 = \beta_t$ (chapter 05). A *roughness* score, the mean squared difference of neighbouring pixels, says how
+# $\sigma_t^2 = \beta_t$ (chapter 06). A *roughness* score, the mean squared difference of neighbouring pixels, says how
 # grainy each set is.
 
 # %%
@@ -395,9 +395,9 @@ print("roughness: " + ", ".join(f"sigma_t^2 = {k}: {roughness(x):.3f}" for k, x 
 # The first row: clean garments, a little smoother than real images by the roughness score. The second, from the same
 # noise: grainy, salt-and-pepper on the background, rougher than real images. Why: each of the 25 steps jumps 40
 # original steps and adds fresh noise of variance $\sigma^2$. $\beta_t$ is the right amount for data of unit variance,
-# $\tilde\beta_t$ for a single point (chapter 09 derives both); Fashion-MNIST's pixels vary much less than 1, so $\beta_t$
+# $\tilde\beta_t$ for a single point (chapter 10 derives both); Fashion-MNIST's pixels vary much less than 1, so $\beta_t$
 # adds more noise than the few remaining steps can remove. With all 1000 steps the two choices hardly differ
-# (chapter 09 shows 64 such samples). The course shows samples with the sampler that shows them best, and says which.
+# (chapter 10 shows 64 such samples). The course shows samples with the sampler that shows them best, and says which.
 #
 # ## 6. The loss as a function of $t$
 #
@@ -502,12 +502,12 @@ print(f"object pixels at t = 1: {rows[0][3]:.3f} vs the pixel-wise predictor's {
 #   $\epsilon$ error at small $t$ is a small error in the image, because $\epsilon$ enters $x_t$ with the factor 0.01; a tiny
 #   $\epsilon$ error at large $t$ is a large error in the image (exercise 8.2 derives the exchange rate). How much each
 #   $t$ *counts* in training is a third, separate question: the bound weights the $\epsilon$ error at $t$ by
-#   $\beta_t^2 / (2\sigma_t^2\alpha_t(1 - \bar\alpha_t))$ (chapter 05), and $L_\text{simple}$ sets every weight to 1, with $t$ drawn uniformly
+#   $\beta_t^2 / (2\sigma_t^2\alpha_t(1 - \bar\alpha_t))$ (chapter 06), and $L_\text{simple}$ sets every weight to 1, with $t$ drawn uniformly
 #   (Algorithm 1, line 3). That is a choice of objective, not a measurement of difficulty.
 #
 # ## 7. Exercises
 #
-# **Exercise 8.1 (Algorithm 1's loss for a batch).** Write `l_simple(model, x0, t, noise, alpha_bars)`: given a
+# **Exercise 9.1 (Algorithm 1's loss for a batch).** Write `l_simple(model, x0, t, noise, alpha_bars)`: given a
 # network `model(x_t, t)` that predicts $\epsilon$, a batch `x0` of shape (B, ...), its timesteps `t` (a LongTensor
 # (B,) in $1..T$), the noise `noise` (shaped like `x0`) and the table `alpha_bars` (length $T + 1$, paper indexing),
 # return the per-example loss of shape (B,):
@@ -535,7 +535,7 @@ def l_simple(model, x0, t, noise, alpha_bars):
 checks.check("l_simple_float32", l_simple)
 
 # %% [markdown]
-# **Exercise 8.2 (derive: from the $\epsilon$ error to the $x_0$ error).** Section 6 measured two errors of the same
+# **Exercise 9.2 (derive: from the $\epsilon$ error to the $x_0$ error).** Section 6 measured two errors of the same
 # network on the same $x_t$: the $\epsilon$ error that $L_\text{simple}$ averages, and the error of the predicted clean
 # image $\hat x_0$. Derive how one determines the other, then write `x0_mse_from_eps_mse(eps_mse, t, alpha_bars)`:
 # given the mean squared error `eps_mse` (shape (B,)) of $\epsilon_\theta$ at timesteps `t` (B,), return the mean
@@ -577,5 +577,5 @@ checks.check("x0_mse_from_eps_mse", x0_mse_from_eps_mse)
 #   large $t$; the error of the predicted $x_0$ runs the other way (exercise 8.2 gives the exchange rate). Neither is the
 #   weight a $t$ gets in training, which is the objective's choice.
 #
-# **Next:** chapter 09 samples with the trained network (Algorithm 2): the two choices of $\sigma_t^2$, the
+# **Next:** chapter 10 samples with the trained network (Algorithm 2): the two choices of $\sigma_t^2$, the
 # reverse process step by step, and faster sampling with fewer steps.

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 12 · Reconstruction from $x_t$ and interpolation in $x_t$ space
+# # 13 · Reconstruction from $x_t$ and interpolation in $x_t$ space
 #
 # The study notes end their summary of DDPM with two experiments (the paper's Secs. 4.3 and 4.4): "by sharing the image at
 # different steps, one can generate images of different similarity", and "diffusion models are well suited to image
@@ -27,7 +27,7 @@
 #
 # **CPU time:** about 30 s on a 2-core CPU, nearly all of it in the U-Net (budget: 60 s). Decoding costs one network
 # evaluation per image and step (about 40 ms on such a CPU), so every decoding here runs on a 20-step respaced chain
-# (chapter 09, section 5), with 3 images and 2 draws for reconstruction and one pair for interpolation; the explorers
+# (chapter 10, section 5), with 3 images and 2 draws for reconstruction and one pair for interpolation; the explorers
 # show grids computed once, so moving a slider never samples.
 
 # %%
@@ -71,7 +71,7 @@ print(f"model: {pre.config['model_class']}, {s.name} schedule, T = {s.T}, predic
 # from $q(x_0 \mid x_t)$ given the same $x_t$, and their mean squared distance per coordinate is
 # $$\mathbb E\,\|\hat x_0 - x_0\|^2 / D = \operatorname{Var}(x_0 \mid x_t) + \operatorname{Var}(\hat x_0 \mid x_t).$$
 # For Gaussian data $x_0 \sim \mathcal N(m, I)$ everything is known: $\operatorname{Var}(x_0 \mid x_t) = 1 - \bar\alpha_t$, and the true reverse kernels are
-# Gaussians with variance $\beta_t$ (chapter 09, section 4), so the reverse process with the optimal $\epsilon$-predictor and
+# Gaussians with variance $\beta_t$ (chapter 10, section 4), so the reverse process with the optimal $\epsilon$-predictor and
 # $\sigma_t^2 = \beta_t$ is *exact*, on the full chain and on a respaced one. Only the last step differs: it returns the mean
 # $\mathbb E[x_0 \mid x_{\tau_1}]$ with no noise, which removes $\operatorname{Var}(x_0 \mid x_{\tau_1}) = 1 - \bar\alpha_{\tau_1}$ from $\hat x_0$'s spread. Hence
 # $$\mathbb E\,\|\hat x_0 - x_0\|^2 / D = 2\,(1 - \bar\alpha_t) - (1 - \bar\alpha_{\tau_1}),$$
@@ -104,7 +104,7 @@ for t_orig in (50, 200, 600, 1000):
 # and decoded by the reverse process (`reconstruction_grid` calls `dl.sampling.reconstruct`). At $t = 1000$ nothing of $x_0$ is
 # left ($\rho_T \approx 0$) and the "reconstructions" are plain samples: they show how far apart *unrelated* images are. The
 # decoder uses $\sigma_t^2 = \tilde\beta_t$: on a 20-step chain the paper's $\beta_t$ adds noise the few remaining steps cannot remove
-# (chapter 09, section 5). The network calls: $2 \times 3 \times (1 + 4 + 8 + 12 + 20) = 270$ images, about 11 s.
+# (chapter 10, section 5). The network calls: $2 \times 3 \times (1 + 4 + 8 + 12 + 20) = 270$ images, about 11 s.
 
 # %%
 dec = dl.GaussianDiffusion(s, prediction=d.prediction, variance="fixed_small")  # sigma_t^2 = beta~_t for short chains
@@ -287,7 +287,7 @@ plt.show()
 # %% [markdown]
 # ## 4. Exercises
 #
-# **Exercise 12.1 (the encoder).** Write `q_sample(x0, t, noise, alpha_bars)`, the stochastic encoder of this chapter:
+# **Exercise 13.1 (the encoder).** Write `q_sample(x0, t, noise, alpha_bars)`, the stochastic encoder of this chapter:
 # $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon$ (DDPM Eq. 4), with `alpha_bars` of length $T + 1$ and `t` a LongTensor $(B,)$.
 
 # %% tags=["solution"]
@@ -304,7 +304,7 @@ checks.check("q_sample", q_sample)
 
 
 # %% [markdown]
-# **Exercise 12.2 (the mixed latent).** Write `mix_latents(x_t_a, x_t_b, lam)`, DDPM's linear mix
+# **Exercise 13.2 (the mixed latent).** Write `mix_latents(x_t_a, x_t_b, lam)`, DDPM's linear mix
 # $\bar x_t = (1 - \lambda)\, x_t + \lambda\, x'_t$. The check compares your mix of the grid's two latents at $t = 400$, $\lambda = 0.375$ with the
 # latent `dl.sampling.interpolate` recorded.
 
@@ -333,5 +333,5 @@ checks.check_value("mix_latents", mix_latents(ig.x_bar[m4, 0], ig.x_bar[m4, -1],
 # - Interpolation in $x_t$ space (encode both, mix, decode with shared noise) turns a blend into a plausible image; the
 #   linear mix has noise variance $(1 - \lambda)^2 + \lambda^2 < 1$ (checked), which spherical interpolation restores to 1.
 #
-# **Next:** chapter 13's homework re-implements these pieces (the forward process, the posterior, the KL, the decoder and a
+# **Next:** chapter 14's homework re-implements these pieces (the forward process, the posterior, the KL, the decoder and a
 # sampling step), each checked against `ddpm_lib`.
