@@ -39,6 +39,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,8 @@ __all__ = [
     "is_pretrained_name",
     "registry_path",
     "register_file",
+    "TrainingRecord",
+    "training_record",
 ]
 
 REGISTRY_KEY = "pretrained"
@@ -425,3 +428,106 @@ def register_file(path, description: str, source: str, licence: str) -> dict:
     with _registry_for_update() as reg:
         reg.setdefault("files", {})[rel] = entry
     return entry
+
+
+# ----------------------------------------------------------------------------------------------
+# how a shipped model was trained, as its registry entry records it
+
+# training-set sizes of the data sets a registered model can name (for its number of epochs)
+TRAIN_SET_SIZES = {"fashion-mnist": 60_000, "fashion-mnist-10k": 10_000, "cifar10": 50_000}
+_TRAIN_COMMAND = re.compile(r"python -m ddpm_lib\.train\b[^(),;]*")
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """How a registered model was trained, read from data/registry.json (and the checkpoint's JSON
+    sidecar for the planned number of steps): the hardware, the training time, the optimizer steps,
+    the batch size, the images seen, the epochs, and the command that remakes it.
+
+    ``str(record)`` is a short paragraph; :meth:`cpu_hours` turns a measured CPU throughput (images
+    per CPU-second, benchmarks/model_size_cpu.json) into the CPU time the same training would take.
+    """
+
+    name: str
+    device: Optional[str]
+    train_seconds: Optional[float]
+    steps: int
+    batch_size: Optional[int]
+    dataset: Optional[str]
+    command: Optional[str]
+    planned_steps: Optional[int] = None
+    ema_decay: Optional[float] = None
+
+    @property
+    def images(self) -> Optional[int]:
+        """Training images drawn in all: steps x batch size (None when the batch size is not recorded)."""
+        return None if self.batch_size is None else self.steps * self.batch_size
+
+    @property
+    def train_set_size(self) -> Optional[int]:
+        """The number of training images of the data set (None for a data set not in TRAIN_SET_SIZES)."""
+        return TRAIN_SET_SIZES.get(self.dataset or "")
+
+    @property
+    def epochs(self) -> Optional[float]:
+        """Passes over the training set: images / train_set_size (None when either is unknown)."""
+        n = self.train_set_size
+        return None if (self.images is None or not n) else self.images / n
+
+    def cpu_hours(self, images_per_cpu_second: float) -> float:
+        """CPU-hours the same number of training images takes at a measured throughput."""
+        if not images_per_cpu_second or images_per_cpu_second <= 0:
+            raise ValueError(f"images_per_cpu_second must be > 0, got {images_per_cpu_second!r}")
+        if self.images is None:
+            raise ValueError(f"{self.name}: the registry records no batch size, so no image count")
+        return self.images / images_per_cpu_second / 3600.0
+
+    def __str__(self) -> str:
+        where = f"on one {self.device}" if self.device else "(hardware not recorded)"
+        took = f" for {self.train_seconds:.0f} s" if self.train_seconds else ""
+        text = f"{self.name}: trained {where}{took}, {self.steps:,} steps"
+        if self.batch_size:
+            text += f" of batch {self.batch_size} ({self.images:,} examples drawn"
+            if self.epochs is not None:
+                text += f", {self.epochs:.1f} epochs of the {self.train_set_size:,} training examples of {self.dataset}"
+            text += ")"
+        if self.ema_decay:
+            text += f", EMA decay {self.ema_decay}"
+        if self.planned_steps and self.planned_steps > self.steps:
+            text += f"; stopped at step {self.steps:,} of the {self.planned_steps:,} its config plans"
+        text += "."
+        if self.command:
+            text += f"\n  the command that remakes it: {self.command}"
+        return text
+
+
+def training_record(name: str) -> TrainingRecord:
+    """How the registered model ``name`` was trained, as its registry entry records it (no weights are
+    loaded). ``command`` is the ``python -m ddpm_lib.train ...`` command named in the entry; the planned
+    number of steps and the EMA decay come from the checkpoint's JSON sidecar when there is one.
+
+        >>> print(training_record("fashion-mnist-unet"))
+    """
+    entry = _entry(name)
+    metrics = entry.get("metrics") or {}
+    data = entry.get("data")
+    steps = metrics.get("train_steps", entry.get("step"))
+    if steps is None:
+        raise ValueError(f"{name}: the registry records no training steps (metrics.train_steps or step)")
+    sidecar = (data_dir() / entry["path"]).with_suffix(".json")
+    train = {}
+    if sidecar.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            train = json.loads(sidecar.read_text(encoding="utf-8")).get("train") or {}
+    found = _TRAIN_COMMAND.search(entry.get("command") or "")
+    return TrainingRecord(
+        name=name,
+        device=metrics.get("device"),
+        train_seconds=metrics.get("train_seconds"),
+        steps=int(steps),
+        batch_size=metrics.get("batch_size", train.get("batch_size")),
+        dataset=data.get("dataset") if isinstance(data, dict) else data,
+        command=found.group(0).strip() if found else entry.get("command"),
+        planned_steps=train.get("steps"),
+        ema_decay=train.get("ema_decay"),
+    )

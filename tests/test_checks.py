@@ -658,3 +658,83 @@ def test_window_r_t_grad():
     }
     for hint, fn in mistakes.items():
         assert_rejected(_run("window_r_t_grad", fn), eq, hint)
+
+
+# ---- chapter 09 ----
+def _l_simple(cast):
+    def fn(model, x0, t, noise, alpha_bars):
+        ab = alpha_bars[t].view(-1, *[1] * (x0.ndim - 1))
+        ab = ab.to(x0.dtype) if cast else ab
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        return ((noise - model(x_t, t)) ** 2).flatten(1).mean(1)
+
+    return fn
+
+
+def test_l_simple_float32():
+    eq = "DDPM Eq. 14"
+    r = _run("l_simple_float32", _l_simple(cast=True))
+    assert r.passed, r.message
+    r = _run(
+        "l_simple_float32", _l_simple(cast=False)
+    )  # passes the float64 check, fails on the U-Net's dtype
+    assert _run("l_simple", _l_simple(cast=False)).passed
+    assert_rejected(r, eq, ".to(x0.dtype)")
+
+    def wrong(model, x0, t, noise, alpha_bars):  # alpha_t for alpha_bar_t: the float64 check's hint shows
+        al = torch.cat([alpha_bars[:1], alpha_bars[1:] / alpha_bars[:-1]])[t].to(x0.dtype)
+        al = al.view(-1, *[1] * (x0.ndim - 1))
+        return ((noise - model(al.sqrt() * x0 + (1 - al).sqrt() * noise, t)) ** 2).flatten(1).mean(1)
+
+    assert_rejected(_run("l_simple_float32", wrong), eq, "alpha_bar_t")
+
+    def todo(*a):
+        raise NotImplementedError
+
+    assert "not implemented yet" in _run("l_simple_float32", todo).message
+
+
+def test_x0_mse_from_eps_mse():
+    eq = "DDPM Eq. 4 solved for x_0"
+    assert _run("x0_mse_from_eps_mse", lambda e, t, ab: (1 - ab[t]) / ab[t] * e).passed
+    mistakes = {
+        "upside down": lambda e, t, ab: ab[t] / (1 - ab[t]) * e,
+        "by the square": lambda e, t, ab: ((1 - ab[t]) / ab[t]).sqrt() * e,
+        "one-step alpha_t": lambda e, t, ab: (1 - ab[t] / ab[t - 1]) / (ab[t] / ab[t - 1]) * e,
+        "paper indexing": lambda e, t, ab: (1 - ab[t - 1]) / ab[t - 1] * e,
+        "left that factor out": lambda e, t, ab: e / ab[t],
+        "divided by abar_t too": lambda e, t, ab: (1 - ab[t]) * e,
+    }
+    for hint, fn in mistakes.items():
+        assert_rejected(_run("x0_mse_from_eps_mse", fn), eq, hint)
+
+
+# ---- chapter 10 ----
+def _clipped_mean(eps, x_t, t, s, clip=(-1, 1), what="x0", swap=False, abar_x0=True):
+    ab, abm1 = _b(s.alpha_bars[t], x_t), _b(s.alpha_bars[t - 1], x_t)
+    al, be = _b(s.alphas[t], x_t), _b(s.betas[t], x_t)
+    c1, c2 = abm1.sqrt() * be / (1 - ab), al.sqrt() * (1 - abm1) / (1 - ab)
+    a = ab if abar_x0 else al
+    x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+    if what == "x0":
+        x0 = x0.clamp(*clip)
+    if swap:
+        c1, c2 = c2, c1
+    mean = c1 * x0 + c2 * (x_t.clamp(-1, 1) if what == "x_t" else x_t)
+    return mean.clamp(-1, 1) if what == "mean" else mean
+
+
+def test_clipped_mean():
+    eq = "DDPM Eq. 7's posterior mean at the clipped prediction"
+    r = _run("clipped_mean", _clipped_mean)
+    assert r.passed, r.message
+    mistakes = {
+        "you did not clip": dict(what=None),
+        "not the mean": dict(what="mean"),
+        "not [0, 1]": dict(clip=(0, 1)),
+        "not x_t": dict(what="x_t"),
+        "swapped": dict(swap=True),
+        "not alpha_t": dict(abar_x0=False),
+    }
+    for hint, kw in mistakes.items():
+        assert_rejected(_run("clipped_mean", lambda *a, kw=kw: _clipped_mean(*a, **kw)), eq, hint)

@@ -411,13 +411,14 @@ def test_registry_entry(tmp_path, monkeypatch):
 
 def test_verify_registry(capsys):
     assert data_main(["verify"]) == 0  # ddpm-data verify
-    assert capsys.readouterr().out.count("ok  ") == 9
+    assert capsys.readouterr().out.count("ok  ") == 10
     done = D.verify_registry()
     assert set(done) == {
         "ablations/swiss_roll_table2.json",
         "ablations/swiss_roll_table2.md",
         "ablations/fashion_mnist_table2.json",
         "ablations/fashion_mnist_table2.md",
+        "checkpoints/fashion_mnist_unet_samples_1000steps.png",
         "fashion-mnist/t10k-images-idx3-ubyte.gz",
         "fashion-mnist/t10k-labels-idx1-ubyte.gz",
         "fashion-mnist/train-10k-images-idx3-ubyte.gz",
@@ -429,6 +430,9 @@ def test_verify_registry(capsys):
 def test_verify_registry_reports_missing_and_bad(tmp_path, monkeypatch, capsys):
     shutil.copy(D.REPO_DATA_DIR / "registry.json", tmp_path / "registry.json")
     shutil.copytree(D.REPO_DATA_DIR / "ablations", tmp_path / "ablations")
+    grid = "checkpoints/fashion_mnist_unet_samples_1000steps.png"
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(D.REPO_DATA_DIR / grid, tmp_path / grid)
     _copy_test_split(tmp_path / "fashion-mnist")
     (tmp_path / "fashion-mnist/t10k-labels-idx1-ubyte.gz").write_bytes(b"x")
     monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path))

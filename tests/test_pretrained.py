@@ -217,3 +217,36 @@ def test_points_evaluation_becomes_the_registered_metrics(data_dir, tmp_path, ca
     tiny_diffusion_checkpoint(image)
     assert evaluate_main([str(image), "--points", "10", "--device", "cpu", "--no-progress"]) == 2
     assert "--points is for models of 2-D points" in capsys.readouterr().err
+
+
+def test_training_record_of_the_shipped_unet_states_what_its_entry_records():
+    r = P.training_record("fashion-mnist-unet")
+    entry = P.list_pretrained()["fashion-mnist-unet"]
+    assert r.steps == entry["step"] and r.batch_size == entry["metrics"]["batch_size"]
+    assert r.device == entry["metrics"]["device"]
+    assert r.images == r.steps * r.batch_size
+    assert r.epochs == pytest.approx(r.images / 60_000)
+    assert r.command.startswith("python -m ddpm_lib.train ") and "(" not in r.command
+    assert r.command in entry["command"]
+    text = str(r)
+    assert f"{r.steps:,} steps of batch {r.batch_size}" in text and r.command in text
+    assert r.cpu_hours(3.0) == pytest.approx(r.images / 3.0 / 3600)
+    with pytest.raises(ValueError, match="images_per_cpu_second"):
+        r.cpu_hours(0)
+
+
+def test_training_record_of_a_registered_file_and_refusals(data_dir):
+    path = data_dir / "checkpoints" / "tiny.safetensors"
+    tiny_diffusion_checkpoint(path)
+    P.register_pretrained(
+        "tiny-test",
+        path,
+        command="bash go.sh (equivalently python -m ddpm_lib.train --steps 1 --batch-size 2), then cp",
+    )
+    (data_dir / "checkpoints" / "tiny.json").write_text(json.dumps({"train": {"steps": 10, "batch_size": 2}}))
+    r = P.training_record("tiny-test")
+    assert (r.steps, r.batch_size, r.planned_steps, r.dataset) == (1, 2, 10, "fashion-mnist")
+    assert r.command == "python -m ddpm_lib.train --steps 1 --batch-size 2"
+    assert "hardware not recorded" in str(r) and "stopped at step 1 of the 10" in str(r)
+    with pytest.raises(P.UnknownPretrainedError, match="no-such-model"):
+        P.training_record("no-such-model")

@@ -67,6 +67,12 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
   N(0, s2 I): alpha_bar s2 / (alpha_bar s2 + 1 - alpha_bar) (chapter 11: a loss's size is not a step's difficulty).
 - ``window_r_t_grad``: ``fn(x, alpha_bar, c, w) -> grad``, grad log r_t for r_t = E[r(x_0) | x_t] with a Gaussian
   window r on N(0, 1) data (Sohl-Dickstein et al. 2015, Sec. 2.5; chapter 12).
+- ``l_simple_float32``: ``l_simple`` again, then on float32 images and a float32 network with the float64 tables a
+  ``NoiseSchedule`` holds (the U-Net refuses float64 input; chapter 09);
+- ``x0_mse_from_eps_mse``: ``fn(eps_mse, t, alpha_bars) -> (B,)``, the squared error of the predicted x_0 that an
+  eps error implies, (1 - abar_t) / abar_t times it (DDPM Eq. 4 solved for x_0; chapter 09);
+- ``clipped_mean``: ``fn(eps_pred, x_t, t, schedule) -> mean`` of p(x_{t-1} | x_t) with the predicted x_0 clipped to
+  [-1, 1] before Eq. 7's posterior mean is formed (``clip_x0=True``; chapter 10).
 
 Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
 ``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
@@ -135,6 +141,9 @@ __all__ = [
     "check_repaint",
     "check_min_eps_loss",
     "check_window_r_t_grad",
+    "check_l_simple_float32",
+    "check_x0_mse_from_eps_mse",
+    "check_clipped_mean",
 ]
 
 PASS, FAIL = "✓", "✗"
@@ -3047,4 +3056,162 @@ def check_window_r_t_grad(fn) -> tuple:
     return True, (
         f"{PASS} window_r_t_grad matches {_WINDOW_EQ}. As abar -> 1 it becomes grad log r; as abar -> 0 it vanishes "
         "(x_t then says nothing about x_0)"
+    )
+
+
+# ---- chapter 09 ----
+_LSIMPLE32_EQ = _LSIMPLE_EQ + ", computed in the images' dtype (float32 for the U-Net)"
+
+
+def _float32_only_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The stand-in eps_theta with float32 weights: like the U-Net, it refuses any other input dtype."""
+    if x.dtype != torch.float32:
+        raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {x.dtype} and torch.float32")
+    return _toy_eps_model(x, t)
+
+
+@_checker("l_simple_float32", _LSIMPLE32_EQ)
+def check_l_simple_float32(fn) -> tuple:
+    """``fn(model, x0, t, noise, alpha_bars) -> (B,)`` as for ``l_simple`` (checked first), then with float32
+    ``x0`` and ``noise``, the float64 ``alpha_bars`` of a NoiseSchedule and a network with float32 weights."""
+    first = check_l_simple(fn, verbose=False)
+    if not first.passed:
+        return False, first.message
+    s = _schedule()
+    d = GaussianDiffusion(s, decoder="gaussian")
+    g = _gen(29)
+    t = torch.tensor([10, 1, 100, 37, 2, 64])
+    x0 = (torch.rand(6, 1, 4, 4, generator=g) * 2 - 1).float()
+    noise = torch.randn(6, 1, 4, 4, generator=g).float()
+    try:
+        out = _call("l_simple_float32", fn, _float32_only_model, x0, t, noise, s.alpha_bars.clone())
+    except _Wrong as e:
+        if "dtype" not in str(e):
+            raise
+        raise _Wrong(
+            "is right in float64 but fails on float32 images: the schedule's tables are float64 (kept exact for "
+            "the bound), so alpha_bars[t] * x0 became float64 and the network's float32 weights refuse it "
+            "('mat1 and mat2 must have the same dtype'). Cast what you read from the table to the data's dtype: "
+            "`alpha_bars[t].to(x0.dtype)`."
+        ) from None
+    got = _tensor("l_simple_float32", out, (len(t),), "the loss")
+    expected = d.training_losses(_float32_only_model, x0, t=t, noise=noise)["loss"].double()
+    if bool(_close(got, expected, rtol=1e-4, atol=1e-5).all()):
+        return True, f"{PASS} l_simple matches {_LSIMPLE32_EQ}"
+    return False, (
+        f"{FAIL} l_simple_float32: right in float64, off on float32 images: yours {_fmt(got)}, expected "
+        f"{_fmt(expected)}. It should compute {_LSIMPLE32_EQ}."
+    )
+
+
+_X0_ERR_EQ = (
+    "||x_0 - x0_hat||^2 = (1 - abar_t) / abar_t ||eps - eps_theta||^2, since x0_hat = (x_t - sqrt(1 - abar_t) "
+    "eps_theta) / sqrt(abar_t) and x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (DDPM Eq. 4 solved for x_0)"
+)
+
+
+@_checker("x0_mse_from_eps_mse", _X0_ERR_EQ)
+def check_x0_mse_from_eps_mse(fn) -> tuple:
+    """``fn(eps_mse, t, alpha_bars) -> (B,)``: the mean squared error of the predicted x_0 that a mean squared
+    error ``eps_mse`` (B,) of the predicted noise at timesteps ``t`` (B,) implies."""
+    s = _schedule()
+    g = _gen(31)
+    t = torch.tensor([10, 1, 100, 37, 2, 64])
+    eps_mse = torch.rand(6, generator=g, dtype=torch.float64) + 0.1
+    ab = s.alpha_bars.clone()
+    got = _tensor(
+        "x0_mse_from_eps_mse", _call("x0_mse_from_eps_mse", fn, eps_mse, t, ab), (6,), "the x_0 error"
+    )
+    a = ab[t]
+    expected = (1 - a) / a * eps_mse
+    ok = _close(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} x0_mse_from_eps_mse matches {_X0_ERR_EQ}"
+    i = int((~ok).nonzero()[0])
+    alphas = torch.cat([torch.ones(1, dtype=torch.float64), ab[1:] / ab[:-1]])
+    am1 = ab[(t - 1).clamp(min=0)]
+    candidates = [
+        (
+            a / (1 - a) * eps_mse,
+            "the ratio is upside down: x0_hat divides the eps error by sqrt(abar_t).",
+            None,
+        ),
+        (
+            ((1 - a) / a).sqrt() * eps_mse,
+            "that scales the error's standard deviation; a squared error scales by the square, (1 - abar_t) / abar_t.",
+            None,
+        ),
+        ((1 - alphas[t]) / alphas[t] * eps_mse, "use abar_t (Eq. 4's), not the one-step alpha_t.", None),
+        ((1 - am1) / am1 * eps_mse, "the table uses paper indexing: alpha_bars[t] is abar_t.", t > 1),
+        (
+            eps_mse / a,
+            "the eps error enters x0_hat multiplied by sqrt(1 - abar_t): you left that factor out.",
+            None,
+        ),
+        ((1 - a) * eps_mse, "x0_hat divides by sqrt(abar_t): the error is divided by abar_t too.", None),
+    ]
+    return _off(
+        "x0_mse_from_eps_mse",
+        _X0_ERR_EQ,
+        f"at t = {int(t[i])} yours is {_fmt(got[i])}, expected {_fmt(expected[i])}",
+        got,
+        candidates,
+    )
+
+
+# ---- chapter 10 ----
+_CLIPPED_MEAN_EQ = (
+    "mu = coef1_t clip(x0_hat, -1, 1) + coef2_t x_t, with x0_hat = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t), "
+    "coef1_t = sqrt(abar_(t-1)) beta_t / (1 - abar_t) and coef2_t = sqrt(alpha_t) (1 - abar_(t-1)) / (1 - abar_t) "
+    "(DDPM Eq. 7's posterior mean at the clipped prediction of x_0)"
+)
+
+
+@_checker("clipped_mean", _CLIPPED_MEAN_EQ)
+def check_clipped_mean(fn) -> tuple:
+    """``fn(eps_pred, x_t, t, schedule) -> mean`` of p(x_{t-1} | x_t) with x0_hat clipped to [-1, 1] first, as
+    ``GaussianDiffusion.p_mean_variance(..., clip_x0=True)``."""
+    s = _schedule()
+    d = GaussianDiffusion(s)
+    g = _gen(37)
+    t = torch.tensor([10, 2, 100, 37, 90, 64])
+    x_t = 1.5 * torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    eps = torch.randn(6, 2, 3, generator=g, dtype=torch.float64)
+    got = _tensor("clipped_mean", _call("clipped_mean", fn, eps, x_t, t, s), x_t.shape, "the mean")
+    expected = d.p_mean_variance(eps, x_t, t, clip_x0=True)["mean"]
+    ok = _per_example_ok(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} clipped_mean matches {_CLIPPED_MEAN_EQ}"
+    i = int((~ok).nonzero()[0])
+    A = lambda tab, tt=t: _bcast(tab[tt], x_t)  # noqa: E731
+    ab, abm1, al, be = A(s.alpha_bars), A(s.alpha_bars, t - 1), A(s.alphas), A(s.betas)
+    c1, c2 = abm1.sqrt() * be / (1 - ab), al.sqrt() * (1 - abm1) / (1 - ab)
+    x0 = (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+    al_x0 = (x_t - (1 - al).sqrt() * eps) / al.sqrt()
+    candidates = [
+        (c1 * x0 + c2 * x_t, "you did not clip: clip x0_hat to [-1, 1] before forming the mean.", None),
+        (
+            (c1 * x0 + c2 * x_t).clamp(-1, 1),
+            "clip the predicted x_0, not the mean: x_(t-1) is noisy and may lie outside [-1, 1].",
+            None,
+        ),
+        (
+            c1 * x0.clamp(0, 1) + c2 * x_t,
+            "the data are scaled to [-1, 1], so clip to [-1, 1], not [0, 1].",
+            None,
+        ),
+        (c1 * x0 + c2 * x_t.clamp(-1, 1), "clip the predicted x_0, not x_t.", None),
+        (c2 * x0.clamp(-1, 1) + c1 * x_t, "the coefficients of x0_hat and x_t are swapped.", None),
+        (
+            c1 * al_x0.clamp(-1, 1) + c2 * x_t,
+            "x0_hat takes abar_t (Eq. 4 solved for x_0), not alpha_t.",
+            None,
+        ),
+    ]
+    return _off(
+        "clipped_mean",
+        _CLIPPED_MEAN_EQ,
+        f"at t = {int(t[i])} the mean of yours is {_fmt(got[i].mean())}, expected {_fmt(expected[i].mean())}",
+        got,
+        candidates,
     )
