@@ -10,7 +10,7 @@
 # # 14 · Homework: a warm-up and three projects
 #
 # The warm-up has you write the pieces of DDPM that chapters 03-10 derived, each in a few lines and
-# checked against `ddpm_lib`; 13.6 and 13.7 ask for schedules. The three projects then build what the
+# checked against `ddpm_lib`; 14.6 and 14.7 ask for schedules. The three projects then build what the
 # course has not: a DDIM sampler with noise ($\eta > 0$) and its trade-off between steps and quality,
 # classifier guidance with a classifier you train, and RePaint's resampling for inpainting. Each project
 # is checked by `ddpm_lib.course.checks`, or measured against a target that the checker reports.
@@ -247,7 +247,7 @@ if result_step.passed:
     fig.tight_layout()
     plt.show()
 else:
-    print("finish exercise 13.5 (p_sample_step) to sample with your own step")
+    print("finish exercise 14.5 (p_sample_step) to sample with your own step")
 
 # %%
 if result_post.passed and result_kl.passed and result_q.passed:
@@ -269,7 +269,7 @@ if result_post.passed and result_kl.passed and result_q.passed:
     print(f"L_(t-1) at t = 20 from your q_sample, posterior and normal_kl: mean {yours.mean().item():.4f} nats; "
           f"the library's bound term {lib_nats.mean().item():.4f}; max |diff| {below((yours - lib_nats).abs().max(), 1e-6)}")
 else:
-    print("finish exercises 13.1-13.3 to compute a term of the bound with your own functions")
+    print("finish exercises 14.1-14.3 to compute a term of the bound with your own functions")
 
 # %% [markdown]
 # ### Exercise 14.6: the cosine schedule (Nichol & Dhariwal 2021, Eq. 17)
@@ -312,7 +312,7 @@ if result_cos.passed:
     fig.tight_layout()
     plt.show()
 else:
-    print("finish exercise 13.6 to compare your cosine schedule with the linear one")
+    print("finish exercise 14.6 to compare your cosine schedule with the linear one")
 
 # %% [markdown]
 # ### Exercise 14.7 (open): design a schedule to a specification
@@ -365,7 +365,7 @@ if result_design.passed:
           f"{len(bpd)} examples: {bpd.mean().item():.3f} bits/dim; bound - true NLL {gap.mean().item():+.3f} +- "
           f"{gap.std().item() / math.sqrt(len(gap)):.3f}")
 else:
-    print("finish exercise 13.7 to measure your schedule")
+    print("finish exercise 14.7 to measure your schedule")
 
 # %% [markdown]
 # Questions to explore (no checker). A smaller $\bar\alpha_T$ shrinks $L_T$ but needs larger steps, which
@@ -379,7 +379,7 @@ else:
 # Each project has you build one piece, checks it, and uses it where the result can be measured: with the
 # shipped swiss-roll network, and with mixtures of two Gaussians whose every quantity is known exactly.
 #
-# ### Project 13.8: DDIM with noise, and the trade-off between steps and quality
+# ### Project 14.8: DDIM with noise, and the trade-off between steps and quality
 #
 # Chapter 10's DDIM step is deterministic. Song et al. (2021) define a whole family of samplers on any
 # subsequence of timesteps, indexed by a noise level $\sigma$ (their Eq. 12, written here from $t$ to an
@@ -453,7 +453,7 @@ if result_ddim.passed:
     fig.tight_layout()
     plt.show()
 else:
-    print("finish project 13.8's ddim_eta_step to measure the trade-off")
+    print("finish project 14.8's ddim_eta_step to measure the trade-off")
 
 # %% [markdown]
 # With few steps the deterministic sampler is best: at $S = 10$ the ratio grows from 3.9 at $\eta = 0$ to
@@ -468,7 +468,7 @@ else:
 # spread of the fresh data sets?
 
 # %% [markdown]
-# ### Project 13.9: classifier guidance, and why the classifier must see noise
+# ### Project 14.9: classifier guidance, and why the classifier must see noise
 #
 # Chapter 12 multiplied each distribution of the reverse process by a function $r(x_t)$. Classifier
 # guidance (Dhariwal & Nichol 2021, Sec. 4) takes $r = p(y \mid x_t)^s$: to sample class $y$, add
@@ -604,7 +604,7 @@ else:
 # product $p(x_t)\, p(y \mid x_t)^s$ asks for?
 
 # %% [markdown]
-# ### Project 13.10: RePaint's resampling for inpainting
+# ### Project 14.10: RePaint's resampling for inpainting
 #
 # Chapter 12 inpainted by replacement: at every step the known part of $x_{t-1}$ is overwritten by a
 # fresh draw of $q(x_{t-1} \mid x_{\text{known}})$ and the unknown part follows the reverse process. The
@@ -686,7 +686,7 @@ if result_repaint.passed:
     fig.tight_layout()
     plt.show()
 else:
-    print("finish project 13.10's repaint to inpaint the swiss roll")
+    print("finish project 14.10's repaint to inpaint the swiss roll")
 
 # %% [markdown]
 # Without resampling, 44% of the filled points lie within 0.03 of the roll (mean distance 0.060); with
@@ -719,7 +719,7 @@ else:
 #   Eq. 5, Eq. 13 and Algorithm 2's step; built from your step, Algorithm 2 with the trained swiss-roll
 #   network reproduces the library's sampler and draws the spiral.
 # - Schedules are designs: the cosine schedule keeps information longer, and any nondecreasing schedule
-#   with the right $\beta_1$ and $\bar\alpha_T$ meets 13.7's specification, with different bounds.
+#   with the right $\beta_1$ and $\bar\alpha_T$ meets 14.7's specification, with different bounds.
 # - DDIM's $\eta$ trades noise for steps: on the swiss roll the deterministic sampler is best at 10 and 20
 #   steps, and $\eta = 1$ at 200 steps, where it reaches the spread of fresh data sets and $\eta = 0$ does not.
 # - A classifier must be trained on noisy $x_t$ and told $t$ to guide: the exact clean classifier misses

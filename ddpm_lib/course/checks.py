@@ -55,14 +55,14 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
 - ``variance_choice``: ``fn(data) -> "beta" | "beta_tilde"``, which fixed reverse variance gives the smaller
   L_{t-1} at small t for one-point data and for N(0, 1) data (DDPM Sec. 3.2; chapter 04).
 - ``ddim_eta_step``: ``fn(eps_pred, x_t, t, t_prev, alpha_bars, eta, noise) -> x_(t_prev)``, DDIM's step with
-  noise level eta (Song et al. 2021, Eqs. 12 and 16; chapter 14's project 13.8);
+  noise level eta (Song et al. 2021, Eqs. 12 and 16; chapter 14's project 14.8);
 - ``noisy_batch``: ``fn(x0, diffusion, generator) -> (x_t, t)``, a noise-conditioned classifier's training input
   (Algorithm 1, lines 3-4), checked by its statistics; ``noisy_classifier``: a measured target, a classifier
   ``clf(x_t, t) -> logits`` within 0.05 nats of the exact p(y | x_t) of :mod:`ddpm_lib.course.projects`' mixture;
   ``guided_eps``: ``fn(eps_pred, x_t, t, y, classifier, alpha_bars, scale) -> eps_hat`` (Dhariwal & Nichol
-  2021, Sec. 4.2) (chapter 14's project 13.9);
+  2021, Sec. 4.2) (chapter 14's project 14.9);
 - ``repaint``: ``fn(model, diffusion, x_known, mask, U, generator) -> x_0``, RePaint's resampling loop (Lugmayr
-  et al. 2022, Algorithm 1), a measured target against ``inpaint(..., resample=U)`` (chapter 14's project 13.10).
+  et al. 2022, Algorithm 1), a measured target against ``inpaint(..., resample=U)`` (chapter 14's project 14.10).
 - ``min_eps_loss``: ``fn(alpha_bar, s2) -> loss``, the smallest L_simple per dimension at a step, for data
   N(0, s2 I): alpha_bar s2 / (alpha_bar s2 + 1 - alpha_bar) (chapter 11: a loss's size is not a step's difficulty).
 - ``window_r_t_grad``: ``fn(x, alpha_bar, c, w) -> grad``, grad log r_t for r_t = E[r(x_0) | x_t] with a Gaussian
