@@ -11,6 +11,7 @@ or with ``static=True`` a matplotlib Figure of a few representative settings:
     inpainting_explorer()              # .inpainting, chapter 11: the mask and t
     reconstruction_explorer()          # .reconstruction, chapter 12: t for reconstruction
     interpolation_explorer()           # .reconstruction, chapter 12: lambda and t for interpolation
+    time_embedding_explorer(emb)       # .embedding, chapter 07: scrub t through the sinusoidal embedding
 
 The framework (:mod:`.framework`: :class:`Explorer`, :class:`Blitter`, :func:`~.framework.explorer`,
 :func:`~.framework.static_only` ...) describes the box they return (``box.controls``, ``box.png``,
@@ -53,6 +54,7 @@ __all__ = [
     "gaussian_reverse_kernel",
     "moment_match",
     "kernel_kl_to_gaussian",
+    "time_embedding_explorer",
 ]
 
 # The practice track's explorers live in modules imported on first use, so that the theory
@@ -63,6 +65,7 @@ _MODULE_OF = {
     "interpolation_explorer": "reconstruction",  # chapter 12: lambda for interpolation
     "inpainting_explorer": "inpainting",  # chapter 11: the mask and t
     "decoder_explorer": "decoder",  # chapter 06: the discretized decoder's bins
+    "time_embedding_explorer": "embedding",  # chapter 07: the sinusoidal time embedding
 }
 
 
