@@ -196,7 +196,7 @@ plt.show()
 # | latent | $z$, usually smaller than $x$ | $x_1, \dots, x_T$, each the size of $x_0$ |
 # | encoder | $q_\phi(z \mid x)$, **learned** | $q(x_{1:T} \mid x_0)$, **fixed**: only the schedule $\beta_1, \dots, \beta_T$ (chosen by hand in DDPM; learnable in Sohl-Dickstein et al., except $\beta_1$: chapter 02) |
 # | prior | $p(z) = \mathcal N(0, I)$ | $p(x_T) = \mathcal N(0, I)$ |
-# | decoder | $p_\theta(x \mid z)$, **learned** | $p_\theta(x_{t-1} \mid x_t)$ for $t = T, \dots, 1$, **learned**: one network $\mu_\theta(x_t, t)$ shared by every $t$ (chapter 07) |
+# | decoder | $p_\theta(x \mid z)$, **learned** | $p_\theta(x_{t-1} \mid x_t)$ for $t = T, \dots, 1$, **learned**: one network $\mu_\theta(x_t, t)$ shared by every $t$ (chapter 08) |
 # | bound | $\mathbb E_q[\log p_\theta(x \mid z)] - D_{KL}(q(z \mid x) \,\|\, p(z))$ | $\mathbb E_q\big[\log p(x_T) + \sum_{t \ge 1} \log \frac{p_\theta(x_{t-1} \mid x_t)}{q(x_t \mid x_{t-1})}\big]$ (DDPM Eq. 3) |
 #
 # **The bound has the same shape.** Route 1 goes through unchanged with $z = x_{1:T}$: the likelihood is an

@@ -607,7 +607,7 @@ print(f"Jensen, log E[w] >= E[log w]: the gap is positive for every x^0 (smalles
 # difference is again of order $\beta_1$. The notes' guess that the step is special "so as not to generate
 # training images" is not the reason; the degenerate posterior is. (And the notes' other guess is right: with
 # the $t = 1$ term gone, every remaining posterior has $t \ge 2$ and is easy to compute.) DDPM instead keeps the
-# term as a learned decoder, $L_0 = -\log p(x_0 \mid x_1)$ (chapter 06).
+# term as a learned decoder, $L_0 = -\log p(x_0 \mid x_1)$ (chapter 07).
 
 # %%
 print(f"posterior variance at t = 1: beta~_1 = {float(s_toy.posterior_variance[1]):.1f} "

@@ -86,7 +86,7 @@ course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, lege
 #   $\beta_t$ are fixed (chapter 03 computed it: about $10^{-5}$ bits per dimension for DDPM's schedule).
 # - $L_{t-1}$ compares each reverse step $p_\theta$ with the forward process's own reverse step, the
 #   **posterior** $q(x_{t-1} \mid x_t, x_0)$: like with like, both distributions over $x_{t-1}$.
-# - $L_0$ is the decoder's negative log-likelihood (chapter 06 discretizes it for 8-bit images).
+# - $L_0$ is the decoder's negative log-likelihood (chapter 07 discretizes it for 8-bit images).
 #
 # The posterior conditions on $x_0$: without it, $q(x_{t-1} \mid x_t)$ would need the data distribution and is
 # intractable (chapter 02 computed it numerically for a 1-D mixture). With it, it is a Gaussian, as we now show.
@@ -274,7 +274,7 @@ plt.show()
 #
 # Now everything together, on a 1-D toy where both forms can be computed: data $x_0 \sim \mathcal N(0.5, 0.3^2)$,
 # a short schedule ($T = 20$, $\beta_t$ from 0.01 to 0.5) and, as a stand-in for a trained network, a fixed
-# reverse process: the mean from Eq. 11 (chapter 05) with the noise predictor $\epsilon_\theta(x_t, t) = \sqrt{1 - \bar\alpha_t}\, x_t$
+# reverse process: the mean from Eq. 11 (chapter 06) with the noise predictor $\epsilon_\theta(x_t, t) = \sqrt{1 - \bar\alpha_t}\, x_t$
 # (the best one for data $\mathcal N(0, 1)$, so a little wrong for ours), variances $\sigma_t^2 = \beta_t$, and a Gaussian
 # decoder $p_\theta(x_0 \mid x_1)$ for this continuous data.
 #
@@ -469,6 +469,6 @@ checks.check("normal_kl", gaussian_kl)
 #   $L_{t-1}$ and $L_T$ is exact given $(x_0, x_t)$: Rao-Blackwellization removes the sampling of $x_{t-1}$ and its variance.
 # - $L_T$ has no parameters when the $\beta_t$ are fixed.
 #
-# **Next:** chapter 05 fixes the reverse variances $\sigma_t^2$, turns $L_{t-1}$ into a squared error between
+# **Next:** chapter 06 fixes the reverse variances $\sigma_t^2$, turns $L_{t-1}$ into a squared error between
 # means, reparameterizes the mean through the noise $\epsilon$, and arrives at DDPM's simple loss; then it trains
 # a network on the swiss roll with Algorithm 1 and samples with Algorithm 2.

@@ -1,7 +1,7 @@
 """Table 2 of Ho et al. 2020 (DDPM) at small scale: what the network predicts, what it is trained on,
 and whether the reverse variance is fixed or learned.
 
-Taught in chapter 10. The one command that makes the swiss-roll table of chapter 10 (about 10-15
+Taught in chapter 11. The one command that makes the swiss-roll table of chapter 11 (about 10-15
 minutes on one CPU core):
 
     ddpm-ablations

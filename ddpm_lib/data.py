@@ -738,7 +738,7 @@ def _as_nchw(a: np.ndarray, where: str) -> np.ndarray:
 def load_image_files(path) -> torch.Tensor:
     """
     Your own images as a uint8 tensor (N, C, H, W): what ``ddpm-train --dataset images --data-root
-    PATH`` trains on (chapter 13 shows it).
+    PATH`` trains on (chapter 14 shows it).
 
     :param path: a folder of image files (PNG, JPEG, ...; all the same size, read in sorted name
         order; grey images give C = 1, colour ones C = 3, an alpha channel is dropped), or an

@@ -12,7 +12,7 @@ then v.
 Equations are cited by each paper's own numbering: "DDPM Eq. N" is Ho, Jain & Abbeel 2020,
 "DDIM Eq. N" is Song, Meng & Ermon 2021, and Nichol & Dhariwal 2021 is improved DDPM.
 
-Taught in chapters 03, 04, 05, 06 and 09.
+Taught in chapters 03, 04, 06, 07 and 10.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Trajectory:
     ``ts[k]`` (before the step from it), so ``x_t`` has shape (K, B, ...); ``pred_x0[k]`` is the
     model's x_0 prediction from that state (NaN where none was made, at t = 0).
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
 
     ts: torch.Tensor
@@ -82,7 +82,7 @@ class Trajectory:
     def to_tensors(self) -> dict:
         """A dict of tensors for ``safetensors.save_file``: ``ts``, ``timesteps``, ``x_t`` and ``pred_x0``.
 
-        Taught in chapter 09.
+        Taught in chapter 10.
         """
         return {
             "ts": self.ts,
@@ -112,7 +112,7 @@ def initial_noise(
     the same x_T on any device; then moved to ``device``. A given ``noise`` is used instead (moved
     to ``device``), after checking it has ``shape`` (unless ``shape`` is None).
 
-    Taught in chapters 05 and 09.
+    Taught in chapters 06 and 10.
     """
     if noise is None:
         dev = generator.device if generator is not None else (device or "cpu")
@@ -152,7 +152,7 @@ class GaussianDiffusion:
         (a density, for continuous data such as the swiss roll).
     :param hybrid_lambda: the weight of the bound in the hybrid loss (0.001, as Nichol & Dhariwal 2021).
 
-    Taught in chapters 03, 04, 05, 06 and 10.
+    Taught in chapters 03, 04, 06, 07 and 11.
     """
 
     def __init__(
@@ -203,14 +203,14 @@ class GaussianDiffusion:
     def learned_variance(self) -> bool:
         """True for ``"learned"`` and ``"learned_range"``: the network outputs a variance too.
 
-        Taught in chapter 10.
+        Taught in chapter 11.
         """
         return self.variance.startswith("learned")
 
     def config(self) -> dict:
         """A JSON-able description, stored with checkpoints; :meth:`from_config` rebuilds the diffusion.
 
-        Taught in chapter 08.
+        Taught in chapter 09.
         """
         return {
             "schedule": self.schedule.to_dict(),
@@ -225,7 +225,7 @@ class GaussianDiffusion:
     def from_config(cls, cfg: dict) -> "GaussianDiffusion":
         """The diffusion that :meth:`config` described (defaults for the fields older files lack).
 
-        Taught in chapter 08.
+        Taught in chapter 09.
         """
         return cls(
             NoiseSchedule.from_dict(cfg["schedule"]),
@@ -239,7 +239,7 @@ class GaussianDiffusion:
     def respace(self, steps) -> "GaussianDiffusion":
         """The same model on a subsequence of timesteps (see :meth:`NoiseSchedule.respace`).
 
-        Taught in chapter 09.
+        Taught in chapter 10.
         """
         return GaussianDiffusion(
             self.schedule.respace(steps),
@@ -314,14 +314,14 @@ class GaussianDiffusion:
     def model_t(self, t: torch.Tensor) -> torch.Tensor:
         """The timestep the network receives for index t: the original t for a respaced schedule.
 
-        Taught in chapter 09.
+        Taught in chapter 10.
         """
         return self._on(self.schedule.timesteps, t.device)[t]
 
     def sample_t(self, batch: int, device=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """t ~ Uniform{1..T}, shape (batch,) (DDPM Algorithm 1, line 3).
 
-        Taught in chapter 05.
+        Taught in chapter 06.
         """
         dev = generator.device if generator is not None else device
         return torch.randint(1, self.T + 1, (batch,), generator=generator, device=dev).to(device)
@@ -433,7 +433,7 @@ class GaussianDiffusion:
     def pred_x0_from_eps(self, x_t, t, eps):
         """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t): DDPM Eq. 4 solved for x_0.
 
-        Taught in chapters 05 and 09.
+        Taught in chapters 06 and 10.
         """
         s = self.schedule
         return (
@@ -444,7 +444,7 @@ class GaussianDiffusion:
     def pred_eps_from_x0(self, x_t, t, x0):
         """eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t): DDPM Eq. 4 solved for eps.
 
-        Taught in chapter 09.
+        Taught in chapter 10.
         """
         s = self.schedule
         return (self._extract(s.sqrt_recip_alpha_bars, t, x_t) * x_t - x0) / self._extract(
@@ -456,7 +456,7 @@ class GaussianDiffusion:
 
         Used when the network predicts the mean (``prediction="mean"``).
 
-        Taught in chapter 10.
+        Taught in chapter 11.
         """
         s = self.schedule
         return (mean - self._extract(s.posterior_mean_coef2, t, x_t) * x_t) / self._extract(
@@ -466,7 +466,7 @@ class GaussianDiffusion:
     def mean_from_eps(self, x_t, t, eps):
         """mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) (DDPM Eq. 11).
 
-        Taught in chapter 05.
+        Taught in chapter 06.
         """
         s = self.schedule
         return (x_t - self._extract(s.eps_coef, t, x_t) * eps) / self._extract(s.sqrt_alphas, t, x_t)
@@ -478,7 +478,7 @@ class GaussianDiffusion:
         ``fixed_large``); L_simple (DDPM Eq. 14) drops the weight. t of shape (B,) gives float64 weights
         of shape (B,).
 
-        Taught in chapter 05.
+        Taught in chapter 06.
         """
         if self.learned_variance:
             raise ValueError("eps_mse_weight needs a fixed variance (fixed_small or fixed_large)")
@@ -493,7 +493,7 @@ class GaussianDiffusion:
         is ``var_output`` itself, or v log beta_t + (1 - v) log beta~_t with v = (``var_output`` + 1) / 2
         (Nichol & Dhariwal 2021 Eq. 15).
 
-        Taught in chapters 05, 09 and 10.
+        Taught in chapters 06, 10 and 11.
         """
         if self.variance == "fixed_large":
             return (
@@ -525,7 +525,7 @@ class GaussianDiffusion:
         before the mean is formed (for prediction="mean" the mean is the network's and only pred_x0 is
         clipped).
 
-        Taught in chapters 05 and 09.
+        Taught in chapters 06 and 10.
         """
         t = self._check(x_t, t)
         out, var_out = self._split_output(model_output, x_t)
@@ -570,7 +570,7 @@ class GaussianDiffusion:
         z ~ N(0, I) for t > 1 and z = 0 at t = 1 (line 3); ``noise`` gives z instead of drawing it.
         x_t has shape (B, ...), t shape (B,); the result is shaped like x_t.
 
-        Taught in chapters 05 and 09.
+        Taught in chapters 06 and 10.
         """
         return self._p_sample(model_output, x_t, t, noise, clip_x0, generator)[0]
 
@@ -599,7 +599,7 @@ class GaussianDiffusion:
         the DDPM posterior variance for the step; eta = 0 is deterministic. With ``clip_x0`` eps_hat
         is recomputed from the clipped x0_hat.
 
-        Taught in chapter 09.
+        Taught in chapter 10.
         """
         t = self._check(x_t, t)
         if not isinstance(t_prev, torch.Tensor):
@@ -628,9 +628,9 @@ class GaussianDiffusion:
         """Deterministic DDIM encoding from t to t_next > t.
 
         sqrt(abar_next) x0_hat + sqrt(1 - abar_next) eps_hat: DDIM Eq. 12 with eta = 0, run upwards in t,
-        as :func:`ddim_encode` uses it. Chapter 09 teaches the step downwards.
+        as :func:`ddim_encode` uses it. Chapter 10 teaches the step downwards.
 
-        Taught in chapter 09.
+        Taught in chapter 10.
         """
         t = self._check(x_t, t)
         if not isinstance(t_next, torch.Tensor):
@@ -669,7 +669,7 @@ class GaussianDiffusion:
         dimensions of the squared error of the predicted quantity), ``vb`` (L_{t-1} in bits/dim; present
         when the objective uses it) and ``t``.
 
-        Taught in chapters 05, 08 and 10.
+        Taught in chapters 06, 09 and 11.
         """
         self._check_data(x0)
         B = x0.shape[0]
@@ -715,7 +715,7 @@ class GaussianDiffusion:
 
         With ``loss="simple"`` and eps prediction it is L_simple, DDPM Eq. 14.
 
-        Taught in chapter 05.
+        Taught in chapter 06.
         """
         return self.training_losses(model, x0, t, noise, generator)["loss"]
 
@@ -743,7 +743,7 @@ class GaussianDiffusion:
         L_j = KL(q(x_j | x_{j+1}, x_0) || p(x_j | x_{j+1})); column T is L_T. Each term uses one
         sample x_{j+1} ~ q(x_{j+1} | x_0) (the KLs themselves are exact).
 
-        Taught in chapters 04 and 06.
+        Taught in chapters 04 and 07.
         """
         self._check_data(x0)
         B = x0.shape[0]
@@ -766,7 +766,7 @@ class GaussianDiffusion:
     ) -> torch.Tensor:
         """The whole bound L_T + sum_t L_{t-1} + L_0 (DDPM Eq. 5) per example, in bits per dimension: (B,).
 
-        Taught in chapter 06.
+        Taught in chapter 07.
         """
         D = x0[0].numel()
         return self.vlb_terms(model, x0, generator=generator, progress=progress).sum(1) / (D * math.log(2.0))
@@ -795,7 +795,7 @@ class GaussianDiffusion:
         Hooks for :mod:`ddpm_lib.sampling`: ``condition(x, t)`` replaces the state at each t
         (conditioning by replacement), ``step_noise(t, x)`` supplies the z of the step from t.
 
-        Taught in chapters 05 and 09.
+        Taught in chapters 06 and 10.
         """
         t_start = self.T if t_start is None else int(t_start)
         if not 1 <= t_start <= self.T:
@@ -821,7 +821,7 @@ class Recorder:
 
     Timesteps lie in 0..T (0 is the result); ``want`` is None when nothing is recorded.
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
 
     def __init__(self, record, schedule: NoiseSchedule):
@@ -837,7 +837,7 @@ class Recorder:
 
         A pred_x0 of None (at t = 0) is stored as NaN.
 
-        Taught in chapter 09.
+        Taught in chapter 10.
         """
         if self.want is not None and t in self.want:
             self.ts.append(t)
@@ -849,7 +849,7 @@ class Recorder:
     def result(self) -> Trajectory:
         """The recorded states as a :class:`Trajectory`, in the order recorded (t falling); empty if none.
 
-        Taught in chapter 09.
+        Taught in chapter 10.
         """
         if not self.ts:
             return Trajectory(torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0))

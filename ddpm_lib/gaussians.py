@@ -3,7 +3,7 @@
 All functions work elementwise on broadcastable tensors and return values in nats; sum over
 dimensions yourself, or reduce (B, ...) to (B,) with :func:`sum_flat` or :func:`mean_flat`.
 
-Taught in chapters 01, 04 and 06.
+Taught in chapters 01, 04 and 07.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def gaussian_entropy(log_var) -> torch.Tensor:
 
     H = 0.5 (1 + log 2 pi + log_var).
 
-    Taught in chapters 02 and 11.
+    Taught in chapters 02 and 12.
     """
     log_var = _t(log_var)
     return 0.5 * (1.0 + LOG_2PI + log_var)
@@ -79,7 +79,7 @@ def standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
 
     The bin probabilities of the discretized decoder (DDPM Eq. 13) are differences of Phi.
 
-    Taught in chapter 06.
+    Taught in chapter 07.
     """
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
@@ -87,7 +87,7 @@ def standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
 def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
     """The tanh approximation of Phi that DDPM's code uses (Page 1977); its largest error is about 2e-4.
 
-    Taught in chapter 06.
+    Taught in chapter 07.
     """
     return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
 
@@ -110,7 +110,7 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, *, exact: bool = Tru
     :param log_scale: log(sigma), half the log variance, broadcastable with x.
     :return: the log-probabilities in nats, in the broadcast shape of x, mean and log_scale.
 
-    Taught in chapter 06.
+    Taught in chapter 07.
     """
     x = _t(x)
     mean, log_scale = _t(mean, x), _t(log_scale, x)
@@ -163,7 +163,7 @@ def discretized_gaussian_probs(mean, log_scale, *, exact: bool = True) -> torch.
 
     A mean of shape (...) gives probabilities of shape (..., 256), which sum to 1 over the last dimension.
 
-    Taught in chapter 06.
+    Taught in chapter 07.
     """
     mean = _t(mean)
     log_scale = _t(log_scale, mean)
@@ -178,7 +178,7 @@ def mean_flat(x: torch.Tensor) -> torch.Tensor:
 
     How L_simple is reduced per example (as in DDPM's code).
 
-    Taught in chapter 08.
+    Taught in chapter 09.
     """
     return x.reshape(x.shape[0], -1).mean(dim=1)
 

@@ -1,6 +1,6 @@
 """Working with Hugging Face diffusers: its timestep index and its UNet2DModel's weights.
 
-Taught in chapter 07 (the U-Net) and used by the tests that compare this library with diffusers
+Taught in chapter 08 (the U-Net) and used by the tests that compare this library with diffusers
 (tests/test_vs_diffusers.py, tests/test_nets.py) and by benchmarks/bench_unet_cpu.py. Nothing
 here imports diffusers: the functions map indices, build keyword arguments and rename tensors.
 

@@ -4,7 +4,7 @@ One forward step q(x^t | x^{t-1}) = N(sqrt(1 - beta) x^{t-1}, beta) (Sohl-Dickst
 on data q(x^{t-1}) that is a mixture of Gaussians, and its reverse q(x^{t-1} | x^t) by Bayes' rule
 (their Sec. 2.2): close to a Gaussian for small beta, clearly not for large beta. Chapter 02 (section
 2, "The reverse trajectory and the true reverse kernel") and its reverse-kernel explorer draw these
-functions; chapter 11 reuses :data:`DEFAULT_MIXTURE` and the mixture densities.
+functions; chapter 12 reuses :data:`DEFAULT_MIXTURE` and the mixture densities.
 
 - :func:`mixture_params`, :func:`mixture_log_prob`: a mixture's parameters, checked, and its exact
   log-density (torch, float64); :func:`mixture_pdf`, :func:`gaussian_pdf`: densities in numpy, for plots.
@@ -13,7 +13,7 @@ functions; chapter 11 reuses :data:`DEFAULT_MIXTURE` and the mixture densities.
   :func:`moment_match` and :func:`kernel_kl_to_gaussian`: a density's mean and variance on a grid,
   and its KL to the Gaussian with those moments (how far from Gaussian the kernel is).
 
-Taught in chapters 02 and 11.
+Taught in chapters 02 and 12.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ __all__ = [
     "kernel_kl_to_gaussian",
 ]
 
-# the 1-D mixture of chapters 02 and 11 (and of the reverse-kernel explorer)
+# the 1-D mixture of chapters 02 and 12 (and of the reverse-kernel explorer)
 DEFAULT_MIXTURE = {"means": (-1.2, 0.2, 1.4), "stds": (0.25, 0.2, 0.3), "weights": (0.3, 0.3, 0.4)}
 
 
@@ -47,7 +47,7 @@ def mixture_params(means, stds, weights):
     :param weights: K non-negative weights with a positive sum (normalized here); None for equal weights.
     :return: (means, stds, weights) of shapes (K, D), (K, D) and (K,), the weights summing to 1.
 
-    Taught in chapters 02 and 11.
+    Taught in chapters 02 and 12.
     """
     means = torch.as_tensor(means, dtype=torch.float64)
     if means.ndim == 1:
@@ -84,7 +84,7 @@ def mixture_log_prob(x, means, stds=0.1, weights=None) -> torch.Tensor:
     :param x: the points, (N, D), or (N,) for a 1-D mixture.
     :return: log q(x) in nats, float64, shape (N,).
 
-    Taught in chapters 02 and 11.
+    Taught in chapters 02 and 12.
     """
     means, stds, weights = mixture_params(means, stds, weights)
     x = torch.as_tensor(x, dtype=torch.float64)

@@ -8,7 +8,7 @@ Every network is called as ``model(x, t)`` where ``t`` is a LongTensor of shape 
 the paper's t in 1..T; it goes into the sinusoidal embedding as is (no shift). The classifier,
 whose features give the Fréchet classifier distance, is called as ``model(x)``.
 
-Taught in chapters 05, 07 and 09.
+Taught in chapters 06, 08 and 10.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     exp(-log(max_period) * i / (half - 1)) for i < half = dim // 2, then [sin, cos], and one
     zero column when dim is odd. (improved-diffusion divides by ``half`` instead.)
 
-    Taught in chapter 07.
+    Taught in chapter 08.
     """
     if t.ndim != 1:
         raise ValueError(f"t must have shape (B,), got shape {tuple(t.shape)}")
@@ -64,7 +64,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 def zero_module(module: nn.Module) -> nn.Module:
     """Zero every parameter of ``module`` (DDPM's init_scale=0.) and return it.
 
-    Taught in chapter 07.
+    Taught in chapter 08.
     """
     for p in module.parameters():
         nn.init.zeros_(p)
@@ -76,7 +76,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
     Works on the meta device too.
 
-    Taught in chapter 07.
+    Taught in chapter 08.
     """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
@@ -100,7 +100,7 @@ class MLPConfig:
 
     ``out_dim`` None means ``data_dim``; a learned variance needs 2 * ``data_dim``.
 
-    Taught in chapter 05.
+    Taught in chapter 06.
     """
 
     data_dim: int = 2
@@ -116,7 +116,7 @@ class MLP(nn.Module):
     h = x; for each layer: h = SiLU(Linear(h) + Linear(temb)); out = Linear(h), where
     temb = SiLU(Linear(sinusoidal(t))) is computed once.
 
-    Taught in chapter 05.
+    Taught in chapter 06.
     """
 
     def __init__(self, data_dim=2, hidden=128, layers=3, time_dim=64, out_dim=None):
@@ -143,14 +143,14 @@ class MLP(nn.Module):
     def from_config(cls, config: MLPConfig | dict) -> "MLP":
         """The MLP that an :class:`MLPConfig` (or its dict) describes.
 
-        Taught in chapter 05.
+        Taught in chapter 06.
         """
         return cls(**(asdict(config) if isinstance(config, MLPConfig) else config))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The network's output for x (B, data_dim) and timesteps t (B,): shape (B, out_dim or data_dim).
 
-        Taught in chapter 05.
+        Taught in chapter 06.
         """
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.config.data_dim:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -170,7 +170,7 @@ class MLP(nn.Module):
 def Normalize(channels: int, groups: int) -> nn.GroupNorm:
     """GroupNorm of ``channels`` channels in ``groups`` groups, with eps = 1e-6 as in DDPM's TF code.
 
-    Taught in chapter 07.
+    Taught in chapter 08.
     """
     return nn.GroupNorm(groups, channels, eps=1e-6)  # tf.contrib.layers.group_norm's epsilon
 
@@ -182,7 +182,7 @@ class ResnetBlock(nn.Module):
     conv2(Dropout(SiLU(GroupNorm(h)))) + shortcut(x), the shortcut a 1x1 conv where the channel
     count changes. :class:`UNet` zero-initializes conv2, so that each block starts as the identity.
 
-    Taught in chapter 07.
+    Taught in chapter 08.
     """
 
     def __init__(self, in_ch: int, out_ch: int, temb_ch: int, dropout: float, groups: int):
@@ -201,7 +201,7 @@ class ResnetBlock(nn.Module):
         # norm's output (silu is applied in place) nor a conv's output is saved for backward.
         """The block's output, (B, out_ch, H, W), for x (B, in_ch, H, W) and the time embedding (B, temb_ch).
 
-        Taught in chapter 07.
+        Taught in chapter 08.
         """
         h = self.conv1(F.silu(self.norm1(x), inplace=True))
         h += self.temb_proj(F.silu(temb))[:, :, None, None]
@@ -215,7 +215,7 @@ class AttnBlock(nn.Module):
 
     x (B, C, H, W) -> (B, C, H, W). :class:`UNet` zero-initializes the output projection ``proj_out``.
 
-    Taught in chapter 07.
+    Taught in chapter 08.
     """
 
     def __init__(self, ch: int, groups: int):
@@ -229,7 +229,7 @@ class AttnBlock(nn.Module):
     def forward(self, x):
         """x + attention(GroupNorm(x)): (B, C, H, W) -> (B, C, H, W).
 
-        Taught in chapter 07.
+        Taught in chapter 08.
         """
         B, C, H, W = x.shape
         h = self.norm(x)
@@ -249,7 +249,7 @@ class AttnBlock(nn.Module):
 class Downsample(nn.Module):
     """A stride-2 3x3 convolution with TF's "SAME" padding: (B, C, H, W) -> (B, C, H / 2, W / 2).
 
-    Taught in chapter 07.
+    Taught in chapter 08.
     """
 
     def __init__(self, ch: int):
@@ -260,7 +260,7 @@ class Downsample(nn.Module):
         # TF's "SAME" padding for a stride-2 3x3 conv on an even size pads one pixel right/bottom
         """x downsampled: (B, C, H, W) -> (B, C, H / 2, W / 2) for even H and W.
 
-        Taught in chapter 07.
+        Taught in chapter 08.
         """
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
@@ -298,7 +298,7 @@ class Upsample(nn.Module):
     function (up to float rounding) with 16 multiply-adds per output pixel and input channel
     instead of 36; the parameters are still the one 3x3 conv.
 
-    Taught in chapter 07.
+    Taught in chapter 08.
     """
 
     def __init__(self, ch: int):
@@ -308,7 +308,7 @@ class Upsample(nn.Module):
     def forward(self, x):
         """x upsampled: (B, C, H, W) -> (B, C, 2 * H, 2 * W), NCHW or channels_last as x is.
 
-        Taught in chapter 07.
+        Taught in chapter 08.
         """
         B, _, H, W = x.shape
         O = self.conv.out_channels
@@ -337,7 +337,7 @@ class UNetConfig:
     resolution halves between levels), ``attn_resolutions`` lists the resolutions that get
     self-attention, and ``out_channels`` is 2 * ``in_channels`` for a learned variance.
 
-    Taught in chapter 07.
+    Taught in chapter 08.
     """
 
     in_channels: int = 3
@@ -380,7 +380,7 @@ class UNetConfig:
     def level_resolutions(self) -> tuple[int, ...]:
         """The resolution of each level: ``resolution``, halved from one level to the next.
 
-        Taught in chapter 07.
+        Taught in chapter 08.
         """
         return tuple(self.resolution // 2**i for i in range(len(self.ch_mult)))
 
@@ -391,7 +391,7 @@ class UNet(nn.Module):
     ``UNet(UNetConfig(...))``, ``UNet(ch=64, ...)``, ``UNet({"ch": 64, ...})`` or
     ``UNet(config, dropout=0.0)`` (a copy of config with dropout replaced).
 
-    Taught in chapter 07.
+    Taught in chapter 08.
     """
 
     def __init__(self, config: UNetConfig | None = None, **kwargs):
@@ -467,7 +467,7 @@ class UNet(nn.Module):
     def ddpm_cifar10(cls, learn_sigma: bool = False, **overrides) -> "UNet":
         """The paper's CIFAR-10 network: 35,746,307 parameters (with ``learn_sigma``, 6 output channels).
 
-        Taught in chapter 07.
+        Taught in chapter 08.
         """
         c = UNetConfig(out_channels=6 if learn_sigma else 3)
         return cls(c, **overrides)
@@ -482,7 +482,7 @@ class UNet(nn.Module):
     def fashion_mnist(cls, size: str = "small", learn_sigma: bool = False, **overrides) -> "UNet":
         """Nets for images of shape (1, 28, 28), with 3 levels (28 -> 14 -> 7); sizes: tiny, small, base.
 
-        Taught in chapter 07.
+        Taught in chapter 08.
         """
         if size not in cls.FASHION_MNIST_SIZES:
             raise ValueError(f"size must be one of {sorted(cls.FASHION_MNIST_SIZES)}, got {size!r}")
@@ -499,7 +499,7 @@ class UNet(nn.Module):
     def from_config(cls, config: UNetConfig | dict) -> "UNet":
         """The UNet that a :class:`UNetConfig` (or its dict) describes.
 
-        Taught in chapter 07.
+        Taught in chapter 08.
         """
         return cls(config) if isinstance(config, UNetConfig) else cls(**config)
 
@@ -533,7 +533,7 @@ class UNet(nn.Module):
 
         The output is NCHW-contiguous whatever :attr:`channels_last` says.
 
-        Taught in chapter 07.
+        Taught in chapter 08.
         """
         self._check_inputs(x, t)
         temb = self.temb(timestep_embedding(t, self.config.ch).to(x.dtype))
@@ -569,7 +569,7 @@ class UNet(nn.Module):
 class ClassifierConfig:
     """The Fashion-MNIST classifier's hyperparameters: conv blocks' channels, feature width, classes, dropout.
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
 
     in_channels: int = 1
@@ -596,7 +596,7 @@ class FashionClassifier(nn.Module):
     :mod:`ddpm_lib.classifier` trains the network. ``FashionClassifier()``,
     ``FashionClassifier(channels=(16, 32), ...)`` or ``FashionClassifier(ClassifierConfig(...))``.
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
 
     def __init__(self, config: ClassifierConfig | dict | None = None, **kwargs):
@@ -638,7 +638,7 @@ class FashionClassifier(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate activations: (B, feature_dim), after the ReLU of the fully connected layer.
 
-        Taught in chapter 09.
+        Taught in chapter 10.
         """
         self._check(x)
         return F.relu(self.fc(self.conv(x).flatten(1)))
@@ -646,6 +646,6 @@ class FashionClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The logits, (B, num_classes), for x (B, in_channels, resolution, resolution).
 
-        Taught in chapter 09.
+        Taught in chapter 10.
         """
         return self.head(self.drop(self.features(x)))

@@ -5,7 +5,7 @@ can return the trajectory (x_t and the predicted x_0 at chosen t) with ``record=
 Equations are cited by each paper's own numbering: DDPM is Ho, Jain & Abbeel 2020, DDIM is Song,
 Meng & Ermon 2021.
 
-Taught in chapters 09, 11 and 12.
+Taught in chapters 10, 12 and 13.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class CountingModel:
 
     The cost of a sampler in network evaluations, which (unlike seconds) does not depend on the machine.
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
 
     def __init__(self, model: Callable):
@@ -69,7 +69,7 @@ def sample_respaced(
     arguments are those of :meth:`GaussianDiffusion.sample`; recorded ``ts`` are respaced indices,
     the trajectory's ``timesteps`` the original ones.
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
     return diffusion.respace(steps).sample(model, shape, **kwargs)
 
@@ -79,7 +79,7 @@ def ddim_timesteps(T: int, steps: int) -> torch.Tensor:
 
     The timesteps :meth:`NoiseSchedule.respace` picks for a count.
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be in 1..T = 1..{T}, got {steps}")
@@ -130,7 +130,7 @@ def ddim_sample(
     ancestral sampling with beta~. ``shape`` is (B, ...). ``record`` picks timesteps (original t, 0
     for the result) to return in a :class:`Trajectory`.
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
     _check_eta(eta)
     ts = _resolve_timesteps(diffusion, steps, timesteps)
@@ -162,10 +162,10 @@ def ddim_encode(
     """Run DDIM (eta = 0) backwards: x_0 -> x_{t_end}, deterministically.
 
     On the same timesteps :func:`ddim_sample` uses, so that decoding the result with those
-    timesteps returns about x_0; x0 and the result have shape (B, ...). Chapter 09 teaches the
+    timesteps returns about x_0; x0 and the result have shape (B, ...). Chapter 10 teaches the
     DDIM step (DDIM Eq. 12) that this inverts.
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
     ts = _resolve_timesteps(diffusion, steps, timesteps)
     if t_end is not None:
@@ -230,7 +230,7 @@ def inpaint(
     :param mask: 1 where a pixel is known, 0 where it is to be filled; broadcastable to x_known.
     :param resample: U, the passes per timestep (1: replacement only); ``record`` needs U = 1.
 
-    Taught in chapter 11.
+    Taught in chapter 12.
     """
     mask = _check_mask(mask, x_known)
     if not isinstance(resample, int) or isinstance(resample, bool) or resample < 1:
@@ -290,7 +290,7 @@ def reconstruct(
 
     The smaller t, the more the result shares with x_0. x0 has shape (B, ...); t is an int in 1..T.
 
-    Taught in chapter 12.
+    Taught in chapter 13.
     """
     if not 1 <= int(t) <= diffusion.T:
         raise ValueError(f"t must be in 1..T = 1..{diffusion.T}, got {t}")
@@ -333,7 +333,7 @@ def interpolate(
     x0_a and x0_b have shape (B, ...); returns (L, B, ...) for L lambdas (and the trajectory with
     the batch as L * B if ``record``).
 
-    Taught in chapter 12.
+    Taught in chapter 13.
     """
     if mix not in ("linear", "slerp"):
         raise ValueError(f"mix must be 'linear' or 'slerp', got {mix!r}")
@@ -391,7 +391,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, lam: float) -> torch.Tensor:
     falls to 1/2 at lam = 1/2. Parallel pairs (theta = 0) fall back to the linear mix.
     ``a``, ``b``: (B, ...) of the same shape; ``lam`` in [0, 1]. Returns (B, ...).
 
-    Taught in chapter 12.
+    Taught in chapter 13.
     """
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape or a.ndim < 1:
         raise ValueError(
@@ -431,7 +431,7 @@ def perturbed_mean(
     :param grad_log_r: a callable y -> grad log r(y), same shape as y; it is evaluated at ``mean``.
     :return: mu + Sigma * grad log r(mu), shaped like ``mean``.
 
-    Taught in chapter 11.
+    Taught in chapter 12.
     """
     if not isinstance(mean, torch.Tensor):
         raise TypeError(f"mean must be a tensor, got {type(mean).__name__}")
@@ -484,7 +484,7 @@ def sample_perturbed(
         :meth:`GaussianDiffusion.sample`; returns ``(x_0, Trajectory)`` then.
     :return: x_0, of shape ``shape`` (B, ...).
 
-    Taught in chapter 11.
+    Taught in chapter 12.
     """
     if not callable(perturb):
         raise TypeError("perturb must be a callable (mean, variance, t) -> (mean, variance)")
@@ -520,7 +520,7 @@ def schedule_of(schedule=None) -> NoiseSchedule:
 
     A NoiseSchedule as it is, a GaussianDiffusion's own, or DDPM's linear schedule with T = 1000 for None.
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
     if schedule is None:
         return NoiseSchedule.linear(T=1000)
@@ -542,7 +542,7 @@ def check_trajectory(trajectory, name: str = "trajectory") -> torch.Tensor:
 
     :return: the original timesteps (``timesteps``, else ``ts``), a LongTensor (K,).
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
     if isinstance(trajectory, tuple) and trajectory and hasattr(trajectory[0], "x_t"):
         raise TypeError(
@@ -588,7 +588,7 @@ def predicted_eps(trajectory, schedule=None) -> torch.Tensor:
         default: DDPM's linear schedule, T = 1000.
     :return: a float32 tensor shaped like ``trajectory.x_t``, (K, B, ...).
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
     ts = check_trajectory(trajectory)
     s = schedule_of(schedule)
@@ -616,7 +616,7 @@ DEFAULT_STEPS = {"respaced": 100, "ddim": 50}
 def sampler_timesteps(diffusion: GaussianDiffusion, method: str, steps: Optional[int]) -> list[int]:
     """The original timesteps at which a sampler of :func:`generate` has a state (0 is the result).
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
     if method == "ancestral":
         return list(range(diffusion.T + 1))
@@ -630,7 +630,7 @@ def snap_record(record: Sequence[int], available: list[int], T: int) -> list[int
 
     Returns them distinct, in decreasing order.
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
     out = []
     for r in record:
@@ -651,7 +651,7 @@ def check_sampler_args(n, method: str = "ancestral", eta: float = 0.0, batch_siz
     line can check them before loading anything): ``n`` and ``batch_size`` positive integers
     (``batch_size`` None: all at once), ``method`` one of :data:`METHODS`, DDIM's ``eta`` finite and >= 0.
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -698,7 +698,7 @@ def generate(
     timesteps (0 = the result); each is moved to the nearest one the sampler visits. ``device``: where
     to sample (default: the model's).
 
-    Taught in chapter 09.
+    Taught in chapter 10.
     """
     check_sampler_args(n, method, eta, batch_size)
     if method == "ancestral":

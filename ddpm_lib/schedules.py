@@ -156,7 +156,7 @@ class NoiseSchedule:
         f(t) = cos^2((t/T + s) / (1 + s) * pi/2), and beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} is
         clipped at ``max_beta`` (0.999, as in the paper) so that beta_T < 1.
 
-        Taught in chapters 03 and 13.
+        Taught in chapters 03 and 14.
         """
         T = _check_T(T)
         if not 0 < max_beta < 1:
@@ -197,7 +197,7 @@ class NoiseSchedule:
         Its betas are beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} with alpha_bar_0 = 1: how :meth:`respace`
         builds a schedule with given alpha_bars.
 
-        Taught in chapter 09.
+        Taught in chapter 10.
         """
         ab = _as_float64(alpha_bars)
         prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
@@ -225,7 +225,7 @@ class NoiseSchedule:
         ``alpha_bars[k]`` equals this schedule's ``alpha_bars[timesteps[k]]``, and its betas are
         beta'_k = 1 - alpha_bar'_k / alpha_bar'_{k-1} (Nichol & Dhariwal 2021, Sec. 4).
 
-        Taught in chapter 09.
+        Taught in chapter 10.
         """
         if isinstance(steps, int):
             if not 1 <= steps <= self.T:
@@ -277,7 +277,7 @@ class NoiseSchedule:
 
         Checkpoints keep it.
 
-        Taught in chapter 08.
+        Taught in chapter 09.
         """
         return {
             "name": self.name,
@@ -290,7 +290,7 @@ class NoiseSchedule:
     def from_dict(cls, d: dict) -> "NoiseSchedule":
         """The schedule that :meth:`to_dict` described; a stored T above :data:`MAX_T` is refused.
 
-        Taught in chapter 08.
+        Taught in chapter 09.
         """
         betas = d.get("betas") if isinstance(d, dict) else None
         if not isinstance(betas, list):
@@ -328,7 +328,7 @@ class NoiseSchedule:
         one holds for any data. Returns (lower, upper), each of shape (T + 1,): NaN at t = 0, and
         lower[1] = -inf (beta~_1 = 0: given x_0, x_0 is known exactly).
 
-        Taught in chapter 11.
+        Taught in chapter 12.
         """
         from .gaussians import gaussian_entropy
 

@@ -2,7 +2,7 @@
 
     save_trajectory(traj, "traj.safetensors", {"seed": 0, "method": "ancestral"})
     traj, meta = load_trajectory("traj.safetensors")   # (Trajectory, metadata)
-    traj, meta = load_trajectory()                     # the shipped one of chapter 09, sha256-checked
+    traj, meta = load_trajectory()                     # the shipped one of chapter 10, sha256-checked
 
 The file holds the tensors of :meth:`Trajectory.to_tensors`: ``ts`` and ``timesteps`` (K,) (indices
 of the schedule that sampled, and the original timesteps they stand for), ``x_t`` and ``pred_x0``
@@ -78,7 +78,7 @@ def load_trajectory(path=None, verify: bool = True):
     """Load a trajectory written by :func:`save_trajectory` (or ``python -m ddpm_lib.sample --trajectory``).
 
     :param path: a ``.safetensors`` file, or a path relative to the data folder (default
-        :data:`DEFAULT_TRAJECTORY`, the one chapter 09 uses).
+        :data:`DEFAULT_TRAJECTORY`, the one chapter 10 uses).
     :param verify: check the file's size and sha256 against ``data/registry.json`` when the
         registry lists it (files the registry does not list are loaded unchecked).
     :return: ``(Trajectory, metadata)``: a pair, so take ``load_trajectory(...)[0]`` (or unpack it) where

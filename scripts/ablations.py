@@ -1,4 +1,4 @@
-"""DDPM Table 2 at small scale (chapter 10): the command the stored tables record.
+"""DDPM Table 2 at small scale (chapter 11): the command the stored tables record.
 
     python scripts/ablations.py [FLAGS]      is      ddpm-ablations [FLAGS]
 

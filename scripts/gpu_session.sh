@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device session (a lent H200), run from the repository root by the device tool:
 #   bash scripts/gpu_session.sh        (OUT must name an empty folder; results come back from there)
-# Stages (STAGES, a list of these; "bench" and "abl" are what issue 3 and chapter 10 still need):
+# Stages (STAGES, a list of these; "bench" and "abl" are what issue 3 and chapter 11 still need):
 #   bench   the CIFAR-10 network's training/sampling throughput against the paper
 #           (benchmarks/bench_cifar10_gpu.py, eager and torch.compile, BENCH_S seconds), alone on the GPU;
 #   abl     the Table 2 rows that data/ablations/fashion_mnist_table2.json lists as not measured, one
@@ -20,7 +20,7 @@
 # 25.9 MB; no stage but fmnist reads it) out of the checkout for the calls and back afterwards.
 # Everything but the checkpoint parts is packed into $OUT/bundle.tgz (the tool returns at most 8 files).
 # Back here: tar xzf bundle.tgz -C DIR; cp DIR/fashion_mnist_table2.{json,md} data/ablations/;
-# python benchmarks/bench_cifar10_gpu.py --write-results DIR/results_gpu.json; re-execute chapter 10.
+# python benchmarks/bench_cifar10_gpu.py --write-results DIR/results_gpu.json; re-execute chapter 11.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 : "${OUT:?OUT must be set}"

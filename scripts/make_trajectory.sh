@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make the stored 1000-step sampling trajectory of chapter 09 (sampling), then register it.
+# Make the stored 1000-step sampling trajectory of chapter 10 (sampling), then register it.
 #
 #   bash scripts/make_trajectory.sh            # on the CPU (about 160 s uncontended: 4 images x 1000 steps)
 #   DEVICE=auto bash scripts/make_trajectory.sh  # on a GPU when there is one (seconds)
@@ -11,7 +11,7 @@
 # stored: it follows exactly from x_t and the predicted x_0 by DDPM Eq. 4,
 # eps = (x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t).
 # After the samples are written, the file's size and sha256 are entered in data/registry.json
-# (under "files"), so that chapter 09 can verify what it loads. Rerun after the shipped model changes.
+# (under "files"), so that chapter 10 can verify what it loads. Rerun after the shipped model changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

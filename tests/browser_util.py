@@ -70,7 +70,7 @@ def jupyterlab(root, timeout: float = 60.0, threads: int = 1, windowing_mode: st
 
     ``windowing_mode`` is the notebook's "windowingMode" setting. JupyterLab 4's default,
     "contentVisibility", leaves cells outside the viewport unrendered, and Playwright then finds a
-    widget far down a long chapter "not visible" and cannot scroll to it (CI saw this on chapter 12);
+    widget far down a long chapter "not visible" and cannot scroll to it (CI saw this on chapter 13);
     "none" attaches every cell, as a reader scrolling the whole chapter would see it."""
     root = Path(root)
     port, token = _free_port(), secrets.token_hex(16)

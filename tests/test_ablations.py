@@ -1,4 +1,4 @@
-"""ddpm_lib.ablations and ddpm-ablations (DDPM Table 2 at small scale, chapter 10) end to end on tiny
+"""ddpm_lib.ablations and ddpm-ablations (DDPM Table 2 at small scale, chapter 11) end to end on tiny
 settings, the shipped tables' registration, the loss identities the chapter relies on, and the
 chapter's exercise checkers (mu_mse_weight, optimal_variance)."""
 

@@ -289,7 +289,7 @@ def _shift(eps, x_t, t, s, z):
     return mean + _b((t > 1).double(), x_t) * be.sqrt() * z
 
 
-# ---- chapter 07 ----
+# ---- chapter 08 ----
 def _resblock(i, o, te, norms=True, shortcut="auto", temb=True, biases=True, taps=9):
     n = (2 * i + 2 * o) if norms else 0
     b = 1 if biases else 0
@@ -325,7 +325,7 @@ def test_resnet_block_parameters():
     assert_rejected(_run("resnet_block_parameters", todo), eq, "not implemented yet")
 
 
-# ---- chapter 12 ----
+# ---- chapter 13 ----
 def test_mixed_noise_variance():
     eq = "(1 - lambda)^2 + lambda^2"
     right = lambda lam, rho: (1 - lam) ** 2 + lam**2 + 2 * lam * (1 - lam) * rho  # noqa: E731

@@ -1,4 +1,4 @@
-"""Chapter 11's exercise checkers: each accepts the right answer and rejects each listed mistake
+"""Chapter 12's exercise checkers: each accepts the right answer and rejects each listed mistake
 with the hint that names it."""
 
 import math

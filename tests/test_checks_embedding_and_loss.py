@@ -1,4 +1,4 @@
-"""The checkers chapters 07 (the U-Net) and 08 (training) added to ddpm_lib.course.checks: each accepts a correct
+"""The checkers chapters 08 (the U-Net) and 08 (training) added to ddpm_lib.course.checks: each accepts a correct
 implementation and rejects the common mistakes, naming them."""
 
 import math

@@ -1,4 +1,4 @@
-"""Library pieces added for chapters 04-05: the ``mean_from_eps`` checker (DDPM Eq. 11).
+"""Library pieces added for chapters 04-06: the ``mean_from_eps`` checker (DDPM Eq. 11).
 
 It must accept a correct implementation, reject each common mistake with a hint that names it, and
 turn broken student code into a message rather than an exception.

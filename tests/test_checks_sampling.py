@@ -1,4 +1,4 @@
-"""The exercise checkers added for chapter 09: respaced_betas and ddim_step accept the right answer
+"""The exercise checkers added for chapter 10: respaced_betas and ddim_step accept the right answer
 (in more than one layout), reject each common mistake with a hint that names it, and turn a
 student's errors into messages."""
 

@@ -1,4 +1,4 @@
-"""The cosine_schedule and schedule_design checkers of ddpm_lib.course.checks (chapters 06 and 13): each
+"""The cosine_schedule and schedule_design checkers of ddpm_lib.course.checks (chapters 07 and 14): each
 accepts right answers and rejects the listed mistakes with a message naming the equation."""
 
 import math

@@ -1,4 +1,4 @@
-"""The library pieces chapter 11 added: NoiseSchedule.reverse_entropy_bounds (Sohl-Dickstein et al.
+"""The library pieces chapter 12 added: NoiseSchedule.reverse_entropy_bounds (Sohl-Dickstein et al.
 2015, Eq. 24), sampling.perturbed_mean (App. C, Eq. 61) and sampling.sample_perturbed (Sec. 2.5)."""
 
 import math

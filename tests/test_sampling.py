@@ -114,7 +114,7 @@ def test_counting_model_counts_network_evaluations():
     assert counter.images == 4 * 10
 
 
-# ---- a recorded trajectory: the network's eps from x_t and the predicted x_0 (chapter 09) ----------
+# ---- a recorded trajectory: the network's eps from x_t and the predicted x_0 (chapter 10) ----------
 
 
 def _toy_eps(x, t):

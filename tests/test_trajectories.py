@@ -1,4 +1,4 @@
-"""ddpm_lib.trajectories: sampling trajectories as safetensors files, and the stored one of chapter 09.
+"""ddpm_lib.trajectories: sampling trajectories as safetensors files, and the stored one of chapter 10.
 
 save_trajectory writes what ``python -m ddpm_lib.sample --trajectory`` writes (checked against the
 shipped file, which that command made), load_trajectory reads it back bit for bit, and the shipped
@@ -123,7 +123,7 @@ def test_a_registered_file_is_verified(tmp_path, monkeypatch, trajectory):
     assert load_trajectory(rel, verify=False)[0].x_t.shape == trajectory.x_t.shape
 
 
-# ---- the stored trajectory of chapter 09 ----------------------------------------------------------
+# ---- the stored trajectory of chapter 10 ----------------------------------------------------------
 
 
 def test_stored_trajectory_is_registered_and_consistent():

@@ -207,7 +207,7 @@ def test_style_problems_accepts_a_figure_that_keeps_the_style():
 def test_style_problems_names_each_breach():
     from matplotlib.figure import Figure
 
-    # not pyplot's: plt.show() would store nothing (chapter 06's missing still)
+    # not pyplot's: plt.show() would store nothing (chapter 07's missing still)
     fig = Figure(figsize=(4, 3), dpi=100)
     fig.add_subplot(1, 1, 1).set_axis_off()
     assert any("not a pyplot figure" in p for p in viz.style_problems(fig))

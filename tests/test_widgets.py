@@ -176,7 +176,7 @@ def test_every_public_name_resolves_and_explorers_live_one_per_module():
 
 
 class _FramesOn:
-    """A drawer on one figure (as chapter 07's): a marker moved along a line per frame."""
+    """A drawer on one figure (as chapter 08's): a marker moved along a line per frame."""
 
     def __init__(self, dpi, fontsize):
         from ddpm_lib.course.widgets.framework import new_figure

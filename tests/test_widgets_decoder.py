@@ -1,4 +1,4 @@
-"""The decoder explorer of chapter 06 (ddpm_lib.course.widgets.decoder) without a browser."""
+"""The decoder explorer of chapter 07 (ddpm_lib.course.widgets.decoder) without a browser."""
 
 import math
 

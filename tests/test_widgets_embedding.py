@@ -1,4 +1,4 @@
-"""Chapter 07's time-embedding explorer without a browser: the slider changes the picture and the
+"""Chapter 08's time-embedding explorer without a browser: the slider changes the picture and the
 readout, moving it back restores both, the still keeps the course style, bad input raises."""
 
 import statistics

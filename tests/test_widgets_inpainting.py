@@ -1,4 +1,4 @@
-"""Chapter 11's inpainting explorer without a browser: masks, the precomputed trajectories, the
+"""Chapter 12's inpainting explorer without a browser: masks, the precomputed trajectories, the
 pictures changing with each control, the static fallback and clear errors for bad arguments.
 
 A stand-in network (eps = 0.3 x_t) keeps this fast; the chapter runs the shipped U-Net."""

@@ -1,6 +1,6 @@
-"""The practice track's explorers without a browser (chapters 09 and 12): moving a slider changes the
+"""The practice track's explorers without a browser (chapters 10 and 13): moving a slider changes the
 picture, moving it back restores it, the static fallback draws, bad arguments raise clear errors.
-(The trajectory files and the stored trajectory of chapter 09 are tested in test_trajectories.py, the
+(The trajectory files and the stored trajectory of chapter 10 are tested in test_trajectories.py, the
 eps recovery in test_sampling.py.)
 
 A cheap stand-in network (a fixed linear map of x_t, different for each t) replaces the U-Net, so

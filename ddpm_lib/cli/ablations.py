@@ -1,5 +1,5 @@
 """``ddpm-ablations`` (``python -m ddpm_lib.ablations``, ``python scripts/ablations.py``): DDPM's
-Table 2 at small scale, the table of chapter 10.
+Table 2 at small scale, the table of chapter 11.
 
 The library is :mod:`ddpm_lib.ablations` (rows, training, scoring, the table's schema); this module
 only parses the flags into an :class:`~ddpm_lib.ablations.AblationSettings` and reports.
@@ -23,7 +23,7 @@ from . import UsageError, device_arg, make_parser, run
 __all__ = ["build_parser", "parse_args", "main", "merge_main"]
 
 EXAMPLES = (
-    "ddpm-ablations   # the swiss-roll table of chapter 10: about 10-15 minutes of one CPU core",
+    "ddpm-ablations   # the swiss-roll table of chapter 11: about 10-15 minutes of one CPU core",
     "ddpm-ablations --rows eps-simple-fixed --seeds 0 --steps 200 --out runs/ablations",
     "ddpm-ablations --merge runs/table2.json runs/part.json",
 )

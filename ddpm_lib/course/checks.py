@@ -23,24 +23,24 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
 - ``discretized_log_likelihood``: ``fn(x, mean, log_scale) -> log p(x)`` elementwise (Eq. 13);
 - ``p_sample_step``: ``fn(eps_pred, x_t, t, schedule, noise) -> x_{t-1}`` (Algorithm 2, line 4).
 - ``mean_from_eps``: ``fn(eps_pred, x_t, t, schedule) -> mu_theta`` (DDPM Eq. 11);
-- ``timestep_embedding``: ``fn(t, dim) -> (B, dim)``, the sinusoidal time embedding (DDPM Sec. 4, chapter 07);
-- ``l_simple``: ``fn(model, x0, t, noise, alpha_bars) -> (B,)``, Algorithm 1's loss per example (Eq. 14, chapter 08).
+- ``timestep_embedding``: ``fn(t, dim) -> (B, dim)``, the sinusoidal time embedding (DDPM Sec. 4, chapter 08);
+- ``l_simple``: ``fn(model, x0, t, noise, alpha_bars) -> (B,)``, Algorithm 1's loss per example (Eq. 14, chapter 09).
 - ``respaced_betas``: ``fn(alpha_bars, timesteps) -> betas`` of a chain on fewer timesteps (Nichol & Dhariwal 2021,
-  Sec. 4; chapter 09);
+  Sec. 4; chapter 10);
 - ``ddim_step``: ``fn(eps_pred, x_t, t, t_prev, alpha_bars) -> x_(t_prev)``, one DDIM step with eta = 0 (Song et al.
-  2021, Eq. 12; chapter 09).
+  2021, Eq. 12; chapter 10).
 - ``cosine_schedule``: ``fn(T, s, max_beta) -> alpha_bars`` (length T + 1), the cosine schedule (Nichol & Dhariwal
-  2021, Eq. 17; chapter 13);
+  2021, Eq. 17; chapter 14);
 - ``schedule_design``: ``fn(T, beta_1, alpha_bar_T) -> betas`` (length T), any nondecreasing schedule with that
-  beta_1 and alpha_bar_T (an open design problem; chapter 13).
+  beta_1 and alpha_bar_T (an open design problem; chapter 14).
 - ``mu_mse_weight``: ``fn(t, schedule) -> w`` (B,), the weight w_t = beta_t^2 / (alpha_t (1 - abar_t)) that makes
-  ||mu~ - mu_theta||^2 = w_t ||eps - eps_theta||^2 under Eq. 11 (DDPM Eqs. 8-12; chapter 10);
+  ||mu~ - mu_theta||^2 = w_t ||eps - eps_theta||^2 under Eq. 11 (DDPM Eqs. 8-12; chapter 11);
 - ``optimal_variance``: ``fn(mean_q, var_q, mean_theta) -> v``, the variance minimizing the Gaussian KL of Eq. 5
-  for a given mean, var_q + (mean_q - mean_theta)^2 (a learned diagonal Sigma; chapter 10).
+  for a given mean, var_q + (mean_q - mean_theta)^2 (a learned diagonal Sigma; chapter 11).
 - ``resnet_block_parameters``: ``fn(in_ch, out_ch, temb_ch) -> int``, the parameter count of DDPM's residual
-  block, derived from its equation (chapter 07);
+  block, derived from its equation (chapter 08);
 - ``mixed_noise_variance``: ``fn(lam, rho) -> v``, the variance of (1 - lam) eps + lam eps' for unit-variance
-  noises with correlation rho (chapter 12).
+  noises with correlation rho (chapter 13).
 
 Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
 ``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
@@ -864,7 +864,7 @@ def check_p_sample_step(fn) -> tuple:
     return _off("p_sample_step", _STEP_EQ, msg, got, candidates)
 
 
-# ---- the mean through the predicted noise: DDPM Eq. 11 (chapter 05) -------------------------------------
+# ---- the mean through the predicted noise: DDPM Eq. 11 (chapter 06) -------------------------------------
 _EPS_MEAN_EQ = (
     "mu_theta(x_t, t) = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps_theta) (DDPM Eq. 11: Eq. 7's "
     "mu~_t with x_0 = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t))"
@@ -1167,7 +1167,7 @@ def check_l_simple(fn) -> tuple:
     return _off("l_simple", _LSIMPLE_EQ, msg, got, candidates)
 
 
-# ---- respaced betas: sampling on fewer steps (Nichol & Dhariwal 2021, Sec. 4; chapter 09) ------------
+# ---- respaced betas: sampling on fewer steps (Nichol & Dhariwal 2021, Sec. 4; chapter 10) ------------
 _RESPACE_EQ = (
     "beta'_k = 1 - abar_(tau_k) / abar_(tau_(k-1)) for k = 1..K, with tau_0 = 0 and abar_0 = 1: the chain on "
     "the kept timesteps tau_1 < ... < tau_K keeps DDPM Eq. 4's abar_(tau_k) (Nichol & Dhariwal 2021, Sec. 4)"
@@ -1237,7 +1237,7 @@ def check_respaced_betas(fn) -> tuple:
     )
 
 
-# ---- one DDIM step, eta = 0 (Song et al. 2021, Eq. 12; chapter 09) --------------------------------------
+# ---- one DDIM step, eta = 0 (Song et al. 2021, Eq. 12; chapter 10) --------------------------------------
 _DDIM_EQ = (
     "x_(t_prev) = sqrt(abar_(t_prev)) x0_hat + sqrt(1 - abar_(t_prev)) eps_theta, with "
     "x0_hat = (x_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t) (DDPM Eq. 4 solved for x_0) and abar_0 = 1 "
@@ -1313,7 +1313,7 @@ def check_ddim_step(fn) -> tuple:
     )
 
 
-# ---- the weight of the unweighted mu~ loss (DDPM Eqs. 8, 11, 12; chapter 10) ---------------------------------
+# ---- the weight of the unweighted mu~ loss (DDPM Eqs. 8, 11, 12; chapter 11) ---------------------------------
 _MU_W_EQ = (
     "||mu~_t - mu_theta||^2 = w_t ||eps - eps_theta||^2 with w_t = beta_t^2 / (alpha_t (1 - abar_t)), "
     "from Eq. 11's mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps_theta) / sqrt(alpha_t) (DDPM Eqs. 8-12)"
@@ -1369,7 +1369,7 @@ def check_mu_mse_weight(fn) -> tuple:
     )
 
 
-# ---- the best variance for a given mean (the KL of Eq. 5 with a learned diagonal Sigma; chapter 10) ------------
+# ---- the best variance for a given mean (the KL of Eq. 5 with a learned diagonal Sigma; chapter 11) ------------
 _OPT_VAR_EQ = (
     "the variance v that minimizes KL(N(mu_q, var_q) || N(mu_theta, v)) per dimension: "
     "v* = var_q + (mu_q - mu_theta)^2 (set d KL / d v = 0 in the Gaussian KL of DDPM Eq. 5)"
@@ -1416,7 +1416,7 @@ def check_optimal_variance(fn) -> tuple:
     )
 
 
-# ---- the cosine schedule: Nichol & Dhariwal 2021, Eq. 17 (chapter 13) -----------------------------------
+# ---- the cosine schedule: Nichol & Dhariwal 2021, Eq. 17 (chapter 14) -----------------------------------
 _COS_EQ = (
     "alpha_bar_t = f(t) / f(0) with f(t) = cos^2(((t/T + s) / (1 + s)) pi/2), then beta_t = 1 - alpha_bar_t / "
     "alpha_bar_(t-1) clipped at max_beta and alpha_bar_t = prod_(s<=t) (1 - beta_s) again, a table of length "
@@ -1493,7 +1493,7 @@ def check_cosine_schedule(fn) -> tuple:
     return True, f"{PASS} cosine_schedule matches {_COS_EQ}"
 
 
-# ---- an open design problem: a schedule with a given beta_1 and alpha_bar_T (chapter 13) -------------------
+# ---- an open design problem: a schedule with a given beta_1 and alpha_bar_T (chapter 14) -------------------
 _DESIGN_EQ = (
     "a schedule beta_1..beta_T (length T) with the given beta_1, nondecreasing, each in (0, 1), whose "
     "alpha_bar_T = prod_(t=1..T) (1 - beta_t) (DDPM Eq. 4's alpha_bar_T) equals the target"
@@ -1571,7 +1571,7 @@ def check_schedule_design(fn) -> tuple:
     return True, f"{PASS} schedule_design meets the constraints: {_DESIGN_EQ}, for all four targets"
 
 
-# ---- chapter 11: multiplying distributions (Sohl-Dickstein et al. 2015, Sec. 2.5 and 2.6) ----------------
+# ---- chapter 12: multiplying distributions (Sohl-Dickstein et al. 2015, Sec. 2.5 and 2.6) ----------------
 _PERTURB_EQ = (
     "p~(x_{t-1} | x_t) ≈ N(mu + Sigma grad log r(mu), Sigma): the kernel's mean moves by its variance "
     "times the gradient of log r evaluated at the mean mu (Sohl-Dickstein et al. 2015, App. C, Eq. 61)"
@@ -1750,7 +1750,7 @@ def check_entropy_bounds(fn) -> tuple:
     ) + "." + hint
 
 
-# ---- chapter 07 ----
+# ---- chapter 08 ----
 _RESBLOCK_EQ = (
     "the parameters of DDPM's residual block with in_ch -> out_ch channels reading a time embedding of "
     "width temb_ch: GroupNorm 2 in_ch + conv1 (9 in_ch out_ch + out_ch) + temb_proj (temb_ch out_ch + out_ch) "
@@ -1842,7 +1842,7 @@ def check_resnet_block_parameters(fn) -> tuple:
     )
 
 
-# ---- chapter 12 ----
+# ---- chapter 13 ----
 _MIXED_NOISE_EQ = (
     "the variance per coordinate of the noise part (1 - lambda) eps + lambda eps' of the linearly mixed "
     "latent, for unit-variance eps and eps' with correlation rho: (1 - lambda)^2 + lambda^2 + "

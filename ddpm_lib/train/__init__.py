@@ -1,5 +1,5 @@
 """The training engine: Algorithm 1 of Ho et al. 2020 as a Trainer, with its configuration,
-EMA, history, run directory, checkpointed state and data-parallel setup (chapter 08).
+EMA, history, run directory, checkpointed state and data-parallel setup (chapter 09).
 
 From Python (a chapter)::
 

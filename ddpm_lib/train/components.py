@@ -1,6 +1,6 @@
 """The parts of a run a TrainConfig describes: its data, network and diffusion, and the batches.
 
-Taught in chapter 08. ``load_images`` and ``point_sampler`` give the training data,
+Taught in chapter 09. ``load_images`` and ``point_sampler`` give the training data,
 ``make_model`` the network (checked against the data's shape), ``make_diffusion`` the
 GaussianDiffusion, and ``Batches`` the global batch of every step from one seeded generator.
 """

@@ -1,6 +1,6 @@
 """A training run's configuration: the TrainConfig dataclass, read from TOML and flags, checked.
 
-Taught in chapter 08. Settings come from the defaults, then a TOML file (``load_config``), then
+Taught in chapter 09. Settings come from the defaults, then a TOML file (``load_config``), then
 overrides (``config_from_dict``); ``TrainConfig.validate`` names the allowed values of a field
 that is wrong. ``stream_seed`` derives the seed of each stream of a run's randomness.
 """

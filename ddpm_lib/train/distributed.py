@@ -1,6 +1,6 @@
 """The processes of a run: one, or several under ``torchrun`` with DistributedDataParallel.
 
-Taught in chapter 08. Under ``torchrun`` (RANK, WORLD_SIZE, LOCAL_RANK set) every process draws
+Taught in chapter 09. Under ``torchrun`` (RANK, WORLD_SIZE, LOCAL_RANK set) every process draws
 the same *global* batch of example indices from the seeded permutation, and the same global t and
 eps, and keeps the slice ``[rank * b, (rank + 1) * b)`` with b = batch_size // world_size (a
 contiguous split of each global batch, not torch's DistributedSampler, which interleaves). The

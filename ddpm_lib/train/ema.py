@@ -1,6 +1,6 @@
 """The exponential moving average (EMA) of the weights that DDPM samples with.
 
-Taught in chapter 08: ``ema_update`` is one update, theta_bar <- d theta_bar + (1 - d) theta;
+Taught in chapter 09: ``ema_update`` is one update, theta_bar <- d theta_bar + (1 - d) theta;
 ``ema_decay_at`` the decay at update k (constant as in DDPM, or warmed up); ``debias_ema`` removes
 the initial weights' share from a short run's average.
 """

@@ -1,6 +1,6 @@
 """What a run measured: the History of its steps, and the running statistics that fill it.
 
-Taught in chapter 08 (the loss by t of section 3). Per step: the loss, gradient norm and learning
+Taught in chapter 09 (the loss by t of section 3). Per step: the loss, gradient norm and learning
 rate; per window of ``log_every`` steps: the loss summed by ranges of t, and images per second,
 which the progress bar of the steps (:class:`StepBar`) shows as each window closes.
 """

@@ -1,6 +1,6 @@
 """What a run draws, beside the loop: samples with its EMA weights, and the figure of them it saves.
 
-Taught in chapter 08. ``Trainer.sample`` and ``Trainer.save_samples`` are :func:`sample` and
+Taught in chapter 09. ``Trainer.sample`` and ``Trainer.save_samples`` are :func:`sample` and
 :func:`save_samples`; sampling goes through :func:`ddpm_lib.sampling.generate` with its own
 seeded generator, so it never touches the randomness of the steps.
 """

@@ -1,6 +1,6 @@
 """A run's whole state in a checkpoint, and back: what makes a resumed run continue bit for bit.
 
-Taught in chapter 08. A training checkpoint holds the weights, the EMA, Adam's state, the step,
+Taught in chapter 09. A training checkpoint holds the weights, the EMA, Adam's state, the step,
 the history, the data order and the state of every random generator: the data order and flips (a
 CPU generator), t and eps (a generator on the training device), dropout (the global torch RNG of
 each process, and CUDA's on a GPU). ``check_compatible`` refuses a checkpoint of another run, and

@@ -1,6 +1,6 @@
 """Algorithm 1 of Ho et al. 2020 as a Trainer: the loop, with the paper's engineering.
 
-Taught in chapter 08::
+Taught in chapter 09::
 
     repeat
         x_0 ~ q(x_0);  t ~ Uniform{1..T};  eps ~ N(0, I)

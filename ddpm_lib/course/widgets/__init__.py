@@ -6,22 +6,22 @@ or with ``static=True`` a matplotlib Figure of a few representative settings:
     forward_explorer(images, points)   # .forward, chapters 01, 03: x_t = q_sample(x_0, t, eps), schedules
     reverse_kernel_explorer()          # .reverse_kernel, chapter 02: the true reverse kernel q(x^{t-1}|x^t), 1-D
     posterior_explorer()               # .posterior, chapter 04: q(x_{t-1}|x_t, x_0) = N(mu~_t, beta~_t)
-    decoder_explorer()                 # .decoder, chapter 06: the discretized decoder's bins
-    reverse_process_explorer(traj, s)  # .sampling, chapter 09: scrub t through a stored trajectory
-    inpainting_explorer()              # .inpainting, chapter 11: the mask and t
-    reconstruction_explorer()          # .reconstruction, chapter 12: t for reconstruction
-    interpolation_explorer()           # .reconstruction, chapter 12: lambda and t for interpolation
-    time_embedding_explorer(emb)       # .embedding, chapter 07: scrub t through the sinusoidal embedding
+    decoder_explorer()                 # .decoder, chapter 07: the discretized decoder's bins
+    reverse_process_explorer(traj, s)  # .sampling, chapter 10: scrub t through a stored trajectory
+    inpainting_explorer()              # .inpainting, chapter 12: the mask and t
+    reconstruction_explorer()          # .reconstruction, chapter 13: t for reconstruction
+    interpolation_explorer()           # .reconstruction, chapter 13: lambda and t for interpolation
+    time_embedding_explorer(emb)       # .embedding, chapter 08: scrub t through the sinusoidal embedding
 
 The framework (:mod:`.framework`: :class:`Explorer`, :class:`Blitter`, :func:`~.framework.explorer`,
 :func:`~.framework.static_only` ...) describes the box they return (``box.controls``, ``box.png``,
 ``box.set(...)``, ``box.static_figure()``) and how frames are cached. A widget only draws: the
 mathematics it shows lives in the library, tested there (:mod:`ddpm_lib.mixtures` for the reverse
-kernel, :mod:`ddpm_lib.trajectories` and :func:`ddpm_lib.sampling.predicted_eps` for chapter 09);
+kernel, :mod:`ddpm_lib.trajectories` and :func:`ddpm_lib.sampling.predicted_eps` for chapter 10);
 the reverse-kernel functions and :data:`DEFAULT_MIXTURE` are re-exported here, where chapter 02 uses them.
 
 ipywidgets is imported only inside the explorers: ``import ddpm_lib.course.widgets`` works without
-it. The practice track's explorers (chapters 06-12) are imported on first use.
+it. The practice track's explorers (chapters 07-13) are imported on first use.
 """
 
 from __future__ import annotations
@@ -60,12 +60,12 @@ __all__ = [
 # The practice track's explorers live in modules imported on first use, so that the theory
 # explorers above load without them (and without a trained network).
 _MODULE_OF = {
-    "reverse_process_explorer": "sampling",  # chapter 09: scrub t through a stored trajectory
-    "reconstruction_explorer": "reconstruction",  # chapter 12: t for reconstruction
-    "interpolation_explorer": "reconstruction",  # chapter 12: lambda for interpolation
-    "inpainting_explorer": "inpainting",  # chapter 11: the mask and t
-    "decoder_explorer": "decoder",  # chapter 06: the discretized decoder's bins
-    "time_embedding_explorer": "embedding",  # chapter 07: the sinusoidal time embedding
+    "reverse_process_explorer": "sampling",  # chapter 10: scrub t through a stored trajectory
+    "reconstruction_explorer": "reconstruction",  # chapter 13: t for reconstruction
+    "interpolation_explorer": "reconstruction",  # chapter 13: lambda for interpolation
+    "inpainting_explorer": "inpainting",  # chapter 12: the mask and t
+    "decoder_explorer": "decoder",  # chapter 07: the discretized decoder's bins
+    "time_embedding_explorer": "embedding",  # chapter 08: the sinusoidal time embedding
 }
 
 

@@ -1,4 +1,4 @@
-"""decoder_explorer (chapter 06): DDPM's discretized decoder (Eq. 13) for one coordinate.
+"""decoder_explorer (chapter 07): DDPM's discretized decoder (Eq. 13) for one coordinate.
 
 Sliders move the Gaussian's mean mu and its standard deviation sigma; the picture shows the 256
 bin probabilities P(k) of the values x_k = 2k/255 - 1 (divided by the bin width 2/255, so that

@@ -1,4 +1,4 @@
-"""time_embedding_explorer (chapter 07): scrub t through DDPM's sinusoidal time embedding emb(t) and
+"""time_embedding_explorer (chapter 08): scrub t through DDPM's sinusoidal time embedding emb(t) and
 see which other timesteps t' the network's input cannot tell from t.
 
 Left, the bars of emb(t) (sines, then cosines); right, the cosine similarity of emb(t) with every

@@ -1,4 +1,4 @@
-"""Chapter 11's explorer: inpainting as multiplying every reverse step by r(x_t) (Sohl-Dickstein et
+"""Chapter 12's explorer: inpainting as multiplying every reverse step by r(x_t) (Sohl-Dickstein et
 al. 2015, Sec. 2.5), with r a delta on the known pixels (:func:`ddpm_lib.inpaint`).
 
     box = inpainting_explorer()          # the shipped U-Net, one Fashion-MNIST test image, 20 respaced steps

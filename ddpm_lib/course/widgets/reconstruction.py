@@ -1,4 +1,4 @@
-"""Chapter 12's explorers: reconstruction from x_t and interpolation in x_t space (DDPM Secs. 4.3 and 4.4).
+"""Chapter 13's explorers: reconstruction from x_t and interpolation in x_t space (DDPM Secs. 4.3 and 4.4).
 
     grid = reconstruction_grid(model, diffusion, x0, ts=[...], n_draws=3, steps=25)
     box = reconstruction_explorer(grid)          # slider t: x_0, x_t, and the decoded draws

@@ -1,4 +1,4 @@
-"""reverse_process_explorer (chapter 09): scrub t through a stored sampling trajectory (Algorithm 2 of DDPM).
+"""reverse_process_explorer (chapter 10): scrub t through a stored sampling trajectory (Algorithm 2 of DDPM).
 
     traj, meta = load_trajectory()                  # ddpm_lib.trajectories: the shipped 1000-step trajectory
     box = reverse_process_explorer(traj, schedule)  # slider t: x_t, predicted eps, predicted x_0

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 11 · Multiplying distributions: conditioning, inpainting and the entropy of the reverse process
+# # 12 · Multiplying distributions: conditioning, inpainting and the entropy of the reverse process
 #
 # A trained diffusion model gives samples of $p(x^{(0)})$. Many tasks want something else: restore the
 # missing part of an image, denoise a signal, keep only samples in some region. Each asks for the model's
@@ -253,7 +253,7 @@ print(f"r_t = E[r | x_t]:  variance {float(h_1d.var()):.4f} +- {se(float(h_1d.va
 #
 # Now a 2-D distribution with some structure: `dl.gaussian_mixture`'s eight Gaussians on the unit circle
 # (standard deviation 0.1). Its noised marginals are mixtures too, $q(x_t) = \sum_k w_k\, \mathcal N(\sqrt{\bar\alpha_t}\, m_k, (\bar\alpha_t s^2 + 1 - \bar\alpha_t) I)$,
-# so the best possible network is known in closed form, $\epsilon^*(x_t) = -\sqrt{1 - \bar\alpha_t}\, \nabla \log q(x_t)$ (chapter 05),
+# so the best possible network is known in closed form, $\epsilon^*(x_t) = -\sqrt{1 - \bar\alpha_t}\, \nabla \log q(x_t)$ (chapter 06),
 # which isolates the conditioning from any training error. We condition on a Gaussian window
 # $r(x) = \exp(-|x - c|^2 / 2w^2)$. The exact answer $p\, r$ is again a mixture: component $k$ becomes
 # $\mathcal N\big(v (m_k / s^2 + c / w^2), v I\big)$ with $v = (1/s^2 + 1/w^2)^{-1}$ and weight $\propto w_k\, \mathcal N(m_k; c, (s^2 + w^2) I)$, so we can sample it
@@ -364,7 +364,7 @@ plt.show()
 # half of $r_t$: the exact $r_t$ would also reweight the unknown pixels by how well they fit the known ones.
 #
 # **On a CPU.** The shipped U-Net costs about 40 ms per image per step on a 2-core CPU, so we inpaint 4 test
-# images with 50 respaced steps (`d.respace(50)`, chapter 09), about 200 network calls. On a GPU, use more
+# images with 50 respaced steps (`d.respace(50)`, chapter 10), about 200 network calls. On a GPU, use more
 # images and all 1000 steps (`dl.inpaint(model, d, ...)`).
 
 # %%
@@ -613,7 +613,7 @@ plt.show()
 #
 # ## Exercises
 #
-# **Exercise 11.1 (the first-order rule, App. C).** Write `my_perturbed_mean(mean, variance, grad_log_r)`: given a
+# **Exercise 12.1 (the first-order rule, App. C).** Write `my_perturbed_mean(mean, variance, grad_log_r)`: given a
 # Gaussian kernel's mean $\mu$ (a tensor), its diagonal covariance (a tensor broadcastable to $\mu$) and a function
 # `grad_log_r(y)` returning $\nabla \log r(y)$, return the mean of $\tilde p(x^{(t-1)} \mid x^{(t)})$ to first order, Eq. 61.
 
@@ -630,7 +630,7 @@ checks.check("perturbed_mean", my_perturbed_mean)
 
 
 # %% [markdown]
-# **Exercise 11.2 (Eq. 24 for the Gaussian forward process).** Write `my_entropy_bounds(schedule)` returning
+# **Exercise 12.2 (Eq. 24 for the Gaussian forward process).** Write `my_entropy_bounds(schedule)` returning
 # `(lower, upper)`: tables of length $T + 1$ (paper indexing; any value at $t = 0$ and, for `lower`, at $t = 1$), the
 # two sides of Eq. 24 per dimension in nats, using $H_q(X^{(t)} \mid X^{(t-1)}) = \tfrac12 \log(2\pi e \beta_t)$ and
 # $H_q(X^{(t)} \mid X^{(0)}) = \tfrac12 \log(2\pi e (1 - \bar\alpha_t))$. Use `schedule.betas` and `schedule.alpha_bars`.
@@ -666,5 +666,5 @@ checks.check("entropy_bounds", my_entropy_bounds)
 # - The entropy of a reverse step lies between $\tfrac12 \log(2\pi e\, \tilde\beta_t)$ and $\tfrac12 \log(2\pi e\, \beta_t)$ per dimension (Eq. 24):
 #   DDPM's two fixed variances; the upper bound needs data of variance at most 1.
 #
-# **Next:** chapter 12 uses the same trained model to reconstruct an image from a noised $x_t$ and to
+# **Next:** chapter 13 uses the same trained model to reconstruct an image from a noised $x_t$ and to
 # interpolate between two images in $x_t$ space.

@@ -7,9 +7,9 @@
 # ---
 
 # %% [markdown]
-# # 06 · The discretized decoder and the bound in bits per dimension
+# # 07 · The discretized decoder and the bound in bits per dimension
 #
-# Chapters 04 and 05 turned every middle term $L_{t-1}$ of DDPM's bound into a KL divergence between
+# Chapters 04 and 06 turned every middle term $L_{t-1}$ of DDPM's bound into a KL divergence between
 # Gaussians. Two ends remain: the last reverse step $p_\theta(x_0 \mid x_1)$, which must put
 # probability on *8-bit pixel values*, not density on real numbers, and the bookkeeping that turns
 # the whole bound $L = L_T + \sum_{t=2}^{T} L_{t-1} + L_0$ into the number papers report,
@@ -218,7 +218,7 @@ box
 # lower edge ($\mu = -0.97$, $\sigma = 0.03$); centred on the grid value $x_{178} = 2 \cdot 178/255 - 1$ with
 # $\sigma = 0.01 \approx \sqrt{\beta_1}$ (the shipped model's $\sigma_1$, section 3) and with $\sigma = 0.003$; and beyond
 # $+1$ ($\mu = 1.1$, $\sigma = 0.1$). Each title gives the edge probabilities and the most likely value's code length
-# $-\log_2 P$, the number Exercise 6.2 asks about.
+# $-\log_2 P$, the number Exercise 7.2 asks about.
 
 # %%
 box.static_figure()
@@ -626,14 +626,14 @@ plt.show()
 # %% [markdown]
 # Most of the bound sits at small $t$: $L_0$, the decoder, is a large part of it, and the KL terms
 # fall steeply as $t$ grows. The same picture explains why DDPM's $L_\text{simple}$, which weights
-# all $t$ alike, gives good samples but not the best bits/dim (chapter 05, and the ablations in
-# chapter 10). To measure the bound with all $T$ terms on more images, run
+# all $t$ alike, gives good samples but not the best bits/dim (chapter 06, and the ablations in
+# chapter 11). To measure the bound with all $T$ terms on more images, run
 # `python -m ddpm_lib.evaluate fashion-mnist-unet --bpd --subset N --seed 0` (on a GPU it takes seconds;
 # it reports the mean, its standard error over images and the split into $L_T$, $\sum L_{t-1}$, $L_0$).
 #
 # ## 5. Exercises
 #
-# **Exercise 6.1 (the discretized decoder).** Write `discretized_log_likelihood(x, mean, log_scale)`:
+# **Exercise 7.1 (the discretized decoder).** Write `discretized_log_likelihood(x, mean, log_scale)`:
 # for $x$ on the 8-bit grid in $[-1, 1]$, a mean $\mu$ and `log_scale` $= \log\sigma$ (all of the same
 # shape), return $\log P(x)$ elementwise, where (DDPM Eq. 13)
 # $$P(x) = \Phi\!\left(\frac{\delta_+(x) - \mu}{\sigma}\right) - \Phi\!\left(\frac{\delta_-(x) - \mu}{\sigma}\right),
@@ -671,7 +671,7 @@ def closed_edges(x, mean, log_scale):
 checks.check("discretized_log_likelihood", closed_edges)
 
 # %% [markdown]
-# **Exercise 6.2 (think).** Section 4.3 printed how much of the shipped U-Net's bound is $L_0$. Using the widget (on a
+# **Exercise 7.2 (think).** Section 4.3 printed how much of the shipped U-Net's bound is $L_0$. Using the widget (on a
 # static page: the still of section 2, whose middle panels show $\sigma = 0.01$ and $0.003$, and
 # `dl.discretized_gaussian_probs`), find how small $\sigma_1$ must be for a decoder centred exactly on a grid value
 # to give $-\log_2 P < 0.1$ bits, and compare it with $\sigma_1 = \sqrt{\beta_1}$. What does that say about how good
@@ -694,5 +694,5 @@ checks.check("discretized_log_likelihood", closed_edges)
 #   error, at 2% of the cost; the full figure stored with the checkpoint comes from
 #   `python -m ddpm_lib.evaluate`.
 #
-# **Next:** chapter 07 opens the network that computes $\epsilon_\theta(x_t, t)$: the U-Net, its residual
+# **Next:** chapter 08 opens the network that computes $\epsilon_\theta(x_t, t)$: the U-Net, its residual
 # blocks, attention and the sinusoidal time embedding.

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 05 · Predicting $\epsilon$ and the simple loss; Algorithms 1 and 2 on the swiss roll
+# # 06 · Predicting $\epsilon$ and the simple loss; Algorithms 1 and 2 on the swiss roll
 #
 # Chapter 04 split the bound into $L = L_T + \sum_{t>1} L_{t-1} + L_0$ (DDPM Eq. 5), each $L_{t-1}$ a KL divergence
 # between the posterior $q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)$ and the reverse step
@@ -39,7 +39,7 @@ import torch
 import ddpm_lib as dl
 from ddpm_lib.course import checks
 from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
-from ddpm_lib.train import ema_update  # theta_ema <- d theta_ema + (1 - d) theta (chapter 08)
+from ddpm_lib.train import ema_update  # theta_ema <- d theta_ema + (1 - d) theta (chapter 09)
 
 
 
@@ -78,7 +78,7 @@ for name, sch in (("swiss-roll schedule (T = 200, beta 1e-4..0.1)", s), ("DDPM's
 #   reverse step *is* the posterior of chapter 04: $q(x_{t-1} \mid x_t) = q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)$.
 #
 # (These are Sohl-Dickstein's upper and lower bounds on the reverse process's entropy for data of unit
-# variance per coordinate; chapter 11 computes them.) A Monte Carlo check of both extremes: simulate $x_{t-1}$ and
+# variance per coordinate; chapter 12 computes them.) A Monte Carlo check of both extremes: simulate $x_{t-1}$ and
 # $x_t$ from the forward process, and fit $x_{t-1}$ on $x_t$ by least squares; the residual variance estimates
 # $\mathbb E[\mathrm{Var}(x_{t-1} \mid x_t)]$, the best fixed $\sigma_t^2$ for a perfect mean.
 
@@ -259,7 +259,7 @@ plt.show()
 # small amounts of noise, so it is beneficial to down-weight them so that the network can focus on more difficult
 # denoising tasks at larger $t$" (the study notes say the same: denoising large noise is harder and deserves more of
 # the network's attention). The paper reports better samples from this reweighting, at the price of a worse bound in
-# bits (chapter 10 measures both). Section 7 shows the reweighting on a trained network, term by term.
+# bits (chapter 11 measures both). Section 7 shows the reweighting on a trained network, term by term.
 #
 # ## 6. Algorithm 1, live on the swiss roll
 #
@@ -288,7 +288,7 @@ print(f"Algorithm 1 by lines vs d.training_loss: max |diff| "
 # %% [markdown]
 # Now the loop: 2,500 steps of batch 512 with Adam, the learning rate decaying linearly from $10^{-2}$ to 0 (the
 # decay matters: the last, small steps average out the noise of the high-rate ones), and an exponential moving
-# average of the weights (EMA, decay 0.995: roughly the mean of the last 200 steps' weights; chapter 08 explains
+# average of the weights (EMA, decay 0.995: roughly the mean of the last 200 steps' weights; chapter 09 explains
 # it), which we sample from. The recipe was chosen by measuring the samples (Section 7) against the CPU time: with
 # these seeds, 2,000 steps left the spiral smeared and its inner arm missing, and 3,000 steps scored no better than
 # 2,500. Each step costs a few milliseconds on a CPU, and this is the chapter's longest cell. We print the mean loss
@@ -440,7 +440,7 @@ print(f"share of the first quarter of the steps (t <= {q}): L_simple {100 * simp
 # %% [markdown]
 # ## 8. Exercises
 #
-# **Exercise 5.1 (the mean through $\epsilon$, Eq. 11).** Write `mean_from_eps(eps_pred, x_t, t, schedule)`: the mean
+# **Exercise 6.1 (the mean through $\epsilon$, Eq. 11).** Write `mean_from_eps(eps_pred, x_t, t, schedule)`: the mean
 # $\mu_\theta(x_t, t) = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1 - \bar\alpha_t}}\epsilon_\theta\big)$ of $p_\theta(x_{t-1} \mid x_t)$, for `eps_pred` and `x_t` of shape
 # $(B, \dots)$, `t` a LongTensor $(B,)$ in $1..T$, and `schedule` a `NoiseSchedule` (use `schedule.alphas`, `schedule.alpha_bars`,
 # `schedule.betas`, indexed by the paper's $t$).
@@ -463,7 +463,7 @@ checks.check("mean_from_eps", mean_from_eps)
 
 
 # %% [markdown]
-# **Exercise 5.2 (one sampling step, Algorithm 2 line 4).** Write `p_sample_step(eps_pred, x_t, t, schedule, noise)`:
+# **Exercise 6.2 (one sampling step, Algorithm 2 line 4).** Write `p_sample_step(eps_pred, x_t, t, schedule, noise)`:
 # $x_{t-1} = \mu_\theta(x_t, t) + \sigma_t z$ with the given `noise` as $z$, $\sigma_t^2 = \beta_t$ (or $\tilde\beta_t$; the checker accepts
 # both), and no noise where $t = 1$. You may call your `mean_from_eps`.
 
@@ -511,5 +511,5 @@ checks.check("p_sample_step", p_sample_step_noisy_end)
 #   sliced Wasserstein distance to the data is a small fraction of the noise's, and about 1.4 times that of fresh data
 #   at 4,000 points; the shipped model, trained longer, comes to about 1.1.
 #
-# **Next:** chapter 06 handles the one term left out here, $L_0 = -\log p_\theta(x_0 \mid x_1)$, for 8-bit images: the
+# **Next:** chapter 07 handles the one term left out here, $L_0 = -\log p_\theta(x_0 \mid x_1)$, for 8-bit images: the
 # discretized decoder, the noiseless last step, and the whole bound in bits per dimension.

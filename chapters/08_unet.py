@@ -7,9 +7,9 @@
 # ---
 
 # %% [markdown]
-# # 07 · The U-Net: residual blocks, attention and the time embedding
+# # 08 · The U-Net: residual blocks, attention and the time embedding
 #
-# Chapters 02-06 derived what the network has to predict: the noise $\epsilon$ in
+# Chapters 02-07 derived what the network has to predict: the noise $\epsilon$ in
 # $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, \epsilon$, for every $t = 1, \dots, T$, trained with
 # $L_\text{simple}$ (DDPM Eq. 14). This chapter opens the network itself, $\epsilon_\theta(x_t, t)$: the U-Net of
 # DDPM (Ho et al. 2020, Sec. 4 and Appendix B), as `ddpm_lib.UNet` builds it block for block from the paper's code.
@@ -483,7 +483,7 @@ with torch.no_grad():
 #
 # ## 7. Exercises
 #
-# **Exercise 7.1 (the sinusoidal time embedding).** Write `timestep_embedding(t, dim)`: for a LongTensor `t` of
+# **Exercise 8.1 (the sinusoidal time embedding).** Write `timestep_embedding(t, dim)`: for a LongTensor `t` of
 # shape (B,) holding the paper's timesteps and an even width `dim`, return the (B, dim) float tensor
 # $$\mathrm{emb}(t) = \big[\sin(t\omega_0), \dots, \sin(t\omega_{h-1}), \cos(t\omega_0), \dots, \cos(t\omega_{h-1})\big],
 # \qquad \omega_i = 10000^{-i/(h-1)},\ h = \mathrm{dim}/2 .$$
@@ -521,7 +521,7 @@ def interleaved(t, dim):
 checks.check("timestep_embedding", interleaved)
 
 # %% [markdown]
-# **Exercise 7.2 (derive: the size of a residual block).** Section 5 counted parameters by asking PyTorch. Derive
+# **Exercise 8.2 (derive: the size of a residual block).** Section 5 counted parameters by asking PyTorch. Derive
 # the count yourself, from the residual block's equation in section 3: write `resnet_block_parameters(in_ch,
 # out_ch, temb_ch)`, the number of trainable parameters of one `ResnetBlock` from `in_ch` to `out_ch` channels
 # that reads a time embedding of width `temb_ch`. Count every weight and bias of each piece the equation names: the
@@ -563,6 +563,6 @@ checks.check("resnet_block_parameters", resnet_block_parameters)
 #   down path; the Fashion-MNIST presets tiny, small and base are 0.28M, 1.6M and 6.5M.
 # - Measured, not assumed: the network is not translation-equivariant.
 #
-# **Next:** chapter 08 trains this network with Algorithm 1 on Fashion-MNIST, live on the CPU with the tiny
+# **Next:** chapter 09 trains this network with Algorithm 1 on Fashion-MNIST, live on the CPU with the tiny
 # preset, and loads the shipped one: trained for 240 s on one H200 (2,324 steps of batch 256, about 10 epochs), far
 # from converged.

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 10 · The paper's ablations at small scale (Table 2)
+# # 11 · The paper's ablations at small scale (Table 2)
 #
 # DDPM did not arrive at "predict the noise, train on $L_\text{simple}$, keep the variance fixed" by
 # derivation alone. Section 4.2 of Ho et al. 2020 tests the alternatives, and Table 2 reports them:
@@ -111,7 +111,7 @@ LN2 = math.log(2.0)
 # which decide the fine detail of a sample, cost the unweighted mean loss almost nothing.
 #
 # At $t = 1$ the bound's term is the decoder's $L_0 = -\log p_\theta(x_0 \mid x_1)$, a Gaussian density
-# here (continuous 2-D data) and the discretized decoder of Eq. 13 for 8-bit images (chapter 06).
+# here (continuous 2-D data) and the discretized decoder of Eq. 13 for 8-bit images (chapter 07).
 #
 # ### 1.2 A learned diagonal variance
 #
@@ -648,7 +648,7 @@ plt.show()
 # %% [markdown]
 # ## 4. Exercises
 #
-# **Exercise 10.1 (the weight of the unweighted mean loss).** Write `mu_mse_weight(t, schedule)` that
+# **Exercise 11.1 (the weight of the unweighted mean loss).** Write `mu_mse_weight(t, schedule)` that
 # returns, for a LongTensor `t` of shape (B,), the factor $w_t$ with
 # $\|\tilde\mu_t - \mu_\theta\|^2 = w_t\,\|\epsilon - \epsilon_\theta\|^2$ when $\mu_\theta$ comes from
 # $\epsilon_\theta$ by Eq. 11. Use the schedule's tables (`schedule.betas`, `.alphas`, `.alpha_bars`, each
@@ -674,7 +674,7 @@ checks.check("mu_mse_weight", lambda t, sch: sch.betas[t] / (2 * sch.alphas[t] *
 
 
 # %% [markdown]
-# **Exercise 10.2 (the best learned variance).** Write `optimal_variance(mean_q, var_q, mean_theta)`:
+# **Exercise 11.2 (the best learned variance).** Write `optimal_variance(mean_q, var_q, mean_theta)`:
 # elementwise, the variance $v$ that minimizes $D_\text{KL}(\mathcal N(\text{mean\_q}, \text{var\_q})\,\|\,
 # \mathcal N(\text{mean\_theta}, v))$, the term a learned diagonal $\Sigma_\theta$ contributes to the bound.
 # The checker also reports the KL your $v$ gives, computed by `dl.normal_kl`.
@@ -691,7 +691,7 @@ def optimal_variance(mean_q, var_q, mean_theta):
 checks.check("optimal_variance", optimal_variance)
 
 # %% [markdown]
-# **Exercise 10.3 (open, no checker).** Rerun one row with different settings, e.g. without gradient
+# **Exercise 11.3 (open, no checker).** Rerun one row with different settings, e.g. without gradient
 # clipping, `ddpm-ablations --rows eps-vlb-learned,eps-simple-fixed --grad-clip 0
 # --out /tmp/noclip.json`, or with a larger learning rate (`--lr`), and compare the instability counts
 # with the stored table. Which rows are sensitive to clipping, and why does Section 1.2 predict it?
@@ -710,6 +710,6 @@ checks.check("optimal_variance", optimal_variance)
 # - The table is one command, `ddpm-ablations`, stored with its settings, seeds and the library version,
 #   and registered with its sha256; a short rerun reproduces the start of a stored run.
 #
-# **Next:** chapter 11 leaves training behind and uses a trained model for something new: multiplying
+# **Next:** chapter 12 leaves training behind and uses a trained model for something new: multiplying
 # each intermediate distribution by a function $r(x^t)$ to condition the reverse process (inpainting),
 # as in Sohl-Dickstein et al. 2015, Section 2.5.

@@ -7,9 +7,9 @@
 # ---
 
 # %% [markdown]
-# # 09 · Sampling (Algorithm 2): variances, progressive generation, fewer steps
+# # 10 · Sampling (Algorithm 2): variances, progressive generation, fewer steps
 #
-# Chapter 08 trained the U-Net with Algorithm 1: its whole loss is the squared error between the noise that was
+# Chapter 09 trained the U-Net with Algorithm 1: its whole loss is the squared error between the noise that was
 # added and the noise the network predicts. The study notes stress the other half of the story: *all the
 # derivations before serve the generation step*, the computation of $x_{t-1}$ from $x_t$. This chapter runs that
 # step, DDPM's Algorithm 2, with the trained network: first derived from the reverse process, then checked, then
@@ -59,18 +59,18 @@ print(f"diffusion: {s.name} schedule, T = {s.T}, beta_1 = {s.betas[1].item():.1e
       f"predicts {d.prediction}, sigma_t^2 = {'beta_t' if d.variance == 'fixed_large' else d.variance}")
 
 # %% [markdown]
-# The network is the one chapter 08 trained (or its longer-trained replacement: every number below is computed,
+# The network is the one chapter 09 trained (or its longer-trained replacement: every number below is computed,
 # none is copied into the text). As the notes summarize DDPM's experimental details: $\beta_t$ rises linearly from
 # $10^{-4}$ to $0.02$ over $T = 1000$ steps, so that $x_T$ is nearly pure noise ($L_T \approx 0$, chapter 03); the
 # backbone is a U-Net whose parameters are **shared across all $t$**, and $t$ enters through the Transformer's
-# sinusoidal position embedding (chapter 07). One network call $\epsilon_\theta(x_t, t)$ is one step of sampling.
+# sinusoidal position embedding (chapter 08). One network call $\epsilon_\theta(x_t, t)$ is one step of sampling.
 #
 # ## 1. Algorithm 2, derived
 #
 # The reverse process is a Markov chain of Gaussians (DDPM Eq. 1),
 # $$p_\theta(x_{t-1} \mid x_t) = \mathcal N\big(x_{t-1};\ \mu_\theta(x_t, t),\ \sigma_t^2 I\big), \qquad p(x_T) = \mathcal N(0, I),$$
 # with a **fixed** variance $\sigma_t^2$ (the notes: "the variance is fixed to $\sigma_t^2 I$, $\sigma_t^2 = \beta_t$, not learned";
-# section 3 discusses the alternative $\tilde\beta_t$). Chapter 05 showed that the bound's term $L_{t-1}$ is, up to a
+# section 3 discusses the alternative $\tilde\beta_t$). Chapter 06 showed that the bound's term $L_{t-1}$ is, up to a
 # constant, a weighted squared distance between $\mu_\theta(x_t, t)$ and the posterior mean
 # $$\tilde\mu_t(x_t, x_0) = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1 - \bar\alpha_t}\, x_0 + \frac{\sqrt{\alpha_t}\,(1 - \bar\alpha_{t-1})}{1 - \bar\alpha_t}\, x_t
 # \qquad \text{(DDPM Eq. 7)}.$$
@@ -95,7 +95,7 @@ print(f"diffusion: {s.name} schedule, T = {s.T}, beta_1 = {s.betas[1].item():.1e
 # 4. return $x_0$.
 #
 # The last step adds no noise: $x_0 = \mu_\theta(x_1, 1)$ is the mean of the decoder $p_\theta(x_0 \mid x_1)$, the noiseless
-# last step of chapter 06. In `ddpm_lib` one step is `d.p_sample(model_output, x_t, t, z)`, and the loop is
+# last step of chapter 07. In `ddpm_lib` one step is `d.p_sample(model_output, x_t, t, z)`, and the loop is
 # `d.sample(model, shape)`. Here is one step from $x_T$ by hand against the library:
 
 # %%
@@ -488,7 +488,7 @@ plt.show()
 #
 # ## 6. Exercises
 #
-# **Exercise 9.1 (one step of Algorithm 2).** Write `p_sample_step(eps_pred, x_t, t, schedule, noise)` that returns
+# **Exercise 10.1 (one step of Algorithm 2).** Write `p_sample_step(eps_pred, x_t, t, schedule, noise)` that returns
 # $x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1 - \bar\alpha_t}}\,\epsilon_\theta\big) + \sigma_t z$ with $\sigma_t^2 = \beta_t$, and no noise at $t = 1$.
 # `schedule` is a `NoiseSchedule` (tables `betas`, `alphas`, `alpha_bars` of length $T + 1$), `t` a LongTensor $(B,)$.
 
@@ -511,7 +511,7 @@ checks.check("p_sample_step", p_sample_step)
 
 
 # %% [markdown]
-# **Exercise 9.2 (a respaced chain).** Write `respaced_betas(alpha_bars, timesteps)`: given the table $\bar\alpha_0, \dots, \bar\alpha_T$
+# **Exercise 10.2 (a respaced chain).** Write `respaced_betas(alpha_bars, timesteps)`: given the table $\bar\alpha_0, \dots, \bar\alpha_T$
 # (length $T + 1$) and the kept timesteps $\tau_1 < \dots < \tau_K$, return $\beta'_1, \dots, \beta'_K$ (length $K$).
 
 # %% tags=["solution"]
@@ -529,7 +529,7 @@ checks.check("respaced_betas", respaced_betas)
 
 
 # %% [markdown]
-# **Exercise 9.3 (one DDIM step).** Write `ddim_step(eps_pred, x_t, t, t_prev, alpha_bars)` for $\eta = 0$:
+# **Exercise 10.3 (one DDIM step).** Write `ddim_step(eps_pred, x_t, t, t_prev, alpha_bars)` for $\eta = 0$:
 # $\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon_\theta) / \sqrt{\bar\alpha_t}$, then $x_{t_{prev}} = \sqrt{\bar\alpha_{t_{prev}}}\,\hat x_0 + \sqrt{1 - \bar\alpha_{t_{prev}}}\,\epsilon_\theta$.
 # `t` and `t_prev` are LongTensors $(B,)$ with $0 \le t_{prev} < t$.
 
@@ -563,6 +563,6 @@ checks.check("ddim_step", ddim_step)
 #   $\sigma_t^2 = \beta_t$ leaves grain, $\tilde\beta_t$ over-smooths, DDIM lies between. Quality scores on a handful of samples show
 #   large trends only; FCD on few samples is dominated by its upward bias.
 #
-# **Next:** chapter 10 reproduces the paper's ablations (Table 2) at small scale: predicting $\epsilon$ or $\tilde\mu$, $L_\text{simple}$ or the
-# true bound, fixed or learned variances. Chapter 12 reuses the reverse process from an intermediate $x_t$ to reconstruct
+# **Next:** chapter 11 reproduces the paper's ablations (Table 2) at small scale: predicting $\epsilon$ or $\tilde\mu$, $L_\text{simple}$ or the
+# true bound, fixed or learned variances. Chapter 13 reuses the reverse process from an intermediate $x_t$ to reconstruct
 # and interpolate images.

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 12 · Reconstruction from $x_t$ and interpolation in $x_t$ space
+# # 13 · Reconstruction from $x_t$ and interpolation in $x_t$ space
 #
 # DDPM's experiments end (Secs. 4.3 and 4.4) with two things a trained model can do besides sampling: reconstruct an image
 # from a noised copy of it, and interpolate between two images. Both read the forward process as an **encoder** and the
@@ -15,7 +15,7 @@
 # $T$. This chapter derives what the encoder keeps, checks the decoder on data where the answer is known, and then does both
 # experiments with the trained U-Net, measuring rather than only looking.
 #
-# The U-Net is the shipped one of chapters 07-09, `UNet.fashion_mnist("base")`: trained for 240 s on one H200 GPU, 2,324
+# The U-Net is the shipped one of chapters 08-10, `UNet.fashion_mnist("base")`: trained for 240 s on one H200 GPU, 2,324
 # steps of batch 256 (about 10 epochs), far from converged. `python -m ddpm_lib.train --config configs/fashion_mnist_gpu.toml
 # --steps 2324` remakes it on a GPU; on a CPU (`--device cpu --no-compile`) it takes about 55 CPU-hours at the measured 3.0
 # images per CPU-second.
@@ -31,7 +31,7 @@
 #
 # **CPU time:** about 35 s on a 2-core CPU, nearly all of it in the U-Net (budget: 60 s). Decoding costs one network
 # evaluation per image and step (about 30 ms on such a CPU), so every decoding here runs on a 20-step respaced chain
-# (chapter 09, section 5), with 3 images and 2 draws for reconstruction, one pair for the interpolation grid and 30 pairs
+# (chapter 10, section 5), with 3 images and 2 draws for reconstruction, one pair for the interpolation grid and 30 pairs
 # for the comparison of two mixes; the explorers show grids computed once, so moving a slider never samples.
 
 # %%
@@ -74,7 +74,7 @@ print(f"model: {pre.config['model_class']}, {s.name} schedule, T = {s.T}, predic
 # from $q(x_0 \mid x_t)$ given the same $x_t$, and their mean squared distance per coordinate is
 # $$\mathbb E\,\|\hat x_0 - x_0\|^2 / D = \operatorname{Var}(x_0 \mid x_t) + \operatorname{Var}(\hat x_0 \mid x_t).$$
 # For Gaussian data $x_0 \sim \mathcal N(m, I)$ everything is known: $\operatorname{Var}(x_0 \mid x_t) = 1 - \bar\alpha_t$, and the true reverse kernels are
-# Gaussians with variance $\beta_t$ (chapter 09, section 4), so the reverse process with the optimal $\epsilon$-predictor and
+# Gaussians with variance $\beta_t$ (chapter 10, section 4), so the reverse process with the optimal $\epsilon$-predictor and
 # $\sigma_t^2 = \beta_t$ is *exact*, on the full chain and on a respaced one. Only the last step differs: it returns the mean
 # $\mathbb E[x_0 \mid x_{\tau_1}]$ with no noise, which removes $\operatorname{Var}(x_0 \mid x_{\tau_1}) = 1 - \bar\alpha_{\tau_1}$ from $\hat x_0$'s spread. Hence
 # $$\mathbb E\,\|\hat x_0 - x_0\|^2 / D = 2\,(1 - \bar\alpha_t) - (1 - \bar\alpha_{\tau_1}),$$
@@ -107,7 +107,7 @@ for t_orig in (50, 200, 600, 1000):
 # and decoded by the reverse process (`reconstruction_grid` calls `dl.sampling.reconstruct`). At $t = 1000$ nothing of $x_0$ is
 # left ($\rho_T \approx 0$) and the "reconstructions" are plain samples: they show how far apart *unrelated* images are. The
 # decoder uses $\sigma_t^2 = \tilde\beta_t$: on a 20-step chain the paper's $\beta_t$ adds noise the few remaining steps cannot remove
-# (chapter 09, section 5). The network calls: $2 \times 3 \times (1 + 4 + 8 + 12 + 20) = 270$ images, about 11 s.
+# (chapter 10, section 5). The network calls: $2 \times 3 \times (1 + 4 + 8 + 12 + 20) = 270$ images, about 11 s.
 
 # %%
 dec = dl.GaussianDiffusion(s, prediction=d.prediction, variance="fixed_small")  # sigma_t^2 = beta~_t for short chains
@@ -258,7 +258,7 @@ plt.show()
 # shipped classifier labels correctly (among the first 300), paired (1st, 2nd), (3rd, 4th), (5th, 6th). Both mixes at $\lambda = \frac12$, where the
 # linear one lacks the most noise, at $t = 300$, decoded by two calls of `interpolate` with equally seeded generators
 # (`mix="linear"` and `mix="slerp"`): $2 \times 30 \times 6 = 360$ network evaluations. Two measures of how close the decodings are to
-# the data: the classifier's **confidence in the pair's class** (its softmax probability), and the **FCD** (chapter 09) of
+# the data: the classifier's **confidence in the pair's class** (its softmax probability), and the **FCD** (chapter 10) of
 # the 30 decodings to 2,000 other test images, beside the FCD of 30 originals, the floor at this sample size.
 # The spread: the standard error of the paired difference over the 30 pairs, and a bootstrap interval for the
 # difference of FCDs (the pairs resampled 100 times).
@@ -325,7 +325,7 @@ plt.show()
 # %% [markdown]
 # ## 4. Exercises
 #
-# **Exercise 12.1 (derive: the noise of a linear mix).** Section 3 assumed $\epsilon$ and $\epsilon'$ independent. Suppose instead that each
+# **Exercise 13.1 (derive: the noise of a linear mix).** Section 3 assumed $\epsilon$ and $\epsilon'$ independent. Suppose instead that each
 # coordinate of $\epsilon$ and of $\epsilon'$ has variance 1 and the two have correlation $\rho$. Derive the variance per coordinate of the
 # noise part $(1 - \lambda)\,\epsilon + \lambda\,\epsilon'$ of the linear mix, and write it as `mixed_noise_variance(lam, rho)` (tensors of one
 # shape, elementwise). `checks.check("mixed_noise_variance", fn)` tries several $\lambda$ and $\rho$ and names the usual slips.
@@ -349,7 +349,7 @@ checks.check("mixed_noise_variance", mixed_noise_variance)
 # section 2's reconstruction of the blended image. (The paper's "fixed the noise" does not say whether its $x_t$ and $x'_t$ share
 # one $\epsilon$; `interpolate` draws two independent ones, $\rho \approx 0$.)
 #
-# **Exercise 12.2 (the encoder).** Write `q_sample(x0, t, noise, alpha_bars)`, the stochastic encoder of this chapter:
+# **Exercise 13.2 (the encoder).** Write `q_sample(x0, t, noise, alpha_bars)`, the stochastic encoder of this chapter:
 # $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon$ (DDPM Eq. 4), with `alpha_bars` of length $T + 1$ and `t` a LongTensor $(B,)$.
 
 
@@ -381,5 +381,5 @@ checks.check("q_sample", q_sample)
 #   decodes modestly closer to the data than the linear mix (classifier confidence $+0.07 \pm 0.03$; FCD $-13$, but with a
 #   95% interval of $-19$ to $+3$); the linear midpoints are smoother (pixel std 0.554 against 0.600, originals 0.616).
 #
-# **Next:** chapter 13's homework re-implements these pieces (the forward process, the posterior, the KL, the decoder and a
+# **Next:** chapter 14's homework re-implements these pieces (the forward process, the posterior, the KL, the decoder and a
 # sampling step), each checked against `ddpm_lib`.

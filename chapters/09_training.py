@@ -7,9 +7,9 @@
 # ---
 
 # %% [markdown]
-# # 08 · Training the U-Net on Fashion-MNIST (Algorithm 1)
+# # 09 · Training the U-Net on Fashion-MNIST (Algorithm 1)
 #
-# Chapter 05 ran Algorithm 1 on the swiss roll with a small MLP; chapter 07 built the U-Net. This chapter trains
+# Chapter 06 ran Algorithm 1 on the swiss roll with a small MLP; chapter 08 built the U-Net. This chapter trains
 # the U-Net on images with the library's trainer, `ddpm_lib.train.Trainer`, the same code the command line
 # `python -m ddpm_lib.train` runs on a laptop, a GPU or several GPUs: a short live run on the CPU, the exponential
 # moving average (EMA) of the weights, checkpoints that can be resumed exactly, and then the shipped, fully
@@ -64,7 +64,7 @@ ROOT = book.load_book().root  # the repository: configs/ and data/ live here
 # Averaged over a minibatch, the quantity in line 4 is a Monte Carlo estimate of
 # $$L_\text{simple}(\theta) = \mathbb E_{t, x_0, \epsilon}\Big[\big\|\epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t)\big\|^2\Big]
 # \qquad \text{(DDPM Eq. 14)},$$
-# the variational bound with the weights of its terms dropped (chapter 05); the input to $\epsilon_\theta$ is
+# the variational bound with the weights of its terms dropped (chapter 06); the input to $\epsilon_\theta$ is
 # $x_t$ drawn from $q(x_t \mid x_0)$ in one jump (Eq. 4, chapter 03). Like DDPM's code, the library averages the
 # squared error over the $D = 28 \cdot 28$ pixels instead of summing it (a constant factor).
 #
@@ -94,7 +94,7 @@ print(f"its schedule: beta_1 = {s.betas[1]:.4f}, beta_T = {s.betas[s.T]:.4f}, T 
 # 100 steps of batch 12, a learning rate of $2\cdot10^{-3}$ without warm-up (ten times the paper's: a short run
 # of a small network can afford it), the EMA with a *constant* decay (`ema_warmup = 0`, as in DDPM) so that
 # section 3 can show what that does, and no files written (`out_dir = ""`). Everything else (the tiny U-Net of
-# chapter 07 with dropout 0.1, the linear schedule with $T = 1000$, $L_\text{simple}$, clipping, Adam) is the file's.
+# chapter 08 with dropout 0.1, the linear schedule with $T = 1000$, $L_\text{simple}$, clipping, Adam) is the file's.
 #
 # `Trainer.run` calls a `callback(trainer)` after every step; we use it to keep a few numbers for section 3: a
 # slice of one weight tensor at every step, and a second EMA of the weights with the warm-up. The loss of every
@@ -142,7 +142,7 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The loss falls fast from 1 (the zero-initialized network of chapter 07 predicts $\epsilon_\theta = 0$) and keeps
+# The loss falls fast from 1 (the zero-initialized network of chapter 08 predicts $\epsilon_\theta = 0$) and keeps
 # falling slowly; single steps are noisy because each batch draws 12 fresh $t$'s. The trainer also keeps the loss
 # by ranges of $t$: it is largest at small $t$. Section 6 measures why, on the shipped network.
 
@@ -224,7 +224,7 @@ for name, v in scores.items():
 # ($N \gg 1/(1-d)$) none of this matters; on the short GPU runs that make the shipped model it does, and its
 # checkpoint records which fix was used (section 5).
 #
-# Samples from the live network, 8 images with 25 respaced steps (chapter 09 explains respacing; Algorithm 2 would
+# Samples from the live network, 8 images with 25 respaced steps (chapter 10 explains respacing; Algorithm 2 would
 # take 1000), next to 8 real test images. After 100 steps they are noisy blobs in the middle of the frame;
 # section 5 shows what a longer run on a GPU gives.
 
@@ -346,7 +346,7 @@ else:
 # `Trainer(dt.config_from_dict(conf["train"]))` rebuilds the run.
 #
 # Samples from the shipped network: 8 images, **25 respaced steps** on the CPU (a few seconds; Algorithm 2's full
-# 1000 steps and the quality they add are chapter 09's subject), from the same initial noise as the live network's
+# 1000 steps and the quality they add are chapter 10's subject), from the same initial noise as the live network's
 # samples above.
 
 # %%
@@ -450,12 +450,12 @@ print(f"object pixels at t = 1: {rows[0][3]:.3f} vs the pixel-wise predictor's {
 # - In between, the ratio column shows where the network gains most over the pixel-wise predictor: where knowing
 #   what clothes look like (the structure it learned) pays.
 #
-# The uniform $t$ of Algorithm 1 and the dropped weights of $L_\text{simple}$ (chapter 05) mean that all these $t$
+# The uniform $t$ of Algorithm 1 and the dropped weights of $L_\text{simple}$ (chapter 06) mean that all these $t$
 # count equally in training, whereas the true bound weights small $t$ more heavily.
 #
 # ## 7. Exercise
 #
-# **Exercise 8.1 (Algorithm 1's loss for a batch).** Write `l_simple(model, x0, t, noise, alpha_bars)`: given a
+# **Exercise 9.1 (Algorithm 1's loss for a batch).** Write `l_simple(model, x0, t, noise, alpha_bars)`: given a
 # network `model(x_t, t)` that predicts $\epsilon$, a batch `x0` of shape (B, ...), its timesteps `t` (a LongTensor
 # (B,) in $1..T$), the noise `noise` (shaped like `x0`) and the table `alpha_bars` (length $T + 1$, paper indexing),
 # return the per-example loss of shape (B,):
@@ -501,5 +501,5 @@ checks.check_value("l_simple on the live U-Net and 64 test images", mine, ref, r
 #   (on object pixels it is close to a structure-blind predictor's), and tiny at large $t$, where $x_t$ is almost
 #   all noise.
 #
-# **Next:** chapter 09 samples with the trained network (Algorithm 2): the two choices of $\sigma_t^2$, the
+# **Next:** chapter 10 samples with the trained network (Algorithm 2): the two choices of $\sigma_t^2$, the
 # reverse process step by step, and faster sampling with fewer steps.

@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # 13 · Homework: implement the pieces, checked against ddpm_lib
+# # 14 · Homework: implement the pieces, checked against ddpm_lib
 #
 # Every piece of a denoising diffusion model fits in a few lines once its equation is clear. In this
 # homework you write those lines yourself: the forward jump $q(x_t \mid x_0)$, the posterior
@@ -63,7 +63,7 @@ print("checkers used here:", ", ".join(n for n in checks.available() if n in {
     "schedule_design"}))
 
 # %% [markdown]
-# ## Exercise 13.1: the forward jump $q(x_t \mid x_0)$ (DDPM Eq. 4)
+# ## Exercise 14.1: the forward jump $q(x_t \mid x_0)$ (DDPM Eq. 4)
 #
 # Because each forward step adds independent Gaussian noise, $x_t$ given $x_0$ is Gaussian,
 # $q(x_t \mid x_0) = \mathcal N(\sqrt{\bar\alpha_t}\, x_0, (1 - \bar\alpha_t) I)$, and a draw from it is
@@ -113,7 +113,7 @@ def q_sample_not_started(x0, t, noise, alpha_bars):
 _ = checks.check("q_sample", q_sample_not_started)
 
 # %% [markdown]
-# ## Exercise 13.2: the posterior $q(x_{t-1} \mid x_t, x_0)$ (DDPM Eqs. 6-7)
+# ## Exercise 14.2: the posterior $q(x_{t-1} \mid x_t, x_0)$ (DDPM Eqs. 6-7)
 #
 # Given both ends, the forward step can be inverted by Bayes' rule (chapter 04 derives it):
 # $q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t(x_t, x_0), \tilde\beta_t I)$ with
@@ -145,7 +145,7 @@ def posterior(x0, x_t, t, schedule):
 result_post = checks.check("posterior", posterior)
 
 # %% [markdown]
-# ## Exercise 13.3: the KL between two Gaussians (the terms of DDPM Eq. 5)
+# ## Exercise 14.3: the KL between two Gaussians (the terms of DDPM Eq. 5)
 #
 # Every middle term of the bound, $L_{t-1} = D_{KL}(q(x_{t-1} \mid x_t, x_0) \,\|\, p_\theta(x_{t-1} \mid x_t))$,
 # is a KL between diagonal Gaussians, so it has a closed form and needs no sampling. Per coordinate,
@@ -169,11 +169,11 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
 result_kl = checks.check("normal_kl", normal_kl)
 
 # %% [markdown]
-# ## Exercise 13.4: the discretized decoder (DDPM Eq. 13)
+# ## Exercise 14.4: the discretized decoder (DDPM Eq. 13)
 #
 # Images are 8-bit values $k \in \{0, \dots, 255\}$ scaled to $x = 2k/255 - 1$; each value owns the bin
 # $[x - 1/255, x + 1/255]$, except that the first bin extends to $-\infty$ and the last to $+\infty$
-# (chapter 06). The decoder's probability of $x$ under $\mathcal N(\mu, \sigma^2)$ is the Gaussian's mass
+# (chapter 07). The decoder's probability of $x$ under $\mathcal N(\mu, \sigma^2)$ is the Gaussian's mass
 # on that bin:
 # $$P(x) = \Phi\!\left(\frac{\delta_+(x) - \mu}{\sigma}\right) - \Phi\!\left(\frac{\delta_-(x) - \mu}{\sigma}\right),
 # \qquad \delta_+(x) = \begin{cases} \infty & x = 1 \\ x + \tfrac1{255} & \text{else} \end{cases}, \quad
@@ -203,14 +203,14 @@ def discretized_log_likelihood(x, mean, log_scale):
 result_dec = checks.check("discretized_log_likelihood", discretized_log_likelihood)
 
 # %% [markdown]
-# ## Exercise 13.5: one step of Algorithm 2
+# ## Exercise 14.5: one step of Algorithm 2
 #
 # With the network predicting the noise, DDPM's reverse step (Algorithm 2, line 4, with the mean of
 # Eq. 11) is
 # $$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1 - \bar\alpha_t}}\,\epsilon_\theta(x_t, t)\Big)
 #   + \sigma_t z, \qquad z \sim \mathcal N(0, I) \text{ for } t > 1, \quad z = 0 \text{ for } t = 1,$$
 # with $\sigma_t^2 = \beta_t$ (the checker also accepts $\tilde\beta_t$). The last step is noiseless
-# (chapter 06 says why). Write `p_sample_step(eps_pred, x_t, t, schedule, noise)`: `eps_pred` is
+# (chapter 07 says why). Write `p_sample_step(eps_pred, x_t, t, schedule, noise)`: `eps_pred` is
 # $\epsilon_\theta(x_t, t)$, `noise` is $z$ (ignore it where $t = 1$); return $x_{t-1}$.
 
 
@@ -292,7 +292,7 @@ else:
     print("finish exercises 13.1-13.3 to compute a term of the bound with your own functions")
 
 # %% [markdown]
-# ## Exercise 13.6: the cosine schedule (Nichol & Dhariwal 2021, Eq. 17)
+# ## Exercise 14.6: the cosine schedule (Nichol & Dhariwal 2021, Eq. 17)
 #
 # DDPM's linear schedule destroys information fast: $\bar\alpha_t$ is already small halfway through.
 # Nichol & Dhariwal define the schedule through $\bar\alpha_t$ instead,
@@ -335,7 +335,7 @@ else:
     print("finish exercise 13.6 to compare your cosine schedule with the linear one")
 
 # %% [markdown]
-# ## Exercise 13.7 (open): design a schedule to a specification
+# ## Exercise 14.7 (open): design a schedule to a specification
 #
 # A schedule is a design choice. Suppose you must keep $\beta_1$ (the noise of the first step, which sets
 # how fine the last denoising step is) and want a given $\bar\alpha_T = \prod_{t=1}^T (1 - \beta_t)$ (how
@@ -348,7 +348,7 @@ else:
 # solution keeps DDPM's linear shape and finds $\beta_T$ by bisection ($\bar\alpha_T$ falls as $\beta_T$
 # grows). The open part: which $\bar\alpha_T$ would you choose, and does the shape matter? Below, the
 # reference design is measured on Gaussian data two ways: $L_T$ exactly (`NoiseSchedule.prior_kl`), and
-# the whole bound of the best possible model (`dl.GaussianData.eps_model`, as in chapter 06) by Monte
+# the whole bound of the best possible model (`dl.GaussianData.eps_model`, as in chapter 07) by Monte
 # Carlo with `GaussianDiffusion.bits_per_dim`. Try your own designs and targets.
 
 
@@ -393,7 +393,7 @@ else:
 # Questions to explore (no checker). $L_T$ falls as $\bar\alpha_T$ falls, but with $T$ and $\beta_1$
 # fixed a smaller $\bar\alpha_T$ needs larger steps, and each reverse step of the model becomes less
 # exact: the middle terms grow. The Monte Carlo bound above cannot resolve these differences (they are
-# thousandths of a bit). Chapter 06 (section 4.1) gives every expected term of this bound in closed form:
+# thousandths of a bit). Chapter 07 (section 4.1) gives every expected term of this bound in closed form:
 # use it to find the $\bar\alpha_T$ that makes the bound smallest for $T = 200$ and for $T = 1000$, and
 # split the answer into $L_T$ and $\sum_t L_{t-1}$. Then keep $\bar\alpha_T$ and change the shape
 # (geometric, or the cosine of 13.6 rescaled): does the shape matter for this bound, and why might a
@@ -411,6 +411,6 @@ else:
 # - Schedules are designs: the cosine schedule keeps information longer, and any nondecreasing schedule
 #   with the right $\beta_1$ and $\bar\alpha_T$ meets the specification of 13.7, with different bounds.
 #
-# This is the last chapter. To go further: chapter 10's ablations (`python scripts/ablations.py`) train
+# This is the last chapter. To go further: chapter 11's ablations (`python scripts/ablations.py`) train
 # the variants of DDPM's Table 2; `python -m ddpm_lib.train --help` trains your own model with the
 # library's trainer.
