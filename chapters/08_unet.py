@@ -35,6 +35,7 @@ import torch.nn.functional as F
 import ddpm_lib as dl
 from ddpm_lib.course import checks
 from ddpm_lib.course.replay import below  # a residual as a verdict against its tolerance: '< 1e-12'
+from ddpm_lib.course.widgets import time_embedding_explorer
 from ddpm_lib.viz import course_style
 
 course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, legends off the data
@@ -50,8 +51,7 @@ course_style()  # the course's figure style: 100 dpi, 10 pt text, mathtext, lege
 # DDPM instead shares the parameters across time (Sec. 4: "Parameters are shared across time, which is
 # specified to the network using the Transformer sinusoidal position embedding"): one network
 # $\epsilon_\theta$ takes $t$ as a second input, and Algorithm 1 trains it on a fresh uniform
-# $t \sim \mathrm{Uniform}\{1, \dots, T\}$ at every example. The study notes say the same: *backbone U-Net, the
-# parameters of different steps shared, $t$ fed in as the Transformer's sinusoidal position embedding*.
+# $t \sim \mathrm{Uniform}\{1, \dots, T\}$ at every example.
 #
 # Why give $t$ when $x_t$ carries traces of its own noise level? Because those traces are ambiguous (a grainy
 # texture of fabric and a little noise look alike), while $t$ states exactly how much of $x_t$ is noise,
@@ -126,10 +126,22 @@ print(f"emb(t + {k}) = rotation of emb(t), pair by pair: max |diff| {below((rota
 # else) turns it into the vector `temb` that the blocks read. On the right, the cosine similarity of the *learned*
 # `temb` of the shipped Fashion-MNIST network (`dl.load_pretrained("fashion-mnist-unet")`, loaded here and used
 # for the rest of the chapter): what training made of the sinusoids. It need not depend on $t - t'$ alone.
+#
+# **What the shipped network is.** `UNet.fashion_mnist("base")` (6.5M parameters) trained by Algorithm 1 for
+# 240 s on one H200 GPU: 2,324 steps of batch 256, about 10 passes (epochs) over the 60,000 training images, as
+# its checkpoint records (printed below). That is a short run, far from converged: good enough for the course's
+# pictures, not a finished model. `python -m ddpm_lib.train --config configs/fashion_mnist_gpu.toml --steps 2324`
+# remakes it on a GPU (a larger `--steps` trains it further). On a CPU, add `--device cpu --no-compile`: the same
+# 594,944 images take about 55 CPU-hours at the 3.0 images per CPU-second measured for this network
+# (`benchmarks/model_size_cpu.json`), and `--resume` continues an interrupted run from its last checkpoint.
 
 # %%
 pre = dl.load_pretrained("fashion-mnist-unet")  # verified by sha256; the network in eval mode, on the CPU
 net = pre.model
+steps, batch = pre.config["step"], pre.config["train"]["batch_size"]
+print(f"shipped checkpoint: {steps:,} steps of batch {batch} = {steps * batch:,} images "
+      f"({steps * batch / 60_000:.1f} epochs), {pre.config['metrics']['train_seconds']:.0f} s on one "
+      f"{pre.config['metrics']['device']}")
 
 
 def temb_of(model, t):
@@ -166,55 +178,12 @@ print(f"learned temb: similarity of t and t + 1: {', '.join(f'{v:.3f}' for v in 
 # %% [markdown]
 # **Play with it.** Move $t$: the bars are $\mathrm{emb}(t)$ (sines left, cosines right); the curves are its
 # similarity with every other $t'$, for the sinusoidal embedding and for the shipped network's learned `temb`.
-# The fast frequencies change from one $t$ to the next; the slow ones move only over hundreds of steps.
+# The fast frequencies change from one $t$ to the next; the slow ones move only over hundreds of steps. (The
+# explorer is `ddpm_lib.course.widgets.time_embedding_explorer`; it takes any table of embeddings, one row per $t$.)
 
 # %% tags=["nbval-ignore-output"]
-import ipywidgets as W  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from ddpm_lib.course.widgets import Explorer, Blitter  # noqa: E402
-
-
-class EmbeddingDrawer:
-    """One persistent figure: axes, ticks and legend drawn once, then only the bars, the two curves and
-    the marker redrawn for each t (blitting; frames are cached)."""
-
-    def __init__(self, emb, similarity, learned_sim):
-        self.emb, self.sim, self.lsim = emb.numpy(), similarity.numpy(), learned_sim.numpy()
-        self.fig = Figure(figsize=(9.6, 3.0), dpi=100)  # the course style: 100 dpi, 10 pt text
-        FigureCanvasAgg(self.fig)
-        ax1, ax2 = self.fig.subplots(1, 2)
-        d = self.emb.shape[1]
-        colors = ["tab:blue"] * (d // 2) + ["tab:orange"] * (d // 2)
-        self.bars = ax1.bar(range(d), self.emb[0], color=colors)
-        ax1.set(ylim=(-1.05, 1.05), xlabel="dimension (blue: sin, orange: cos)", ylabel="value", title="emb(t)")
-        (self.line,) = ax2.plot(range(1, len(self.emb) + 1), self.sim[0], label="sinusoidal emb")
-        (self.lline,) = ax2.plot(range(1, len(self.emb) + 1), self.lsim[0], label="learned temb")
-        self.mark = ax2.axvline(1, color="k", lw=0.8, ls=":")
-        # no legend box: the redrawn curves would cover it (only they are redrawn per frame)
-        ax2.set(ylim=(-0.7, 1.05), xlabel="t'", ylabel="cosine similarity",
-                title="similarity with t: sinusoidal (blue), learned (orange)")
-        self.fig.tight_layout()
-        self.blit = Blitter(self.fig, [*self.bars, self.line, self.lline, self.mark])
-
-    def __call__(self, t):
-        for bar, v in zip(self.bars, self.emb[t - 1]):
-            bar.set_height(v)
-        self.line.set_ydata(self.sim[t - 1])
-        self.lline.set_ydata(self.lsim[t - 1])
-        self.mark.set_xdata([t, t])
-        n_sin, n_learned = int((self.sim[t - 1] > 0.9).sum()), int((self.lsim[t - 1] > 0.9).sum())
-        return self.blit.frame(), (f"t = {t}: timesteps t' with similarity > 0.9: {n_sin} (sinusoidal), "
-                                f"{n_learned} (learned temb)")
-
-
-t_slider = W.IntSlider(value=100, min=1, max=T, step=1, description="t", continuous_update=True)
-explorer = Explorer(EmbeddingDrawer(emb, similarity, learned_sim), {"t": t_slider},
-                    title="<b>The sinusoidal time embedding</b> emb(t), d = 64",
-                    static_settings=[dict(t=1), dict(t=100), dict(t=900)])
-explorer.name = "time_embedding_explorer"
-box = explorer.box
+# the widget only draws: emb (1000, 64) and the learned temb (1000, 256) are the tensors computed above
+box = time_embedding_explorer(emb, learned, t=100, settings=(1, 100, 900))
 box
 
 # %% [markdown]
@@ -512,7 +481,7 @@ with torch.no_grad():
 # more when the image moves, whether by one pixel or by four (a multiple of both strides). It is not
 # translation-equivariant, and nothing in its training asks it to be.
 #
-# ## 7. Exercise
+# ## 7. Exercises
 #
 # **Exercise 8.1 (the sinusoidal time embedding).** Write `timestep_embedding(t, dim)`: for a LongTensor `t` of
 # shape (B,) holding the paper's timesteps and an even width `dim`, return the (B, dim) float tensor
@@ -552,6 +521,31 @@ def interleaved(t, dim):
 checks.check("timestep_embedding", interleaved)
 
 # %% [markdown]
+# **Exercise 8.2 (derive: the size of a residual block).** Section 5 counted parameters by asking PyTorch. Derive
+# the count yourself, from the residual block's equation in section 3: write `resnet_block_parameters(in_ch,
+# out_ch, temb_ch)`, the number of trainable parameters of one `ResnetBlock` from `in_ch` to `out_ch` channels
+# that reads a time embedding of width `temb_ch`. Count every weight and bias of each piece the equation names: the
+# two GroupNorms (a scale and a shift per channel), the two 3×3 convolutions, the dense layer $W_t$ applied to
+# $\mathrm{SiLU}(\mathrm{temb})$, and $\mathrm{skip}$. `checks.check("resnet_block_parameters", fn)` compares your count
+# with `dl.count_parameters` of the library's block at five shapes and names the piece you missed.
+
+
+# %% tags=["solution"]
+def resnet_block_parameters(in_ch, out_ch, temb_ch):
+    """Trainable parameters of DDPM's residual block in_ch -> out_ch reading a temb of width temb_ch."""
+    # BEGIN SOLUTION
+    norms = 2 * in_ch + 2 * out_ch  # GroupNorm: a scale and a shift per channel, twice
+    convs = (9 * in_ch * out_ch + out_ch) + (9 * out_ch * out_ch + out_ch)  # conv1, conv2 (weights + biases)
+    temb_proj = temb_ch * out_ch + out_ch  # W_t and its bias
+    skip = in_ch * out_ch + out_ch if in_ch != out_ch else 0  # 1x1 convolution, or the identity
+    return norms + convs + temb_proj + skip
+    # END SOLUTION
+
+
+# %%
+checks.check("resnet_block_parameters", resnet_block_parameters)
+
+# %% [markdown]
 # ## Summary
 #
 # - DDPM trains **one** network $\epsilon_\theta(x_t, t)$ for all $T$ steps (parameters shared across time) and
@@ -570,4 +564,5 @@ checks.check("timestep_embedding", interleaved)
 # - Measured, not assumed: the network is not translation-equivariant.
 #
 # **Next:** chapter 09 trains this network with Algorithm 1 on Fashion-MNIST, live on the CPU with the tiny
-# preset, and loads the shipped, fully trained one.
+# preset, and loads the shipped one: trained for 240 s on one H200 (2,324 steps of batch 256, about 10 epochs), far
+# from converged.

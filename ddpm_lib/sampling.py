@@ -35,6 +35,7 @@ __all__ = [
     "inpaint",
     "reconstruct",
     "interpolate",
+    "slerp",
     "perturbed_mean",
     "sample_perturbed",
     "schedule_of",
@@ -319,17 +320,23 @@ def interpolate(
     clip_x0: bool = False,
     progress: bool = True,
     record: Optional[Iterable[int]] = None,
+    mix: str = "linear",
 ):
     """Interpolation in x_t space (DDPM Sec. 4.4, Figs. 8-9).
 
-    x_t ~ q(x_t | x0_a) and x'_t ~ q(x_t | x0_b) (the stochastic encoder), then each
+    x_t ~ q(x_t | x0_a) and x'_t ~ q(x_t | x0_b) (the stochastic encoder), each drawn once so that
+    every lambda mixes the same two latents (as the paper fixes them), then each
     x̄_t = (1 - lambda) x_t + lambda x'_t is decoded by the reverse process from t, with the same
-    reverse-process noise for every lambda so that only lambda changes. x0_a and x0_b have shape
-    (B, ...); returns (L, B, ...) for L lambdas (and the trajectory with the batch as L * B if
-    ``record``).
+    reverse-process noise for every lambda so that only lambda changes. ``mix="slerp"`` mixes
+    spherically instead (:func:`slerp`). The generator's draws are the same for both mixes, so
+    two calls with equally seeded generators decode the same x_t, x'_t with the same noise.
+    x0_a and x0_b have shape (B, ...); returns (L, B, ...) for L lambdas (and the trajectory with
+    the batch as L * B if ``record``).
 
     Taught in chapter 13.
     """
+    if mix not in ("linear", "slerp"):
+        raise ValueError(f"mix must be 'linear' or 'slerp', got {mix!r}")
     if x0_a.shape != x0_b.shape:
         raise ValueError(
             f"x0_a and x0_b must have the same shape, got {tuple(x0_a.shape)} and {tuple(x0_b.shape)}"
@@ -344,9 +351,12 @@ def interpolate(
     xa = diffusion.q_sample(x0_a, tt, generator=generator)
     xb = diffusion.q_sample(x0_b, tt, generator=generator)
     shape_l = (-1, *([1] * x0_a.ndim))
-    x_bar = ((1 - lam.view(shape_l)) * xa.unsqueeze(0) + lam.view(shape_l) * xb.unsqueeze(0)).reshape(
-        -1, *x0_a.shape[1:]
-    )
+    if mix == "slerp":
+        x_bar = torch.cat([slerp(xa, xb, float(v)) for v in lam])
+    else:
+        x_bar = ((1 - lam.view(shape_l)) * xa.unsqueeze(0) + lam.view(shape_l) * xb.unsqueeze(0)).reshape(
+            -1, *x0_a.shape[1:]
+        )
     L = lam.numel()
 
     def shared_noise(_t, x):
@@ -368,6 +378,39 @@ def interpolate(
         x, traj = res
         return x.reshape(L, B, *x0_a.shape[1:]), traj
     return res.reshape(L, B, *x0_a.shape[1:])
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, lam: float) -> torch.Tensor:
+    """Spherical interpolation of a and b, example by example (Shoemake 1985):
+
+        slerp(a, b, lam) = sin((1 - lam) theta) / sin(theta) a + sin(lam theta) / sin(theta) b,
+
+    with theta the angle between a[i] and b[i] (flattened). For independent Gaussian noises in high
+    dimension theta is close to 90 degrees and the weights cos(lam pi/2), sin(lam pi/2) have squares
+    summing to 1: the mix keeps the noise's variance, where the linear mix's (1 - lam)^2 + lam^2
+    falls to 1/2 at lam = 1/2. Parallel pairs (theta = 0) fall back to the linear mix.
+    ``a``, ``b``: (B, ...) of the same shape; ``lam`` in [0, 1]. Returns (B, ...).
+
+    Taught in chapter 13.
+    """
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape or a.ndim < 1:
+        raise ValueError(
+            "a and b must be tensors (B, ...) of the same shape, got "
+            f"{tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__} and "
+            f"{tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__}"
+        )
+    lam = float(lam)
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must be in [0, 1], got {lam}")
+    fa, fb = a.flatten(1).double(), b.flatten(1).double()
+    cos = (fa * fb).sum(1) / (fa.norm(dim=1) * fb.norm(dim=1)).clamp(min=1e-300)
+    theta = torch.acos(cos.clamp(-1.0, 1.0))
+    small = theta < 1e-6
+    s = torch.where(small, torch.ones_like(theta), torch.sin(theta))
+    wa = torch.where(small, torch.full_like(theta, 1 - lam), torch.sin((1 - lam) * theta) / s)
+    wb = torch.where(small, torch.full_like(theta, lam), torch.sin(lam * theta) / s)
+    shape = (-1, *([1] * (a.ndim - 1)))
+    return (wa.view(shape) * a.double() + wb.view(shape) * b.double()).to(a.dtype)
 
 
 def perturbed_mean(

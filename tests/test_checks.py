@@ -738,3 +738,56 @@ def test_clipped_mean():
     }
     for hint, kw in mistakes.items():
         assert_rejected(_run("clipped_mean", lambda *a, kw=kw: _clipped_mean(*a, **kw)), eq, hint)
+
+
+# ---- chapter 08 ----
+def _resblock(i, o, te, norms=True, shortcut="auto", temb=True, biases=True, taps=9):
+    n = (2 * i + 2 * o) if norms else 0
+    b = 1 if biases else 0
+    n += taps * i * o + b * o + taps * o * o + b * o
+    n += (te * o + b * o) if temb else 0
+    if (shortcut == "auto" and i != o) or shortcut == "always":
+        n += i * o + b * o
+    return n
+
+
+def test_resnet_block_parameters():
+    eq = "ddpm_lib.ResnetBlock"
+    r = _run("resnet_block_parameters", _resblock)
+    assert r.passed, r.message
+    assert _run("resnet_block_parameters", lambda *a: torch.tensor(_resblock(*a))).passed
+    for kw, hint in [
+        (dict(norms=False), "GroupNorm has a scale and a shift"),
+        (dict(shortcut="never"), "1x1 convolution"),
+        (dict(shortcut="always"), "identity"),
+        (dict(temb=False), "temb_proj"),
+        (dict(biases=False), "one bias per output channel"),
+        (dict(taps=3), "9 C C' weights"),
+    ]:
+        assert_rejected(_run("resnet_block_parameters", lambda *a, kw=kw: _resblock(*a, **kw)), eq, hint)
+    one_conv = lambda i, o, te: 9 * i * o + o + te * o + o + 2 * i + 2 * o + (i * o + o) * (i != o)  # noqa: E731
+    r = _run("resnet_block_parameters", one_conv)
+    assert_rejected(r, eq, "two 3x3 convolutions")
+    assert_rejected(_run("resnet_block_parameters", lambda i, o, te: 1.5), eq, "as an int")
+
+    def todo(i, o, te):
+        raise NotImplementedError
+
+    assert_rejected(_run("resnet_block_parameters", todo), eq, "not implemented yet")
+
+
+# ---- chapter 13 ----
+def test_mixed_noise_variance():
+    eq = "(1 - lambda)^2 + lambda^2"
+    right = lambda lam, rho: (1 - lam) ** 2 + lam**2 + 2 * lam * (1 - lam) * rho  # noqa: E731
+    assert _run("mixed_noise_variance", right).passed
+    for wrong, hint in [
+        (lambda lam, rho: (1 - lam) ** 2 + lam**2, "add the covariance term"),
+        (lambda lam, rho: (1 - lam) ** 2 + lam**2 + lam * (1 - lam) * rho, "with the factor 2"),
+        (lambda lam, rho: (1 - lam) ** 2 + lam**2 + 2 * lam * (1 - lam) * rho**2, "not rho^2"),
+        (lambda lam, rho: 1 + 2 * lam * (1 - lam) * rho, "not a."),
+        (lambda lam, rho: right(lam, rho).sqrt(), "standard deviation"),
+        (lambda lam, rho: torch.ones_like(lam), "only when the noises are the same"),
+    ]:
+        assert_rejected(_run("mixed_noise_variance", wrong), eq, hint)
+    assert_rejected(_run("mixed_noise_variance", lambda lam, rho: None), eq, "forget `return`")

@@ -215,3 +215,38 @@ def test_resampled_inpainting_brings_the_filled_region_to_the_true_conditional()
         dl.inpaint(exact_eps, d, known[:2], mask, resample=0, progress=False)
     with pytest.raises(ValueError, match="record is not available with resample > 1"):
         dl.inpaint(exact_eps, d, known[:2], mask, resample=2, record=[0], progress=False)
+
+
+def test_slerp_keeps_the_norm_of_orthogonal_noises_and_its_ends():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 1, 28, 28, generator=g), torch.randn(4, 1, 28, 28, generator=g)
+    assert torch.allclose(dl.sampling.slerp(a, b, 0.0), a) and torch.allclose(dl.sampling.slerp(a, b, 1.0), b)
+    mid = dl.sampling.slerp(a, b, 0.5)
+    ratio = mid.flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1)
+    assert ((ratio - 1).abs() < 0.1).all()  # nearly orthogonal, equal norms: the norm is kept
+    lin = 0.5 * (a + b)
+    assert (lin.flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1) < 0.8).all()  # the linear mix shrinks
+    # an exact case: orthogonal unit vectors, slerp = cos(lam pi/2) a + sin(lam pi/2) b
+    e1, e2 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    out = dl.sampling.slerp(e1, e2, 1 / 3)
+    assert torch.allclose(out, torch.tensor([[3**0.5 / 2, 0.5]]), atol=1e-6)
+    assert torch.allclose(dl.sampling.slerp(e1, 2 * e1, 0.25), 1.25 * e1)  # parallel: the linear mix
+    with pytest.raises(ValueError, match="lam must be in"):
+        dl.sampling.slerp(a, b, 1.5)
+    with pytest.raises(ValueError, match="same shape"):
+        dl.sampling.slerp(a, b[:2], 0.5)
+
+
+def test_interpolate_slerp_shares_latents_and_noise_with_linear():
+    steps = D.respace(50)
+    a, b = torch.full((3, 2), -1.0), torch.full((3, 2), 1.0)
+
+    def run(mix):
+        g = torch.Generator().manual_seed(0)
+        return dl.interpolate(M, steps, a, b, [0.0, 0.5, 1.0], t=10, generator=g, progress=False, mix=mix)
+
+    lin, sph = run("linear"), run("slerp")
+    assert torch.equal(lin[0], sph[0]) and torch.equal(lin[2], sph[2])  # the same ends: same x_t and noise
+    assert not torch.equal(lin[1], sph[1])
+    with pytest.raises(ValueError, match="mix must be"):
+        run("cubic")

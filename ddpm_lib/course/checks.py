@@ -73,6 +73,10 @@ Checkers (``available()`` lists them; the chapters register more with :func:`reg
   eps error implies, (1 - abar_t) / abar_t times it (DDPM Eq. 4 solved for x_0; chapter 09);
 - ``clipped_mean``: ``fn(eps_pred, x_t, t, schedule) -> mean`` of p(x_{t-1} | x_t) with the predicted x_0 clipped to
   [-1, 1] before Eq. 7's posterior mean is formed (``clip_x0=True``; chapter 10).
+- ``resnet_block_parameters``: ``fn(in_ch, out_ch, temb_ch) -> int``, the parameter count of DDPM's residual
+  block, derived from its equation (chapter 08);
+- ``mixed_noise_variance``: ``fn(lam, rho) -> v``, the variance of (1 - lam) eps + lam eps' for unit-variance
+  noises with correlation rho (chapter 13).
 
 Indexing is the papers' (and the library's): t = 1..T, tables of length T + 1 indexed by t,
 ``alpha_bars[0] == 1``; t is a LongTensor of shape (B,), data tensors have shape (B, ...).
@@ -144,6 +148,8 @@ __all__ = [
     "check_l_simple_float32",
     "check_x0_mse_from_eps_mse",
     "check_clipped_mean",
+    "check_resnet_block_parameters",
+    "check_mixed_noise_variance",
 ]
 
 PASS, FAIL = "✓", "✗"
@@ -3212,6 +3218,152 @@ def check_clipped_mean(fn) -> tuple:
         "clipped_mean",
         _CLIPPED_MEAN_EQ,
         f"at t = {int(t[i])} the mean of yours is {_fmt(got[i].mean())}, expected {_fmt(expected[i].mean())}",
+        got,
+        candidates,
+    )
+
+
+# ---- chapter 08 ----
+_RESBLOCK_EQ = (
+    "the parameters of DDPM's residual block with in_ch -> out_ch channels reading a time embedding of "
+    "width temb_ch: GroupNorm 2 in_ch + conv1 (9 in_ch out_ch + out_ch) + temb_proj (temb_ch out_ch + out_ch) "
+    "+ GroupNorm 2 out_ch + conv2 (9 out_ch^2 + out_ch), plus a 1x1 shortcut (in_ch out_ch + out_ch) only "
+    "when in_ch != out_ch (ddpm_lib.ResnetBlock)"
+)
+_TWO_CONVS = (
+    "the block has two 3x3 convolutions (conv1: in_ch -> out_ch, conv2: out_ch -> out_ch), "
+    "each after a GroupNorm."
+)
+_RESBLOCK_CASES = ((64, 64, 256), (64, 128, 256), (128, 128, 512), (128, 256, 512), (32, 64, 128))
+
+
+def _resblock_count(in_ch: int, out_ch: int, temb_ch: int) -> int:
+    from ..nets import ResnetBlock, count_parameters
+
+    with torch.device("meta"):
+        return count_parameters(ResnetBlock(in_ch, out_ch, temb_ch, dropout=0.1, groups=32))
+
+
+@_checker("resnet_block_parameters", _RESBLOCK_EQ)
+def check_resnet_block_parameters(fn) -> tuple:
+    """``fn(in_ch, out_ch, temb_ch) -> int``: the number of trainable parameters of one residual
+    block, derived from its equation; compared with ``count_parameters`` of the library's block."""
+    got, expected = [], []
+    for case in _RESBLOCK_CASES:
+        out = _call("resnet_block_parameters", fn, *case)
+        if isinstance(out, torch.Tensor) and out.numel() == 1:
+            out = out.item()
+        if isinstance(out, float) and out.is_integer():
+            out = int(out)
+        if out is None:
+            raise _Wrong("returned None: did you forget `return`?")
+        if not isinstance(out, int) or isinstance(out, bool):
+            raise _Wrong(f"returned a {type(out).__name__}; return the count as an int.")
+        got.append(out)
+        expected.append(_resblock_count(*case))
+    if got == expected:
+        return True, f"{PASS} resnet_block_parameters matches {_RESBLOCK_EQ}"
+    i = next(k for k, (a, b) in enumerate(zip(got, expected)) if a != b)
+
+    def mistake(f):
+        return torch.tensor([float(f(*c, e)) for c, e in zip(_RESBLOCK_CASES, expected)])
+
+    skip = lambda i_, o: (i_ * o + o) if i_ != o else 0  # noqa: E731
+    candidates = [
+        (
+            mistake(lambda i_, o, te, e: e - 2 * i_ - 2 * o),
+            "each GroupNorm has a scale and a shift per channel (2 in_ch + 2 out_ch in all).",
+            None,
+        ),
+        (
+            mistake(lambda i_, o, te, e: e - skip(i_, o)),
+            "when in_ch != out_ch the shortcut is a 1x1 "
+            "convolution with in_ch out_ch weights and out_ch biases.",
+            None,
+        ),
+        (
+            mistake(lambda i_, o, te, e: e + (0 if i_ != o else i_ * o + o)),
+            "the shortcut is the identity (no parameters) when in_ch == out_ch.",
+            None,
+        ),
+        (
+            mistake(lambda i_, o, te, e: e - te * o - o),
+            "the time embedding enters through a dense layer temb_proj: temb_ch -> out_ch, with its biases.",
+            None,
+        ),
+        (
+            mistake(lambda i_, o, te, e: e - 3 * o - (o if i_ != o else 0)),
+            "every convolution and dense layer has one bias per output channel.",
+            None,
+        ),
+        (
+            mistake(lambda i_, o, te, e: e - 6 * i_ * o - 6 * o * o),
+            "a 3x3 convolution from C to C' "
+            "channels has 9 C C' weights (3 x 3 taps for every pair of channels).",
+            None,
+        ),
+        (mistake(lambda i_, o, te, e: e - 9 * o * o - o - 2 * o), _TWO_CONVS, None),
+        (mistake(lambda i_, o, te, e: e - 9 * o * o - o), _TWO_CONVS, None),
+    ]
+    case = dict(zip(("in_ch", "out_ch", "temb_ch"), _RESBLOCK_CASES[i]))
+    detail = (
+        f"for {', '.join(f'{k} = {v}' for k, v in case.items())} yours is {got[i]:,}, "
+        f"expected {expected[i]:,} (count_parameters(ResnetBlock(...)))"
+    )
+    return _off(
+        "resnet_block_parameters", _RESBLOCK_EQ, detail, torch.tensor([float(v) for v in got]), candidates
+    )
+
+
+# ---- chapter 13 ----
+_MIXED_NOISE_EQ = (
+    "the variance per coordinate of the noise part (1 - lambda) eps + lambda eps' of the linearly mixed "
+    "latent, for unit-variance eps and eps' with correlation rho: (1 - lambda)^2 + lambda^2 + "
+    "2 lambda (1 - lambda) rho (Var(aX + bY) = a^2 Var X + b^2 Var Y + 2 a b Cov(X, Y))"
+)
+
+
+@_checker("mixed_noise_variance", _MIXED_NOISE_EQ)
+def check_mixed_noise_variance(fn) -> tuple:
+    """``fn(lam, rho) -> v`` elementwise for tensors lam and rho of the same shape (float64)."""
+    lam = torch.tensor([0.0, 0.25, 0.5, 0.5, 0.5, 0.75, 1.0, 0.3, 0.6], dtype=torch.float64)
+    rho = torch.tensor([0.0, 0.0, 0.0, 1.0, -1.0, 0.5, 0.3, -0.4, 0.8], dtype=torch.float64)
+    got = _tensor("mixed_noise_variance", _call("mixed_noise_variance", fn, lam, rho), lam.shape, "v")
+    a, b = 1 - lam, lam
+    expected = a**2 + b**2 + 2 * a * b * rho
+    ok = _close(got, expected)
+    if bool(ok.all()):
+        return True, f"{PASS} mixed_noise_variance matches {_MIXED_NOISE_EQ}"
+    i = int((~ok).nonzero()[0])
+    candidates = [
+        (
+            a**2 + b**2,
+            "the two noises are correlated: add the covariance term 2 lambda (1 - lambda) rho.",
+            None,
+        ),
+        (
+            a**2 + b**2 + a * b * rho,
+            "Var(aX + bY) has the cross term 2 a b Cov(X, Y), with the factor 2.",
+            None,
+        ),
+        (
+            a**2 + b**2 + 2 * a * b * rho**2,
+            "the covariance of two unit-variance noises is rho, not rho^2.",
+            None,
+        ),
+        (a + b + 2 * a * b * rho, "scaling a noise by a multiplies its variance by a^2, not a.", None),
+        (expected.sqrt(), "that is a standard deviation; the question asks for the variance.", None),
+        (
+            torch.ones_like(lam),
+            "the mix keeps unit variance only when the noises are the same (rho = 1).",
+            None,
+        ),
+    ]
+    return _off(
+        "mixed_noise_variance",
+        _MIXED_NOISE_EQ,
+        f"at lambda = {float(lam[i]):g}, rho = {float(rho[i]):g} yours is {_fmt(got[i])}, "
+        f"expected {_fmt(expected[i])}",
         got,
         candidates,
     )

@@ -12,6 +12,7 @@ or with ``static=True`` a matplotlib Figure of a few representative settings:
     inpainting_explorer()              # .inpainting, chapter 12: the mask and t
     reconstruction_explorer()          # .reconstruction, chapter 13: t for reconstruction
     interpolation_explorer()           # .reconstruction, chapter 13: lambda and t for interpolation
+    time_embedding_explorer(emb)       # .embedding, chapter 08: scrub t through the sinusoidal embedding
 
 The framework (:mod:`.framework`: :class:`Explorer`, :class:`Blitter`, :func:`~.framework.explorer`,
 :func:`~.framework.static_only` ...) describes the box they return (``box.controls``, ``box.png``,
@@ -55,6 +56,7 @@ __all__ = [
     "moment_match",
     "kernel_kl_to_gaussian",
     "ablation_explorer",
+    "time_embedding_explorer",
 ]
 
 # The practice track's explorers live in modules imported on first use, so that the theory
@@ -66,6 +68,7 @@ _MODULE_OF = {
     "inpainting_explorer": "inpainting",  # chapter 12: the mask and t
     "decoder_explorer": "decoder",  # chapter 07: the discretized decoder's bins
     "ablation_explorer": "ablations",  # chapter 11: every run of a stored Table 2 table
+    "time_embedding_explorer": "embedding",  # chapter 08: the sinusoidal time embedding
 }
 
 
