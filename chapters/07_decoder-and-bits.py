@@ -643,6 +643,10 @@ for name, rate, dist in rate_dist:
     print(f"  {name:<34} rate {rate:.2f}  distortion {dist:.2f}  total {rate + dist:.2f}  (distortion {dist / (rate + dist):.0%})")
 
 # %%
+# the model these numbers describe: a short GPU run, far from converged (chapter 09 gives its CPU cost)
+print(dl.pretrained.training_record("fashion-mnist-unet"))
+
+# %%
 fig, ax = plt.subplots(figsize=(7, 3.3))
 for i in range(n_img):
     ax.loglog(ts_u.numpy(), vb_u[:, i].clamp(min=1e-7).numpy(), ".", ms=5, alpha=0.6, label=f"image {i}")

@@ -379,6 +379,7 @@ plt.show()
 unet = dl.load_pretrained("fashion-mnist-unet")
 model, d = unet.model, unet.diffusion
 print(f"{unet.name}: {dl.count_parameters(model):,} parameters, sha256 {unet.sha256[:12]}..., {d.schedule!r}")
+print(dl.pretrained.training_record("fashion-mnist-unet"))  # a short run, far from converged (chapter 09)
 test_images, test_labels = dl.fashion_mnist("test", download=False)
 classes = (9, 2, 1, 8)  # the first test image of each of these classes: ankle boot, pullover, trouser, bag
 idx = [int((test_labels == c).nonzero()[0]) for c in classes]
