@@ -14,9 +14,8 @@
 # $p_\theta(x_{t-1} \mid x_t)$. This chapter follows Ho et al. 2020, Sec. 3.2, from there to the loss everybody
 # trains with: fix the reverse variances, and $L_{t-1}$ becomes a squared error between means; write the mean
 # through the noise $\epsilon$, and it becomes a weighted squared error between noises; drop the weights, and it
-# is DDPM's $L_\text{simple}$. All the mathematics ends in a loss that is simply the squared difference between the
-# true and the predicted noise; what the mathematics adds is how to *sample* with the network it trains. Then we
-# train a small network with Algorithm 1 and sample with Algorithm 2, here, on a CPU.
+# is DDPM's $L_\text{simple}$. The derivation also tells us how to *sample* with the trained network. Then we train
+# a small network with Algorithm 1 and sample with Algorithm 2, on a CPU.
 #
 # **Learning goals.** After this chapter you can
 # - fix the reverse variances to $\sigma_t^2 = \beta_t$ or $\sigma_t^2 = \tilde\beta_t$, and say when each is optimal and why
@@ -25,12 +24,11 @@
 #   weight $\beta_t^2 / (2\sigma_t^2 \alpha_t (1 - \bar\alpha_t))$ (Eqs. 9-12), and check each step numerically;
 # - write $\mu_\theta$ through $\epsilon_\theta$ (Eq. 11) and the sampling step it implies (Algorithm 2, line 4);
 # - say what dropping the weight ($L_\text{simple}$, Eq. 14) does to each $t$;
-# - run Algorithms 1 and 2 on the swiss roll and measure the samples against the data.
-#
+# - run Algorithms 1 and 2 on the swiss roll and measure the samples against the data;
 # - see the weight in $x_0$ space as a difference of signal-to-noise ratios, and the noise prediction as a scaled score.
 #
-# **Reading time:** about an hour. **CPU time:** about 50 s on a 2-core CPU, most of it training the network and
-# sampling 4,000 points (budget: 60 s).
+# **Reading time:** about an hour. **CPU time:** about 50 s on a 2-core CPU, mostly training and sampling
+# (budget: 60 s).
 
 # %%
 import copy
@@ -62,13 +60,12 @@ ddpm = dl.NoiseSchedule.linear(T=1000, beta_start=1e-4, beta_end=0.02)  # DDPM's
 #
 # Training (Algorithm 1) takes a data point $x_0$, adds Gaussian noise $\epsilon$ scaled to the step $t$, and asks a
 # network $\epsilon_\theta(x_t, t)$ to tell, from the noisy point $x_t$ alone, which noise was added: a regression onto
-# $\epsilon$ with a squared error. On the left, swiss-roll points (red) and where the noise moved them at $t = 20$
-# (blue; grey lines join each pair). A network that does this well knows, at every point of the plane, which way
-# the data lie: on the right, the arrows $-\sqrt{1 - \bar\alpha_t}\,\epsilon_\theta(x_t, t)$ of the shipped
-# `swiss-roll-mlp` model (a small network trained on this data), drawn at half length on a grid, all point back
-# towards the spiral.
-# Sampling (Algorithm 2) follows such arrows from pure noise, step by step. This chapter derives why the bound of
-# chapters 02-04 reduces to exactly this regression, and what is lost by the simplification.
+# $\epsilon$ with a squared error. Left: swiss-roll points (red), moved by the noise at $t = 20$ (blue; grey lines
+# join each pair). A network that does this well knows, everywhere in the plane, which way the data lie. Right: the
+# arrows $-\sqrt{1 - \bar\alpha_t}\,\epsilon_\theta(x_t, t)$ of the shipped `swiss-roll-mlp` model (a small trained
+# network), at half length on a grid, all point back towards the spiral. Sampling (Algorithm 2) follows such arrows
+# from pure noise, step by step. This chapter derives why the bound of chapters 02-04 reduces to this regression,
+# and what the simplification loses.
 
 # %%
 shipped = dl.load_pretrained("swiss-roll-mlp")  # a trained eps_theta for this schedule (section 7 measures it)
@@ -102,7 +99,7 @@ plt.show()
 #
 # DDPM fixes the forward variances $\beta_t$ to constants (Sohl-Dickstein et al. could learn them; chapter 02). The
 # forward process then has no parameters, and $L_T = D_{KL}(q(x_T \mid x_0) \,\|\, \mathcal N(0, I))$ is a constant that
-# training can ignore (chapter 03 computed it):
+# training can ignore (chapter 03):
 
 # %%
 for name, sch in (("swiss-roll schedule (T = 200, beta 1e-4..0.1)", s), ("DDPM's (T = 1000, beta 1e-4..0.02)", ddpm)):
@@ -111,8 +108,8 @@ for name, sch in (("swiss-roll schedule (T = 200, beta 1e-4..0.1)", s), ("DDPM's
 
 # %% [markdown]
 # The reverse steps are $p_\theta(x_{t-1} \mid x_t) = \mathcal N(\mu_\theta(x_t, t), \Sigma_\theta(x_t, t))$, and DDPM fixes
-# $\Sigma_\theta(x_t, t) = \sigma_t^2 I$ to untrained, time-dependent constants as well. Two choices, and the paper reports
-# similar results with both: $\sigma_t^2 = \beta_t$ and $\sigma_t^2 = \tilde\beta_t = \frac{1 - \bar\alpha_{t-1}}{1 - \bar\alpha_t}\beta_t$. Each
+# $\Sigma_\theta(x_t, t) = \sigma_t^2 I$ to untrained, time-dependent constants as well. Two choices, with
+# similar results in the paper: $\sigma_t^2 = \beta_t$ and $\sigma_t^2 = \tilde\beta_t = \frac{1 - \bar\alpha_{t-1}}{1 - \bar\alpha_t}\beta_t$. Each
 # is exactly right for one extreme kind of data:
 #
 # - **$x_0 \sim \mathcal N(0, I)$: the best $\sigma_t^2$ is $\beta_t$.** Then every $x_{t-1}$ is $\mathcal N(0, I)$ too (the forward
@@ -122,10 +119,9 @@ for name, sch in (("swiss-roll schedule (T = 200, beta 1e-4..0.1)", s), ("DDPM's
 # - **$x_0$ a single point: the best $\sigma_t^2$ is $\tilde\beta_t$.** Then conditioning on $x_0$ adds nothing, and the true
 #   reverse step *is* the posterior of chapter 04: $q(x_{t-1} \mid x_t) = q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)$.
 #
-# (These are Sohl-Dickstein's upper and lower bounds on the reverse process's entropy for data of unit
-# variance per coordinate; chapter 12 computes them.) A Monte Carlo check of both extremes: simulate $x_{t-1}$ and
-# $x_t$ from the forward process, and fit $x_{t-1}$ on $x_t$ by least squares; the residual variance estimates
-# $\mathbb E[\mathrm{Var}(x_{t-1} \mid x_t)]$, the best fixed $\sigma_t^2$ for a perfect mean.
+# (These are Sohl-Dickstein's bounds on the reverse entropy for unit-variance data; chapter 12 computes them.) A
+# Monte Carlo check: simulate $x_{t-1}$ and $x_t$ from the forward process and fit $x_{t-1}$ on $x_t$ by least squares;
+# the residual variance estimates $\mathbb E[\mathrm{Var}(x_{t-1} \mid x_t)]$, the best fixed $\sigma_t^2$ for a perfect mean.
 
 # %%
 g = torch.Generator().manual_seed(0)
@@ -150,8 +146,7 @@ print(f"(the ratios have a relative Monte Carlo error of about sqrt(2/N) = {math
 # Why the choice matters little: the two differ only over the early part of the chain (below: the first 17% of
 # DDPM's steps, the first 40% of the swiss-roll schedule's). $\tilde\beta_t / \beta_t = (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t)$
 # climbs to 1 over the early steps (chapter 04's picture), where $\beta_t$ itself is smallest, so either way these steps
-# add little noise. Real data sit between the two extremes, and Section 7 samples the same trained network with both
-# choices and measures the difference.
+# add little noise. Real data sit between the two extremes; Section 7 samples with both.
 
 # %%
 for name, sch in (("swiss roll, T = 200", s), ("DDPM, T = 1000", ddpm)):
@@ -228,7 +223,7 @@ print(f"Eq. 7 with x_0 vs 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps):
 #
 # In `ddpm_lib`, a `GaussianDiffusion(..., prediction="eps")` reads the network's output as $\epsilon_\theta$:
 # `p_mean_variance` forms the mean through the predicted $x_0$ and Eq. 7 (the first form above), `mean_from_eps`
-# by Eq. 11 (the second), and `p_sample` takes Algorithm 2's step. All three against the formula typed out:
+# by Eq. 11 (the second), and `p_sample` takes Algorithm 2's step. All three, against the formula:
 
 # %%
 eps_theta = torch.randn(B, 2, generator=g, dtype=torch.float64)  # any network output
@@ -247,7 +242,7 @@ print(f"p_sample vs Algorithm 2, line 4:                    max relative diff "
 # ### A bridge to the score view
 #
 # The *score* of a density $p$ is the gradient of its logarithm, $\nabla_x \log p(x)$: a vector field that points
-# uphill in probability, towards where the data are likely (the arrows of the opening picture). For one step of the
+# uphill in probability, towards where the data are likely (the arrows of the opening picture). For the
 # forward process it is known in closed form: $q(x_t \mid x_0) = \mathcal N(\sqrt{\bar\alpha_t}\, x_0, (1 - \bar\alpha_t) I)$ has the score
 # $-(x_t - \sqrt{\bar\alpha_t}\, x_0) / (1 - \bar\alpha_t) = -\epsilon / \sqrt{1 - \bar\alpha_t}$. So the noise that training asks for is, exactly,
 # $$\epsilon = -\sqrt{1 - \bar\alpha_t}\;\nabla_{x_t} \log q(x_t \mid x_0).$$
@@ -256,11 +251,10 @@ print(f"p_sample vs Algorithm 2, line 4:                    max relative diff "
 # $\mathbb E[\epsilon \mid x_t] = -\sqrt{1 - \bar\alpha_t}\,\nabla_{x_t} \log q(x_t)$ (Vincent 2011). Predicting the noise is therefore learning
 # the score of the noised data at every noise level, up to the factor $-\sqrt{1 - \bar\alpha_t}$: *denoising score
 # matching*. And Algorithm 2's step, a move along $-\epsilon_\theta$ (uphill in $\log q$) plus fresh Gaussian noise, has the
-# form of *Langevin dynamics*, a sampler that follows the score of a density with added noise; DDPM (Sec. 3.2) points
-# out this resemblance, and score-based models (Song & Ermon 2019) start from it. Both identities, checked: the
-# first with automatic differentiation of $\log q(x_t \mid x_0)$ on the swiss roll; the second on Gaussian data
-# $x_0 \sim \mathcal N(0.3, 0.5^2)$, where $q(x_t)$ and the best predictor $\mathbb E[\epsilon \mid x_t]$ are known in closed form
-# (`dl.GaussianData`).
+# form of *Langevin dynamics*, a sampler that follows the score of a density with added noise; DDPM (Sec. 3.2) notes
+# the resemblance, and score-based models (Song & Ermon 2019) start from it. Both identities, checked: the
+# first by automatic differentiation on the swiss roll; the second on Gaussian data $x_0 \sim \mathcal N(0.3, 0.5^2)$,
+# where both sides are known in closed form (`dl.GaussianData`).
 
 # %%
 g_score = torch.Generator().manual_seed(5)
@@ -286,10 +280,9 @@ print(f"E[eps | x_t] vs -sqrt(1 - abar_t) * score of q(x_t) (Gaussian data): max
 # divided by $2\sigma_t^2$, Eq. 10 becomes **DDPM Eq. 12**:
 # $$L_{t-1} - C = \mathbb E_{x_0, \epsilon}\Big[\underbrace{\frac{\beta_t^2}{2\sigma_t^2\alpha_t(1 - \bar\alpha_t)}}_{w_t}
 #   \big\|\epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon, t\big)\big\|^2\Big].$$
-# Training $\mu_\theta$ by the bound is the same as training $\epsilon_\theta$ to predict the noise, weighted by $w_t$: denoising
-# score matching, in the words of the bridge above. `d.eps_mse_weight(t)` is $w_t$. The check is exact: for *any*
-# $\epsilon_\theta$ (below, an untrained network), the closed-form KL of the bound, minus $C_t$, equals $w_t\|\epsilon - \epsilon_\theta\|^2$
-# example by example.
+# Training $\mu_\theta$ by the bound is training $\epsilon_\theta$ to predict the noise, weighted by $w_t$ (denoising score
+# matching). `d.eps_mse_weight(t)` is $w_t$. The identity is exact for *any* $\epsilon_\theta$; below, an untrained
+# network, example by example:
 
 # %%
 torch.manual_seed(0)
@@ -312,12 +305,12 @@ for variance in ("fixed_large", "fixed_small"):
 # the data: solving $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon$ for $x_0$ with $\epsilon_\theta$ in place of $\epsilon$ gives
 # $\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon_\theta) / \sqrt{\bar\alpha_t}$ (`p_mean_variance` returns it as `pred_x0`). Each term of the
 # bound is then also a weighted squared error of the predicted data, $L_{t-1} - C = \lambda_t \|x_0 - \hat x_0\|^2$, and with
-# $\sigma_t^2 = \tilde\beta_t$ its weight takes a strikingly simple form in the signal-to-noise ratio
+# $\sigma_t^2 = \tilde\beta_t$ its weight takes a simple form in the signal-to-noise ratio
 # $\mathrm{SNR}(t) = \bar\alpha_t / (1 - \bar\alpha_t)$ of chapter 03 (the schedule's table `s.snr`):
 # $$\lambda_t = \tfrac12\big(\mathrm{SNR}(t-1) - \mathrm{SNR}(t)\big).$$
 # A step weighs in the bound as much as the signal-to-noise ratio drops across it. Summed over $t = 2, \dots, T$ the
 # weights telescope to $\tfrac12(\mathrm{SNR}(1) - \mathrm{SNR}(T))$, whatever the schedule does in between (Kingma et al. 2021
-# build their variational diffusion models on this). Exercise 6.3 asks you to derive $\lambda_t$ for any fixed
+# build on this). Exercise 6.3 asks you to derive $\lambda_t$ for any fixed
 # $\sigma_t^2$. The check, with the same untrained network and draws as above:
 
 # %%
@@ -334,8 +327,8 @@ print(f"sigma_t^2 = beta~_t: KL vs 1/2 (SNR(t-1) - SNR(t)) ||x_0 - x0_hat||^2, m
 # **$L_\text{simple}$ (DDPM Eq. 14).** DDPM then drops $w_t$ and trains on
 # $$L_\text{simple}(\theta) = \mathbb E_{t, x_0, \epsilon}\Big[\big\|\epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon, t\big)\big\|^2\Big],
 #   \qquad t \sim \mathrm{Uniform}\{1, \dots, T\},$$
-# also for $t = 1$ (where it stands in for $L_0$), and without $L_T$ (a constant). What that does to each $t$: the bound
-# gives term $t$ the weight $w_t$, $L_\text{simple}$ gives every $t$ the same weight. Below, $w_t$ in log scale for both
+# also for $t = 1$ (where it stands in for $L_0$), and without $L_T$ (a constant). The bound gives term $t$ the
+# weight $w_t$; $L_\text{simple}$ gives every $t$ the same weight. Below, $w_t$ in log scale for both
 # choices of $\sigma_t^2$ (for $\tilde\beta_t$ at $t = 1$ the library uses $\tilde\beta_2$, since $\tilde\beta_1 = 0$), and the share of the total
 # weight that the first 10% of the steps get under each objective.
 
@@ -358,22 +351,21 @@ plt.show()
 
 # %% [markdown]
 # The bound's weight $w_t$ is largest at the first steps, falls by one to two orders of magnitude within the first
-# third of the chain, and rises again towards $t = T$. $L_\text{simple}$ flattens it: relative to the bound it down-weights the small-$t$ terms and
-# up-weights the large-$t$ ones. In the paper's words, the small-$t$ terms "train the network to denoise data with very
-# small amounts of noise, so it is beneficial to down-weight them so that the network can focus on more difficult
-# denoising tasks at larger $t$" (denoising a large noise is the harder task, so it gets more of the network's
-# attention). The paper reports better samples from this reweighting, at the price of a worse bound in
-# bits (chapter 11 measures both). Section 7 shows the reweighting on a trained network, term by term.
+# third of the chain, and rises again towards $t = T$. $L_\text{simple}$ flattens it: relative to the bound it
+# down-weights the small-$t$ terms and up-weights the large-$t$ ones. In the paper's words, the small-$t$ terms "train
+# the network to denoise data with very small amounts of noise, so it is beneficial to down-weight them so that the
+# network can focus on more difficult denoising tasks at larger $t$". The paper reports better samples, at the price
+# of a worse bound in bits (chapter 11 measures both); Section 7 shows the reweighting on a trained network.
 #
 # ## 6. Algorithm 1, live on the swiss roll
 #
 # > **Algorithm 1** (Training). **repeat**: $x_0 \sim q(x_0)$; $t \sim \mathrm{Uniform}(\{1, \dots, T\})$; $\epsilon \sim \mathcal N(0, I)$;
 # > take a gradient step on $\nabla_\theta \|\epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon, t)\|^2$; **until** converged.
 #
-# The data: Sohl-Dickstein's swiss roll (`dl.swiss_roll`, fresh points every step). The network: `dl.MLP`, the one the
-# shipped model and `configs/swiss_roll.toml` use (3 hidden layers of 128, the sinusoidal time embedding added in each).
-# The schedule: linear, $T = 200$, $\beta_t$ from $10^{-4}$ to $0.1$. First, one batch of Algorithm 1 written line by line,
-# against the library's `training_loss`, which is what the loop below calls:
+# The data: Sohl-Dickstein's swiss roll (`dl.swiss_roll`, fresh points every step). The network: `dl.MLP`, as in the
+# shipped model and `configs/swiss_roll.toml` (3 hidden layers of 128, the sinusoidal time embedding added in each).
+# The schedule: linear, $T = 200$, $\beta_t$ from $10^{-4}$ to $0.1$. First, one batch of Algorithm 1 line by line,
+# against the library's `training_loss` that the loop below calls:
 
 # %%
 torch.manual_seed(0)  # the network's initial weights
@@ -391,12 +383,10 @@ print(f"Algorithm 1 by lines vs d.training_loss: max |diff| "
 
 # %% [markdown]
 # Now the loop: 2,500 steps of batch 512 with Adam, the learning rate decaying linearly from $10^{-2}$ to 0 (the
-# decay matters: the last, small steps average out the noise of the high-rate ones), and an exponential moving
-# average of the weights (EMA, decay 0.995: roughly the mean of the last 200 steps' weights; chapter 09 explains
-# it), which we sample from. The recipe was chosen by measuring the samples (Section 7) against the CPU time: with
-# these seeds, 2,000 steps left the spiral smeared and its inner arm missing, and 3,000 steps scored no better than
-# 2,500. Each step costs a few milliseconds on a CPU, and this is the chapter's longest cell. We print the mean loss
-# over windows of 500 steps.
+# last, small steps average out the noise of the high-rate ones), and an exponential moving average of the weights
+# (EMA, decay 0.995: roughly the mean of the last 200 steps' weights; chapter 09), which we sample from. With these
+# seeds, 2,000 steps left the spiral smeared and its inner arm missing, and 3,000 scored no better than 2,500. It
+# prints the mean loss over windows of 500 steps.
 
 # %%
 steps, batch = 2500, 512
@@ -453,17 +443,15 @@ library = d.sample(model, (100, 2), generator=torch.Generator().manual_seed(3), 
 print(f"Algorithm 2 written out vs d.sample with the same seed: max |diff| {below((check_small - library).abs().max().item(), 1e-6)}")
 
 # %% [markdown]
-# **How good are the samples?** The sliced Wasserstein distance (`dl.sliced_wasserstein`: the average, over random
-# directions, of the 1-D Wasserstein distance between the projected point sets) to fresh swiss-roll points. Even a
-# perfect sampler does not score 0 on it, since two finite samples of one distribution differ; so `dl.sliced_w1_ratio`
-# (`dl.sliced_w1_ratios` for several sample sets at once) divides it by the distance between two fresh data sets of
-# the same size, the floor (both averaged over 8 pairs of data sets): a ratio of 1 is as good as the data. The floor
-# falls like $1/\sqrt{n}$ and a model's systematic errors do not, so an imperfect model's ratio grows with $n$; we
-# measure at $n = 4{,}000$, as the registry does for the shipped model. Rows for comparison: the starting noise $x_T$,
-# and the shipped `swiss-roll-mlp` model, trained by the library's trainer with its own recipe, as the registry
-# measured it (the same function at the same $n$, by the command printed with it). We also sample our network with the
-# other variance, $\sigma_t^2 = \tilde\beta_t$: $L_\text{simple}$ never used $\sigma_t$, so the same network serves
-# both.
+# **How good are the samples?** We measure the sliced Wasserstein distance (`dl.sliced_wasserstein`: the average,
+# over random directions, of the 1-D Wasserstein distance between the projected point sets) to fresh swiss-roll
+# points. Two finite samples of one distribution differ, so even a perfect sampler scores above 0;
+# `dl.sliced_w1_ratios` divides by the distance between two fresh data sets of the same size, the floor (both
+# averaged over 8 pairs of data sets): a ratio of 1 is as good as the data. The floor falls like $1/\sqrt{n}$ and a
+# model's systematic errors do not, so an imperfect model's ratio grows with $n$; we measure at $n = 4{,}000$, as the
+# registry does for the shipped model. For comparison: the starting noise $x_T$, and the shipped `swiss-roll-mlp` as
+# the registry measured it. We also sample our network with $\sigma_t^2 = \tilde\beta_t$: $L_\text{simple}$ never used
+# $\sigma_t$, so the same network serves both.
 
 # %%
 print(f"shipped model: {shipped.entry['description']}")
@@ -483,9 +471,8 @@ print(f"  {'shipped swiss-roll-mlp (the registry)':<44}{stored['sliced_w1_sample
 print(f"  {'fresh data (the floor)':<44}{r['w1_floor']:.3f}       1")
 
 # %% [markdown]
-# The picture shows the first 1,000 of each set of points (all 4,000 make a solid band), beside 1,000 samples of the
-# shipped model drawn with our seeds; the samples with $\sigma_t^2 = \tilde\beta_t$ look the same as those with $\beta_t$ (their
-# ratio in the table is too) and are left out.
+# The picture shows the first 1,000 points of each set (all 4,000 make a solid band), beside 1,000 samples of the
+# shipped model drawn with our seeds; those with $\sigma_t^2 = \tilde\beta_t$ look the same as with $\beta_t$ and are left out.
 
 # %%
 m = 1000
@@ -510,18 +497,16 @@ plt.show()
 # %% [markdown]
 # Our network draws the spiral with both arms, the inner one included, but its arms are wider than the data's and
 # some points fall between them: about 1.4 times the floor with $\sigma_t^2 = \beta_t$, and about the same with
-# $\tilde\beta_t$ (the table above), so the choice of variance matters little here, as in the paper. The shipped model
-# is the same network trained for longer at a lower learning rate (its recipe is printed above: 5,120,000 points
-# seen against our 1,280,000, about five minutes of one CPU core), and it comes close to the data: thin arms, few
-# stray points, a ratio of about 1.1. Compare ratios at the same number of points: with fewer points the floor is
-# larger and hides part of the difference.
+# $\tilde\beta_t$, so the choice of variance matters little here, as in the paper. The shipped model is the same
+# network trained longer at a lower learning rate (5,120,000 points seen against our 1,280,000, about five minutes of
+# one CPU core), and it comes close to the data: thin arms, few stray points, a ratio of about 1.1.
 
 # %% [markdown]
 # **Each $t$'s share of the loss, on the trained network.** The per-$t$ error $\mathbb E\|\epsilon - \epsilon_\theta\|^2$ of our network,
-# measured on fresh data at every $t$, times each objective's weight: what $L_\text{simple}$ minimizes per $t$, and what the
-# bound ($w_t$, $\sigma_t^2 = \beta_t$) would. Both curves are normalized to sum to 1 over $t$. Note that in units of $\epsilon$ the
+# on fresh data at every $t$, times each objective's weight: what $L_\text{simple}$ minimizes per $t$, and what the
+# bound ($w_t$, $\sigma_t^2 = \beta_t$) would, each normalized to sum to 1. In units of $\epsilon$ the
 # error is *largest* at small $t$: there $x_t$ is almost $x_0$, and the tiny noise along the data cannot be told apart
-# from the data itself (in $x_0$ units that error is tiny, which is why these are the easy denoising tasks). So even
+# from the data itself (in $x_0$ units it is tiny: these are the easy denoising tasks). So even
 # $L_\text{simple}$ spends much of its total on small $t$; the bound would spend even more.
 
 # %%
@@ -646,9 +631,8 @@ checks.check("x0_mse_weight", x0_mse_weight)
 # - In $x_0$ space, with $\sigma_t^2 = \tilde\beta_t$, the weight is $\frac12(\mathrm{SNR}(t-1) - \mathrm{SNR}(t))$: the drop of the signal-to-noise ratio
 #   across the step. The noise is a scaled score, $\epsilon = -\sqrt{1 - \bar\alpha_t}\,\nabla_{x_t}\log q(x_t \mid x_0)$, so predicting it is denoising
 #   score matching, and Algorithm 2 resembles Langevin dynamics.
-# - Algorithm 1 trained an MLP on the swiss roll in 2,500 steps on a CPU; Algorithm 2 turned noise into a spiral whose
-#   sliced Wasserstein distance to the data is a small fraction of the noise's, and about 1.4 times that of fresh data
-#   at 4,000 points; the shipped model, trained longer, comes to about 1.1.
+# - Algorithm 1 trained an MLP on the swiss roll in 2,500 CPU steps; Algorithm 2 turned noise into a spiral at about
+#   1.4 times the floor in sliced Wasserstein distance at 4,000 points (the shipped model, trained longer: about 1.1).
 #
 # **Next:** chapter 07 handles the one term left out here, $L_0 = -\log p_\theta(x_0 \mid x_1)$, for 8-bit images: the
 # discretized decoder, the noiseless last step, and the whole bound in bits per dimension.
