@@ -80,7 +80,8 @@ for track, budget in (("theory", manifest.theory_budget_s), (None, manifest.tota
     sel = [c for c in chapters if track in (None, c.track)]
     hours = sum(minutes[c.id] for c in sel) / 60
     print(f"{'all ' + str(len(sel)) if track is None else track} chapters: about {hours:.1f} h of reading, "
-          f"CPU budgets {sum(c.budget_s for c in sel):.0f} s (at most {budget} s)")
+          f"per-chapter CPU budgets adding up to {sum(c.budget_s for c in sel):.0f} s; the measured times must "
+          f"total at most {budget} s (book times)")
 
 # %% [markdown]
 # ## How to run a chapter
