@@ -43,12 +43,14 @@
   }
 
   // ---- scrubbers ---------------------------------------------------------------------------
-  function nearestKey(table, idx) {
+  function nearestKey(table, idx, keep) {
     // the exported frame whose control indices are closest to idx (a documented subset may leave
-    // some combinations out): fewest controls changed, then the smallest moves
+    // some combinations out): the control the reader just moved (keep) at its new value when such a
+    // frame exists, then fewest controls changed, then the smallest moves
     var best = null, bestCost = Infinity;
     Object.keys(table.frames).forEach(function (key) {
       var k = key.split("_").map(Number), changed = 0, moved = 0;
+      if (keep !== undefined && k[keep] !== idx[keep]) changed += 100;
       for (var i = 0; i < k.length; i++) {
         if (k[i] !== idx[i]) { changed++; moved += Math.abs(k[i] - idx[i]); }
       }
@@ -69,14 +71,18 @@
     var idx = table.controls.map(function (c) { return c.index; });
     var inputs = [];
 
-    function show() {
+    function show(moved) {
       var key = idx.join("_");
       var exact = Object.prototype.hasOwnProperty.call(table.frames, key);
-      if (!exact) key = nearestKey(table, idx);
+      if (!exact) key = nearestKey(table, idx, moved);
       var f = table.frames[key];
       img.src = base + f[0];
       readout.innerHTML = f[1];
       var shown = key.split("_").map(Number);
+      if (!exact) {  // the inputs follow the picture shown, so the next move starts from it
+        idx = shown.slice();
+        inputs.forEach(function (inp, i) { inp.input.value = String(shown[i]); });
+      }
       table.controls.forEach(function (c, i) {
         // the values the picture shows: the key's, or those the controls moved to (f[2])
         inputs[i].value.textContent = f.length > 2 ? f[2][i] : c.labels[shown[i]];
@@ -98,7 +104,7 @@
           input.appendChild(o);
         });
         input.value = String(c.index);
-        input.addEventListener("change", function () { idx[i] = Number(input.value); show(); });
+        input.addEventListener("change", function () { idx[i] = Number(input.value); show(i); });
       } else {
         input = document.createElement("input");
         input.type = "range";
@@ -106,7 +112,7 @@
         input.max = String(c.labels.length - 1);
         input.step = "1";
         input.value = String(c.index);
-        input.addEventListener("input", function () { idx[i] = Number(input.value); show(); });
+        input.addEventListener("input", function () { idx[i] = Number(input.value); show(i); });
       }
       input.setAttribute("data-control", c.name);
       input.setAttribute("aria-label", c.description);
