@@ -46,16 +46,8 @@ F64 = torch.float64  # every toy below runs in float64, so that exact checks agr
 MIX = M.DEFAULT_MIXTURE  # the 1-D data: a mixture of three Gaussians (means, stds, weights)
 
 
-def constant_schedule(T: int, alpha_bar_T: float = 1e-3) -> dl.NoiseSchedule:
-    """beta_t = beta for every t, chosen so that prod_t (1 - beta_t) = alpha_bar_T: the same total noise for any T."""
-    beta = 1.0 - alpha_bar_T ** (1.0 / T)
-    return dl.NoiseSchedule.from_betas([beta] * T, name="constant")
-
-
-def sample_data(n: int, seed: int) -> torch.Tensor:
-    """n points of the mixture, shape (n, 1), float64."""
-    g = torch.Generator().manual_seed(seed)
-    return dl.gaussian_mixture_1d(n, MIX["means"], MIX["stds"], MIX["weights"], generator=g).to(F64)[:, None]
+constant_schedule = dl.NoiseSchedule.constant  # beta_t = 1 - alpha_bar_T^(1/T) at every t: the same total noise for any T
+sample_data = dl.data.mixture_1d_points  # sample_data(n, seed): n points of MIX, shape (n, 1), float64
 
 
 # %% [markdown]

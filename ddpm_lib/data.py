@@ -38,13 +38,14 @@ from typing import Iterator, Sequence, Union
 import numpy as np
 import torch
 
-from .mixtures import mixture_log_prob, mixture_params
+from .mixtures import DEFAULT_MIXTURE, mixture_log_prob, mixture_params
 from .utils import atomic_write
 
 __all__ = [
     "swiss_roll",
     "gaussian_mixture",
     "gaussian_mixture_1d",
+    "mixture_1d_points",
     "gaussian_mixture_log_prob",
     "GaussianData",
     "read_idx",
@@ -159,6 +160,18 @@ def gaussian_mixture_1d(
     """
     means = torch.as_tensor(means, dtype=torch.float64).reshape(-1, 1)
     return gaussian_mixture(n, means=means, stds=stds, weights=weights, generator=generator)[:, 0]
+
+
+def mixture_1d_points(n: int, seed: int, mixture: dict | None = None) -> torch.Tensor:
+    """n points of a 1-D mixture as a column, shape (n, 1), float64: the data of chapters 02 and 05.
+
+    :param mixture: ``{"means", "stds", "weights"}``; None: :data:`ddpm_lib.mixtures.DEFAULT_MIXTURE`.
+    The points are drawn by :func:`gaussian_mixture_1d` from ``torch.Generator().manual_seed(seed)``
+    (float32, then widened), so a seed gives the same points as that function.
+    """
+    m = DEFAULT_MIXTURE if mixture is None else mixture
+    g = torch.Generator().manual_seed(seed)
+    return gaussian_mixture_1d(n, m["means"], m["stds"], m["weights"], generator=g).to(torch.float64)[:, None]
 
 
 def gaussian_mixture_log_prob(x, means=None, stds=0.1, weights=None) -> torch.Tensor:

@@ -170,6 +170,20 @@ class NoiseSchedule:
         return cls(betas, name="cosine", **kw)
 
     @classmethod
+    def constant(cls, T: int, alpha_bar_T: float = 1e-3, **kw) -> "NoiseSchedule":
+        """beta_t = beta for every t, chosen so that prod_t (1 - beta_t) = ``alpha_bar_T``: the same total
+        noise for any T, so that T alone varies (beta = 1 - alpha_bar_T^(1/T)). DDPM's code has a
+        'const' schedule too; Sohl-Dickstein et al. 2015 fix beta_1 and learn the rest.
+
+        Taught in chapters 02 and 05.
+        """
+        T = _check_T(T)
+        if not 0 < alpha_bar_T < 1:
+            raise ValueError(f"alpha_bar_T must lie in the open interval (0, 1), got {alpha_bar_T!r}")
+        beta = 1.0 - alpha_bar_T ** (1.0 / T)
+        return cls(torch.full((T,), beta, dtype=torch.float64), name=kw.pop("name", "constant"), **kw)
+
+    @classmethod
     def from_betas(cls, betas: Sequence[float] | torch.Tensor, **kw) -> "NoiseSchedule":
         """A schedule from beta_1..beta_T: a sequence of length T, each in (0, 1).
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ddpm_lib.course import checks
+from ddpm_lib.course.replay import fragile_numbers
 
 
 def _b(v, x):
@@ -81,11 +82,17 @@ def test_check_value_states_the_relative_error_and_the_tolerance():
     r = _value(7.278e-06, 7.279e-06, rtol=1e-6, atol=0.0)
     assert not r.passed
     assert "yours 7.278e-06, expected 7.279e-06: relative error 1.4e-04, tolerance rtol 1e-06." in r.message
-    # enough digits that the two numbers differ on the page
+    # enough digits that the two numbers differ on the page, one more than the first that differs ...
     assert (
-        "yours 0.250000100, expected 0.250000000: relative error 4.0e-07, tolerance rtol 1e-09, atol 1e-08."
+        "yours 0.2500001, expected 0.2500000: relative error 4.0e-07, tolerance rtol 1e-09, atol 1e-08."
         in _value(0.2500001, 0.25, rtol=1e-9).message
     )
+    assert "yours 0.897086, expected 0.897018: relative error 7.6e-05" in _value(0.8970859, 0.8970181).message
+    # ... and never more than 7 significant digits, which no stored output may print (replay.MAX_SIGNIFICANT):
+    # closer numbers differ in the relative error
+    m = _value(0.25 + 1e-10, 0.25, rtol=1e-12, atol=0.0).message
+    assert "yours 0.2500000, expected 0.2500000: relative error 4.0e-10" in m
+    assert not fragile_numbers(m)
     # a tensor: the element furthest outside the tolerance
     r = _value([1.976e-05, 7.278e-06], [1.976e-05, 7.279e-06], rtol=1e-9, atol=1e-15)
     assert "yours [1.976e-05, 7.278e-06], expected [1.976e-05, 7.279e-06]" in r.message

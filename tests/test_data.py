@@ -526,3 +526,16 @@ def test_gaussian_data_model_cross_entropy_against_sampling():
     mp, vp = x.mean(0), x.var(0)
     ce = 0.5 * (torch.log(2 * math.pi * vp) + ((gd._m - mp) ** 2 + 0.36) / vp)
     assert abs(gd.model_cross_entropy(sch, "fixed_small") - ce.mean().item()) < 2e-3
+
+
+def test_mixture_1d_points_are_gaussian_mixture_1d_as_a_float64_column():
+    from ddpm_lib.mixtures import DEFAULT_MIXTURE as M
+
+    x = D.mixture_1d_points(500, seed=3)
+    ref = D.gaussian_mixture_1d(
+        500, M["means"], M["stds"], M["weights"], generator=torch.Generator().manual_seed(3)
+    )
+    assert x.shape == (500, 1) and x.dtype == torch.float64
+    assert torch.equal(x[:, 0], ref.double())
+    other = D.mixture_1d_points(500, seed=3, mixture={"means": (5.0,), "stds": (0.1,), "weights": (1.0,)})
+    assert abs(float(other.mean()) - 5.0) < 0.05

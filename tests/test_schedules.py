@@ -122,3 +122,17 @@ def test_prior_kl_matches_normal_kl():
     x0 = torch.tensor(0.8, dtype=torch.float64)
     kl = dl.normal_kl(ab.sqrt() * x0, (1 - ab).log(), torch.zeros(()), torch.zeros(()))
     assert math.isclose(float(kl), s.prior_kl(x0_sq_mean=0.64), rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("T", [1, 8, 50, 1000])
+def test_constant_schedule_reaches_alpha_bar_T_with_equal_betas(T):
+    s = dl.NoiseSchedule.constant(T, alpha_bar_T=1e-3)
+    assert s.T == T and s.name == "constant"
+    assert torch.equal(s.betas[1:], s.betas[1:].min().expand(T))
+    assert abs(float(s.alpha_bars[-1]) - 1e-3) < 1e-15
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.5, 2.0])
+def test_constant_schedule_rejects_alpha_bar_T_outside_0_1(bad):
+    with pytest.raises(ValueError, match="alpha_bar_T must lie in the open interval"):
+        dl.NoiseSchedule.constant(10, alpha_bar_T=bad)

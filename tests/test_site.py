@@ -10,7 +10,6 @@ The fixture's notebooks were executed by
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -141,6 +140,9 @@ def test_the_site_has_a_page_per_chapter_offline_with_links_and_a_search_index(t
     assert 'href="student/chapters/00_math.ipynb"' in chapter
     assert "40 lines of output" in chapter and "<details" in chapter  # folded
     assert (out / "_static" / "mathjax" / "MathJax.js").is_file()
+    assert not (
+        out / "_static" / "mathjax" / "extensions" / "a11y"
+    ).exists()  # loaded from the menu only: off
     for f in ("chapters/00_math.ipynb", "chapters/00_math.py", "student/chapters/01_explorer.ipynb"):
         assert (out / f).is_file(), f
     index = (out / "_static" / "search_index.js").read_text()
@@ -297,20 +299,21 @@ def test_the_fixture_site_works_offline_in_a_browser_and_its_scrubber_moves(tiny
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("DDPM_TEST_FULL_SITE"),
-    reason="the whole course's site (about 4 minutes on 2 quiet cores: 3 to run the chapters and draw 504 frames, 1 in "
-    "the browser); "
-    "set DDPM_TEST_FULL_SITE=1 to run it",
-)
 def test_the_course_builds_into_a_site_that_works_offline(tmp_path):
-    """The real book, whole: every page from file:// with no request leaving the machine, no broken
-    link, the math rendered on every page, and every scrubber moving."""
+    """The real book, whole (about 4 minutes on 2 quiet cores: 3 to run the chapters up to their last
+    explorer and draw the frames, 1 in the browser): every page from file:// with no request leaving the
+    machine, no broken link, the math rendered on every page, and every scrubber moving."""
     _browser_or_skip()
     book = B.load_book(REPO)
     out = tmp_path / "site"
     report = S.build_site(book, out, quiet=True)
     assert len(report.pages) == len(book.chapters) + 1 and len(report.scrubbers) >= 8
+    print(
+        report.summary()
+    )  # build time, size, largest page, scrubbers and frames: in the CI log with -rA / -s
+    assert report.largest_page[1] < 10e6 and report.total_bytes < 100e6, (
+        report.summary()
+    )  # a reader's download
     external, failed, broken, maths = _open_site(out, report.pages, scrub=True)
     assert external == [] and failed == [] and broken == []
     assert all(n > 0 and not raw for _, n, raw in maths), maths

@@ -106,6 +106,7 @@ import torch
 from ..diffusion import GaussianDiffusion
 from ..gaussians import discretized_gaussian_log_likelihood, gaussian_log_likelihood, normal_kl
 from ..schedules import NoiseSchedule
+from .replay import MAX_SIGNIFICANT
 
 __all__ = [
     "CheckResult",
@@ -325,11 +326,14 @@ def _rel_error(got: torch.Tensor, exp: torch.Tensor, i: int) -> float:
 
 
 def _digits(got: torch.Tensor, exp: torch.Tensor, rtol: float = 0.0, atol: float = 0.0) -> int:
-    """Enough significant digits that the worst element of ``got`` and ``exp`` print differently."""
+    """Enough significant digits that the worst element of ``got`` and ``exp`` print differently, one
+    beyond the first that differs and at most 7 (``replay.MAX_SIGNIFICANT``): a digit further down is
+    float32's or the CPU's, and a stored message must replay on any computer. Closer values than that
+    differ in the printed relative error."""
     rel = _rel_error(got, exp, _worst(got, exp, max(rtol, 1e-300), atol))
     if not math.isfinite(rel) or rel <= 0:
         return 4
-    return int(min(12, max(4, math.ceil(-math.log10(rel)) + 2)))
+    return int(min(MAX_SIGNIFICANT, max(4, math.ceil(-math.log10(rel)) + 1)))
 
 
 def _tol(rtol: float, atol: float) -> str:
