@@ -118,7 +118,7 @@ from .metrics import mmd_rbf, sliced_w1_ratio, sliced_wasserstein
 from .nets import UNet
 from .pretrained import register_file
 from .sampling import sample_respaced
-from .train import ConfigError, Trainer, TrainConfig, load_config
+from .train import LR_DECAYS, ConfigError, Trainer, TrainConfig, load_config
 from .utils import atomic_write
 from .utils import device as device_rule
 from .version import __version__
@@ -312,6 +312,7 @@ class AblationSettings:
     reference_n: int = 10000
     grad_clip: Optional[float] = None
     lr: float = 0.0
+    lr_decay: str = ""
     ema_decay: float = 0.0
     batch_size: int = 0
     data_root: str = ""
@@ -349,6 +350,8 @@ class AblationSettings:
             raise ConfigError(f"--steps must be >= 0, got {a.steps}")
         if not 0.0 <= a.ema_decay < 1.0:
             raise ConfigError(f"--ema-decay must be in [0, 1), got {a.ema_decay}")
+        if a.lr_decay and a.lr_decay not in LR_DECAYS:
+            raise ConfigError(f"--lr-decay must be one of {', '.join(LR_DECAYS)}, got {a.lr_decay!r}")
         for name in ("threads", "workers"):
             if getattr(a, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(a, name)}")
@@ -415,6 +418,8 @@ def base_config(settings: AblationSettings) -> TrainConfig:
         cfg = dataclasses.replace(cfg, lr=settings.lr)
     if settings.ema_decay:
         cfg = dataclasses.replace(cfg, ema_decay=settings.ema_decay)
+    if settings.lr_decay:
+        cfg = dataclasses.replace(cfg, lr_decay=settings.lr_decay)
     if settings.T:
         cfg = dataclasses.replace(cfg, T=settings.T)
     if settings.grad_clip is not None:
@@ -858,6 +863,15 @@ def run_table(settings: AblationSettings, command: str = "ddpm-ablations") -> di
     return table
 
 
+#: TrainConfig fields newer than some stored tables, with the value those tables were made with
+_NEWER_FIELDS = {"lr_decay": "none"}
+
+
+def _same_as_stored(key: str, value):
+    """A table's ``key`` for comparison: a train_config gains the fields added since it was written."""
+    return {**_NEWER_FIELDS, **value} if key == "train_config" and isinstance(value, dict) else value
+
+
 def _resume_from(table: dict, rows: dict, old: dict) -> set:
     """Copy the finished runs of ``old`` (a table this command wrote before it was stopped) into
     ``rows`` and ``table["samples"]``; returns the (row id, seed) pairs kept. ``old`` must have been
@@ -868,7 +882,7 @@ def _resume_from(table: dict, rows: dict, old: dict) -> set:
         "device",
     )  # where the data lie and what runs them do not change the numbers' meaning
     for key in ("format", "dataset", "steps", "seeds", "train_config", "window"):
-        was, now = old.get(key), table.get(key)
+        was, now = _same_as_stored(key, old.get(key)), _same_as_stored(key, table.get(key))
         if key == "train_config" and isinstance(was, dict):
             was, now = ({k: v for k, v in c.items() if k not in where} for c in (was, now))
         if was != now:
@@ -903,7 +917,7 @@ def merge_tables(base: dict, parts: list) -> dict:
     same = ("format", "dataset", "steps", "seeds", "train_config", "window")
     for i, part in enumerate(parts):
         for key in same:
-            if part.get(key) != out.get(key):
+            if _same_as_stored(key, part.get(key)) != _same_as_stored(key, out.get(key)):
                 raise ValueError(
                     f"part {i} ({part.get('command', '?')}) has {key}={part.get(key)!r}, "
                     f"the table has {out.get(key)!r}: only runs made alike can share a table"

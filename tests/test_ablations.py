@@ -394,3 +394,11 @@ def test_resume_keeps_finished_runs_and_ema_decay_is_set(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["--ema-decay", "1.5", "--out", str(tmp_path / "x.json")])
     assert "--ema-decay must be in [0, 1)" in capsys.readouterr().err
+    # a table written before TrainConfig had lr_decay was made with "none": it resumes, and another decay is refused
+    old = json.loads(out.read_text())
+    del old["train_config"]["lr_decay"]
+    out.write_text(json.dumps(old))
+    assert cli.main(["--rows", "eps-simple-fixed,mean-mse-fixed", *argv, "--resume"]) == 0
+    assert "2 runs kept, 0 to go" in capsys.readouterr().out
+    assert cli.main(["--rows", "eps-simple-fixed", *argv, "--resume", "--lr-decay", "cosine"]) == 2
+    assert "this command {'lr_decay': 'cosine'}" in capsys.readouterr().err

@@ -165,6 +165,22 @@ def test_warmup_schedule():
     ]
 
 
+def test_cosine_decay_after_the_warmup_reaches_zero_at_the_last_step():
+    tr = Trainer(swiss_config(warmup_steps=2, lr=1e-3, lr_decay="cosine", steps=10))
+    expected = [5e-4, 1e-3] + [1e-3 * 0.5 * (1 + math.cos(math.pi * (s - 2) / 8)) for s in range(2, 10)]
+    assert [tr.lr_at(s) for s in range(10)] == pytest.approx(expected)
+    assert tr.lr_at(2) == pytest.approx(1e-3) and tr.lr_at(10) == pytest.approx(0.0, abs=1e-18)
+    tr.run(progress=False)
+    assert tr.history.lr == pytest.approx(expected)  # what the optimizer used, step by step
+    # no warm-up: the first update has the full rate
+    assert Trainer(swiss_config(lr=1e-3, lr_decay="cosine", steps=4)).lr_at(0) == pytest.approx(1e-3)
+
+
+def test_lr_decay_must_be_one_the_trainer_knows():
+    with pytest.raises(ConfigError, match="lr_decay must be one of 'none', 'cosine'; got 'linear'"):
+        swiss_config(lr_decay="linear").validate()
+
+
 # -- learning ---------------------------------------------------------------------------------
 
 

@@ -80,6 +80,12 @@ def build_parser(prog: str = "ddpm-ablations") -> argparse.ArgumentParser:
     )
     p.add_argument("--lr", type=float, default=0.0, help="override the config's learning rate")
     p.add_argument(
+        "--lr-decay",
+        choices=("none", "cosine"),
+        default="",
+        help="override the config's learning-rate decay: cosine lowers it to 0 at the last step (default: none)",
+    )
+    p.add_argument(
         "--ema-decay", type=float, default=0.0, help="override the config's EMA decay (swiss roll: 0.995)"
     )
     p.add_argument(

@@ -36,6 +36,7 @@ the EMA weights), ``interrupt`` (stopping on a signal), ``distributed`` (torchru
 from .components import make_diffusion, make_model
 from .config import (
     DATASETS,
+    LR_DECAYS,
     MODELS,
     SCHEDULES,
     ConfigError,
@@ -72,4 +73,5 @@ __all__ = [
     "DATASETS",
     "MODELS",
     "SCHEDULES",
+    "LR_DECAYS",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "POINT_DATASETS",
     "MODELS",
     "SCHEDULES",
+    "LR_DECAYS",
     "suggest",
 ]
 
@@ -45,6 +46,7 @@ POINT_DATASETS = ("swiss-roll", "gaussian-mixture")
 DATASETS = IMAGE_DATASETS + POINT_DATASETS
 MODELS = ("mlp", *(f"unet-fmnist-{k}" for k in UNet.FASHION_MNIST_SIZES), "unet-cifar10", "unet")
 SCHEDULES = ("linear", "cosine", "quadratic")
+LR_DECAYS = ("none", "cosine")
 
 
 class ConfigError(ValueError):
@@ -79,6 +81,9 @@ class TrainConfig:
     batch_size: int = 64  # the global batch (split across processes under torchrun)
     lr: float = 2e-4  # Adam
     warmup_steps: int = 0  # linear warm-up of the learning rate (DDPM: 5000)
+    # after the warm-up: "none" keeps lr (DDPM); "cosine" lowers it to 0 at `steps` along half a cosine, so a run
+    # ends on its optimum rather than in Adam's noise around it (resuming with other `steps` moves that end)
+    lr_decay: str = "none"
     grad_clip: float = 1.0  # clip the global gradient norm; 0 = no clipping
     ema_decay: float = 0.9999
     # > 0: the EMA's decay at update k (k = 0, 1, ...) is min(ema_decay, (1 + k) / (ema_warmup + k)), so a
@@ -116,6 +121,7 @@ class TrainConfig:
         one_of("loss", LOSSES)
         one_of("decoder", ("auto",) + DECODERS)
         one_of("schedule", SCHEDULES)
+        one_of("lr_decay", LR_DECAYS)
         for name in ("T", "batch_size", "log_every", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -19,6 +19,7 @@ weights, also when the k steps ended with Ctrl-C.
 
 from __future__ import annotations
 
+import math
 import contextlib
 import copy
 import sys
@@ -101,13 +102,20 @@ class Trainer:
             print(f"note: {msg}", file=sys.stderr, flush=True)
 
     def lr_at(self, step: int) -> float:
-        """The learning rate of the update from ``step`` to step + 1 (linear warm-up, then constant).
+        """The learning rate of the update from ``step`` to step + 1: a linear warm-up, then constant
+        (``lr_decay = "none"``, DDPM) or half a cosine from lr down to 0 at ``steps`` (``"cosine"``).
 
         DDPM's code uses lr * min(step / warmup, 1), whose first update has lr 0; here it is
-        (step + 1) / warmup, one step earlier.
+        (step + 1) / warmup, one step earlier. The cosine's first update after the warm-up has the full lr.
         """
-        w = self.config.warmup_steps
-        return self.config.lr * (min(1.0, (step + 1) / w) if w > 0 else 1.0)
+        cfg = self.config
+        w = cfg.warmup_steps
+        if w > 0 and step + 1 < w:
+            return cfg.lr * (step + 1) / w
+        if cfg.lr_decay == "cosine" and cfg.steps > w:
+            done = min(1.0, max(0.0, (step - w) / (cfg.steps - w)))
+            return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+        return cfg.lr
 
     @property
     def history(self) -> History:
