@@ -303,6 +303,7 @@ class AblationSettings:
     dataset: str = "swiss_roll"
     preset: str = "tiny"
     steps: int = 0
+    stop_at: int = 0
     seeds: list = field(default_factory=list)
     rows: list = field(default_factory=list)
     device: str = "cpu"
@@ -348,6 +349,8 @@ class AblationSettings:
             raise ConfigError(f"unknown row id(s) {', '.join(bad)}; the rows are: {', '.join(ROWS)}")
         if a.steps < 0:
             raise ConfigError(f"--steps must be >= 0, got {a.steps}")
+        if a.stop_at < 0 or (a.stop_at and a.stop_at > (a.steps or (2000 if pts else 3000))):
+            raise ConfigError(f"--stop-at must lie in 0..--steps (0: train every step), got {a.stop_at}")
         if not 0.0 <= a.ema_decay < 1.0:
             raise ConfigError(f"--ema-decay must be in [0, 1), got {a.ema_decay}")
         if a.lr_decay and a.lr_decay not in LR_DECAYS:
@@ -550,7 +553,7 @@ def run_one(
 
     diverged_at = None
     try:
-        trainer.run(callback=callback, progress=False)
+        trainer.run(steps=settings.stop_at or None, callback=callback, progress=False)
     except FloatingPointError:
         pass
     h = trainer.history  # after a FloatingPointError the pending steps are already in it
@@ -632,6 +635,7 @@ def to_markdown(table: dict) -> str:
         f"Made by: `{table['command']}`  ",
         f"ddpm_lib {table['library_version']}, torch {table['torch']}, "
         f"{table['device']}, seeds {table['seeds']}, {table['steps']} steps each"
+        + (f", stopped after the first {table['stopped_at']}" if table.get("stopped_at") else "")
         + ("" if table["complete"] else "  \n**incomplete: some rows did not finish**"),
         "",
         f"| row | paper IS | paper FID | bound ({unit}) | {score} |{rcol} diverged | loss spikes | grad spikes "
@@ -766,6 +770,7 @@ def run_table(settings: AblationSettings, command: str = "ddpm-ablations") -> di
         "threads": torch.get_num_threads(),
         "seeds": list(settings.seeds),
         "steps": cfg.steps,
+        "stopped_at": settings.stop_at or None,
         "train_config": {
             k: v
             for k, v in dataclasses.asdict(cfg).items()
@@ -881,7 +886,7 @@ def _resume_from(table: dict, rows: dict, old: dict) -> set:
         "data_root",
         "device",
     )  # where the data lie and what runs them do not change the numbers' meaning
-    for key in ("format", "dataset", "steps", "seeds", "train_config", "window"):
+    for key in ("format", "dataset", "steps", "stopped_at", "seeds", "train_config", "window"):
         was, now = _same_as_stored(key, old.get(key)), _same_as_stored(key, table.get(key))
         if key == "train_config" and isinstance(was, dict):
             was, now = ({k: v for k, v in c.items() if k not in where} for c in (was, now))
@@ -914,7 +919,7 @@ def merge_tables(base: dict, parts: list) -> dict:
     ``not_measured``; ``complete`` once every row has a summary and none is left out. The parts must
     have been made with the same dataset, steps, seeds, training config and evaluation as ``base``."""
     out = json.loads(json.dumps(base))  # a deep copy
-    same = ("format", "dataset", "steps", "seeds", "train_config", "window")
+    same = ("format", "dataset", "steps", "stopped_at", "seeds", "train_config", "window")
     for i, part in enumerate(parts):
         for key in same:
             if _same_as_stored(key, part.get(key)) != _same_as_stored(key, out.get(key)):

@@ -402,3 +402,41 @@ def test_resume_keeps_finished_runs_and_ema_decay_is_set(tmp_path, capsys):
     assert "2 runs kept, 0 to go" in capsys.readouterr().out
     assert cli.main(["--rows", "eps-simple-fixed", *argv, "--resume", "--lr-decay", "cosine"]) == 2
     assert "this command {'lr_decay': 'cosine'}" in capsys.readouterr().err
+
+
+def test_stop_at_trains_the_first_steps_of_a_longer_decaying_run(tmp_path, capsys):
+    """--stop-at N: the first N steps of the --steps run, with its learning rate (the cosine of the whole run): the
+    same losses as the long run's first N steps; the table says it stopped, and a finished table does not resume it."""
+    common = [
+        "--rows",
+        "eps-simple-fixed",
+        "--seeds",
+        "0",
+        "--lr-decay",
+        "cosine",
+        "--curve-every",
+        "0",
+        *TINY,
+    ]
+    assert cli.main([*common, "--steps", "8", "--window", "2", "--out", str(tmp_path / "long.json")]) == 0
+    assert (
+        cli.main(
+            [*common, "--steps", "8", "--stop-at", "4", "--window", "2", "--out", str(tmp_path / "s.json")]
+        )
+        == 0
+    )
+    long, short = (json.loads((tmp_path / f).read_text()) for f in ("long.json", "s.json"))
+    lr, ss = long["rows"][0]["runs"][0], short["rows"][0]["runs"][0]
+    assert (
+        ss["steps_done"] == 4
+        and short["steps"] == 8
+        and short["stopped_at"] == 4
+        and long["stopped_at"] is None
+    )
+    assert ss["curve"]["loss_mean"] == lr["curve"]["loss_mean"][:2]  # windows of 2 steps: steps 1-4, exactly
+    assert "stopped after the first 4" in (tmp_path / "s.md").read_text()
+    assert cli.main([*common, "--steps", "8", "--out", str(tmp_path / "s.json"), "--resume"]) == 2
+    assert "stopped_at 4" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main([*common, "--steps", "8", "--stop-at", "9"])
+    assert "--stop-at must lie in 0..--steps" in capsys.readouterr().err

@@ -78,6 +78,14 @@ def build_parser(prog: str = "ddpm-ablations") -> argparse.ArgumentParser:
         default=None,
         help="override the config's gradient clipping (global norm; 0: none). Default: the config's 1.0",
     )
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train only the first N steps of each run of --steps steps (the learning rate follows the whole "
+        "run's decay), then score: replays the start of a stored table's runs quickly",
+    )
     p.add_argument("--lr", type=float, default=0.0, help="override the config's learning rate")
     p.add_argument(
         "--lr-decay",
