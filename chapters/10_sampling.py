@@ -86,7 +86,7 @@ print(f"{grid_key}: sha256 {sha[:16]}... verified; made by: {dl.data.read_regist
 #
 # The reverse process is a Markov chain of Gaussians (DDPM Eq. 1),
 # $$p_\theta(x_{t-1} \mid x_t) = \mathcal N\big(x_{t-1};\ \mu_\theta(x_t, t),\ \sigma_t^2 I\big), \qquad p(x_T) = \mathcal N(0, I),$$
-# with a **fixed** variance $\sigma_t^2$ (the notes: "the variance is fixed to $\sigma_t^2 I$, $\sigma_t^2 = \beta_t$, not learned";
+# with a **fixed** variance $\sigma_t^2$ (here $\sigma_t^2 = \beta_t$, not learned;
 # section 3 discusses the alternative $\tilde\beta_t$). Chapter 06 showed that the bound's term $L_{t-1}$ is, up to a
 # constant, a weighted squared distance between $\mu_\theta(x_t, t)$ and the posterior mean
 # $$\tilde\mu_t(x_t, x_0) = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1 - \bar\alpha_t}\, x_0 + \frac{\sqrt{\alpha_t}\,(1 - \bar\alpha_{t-1})}{1 - \bar\alpha_t}\, x_t
@@ -317,7 +317,7 @@ print(f"beta~_t / beta_t at t = 2, 10, 100: {', '.join(f'{(s.posterior_variance[
 
 # %% [markdown]
 # Now both, live, with the trained network: 6 images on the 20-step chain (section 5 explains the respacing), once with
-# $\sigma_t^2 = \beta_t$ (the model's setting, the notes' choice) and once with $\tilde\beta_t$, **with the same noise**: the same
+# $\sigma_t^2 = \beta_t$ (the model's setting) and once with $\tilde\beta_t$, **with the same noise**: the same
 # $x_T$ and the same $z$ at every step, so the only difference is the size of $\sigma_t$. (Both clip the predicted $x_0$ to
 # $[-1, 1]$ at each step, `clip_x0=True`, as every live run of this chapter; section 5 explains it.) That is 2 x 6 x 20 = 240 network
 # evaluations, about 10 s on a 2-core CPU.

@@ -12,8 +12,8 @@
 # DDPM did not arrive at "predict the noise, train on $L_\text{simple}$, keep the variance fixed" by
 # derivation alone. Section 4.2 of Ho et al. 2020 tests the alternatives, and Table 2 reports them:
 # predicting the posterior mean $\tilde\mu$ or the noise $\epsilon$; training on the true bound $L$
-# or on an unweighted squared error; a fixed isotropic variance or a learned diagonal one. The study
-# notes sum it up in two lines: predicting $\mu$ instead of $\epsilon$ only works with the original,
+# or on an unweighted squared error; a fixed isotropic variance or a learned diagonal one. The usual
+# summary fits in two lines: predicting $\mu$ instead of $\epsilon$ only works with the original,
 # weighted bound, and a learned (diagonal) variance makes training unstable. This chapter derives why
 # the six rows differ, runs them on the swiss roll with the same network, data, seeds and steps,
 # and puts our numbers beside the paper's.
@@ -279,7 +279,8 @@ print(f"made with ddpm_lib {table['library_version']}, torch {table['torch']}, o
       f"({table['threads']} thread); seeds {table['seeds']}, {table['steps']} steps per run; complete: {table['complete']}")
 tc = table["train_config"]
 print(f"shared settings: {tc['model']} {tc['model_args'] or '(hidden 128, 3 layers)'}, T = {tc['T']}, "
-      f"betas {tc['beta_start']:g}..{tc['beta_end']:g}, lr {tc['lr']:g}, batch {tc['batch_size']}, "
+      f"betas {tc['beta_start']:g}..{tc['beta_end']:g}, lr {tc['lr']:g} (decay: {tc['lr_decay']}), "
+      f"batch {tc['batch_size']}, "
       f"grad_clip {tc['grad_clip']:g}, ema {tc['ema_decay']:g}")
 minutes = sum(r["runs"][0]["seconds"] for r in table["rows"] if r["trained_as"] == r["id"]) / 60
 print(f"the six trainings, each with its scoring, took {minutes:.0f} minutes of wall-clock time, one thread each "
@@ -507,7 +508,8 @@ for rid in trained:
 #
 # Rerunning the whole table takes far longer than this chapter's budget (the minutes are printed above).
 # Instead we run the same command, `ddpm-ablations` called from Python, for the paper's recipe ($L_\text{simple}$,
-# the stored seed) with the stored learning rate and EMA and only 500 steps. The `Trainer` draws every step's
+# the stored seed) with the stored settings, stopped after the first 500 steps (`--stop-at 500`: the learning rate
+# follows the stored run's decay). The `Trainer` draws every step's
 # data, $t$ and $\epsilon$ from generators seeded by the run's seed, so the first 500 steps of the stored run
 # must come out again: its loss, window by window. On the machine that made the table they agree to the last
 # digit; on another CPU or build of PyTorch, floating-point sums may round differently and they agree roughly.
@@ -517,9 +519,9 @@ for rid in trained:
 # %%
 live_steps = 500
 live_path = Path(tempfile.mkdtemp()) / "live.json"
-argv = ["--rows", "eps-simple-fixed", "--seeds", seed0, "--steps", str(live_steps), "--lr", f"{tc['lr']:g}",
-        "--ema-decay", f"{tc['ema_decay']:g}", "--curve-every", "0", "--bpd-n", "500", "--sample-n", "500",
-        "--out", str(live_path)]
+argv = ["--rows", "eps-simple-fixed", "--seeds", seed0, "--steps", str(table["steps"]), "--stop-at", str(live_steps),
+        "--lr", f"{tc['lr']:g}", "--lr-decay", tc["lr_decay"], "--ema-decay", f"{tc['ema_decay']:g}",
+        "--curve-every", "0", "--bpd-n", "500", "--sample-n", "500", "--out", str(live_path)]
 with contextlib.redirect_stdout(io.StringIO()):  # its progress line carries a wall time
     rc = ddpm_ablations(argv)
 live = json.loads(live_path.read_text())["rows"][0]["runs"][0]

@@ -14,12 +14,11 @@
 # distribution multiplied by a second function, $\tilde p(x^{(0)}) \propto p(x^{(0)})\, r(x^{(0)})$, where $r$ is a
 # likelihood, a window or an indicator. Sohl-Dickstein et al. 2015 (Sec. 2.5, "Multiplying distributions")
 # show that a diffusion model makes this easy: multiply *each intermediate distribution* by a function
-# $r(x^{(t)})$, and each reverse step changes in a simple way. The study notes summarize it as: "to control
-# generation we multiply the distribution of every intermediate state by $r(x^t)$; for inpainting, the
-# known pixels are multiplied by a delta function at every step, the unknown ones by a constant". The
-# same paper (Sec. 2.6) bounds the entropy of each reverse step from both sides using the forward process
-# alone; the notes: "at most the entropy of the forward step; at least that minus the increase of entropy
-# over the first steps".
+# $r(x^{(t)})$, and each reverse step changes in a simple way. In one sentence: to control generation,
+# multiply the distribution of every intermediate state by $r(x^t)$; for inpainting, multiply the known pixels
+# by a delta function at every step and the unknown ones by a constant. The same paper (Sec. 2.6) bounds the
+# entropy of each reverse step from both sides using the forward process alone: at most the entropy of the
+# forward step, at least that minus the increase of entropy over the first steps.
 #
 # **Learning goals.** After this chapter you can
 # - derive why conditioning a diffusion model means multiplying every intermediate distribution by
@@ -72,14 +71,14 @@ def trapz(y, x):
 # **Notation.** Sohl-Dickstein et al. write the reverse kernel as $p(x^{(t)} \mid x^{(t+1)})$; we shift the
 # index by one and write $p(x^{(t-1)} \mid x^{(t)})$, the same kernel in the course's indexing ($t = 1, \dots, T$,
 # $x^{(0)}$ is data). $p(x^{(t)})$ is the marginal of the reverse chain at step $t$; for a perfect model it is
-# the forward marginal $q(x^{(t)})$. The study notes write $q$ for these intermediate distributions.
+# the forward marginal $q(x^{(t)})$, and some texts write $q$ for these intermediate distributions.
 #
 # **The modified marginals (Eq. 16).** We want $\tilde p(x^{(0)}) \propto p(x^{(0)})\, r(x^{(0)})$. The idea is to
 # modify the whole reverse trajectory so that *every* intermediate distribution is multiplied by a function
 # $r(x^{(t)})$:
 # $$\tilde p(x^{(t)}) = \frac{1}{\tilde Z_t}\, p(x^{(t)})\, r(x^{(t)}), \qquad \tilde Z_t = \int p(x^{(t)})\, r(x^{(t)})\, dx^{(t)} . \tag{16}$$
 # At $t = 0$ this is the distribution we want; at $t = T$ it says where the modified chain starts,
-# $\tilde p(x^{(T)}) \propto \pi(x^{(T)})\, r(x^{(T)})$. This is the notes' first relation.
+# $\tilde p(x^{(T)}) \propto \pi(x^{(T)})\, r(x^{(T)})$. This is the first of three relations to remember.
 #
 # **The modified reverse step (Eqs. 17-21).** The unmodified kernel carries each marginal to the next one,
 # the *equilibrium condition*
@@ -96,8 +95,8 @@ def trapz(y, x):
 # **Normalizing (Eq. 22).** Eq. 21 need not integrate to 1 over $x^{(t-1)}$: its integral is
 # $\mathbb E_p[r(x^{(t-1)}) \mid x^{(t)}]\, \tilde Z_t / (\tilde Z_{t-1}\, r(x^{(t)}))$. So the paper takes the normalized kernel,
 # $$\tilde p(x^{(t-1)} \mid x^{(t)}) = \frac{1}{\tilde Z_{t-1}(x^{(t)})}\, p(x^{(t-1)} \mid x^{(t)})\, r(x^{(t-1)}), \qquad \tilde Z_{t-1}(x^{(t)}) = \mathbb E_p\big[r(x^{(t-1)}) \mid x^{(t)}\big], \tag{22}$$
-# "the reverse kernel times $r$", the notes' third relation, $\tilde q(x^t \mid x^{t+1}) \propto q(x^t \mid x^{t+1})\, r(x^t)$.
-# (Their second relation, $\tilde q(x^{t+1} \mid x^t) \propto q(x^{t+1} \mid x^t)\, r(x^{t+1})$, is the same argument applied to
+# "the reverse kernel times $r$", the third relation (written with $q$), $\tilde q(x^t \mid x^{t+1}) \propto q(x^t \mid x^{t+1})\, r(x^t)$.
+# (The second relation, $\tilde q(x^{t+1} \mid x^t) \propto q(x^{t+1} \mid x^t)\, r(x^{t+1})$, is the same argument applied to
 # the forward chain's equilibrium $q(x^{t+1}) = \int q(x^{t+1} \mid x^t)\, q(x^t)\, dx^t$.) Eq. 22 differs from Eq. 21 by
 # the factor $c(x^{(t)}) = \tilde Z_{t-1}\, r(x^{(t)}) / \big(\tilde Z_t\, \mathbb E_p[r(x^{(t-1)}) \mid x^{(t)}]\big)$. The paper argues that a narrow
 # Gaussian kernel sees $r(x^{(t-1)}) / r(x^{(t)})$ as a small perturbation, so that $c \approx 1$ and Eqs. 21 and 22 agree.
@@ -354,11 +353,11 @@ plt.show()
 # would do almost nothing: $\sigma_1^2 = \beta_1 = 10^{-4}$ moves a point by $10^{-4}\, \nabla \log r$. This is why $r$ must enter
 # every intermediate distribution.
 #
-# ## 5. Inpainting Fashion-MNIST (the notes' figure)
+# ## 5. Inpainting Fashion-MNIST
 #
 # **Which $r$.** Split the pixels into known ones $K$, with values $y$, and unknown ones $U$. Restoring $U$ means
-# sampling $p(x^{(0)}_U \mid x^{(0)}_K = y)$, that is $r(x^{(0)}) = \delta(x^{(0)}_K - y)$ times a constant on $U$: the notes' "a delta
-# function on the known pixels, a constant on the unknown ones". A delta multiplies a Gaussian kernel in
+# sampling $p(x^{(0)}_U \mid x^{(0)}_K = y)$, that is $r(x^{(0)}) = \delta(x^{(0)}_K - y)$ times a constant on $U$: a delta
+# function on the known pixels, a constant on the unknown ones. A delta multiplies a Gaussian kernel in
 # closed form (Sec. 2.5.3): with a diagonal covariance the coordinates are independent, so
 # $\mathcal N(x^{(t-1)}; \mu, \sigma_t^2 I)\, \delta(x^{(t-1)}_K - y_{t-1})$ sets the known coordinates to $y_{t-1}$ and leaves the unknown ones
 # Gaussian, $\mathcal N(\mu_U, \sigma_t^2 I)$. No first-order rule is needed.

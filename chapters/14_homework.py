@@ -21,10 +21,11 @@
 # - implement the cosine schedule, and design a schedule to a specification;
 # - write DDIM's step for any $\eta$ and measure what $\eta$ and the number of steps cost in sample quality;
 # - explain why a classifier of clean data cannot guide a diffusion model, train one that can, and guide with it;
-# - write RePaint's resampling loop and measure what it fixes in inpainting.
+# - write RePaint's resampling loop and measure what it fixes in inpainting;
+# - train the library's U-Net on your own images, stop, resume, and check what it learned.
 #
-# **CPU time:** about a minute on a 2-core CPU (budget: 150 s), most of it in the projects: one small
-# classifier trained for 500 steps, and a few thousand steps of a 2-D network.
+# **CPU time:** about two minutes on a 2-core CPU (budget: 150 s): one small classifier trained for 500 steps,
+# a few thousand steps of a 2-D network, and at the end 400 steps of the tiny U-Net on your own images.
 #
 # **How to work.** In the student edition (`python -m ddpm_lib.course.book student OUTDIR`), each cell
 # tagged `exercise` holds a signature, a docstring and a `raise NotImplementedError(...)`: replace that line
