@@ -23,8 +23,10 @@ from . import UsageError, device_arg, make_parser, run
 __all__ = ["build_parser", "parse_args", "main", "merge_main"]
 
 EXAMPLES = (
-    "ddpm-ablations --steps 10000 --seeds 0 --lr 1e-3 --ema-decay 0.999 --curve-every 1000   # chapter 11's table",
-    "ddpm-ablations --steps 10000 --seeds 0 --lr 1e-3 --ema-decay 0.999 --curve-every 1000 --resume",
+    "ddpm-ablations --steps 60000 --seeds 0 --lr 1e-3 --lr-decay cosine --ema-decay 0.999 --curve-every 2000 "
+    "--workers 2   # chapter 11's table",
+    "ddpm-ablations --steps 60000 --seeds 0 --lr 1e-3 --lr-decay cosine --ema-decay 0.999 --curve-every 2000 "
+    "--workers 2 --resume",
     "ddpm-ablations --merge runs/table2.json runs/part.json",
 )
 
