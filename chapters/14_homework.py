@@ -744,9 +744,9 @@ print(f"{len(mine):,} images of shape {tuple(mine.shape[1:])}; after {first.step
 # %%
 again = dt.Trainer.resume(run_dir, steps=400, images=mine)  # continues at step 200
 again.run(progress=False)
-loss = again.history.loss
-print(f"resumed at step {first.step_count}, now at step {again.step_count}; mean loss of steps 1-50 "
-      f"{sum(loss[:50]) / 50:.2f}, of the last 50 {sum(loss[-50:]) / 50:.2f}")
+loss = again.history.loss  # all 400 steps: the checkpoint carried the first 200
+print(f"resumed at step {first.step_count}, now at step {again.step_count}, with the loss of all {len(loss)} steps; "
+      f"the mean of the last 50 is below a third of the first 50's: {sum(loss[-50:]) < sum(loss[:50]) / 3}")
 
 # %% [markdown]
 # Sixteen samples with the EMA weights (50 respaced steps, chapter 10), and what the course's Fashion-MNIST
@@ -759,8 +759,8 @@ n_sneakers = int((called == 7).sum())
 dl.viz.show_images(x_mine, nrow=8, title=f"after {again.step_count} steps on 1,022 sneakers: {n_sneakers} of 16 "
                    "classified as sneakers")
 plt.show()
-print(f"{n_sneakers} of 16 samples classified as sneakers; the others as: "
-      f"{', '.join(dl.data.FASHION_MNIST_CLASSES[int(k)] for k in called[called != 7]) or 'none'}")
+print(f"at least half of the 16 samples classified as sneakers: {n_sneakers >= 8} (the count is in the picture's "
+      "title: a borderline sample may change class with a computer's rounding)")
 shutil.rmtree(run_dir)
 
 # %% [markdown]
