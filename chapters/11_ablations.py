@@ -266,6 +266,14 @@ for tt in (2, T):
 #   the share of steps whose gradient norm exceeded the clipping threshold, the gradient norms, and the
 #   bound during training.
 #
+# **How long to train.** A row is worth ranking only once it has stopped improving. Each run takes 60,000 steps of
+# batch 256 with Adam at a learning rate of $10^{-3}$, lowered to 0 along half a cosine over the run
+# (`TrainConfig.lr_decay = "cosine"`): at a constant rate a network keeps jittering around its optimum by an amount
+# the rate sets, and the bound, which rests on fine detail at the smallest $t$, keeps falling for a long time. An
+# earlier edition of this table trained 10,000 steps at a constant rate: every row was still improving, and it
+# ranked the learned variance *below* the fixed one for $\epsilon$ prediction, the other way round from the converged
+# table below. The instability table prints how much each bound moved over its last 10,000 steps.
+#
 # The table is stored in `data/ablations/swiss_roll_table2.json` (and `.md`), registered with its sha256 in
 # `data/registry.json`, so `ablations.load_table` refuses a copy edited by hand; the JSON schema is in the
 # docstring of `ddpm_lib/ablations.py`. The command that made it, which remakes it (it rewrites the file after
@@ -283,8 +291,8 @@ print(f"shared settings: {tc['model']} {tc['model_args'] or '(hidden 128, 3 laye
       f"batch {tc['batch_size']}, "
       f"grad_clip {tc['grad_clip']:g}, ema {tc['ema_decay']:g}")
 minutes = sum(r["runs"][0]["seconds"] for r in table["rows"] if r["trained_as"] == r["id"]) / 60
-print(f"the six trainings, each with its scoring, took {minutes:.0f} minutes of wall-clock time, one thread each "
-      f"(the seconds of each run are in the JSON)")
+print(f"the six trainings, each with its scoring, took {minutes:.0f} minutes of one core in all (one thread a run; "
+      f"--workers 2 ran two side by side; the seconds of each run are in the JSON)")
 
 
 # %% [markdown]
@@ -328,9 +336,9 @@ print(f"\nfor scale: the data floor (sliced W1 between two sets of 2,000 data po
 # ### Pictures: the samples of every trained row
 #
 # 400 of each trained row's samples (red) on held-out data (grey); samples outside the frame are counted in
-# the title. The two $\epsilon$ rows with a fixed variance trace the spiral; the $\epsilon$ row with a learned variance traces its
-# outer arm and scatters the rest; the three $\tilde\mu$ rows, trained for as many steps, are still a diffuse cloud over
-# the disc.
+# the title. The three $\epsilon$ rows trace the spiral. Of the $\tilde\mu$ rows, trained for as many steps, the one with a
+# learned variance traces it too, with points strewn off its outer arm; the one with a fixed variance blurs it, many
+# points falling between the arms; the unweighted one is a diffuse cloud with only a hint of the spiral.
 
 # %%
 ids = list(ablations.ROWS)
@@ -467,43 +475,44 @@ for rid in trained:
 # trained on the true variational bound"; predicting $\epsilon$ is about as good as $\tilde\mu$ on the
 # bound with fixed variances, FID 13.51 against 13.22, and much better with $L_\text{simple}$):
 #
-# - **Have the models converged?** Not all of them. The two $\epsilon$-networks with a fixed variance sample as close to
-#   the data as another set of 2,000 data points (1.15 and 1.18 times the floor), yet their bounds still fell by 0.05
-#   and 0.08 bits/dim in the last 1,000 steps (the instability table's last column): the bound rests on the smallest
-#   $t$, whose means keep improving after the samples stop changing. The three $\tilde\mu$-networks are still a diffuse
-#   cloud after the same 10,000 steps (3.6 to 3.9 times the floor, in range), with bounds that fall slowly (by 0.03
-#   and 0.07) or not at all (the unweighted one): at this scale predicting $\tilde\mu$ learns far more slowly than
-#   predicting $\epsilon$, which is itself a result, and the $\tilde\mu$ rows' order among themselves is provisional.
-#   Differences in the bound of 0.08 bits/dim or less are not a ranking; the larger ones below are.
-# - **What carries over.** With $\epsilon$ prediction, $L_\text{simple}$ gives a worse bound than training on the
-#   bound itself (0.087 against $-0.000$ bits/dim) and samples as good (1.18 against 1.15 times the floor): the
-#   paper's Table 1 has the same direction for the bound (3.75 against 3.70 bits/dim). A learned diagonal
-#   $\Sigma_\theta$ gives a worse bound than a fixed one with either prediction (0.87 against $-0.000$ for $\epsilon$,
-#   1.61 against 1.40 for $\tilde\mu$), and with $\epsilon$ prediction worse samples too (2.06 against 1.15 times the
-#   floor). With $\epsilon$ prediction, learning the variance makes the gradient norms larger and far more heavy-tailed
-#   (median 28.8 against 10.2, max/median 113 against 6.8), as Section 1.2 predicts.
-# - **What does not, at this scale.** The paper finds $\tilde\mu$ and $\epsilon$ prediction about equal on the bound with
-#   a fixed variance; here they are not. The $\tilde\mu$-network's bound is 1.40 bits/dim against $-0.000$, its samples
-#   within range are about 4 times as far from the data as the floor (against 1.15), and 3 of its 2,000 samples
-#   (0.15%) left the frame by far, which is what makes its Wasserstein distance over all samples explode. A
-#   $\tilde\mu$-network must output $x_t / \sqrt{\alpha_t}$ plus a small correction, nearly exactly at small $t$, where the bound
-#   divides its error by $2\sigma_t^2 = 2\beta_t$; this MLP, in 10,000 steps, does not get there, and the paper's U-Net
-#   in 800,000 steps on CIFAR-10 apparently does. $L_\text{simple}$'s large sample-quality advantage (FID 3.17
-#   against 13.51) does not appear on a 2-D toy either: both $\epsilon$ rows sample at the floor. The unweighted
-#   $\tilde\mu$ loss, a dash in the paper, trains stably here and lands with the bound-trained $\tilde\mu$-networks
-#   (bound 1.33, samples 3.62 times the floor): the small $t$ it neglects decide fine detail, and a 2-D swiss roll has
-#   little; the Fashion-MNIST rows below show the failure. No run diverged.
+# - **Have the models converged?** Yes, in the sense that matters here: over its last 10,000 steps (the learning rate
+#   below 7% of its peak) no row's bound moved by more than 0.04 bits/dim (the instability table's last column),
+#   against differences of 0.3 bits/dim or more between the rows ranked below. The three $\epsilon$ rows sample as
+#   close to the data as another set of 2,000 data points (1.03 to 1.07 times the floor). The $\tilde\mu$ rows
+#   converged to *worse* models: bounds of $-0.04$, 0.92 and 1.20 bits/dim, and samples within range at a sliced
+#   W1 of 0.039 to 0.058, against the floor's 0.024. Differences in the bound of 0.05 bits/dim or less are not a ranking:
+#   each bound has a standard error of 0.02-0.04 on 2,000 held-out points.
+# - **What carries over.** With $\epsilon$ prediction, $L_\text{simple}$ gives a slightly worse bound than training on
+#   the bound itself ($-0.32$ against $-0.37$ bits/dim, a difference at the edge of the noise) and samples as good
+#   (1.07 against 1.03 times the floor): the paper's Table 1 has the same direction and size (3.75 against 3.70
+#   bits/dim). With $\epsilon$ prediction, learning the variance makes the gradient norms larger and far more
+#   heavy-tailed (median 30.0 against 16.3, max/median 108 against 5.1, and the only gradient spikes of the table),
+#   as Section 1.2 predicts: the paper's "unstable training", measured, though no run diverged.
+# - **What does not, at this scale.** A learned diagonal $\Sigma_\theta$ gives a much *better* bound than a fixed one
+#   with either prediction ($-0.90$ against $-0.37$ for $\epsilon$, $-0.04$ against 0.92 for $\tilde\mu$) and samples as
+#   good: the bound is a likelihood, and Section 1.2's best variance $\tilde\beta_t + e^2$ absorbs the mean's error,
+#   which a fixed $\sigma_t^2$ cannot (Nichol & Dhariwal 2021 found the same for images, once they had tamed the
+#   training). The paper finds $\tilde\mu$ and $\epsilon$ prediction about equal on the bound with a fixed variance; here
+#   the $\tilde\mu$-network converges to a bound of 0.92 bits/dim against $-0.37$, its samples within range are at 0.039
+#   against the floor's 0.024, and 2 of its 2,000 samples (0.1%) left the frame by far, which is what
+#   makes its Wasserstein distance over all samples explode. A $\tilde\mu$-network must output $x_t / \sqrt{\alpha_t}$ plus a
+#   small correction, nearly exactly at small $t$, where the bound divides its error by $2\sigma_t^2 = 2\beta_t$; this
+#   MLP does not get there, and the paper's U-Net on CIFAR-10 apparently does. $L_\text{simple}$'s large
+#   sample-quality advantage (FID 3.17 against 13.51) does not appear on a 2-D toy either: all three $\epsilon$ rows
+#   sample at the floor. The unweighted $\tilde\mu$ loss, a dash in the paper, trains stably here and gives the worst
+#   converged model of the table (bound 1.20, samples 2.6 times the floor): the small $t$ it neglects decide fine
+#   detail; the Fashion-MNIST rows below show the failure more starkly. No run diverged.
 # - **The variance alone.** Scoring the same $L_\text{simple}$ networks with $\sigma_t^2 = \tilde\beta_t$ instead of
-#   $\beta_t$ leaves the samples as good (1.20 against 1.18 times the floor) and makes the bound much worse (2.18
-#   against 0.087): the KL terms divide the network's mean error by the smaller variance, while the sampler barely
+#   $\beta_t$ leaves the samples about as good (1.14 against 1.07 times the floor) and makes the bound much worse (1.03
+#   against $-0.32$): the KL terms divide the network's mean error by the smaller variance, while the sampler barely
 #   notices.
-# - **Spikes.** The most loss spikes belong to $\epsilon$ prediction trained on the bound with a fixed variance, the
-#   best row: they come from the per-batch estimate of the bound itself, whose terms near $t = 1$ are large and are
-#   drawn only a few times per batch, not from instability. Gradient norms, the bound during training and
+# - **Spikes.** The most loss spikes belong to $\epsilon$ prediction trained on the bound, with a learned variance and
+#   with a fixed one: they come from the per-batch estimate of the bound itself, whose terms near $t = 1$ are large
+#   and are drawn only a few times per batch, not from instability. Gradient norms, the bound during training and
 #   samples out of range are the better gauges here.
 #
 # Small scale is the caveat for all of it: one data set of two dimensions, an MLP instead of a U-Net,
-# 10,000 steps instead of 800,000, and one seed.
+# 60,000 steps instead of 800,000, and one seed.
 
 # %% [markdown]
 # ### The command works: a live rerun of one row
@@ -706,8 +715,11 @@ checks.check("min_eps_loss", min_eps_loss)
 #   above to rounding), but it changes what is easy to learn, and the samples of the resulting chain.
 # - A learned diagonal variance should equal $\tilde\beta_t + e^2$ for a mean error $e$; it divides the
 #   mean's gradient, couples the two, and makes the bound's gradients large and uneven.
+# - Rank converged models only: trained until their bounds stopped moving, the rows order differently than after
+#   a sixth of the training (a learned variance then looked worse; converged, it gives the best bound). At this
+#   scale $\epsilon$ prediction beats $\tilde\mu$ prediction on every measure, and all three $\epsilon$ rows sample at the floor.
 # - The table is one command, `ddpm-ablations`, stored with its settings, seeds and the library version,
-#   and registered with its sha256; a short rerun reproduces the start of a stored run.
+#   and registered with its sha256; a short rerun (`--stop-at`) reproduces the start of a stored run.
 #
 # **Next:** chapter 12 leaves training behind and uses a trained model for something new: multiplying
 # each intermediate distribution by a function $r(x^t)$ to condition the reverse process (inpainting),

@@ -764,8 +764,9 @@ print(f"at least half of the 16 samples classified as sneakers: {n_sneakers >= 8
 shutil.rmtree(run_dir)
 
 # %% [markdown]
-# The shapes are sneakers and the classifier agrees for most, after about a minute of CPU; the textures are
-# blurred, as for any model this short of training (chapter 09's shipped U-Net had 2,324 steps of batch 256).
+# Most samples are sneaker shapes and the classifier agrees for most of them, after about a minute of CPU; the
+# backgrounds are speckled and one or two samples are shapeless blobs, as for any model this short of training
+# (chapter 09's shipped U-Net had 2,324 steps of batch 256). Longer runs are the same two calls with more `steps`.
 #
 # ## Summary
 #
