@@ -4,7 +4,8 @@ and whether the reverse variance is fixed or learned.
 Taught in chapter 11. The command that made the swiss-roll table of chapter 11 (the table records it,
 and the seconds each run took; ``--resume`` continues it where a stopped run left it):
 
-    ddpm-ablations --steps 60000 --seeds 0 --lr 1e-3 --lr-decay cosine --ema-decay 0.999 --curve-every 2000 --threads 1 --workers 2
+    ddpm-ablations --steps 60000 --seeds 0 --lr 1e-3 --lr-decay cosine --ema-decay 0.999 \
+        --curve-every 2000 --threads 1 --workers 2
 
 (60,000 steps a run, the learning rate lowered to 0 along a cosine so that each row ends at its optimum rather
 than in Adam's noise around it; the bound over the last steps shows each row has stopped improving.)

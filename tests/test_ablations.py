@@ -203,7 +203,7 @@ def test_shipped_tables_are_registered_and_an_edited_copy_is_refused(data_copy, 
     table = abl.load_table(dataset)  # verified by sha256 against data/registry.json
     assert table["dataset"] == dataset and [r["id"] for r in table["rows"]]
     path = data_copy / "ablations" / f"{dataset}_table2.json"
-    path.write_text(path.read_text().replace('"bpd_mean": ', '"bpd_mean": 1', 1))
+    path.write_text(path.read_text().replace('"n_runs": 1', '"n_runs": 2', 1))  # still valid JSON
     with pytest.raises(DataIntegrityError, match=f"sha256 mismatch for 'ablations/{dataset}_table2.json'"):
         abl.load_table(dataset)
     assert abl.load_table(dataset, verify=False)["dataset"] == dataset
