@@ -490,7 +490,7 @@ for rid in trained:
 #   as Section 1.2 predicts: the paper's "unstable training", measured, though no run diverged.
 # - **What does not, at this scale.** A learned diagonal $\Sigma_\theta$ gives a much *better* bound than a fixed one
 #   with either prediction ($-0.90$ against $-0.37$ for $\epsilon$, $-0.04$ against 0.92 for $\tilde\mu$) and samples as
-#   good: the bound is a likelihood, and Section 1.2's best variance $\tilde\beta_t + e^2$ absorbs the mean's error,
+#   good within range: the bound is a likelihood, and Section 1.2's best variance $\tilde\beta_t + e^2$ absorbs the mean's error,
 #   which a fixed $\sigma_t^2$ cannot (Nichol & Dhariwal 2021 found the same for images, once they had tamed the
 #   training). The paper finds $\tilde\mu$ and $\epsilon$ prediction about equal on the bound with a fixed variance; here
 #   the $\tilde\mu$-network converges to a bound of 0.92 bits/dim against $-0.37$, its samples within range are at 0.039
