@@ -24,7 +24,7 @@
 # - write RePaint's resampling loop and measure what it fixes in inpainting;
 # - train the library's U-Net on your own images, stop, resume, and check what it learned.
 #
-# **CPU time:** about two minutes on a 2-core CPU (budget: 150 s): one small classifier trained for 500 steps,
+# **CPU time:** about a minute and a half on a 2-core CPU (budget: 150 s): one small classifier trained for 500 steps,
 # a few thousand steps of a 2-D network, and at the end 400 steps of the tiny U-Net on your own images.
 #
 # **How to work.** In the student edition (`python -m ddpm_lib.course.book student OUTDIR`), each cell
