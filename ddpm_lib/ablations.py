@@ -353,8 +353,6 @@ class AblationSettings:
             raise ConfigError(f"unknown row id(s) {', '.join(bad)}; the rows are: {', '.join(ROWS)}")
         if a.steps < 0:
             raise ConfigError(f"--steps must be >= 0, got {a.steps}")
-        if a.stop_at < 0 or (a.stop_at and a.stop_at > (a.steps or (2000 if pts else 3000))):
-            raise ConfigError(f"--stop-at must lie in 0..--steps (0: train every step), got {a.stop_at}")
         if not 0.0 <= a.ema_decay < 1.0:
             raise ConfigError(f"--ema-decay must be in [0, 1), got {a.ema_decay}")
         if a.lr_decay and a.lr_decay not in LR_DECAYS:
@@ -367,6 +365,8 @@ class AblationSettings:
         a.sample_n = a.sample_n or (2000 if pts else 500)
         a.sample_batch = a.sample_batch or (a.sample_n if pts else 500)
         steps = a.steps or (2000 if pts else 3000)
+        if not 0 <= a.stop_at <= steps:
+            raise ConfigError(f"--stop-at must lie in 0..--steps (0: train every step), got {a.stop_at}")
         if a.curve_every < 0:
             a.curve_every = 250 if pts else max(1, steps // 2)
         a.curve_n = a.curve_n or (500 if pts else 32)

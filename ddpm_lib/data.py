@@ -170,6 +170,11 @@ def mixture_1d_points(n: int, seed: int, mixture: dict | None = None) -> torch.T
     (float32, then widened), so a seed gives the same points as that function.
     """
     m = DEFAULT_MIXTURE if mixture is None else mixture
+    missing = [k for k in ("means", "stds", "weights") if k not in m]
+    if missing:
+        raise ValueError(
+            f"mixture must be a dict with keys means, stds, weights; missing {', '.join(missing)}"
+        )
     g = torch.Generator().manual_seed(seed)
     return gaussian_mixture_1d(n, m["means"], m["stds"], m["weights"], generator=g).to(torch.float64)[:, None]
 

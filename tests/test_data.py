@@ -539,3 +539,5 @@ def test_mixture_1d_points_are_gaussian_mixture_1d_as_a_float64_column():
     assert torch.equal(x[:, 0], ref.double())
     other = D.mixture_1d_points(500, seed=3, mixture={"means": (5.0,), "stds": (0.1,), "weights": (1.0,)})
     assert abs(float(other.mean()) - 5.0) < 0.05
+    with pytest.raises(ValueError, match="missing stds, weights"):
+        D.mixture_1d_points(5, seed=0, mixture={"means": (0.0,)})
