@@ -873,7 +873,7 @@ def run_table(settings: AblationSettings, command: str = "ddpm-ablations") -> di
 
 
 #: TrainConfig fields newer than some stored tables, with the value those tables were made with
-_NEWER_FIELDS = {"lr_decay": "none"}
+_NEWER_FIELDS = {"lr_decay": "none", "init_from": "", "warmup_start": 0}
 
 
 def _same_as_stored(key: str, value):

@@ -55,6 +55,7 @@ __all__ = [
     "frechet_distance",
     "classifier_statistics",
     "fcd",
+    "fcd_floor",
     "point_metrics",
     "load_test_split",
     "evaluate_checkpoint",
@@ -289,6 +290,17 @@ def fcd(
             progress,
         )
     return frechet_distance(stats_r[0], stats_r[1], stats_g[0], stats_g[1])
+
+
+def fcd_floor(n: int, classifier=None, batch_size: int = 500) -> float:
+    """The FCD a perfect sampler would score with ``n`` samples: two disjoint sets of the test split,
+    its first ``n`` images against the ``n`` from image 5,000 on (so n <= 5,000). FCD is biased upward
+    at small n, so a model's FCD on n samples is read against this floor at the same n."""
+    x = load_test_split("fashion-mnist")
+    half = len(x) // 2
+    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= half:
+        raise ValueError(f"n must be an integer in 2..{half} (half the test split), got {n!r}")
+    return fcd(x[:n], x[half : half + n], classifier, batch_size)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -775,3 +775,75 @@ def test_own_images_are_checked_with_the_file_named(tmp_path):
         load_image_files(tmp_path / "missing")
     with pytest.raises(ConfigError, match="dataset 'images' trains on your own images: give data_root"):
         Trainer(_own(tmp_path / "run"))
+
+
+# -- a warm start (init_from): the weights of a trained model, a fresh optimizer ---------------------
+
+
+def test_warm_start_takes_the_weights_and_step_and_warms_up_again(tmp_path):
+    first = Trainer(swiss_config(tmp_path / "a", steps=20, warmup_steps=4))
+    first.run(progress=False)
+    ckpt = tmp_path / "a" / "latest.safetensors"
+    # a training checkpoint: the network and the EMA both start from its EMA weights
+    tr = Trainer(swiss_config(steps=30, warmup_steps=4, init_from=str(ckpt)))
+    assert tr.step_count == 20 and tr.config.warmup_start == 20
+    pairs = zip(tr.model.parameters(), tr.ema.parameters(), first.ema.parameters(), first.model.parameters())
+    for p, q, e, raw in pairs:
+        assert torch.equal(p, e) and torch.equal(q, e) and not torch.equal(p, raw)
+    assert not tr.optimizer.state  # Adam's moments start at zero
+    # the warm-up runs again from step 20: 1/4, 2/4, 3/4 of lr, then lr
+    assert [tr.lr_at(s) for s in range(20, 25)] == pytest.approx([5e-4, 1e-3, 1.5e-3, 2e-3, 2e-3])
+    # the streams of the steps are not those of the first run's step 0
+    assert not torch.equal(tr.data_generator.get_state(), first.data_generator.get_state())
+    fresh = Trainer(swiss_config(steps=30, warmup_steps=4))
+    assert not torch.equal(tr.data_generator.get_state(), fresh.data_generator.get_state())
+    h = tr.run(progress=False)
+    assert h.step == list(range(21, 31)) and h.lr[0] == pytest.approx(5e-4)
+
+    # the run's EMA exported alone (as the shipped files are): the same start, so the same run
+    from ddpm_lib.checkpoints import save_checkpoint
+
+    ema_only = save_checkpoint(
+        tmp_path / "ema.safetensors", first.ema, config=first.checkpoint_config(), step=20
+    )
+    tr2 = Trainer(swiss_config(steps=30, warmup_steps=4, init_from=str(ema_only)))
+    tr2.run(progress=False)
+    assert tr2.history.loss == h.loss
+    for p, q in zip(tr2.ema.parameters(), tr.ema.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_a_warm_started_run_resumes_bit_identically(tmp_path):
+    base = Trainer(swiss_config(tmp_path / "a", steps=10))
+    base.run(progress=False)
+    init = str(tmp_path / "a" / "latest.safetensors")
+    whole = Trainer(swiss_config(tmp_path / "whole", steps=30, warmup_steps=5, init_from=init))
+    whole.run(progress=False)
+    part = Trainer(swiss_config(tmp_path / "part", steps=30, warmup_steps=5, init_from=init))
+    part.run(steps=7, progress=False)
+    (tmp_path / "a" / "latest.safetensors").unlink()  # resuming does not need the file started from
+    resumed = Trainer.resume(tmp_path / "part")
+    assert resumed.config.warmup_start == 10 and resumed.step_count == 17
+    resumed.run(progress=False)
+    assert resumed.history.lr == pytest.approx(whole.history.lr)
+    for p, q in zip(resumed.ema.parameters(), whole.ema.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_warm_start_errors_name_what_is_allowed(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"init_from 'nope\.safetensors' is neither a checkpoint file nor a registered"
+    ):
+        Trainer(swiss_config(init_from="nope.safetensors"))
+    first = Trainer(swiss_config(tmp_path / "a", steps=10))
+    first.run(progress=False)
+    ckpt = str(tmp_path / "a" / "latest.safetensors")
+    with pytest.raises(ConfigError, match="is at step 10, so steps .* must be more than 10; got 10"):
+        Trainer(swiss_config(steps=10, init_from=ckpt))
+    with pytest.raises(
+        CheckpointError,
+        match=r"(?s)cannot start from .*schedule: linear with T = 200 in the checkpoint, linear with T = 100 here",
+    ):
+        Trainer(swiss_config(steps=20, T=100, init_from=ckpt))
+    with pytest.raises(ConfigError, match="warmup_start must be >= 0"):
+        swiss_config(warmup_start=-1).validate()

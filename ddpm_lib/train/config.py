@@ -91,6 +91,11 @@ class TrainConfig:
     ema_warmup: int = 0
     steps: int = 10000  # total optimizer steps of the run
     seed: int = 0
+    # a warm start: a checkpoint file or a registered name ("fashion-mnist-unet") whose EMA weights (or weights,
+    # in a model-only file) the network and its EMA both start from, the step count continuing from its step.
+    # Adam starts afresh, so the warm-up runs again from there (warmup_start); "" = random initial weights
+    init_from: str = ""
+    warmup_start: int = 0  # the step the linear warm-up starts at (with init_from: that checkpoint's step)
     # output
     out_dir: str = ""  # "" = write nothing (the command line uses runs/<dataset>)
     ckpt_every: int = 5000  # 0 = only at the end
@@ -131,6 +136,7 @@ class TrainConfig:
             "n_examples",
             "warmup_steps",
             "ema_warmup",
+            "warmup_start",
             "steps",
             "ckpt_every",
             "sample_every",

@@ -26,6 +26,7 @@ from ..checkpoints import (
     build_on_meta,
     check_data_shape,
     check_model_fits,
+    load_checkpoint,
     load_weights,
     save_checkpoint,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "rng_states",
     "restore_rng_states",
     "check_compatible",
+    "init_checkpoint",
     "changed_settings",
     "model_problems",
     "check_model_before_building",
@@ -185,8 +187,25 @@ def restore_rng_states(trainer: "Trainer", rng: dict, note) -> None:
             torch.cuda.manual_seed(stream_seed(cfg.seed, "dropout-cuda", rank, step))
 
 
-def check_compatible(trainer: "Trainer", ckpt: Checkpoint) -> None:
-    """Raise CheckpointError when ``ckpt`` holds another model, diffusion or data set than ``trainer``."""
+def init_checkpoint(spec: str) -> Checkpoint:
+    """The checkpoint a warm start (``TrainConfig.init_from``) takes its weights from: a file, or a registered
+    name (verified by sha256); a ConfigError says what is allowed when it is neither."""
+    from ..pretrained import is_pretrained_name, list_pretrained, pretrained_path
+
+    if is_pretrained_name(spec):
+        return load_checkpoint(pretrained_path(spec))
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(
+            f"init_from {spec!r} is neither a checkpoint file nor a registered name "
+            f"({', '.join(list_pretrained()) or 'none registered'})"
+        )
+    return load_checkpoint(path)
+
+
+def check_compatible(trainer: "Trainer", ckpt: Checkpoint, purpose: str = "resume from") -> None:
+    """Raise CheckpointError when ``ckpt`` holds another model, diffusion or data set than ``trainer``
+    (``purpose``: "resume from", or "start from" for a warm start, for the message)."""
     problems = model_problems(trainer.model, ckpt)
     theirs_d = ckpt.config.get("diffusion") or {}
     ours_d = json.loads(json.dumps(trainer.diffusion.config()))
@@ -208,7 +227,7 @@ def check_compatible(trainer: "Trainer", ckpt: Checkpoint) -> None:
             f"{cfg.dataset!r} {list(trainer.data_shape)} here"
         )
     if problems:
-        raise another_configuration(ckpt, problems)
+        raise another_configuration(ckpt, problems, purpose)
 
 
 def changed_settings(ckpt: Checkpoint, config: TrainConfig) -> list[str]:
@@ -236,11 +255,19 @@ def model_problems(model: nn.Module, ckpt: Checkpoint) -> list[str]:
     ]
 
 
-def another_configuration(ckpt: Checkpoint, problems: list[str]) -> CheckpointError:
+def another_configuration(
+    ckpt: Checkpoint, problems: list[str], purpose: str = "resume from"
+) -> CheckpointError:
+    fix = (
+        "resume with the checkpoint's own settings (no --config), or start a new run in another out_dir"
+        if purpose == "resume from"
+        else "give init_from a checkpoint of this model, diffusion and data set, or change the configuration to its"
+    )
     return CheckpointError(
-        f"cannot resume from {ckpt.path}: it was trained with another configuration:\n  "
+        f"cannot {purpose} {ckpt.path}: it was trained with another configuration:\n  "
         + "\n  ".join(problems)
-        + "\nresume with the checkpoint's own settings (no --config), or start a new run in another out_dir"
+        + "\n"
+        + fix
     )
 
 

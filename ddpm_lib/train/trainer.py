@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from ..checkpoints import Checkpoint, load_checkpoint
+from ..checkpoints import Checkpoint, load_checkpoint, load_weights
 from . import samples
 from .components import Batches, load_data, make_diffusion, make_model
 from .config import ConfigError, TrainConfig, api_command, stream_seed
@@ -37,7 +37,15 @@ from .ema import ema_decay_at, ema_update
 from .history import History, RunningStats, StepBar
 from .interrupt import StopSignals, TrainingInterrupted
 from .rundir import append_log, hold_run_dir
-from .state import check_compatible, checkpoint_config, load_run, resume_config, rng_states, save_run
+from .state import (
+    check_compatible,
+    checkpoint_config,
+    init_checkpoint,
+    load_run,
+    resume_config,
+    rng_states,
+    save_run,
+)
 
 __all__ = ["Trainer"]
 
@@ -55,7 +63,9 @@ class Trainer:
     with ``noise_generator``, ``point_sampler`` (2-D data; None for images).
     """
 
-    def __init__(self, config: TrainConfig, *, command: str | None = None, images=None):
+    def __init__(
+        self, config: TrainConfig, *, command: str | None = None, images=None, _resuming: bool = False
+    ):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config = cfg = copy.deepcopy(config).validate()
@@ -81,21 +91,46 @@ class Trainer:
         self.model = make_model(cfg, self.data_shape).to(dev)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        torch.manual_seed(stream_seed(cfg.seed, "dropout", self.rank))
+        # a warm start continues the step count; its streams get seeds of their own (those of step 0 were spent)
+        self.step_count = self._warm_start(cfg.init_from) if cfg.init_from and not _resuming else 0
+        at = (self.step_count,) if self.step_count else ()
+        torch.manual_seed(stream_seed(cfg.seed, "dropout", self.rank, *at))
         if dev.type == "cuda":
-            torch.cuda.manual_seed(stream_seed(cfg.seed, "dropout-cuda", self.rank))
+            torch.cuda.manual_seed(stream_seed(cfg.seed, "dropout-cuda", self.rank, *at))
         self.net = wrap_model(self.model, procs, cfg.compile)
 
         # randomness of the steps: data order and flips on the CPU, t and eps on the training device
-        self.data_generator = torch.Generator().manual_seed(stream_seed(cfg.seed, "data"))
+        self.data_generator = torch.Generator().manual_seed(stream_seed(cfg.seed, "data", *at))
         noise_dev = dev if dev.type == "cuda" else torch.device("cpu")
-        self.noise_generator = torch.Generator(device=noise_dev).manual_seed(stream_seed(cfg.seed, "noise"))
+        self.noise_generator = torch.Generator(device=noise_dev).manual_seed(
+            stream_seed(cfg.seed, "noise", *at)
+        )
         self.batches = Batches(
             self.data, self.point_sampler, cfg.batch_size, self.data_generator, cfg.random_flip
         )
-        self.step_count = 0
         self.stats = RunningStats(cfg.T, cfg.batch_size, dev, self.world_size)
         self._saved_step = self._sampled_step = self._saved_path = None
+
+    def _warm_start(self, spec: str) -> int:
+        """Start from the model of ``spec`` (config.init_from: a checkpoint file or a registered name) that
+        one samples with: the network and its EMA both from its EMA weights (its weights when it holds only
+        a model, as the shipped files do), so a warm start from a run's checkpoint and one from that run's
+        exported EMA are the same. Returns its step, where this run continues and its warm-up starts
+        (config.warmup_start). Adam's moments are not carried over: they start at zero."""
+        ckpt = init_checkpoint(spec)
+        check_compatible(self, ckpt, purpose="start from")
+        use_ema = ckpt.ema_state is not None
+        load_weights(self.model, ckpt, use_ema=use_ema)  # refuses NaN, infinite or integer weights
+        load_weights(self.ema, ckpt, use_ema=use_ema)
+        step = int(ckpt.step or 0)
+        if step >= self.config.steps:
+            raise ConfigError(
+                f"init_from {spec!r} is at step {step}, so steps (the total to train to) must be more than "
+                f"{step}; got {self.config.steps}"
+            )
+        self.config.warmup_start = step
+        self._note(f"starting from the weights of {ckpt.path} at step {step} (Adam afresh)")
+        return step
 
     def _note(self, msg: str):
         if self.is_main:
@@ -107,13 +142,15 @@ class Trainer:
 
         DDPM's code uses lr * min(step / warmup, 1), whose first update has lr 0; here it is
         (step + 1) / warmup, one step earlier. The cosine's first update after the warm-up has the full lr.
+        After a warm start (``init_from``) the warm-up counts from ``warmup_start``, the step started from.
         """
         cfg = self.config
-        w = cfg.warmup_steps
-        if w > 0 and step + 1 < w:
-            return cfg.lr * (step + 1) / w
-        if cfg.lr_decay == "cosine" and cfg.steps > w:
-            done = min(1.0, max(0.0, (step - w) / (cfg.steps - w)))
+        w, k = cfg.warmup_steps, step - cfg.warmup_start  # warmup_start: 0, or the step of a warm start
+        if w > 0 and k + 1 < w:
+            return cfg.lr * max(k + 1, 1) / w
+        end_of_warmup = cfg.warmup_start + w
+        if cfg.lr_decay == "cosine" and cfg.steps > end_of_warmup:
+            done = min(1.0, max(0.0, (step - end_of_warmup) / (cfg.steps - end_of_warmup)))
             return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * done))
         return cfg.lr
 
@@ -297,7 +334,7 @@ class Trainer:
         fields applied, e.g. ``Trainer.resume("runs/x", steps=20000)``.
         """
         cfg, ckpt = resume_config(path, config, overrides)
-        return cls(cfg, command=command, images=images).load_state(ckpt)
+        return cls(cfg, command=command, images=images, _resuming=True).load_state(ckpt)
 
     def close(self):
         """Release out_dir's lock and leave the process group this trainer created (if any)."""
