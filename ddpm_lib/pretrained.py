@@ -457,6 +457,7 @@ class TrainingRecord:
     command: Optional[str]
     planned_steps: Optional[int] = None
     ema_decay: Optional[float] = None
+    windows: tuple = ()  # the command of each training session, in order (when the registry records them)
 
     @property
     def images(self) -> Optional[int]:
@@ -496,7 +497,10 @@ class TrainingRecord:
         if self.planned_steps and self.planned_steps > self.steps:
             text += f"; stopped at step {self.steps:,} of the {self.planned_steps:,} its config plans"
         text += "."
-        if self.command:
+        if len(self.windows) > 1:
+            text += f"\n  trained in {len(self.windows)} sessions, each warm-started from the one before; to remake it:"
+            text += "".join(f"\n    {c}" for c in self.windows)
+        elif self.command:
             text += f"\n  the command that remakes it: {self.command}"
         return text
 
@@ -530,4 +534,5 @@ def training_record(name: str) -> TrainingRecord:
         command=found.group(0).strip() if found else entry.get("command"),
         planned_steps=train.get("steps"),
         ema_decay=train.get("ema_decay"),
+        windows=tuple(w.get("command", "") for w in metrics.get("windows") or [] if isinstance(w, dict)),
     )

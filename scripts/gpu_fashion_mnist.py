@@ -38,7 +38,7 @@ from ddpm_lib import viz  # noqa: E402
 from ddpm_lib.checkpoints import save_checkpoint, sha256_file  # noqa: E402
 from ddpm_lib.data import to_uint8  # noqa: E402
 from ddpm_lib.evaluate import bits_per_dim_on, load_test_split  # noqa: E402
-from ddpm_lib.pretrained import load_model  # noqa: E402
+from ddpm_lib.pretrained import is_pretrained_name, load_model, pretrained_path  # noqa: E402
 from ddpm_lib.train import Trainer, load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,6 +100,9 @@ def main(argv=None):
         "start_step": trainer.step_count,
         "seconds": {},
     }
+    if args.init_from:  # which file the window started from: promote_unet.py checks it is the one shipped now
+        init = pretrained_path(args.init_from) if is_pretrained_name(args.init_from) else Path(args.init_from)
+        results["init_sha256"] = sha256_file(init)
 
     def dump():
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

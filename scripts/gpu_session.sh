@@ -1,35 +1,34 @@
 #!/usr/bin/env bash
 # One device session (a lent H200), run from the repository root by the device tool:
 #   bash scripts/gpu_session.sh        (OUT must name an empty folder; results come back from there)
-# Stages (STAGES, a list of these; "bench" and "abl" are what issue 3 and chapter 11 still need):
-#   bench   the CIFAR-10 network's training/sampling throughput against the paper
-#           (benchmarks/bench_cifar10_gpu.py, eager and torch.compile, BENCH_S seconds), alone on the GPU;
+# Before it, here: bash scripts/gpu_prepare.sh (makes .gpu_data and sets aside what the GPU does not read, so the
+# tree fits the 64 MiB the tool carries); call the tool with carry [".gpu_data"]; after it: gpu_prepare.sh back.
+# Stages (STAGES, a list of these), in issue 16's order of value:
+#   fmnist  the shipped Fashion-MNIST U-Net, continued (scripts/gpu_fashion_mnist.py --init-from fashion-mnist-unet:
+#           a warm start from its EMA weights, the step count going on) for TRAIN_S seconds, then measured before
+#           and after: bits/dim on BPD_N test images (all 1000 terms, paired), 2000 samples of 1000 ancestral steps
+#           for the FCD, the 64-sample grid. INIT_FROM= (empty) trains from scratch instead. Back here:
+#           tar xzf bundle.tgz -C DIR; cp unet.part.* DIR/; python scripts/promote_unet.py DIR (it installs the new
+#           model only if both figures improve; then bash scripts/make_trajectory.sh and the chapters it names);
 #   abl     the Table 2 rows that data/ablations/fashion_mnist_table2.json lists as not measured, one
 #           process per row side by side (each stopped after ABL_TIMEOUT s), with the settings of the rows
 #           already there; then merged into that table (scripts/ablations.py --merge), which comes back
-#           in the bundle;
-#   fmnist  the shipped Fashion-MNIST U-Net (scripts/gpu_fashion_mnist.py: train on a time budget, then
-#           1000-step samples, a trajectory, samples for the Frechet classifier distance and the whole
-#           bound in bits/dim on 1000 test images), side by side with abl.
-# The device tool runs one command for at most 10 minutes, and bench (up to BENCH_S + 90 s) plus abl (up to
-# ABL_TIMEOUT s) can take longer: run them as two calls back to back on the warm machine,
-#   STAGES=bench bash scripts/gpu_session.sh      then      STAGES=abl bash scripts/gpu_session.sh
-# abl (and fmnist) need the Fashion-MNIST training files: carry .gpu_data (git-ignored; the training images
-# xz-compressed, 22.6 MB). The tree that travels may hold 64 MiB: with the tracked files (49.8 MB on
-# 2026-11-30) that is too much, so move the shipped U-Net (data/checkpoints/fashion_mnist_unet.safetensors,
-# 25.9 MB; no stage but fmnist reads it) out of the checkout for the calls and back afterwards.
+#           in the bundle: cp DIR/fashion_mnist_table2.{json,md} data/ablations/; re-execute chapter 11;
+#   bench   the CIFAR-10 network's training/sampling throughput against the paper
+#           (benchmarks/bench_cifar10_gpu.py, eager and torch.compile, BENCH_S seconds), alone on the GPU:
+#           python benchmarks/bench_cifar10_gpu.py --write-results DIR/results_gpu.json.
+# The device tool runs one command for at most 10 minutes: fmnist with TRAIN_S=300 takes about 9 (training, then
+# about 200 s of sampling and bits/dim); run abl and bench as later calls (or later windows) of their own.
 # Everything but the checkpoint parts is packed into $OUT/bundle.tgz (the tool returns at most 8 files).
-# Back here: tar xzf bundle.tgz -C DIR; cp DIR/fashion_mnist_table2.{json,md} data/ablations/;
-# python benchmarks/bench_cifar10_gpu.py --write-results DIR/results_gpu.json; re-execute chapter 11.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 : "${OUT:?OUT must be set}"
-TRAIN_S=${TRAIN_S:-240}
+TRAIN_S=${TRAIN_S:-300}
 BENCH_S=${BENCH_S:-240}
 : "${STAGES:?STAGES must name the stages to run: bench, abl, fmnist (see the top of this file)}"
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 ABL_STEPS=${ABL_STEPS:-3000}
-W=/tmp/gpu_session; rm -rf $W; mkdir -p $W/fmnist
+W=${WORK_DIR:-/tmp/gpu_session}; rm -rf $W; mkdir -p $W/fmnist
 t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a $W/timeline.txt; }
 finish() {
   stamp "packing"
@@ -67,16 +66,20 @@ fi
 stamp "fashion-mnist and ablations"
 if has fmnist; then
 ( s=$(date +%s)
-  timeout $((TRAIN_S + 150)) python3 scripts/gpu_fashion_mnist.py --out $W/fmnist --train-seconds $TRAIN_S \
-    --data-root .gpu_data/fashion-mnist --bpd-subset 1000 --fcd-samples 2000 --split-mb 15 > $W/fmnist.log 2>&1
+  FM_ARGS=(--out $W/fmnist --data-root .gpu_data/fashion-mnist --bpd-subset ${BPD_N:-1000} --fcd-samples 2000
+           --split-mb 15)
+  INIT=${INIT_FROM-fashion-mnist-unet}; [ -n "$INIT" ] && FM_ARGS+=(--init-from "$INIT")
+  FM_ARGS+=(${FM_EXTRA:-})   # a rehearsal on the CPU overrides settings here (see tests/test_gpu_window.py)
+  timeout $((TRAIN_S + 240)) python3 scripts/gpu_fashion_mnist.py "${FM_ARGS[@]}" --train-seconds $TRAIN_S \
+    > $W/fmnist.log 2>&1
   rc=$?
   if [ $rc -ne 0 ] && [ $(( $(date +%s) - s )) -lt 120 ]; then   # torch.compile failed early: train eagerly
     echo "compiled run failed (rc=$rc); retrying without torch.compile" >> $W/fmnist.log
-    timeout $((TRAIN_S + 30)) python3 scripts/gpu_fashion_mnist.py --out $W/fmnist --no-compile \
-      --train-seconds $((TRAIN_S - 120)) --data-root .gpu_data/fashion-mnist --bpd-subset 1000 --fcd-samples 2000 \
-      --split-mb 15 >> $W/fmnist.log 2>&1
+    timeout $((TRAIN_S + 120)) python3 scripts/gpu_fashion_mnist.py "${FM_ARGS[@]}" --no-compile \
+      --train-seconds $((TRAIN_S - 120)) >> $W/fmnist.log 2>&1
+    rc=$?
   fi
-  echo "fmnist done rc=$?" >> $W/timeline.txt ) &
+  echo "fmnist done rc=$rc" >> $W/timeline.txt ) &
 fi
 TABLE=data/ablations/fashion_mnist_table2.json
 if has abl; then   # one process per row (rows are independent: same seeds, data, steps and evaluation)
