@@ -68,6 +68,32 @@ PAPER = dict(
     sample_images_per_s=1000 * 256 / 17.0,
 )
 TARGET_FACTOR = 2.0  # the project's target: twice the paper's training rate
+# dense bf16 peaks (NVIDIA's data sheets, without sparsity), for the model FLOPs utilisation (MFU)
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.0, "A100": 312.0}
+
+
+def peak_tflops(gpu_name: str | None) -> float | None:
+    """The data-sheet dense bf16 peak of a GPU by name (None when not in PEAK_BF16_TFLOPS)."""
+    name = gpu_name or ""
+    if "H100" in name:
+        return PEAK_BF16_TFLOPS["H100 PCIe" if "PCIe" in name else "H100 SXM"]
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def train_flops_per_image(build, shape=(3, 32, 32)) -> float:
+    """FLOPs of one image's forward and backward pass through the network (matrix products and
+    convolutions, as torch.utils.flop_counter counts them; elementwise work is not counted, as usual
+    for MFU), measured on the meta device: no memory, no arithmetic, the same count on any machine."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        net = build()
+        x = torch.randn((2, *shape))
+        t = torch.randint(1, 1001, (2,))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        net(x, t).float().square().mean().backward()
+    return counter.get_total_flops() / 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,6 +152,56 @@ class Clock:
             warmup_steps=warmup,
             window_steps=window_steps,
         )
+
+
+def profile_step(step, n: int, device, path: Path) -> dict:
+    """Where a step's time goes: ``n`` steps under torch.profiler (after 3 untimed ones). Writes the
+    table of operators and kernels, by their own device (or CPU) time, to ``path``; returns the wall
+    and GPU-kernel milliseconds per step, their ratio (the share of the step the GPU computes: far below
+    1 means it waits for the host to launch work), the kernels launched per step and the top five."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    for _ in range(3):
+        step()
+    sync()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    t = time.perf_counter()
+    with profile(activities=acts) as prof:
+        for _ in range(n):
+            step()
+        sync()
+    wall_ms = (time.perf_counter() - t) * 1e3 / n
+    averages = prof.key_averages()
+
+    def own(e):  # self time on the device (or the CPU), microseconds
+        if not cuda:
+            return e.self_cpu_time_total
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+
+    sort_key = "self_cpu_time_total" if not cuda else "self_cuda_time_total"
+    try:
+        table = averages.table(sort_by="self_device_time_total" if cuda else sort_key, row_limit=30)
+    except (AttributeError, KeyError):
+        table = averages.table(sort_by=sort_key, row_limit=30)
+    path.write_text(table + "\n")
+    kernels = [e for e in prof.events() if cuda and str(getattr(e, "device_type", "")).endswith("CUDA")]
+    top = sorted(averages, key=own, reverse=True)[:5]
+    result = dict(
+        steps=n,
+        wall_ms_per_step=round(wall_ms, 2),
+        top=[dict(name=e.key[:80], ms_per_step=round(own(e) / 1e3 / n, 3)) for e in top],
+        table=path.name,
+    )
+    if cuda:
+        gpu_ms = sum(own(e) for e in kernels) / 1e3 / n
+        result.update(
+            gpu_ms_per_step=round(gpu_ms, 2),
+            gpu_busy_fraction=round(gpu_ms / wall_ms, 3),
+            kernels_per_step=round(len(kernels) / n),
+        )
+    return result
 
 
 def ema_update(ema_params, params, decay):
@@ -239,9 +315,21 @@ def _vs_paper(r: dict, p: dict) -> float:
 
 def gpu_markdown(res: dict, extra_notes=()) -> str:
     m, s, p = res["machine"], res["settings"], res["paper"]
+    flops = res.get("train_flops_per_image")
+    if flops is None and not s.get(
+        "quick"
+    ):  # a JSON from before FLOPs were counted: the same network's count
+        from ddpm_lib.nets import UNet
+
+        flops = res["train_flops_per_image"] = train_flops_per_image(UNet.ddpm_cifar10)
+    peak = res.get("peak_bf16_tflops") or peak_tflops(m.get("gpu"))
     for r in res["runs"]:  # recomputed, so that a JSON from an older version of this script renders right
         if "images_per_s" in r:
             r["vs_paper"] = _vs_paper(r, p)
+            if r["workload"].startswith("train") and flops:
+                r["tflops_per_s"] = round(r["images_per_s"] * flops / 1e12, 1)
+                if peak:
+                    r["mfu"] = round(r["tflops_per_s"] / peak, 4)
     trains = [r for r in res["runs"] if r["workload"].startswith("train") and "images_per_s" in r]
     if trains:
         b = max(trains, key=lambda r: r["steps_per_s"])
@@ -273,20 +361,32 @@ def gpu_markdown(res: dict, extra_notes=()) -> str:
         f"sampling steps. Target: {TARGET_FACTOR:g}x the paper's training rate = "
         f"{TARGET_FACTOR * p['train_steps_per_s']:g} steps/s.",
         "",
-        "| variant | workload | batch | steps/s | images/s | vs paper | warm-up s | peak GiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    if flops:
+        lines[-1:-1] = [
+            f"* Work: {flops / 1e9:.2f} GFLOP per image for a training step's forward and backward pass (matrix "
+            f"products and convolutions, counted by torch.utils.flop_counter on the meta device), "
+            f"{flops * s['batch'] / 1e12:.2f} TFLOP a step at batch {s['batch']}; MFU = achieved FLOP/s over the "
+            f"GPU's dense bf16 peak{f' ({peak:g} TFLOP/s, data sheet)' if peak else ' (not known for this GPU)'}. "
+            f"The paper's rate is {p['train_images_per_s'] * flops / 1e12:.0f} TFLOP/s on the TPU v3-8 "
+            f"(420 TFLOP/s peak: {p['train_images_per_s'] * flops / 1e12 / 420:.0%} MFU).",
+        ]
+    lines += [
+        "| variant | workload | batch | steps/s | images/s | vs paper | TFLOP/s | MFU | warm-up s | peak GiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["runs"]:
         if "error" in r or "skipped" in r:
             lines.append(
                 f"| {r['variant']} | {r['workload']} | {r.get('batch', '')} | "
-                f"{'error: ' + r['error'] if 'error' in r else 'skipped: ' + r['skipped']} | | | | |"
+                f"{'error: ' + r['error'] if 'error' in r else 'skipped: ' + r['skipped']} | | | | | | |"
             )
             continue
         lines.append(
             f"| {r['variant']} | {r['workload']} | {r['batch']} | {r['steps_per_s']:.2f} "
             f"({r['min']:.2f} - {r['max']:.2f}) | {r['images_per_s']:,.0f} | "
-            f"**{r['vs_paper']:.2f}x** | {r['warmup_s']} | {r.get('peak_memory_gib', '-')} |"
+            f"**{r['vs_paper']:.2f}x** | {r.get('tflops_per_s', '-')} | "
+            f"{format(r['mfu'], '.1%') if 'mfu' in r else '-'} | {r['warmup_s']} | {r.get('peak_memory_gib', '-')} |"
         )
     best = res.get("best_train")
     if best:
@@ -295,6 +395,18 @@ def gpu_markdown(res: dict, extra_notes=()) -> str:
             f"Best training rate: {best['steps_per_s']:.2f} steps/s at batch {best.get('batch', '?')} "
             f"({best['variant']}), {best['vs_paper']:.2f}x the paper's rate (21 steps/s at batch 128): "
             f"target of {TARGET_FACTOR:g}x {'met' if best['target_met'] else 'NOT met'}.",
+        ]
+    for variant, pr in (res.get("profiles") or {}).items():
+        where = ", ".join(f"{t['name']} {t['ms_per_step']} ms" for t in pr["top"][:3])
+        busy = (
+            f"the GPU computes {pr['gpu_ms_per_step']} ms of each {pr['wall_ms_per_step']} ms step "
+            f"({pr['gpu_busy_fraction']:.0%}; {pr['kernels_per_step']} kernels a step)"
+            if "gpu_ms_per_step" in pr
+            else f"{pr['wall_ms_per_step']} ms a step"
+        )
+        lines += [
+            "",
+            f"Profile of {variant} ({pr['steps']} steps, `{pr['table']}`): {busy}; the most time: {where}.",
         ]
     notes = [*res.get("notes", []), *extra_notes]
     if notes:
@@ -334,6 +446,20 @@ def main(argv=None):
         help="memory formats to time eagerly",
     )
     p.add_argument("--compile", action="store_true", help="also time torch.compile(model) (first format)")
+    p.add_argument(
+        "--compile-modes",
+        nargs="+",
+        default=["default"],
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        help="torch.compile modes to time with --compile (reduce-overhead: CUDA graphs)",
+    )
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="profile N steps of the Trainer's step (eager, and compiled with --compile): where the time goes",
+    )
     p.add_argument("--inline-loss", action="store_true", help="also time the same loss without host syncs")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps before the timed windows (eager)")
     p.add_argument("--compile-warmup", type=int, default=5, help="untimed steps for compiled variants")
@@ -423,6 +549,8 @@ def main(argv=None):
             cudnn=torch.backends.cudnn.version(),
         )
     n_params = count_parameters(build())
+    flops_per_image = train_flops_per_image(build, (3, 32, 32))
+    peak = peak_tflops(machine.get("gpu"))
     res = dict(
         date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         command="PYTHONPATH=. python "
@@ -430,6 +558,8 @@ def main(argv=None):
         machine=machine,
         paper=PAPER,
         parameters=n_params,
+        train_flops_per_image=flops_per_image,
+        peak_bf16_tflops=peak,
         network="UNet.ddpm_cifar10()" if not args.quick else f"(--quick) UNet({build().config})",
         settings=dict(
             device=str(device),
@@ -485,6 +615,10 @@ def main(argv=None):
         else:
             entry.update(m)
             entry["images_per_s"] = m["steps_per_s"] * batch
+            if workload.startswith("train"):
+                entry["tflops_per_s"] = round(entry["images_per_s"] * flops_per_image / 1e12, 1)
+                if peak:
+                    entry["mfu"] = round(entry["tflops_per_s"] / peak, 4)
             # images/s against the paper's: train 21 steps/s x 128 = 2,688 (at batch 128, the same as the
             # ratio of steps/s); sample 1000 x 256 / 17 s = 15,059 (at batch 256)
             entry["vs_paper"] = _vs_paper(entry, PAPER)
@@ -505,7 +639,7 @@ def main(argv=None):
         print(f"[{variant} {workload} b{batch}] skipped: {why}", flush=True)
         save()
 
-    def phase(variant, fmt, compiled, inline=False, sample=True, min_left=10.0):
+    def phase(variant, fmt, compiled, inline=False, sample=True, min_left=10.0, mode="default"):
         warm = args.compile_warmup if compiled else args.warmup
         wl = "train (inline loss)" if inline else "train"
         if clock.left() < min_left:
@@ -514,7 +648,9 @@ def main(argv=None):
         torch.manual_seed(0)
         net = build().to(device)
         net.channels_last = fmt == "channels_last"
-        model = torch.compile(net, dynamic=False) if compiled else net
+        model = (
+            torch.compile(net, dynamic=False, mode=None if mode == "default" else mode) if compiled else net
+        )
         record(
             variant,
             wl,
@@ -555,6 +691,13 @@ def main(argv=None):
         record(
             variant, "train", args.batch, lambda: clock.measure(step, warm, args.windows, args.window_steps)
         )
+        if args.profile and clock.left() > min_left:
+            name = f"profile_trainer_{'compiled' if compiled else 'eager'}.txt"
+            res.setdefault("profiles", {})[variant] = summary = profile_step(
+                step, args.profile, device, out.parent / name
+            )
+            print(f"[{variant}] profile: {json.dumps(summary)}", flush=True)
+            save()
 
     amp_name = args.amp
     trainer_phase(compiled=False)
@@ -567,12 +710,14 @@ def main(argv=None):
     if args.compile:
         trainer_phase(compiled=True, min_left=10.0 if args.quick else 60.0)
         # compiling the training graph takes about a minute on a big GPU: ask for that much time left
-        phase(
-            f"compiled {amp_name} {args.formats[0]}",
-            args.formats[0],
-            compiled=True,
-            min_left=10.0 if args.quick else 60.0,
-        )
+        for mode in args.compile_modes:
+            phase(
+                f"compiled{'' if mode == 'default' else ' ' + mode} {amp_name} {args.formats[0]}",
+                args.formats[0],
+                compiled=True,
+                min_left=10.0 if args.quick else 60.0,
+                mode=mode,
+            )
         if args.inline_loss:
             phase(
                 f"compiled {amp_name} {args.formats[0]}",

@@ -59,7 +59,8 @@ python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())
 
 if has bench; then
   stamp "benchmark"
-  timeout $((BENCH_S + 90)) python3 benchmarks/bench_cifar10_gpu.py --compile --inline-loss --formats channels_last \
+  timeout $((BENCH_S + 90)) python3 benchmarks/bench_cifar10_gpu.py --compile --compile-modes default reduce-overhead \
+    --inline-loss --formats channels_last --profile 10 \
     --max-seconds $BENCH_S --out $W/results_gpu.json > $W/bench.log 2>&1; stamp "benchmark rc=$?"
 fi
 
