@@ -23,11 +23,16 @@ fi
 
 mkdir -p .gpu_data/fashion-mnist
 XZ=.gpu_data/fashion-mnist/train-images-idx3-ubyte.xz
+SRC=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz   # where the package puts it (CI installs it)
 if [ ! -f $XZ ]; then
   tmp=$(mktemp -d)
-  (cd "$tmp" && apt-get download -q dataset-fashion-mnist >/dev/null 2>&1) || { apt-get update -qq; (cd "$tmp" && apt-get download -q dataset-fashion-mnist); }
-  dpkg -x "$tmp"/dataset-fashion-mnist_*.deb "$tmp/x"
-  python3 - "$tmp/x/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz" $XZ <<'PY'
+  if [ ! -f $SRC ]; then   # not installed: the package's file, unpacked here
+    (cd "$tmp" && apt-get download -q dataset-fashion-mnist >/dev/null 2>&1) ||
+      { apt-get update -qq; (cd "$tmp" && apt-get download -q dataset-fashion-mnist); }
+    dpkg -x "$tmp"/dataset-fashion-mnist_*.deb "$tmp/x"
+    SRC=$tmp/x$SRC
+  fi
+  python3 - "$SRC" $XZ <<'PY'
 import gzip, hashlib, json, lzma, sys
 raw = gzip.decompress(open(sys.argv[1], "rb").read())
 entry = json.load(open("data/registry.json"))["files"]["fashion-mnist/train-images-idx3-ubyte.gz"]
