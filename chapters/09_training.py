@@ -334,8 +334,9 @@ for row in bench["rows"]:
 # network can do.
 #
 # - **On a GPU**, the printed command remakes it in minutes; a larger `--steps` with an `--out-dir` trains further, and
-#   `--resume` continues that run after a stop. (The shipped file holds only the EMA weights, not Adam's state, so it
-#   cannot itself be resumed.)
+#   `--resume` continues that run after a stop. The shipped file holds only the EMA weights, not Adam's state, so it
+#   cannot itself be resumed, but it can be trained on: `--init-from fashion-mnist-unet` (a *warm start*) starts the
+#   network and its EMA from those weights at step 2,324, with Adam afresh and its warm-up run again from there.
 # - **On a CPU**, the same command with `--device cpu --no-compile --threads 2 --out-dir runs/fmnist-base-cpu` (and
 #   `--resume` after any stop) takes about 55 CPU-hours. The tiny preset draws the same 594,944 images in about 4:
 #   `python -m ddpm_lib.train --config configs/fashion_mnist.toml --steps 9296 --out-dir runs/fashion-mnist-cpu`
