@@ -4,11 +4,11 @@
 #   bash scripts/gpu_prepare.sh back     put back what was set aside (tracked files, restored from git)
 #
 # The device tool carries at most 64 MiB: the tracked files (52.4 MB on 2026-12-04, 25.9 MB of them the shipped
-# U-Net, which the window continues) and .gpu_data (the 60,000 training images, xz: 22.6 MB) are more than that.
+# U-Net, which the window continues) and .gpu_data (the 60,000 training images: 26.4 MB) are more than that.
 # So the files no stage of scripts/gpu_session.sh reads are set aside for the call: the chapters' notebooks, the
 # stored trajectory, the swiss-roll model and the 10,000-image subset. They are tracked and unchanged (checked
-# first), so `back` restores them with git. .gpu_data comes from Debian's package dataset-fashion-mnist, whose
-# gzip stream is the official file's (data/registry.json's note); its content is checked against the registry.
+# first), so `back` restores them with git. .gpu_data holds the training split's files from Debian's package
+# dataset-fashion-mnist, checked against their sha256 in data/registry.json (where they are a registered variant).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ASIDE=(chapters/*.ipynb data/trajectories data/checkpoints/swiss_roll_mlp.safetensors
@@ -22,24 +22,25 @@ if [ "${1:-}" = back ]; then
 fi
 
 mkdir -p .gpu_data/fashion-mnist
-XZ=.gpu_data/fashion-mnist/train-images-idx3-ubyte.xz
-SRC=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz   # where the package puts it (CI installs it)
-if [ ! -f $XZ ]; then
+DEB=/usr/share/datasets/fashion-mnist   # where Debian's package puts the files (CI installs it)
+if [ ! -f .gpu_data/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   tmp=$(mktemp -d)
-  if [ ! -f $SRC ]; then   # not installed: the package's file, unpacked here
+  if [ ! -f $DEB/train-images-idx3-ubyte.gz ]; then   # not installed: the package's files, unpacked here
     (cd "$tmp" && apt-get download -q dataset-fashion-mnist >/dev/null 2>&1) ||
       { apt-get update -qq; (cd "$tmp" && apt-get download -q dataset-fashion-mnist); }
     dpkg -x "$tmp"/dataset-fashion-mnist_*.deb "$tmp/x"
-    SRC=$tmp/x$SRC
+    DEB=$tmp/x$DEB
   fi
-  python3 - "$SRC" $XZ <<'PY'
-import gzip, hashlib, json, lzma, sys
-raw = gzip.decompress(open(sys.argv[1], "rb").read())
-entry = json.load(open("data/registry.json"))["files"]["fashion-mnist/train-images-idx3-ubyte.gz"]
-if hashlib.sha256(raw).hexdigest() != entry["content_sha256"] or len(raw) != entry["content_size"]:
-    raise SystemExit(f"{sys.argv[1]}: not the Fashion-MNIST training images the registry names")
-open(sys.argv[2], "wb").write(lzma.compress(raw, preset=9))
-print(f"{sys.argv[2]}: verified, {len(raw)} bytes of images")
+  # Debian's files are registered variants (data/registry.json), so the loader accepts them as they are
+  python3 - "$DEB" <<'PY'
+import hashlib, json, shutil, sys
+reg = json.load(open("data/registry.json"))["files"]
+for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+    src, want = f"{sys.argv[1]}/{name}", reg[f"fashion-mnist/{name}"]["variants"]["debian"]["sha256"]
+    if hashlib.sha256(open(src, "rb").read()).hexdigest() != want:
+        raise SystemExit(f"{src}: not the file data/registry.json names (Debian's variant, sha256 {want})")
+    shutil.copyfile(src, f".gpu_data/fashion-mnist/{name}")
+    print(f".gpu_data/fashion-mnist/{name}: verified")
 PY
   rm -rf "$tmp"
 fi

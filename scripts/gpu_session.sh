@@ -29,6 +29,7 @@ BENCH_S=${BENCH_S:-240}
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 ABL_STEPS=${ABL_STEPS:-3000}
 W=${WORK_DIR:-/tmp/gpu_session}; rm -rf $W; mkdir -p $W/fmnist
+GPU_DATA=${GPU_DATA:-.gpu_data}   # the training split's files (scripts/gpu_prepare.sh), carried to the device
 t0=$(date +%s); stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a $W/timeline.txt; }
 finish() {
   stamp "packing"
@@ -37,24 +38,6 @@ finish() {
 }
 trap finish EXIT
 nvidia-smi > $W/nvidia-smi.txt 2>&1
-# The training images travel xz-compressed (the device tool carries at most 64 MiB): unpack them, check the
-# content against data/registry.json's content_sha256, gzip them, and accept that gzip's sha256 in this
-# machine's copy of the registry (a variant, as for Debian's re-compressed file).
-if [ -f .gpu_data/fashion-mnist/train-images-idx3-ubyte.xz ]; then python3 - <<'PY'
-import gzip, hashlib, json, lzma
-from pathlib import Path
-d, key = Path(".gpu_data/fashion-mnist"), "fashion-mnist/train-images-idx3-ubyte.gz"
-raw = lzma.decompress((d / "train-images-idx3-ubyte.xz").read_bytes())
-reg_path = Path("data/registry.json"); reg = json.loads(reg_path.read_text())
-entry = reg["files"][key]
-assert hashlib.sha256(raw).hexdigest() == entry["content_sha256"] and len(raw) == entry["content_size"], "bad content"
-gz = gzip.compress(raw, compresslevel=6, mtime=0)
-(d / "train-images-idx3-ubyte.gz").write_bytes(gz)
-entry.setdefault("variants", {})["device-regzip"] = {"size": len(gz), "sha256": hashlib.sha256(gz).hexdigest()}
-reg_path.write_text(json.dumps(reg, indent=2))
-print("unpacked and verified", key)
-PY
-fi
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee $W/torch.txt
 
 if has bench; then
@@ -67,7 +50,7 @@ fi
 stamp "fashion-mnist and ablations"
 if has fmnist; then
 ( s=$(date +%s)
-  FM_ARGS=(--out $W/fmnist --data-root .gpu_data/fashion-mnist --bpd-subset ${BPD_N:-1000} --fcd-samples 2000
+  FM_ARGS=(--out $W/fmnist --data-root $GPU_DATA/fashion-mnist --bpd-subset ${BPD_N:-1000} --fcd-samples 2000
            --split-mb 15)
   INIT=${INIT_FROM-fashion-mnist-unet}; [ -n "$INIT" ] && FM_ARGS+=(--init-from "$INIT")
   FM_ARGS+=(${FM_EXTRA:-})   # a rehearsal on the CPU overrides settings here (see tests/test_gpu_window.py)
@@ -88,7 +71,7 @@ if has abl; then   # one process per row (rows are independent: same seeds, data
   stamp "ablation rows: ${ROWS:-none}"
   for row in $ROWS; do
     ( OMP_NUM_THREADS=2 timeout ${ABL_TIMEOUT:-420} python3 scripts/ablations.py --dataset fashion_mnist --preset tiny \
-        --steps $ABL_STEPS --rows $row --device cuda --data-root .gpu_data/fashion-mnist --bpd-n 500 \
+        --steps $ABL_STEPS --rows $row --device cuda --data-root $GPU_DATA/fashion-mnist --bpd-n 500 \
         --sample-n 1000 --curve-every 1000 --curve-n 64 --out $W/abl_$row/fashion_mnist_table2.json \
         > $W/abl_$row.log 2>&1
       echo "ablation $row done rc=$?" >> $W/timeline.txt ) &

@@ -102,7 +102,9 @@ def test_fcd_floor_falls_with_n_and_refuses_more_than_half_the_split():
     f500, f2000 = E.fcd_floor(500), E.fcd_floor(2000)
     assert 0 < f2000 < f500, (f500, f2000)
     assert round(f2000, 2) == 1.28  # the floor the shipped model's registry entry records beside its FCD
-    with pytest.raises(ValueError, match=r"n must be an integer in 2\.\.5000 \(half the test split\), got 5001"):
+    with pytest.raises(
+        ValueError, match=r"n must be an integer in 2\.\.5000 \(half the test split\), got 5001"
+    ):
         E.fcd_floor(5001)
 
 

@@ -101,7 +101,10 @@ def _window(tmp_path, monkeypatch):
         "INIT_FROM": "tiny-unet",
         "FM_EXTRA": tiny,
         "WORK_DIR": str(tmp_path / "work"),
+        "GPU_DATA": str(tmp_path / "gpu_data"),  # here the shipped subset stands for the training split
     }
+    (tmp_path / "gpu_data").mkdir()
+    (tmp_path / "gpu_data" / "fashion-mnist").symlink_to(REPO / "data" / "fashion-mnist")
     r = subprocess.run(["bash", "scripts/gpu_session.sh"], **{**run, "env": session_env})
     assert r.returncode == 0, r.stdout + r.stderr
     # back here: the bundle unpacked, the checkpoint's parts beside it
@@ -111,7 +114,9 @@ def _window(tmp_path, monkeypatch):
     out = out / "fmnist"
     for part in device.glob("unet.part.*"):
         (out / part.name).write_bytes(part.read_bytes())
-    assert "fmnist done rc=0" in (out.parent / "timeline.txt").read_text()
+    assert "fmnist done rc=0" in (out.parent / "timeline.txt").read_text(), (
+        out.parent / "fmnist.log"
+    ).read_text()
     yield data, out, shipped, env
 
 

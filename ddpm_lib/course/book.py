@@ -845,17 +845,6 @@ def replay_chapter(chapter: Chapter, cpu: str = "native", *, timeout: Optional[f
         raise BookError(f"chapter {chapter.label}: the replay as {cpu} exceeded {limit:g} s") from None
 
 
-def replay_chapter_as(chapter: Chapter, cpus: Sequence[str], *, timeout: Optional[float] = None) -> dict:
-    """:func:`replay_chapter` as each CPU of ``cpus``, side by side (one process each; on 2 cores a native
-    and a one-thread replay take about two thirds of the time they take one after the other). Returns
-    ``{cpu: CompletedProcess}``."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=max(1, len(cpus))) as pool:
-        runs = {cpu: pool.submit(replay_chapter, chapter, cpu, timeout=timeout) for cpu in cpus}
-        return {cpu: run.result() for cpu, run in runs.items()}
-
-
 def replay_chapters(
     book: Book, keys=None, cpus: Sequence[str] = tuple(SIMULATED_CPUS), *, quiet: bool = False
 ) -> list:

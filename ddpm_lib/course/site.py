@@ -433,20 +433,6 @@ def _prepare_out(out: Path) -> None:
     (out / MARKER).write_text("built by ddpm-book html; replaced by the next build\n")
 
 
-def _draw_all_frames(chapters, cache: Path, quiet: bool) -> dict:
-    """{chapter id: its frame folders}: every chapter's explorers drawn (or taken from the cache), two chapters'
-    kernels at a time where there are two cores (each a process of its own; a third less time on 2 cores)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    workers = max(1, min(2, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        jobs = {
-            c.id: pool.submit(chapter_frames, c, read_ipynb(c.ipynb_path), cache, quiet=quiet)
-            for c in chapters
-        }
-        return {k: job.result() for k, job in jobs.items()}
-
-
 def build_site(book: Book, out=None, keys=None, *, frames: bool = True, quiet: bool = False) -> SiteReport:
     """Build the static edition of ``book`` into ``out`` (default ``<book root>/_build/html``).
 
@@ -479,10 +465,9 @@ def build_site(book: Book, out=None, keys=None, *, frames: bool = True, quiet: b
     timings = read_timings(book)
     exporter = _exporter()
     search, rows = [], []
-    drawn = _draw_all_frames(chapters, cache, quiet) if frames else {}
     for n, c in enumerate(chapters):
         nb = read_ipynb(c.ipynb_path)
-        frame_dirs = drawn.get(c.id, [])
+        frame_dirs = chapter_frames(c, nb, cache, quiet=quiet) if frames else []
         page_nb, scripts = _prepare(nb, c, frame_dirs, out, report)
         minutes = round(chapter_stats(c, timings).reading_minutes)  # the rule of ddpm-book stats
         cpu = timings.get(c.id, {}).get("seconds")
