@@ -201,6 +201,17 @@ def promotion_judges_and_installs(data, out, shipped, env):
         1.5 + verdict["results"]["train_seconds"]
     )
     assert m["bits_per_dim_test"]["previous_model"] == b["before"]["mean"]
+    # the keys chapters 07 (the bound) and 10 (the FCD) read from the entry
+    assert set(m["bits_per_dim_test"]) >= {
+        "mean",
+        "stderr",
+        "n_images",
+        "L_T",
+        "sum_L_t_minus_1",
+        "L_0",
+        "evaluated_by",
+    }
+    assert set(m["fcd"]) >= {"value", "n_generated", "sampler", "reference", "first_128_samples"}
     assert m["fcd"]["previous_model"] == 1e6 and "test_split_halves_8" in m["fcd"]
     from ddpm_lib.pretrained import training_record
 
