@@ -154,6 +154,14 @@ class Clock:
         )
 
 
+def add_work(run: dict, flops_per_image: float | None, peak: float | None) -> None:
+    """A training run's achieved TFLOP/s and, where the GPU's peak is known, its MFU (in place)."""
+    if run["workload"].startswith("train") and "images_per_s" in run and flops_per_image:
+        run["tflops_per_s"] = round(run["images_per_s"] * flops_per_image / 1e12, 1)
+        if peak:
+            run["mfu"] = round(run["tflops_per_s"] / peak, 4)
+
+
 def profile_step(step, n: int, device, path: Path) -> dict:
     """Where a step's time goes: ``n`` steps under torch.profiler (after 3 untimed ones). Writes the
     table of operators and kernels, by their own device (or CPU) time, to ``path``; returns the wall
@@ -180,11 +188,7 @@ def profile_step(step, n: int, device, path: Path) -> dict:
             return e.self_cpu_time_total
         return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
 
-    sort_key = "self_cpu_time_total" if not cuda else "self_cuda_time_total"
-    try:
-        table = averages.table(sort_by="self_device_time_total" if cuda else sort_key, row_limit=30)
-    except (AttributeError, KeyError):
-        table = averages.table(sort_by=sort_key, row_limit=30)
+    table = averages.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=30)
     path.write_text(table + "\n")
     kernels = [e for e in prof.events() if cuda and str(getattr(e, "device_type", "")).endswith("CUDA")]
     top = sorted(averages, key=own, reverse=True)[:5]
@@ -326,10 +330,7 @@ def gpu_markdown(res: dict, extra_notes=()) -> str:
     for r in res["runs"]:  # recomputed, so that a JSON from an older version of this script renders right
         if "images_per_s" in r:
             r["vs_paper"] = _vs_paper(r, p)
-            if r["workload"].startswith("train") and flops:
-                r["tflops_per_s"] = round(r["images_per_s"] * flops / 1e12, 1)
-                if peak:
-                    r["mfu"] = round(r["tflops_per_s"] / peak, 4)
+            add_work(r, flops, peak)
     trains = [r for r in res["runs"] if r["workload"].startswith("train") and "images_per_s" in r]
     if trains:
         b = max(trains, key=lambda r: r["steps_per_s"])
@@ -615,10 +616,7 @@ def main(argv=None):
         else:
             entry.update(m)
             entry["images_per_s"] = m["steps_per_s"] * batch
-            if workload.startswith("train"):
-                entry["tflops_per_s"] = round(entry["images_per_s"] * flops_per_image / 1e12, 1)
-                if peak:
-                    entry["mfu"] = round(entry["tflops_per_s"] / peak, 4)
+            add_work(entry, flops_per_image, peak)
             # images/s against the paper's: train 21 steps/s x 128 = 2,688 (at batch 128, the same as the
             # ratio of steps/s); sample 1000 x 256 / 17 s = 15,059 (at batch 256)
             entry["vs_paper"] = _vs_paper(entry, PAPER)
